@@ -1,0 +1,91 @@
+#include "blockrep/cli.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace blockrep {
+
+Result<HostPort> ParseHostPort(const std::string& text, const char* flag) {
+  HostPort hp;
+  std::string port_text;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return InvalidArgument(std::string(flag) + " " + text + ": expected [IPV6]:PORT");
+    hp.host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0)
+      return InvalidArgument(std::string(flag) + " " + text + ": expected HOST:PORT, e.g. 127.0.0.1:7070");
+    hp.host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  unsigned long port = std::strtoul(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port > 65535)
+    return InvalidArgument(std::string(flag) + " " + text + ": port must be a number from 0 to 65535");
+  hp.port = static_cast<uint16_t>(port);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(hp.host.c_str(), port_text.c_str(), &hints, &res);
+  if (rc != 0 || res == nullptr)
+    return InvalidArgument(std::string(flag) + " " + text + ": cannot resolve host: " + gai_strerror(rc));
+  std::memcpy(&hp.addr, res->ai_addr, res->ai_addrlen);
+  hp.addr_len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return hp;
+}
+
+uint64_t NowUtcNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string FormatUtc(uint64_t time_ns) {
+  time_t secs = static_cast<time_t>(time_ns / 1000000000ull);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &t);
+  return buf;
+}
+
+Result<uint64_t> ParseUtc(const std::string& text) {
+  tm t{};
+  const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &t);
+  if (end == nullptr) end = strptime(text.c_str(), "%Y-%m-%d %H:%M:%S", &t);
+  if (end == nullptr || !(*end == '\0' || (end[0] == 'Z' && end[1] == '\0')))
+    return InvalidArgument("time '" + text + "' is not ISO-8601 UTC like 2026-11-23T20:07:37Z");
+  time_t secs = timegm(&t);
+  if (secs < 0) return InvalidArgument("time '" + text + "' is before 1970");
+  return static_cast<uint64_t>(secs) * 1000000000ull + 999999999ull;
+}
+
+void Log(const char* prog, const std::string& message) {
+  uint64_t now = NowUtcNs();
+  std::string ts = FormatUtc(now);
+  ts.pop_back();
+  std::fprintf(stderr, "%s.%03uZ %s: %s\n", ts.c_str(),
+               static_cast<unsigned>((now / 1000000ull) % 1000), prog, message.c_str());
+}
+
+int ReportFatal(const char* prog, const Status& status) {
+  std::fprintf(stderr, "%s: error: %s\n", prog, status.message().c_str());
+  return status.code() == Code::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace blockrep

@@ -1,0 +1,307 @@
+#include "blockrep/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <set>
+
+#include "blockrep/checksum.h"
+#include "blockrep/wire.h"
+
+namespace blockrep::store {
+namespace {
+
+constexpr uint64_t kIndexMagic = 0x3130305844495242ull;     // "BRIDX001"
+constexpr uint64_t kManifestMagic = 0x31304e414d524242ull;  // "BBRMAN01"
+constexpr uint64_t kPackMagic = 0x31304b4341505242ull;      // "BRPACK01"
+constexpr char kFormatLine[] = "blockrep-store v1\n";
+
+// Appends XXH3 of everything so far; Verify checks and strips it.
+void SealTrailer(Bytes* b) {
+  uint64_t sum = Checksum64(*b);
+  ByteWriter(b).U64(sum);
+}
+
+Result<ByteSpan> CheckTrailer(ByteSpan data, const char* what) {
+  if (data.size() < 8) return DataLoss(std::string(what) + " is truncated");
+  ByteSpan body = data.first(data.size() - 8);
+  ByteReader r(data.subspan(data.size() - 8));
+  if (r.U64() != Checksum64(body))
+    return DataLoss(std::string(what) + " fails its checksum (damaged or torn)");
+  return body;
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus("open directory " + dir, errno);
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+Bytes PointIndex::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(kIndexMagic);
+  w.U64(point_id);
+  w.U32(static_cast<uint32_t>(volume_sizes.size()));
+  for (uint64_t s : volume_sizes) w.U64(s);
+  w.U64(entries.size());
+  for (const IndexEntry& e : entries) {
+    w.U16(e.volume);
+    w.U16(0);
+    w.U32(e.length);
+    w.U64(e.offset);
+    w.U32(e.pack);
+    w.U32(e.record_bytes);
+    w.U64(e.pack_offset);
+    w.U32(e.offset_in_record);
+    w.U32(0);
+    w.U64(e.checksum);
+  }
+  SealTrailer(&b);
+  return b;
+}
+
+Result<PointIndex> PointIndex::Decode(ByteSpan data) {
+  BR_ASSIGN_OR_RETURN(ByteSpan body, CheckTrailer(data, "point index"));
+  ByteReader r(body);
+  PointIndex idx;
+  if (r.U64() != kIndexMagic) return DataLoss("point index has a bad magic number");
+  idx.point_id = r.U64();
+  uint32_t nvol = r.U32();
+  if (nvol == 0 || nvol > wire::kMaxVolumes) return DataLoss("point index names a bad volume count");
+  for (uint32_t i = 0; i < nvol && r.ok(); ++i) idx.volume_sizes.push_back(r.U64());
+  uint64_t n = r.U64();
+  if (!r.ok() || n > r.remaining() / kIndexEntrySize || r.remaining() != n * kIndexEntrySize)
+    return DataLoss("point index entry count does not match its size");
+  idx.entries.resize(n);
+  for (IndexEntry& e : idx.entries) {
+    e.volume = r.U16();
+    r.U16();
+    e.length = r.U32();
+    e.offset = r.U64();
+    e.pack = r.U32();
+    e.record_bytes = r.U32();
+    e.pack_offset = r.U64();
+    e.offset_in_record = r.U32();
+    r.U32();
+    e.checksum = r.U64();
+  }
+  if (!r.ok()) return DataLoss("point index is truncated");
+  BR_RETURN_IF_ERROR(idx.Validate());
+  return idx;
+}
+
+Status PointIndex::Validate() const {
+  const IndexEntry* prev = nullptr;
+  for (const IndexEntry& e : entries) {
+    if (e.volume >= volume_sizes.size()) return DataLoss("index entry names a missing volume");
+    if (e.length == 0 || e.offset + e.length > volume_sizes[e.volume] || e.offset + e.length < e.offset)
+      return DataLoss("index entry lies outside its volume");
+    if (prev != nullptr && prev->volume == e.volume && prev->offset + prev->length > e.offset)
+      return DataLoss("index entries overlap or are out of order");
+    if (prev != nullptr && prev->volume > e.volume) return DataLoss("index entries are out of order");
+    prev = &e;
+  }
+  return Status::Ok();
+}
+
+Bytes Manifest::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(kManifestMagic);
+  w.String(server_id);
+  w.U64(key_id);
+  w.U64(points.size());
+  for (const PointInfo& p : points) {
+    w.U64(p.id);
+    w.U64(p.time_ns);
+    w.U32(p.flags);
+    w.U32(p.volume_count);
+    w.U64(p.bytes_added);
+    w.U64(p.index_checksum);
+  }
+  SealTrailer(&b);
+  return b;
+}
+
+Result<Manifest> Manifest::Decode(ByteSpan data) {
+  BR_ASSIGN_OR_RETURN(ByteSpan body, CheckTrailer(data, "manifest"));
+  ByteReader r(body);
+  Manifest m;
+  if (r.U64() != kManifestMagic) return DataLoss("manifest has a bad magic number");
+  m.server_id = r.String(wire::kMaxServerIdLen);
+  m.key_id = r.U64();
+  uint64_t n = r.U64();
+  if (!r.ok() || n > r.remaining() / 40 || r.remaining() != n * 40)
+    return DataLoss("manifest point count does not match its size");
+  m.points.resize(n);
+  uint64_t prev = 0;
+  for (PointInfo& p : m.points) {
+    p.id = r.U64();
+    p.time_ns = r.U64();
+    p.flags = r.U32();
+    p.volume_count = r.U32();
+    p.bytes_added = r.U64();
+    p.index_checksum = r.U64();
+    if (p.id <= prev) return DataLoss("manifest point ids are not ascending");
+    prev = p.id;
+  }
+  if (!r.ok()) return DataLoss("manifest is truncated");
+  return m;
+}
+
+Status InitStoreRoot(const std::string& root, bool create) {
+  std::string format = root + "/FORMAT";
+  if (!PathExists(format)) {
+    if (!create)
+      return NotFound("no blockrep store at " + root + " (wrong --store, or nothing replicated yet)");
+    BR_RETURN_IF_ERROR(MakeDirs(root + "/servers", 0700));
+    std::string line = kFormatLine;
+    return WriteFileAtomic(format, ByteSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+  }
+  BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(format, 256));
+  if (text != kFormatLine)
+    return InvalidArgument(root + " holds an unsupported store format: " + text.substr(0, 40));
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> ListServers(const std::string& root) {
+  BR_RETURN_IF_ERROR(InitStoreRoot(root, false));
+  return ListDir(root + "/servers");
+}
+
+Bytes EncodePackHeader(uint32_t pack_id) {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(kPackMagic);
+  w.U32(pack_id);
+  w.U32(0);
+  return b;
+}
+
+Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& root,
+                                                       const std::string& server_id, bool create) {
+  BR_RETURN_IF_ERROR(wire::ValidateServerId(server_id));
+  auto s = std::make_unique<ServerStore>();
+  s->dir_ = root + "/servers/" + server_id;
+  std::string manifest_path = s->dir_ + "/MANIFEST";
+  if (!PathExists(manifest_path)) {
+    if (!create)
+      return NotFound("server '" + server_id + "' has no recovery points in store " + root +
+                      " (check --server-id; blockrep-recover list shows what is there)");
+    BR_RETURN_IF_ERROR(MakeDirs(s->dir_ + "/packs", 0700));
+    BR_RETURN_IF_ERROR(MakeDirs(s->dir_ + "/index", 0700));
+    s->manifest_.server_id = server_id;
+    Bytes enc = s->manifest_.Encode();
+    BR_RETURN_IF_ERROR(WriteFileAtomic(manifest_path, enc));
+    return s;
+  }
+  BR_ASSIGN_OR_RETURN(Bytes data, ReadFileBytes(manifest_path, kMaxManifestBytes));
+  auto m = Manifest::Decode(data);
+  if (!m.ok()) return m.status().Annotate(manifest_path);
+  if (m->server_id != server_id)
+    return DataLoss(manifest_path + " belongs to server '" + m->server_id + "'");
+  s->manifest_ = std::move(m).value();
+  return s;
+}
+
+std::string ServerStore::PackPath(uint32_t pack) const {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);
+  return dir_ + "/packs/" + name;
+}
+
+std::string ServerStore::IndexPath(uint64_t point_id) const {
+  char name[40];
+  std::snprintf(name, sizeof(name), "%012" PRIu64 ".idx", point_id);
+  return dir_ + "/index/" + name;
+}
+
+Result<uint32_t> ServerStore::NextPackId() const {
+  BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/packs"));
+  uint32_t next = 1;
+  for (const std::string& n : names) {
+    unsigned long v = std::strtoul(n.c_str(), nullptr, 10);
+    if (v >= next) next = static_cast<uint32_t>(v + 1);
+  }
+  return next;
+}
+
+Result<PointIndex> ServerStore::LoadIndex(const PointInfo& point) const {
+  std::string path = IndexPath(point.id);
+  BR_ASSIGN_OR_RETURN(Bytes data, ReadFileBytes(path, kMaxIndexBytes));
+  if (Checksum64(data) != point.index_checksum)
+    return DataLoss(path + " does not match the checksum the manifest holds for point " +
+                    std::to_string(point.id));
+  auto idx = PointIndex::Decode(data);
+  if (!idx.ok()) return idx.status().Annotate(path);
+  if (idx->point_id != point.id) return DataLoss(path + " holds the index of another point");
+  return idx;
+}
+
+Status ServerStore::CommitPoint(const PointInfo& info, const PointIndex& index, uint64_t key_id) {
+  if (info.id <= manifest_.last_point_id())
+    return Internal("point " + std::to_string(info.id) + " is not newer than the chain's last");
+  Bytes enc = index.Encode();
+  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(info.id), enc));
+  Manifest next = manifest_;
+  PointInfo p = info;
+  p.index_checksum = Checksum64(enc);
+  next.points.push_back(p);
+  next.key_id = key_id;
+  Bytes menc = next.Encode();
+  BR_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/MANIFEST", menc));
+  manifest_ = std::move(next);
+  return Status::Ok();
+}
+
+Status ServerStore::RemoveOrphans() {
+  std::set<std::string> wanted;
+  for (const PointInfo& p : manifest_.points) wanted.insert(IndexPath(p.id));
+  BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/index"));
+  for (const std::string& n : names) {
+    std::string path = dir_ + "/index/" + n;
+    if (wanted.count(path) == 0 && unlink(path.c_str()) != 0)
+      return ErrnoStatus("remove orphan " + path, errno);
+  }
+  std::string tmp = dir_ + "/MANIFEST.tmp";
+  if (PathExists(tmp) && unlink(tmp.c_str()) != 0) return ErrnoStatus("remove " + tmp, errno);
+  return FsyncDir(dir_ + "/index");
+}
+
+Status PackReader::Read(const IndexEntry& e, Bytes* out) {
+  auto it = fds_.find(e.pack);
+  if (it == fds_.end()) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", e.pack);
+    std::string path = dir_ + "/packs/" + name;
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoStatus("open pack " + path, errno).Annotate("store damaged");
+    it = fds_.emplace(e.pack, std::move(fd)).first;
+  }
+  out->resize(e.record_bytes);
+  Status s = PreadAll(it->second.get(), e.pack_offset, out->data(), out->size());
+  if (!s.ok())
+    return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
+                    ": " + s.message());
+  if (Checksum64(*out) != e.checksum)
+    return DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
+                    std::to_string(e.pack_offset) + " fails its checksum");
+  return Status::Ok();
+}
+
+}  // namespace blockrep::store

@@ -1,0 +1,188 @@
+#include "blockrep/tls.h"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "blockrep/fs.h"
+
+namespace blockrep {
+
+std::string TakeOpenSslError() {
+  std::string out;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    const char* reason = ERR_reason_error_string(e);
+    if (!out.empty()) out += "; ";
+    out += reason != nullptr ? reason : buf;
+  }
+  return out.empty() ? "unknown TLS error" : out;
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsFiles& files, bool server) {
+  for (const std::string* f : {&files.cert, &files.key, &files.ca}) {
+    if (f->empty())
+      return InvalidArgument(std::string("TLS needs --tls-cert, --tls-key and --tls-ca ") +
+                             "(create them with blockrep-keygen)");
+    if (!PathExists(*f))
+      return NotFound("TLS file " + *f + " does not exist (create it with blockrep-keygen)");
+  }
+  std::unique_ptr<TlsContext> t(new TlsContext());
+  t->server_ = server;
+  t->ctx_ = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (t->ctx_ == nullptr) return Internal("SSL_CTX_new: " + TakeOpenSslError());
+  SSL_CTX_set_min_proto_version(t->ctx_, TLS1_3_VERSION);
+  if (SSL_CTX_use_certificate_chain_file(t->ctx_, files.cert.c_str()) != 1)
+    return InvalidArgument("cannot use certificate " + files.cert + ": " + TakeOpenSslError());
+  if (SSL_CTX_use_PrivateKey_file(t->ctx_, files.key.c_str(), SSL_FILETYPE_PEM) != 1)
+    return InvalidArgument("cannot use private key " + files.key + ": " + TakeOpenSslError());
+  if (SSL_CTX_check_private_key(t->ctx_) != 1)
+    return InvalidArgument("private key " + files.key + " does not match certificate " +
+                           files.cert);
+  if (SSL_CTX_load_verify_locations(t->ctx_, files.ca.c_str(), nullptr) != 1)
+    return InvalidArgument("cannot load CA certificate " + files.ca + ": " + TakeOpenSslError());
+  int mode = SSL_VERIFY_PEER;
+  if (server) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  SSL_CTX_set_verify(t->ctx_, mode, nullptr);
+  // No session tickets: every connection authenticates with certificates.
+  SSL_CTX_set_num_tickets(t->ctx_, 0);
+  return t;
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::Create(TlsContext* ctx, const std::string& peer_host) {
+  std::unique_ptr<TlsSession> s(new TlsSession());
+  s->server_ = ctx->server();
+  s->ssl_ = SSL_new(ctx->ctx());
+  if (s->ssl_ == nullptr) return Internal("SSL_new: " + TakeOpenSslError());
+  s->rbio_ = BIO_new(BIO_s_mem());
+  s->wbio_ = BIO_new(BIO_s_mem());
+  if (s->rbio_ == nullptr || s->wbio_ == nullptr) {
+    BIO_free(s->rbio_);
+    BIO_free(s->wbio_);
+    return Internal("BIO_new failed");
+  }
+  // An empty memory BIO means "try again", not end of file.
+  BIO_set_mem_eof_return(s->rbio_, -1);
+  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
+  if (s->server_) {
+    SSL_set_accept_state(s->ssl_);
+  } else {
+    SSL_set_connect_state(s->ssl_);
+    in6_addr addr6{};
+    in_addr addr4{};
+    bool is_ip = inet_pton(AF_INET, peer_host.c_str(), &addr4) == 1 ||
+                 inet_pton(AF_INET6, peer_host.c_str(), &addr6) == 1;
+    if (is_ip) {
+      X509_VERIFY_PARAM* param = SSL_get0_param(s->ssl_);
+      if (X509_VERIFY_PARAM_set1_ip_asc(param, peer_host.c_str()) != 1)
+        return Internal("cannot set expected staging IP " + peer_host);
+    } else {
+      if (SSL_set1_host(s->ssl_, peer_host.c_str()) != 1)
+        return Internal("cannot set expected staging host name " + peer_host);
+      SSL_set_tlsext_host_name(s->ssl_, peer_host.c_str());
+    }
+  }
+  return s;
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+Status TlsSession::DrainWriteBio() {
+  char buf[16384];
+  for (;;) {
+    int n = BIO_read(wbio_, buf, sizeof(buf));
+    if (n <= 0) break;
+    outgoing_.insert(outgoing_.end(), buf, buf + n);
+  }
+  return Status::Ok();
+}
+
+Status TlsSession::ErrorFor(int rc, const char* what) {
+  int err = SSL_get_error(ssl_, rc);
+  DrainWriteBio().IgnoreError();  // an alert for the peer may be waiting; send it if we can
+  if (err == SSL_ERROR_ZERO_RETURN) return Unavailable("peer closed the TLS session");
+  std::string detail = TakeOpenSslError();
+  long verify = SSL_get_verify_result(ssl_);
+  if (verify != X509_V_OK)
+    detail += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
+  if (err == SSL_ERROR_SYSCALL && detail == "unknown TLS error") detail = "connection closed";
+  return Unauthenticated(std::string(what) + ": " + detail);
+}
+
+Result<bool> TlsSession::Handshake() {
+  if (handshake_done_) return true;
+  ERR_clear_error();
+  int rc = SSL_do_handshake(ssl_);
+  BR_RETURN_IF_ERROR(DrainWriteBio());
+  if (rc == 1) {
+    handshake_done_ = true;
+    return true;
+  }
+  int err = SSL_get_error(ssl_, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return false;
+  return ErrorFor(rc, "TLS handshake failed");
+}
+
+Status TlsSession::PushCiphertext(ByteSpan data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    int n = BIO_write(rbio_, data.data() + done, static_cast<int>(data.size() - done));
+    if (n <= 0) return Internal("BIO_write to TLS read buffer failed");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status TlsSession::ReadPlaintext(Bytes* out, size_t max) {
+  size_t got = 0;
+  while (got < max) {
+    size_t base = out->size();
+    size_t want = std::min<size_t>(max - got, 65536);
+    out->resize(base + want);
+    ERR_clear_error();
+    int n = SSL_read(ssl_, out->data() + base, static_cast<int>(want));
+    if (n <= 0) {
+      out->resize(base);
+      int err = SSL_get_error(ssl_, n);
+      BR_RETURN_IF_ERROR(DrainWriteBio());
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok();
+      return ErrorFor(n, "TLS read failed");
+    }
+    out->resize(base + static_cast<size_t>(n));
+    got += static_cast<size_t>(n);
+  }
+  return DrainWriteBio();
+}
+
+Status TlsSession::WritePlaintext(ByteSpan data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ERR_clear_error();
+    int n = SSL_write(ssl_, data.data() + done, static_cast<int>(data.size() - done));
+    if (n <= 0) return ErrorFor(n, "TLS write failed");
+    done += static_cast<size_t>(n);
+    BR_RETURN_IF_ERROR(DrainWriteBio());
+  }
+  return Status::Ok();
+}
+
+void TlsSession::Shutdown() {
+  SSL_shutdown(ssl_);
+  DrainWriteBio().IgnoreError();  // cannot fail for a memory BIO
+}
+
+std::string TlsSession::PeerCommonName() const {
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return "";
+  char cn[256] = {0};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  X509_free(cert);
+  return cn;
+}
+
+}  // namespace blockrep

@@ -1,0 +1,205 @@
+#include "blockrep/wire.h"
+
+namespace blockrep::wire {
+namespace {
+
+Status Finish(const ByteReader& r, const char* what) {
+  if (!r.ok()) return ProtocolError(std::string("truncated or oversized ") + what + " message");
+  if (r.remaining() != 0) return ProtocolError(std::string("trailing bytes after ") + what + " message");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
+  if (buffer.size() < kFrameHeaderSize) return std::optional<Frame>();
+  ByteReader r(buffer.first(kFrameHeaderSize));
+  uint32_t len = r.U32();
+  uint16_t type = r.U16();
+  uint16_t reserved = r.U16();
+  if (len > kMaxFramePayload)
+    return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
+                         std::to_string(kMaxFramePayload));
+  if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kPointAck))
+    return ProtocolError("unknown frame type " + std::to_string(type));
+  if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
+  return std::optional<Frame>(
+      Frame{static_cast<MsgType>(type), buffer.subspan(kFrameHeaderSize, len), kFrameHeaderSize + len});
+}
+
+void AppendFrame(Bytes* out, MsgType type, ByteSpan payload) {
+  ByteWriter w(out);
+  w.U32(static_cast<uint32_t>(payload.size()));
+  w.U16(static_cast<uint16_t>(type));
+  w.U16(0);
+  w.Raw(payload);
+}
+
+Status ValidateServerId(const std::string& id) {
+  if (id.empty() || id.size() > kMaxServerIdLen || id == "." || id == "..")
+    return InvalidArgument("server-id '" + id + "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok)
+      return InvalidArgument("server-id '" + id +
+                             "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+  }
+  return Status::Ok();
+}
+
+Bytes Hello::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(kHelloMagic);
+  w.U16(version_min);
+  w.U16(version_max);
+  w.String(server_id);
+  w.U64(key_id);
+  return b;
+}
+
+Result<Hello> Hello::Decode(ByteSpan p) {
+  ByteReader r(p);
+  Hello h;
+  if (r.U64() != kHelloMagic) return ProtocolError("peer is not a blockrep agent (bad hello magic)");
+  h.version_min = r.U16();
+  h.version_max = r.U16();
+  h.server_id = r.String(kMaxServerIdLen);
+  h.key_id = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "HELLO"));
+  return h;
+}
+
+Bytes HelloOk::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(version);
+  w.U64(last_point_id);
+  return b;
+}
+
+Result<HelloOk> HelloOk::Decode(ByteSpan p) {
+  ByteReader r(p);
+  HelloOk h;
+  h.version = r.U16();
+  h.last_point_id = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "HELLO_OK"));
+  return h;
+}
+
+Bytes ErrorMsg::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(static_cast<uint16_t>(code));
+  w.String(message.substr(0, kMaxErrorLen));
+  return b;
+}
+
+Result<ErrorMsg> ErrorMsg::Decode(ByteSpan p) {
+  ByteReader r(p);
+  ErrorMsg e;
+  e.code = static_cast<ErrorCode>(r.U16());
+  e.message = r.String(kMaxErrorLen);
+  BR_RETURN_IF_ERROR(Finish(r, "ERROR"));
+  return e;
+}
+
+Bytes BeginPoint::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(point_id);
+  w.U64(time_ns);
+  w.U64(base_point);
+  w.U32(flags);
+  w.U16(static_cast<uint16_t>(volume_sizes.size()));
+  for (uint64_t s : volume_sizes) w.U64(s);
+  return b;
+}
+
+Result<BeginPoint> BeginPoint::Decode(ByteSpan p) {
+  ByteReader r(p);
+  BeginPoint m;
+  m.point_id = r.U64();
+  m.time_ns = r.U64();
+  m.base_point = r.U64();
+  m.flags = r.U32();
+  uint16_t n = r.U16();
+  if (n == 0 || n > kMaxVolumes)
+    return ProtocolError("BEGIN_POINT names " + std::to_string(n) + " volumes (1.." +
+                         std::to_string(kMaxVolumes) + " allowed)");
+  for (uint16_t i = 0; i < n && r.ok(); ++i) m.volume_sizes.push_back(r.U64());
+  BR_RETURN_IF_ERROR(Finish(r, "BEGIN_POINT"));
+  return m;
+}
+
+void RecordMsg::AppendEncoded(Bytes* out, uint64_t seq, ByteSpan record) {
+  ByteWriter w(out);
+  w.U32(static_cast<uint32_t>(8 + record.size()));
+  w.U16(static_cast<uint16_t>(MsgType::kRecord));
+  w.U16(0);
+  w.U64(seq);
+  w.Raw(record);
+}
+
+Result<RecordMsg> RecordMsg::Decode(ByteSpan p) {
+  ByteReader r(p);
+  RecordMsg m;
+  m.seq = r.U64();
+  if (!r.ok() || r.remaining() < kRecordHeaderSize + kTagSize)
+    return ProtocolError("RECORD message too short");
+  m.record = p.subspan(8);
+  return m;
+}
+
+Bytes EndPoint::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(point_id);
+  w.U64(last_seq);
+  w.U64(record_count);
+  return b;
+}
+
+Result<EndPoint> EndPoint::Decode(ByteSpan p) {
+  ByteReader r(p);
+  EndPoint m;
+  m.point_id = r.U64();
+  m.last_seq = r.U64();
+  m.record_count = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "END_POINT"));
+  return m;
+}
+
+Bytes Ack::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(durable_seq);
+  return b;
+}
+
+Result<Ack> Ack::Decode(ByteSpan p) {
+  ByteReader r(p);
+  Ack m;
+  m.durable_seq = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "ACK"));
+  return m;
+}
+
+Bytes PointAck::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(point_id);
+  return b;
+}
+
+Result<PointAck> PointAck::Decode(ByteSpan p) {
+  ByteReader r(p);
+  PointAck m;
+  m.point_id = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "POINT_ACK"));
+  return m;
+}
+
+}  // namespace blockrep::wire

@@ -1,0 +1,36 @@
+// Shared command-line plumbing: address parsing, UTC time formatting, one-line logging, exit codes.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "blockrep/status.h"
+
+namespace blockrep {
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+};
+
+// "HOST:PORT" or "[V6]:PORT"; HOST is resolved (numeric or via getaddrinfo).
+Result<HostPort> ParseHostPort(const std::string& text, const char* flag);
+
+// "2026-11-23T20:07:37Z" (seconds) and with milliseconds for logs.
+std::string FormatUtc(uint64_t time_ns);
+uint64_t NowUtcNs();
+uint64_t MonotonicNs();
+// Parses "2026-11-23T20:07:37Z", "2026-11-23T20:07:37", "2026-11-23 20:07:37" (UTC).
+Result<uint64_t> ParseUtc(const std::string& text);
+
+// "prog: message" on stderr, one line, prefixed with a UTC timestamp.
+void Log(const char* prog, const std::string& message);
+// Prints "prog: error: message" and returns the exit status for it (2 for usage errors, 1 else).
+int ReportFatal(const char* prog, const Status& status);
+
+}  // namespace blockrep

@@ -1,0 +1,115 @@
+// The staging store (docs/FORMAT.md). Per server:
+//
+//   servers/<id>/packs/<N>.pack   append-only ciphertext records, written by the staging
+//   servers/<id>/index/<P>.idx    immutable full index of point P: extent -> record location
+//   servers/<id>/MANIFEST         the committed chain; replaced atomically
+//
+// Write order for a point: records (pack, fsync) -> index (tmp, fsync, rename) -> manifest (tmp,
+// fsync, rename, directory fsync). A point exists exactly when the manifest lists it; files the
+// manifest does not reach are leftovers of a crash and are removed at startup.
+//
+// Each point's index is complete, so materialising a point reads one index whatever the chain's
+// length, and expiring a point deletes its index without touching any pack.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blockrep/bytes.h"
+#include "blockrep/fs.h"
+#include "blockrep/status.h"
+
+namespace blockrep::store {
+
+inline constexpr size_t kPackHeaderSize = 16;
+inline constexpr size_t kIndexEntrySize = 48;
+inline constexpr size_t kMaxManifestBytes = 64u << 20;
+inline constexpr size_t kMaxIndexBytes = 1u << 30;
+inline constexpr uint32_t kPointConsistent = 1;
+
+struct IndexEntry {
+  uint16_t volume = 0;
+  uint32_t length = 0;  // bytes of the volume covered
+  uint64_t offset = 0;  // byte offset in the volume
+  uint32_t pack = 0;
+  uint32_t record_bytes = 0;  // whole stored record: header + ciphertext + tag
+  uint64_t pack_offset = 0;
+  uint32_t offset_in_record = 0;  // where this extent starts inside the record's plaintext
+  uint64_t checksum = 0;          // XXH3-64 of the stored record bytes
+};
+
+struct PointIndex {
+  uint64_t point_id = 0;
+  std::vector<uint64_t> volume_sizes;
+  std::vector<IndexEntry> entries;  // sorted by (volume, offset); extents never overlap
+
+  Bytes Encode() const;
+  static Result<PointIndex> Decode(ByteSpan data);
+  Status Validate() const;
+};
+
+struct PointInfo {
+  uint64_t id = 0;
+  uint64_t time_ns = 0;
+  uint32_t flags = 0;
+  uint32_t volume_count = 0;
+  uint64_t bytes_added = 0;     // stored record bytes this point added
+  uint64_t index_checksum = 0;  // XXH3-64 of the index file
+  bool consistent() const { return (flags & kPointConsistent) != 0; }
+};
+
+struct Manifest {
+  std::string server_id;
+  uint64_t key_id = 0;  // data key the chain is sealed with; 0 before the first point
+  std::vector<PointInfo> points;  // ascending id
+
+  Bytes Encode() const;
+  static Result<Manifest> Decode(ByteSpan data);
+  uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
+};
+
+// Opens (and with `create`, initialises) a store root directory.
+Status InitStoreRoot(const std::string& root, bool create);
+Result<std::vector<std::string>> ListServers(const std::string& root);
+
+Bytes EncodePackHeader(uint32_t pack_id);
+
+class ServerStore {
+ public:
+  static Result<std::unique_ptr<ServerStore>> Open(const std::string& root,
+                                                   const std::string& server_id, bool create);
+
+  const Manifest& manifest() const { return manifest_; }
+  const std::string& dir() const { return dir_; }
+  std::string PackPath(uint32_t pack) const;
+  std::string IndexPath(uint64_t point_id) const;
+
+  // The next unused pack number (larger than every pack file present).
+  Result<uint32_t> NextPackId() const;
+  Result<PointIndex> LoadIndex(const PointInfo& point) const;
+  // Records referenced by `index` must already be durable. Writes the index, then the manifest.
+  Status CommitPoint(const PointInfo& info, const PointIndex& index, uint64_t key_id);
+  // Removes index files and temporaries that the manifest does not reference.
+  Status RemoveOrphans();
+
+ private:
+  std::string dir_;
+  Manifest manifest_;
+};
+
+// Reads stored records by location, keeping pack files open.
+class PackReader {
+ public:
+  explicit PackReader(std::string server_dir) : dir_(std::move(server_dir)) {}
+  // Reads the record of `e` and checks its checksum (kDataLoss on mismatch).
+  Status Read(const IndexEntry& e, Bytes* out);
+
+ private:
+  std::string dir_;
+  std::map<uint32_t, UniqueFd> fds_;
+};
+
+}  // namespace blockrep::store

@@ -1,0 +1,123 @@
+// Wire protocol v1 (docs/PROTOCOL.md). Inside TLS, a stream of frames:
+//
+//   u32 payload_len | u16 type | u16 reserved (0) | payload
+//
+// payload_len <= kMaxFramePayload; anything larger, or a reserved field that is not zero, ends
+// the session with a protocol error. Every message decoder checks every length it reads.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "blockrep/bytes.h"
+#include "blockrep/record.h"
+#include "blockrep/status.h"
+
+namespace blockrep::wire {
+
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kFrameHeaderSize = 8;
+inline constexpr uint32_t kMaxFramePayload =
+    8 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize;  // a RECORD is the largest frame
+inline constexpr size_t kMaxServerIdLen = 64;
+inline constexpr size_t kMaxErrorLen = 1024;
+inline constexpr uint16_t kMaxVolumes = 256;
+inline constexpr uint64_t kHelloMagic = 0x0150455242434c42ull;  // "BLCBREP\x01"
+
+enum class MsgType : uint16_t {
+  kHello = 1,
+  kHelloOk = 2,
+  kError = 3,
+  kBeginPoint = 4,
+  kRecord = 5,
+  kEndPoint = 6,
+  kAck = 7,
+  kPointAck = 8,
+};
+
+enum class ErrorCode : uint16_t {
+  kProtocol = 1,
+  kIdentity = 2,      // server-id does not match the client certificate
+  kKeyMismatch = 3,   // the agent's data key is not the one this server's points use
+  kBusy = 4,          // another session for this server-id is active
+  kStoreFull = 5,     // staging out of space: back off, keep dirty state
+  kStoreError = 6,
+  kBadPoint = 7,
+};
+
+struct Frame {
+  MsgType type;
+  ByteSpan payload;
+  size_t total_size;  // header + payload
+};
+
+// nullopt: the buffer does not hold a whole frame yet.
+Result<std::optional<Frame>> ParseFrame(ByteSpan buffer);
+void AppendFrame(Bytes* out, MsgType type, ByteSpan payload);
+
+// A server-id names a directory on the staging: [A-Za-z0-9._-], 1..64 chars, not "." or "..".
+Status ValidateServerId(const std::string& id);
+
+struct Hello {
+  uint16_t version_min = kVersion;
+  uint16_t version_max = kVersion;
+  std::string server_id;
+  uint64_t key_id = 0;
+  Bytes Encode() const;
+  static Result<Hello> Decode(ByteSpan p);
+};
+
+struct HelloOk {
+  uint16_t version = kVersion;
+  uint64_t last_point_id = 0;  // newest committed point of this server, 0 if none
+  Bytes Encode() const;
+  static Result<HelloOk> Decode(ByteSpan p);
+};
+
+struct ErrorMsg {
+  ErrorCode code = ErrorCode::kProtocol;
+  std::string message;
+  Bytes Encode() const;
+  static Result<ErrorMsg> Decode(ByteSpan p);
+};
+
+struct BeginPoint {
+  uint64_t point_id = 0;
+  uint64_t time_ns = 0;     // UTC, nanoseconds since the epoch
+  uint64_t base_point = 0;  // 0: full point (every non-zero extent follows)
+  uint32_t flags = 0;       // bit 0: consistent
+  std::vector<uint64_t> volume_sizes;
+  Bytes Encode() const;
+  static Result<BeginPoint> Decode(ByteSpan p);
+};
+
+struct RecordMsg {
+  uint64_t seq = 0;
+  ByteSpan record;  // header + ciphertext + tag, points into the frame
+  static void AppendEncoded(Bytes* frame_out, uint64_t seq, ByteSpan record);
+  static Result<RecordMsg> Decode(ByteSpan p);
+};
+
+struct EndPoint {
+  uint64_t point_id = 0;
+  uint64_t last_seq = 0;
+  uint64_t record_count = 0;
+  Bytes Encode() const;
+  static Result<EndPoint> Decode(ByteSpan p);
+};
+
+struct Ack {
+  uint64_t durable_seq = 0;
+  Bytes Encode() const;
+  static Result<Ack> Decode(ByteSpan p);
+};
+
+struct PointAck {
+  uint64_t point_id = 0;
+  Bytes Encode() const;
+  static Result<PointAck> Decode(ByteSpan p);
+};
+
+}  // namespace blockrep::wire

@@ -1,0 +1,194 @@
+#include "restore.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "blockrep/cli.h"
+#include "blockrep/fs.h"
+#include "blockrep/keyfile.h"
+#include "blockrep/record.h"
+
+namespace blockrep::recovery {
+namespace {
+
+Status PwriteAll(int fd, const uint8_t* data, size_t len, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, data + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write " + path, errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Zeroes [offset, offset+len) of a block device: the device may hold anything there.
+Status ZeroDeviceRange(int fd, uint64_t offset, uint64_t len, const std::string& path) {
+  if (len == 0) return Status::Ok();
+  uint64_t range[2] = {offset, len};
+  if (ioctl(fd, BLKZEROOUT, range) == 0) return Status::Ok();
+  static const Bytes zeros(1u << 20, 0);
+  for (uint64_t done = 0; done < len;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+    BR_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, offset + done, path));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+struct Target {
+  std::string final_path;
+  std::string write_path;  // a temporary name for image files, renamed on success
+  UniqueFd fd;
+  bool block_device = false;
+};
+
+Result<Target> OpenTarget(const std::string& path, uint64_t size, bool image_in_output_dir) {
+  Target t;
+  t.final_path = path;
+  struct stat st{};
+  bool exists = stat(path.c_str(), &st) == 0;
+  if (exists && S_ISBLK(st.st_mode)) {
+    t.block_device = true;
+    t.write_path = path;
+    t.fd = UniqueFd(open(path.c_str(), O_WRONLY | O_CLOEXEC | O_EXCL));
+    if (!t.fd.valid())
+      return ErrnoStatus("open target device " + path, errno).Annotate("is it mounted or in use?");
+    uint64_t dev_size = 0;
+    if (ioctl(t.fd.get(), BLKGETSIZE64, &dev_size) != 0) return ErrnoStatus("size of " + path, errno);
+    if (dev_size < size)
+      return InvalidArgument("target device " + path + " holds " + std::to_string(dev_size) +
+                             " bytes but the volume needs " + std::to_string(size));
+    return t;
+  }
+  if (exists && !S_ISREG(st.st_mode))
+    return InvalidArgument("target " + path + " is neither a block device nor a regular file");
+  (void)image_in_output_dir;
+  t.write_path = path + ".partial";
+  t.fd = UniqueFd(open(t.write_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!t.fd.valid()) return ErrnoStatus("create " + t.write_path, errno);
+  // A fresh file of the volume's size: unwritten ranges are holes that read as zeros.
+  if (ftruncate(t.fd.get(), static_cast<off_t>(size)) != 0)
+    return ErrnoStatus("size " + t.write_path, errno);
+  return t;
+}
+
+class Progress {
+ public:
+  explicit Progress(uint64_t total) : total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
+  void Add(uint64_t n) {
+    done_ += n;
+    if (!tty_ || total_ == 0) return;
+    unsigned pct = static_cast<unsigned>(done_ * 100 / total_);
+    if (pct == last_) return;
+    last_ = pct;
+    std::fprintf(stderr, "\rrestoring [%-40.*s] %3u%%", static_cast<int>(pct * 40 / 100),
+                 "########################################", pct);
+    if (done_ >= total_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  uint64_t total_, done_ = 0;
+  unsigned last_ = 101;
+  bool tty_;
+};
+
+}  // namespace
+
+Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::string& spec) {
+  if (m.points.empty()) return NotFound("server '" + m.server_id + "' has no recovery points yet");
+  if (spec == "latest") return m.points.back();
+  bool numeric = !spec.empty() && spec.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric) {
+    uint64_t id = std::strtoull(spec.c_str(), nullptr, 10);
+    for (const auto& p : m.points)
+      if (p.id == id) return p;
+    return NotFound("server '" + m.server_id + "' has no recovery point " + spec +
+                    " (blockrep-recover list shows the retained points)");
+  }
+  BR_ASSIGN_OR_RETURN(uint64_t t, ParseUtc(spec));
+  const store::PointInfo* best = nullptr;
+  for (const auto& p : m.points)
+    if (p.time_ns <= t) best = &p;
+  if (best == nullptr)
+    return NotFound("server '" + m.server_id + "' has no recovery point at or before " + spec +
+                    " (oldest is " + FormatUtc(m.points.front().time_ns) + ")");
+  return *best;
+}
+
+Result<RestoreSummary> Restore(const RestoreRequest& req) {
+  uint64_t start = MonotonicNs();
+  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
+  BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req.store_dir, req.server_id, false));
+  BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
+  const store::Manifest& m = st->manifest();
+  if (m.key_id != 0 && m.key_id != key.key_id)
+    return PermissionDenied("key file " + req.key_file + " is not the data key of server '" +
+                            req.server_id + "' (use the data-" + req.server_id +
+                            ".key its agent replicates with)");
+  RestoreSummary sum;
+  BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
+  BR_ASSIGN_OR_RETURN(store::PointIndex idx, st->LoadIndex(sum.point));
+
+  std::map<uint16_t, std::string> targets = req.targets;
+  if (!req.output_dir.empty()) {
+    BR_RETURN_IF_ERROR(MakeDirs(req.output_dir, 0700));
+    for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v)
+      targets[v] = req.output_dir + "/vol-" + std::to_string(v) + ".img";
+  }
+  if (targets.empty()) return InvalidArgument("nothing to restore to: give --output DIR or --target INDEX=PATH");
+  for (const auto& [vol, path] : targets)
+    if (vol >= idx.volume_sizes.size())
+      return InvalidArgument("--target " + std::to_string(vol) + "=" + path + ": point " +
+                             std::to_string(sum.point.id) + " has only " +
+                             std::to_string(idx.volume_sizes.size()) + " volume(s)");
+
+  uint64_t total = 0;
+  for (const auto& e : idx.entries)
+    if (targets.count(e.volume)) total += e.length;
+  Progress progress(total);
+  store::PackReader packs(st->dir());
+  RecordOpener opener(key, req.server_id);
+  Bytes stored, plain;
+  for (const auto& [vol, path] : targets) {
+    BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
+    uint64_t cursor = 0;  // everything below is written (or zeroed, on a device)
+    for (const store::IndexEntry& e : idx.entries) {
+      if (e.volume != vol) continue;
+      std::string where = "server '" + req.server_id + "' volume " + std::to_string(vol) + " point " +
+                          std::to_string(sum.point.id) + " offset " + std::to_string(e.offset);
+      BR_RETURN_IF_ERROR(packs.Read(e, &stored).Annotate(where));
+      RecordHeader h;
+      BR_RETURN_IF_ERROR(opener.Open(stored, &h, &plain).Annotate(where));
+      if (h.volume != e.volume || h.point_id > sum.point.id || h.offset + e.offset_in_record != e.offset ||
+          e.offset_in_record + e.length > h.plain_len)
+        return DataLoss(where + ": record does not belong at this place in the point (store tampered?)");
+      if (t.block_device) BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, e.offset - cursor, path));
+      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), plain.data() + e.offset_in_record, e.length, e.offset, t.write_path));
+      cursor = e.offset + e.length;
+      sum.bytes_written += e.length;
+      ++sum.records;
+      progress.Add(e.length);
+    }
+    if (t.block_device)
+      BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, idx.volume_sizes[vol] - cursor, path));
+    if (fsync(t.fd.get()) != 0) return ErrnoStatus("fsync " + t.write_path, errno);
+    if (t.write_path != t.final_path) {
+      if (rename(t.write_path.c_str(), t.final_path.c_str()) != 0)
+        return ErrnoStatus("rename " + t.write_path, errno);
+    }
+    sum.written[vol] = t.final_path;
+  }
+  sum.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
+  return sum;
+}
+
+}  // namespace blockrep::recovery

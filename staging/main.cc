@@ -1,0 +1,60 @@
+// blockrep-staging: the DR-region side. See BRIEF §3.3 and docs/FORMAT.md.
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "blockrep/cli.h"
+#include "server.h"
+
+namespace po = boost::program_options;
+using namespace blockrep;
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+constexpr const char* kProg = "blockrep-staging";
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description desc(
+      "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
+      "Options");
+  std::string listen, store, cert, key, ca;
+  desc.add_options()("help,h", "show this help")(
+      "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
+      "store", po::value(&store), "store directory (created if missing)")(
+      "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
+      "tls-key", po::value(&key), "staging private key (PEM)")(
+      "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see --help)"));
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (listen.empty() || store.empty())
+    return ReportFatal(kProg, InvalidArgument("--listen and --store are required (see --help)"));
+  auto hp = ParseHostPort(listen, "--listen");
+  if (!hp.ok()) return ReportFatal(kProg, hp.status());
+
+  staging::Options opts;
+  opts.listen = *hp;
+  opts.store_dir = store;
+  opts.tls = TlsFiles{cert, key, ca};
+  staging::Server server(std::move(opts));
+  std::signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa{};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  Status st = server.Start();
+  if (!st.ok()) return ReportFatal(kProg, st);
+  st = server.Run(&g_stop);
+  if (!st.ok()) return ReportFatal(kProg, st);
+  return 0;
+}

@@ -1,0 +1,508 @@
+#include "server.h"
+
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "blockrep/checksum.h"
+#include "blockrep/record.h"
+
+namespace blockrep::staging {
+namespace {
+
+constexpr const char* kProg = "blockrep-staging";
+constexpr uint8_t kOpAccept = 1;
+constexpr uint8_t kOpPackWrite = 3;
+constexpr uint8_t kOpPackFsync = 4;
+constexpr uint64_t kListenerId = 0;
+// Group commit: records gather in `batch` while one write+fsync is in flight; reading from the
+// socket pauses once a batch holds this much, which bounds staging memory per session.
+constexpr size_t kBatchBytesMax = 8u << 20;
+constexpr size_t kInboxBytesMax = 4u << 20;
+
+}  // namespace
+
+struct Server::Session {
+  uint64_t id = 0;
+  std::unique_ptr<Channel> ch;
+  std::string peer;
+  std::string server_id;
+  ServerState* server = nullptr;
+  bool hello_done = false;
+  bool failed = false;
+  uint64_t key_id = 0;
+
+  // The point being received.
+  std::optional<wire::BeginPoint> point;
+  std::vector<store::IndexEntry> entries;
+  uint64_t point_bytes = 0;
+  uint64_t next_seq = 1;
+  std::optional<wire::EndPoint> end;
+
+  // Pack being appended. pack_end counts bytes handed to the kernel (durable or in flight).
+  UniqueFd pack_fd;
+  uint32_t pack_id = 0;
+  uint64_t pack_end = 0;
+  Bytes batch;
+  uint64_t batch_last_seq = 0;
+  Bytes commit_buf;
+  uint64_t commit_offset = 0;  // file offset of commit_buf[0]
+  size_t commit_written = 0;
+  uint64_t commit_last_seq = 0;
+  int commit_ops = 0;  // write + fsync completions still expected
+  int commit_error = 0;
+  bool commit_inflight = false;
+  uint64_t durable_seq = 0;
+};
+
+Server::Server(Options opts) : opts_(std::move(opts)) {}
+Server::~Server() = default;
+
+Status Server::Start() {
+  BR_RETURN_IF_ERROR(store::InitStoreRoot(opts_.store_dir, true));
+  std::string lock_path = opts_.store_dir + "/LOCK";
+  lock_fd_ = UniqueFd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_.valid()) return ErrnoStatus("open " + lock_path, errno);
+  if (flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
+    return Unavailable("store " + opts_.store_dir +
+                       " is in use by another blockrep-staging (stop it, or use another --store)");
+  BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir));
+  for (const std::string& id : servers) {
+    auto st = store::ServerStore::Open(opts_.store_dir, id, false);
+    if (!st.ok()) return st.status().Annotate("cannot open the store of server '" + id + "'");
+    BR_RETURN_IF_ERROR((*st)->RemoveOrphans());
+    servers_[id].store = std::move(st).value();
+  }
+  BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
+  BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
+
+  int fd = socket(opts_.listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("socket", errno);
+  listen_fd_ = UniqueFd(fd);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
+    return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
+  if (listen(fd, 128) != 0) return ErrnoStatus("listen", errno);
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  Log(kProg, "listening on " + opts_.listen.host + ":" + std::to_string(bound_port_) + ", store " +
+                 opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record");
+  return PostAccept();
+}
+
+Status Server::PostAccept() {
+  if (accept_inflight_ || stopping_ || !ring_->HasRoom()) return Status::Ok();
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_accept(sqe, listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, UserData(kListenerId, kOpAccept));
+  accept_inflight_ = true;
+  return Status::Ok();
+}
+
+void Server::OnAccept(int res) {
+  accept_inflight_ = false;
+  if (res < 0) {
+    if (res != -ECANCELED && res != -EINVAL) Log(kProg, ErrnoStatus("accept", -res).message());
+    return;
+  }
+  if (stopping_ || sessions_.size() >= opts_.max_sessions) {
+    Log(kProg, "refusing a connection: " + std::to_string(sessions_.size()) + " sessions open");
+    close(res);
+    return;
+  }
+  int one = 1;
+  setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  auto tls = TlsSession::Create(tls_.get(), "");
+  if (!tls.ok()) {
+    Log(kProg, tls.status().message());
+    close(res);
+    return;
+  }
+  auto s = std::make_unique<Session>();
+  s->id = next_session_id_++;
+  sockaddr_storage peer{};
+  socklen_t plen = sizeof(peer);
+  char host[64] = "?";
+  if (getpeername(res, reinterpret_cast<sockaddr*>(&peer), &plen) == 0 && peer.ss_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, host, sizeof(host));
+  s->peer = host;
+  s->ch = std::make_unique<Channel>(ring_.get(), res, std::move(tls).value(), s->id, kInboxBytesMax);
+  sessions_[s->id] = std::move(s);
+}
+
+void Server::OnCompletion(uint64_t ud, int res) {
+  uint64_t id = UserDataId(ud);
+  uint8_t op = UserDataOp(ud);
+  if (id == kListenerId) {
+    OnAccept(res);
+    return;
+  }
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    Log(kProg, "completion for unknown session " + std::to_string(id));
+    return;
+  }
+  Session& s = *it->second;
+  if (op == Channel::kOpRecv || op == Channel::kOpSend) {
+    Status st = s.ch->OnCompletion(op, res);
+    if (!st.ok() && s.failed) {
+      Close(s);  // the agent read our ERROR and hung up
+    } else if (!st.ok() && !s.ch->closing()) {
+      // Frames that arrived before the close still count (an agent's last END_POINT, say).
+      HandleFrames(s).IgnoreError();  // a protocol error here only adds to the close below
+      if (st.code() == Code::kUnavailable) {
+        Log(kProg, "session " + std::to_string(s.id) + " (" +
+                       (s.server_id.empty() ? s.peer : s.server_id) + ") closed: " + st.message());
+      } else {
+        Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
+      }
+      Close(s);
+    }
+    return;
+  }
+  if (op == kOpPackWrite || op == kOpPackFsync) {
+    --s.commit_ops;
+    if (op == kOpPackWrite && res > 0) s.commit_written += static_cast<size_t>(res);
+    if (res < 0 && res != -ECANCELED && s.commit_error == 0) s.commit_error = -res;
+    if (s.commit_ops == 0) OnCommitDone(s);
+    return;
+  }
+  Log(kProg, "completion with unknown op " + std::to_string(op));
+}
+
+Status Server::Run(const volatile std::sig_atomic_t* stop) {
+  for (;;) {
+    if (*stop && !stopping_) {
+      stopping_ = true;
+      Log(kProg, "stopping: draining " + std::to_string(sessions_.size()) + " session(s)");
+      shutdown(listen_fd_.get(), SHUT_RDWR);
+    }
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      Session& s = *it->second;
+      Service(s);
+      // On stop, a session finishes the point it is committing, then closes.
+      if (stopping_ && !s.commit_inflight && !s.end) Close(s);
+      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
+        if (s.server != nullptr && s.server->active) s.server->active = false;
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (stopping_ && sessions_.empty() && !accept_inflight_ && ring_->inflight() == 0) break;
+    if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
+    auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, true, 500);
+    if (!n.ok()) return n.status();
+  }
+  Log(kProg, "stopped");
+  return Status::Ok();
+}
+
+void Server::Service(Session& s) {
+  if (s.ch->closing()) return;
+  Status st = HandleFrames(s);
+  if (!st.ok()) {
+    Fail(s, st.code() == Code::kNoSpace ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kProtocol, st);
+    return;
+  }
+  if (!s.commit_inflight && !s.batch.empty()) StartCommit(s);
+  st = s.ch->Pump();
+  if (!st.ok()) {
+    Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
+    Close(s);
+  }
+}
+
+Status Server::HandleFrames(Session& s) {
+  if (!s.ch->handshake_done()) return Status::Ok();
+  while (!s.failed && s.batch.size() < kBatchBytesMax) {
+    BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
+    if (!frame) break;
+    size_t consumed = frame->total_size;
+    BR_RETURN_IF_ERROR(HandleFrame(s, *frame));
+    s.ch->Consume(consumed);
+  }
+  return Status::Ok();
+}
+
+Status Server::HandleFrame(Session& s, const wire::Frame& f) {
+  using wire::MsgType;
+  if (!s.hello_done && f.type != MsgType::kHello) return ProtocolError("expected HELLO first");
+  switch (f.type) {
+    case MsgType::kHello: return OnHello(s, f.payload);
+    case MsgType::kBeginPoint: return OnBeginPoint(s, f.payload);
+    case MsgType::kRecord: return OnRecord(s, f.payload);
+    case MsgType::kEndPoint: return OnEndPoint(s, f.payload);
+    default:
+      return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
+                           " from an agent");
+  }
+}
+
+void Server::SendFrame(Session& s, wire::MsgType type, const Bytes& payload) {
+  Bytes frame;
+  wire::AppendFrame(&frame, type, payload);
+  Status st = s.ch->Send(frame);
+  if (!st.ok()) {
+    Log(kProg, "session " + std::to_string(s.id) + ": " + st.message());
+    Close(s);
+  }
+}
+
+void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
+  if (s.failed) return;
+  s.failed = true;
+  Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
+                 ") refused: " + status.message());
+  wire::ErrorMsg e{code, status.message()};
+  SendFrame(s, wire::MsgType::kError, e.Encode());
+  s.ch->tls().Shutdown();
+  // Let the ERROR reach the agent; the agent closes, our recv sees it and closes the session.
+  s.ch->Pump().IgnoreError();  // best effort: the session is being refused anyway
+  s.point.reset();
+  s.end.reset();
+}
+
+void Server::Close(Session& s) {
+  if (s.ch->closing()) return;
+  if (s.point) {
+    Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): point " +
+                   std::to_string(s.point->point_id) + " incomplete; discarded (never visible)");
+  }
+  s.point.reset();
+  s.end.reset();
+  s.ch->Shutdown();
+}
+
+Status Server::OnHello(Session& s, ByteSpan payload) {
+  if (s.hello_done) return ProtocolError("second HELLO");
+  BR_ASSIGN_OR_RETURN(wire::Hello h, wire::Hello::Decode(payload));
+  if (h.version_min > wire::kVersion || h.version_max < wire::kVersion) {
+    Fail(s, wire::ErrorCode::kProtocol,
+         ProtocolError("agent speaks protocol versions " + std::to_string(h.version_min) + ".." +
+                       std::to_string(h.version_max) + "; this staging speaks " +
+                       std::to_string(wire::kVersion) + " (upgrade one side)"));
+    return Status::Ok();
+  }
+  Status valid = wire::ValidateServerId(h.server_id);
+  if (!valid.ok()) {
+    Fail(s, wire::ErrorCode::kIdentity, valid);
+    return Status::Ok();
+  }
+  std::string cn = s.ch->tls().PeerCommonName();
+  if (cn != h.server_id) {
+    Fail(s, wire::ErrorCode::kIdentity,
+         PermissionDenied("the agent's certificate belongs to server-id '" + cn +
+                          "' but it claims server-id '" + h.server_id +
+                          "' (use that server's certificate, from blockrep-keygen)"));
+    return Status::Ok();
+  }
+  ServerState& st = servers_[h.server_id];
+  if (st.active) {
+    Fail(s, wire::ErrorCode::kBusy,
+         Unavailable("server-id '" + h.server_id + "' already has an active session on this staging"));
+    return Status::Ok();
+  }
+  if (!st.store) {
+    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, true);
+    if (!opened.ok()) {
+      servers_.erase(h.server_id);
+      Fail(s, wire::ErrorCode::kStoreError, opened.status());
+      return Status::Ok();
+    }
+    st.store = std::move(opened).value();
+  }
+  uint64_t chain_key = st.store->manifest().key_id;
+  if (chain_key != 0 && chain_key != h.key_id) {
+    Fail(s, wire::ErrorCode::kKeyMismatch,
+         PermissionDenied("the agent's data key is not the key server '" + h.server_id +
+                          "' has replicated with so far (check --key)"));
+    return Status::Ok();
+  }
+  st.active = true;
+  s.server = &st;
+  s.server_id = h.server_id;
+  s.key_id = h.key_id;
+  s.hello_done = true;
+  Log(kProg, "session " + std::to_string(s.id) + ": server '" + s.server_id + "' connected from " +
+                 s.peer + " (last point " + std::to_string(st.store->manifest().last_point_id()) + ")");
+  wire::HelloOk ok;
+  ok.last_point_id = st.store->manifest().last_point_id();
+  SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
+  return Status::Ok();
+}
+
+Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
+  if (s.point) return ProtocolError("BEGIN_POINT while a point is open");
+  BR_ASSIGN_OR_RETURN(wire::BeginPoint b, wire::BeginPoint::Decode(payload));
+  uint64_t expected = s.server->store->manifest().last_point_id() + 1;
+  if (b.point_id != expected) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("point " + std::to_string(b.point_id) + " does not follow the chain (expected " +
+                         std::to_string(expected) + ")"));
+    return Status::Ok();
+  }
+  if (b.base_point != 0) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("incremental points are not supported by protocol v1 of this staging"));
+    return Status::Ok();
+  }
+  s.point = std::move(b);
+  s.entries.clear();
+  s.point_bytes = 0;
+  return Status::Ok();
+}
+
+Status Server::OpenPack(Session& s) {
+  BR_ASSIGN_OR_RETURN(s.pack_id, s.server->store->NextPackId());
+  std::string path = s.server->store->PackPath(s.pack_id);
+  s.pack_fd = UniqueFd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!s.pack_fd.valid()) return ErrnoStatus("create pack " + path, errno);
+  Bytes header = store::EncodePackHeader(s.pack_id);
+  BR_RETURN_IF_ERROR(WriteAll(s.pack_fd.get(), header).Annotate(path));
+  if (fsync(s.pack_fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
+  BR_RETURN_IF_ERROR(FsyncDir(s.server->store->dir() + "/packs"));
+  s.pack_end = header.size();
+  return Status::Ok();
+}
+
+Status Server::OnRecord(Session& s, ByteSpan payload) {
+  if (!s.point || s.end) return ProtocolError("RECORD outside a point");
+  BR_ASSIGN_OR_RETURN(wire::RecordMsg m, wire::RecordMsg::Decode(payload));
+  if (m.seq != s.next_seq)
+    return ProtocolError("RECORD sequence " + std::to_string(m.seq) + ", expected " +
+                         std::to_string(s.next_seq));
+  auto hdr = RecordHeader::Decode(m.record);
+  if (!hdr.ok()) return ProtocolError("malformed record: " + hdr.status().message());
+  if (hdr->total_size() != m.record.size()) return ProtocolError("record length does not match its header");
+  if (hdr->point_id != s.point->point_id) return ProtocolError("record belongs to another point");
+  if (hdr->volume >= s.point->volume_sizes.size()) return ProtocolError("record names a missing volume");
+  uint64_t vol_size = s.point->volume_sizes[hdr->volume];
+  if (hdr->offset > vol_size || hdr->plain_len > vol_size - hdr->offset)
+    return ProtocolError("record extends past the end of its volume");
+  if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
+
+  store::IndexEntry e;
+  e.volume = hdr->volume;
+  e.length = hdr->plain_len;
+  e.offset = hdr->offset;
+  e.pack = s.pack_id;
+  e.record_bytes = static_cast<uint32_t>(m.record.size());
+  e.pack_offset = s.pack_end + s.batch.size();
+  e.checksum = Checksum64(m.record);
+  s.entries.push_back(e);
+  s.point_bytes += m.record.size();
+  s.batch.insert(s.batch.end(), m.record.begin(), m.record.end());
+  s.batch_last_seq = m.seq;
+  ++s.next_seq;
+  return Status::Ok();
+}
+
+Status Server::OnEndPoint(Session& s, ByteSpan payload) {
+  if (!s.point || s.end) return ProtocolError("END_POINT outside a point");
+  BR_ASSIGN_OR_RETURN(wire::EndPoint e, wire::EndPoint::Decode(payload));
+  if (e.point_id != s.point->point_id) return ProtocolError("END_POINT names another point");
+  if (e.last_seq != s.next_seq - 1 || e.record_count != s.entries.size())
+    return ProtocolError("END_POINT says " + std::to_string(e.record_count) + " records up to sequence " +
+                         std::to_string(e.last_seq) + ", but " + std::to_string(s.entries.size()) +
+                         " arrived up to " + std::to_string(s.next_seq - 1));
+  s.end = e;
+  return MaybeCommitPoint(s);
+}
+
+void Server::StartCommit(Session& s) {
+  if (!ring_->HasRoom(2)) return;  // retried on the next loop turn
+  s.commit_buf.swap(s.batch);
+  s.batch.clear();
+  s.commit_offset = s.pack_end;
+  s.pack_end += s.commit_buf.size();
+  s.commit_written = 0;
+  s.commit_last_seq = s.batch_last_seq;
+  s.commit_error = 0;
+  s.commit_inflight = true;
+  s.commit_ops = 2;
+  io_uring_sqe* w = ring_->Sqe();
+  io_uring_prep_write(w, s.pack_fd.get(), s.commit_buf.data(), static_cast<unsigned>(s.commit_buf.size()),
+                      s.commit_offset);
+  io_uring_sqe_set_data64(w, UserData(s.id, kOpPackWrite));
+  w->flags |= IOSQE_IO_LINK;  // fsync runs only after the write succeeded in full
+  io_uring_sqe* f = ring_->Sqe();
+  io_uring_prep_fsync(f, s.pack_fd.get(), IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(f, UserData(s.id, kOpPackFsync));
+}
+
+void Server::OnCommitDone(Session& s) {
+  s.commit_inflight = false;
+  if (s.commit_error != 0) {
+    Status st = ErrnoStatus("write pack " + s.server->store->PackPath(s.pack_id), s.commit_error);
+    if (!s.ch->closing())
+      Fail(s, st.code() == Code::kNoSpace ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kStoreError,
+           st.Annotate(st.code() == Code::kNoSpace ? "staging store is full; nothing unacknowledged was kept"
+                                                   : "staging cannot write its store"));
+    // Nothing past durable_seq is acknowledged; further writes to this pack are abandoned.
+    s.pack_fd.Reset();
+    s.batch.clear();
+    return;
+  }
+  if (s.commit_written < s.commit_buf.size()) {
+    // Short write: the linked fsync was cancelled. Write the rest (and fsync) again.
+    Bytes rest(s.commit_buf.begin() + static_cast<ptrdiff_t>(s.commit_written), s.commit_buf.end());
+    rest.insert(rest.end(), s.batch.begin(), s.batch.end());
+    s.batch.swap(rest);
+    s.pack_end = s.commit_offset + s.commit_written;
+    uint64_t last = std::max(s.batch_last_seq, s.commit_last_seq);
+    s.batch_last_seq = last;
+    StartCommit(s);
+    return;
+  }
+  s.durable_seq = s.commit_last_seq;
+  s.commit_buf.clear();
+  if (!s.ch->closing()) {
+    wire::Ack ack{s.durable_seq};
+    SendFrame(s, wire::MsgType::kAck, ack.Encode());
+  }
+  Status st = MaybeCommitPoint(s);
+  if (!st.ok() && !s.ch->closing()) Fail(s, wire::ErrorCode::kStoreError, st);
+}
+
+Status Server::MaybeCommitPoint(Session& s) {
+  if (!s.end || !s.point) return Status::Ok();
+  if (s.end->last_seq > s.durable_seq) return Status::Ok();  // records still on their way to disk
+  store::PointIndex idx;
+  idx.point_id = s.point->point_id;
+  idx.volume_sizes = s.point->volume_sizes;
+  idx.entries = std::move(s.entries);
+  std::sort(idx.entries.begin(), idx.entries.end(), [](const auto& a, const auto& b) {
+    return a.volume != b.volume ? a.volume < b.volume : a.offset < b.offset;
+  });
+  Status valid = idx.Validate();
+  if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
+  store::PointInfo info;
+  info.id = s.point->point_id;
+  info.time_ns = s.point->time_ns;
+  info.flags = s.point->flags & store::kPointConsistent;
+  info.volume_count = static_cast<uint32_t>(s.point->volume_sizes.size());
+  info.bytes_added = s.point_bytes;
+  BR_RETURN_IF_ERROR(s.server->store->CommitPoint(info, idx, s.key_id));
+  Log(kProg, "server '" + s.server_id + "': point " + std::to_string(info.id) + " committed (" +
+                 std::to_string(idx.entries.size()) + " records, " + std::to_string(s.point_bytes) +
+                 " bytes)");
+  wire::PointAck pa{info.id};
+  s.point.reset();
+  s.end.reset();
+  s.entries.clear();
+  if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
+  return Status::Ok();
+}
+
+}  // namespace blockrep::staging

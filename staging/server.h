@@ -1,0 +1,76 @@
+// blockrep-staging: accepts agents over TLS, appends their sealed records to per-server packs and
+// commits recovery points. One thread, one io_uring: socket I/O, pack writes and fsyncs all go
+// through the ring; index and manifest writes (once per point) are synchronous.
+#pragma once
+
+#include <csignal>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "blockrep/channel.h"
+#include "blockrep/cli.h"
+#include "blockrep/fs.h"
+#include "blockrep/store.h"
+#include "blockrep/tls.h"
+#include "blockrep/uring.h"
+#include "blockrep/wire.h"
+
+namespace blockrep::staging {
+
+struct Options {
+  HostPort listen;
+  std::string store_dir;
+  TlsFiles tls;
+  unsigned max_sessions = 256;
+};
+
+class Server {
+ public:
+  explicit Server(Options opts);
+  ~Server();
+  Status Start();
+  // Runs until `*stop` becomes non-zero, then drains every session and returns.
+  Status Run(const volatile std::sig_atomic_t* stop);
+  uint16_t bound_port() const { return bound_port_; }
+
+ private:
+  struct ServerState {
+    std::unique_ptr<store::ServerStore> store;
+    bool active = false;
+  };
+  struct Session;
+
+  Status PostAccept();
+  void OnCompletion(uint64_t user_data, int res);
+  void OnAccept(int res);
+  void Service(Session& s);
+  Status HandleFrames(Session& s);
+  Status HandleFrame(Session& s, const wire::Frame& f);
+  Status OnHello(Session& s, ByteSpan payload);
+  Status OnBeginPoint(Session& s, ByteSpan payload);
+  Status OnRecord(Session& s, ByteSpan payload);
+  Status OnEndPoint(Session& s, ByteSpan payload);
+  Status OpenPack(Session& s);
+  void StartCommit(Session& s);
+  void OnCommitDone(Session& s);
+  Status MaybeCommitPoint(Session& s);
+  void Fail(Session& s, wire::ErrorCode code, const Status& status);
+  void SendFrame(Session& s, wire::MsgType type, const Bytes& payload);
+  void Close(Session& s);
+
+  Options opts_;
+  std::unique_ptr<Ring> ring_;
+  std::unique_ptr<TlsContext> tls_;
+  UniqueFd listen_fd_;
+  UniqueFd lock_fd_;
+  uint16_t bound_port_ = 0;
+  bool accept_inflight_ = false;
+  bool stopping_ = false;
+  uint64_t next_session_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<Session>> sessions_;
+  std::map<std::string, ServerState> servers_;
+};
+
+}  // namespace blockrep::staging
