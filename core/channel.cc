@@ -97,6 +97,15 @@ Status Channel::OnCompletion(uint8_t op, int res) {
   return Internal("channel got a completion for unknown op " + std::to_string(op));
 }
 
+void Channel::FlushBestEffort() {
+  if (send_inflight_ || closing_) return;
+  Bytes& out = tls_->outgoing();
+  if (send_done_ < send_buf_.size() || out.empty()) return;
+  ssize_t n = send(fd_, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;  // best effort by design: the connection is being dropped either way
+  out.clear();
+}
+
 void Channel::Shutdown() {
   if (closing_) return;
   closing_ = true;

@@ -20,9 +20,8 @@ constexpr char kKeyHeader[] = "blockrep-data-key-v1";
 Result<DataKey> LoadDataKey(const std::string& path) {
   struct stat st{};
   if (stat(path.c_str(), &st) != 0) {
-    int err = errno;
-    return ErrnoStatus("key file " + path, err)
-        .Annotate("cannot read data key (create one with blockrep-keygen)");
+    Status st = ErrnoStatus("key file " + path, errno);
+    return Status(st.code(), st.message() + " (give the data key with --key; blockrep-keygen creates one)");
   }
   if (!S_ISREG(st.st_mode)) return InvalidArgument("key file " + path + " is not a regular file");
   if ((st.st_mode & 077) != 0) {

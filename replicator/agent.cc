@@ -64,8 +64,8 @@ Status Agent::Connect() {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));  // bounds connect()
   if (connect(fd, reinterpret_cast<const sockaddr*>(&hp.addr), hp.addr_len) != 0) {
     int err = errno;
-    return ErrnoStatus("cannot connect to staging " + where, err == EINPROGRESS ? ETIMEDOUT : err)
-        .Annotate("staging unreachable (is blockrep-staging running there? check --staging)");
+    Status st = ErrnoStatus("cannot connect to staging " + where, err == EINPROGRESS ? ETIMEDOUT : err);
+    return Status(st.code(), st.message() + " (is blockrep-staging running there? check --staging)");
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -178,7 +178,7 @@ Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
   while (!ch_->handshake_done()) {
     if (*stop) return Unavailable("interrupted");
     Status st = Step(true);
-    if (!st.ok()) return st.Annotate("TLS handshake with staging failed");
+    if (!st.ok()) return st.Annotate("cannot establish TLS with staging " + opts_.staging.host);
   }
   wire::Hello h;
   h.server_id = opts_.server_id;
@@ -192,6 +192,9 @@ Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
       if (st.code() == Code::kUnauthenticated || st.message().find("alert") != std::string::npos)
         return Unauthenticated("the staging rejected our TLS certificate (" + st.message() +
                                "); is it signed by the staging's CA? check --tls-cert/--tls-ca");
+      if (st.message().find("closed by peer") != std::string::npos)
+        return Unavailable("the staging closed the connection before accepting us (it may have "
+                           "rejected our TLS certificate; see the staging's log)");
       return st;
     }
   }
@@ -280,7 +283,7 @@ Result<SyncSummary> Agent::SyncOnce(const volatile std::sig_atomic_t* stop) {
 
   auto lost = [&](const Status& st) {
     return st.Annotate("point " + std::to_string(point_id_) +
-                       " was not acknowledged and will not appear on the staging; run again");
+                       " was not acknowledged, so it may be missing on the staging; run again");
   };
   bool end_sent = false;
   while (point_acked_ != point_id_) {

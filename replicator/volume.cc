@@ -14,7 +14,10 @@ Result<std::unique_ptr<Volume>> Volume::Open(const std::string& path) {
   v->path = path;
   struct stat st{};
   if (stat(path.c_str(), &st) != 0)
-    return ErrnoStatus("volume " + path, errno).Annotate("cannot protect it (check --volume)");
+  {
+    Status st = ErrnoStatus("volume " + path, errno);
+    return Status(st.code(), st.message() + " (check --volume)");
+  }
   if (S_ISBLK(st.st_mode)) {
     v->block_device = true;
   } else if (!S_ISREG(st.st_mode)) {

@@ -165,6 +165,7 @@ void Server::OnCompletion(uint64_t ud, int res) {
                        (s.server_id.empty() ? s.peer : s.server_id) + ") closed: " + st.message());
       } else {
         Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
+        s.ch->FlushBestEffort();  // the agent should see the TLS alert that explains the refusal
       }
       Close(s);
     }

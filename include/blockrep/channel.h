@@ -41,6 +41,9 @@ class Channel {
   // Ciphertext not yet handed to the kernel.
   size_t unsent_bytes() const { return tls_->outgoing().size() + (send_buf_.size() - send_done_); }
 
+  // Error path only: hands queued ciphertext (a TLS alert, say) to the socket without waiting,
+  // so the peer learns why it is being dropped. Skipped while a send is in flight.
+  void FlushBestEffort();
   // Stops reading and writes; in-flight requests complete with errors, after which idle() holds.
   void Shutdown();
   bool idle() const { return !send_inflight_ && !recv_inflight_; }

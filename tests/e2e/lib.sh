@@ -1,0 +1,99 @@
+# Shared helpers for the end-to-end tests. Source it; it sets up $WORK, $KEYS and cleans up.
+set -euo pipefail
+
+BIN=${BLOCKREP_BIN:?BLOCKREP_BIN must point at build/bin}
+WORK=$(mktemp -d /tmp/blockrep-e2e.XXXXXX)
+KEYS=$WORK/keys
+STORE=$WORK/store
+STAGING_PID=
+STAGING_PORT=
+LOOPS=()
+MOUNTS=()
+
+cleanup() {
+  local rc=$?
+  [[ -n $STAGING_PID ]] && kill -9 "$STAGING_PID" 2>/dev/null || true
+  for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || true; done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+  if [[ $rc -ne 0 && $rc -ne 77 ]]; then
+    echo "--- staging log (tail) ---" >&2
+    tail -n 20 "$WORK/staging.log" 2>/dev/null >&2 || true
+  fi
+  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+need_root() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "SKIP: $1 needs root (loop devices); CI runs it as root" >&2
+    exit 77
+  fi
+}
+
+make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/null; }
+
+# start_staging [extra args]: starts on an ephemeral port and waits for it to listen.
+start_staging() {
+  "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$STORE" --tls-cert "$KEYS/staging.crt" \
+    --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" "$@" >>"$WORK/staging.log" 2>&1 &
+  STAGING_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    # One snapshot of the log, so the count and the port come from the same lines.
+    local lines
+    mapfile -t lines < <(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/staging.log" || true)
+    if [[ ${#lines[@]} -gt ${STAGING_STARTS:-0} ]]; then
+      STAGING_STARTS=${#lines[@]}
+      STAGING_PORT=${lines[-1]##*:}
+      return 0
+    fi
+    kill -0 "$STAGING_PID" 2>/dev/null || fail "staging did not start: $(tail -n 3 "$WORK/staging.log")"
+    sleep 0.02
+  done
+  fail "staging did not start listening"
+}
+
+stop_staging() {
+  [[ -n $STAGING_PID ]] || return 0
+  kill -TERM "$STAGING_PID"
+  wait "$STAGING_PID" || fail "staging exited non-zero on SIGTERM"
+  STAGING_PID=
+}
+
+kill9_staging() {
+  kill -9 "$STAGING_PID" 2>/dev/null || true
+  wait "$STAGING_PID" 2>/dev/null || true
+  STAGING_PID=
+}
+
+# agent ID [agent args...]
+agent() {
+  local id=$1
+  shift
+  "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$id" --key "$KEYS/data-$id.key" --once "$@"
+}
+
+recover() { "$BIN/blockrep-recover" "$@"; }
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# A loop device for FILE; echoes its path.
+loop_attach() {
+  local dev
+  dev=$(losetup --find --show "$1")
+  LOOPS+=("$dev")
+  echo "$dev"
+}
+
+# Content fingerprint of everything stored (to prove a refused request changed nothing).
+store_fingerprint() {
+  if [[ -d $STORE ]]; then
+    (cd "$STORE" && find . -type f ! -name LOCK -print0 | sort -z | xargs -0r sha256sum | sha256sum | cut -d' ' -f1)
+  else
+    echo none
+  fi
+}
