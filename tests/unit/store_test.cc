@@ -1,1 +1,120 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "blockrep/checksum.h"
+#include "blockrep/fs.h"
+#include "blockrep/store.h"
+
+namespace blockrep::store {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/blockrep-storetest.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override { std::system(("rm -rf " + root_).c_str()); }
+  PointIndex SampleIndex(uint64_t id) {
+    PointIndex idx;
+    idx.point_id = id;
+    idx.volume_sizes = {1 << 20, 1 << 16};
+    idx.entries.push_back({0, 65536, 0, 1, 1000, 16, 0, 0xabc});
+    idx.entries.push_back({0, 65536, 131072, 1, 900, 1016, 0, 0xdef});
+    idx.entries.push_back({1, 4096, 0, 2, 200, 16, 0, 0x123});
+    return idx;
+  }
+  std::string root_;
+};
+
+// Index and manifest encodings round-trip.
+TEST_F(StoreTest, IndexAndManifestRoundTrip) {
+  PointIndex idx = SampleIndex(3);
+  auto back = PointIndex::Decode(idx.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->entries.size(), 3u);
+  EXPECT_EQ(back->entries[1].offset, 131072u);
+  Manifest m;
+  m.server_id = "web1";
+  m.key_id = 99;
+  m.points.push_back({1, 1000, kPointConsistent, 2, 5000, 77});
+  auto mb = Manifest::Decode(m.Encode());
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ(mb->points[0].bytes_added, 5000u);
+  EXPECT_TRUE(mb->points[0].consistent());
+}
+
+// Any single flipped byte or truncation of an index or manifest is detected.
+TEST_F(StoreTest, DamageIsDetected) {
+  Bytes idx = SampleIndex(3).Encode();
+  for (size_t pos = 0; pos < idx.size(); pos += 7) {
+    Bytes copy = idx;
+    copy[pos] ^= 0x40;
+    EXPECT_EQ(PointIndex::Decode(copy).status().code(), Code::kDataLoss) << pos;
+  }
+  EXPECT_FALSE(PointIndex::Decode(ByteSpan(idx).first(idx.size() - 1)).ok());
+  Manifest m;
+  m.server_id = "web1";
+  Bytes menc = m.Encode();
+  menc[3] ^= 1;
+  EXPECT_EQ(Manifest::Decode(menc).status().code(), Code::kDataLoss);
+}
+
+// Overlapping or out-of-volume extents make an index invalid.
+TEST_F(StoreTest, ValidateRejectsOverlapAndOutOfRange) {
+  PointIndex idx = SampleIndex(1);
+  idx.entries[1].offset = 60000;  // overlaps entry 0
+  EXPECT_FALSE(idx.Validate().ok());
+  idx = SampleIndex(1);
+  idx.entries[2].offset = 65536 - 100;  // past the end of volume 1
+  EXPECT_FALSE(idx.Validate().ok());
+  idx = SampleIndex(1);
+  idx.entries[2].volume = 5;
+  EXPECT_FALSE(idx.Validate().ok());
+}
+
+// A committed point survives reopening; its index loads back with the manifest's checksum.
+TEST_F(StoreTest, CommitThenReopen) {
+  ASSERT_TRUE(InitStoreRoot(root_, true).ok());
+  {
+    auto s = ServerStore::Open(root_, "web1", true);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    PointInfo info{1, 111, 0, 2, 2100, 0};
+    ASSERT_TRUE((*s)->CommitPoint(info, SampleIndex(1), 42).ok());
+    EXPECT_FALSE((*s)->CommitPoint(info, SampleIndex(1), 42).ok());  // ids only grow
+  }
+  auto s = ServerStore::Open(root_, "web1", false);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ((*s)->manifest().points.size(), 1u);
+  EXPECT_EQ((*s)->manifest().key_id, 42u);
+  auto idx = (*s)->LoadIndex((*s)->manifest().points[0]);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_EQ(idx->entries.size(), 3u);
+}
+
+// Files the manifest does not reference (a crash between index and manifest) are removed.
+TEST_F(StoreTest, OrphansAreRemoved) {
+  ASSERT_TRUE(InitStoreRoot(root_, true).ok());
+  auto s = ServerStore::Open(root_, "web1", true);
+  ASSERT_TRUE(s.ok());
+  Bytes orphan = SampleIndex(9).Encode();
+  ASSERT_TRUE(WriteFileAtomic((*s)->IndexPath(9), orphan).ok());
+  ASSERT_TRUE(WriteFileAtomic((*s)->dir() + "/index/x.idx.tmp", orphan).ok());
+  ASSERT_TRUE((*s)->RemoveOrphans().ok());
+  EXPECT_FALSE(PathExists((*s)->IndexPath(9)));
+  EXPECT_FALSE(PathExists((*s)->dir() + "/index/x.idx.tmp"));
+}
+
+// Opening an unknown server without create is a clear not-found.
+TEST_F(StoreTest, UnknownServerIsNotFound) {
+  ASSERT_TRUE(InitStoreRoot(root_, true).ok());
+  auto s = ServerStore::Open(root_, "ghost", false);
+  EXPECT_EQ(s.status().code(), Code::kNotFound);
+  EXPECT_EQ(ServerStore::Open(root_, "../etc", true).status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace blockrep::store

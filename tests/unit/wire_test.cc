@@ -1,1 +1,89 @@
 #include <gtest/gtest.h>
+
+#include "blockrep/wire.h"
+
+namespace blockrep::wire {
+namespace {
+
+// A frame is parsed only once all of it has arrived.
+TEST(Wire, PartialFrameWaits) {
+  Bytes buf;
+  AppendFrame(&buf, MsgType::kAck, Ack{42}.Encode());
+  for (size_t n = 0; n < buf.size(); ++n) {
+    auto f = ParseFrame(ByteSpan(buf).first(n));
+    ASSERT_TRUE(f.ok());
+    EXPECT_FALSE(f->has_value()) << n;
+  }
+  auto f = ParseFrame(buf);
+  ASSERT_TRUE(f.ok() && f->has_value());
+  EXPECT_EQ((*f)->type, MsgType::kAck);
+  EXPECT_EQ(Ack::Decode((*f)->payload)->durable_seq, 42u);
+}
+
+// An oversized length is refused from the header alone, before any buffering.
+TEST(Wire, OversizedFrameIsRefused) {
+  Bytes buf;
+  ByteWriter w(&buf);
+  w.U32(kMaxFramePayload + 1);
+  w.U16(static_cast<uint16_t>(MsgType::kRecord));
+  w.U16(0);
+  EXPECT_EQ(ParseFrame(buf).status().code(), Code::kProtocol);
+}
+
+// Unknown types and non-zero reserved bits are protocol errors.
+TEST(Wire, UnknownTypeAndReservedBitsAreRefused) {
+  Bytes a, b;
+  ByteWriter(&a).U32(0);
+  ByteWriter(&a).U16(99);
+  ByteWriter(&a).U16(0);
+  EXPECT_EQ(ParseFrame(a).status().code(), Code::kProtocol);
+  ByteWriter(&b).U32(0);
+  ByteWriter(&b).U16(static_cast<uint16_t>(MsgType::kAck));
+  ByteWriter(&b).U16(1);
+  EXPECT_EQ(ParseFrame(b).status().code(), Code::kProtocol);
+}
+
+// Messages round-trip; every truncation of a message is rejected, never read past.
+TEST(Wire, MessagesRoundTripAndTruncationsFail) {
+  Hello h;
+  h.server_id = "web-01.prod";
+  h.key_id = 0x1122334455667788ull;
+  Bytes enc = h.Encode();
+  auto back = Hello::Decode(enc);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->server_id, h.server_id);
+  EXPECT_EQ(back->key_id, h.key_id);
+  for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(Hello::Decode(ByteSpan(enc).first(n)).ok()) << n;
+
+  BeginPoint b;
+  b.point_id = 5;
+  b.time_ns = 123;
+  b.volume_sizes = {1 << 20, 1 << 30};
+  Bytes benc = b.Encode();
+  auto bback = BeginPoint::Decode(benc);
+  ASSERT_TRUE(bback.ok());
+  EXPECT_EQ(bback->volume_sizes, b.volume_sizes);
+  for (size_t n = 0; n < benc.size(); ++n) EXPECT_FALSE(BeginPoint::Decode(ByteSpan(benc).first(n)).ok());
+  benc.push_back(0);
+  EXPECT_FALSE(BeginPoint::Decode(benc).ok());  // trailing bytes
+}
+
+// A BEGIN_POINT with zero or too many volumes is refused.
+TEST(Wire, VolumeCountIsBounded) {
+  BeginPoint b;
+  EXPECT_FALSE(BeginPoint::Decode(b.Encode()).ok());
+  b.volume_sizes.assign(kMaxVolumes + 1, 4096);
+  EXPECT_FALSE(BeginPoint::Decode(b.Encode()).ok());
+}
+
+// Server-ids become directory names: anything that could escape is refused.
+TEST(Wire, ServerIdValidation) {
+  EXPECT_TRUE(ValidateServerId("web1").ok());
+  EXPECT_TRUE(ValidateServerId("db-01.eu_west").ok());
+  for (const char* bad : {"", ".", "..", "a/b", "../x", "has space", "x\n"})
+    EXPECT_FALSE(ValidateServerId(bad).ok()) << bad;
+  EXPECT_FALSE(ValidateServerId(std::string(65, 'a')).ok());
+}
+
+}  // namespace
+}  // namespace blockrep::wire
