@@ -101,6 +101,37 @@ class Progress {
   bool tty_;
 };
 
+
+Status RestoreVolume(const std::string& server_id, uint64_t point_id, const store::PointIndex& idx,
+                     uint16_t vol, Target& t, store::PackReader& packs, RecordOpener& opener,
+                     RestoreSummary* sum, Progress* progress) {
+  Bytes stored, plain;
+  uint64_t cursor = 0;  // everything below is written (or zeroed, on a device)
+  for (const store::IndexEntry& e : idx.entries) {
+    if (e.volume != vol) continue;
+    std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
+                        std::to_string(point_id) + " offset " + std::to_string(e.offset);
+    BR_RETURN_IF_ERROR(packs.Read(e, &stored).Annotate(where));
+    RecordHeader h;
+    BR_RETURN_IF_ERROR(opener.Open(stored, &h, &plain).Annotate(where));
+    if (h.volume != e.volume || h.point_id > point_id || h.offset + e.offset_in_record != e.offset ||
+        e.offset_in_record + e.length > h.plain_len)
+      return DataLoss(where + ": record does not belong at this place in the point (store tampered?)");
+    if (t.block_device) BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, e.offset - cursor, t.final_path));
+    BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), plain.data() + e.offset_in_record, e.length, e.offset, t.write_path));
+    cursor = e.offset + e.length;
+    sum->bytes_written += e.length;
+    ++sum->records;
+    progress->Add(e.length);
+  }
+  if (t.block_device)
+    BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, idx.volume_sizes[vol] - cursor, t.final_path));
+  if (fsync(t.fd.get()) != 0) return ErrnoStatus("fsync " + t.write_path, errno);
+  if (t.write_path != t.final_path && rename(t.write_path.c_str(), t.final_path.c_str()) != 0)
+    return ErrnoStatus("rename " + t.write_path, errno);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::string& spec) {
@@ -157,33 +188,13 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   Progress progress(total);
   store::PackReader packs(st->dir());
   RecordOpener opener(key, req.server_id);
-  Bytes stored, plain;
   for (const auto& [vol, path] : targets) {
     BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
-    uint64_t cursor = 0;  // everything below is written (or zeroed, on a device)
-    for (const store::IndexEntry& e : idx.entries) {
-      if (e.volume != vol) continue;
-      std::string where = "server '" + req.server_id + "' volume " + std::to_string(vol) + " point " +
-                          std::to_string(sum.point.id) + " offset " + std::to_string(e.offset);
-      BR_RETURN_IF_ERROR(packs.Read(e, &stored).Annotate(where));
-      RecordHeader h;
-      BR_RETURN_IF_ERROR(opener.Open(stored, &h, &plain).Annotate(where));
-      if (h.volume != e.volume || h.point_id > sum.point.id || h.offset + e.offset_in_record != e.offset ||
-          e.offset_in_record + e.length > h.plain_len)
-        return DataLoss(where + ": record does not belong at this place in the point (store tampered?)");
-      if (t.block_device) BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, e.offset - cursor, path));
-      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), plain.data() + e.offset_in_record, e.length, e.offset, t.write_path));
-      cursor = e.offset + e.length;
-      sum.bytes_written += e.length;
-      ++sum.records;
-      progress.Add(e.length);
-    }
-    if (t.block_device)
-      BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, idx.volume_sizes[vol] - cursor, path));
-    if (fsync(t.fd.get()) != 0) return ErrnoStatus("fsync " + t.write_path, errno);
-    if (t.write_path != t.final_path) {
-      if (rename(t.write_path.c_str(), t.final_path.c_str()) != 0)
-        return ErrnoStatus("rename " + t.write_path, errno);
+    Status st = RestoreVolume(req.server_id, sum.point.id, idx, vol, t, packs, opener, &sum, &progress);
+    if (!st.ok()) {
+      // Never leave a half-written image under a name that looks finished.
+      if (t.write_path != t.final_path) unlink(t.write_path.c_str());
+      return st;
     }
     sum.written[vol] = t.final_path;
   }

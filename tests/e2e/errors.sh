@@ -70,6 +70,17 @@ expect_error "restore of a missing point" "no recovery point 42" \
 expect_error "bad --compress" "zstd level" \
   "${A[@]}" --server-id web1 --key "$KEYS/data-web1.key" "${T[@]}" --compress zstd:99
 
+# A flipped byte in a stored record: restore names the place and leaves no image behind.
+stop_staging
+pack=$(ls "$STORE/servers/web1/packs/"*.pack | head -n1)
+printf '\xff' | dd of="$pack" bs=1 seek=200000 conv=notrunc status=none
+before=$(store_fingerprint)
+expect_error "restore of a damaged record" "server 'web1' volume 0 point [0-9]+ offset [0-9]+: record in pack" \
+  "$BIN/blockrep-recover" restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" \
+  --point 1 --output "$WORK/restore"
+[[ ! -e $WORK/restore/vol-0.img && ! -e $WORK/restore/vol-0.img.partial ]] || fail "a damaged restore left an image"
+start_staging
+
 # The staging survived every refusal and still accepts its real agent.
 agent web1 --volume "$WORK/vol.img" >/dev/null || fail "agent refused after the error cases"
 stop_staging
