@@ -25,6 +25,9 @@ constexpr uint64_t kListenerId = 0;
 // socket pauses once a batch holds this much, which bounds staging memory per session.
 constexpr size_t kBatchBytesMax = 8u << 20;
 constexpr size_t kInboxBytesMax = 4u << 20;
+// A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
+// cannot hold session slots.
+constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
 
 }  // namespace
 
@@ -32,6 +35,7 @@ struct Server::Session {
   uint64_t id = 0;
   std::unique_ptr<Channel> ch;
   std::string peer;
+  uint64_t accepted_ns = 0;
   std::string server_id;
   ServerState* server = nullptr;
   bool hello_done = false;
@@ -130,6 +134,7 @@ void Server::OnAccept(int res) {
   }
   auto s = std::make_unique<Session>();
   s->id = next_session_id_++;
+  s->accepted_ns = MonotonicNs();
   sockaddr_storage peer{};
   socklen_t plen = sizeof(peer);
   char host[64] = "?";
@@ -193,6 +198,11 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       Service(s);
       // On stop, a session finishes the point it is committing, then closes.
       if (stopping_ && !s.commit_inflight && !s.end) Close(s);
+      if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
+        Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer +
+                       "): no TLS handshake and HELLO within 10 s; closing");
+        Close(s);
+      }
       if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
         if (s.server != nullptr && s.server->active) s.server->active = false;
         it = sessions_.erase(it);
