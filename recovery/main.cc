@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "blockrep/cli.h"
+#include "blockrep/options.h"
 #include "blockrep/store.h"
 #include "restore.h"
 
@@ -19,26 +20,15 @@ constexpr const char* kUsage =
     "  blockrep-recover restore --store DIR --server-id ID --key FILE --point latest|ID|TIME\n"
     "                           --output DIR | --target VOLINDEX=PATH ...\n";
 
-Status ParseArgs(const po::options_description& desc, int argc, char** argv, po::variables_map* vm) {
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), *vm);
-    po::notify(*vm);
-  } catch (const po::error& e) {
-    return InvalidArgument(std::string(e.what()) + " (see blockrep-recover --help)");
-  }
-  return Status::Ok();
-}
-
 int List(int argc, char** argv) {
   std::string store_dir, server_id;
   po::options_description desc("list options");
-  desc.add_options()("store", po::value(&store_dir))("server-id", po::value(&server_id))("json", "");
+  desc.add_options()("help,h", "")("store", po::value(&store_dir))("server-id", po::value(&server_id))("json", "");
   po::variables_map vm;
-  Status st = ParseArgs(desc, argc, argv, &vm);
-  if (!st.ok()) return ReportFatal(kProg, st);
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (store_dir.empty() || server_id.empty())
     return ReportFatal(kProg, InvalidArgument("list needs --store DIR and --server-id ID"));
-  st = store::InitStoreRoot(store_dir, false);
+  Status st = store::InitStoreRoot(store_dir, false);
   if (!st.ok()) return ReportFatal(kProg, st);
   auto s = store::ServerStore::Open(store_dir, server_id, false);
   if (!s.ok()) return ReportFatal(kProg, s.status());
@@ -70,10 +60,9 @@ int RestoreCmd(int argc, char** argv) {
   po::options_description desc("restore options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))(
-      "output", po::value(&req.output_dir))("target", po::value(&targets));
+      "output", po::value(&req.output_dir))("target", po::value(&targets))("help,h", "");
   po::variables_map vm;
-  Status st = ParseArgs(desc, argc, argv, &vm);
-  if (!st.ok()) return ReportFatal(kProg, st);
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty())
     return ReportFatal(kProg, InvalidArgument("restore needs --store, --server-id and --key"));
   if (req.output_dir.empty() == targets.empty())

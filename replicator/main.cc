@@ -6,6 +6,7 @@
 
 #include "agent.h"
 #include "blockrep/cli.h"
+#include "blockrep/options.h"
 
 namespace po = boost::program_options;
 using namespace blockrep;
@@ -39,16 +40,7 @@ int main(int argc, char** argv) {
       "compress", po::value(&compress), "lz4 (default) | zstd[:LEVEL] | none")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see --help)"));
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (staging.empty() || server_id.empty() || key.empty())
     return ReportFatal(kProg, InvalidArgument("--staging, --server-id, --key and --volume are required (see --help)"));
   if (!vm.count("once"))

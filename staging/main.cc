@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "blockrep/cli.h"
+#include "blockrep/options.h"
 #include "server.h"
 
 namespace po = boost::program_options;
@@ -27,16 +28,7 @@ int main(int argc, char** argv) {
       "tls-key", po::value(&key), "staging private key (PEM)")(
       "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see --help)"));
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
     return ReportFatal(kProg, InvalidArgument("--listen and --store are required (see --help)"));
   auto hp = ParseHostPort(listen, "--listen");

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "blockrep/cli.h"
+#include "blockrep/options.h"
 #include "blockrep/fs.h"
 #include "blockrep/keyfile.h"
 #include "blockrep/tls.h"
@@ -169,16 +170,7 @@ int main(int argc, char** argv) {
       "server-id", po::value(&ids), "a server to issue an agent certificate and a data key for")(
       "staging-name", po::value(&names), "extra DNS name or IP for the staging certificate");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see --help)"));
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (out.empty() || ids.empty())
     return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id are required"));
   Status st = Run(out, ids, names);
