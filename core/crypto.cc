@@ -106,6 +106,12 @@ Result<RecordHeader> RecordHeader::Decode(ByteSpan in) {
   h.counter = r.U64();
   if (h.plain_len == 0 || h.plain_len > kMaxRecordPlainBytes)
     return DataLoss("record plaintext length " + std::to_string(h.plain_len) + " out of bounds");
+  if (h.flags & ~(kRecordIncompressible | kRecordZero)) return DataLoss("record has unknown flags");
+  if (h.zero()) {
+    if (h.stored_len != 0 || h.codec != Codec::kNone)
+      return DataLoss("zero record with a payload or a codec");
+    return h;
+  }
   // Compressed data is never larger than the plaintext (we store raw instead).
   if (h.stored_len == 0 || h.stored_len > h.plain_len)
     return DataLoss("record stored length " + std::to_string(h.stored_len) + " out of bounds");
@@ -137,8 +143,14 @@ Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volum
   if (plain.empty() || plain.size() > kMaxRecordPlainBytes)
     return Internal("record plaintext size " + std::to_string(plain.size()) + " out of bounds");
   RecordHeader h;
-  h.codec = Compress(codec, plain, scratch);
-  if (h.codec == Codec::kNone && codec.codec != Codec::kNone) h.flags |= kRecordIncompressible;
+  if (IsAllZero(plain)) {
+    scratch->clear();
+    h.codec = Codec::kNone;
+    h.flags = kRecordZero;
+  } else {
+    h.codec = Compress(codec, plain, scratch);
+    if (h.codec == Codec::kNone && codec.codec != Codec::kNone) h.flags |= kRecordIncompressible;
+  }
   h.volume = volume;
   h.plain_len = static_cast<uint32_t>(plain.size());
   h.stored_len = static_cast<uint32_t>(scratch->size());
@@ -157,11 +169,12 @@ Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volum
   BuildNonce(h.counter, nonce);
 
   auto* ctx = static_cast<EVP_CIPHER_CTX*>(ctx_);
-  int len = 0;
+  int len = 0;  // stays 0 when there is no ciphertext (zero records)
   uint8_t* ct = hdr + kRecordHeaderSize;
   if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, session_key_.data(), nonce) != 1 ||
       EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
-      EVP_EncryptUpdate(ctx, ct, &len, scratch->data(), static_cast<int>(scratch->size())) != 1 ||
+      (!scratch->empty() &&
+       EVP_EncryptUpdate(ctx, ct, &len, scratch->data(), static_cast<int>(scratch->size())) != 1) ||
       EVP_EncryptFinal_ex(ctx, ct + len, &len) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, ct + h.stored_len) != 1) {
     out->resize(base);
@@ -202,12 +215,17 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
   int len = 0;
   if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, it->second.data(), nonce) != 1 ||
       EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
-      EVP_DecryptUpdate(ctx, scratch_.data(), &len, ct, static_cast<int>(h.stored_len)) != 1 ||
+      (h.stored_len > 0 &&
+       EVP_DecryptUpdate(ctx, scratch_.data(), &len, ct, static_cast<int>(h.stored_len)) != 1) ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize,
                           const_cast<uint8_t*>(ct + h.stored_len)) != 1)
     return Internal("AES-256-GCM setup failed");
   if (EVP_DecryptFinal_ex(ctx, scratch_.data() + len, &len) != 1)
     return Unauthenticated("record failed authentication (wrong data key, or the record was altered)");
+  if (h.zero()) {
+    plain->assign(h.plain_len, 0);
+    return Status::Ok();
+  }
   return Decompress(h.codec, scratch_, h.plain_len, plain);
 }
 

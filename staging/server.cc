@@ -44,7 +44,7 @@ struct Server::Session {
 
   // The point being received.
   std::optional<wire::BeginPoint> point;
-  std::vector<store::IndexEntry> entries;
+  std::vector<store::NewExtent> extents;  // arrival order
   uint64_t point_bytes = 0;
   uint64_t next_seq = 1;
   std::optional<wire::EndPoint> end;
@@ -363,13 +363,15 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
                          std::to_string(expected) + ")"));
     return Status::Ok();
   }
-  if (b.base_point != 0) {
+  if (b.base_point != 0 && b.base_point != expected - 1) {
     Fail(s, wire::ErrorCode::kBadPoint,
-         InvalidArgument("incremental points are not supported by protocol v1 of this staging"));
+         InvalidArgument("incremental point " + std::to_string(b.point_id) + " is based on point " +
+                         std::to_string(b.base_point) + ", but the chain ends at " +
+                         std::to_string(expected - 1) + " (the agent must rescan)"));
     return Status::Ok();
   }
   s.point = std::move(b);
-  s.entries.clear();
+  s.extents.clear();
   s.point_bytes = 0;
   return Status::Ok();
 }
@@ -403,7 +405,9 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
     return ProtocolError("record extends past the end of its volume");
   if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
 
-  store::IndexEntry e;
+  store::NewExtent x;
+  x.zero = hdr->zero();
+  store::IndexEntry& e = x.entry;
   e.volume = hdr->volume;
   e.length = hdr->plain_len;
   e.offset = hdr->offset;
@@ -411,7 +415,7 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   e.record_bytes = static_cast<uint32_t>(m.record.size());
   e.pack_offset = s.pack_end + s.batch.size();
   e.checksum = Checksum64(m.record);
-  s.entries.push_back(e);
+  s.extents.push_back(x);
   s.point_bytes += m.record.size();
   s.batch.insert(s.batch.end(), m.record.begin(), m.record.end());
   s.batch_last_seq = m.seq;
@@ -423,9 +427,9 @@ Status Server::OnEndPoint(Session& s, ByteSpan payload) {
   if (!s.point || s.end) return ProtocolError("END_POINT outside a point");
   BR_ASSIGN_OR_RETURN(wire::EndPoint e, wire::EndPoint::Decode(payload));
   if (e.point_id != s.point->point_id) return ProtocolError("END_POINT names another point");
-  if (e.last_seq != s.next_seq - 1 || e.record_count != s.entries.size())
+  if (e.last_seq != s.next_seq - 1 || e.record_count != s.extents.size())
     return ProtocolError("END_POINT says " + std::to_string(e.record_count) + " records up to sequence " +
-                         std::to_string(e.last_seq) + ", but " + std::to_string(s.entries.size()) +
+                         std::to_string(e.last_seq) + ", but " + std::to_string(s.extents.size()) +
                          " arrived up to " + std::to_string(s.next_seq - 1));
   s.end = e;
   return MaybeCommitPoint(s);
@@ -489,13 +493,15 @@ void Server::OnCommitDone(Session& s) {
 Status Server::MaybeCommitPoint(Session& s) {
   if (!s.end || !s.point) return Status::Ok();
   if (s.end->last_seq > s.durable_seq) return Status::Ok();  // records still on their way to disk
-  store::PointIndex idx;
-  idx.point_id = s.point->point_id;
-  idx.volume_sizes = s.point->volume_sizes;
-  idx.entries = std::move(s.entries);
-  std::sort(idx.entries.begin(), idx.entries.end(), [](const auto& a, const auto& b) {
-    return a.volume != b.volume ? a.volume < b.volume : a.offset < b.offset;
-  });
+  const store::ServerStore& st = *s.server->store;
+  std::optional<store::PointIndex> base;
+  if (s.point->base_point != 0) {
+    auto loaded = st.LoadIndex(st.manifest().points.back());
+    if (!loaded.ok()) return loaded.status().Annotate("cannot load the base of an incremental point");
+    base = std::move(loaded).value();
+  }
+  store::PointIndex idx = store::BuildPointIndex(s.point->point_id, s.point->volume_sizes,
+                                                 base ? &*base : nullptr, s.extents);
   Status valid = idx.Validate();
   if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
   store::PointInfo info;
@@ -506,12 +512,12 @@ Status Server::MaybeCommitPoint(Session& s) {
   info.bytes_added = s.point_bytes;
   BR_RETURN_IF_ERROR(s.server->store->CommitPoint(info, idx, s.key_id));
   Log(kProg, "server '" + s.server_id + "': point " + std::to_string(info.id) + " committed (" +
-                 std::to_string(idx.entries.size()) + " records, " + std::to_string(s.point_bytes) +
+                 std::to_string(s.extents.size()) + " records, " + std::to_string(s.point_bytes) +
                  " bytes)");
   wire::PointAck pa{info.id};
   s.point.reset();
   s.end.reset();
-  s.entries.clear();
+  s.extents.clear();
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
   return Status::Ok();
 }

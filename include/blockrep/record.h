@@ -44,6 +44,7 @@ uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes);
 
 enum RecordFlags : uint8_t {
   kRecordIncompressible = 1,  // compression was requested but did not help; stored raw
+  kRecordZero = 2,            // the extent is all zeros: no ciphertext, the tag covers the header
 };
 
 struct RecordHeader {
@@ -51,13 +52,14 @@ struct RecordHeader {
   uint8_t flags = 0;
   uint16_t volume = 0;
   uint32_t plain_len = 0;
-  uint32_t stored_len = 0;  // ciphertext bytes, without the tag
+  uint32_t stored_len = 0;  // ciphertext bytes, without the tag (0 for a zero record)
   uint64_t offset = 0;      // byte offset in the volume
   uint64_t point_id = 0;
   SessionId session{};
   uint64_t counter = 0;
 
   size_t total_size() const { return kRecordHeaderSize + stored_len + kTagSize; }
+  bool zero() const { return (flags & kRecordZero) != 0; }
   void Encode(uint8_t out[kRecordHeaderSize]) const;
   // Checks magic, version, codec and length bounds; never trusts the input.
   static Result<RecordHeader> Decode(ByteSpan in);
@@ -69,7 +71,8 @@ class RecordSealer {
   static Result<std::unique_ptr<RecordSealer>> Create(const DataKey& key, std::string server_id);
   ~RecordSealer();
 
-  // Appends the sealed record (header + ciphertext + tag) to `out`. `scratch` is reused between
+  // Appends the sealed record (header + ciphertext + tag) to `out`. An all-zero extent becomes a
+  // zero record: header and tag only, so a freed or trimmed region costs 80 bytes. `scratch` is reused between
   // calls to avoid allocations. Returns the header written.
   Result<RecordHeader> Seal(const CodecChoice& codec, uint16_t volume, uint64_t offset,
                             uint64_t point_id, ByteSpan plain, Bytes* scratch, Bytes* out);

@@ -71,6 +71,20 @@ struct Manifest {
   uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
 };
 
+// One record received for a point, in arrival order.
+struct NewExtent {
+  IndexEntry entry;
+  bool zero = false;  // a zero record: the range reads as zeros, nothing is indexed for it
+};
+
+// The full index of a point: `base` (the previous point's index; null for a full point) overlaid
+// with `extents` in arrival order, a later extent winning where extents overlap. Older entries
+// that are partly overwritten are split (offset_in_record moves into the record). Zero extents
+// punch holes. Entries beyond `volume_sizes` (a volume removed or shrunk) are dropped. The result
+// satisfies PointIndex::Validate().
+PointIndex BuildPointIndex(uint64_t point_id, const std::vector<uint64_t>& volume_sizes,
+                           const PointIndex* base, const std::vector<NewExtent>& extents);
+
 // Opens (and with `create`, initialises) a store root directory.
 Status InitStoreRoot(const std::string& root, bool create);
 Result<std::vector<std::string>> ListServers(const std::string& root);

@@ -122,6 +122,22 @@ TEST(Record, DecodeRejectsOutOfBoundsLengths) {
   EXPECT_EQ(RecordHeader::Decode(ByteSpan(copy).first(10)).status().code(), Code::kDataLoss);
 }
 
+// An all-zero extent becomes a header-and-tag zero record that still authenticates.
+TEST(Record, ZeroExtentIsAZeroRecord) {
+  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  Bytes zeros(65536, 0);
+  Sealed s = SealOne(**sealer, zeros);
+  EXPECT_TRUE(s.header.zero());
+  EXPECT_EQ(s.record.size(), kRecordHeaderSize + kTagSize);
+  RecordOpener opener(TestKey(1), "web1");
+  RecordHeader h;
+  Bytes back;
+  ASSERT_TRUE(opener.Open(s.record, &h, &back).ok());
+  EXPECT_EQ(back, zeros);
+  s.record[12] ^= 1;  // claim another length
+  EXPECT_EQ(opener.Open(s.record, &h, &back).code(), Code::kUnauthenticated);
+}
+
 // Key files: written 0600 and loaded; a loose mode is refused with the fix in the message.
 TEST(KeyFile, WriteLoadAndRefuseLooseMode) {
   char dir[] = "/tmp/blockrep-keytest.XXXXXX";

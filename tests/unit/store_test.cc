@@ -118,3 +118,70 @@ TEST_F(StoreTest, UnknownServerIsNotFound) {
 
 }  // namespace
 }  // namespace blockrep::store
+
+namespace blockrep::store {
+namespace {
+
+IndexEntry At(uint16_t vol, uint64_t offset, uint32_t length, uint32_t pack) {
+  IndexEntry e;
+  e.volume = vol;
+  e.offset = offset;
+  e.length = length;
+  e.pack = pack;
+  e.record_bytes = length + 80;
+  return e;
+}
+
+// A write inside an older extent splits it; the right part points further into the old record.
+TEST(BuildPointIndex, OverwriteSplitsOlderExtent) {
+  PointIndex base;
+  base.point_id = 1;
+  base.volume_sizes = {1 << 20};
+  base.entries = {At(0, 0, 65536, 1)};
+  PointIndex idx = BuildPointIndex(2, {1 << 20}, &base, {{At(0, 8192, 4096, 2), false}});
+  ASSERT_TRUE(idx.Validate().ok());
+  ASSERT_EQ(idx.entries.size(), 3u);
+  EXPECT_EQ(idx.entries[0].length, 8192u);
+  EXPECT_EQ(idx.entries[1].pack, 2u);
+  EXPECT_EQ(idx.entries[2].offset, 12288u);
+  EXPECT_EQ(idx.entries[2].offset_in_record, 12288u);
+  EXPECT_EQ(idx.entries[2].length, 65536u - 12288u);
+}
+
+// Within one point the later of two overlapping records wins.
+TEST(BuildPointIndex, LaterRecordWins) {
+  PointIndex idx = BuildPointIndex(1, {1 << 20}, nullptr,
+                                   {{At(0, 0, 8192, 1), false}, {At(0, 4096, 8192, 2), false}});
+  ASSERT_TRUE(idx.Validate().ok());
+  ASSERT_EQ(idx.entries.size(), 2u);
+  EXPECT_EQ(idx.entries[0].length, 4096u);
+  EXPECT_EQ(idx.entries[1].pack, 2u);
+  EXPECT_EQ(idx.entries[1].length, 8192u);
+}
+
+// A zero record punches a hole across several older extents.
+TEST(BuildPointIndex, ZeroExtentPunchesHole) {
+  PointIndex base;
+  base.volume_sizes = {1 << 20};
+  base.entries = {At(0, 0, 65536, 1), At(0, 65536, 65536, 1)};
+  PointIndex idx = BuildPointIndex(2, {1 << 20}, &base, {{At(0, 32768, 65536, 2), true}});
+  ASSERT_TRUE(idx.Validate().ok());
+  ASSERT_EQ(idx.entries.size(), 2u);
+  EXPECT_EQ(idx.entries[0].length, 32768u);
+  EXPECT_EQ(idx.entries[1].offset, 98304u);
+  EXPECT_EQ(idx.entries[1].offset_in_record, 32768u);
+}
+
+// A volume that shrinks or disappears keeps nothing past its end.
+TEST(BuildPointIndex, ShrunkVolumeIsTrimmed) {
+  PointIndex base;
+  base.volume_sizes = {1 << 20, 1 << 20};
+  base.entries = {At(0, 0, 65536, 1), At(0, 983040, 65536, 1), At(1, 0, 4096, 1)};
+  PointIndex idx = BuildPointIndex(2, {1000000}, &base, {});
+  ASSERT_TRUE(idx.Validate().ok());
+  ASSERT_EQ(idx.entries.size(), 2u);
+  EXPECT_EQ(idx.entries[1].offset + idx.entries[1].length, 1000000u);
+}
+
+}  // namespace
+}  // namespace blockrep::store
