@@ -1,0 +1,352 @@
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+
+#include "blockrep/fs.h"
+#include "blockrep/tracker.h"
+#include "dirty_tracker.skel.h"
+
+namespace blockrep {
+namespace {
+
+constexpr uint64_t kMetaMagic = 0x3154524b52425242ull;  // "BRBRKRT1"
+constexpr size_t kMetaVolumesMax = 32;
+constexpr unsigned long kBpfFsMagic = 0xcafe4a11;
+constexpr char kPinRoot[] = "/sys/fs/bpf/blockrep";
+
+// Mirrors struct tracker_meta and struct volume_slot in bpf/dirty_tracker.bpf.c.
+struct Meta {
+  uint64_t magic;
+  uint64_t synced_point;
+  uint32_t volume_count;
+  uint32_t reserved;
+  uint32_t devs[kMetaVolumesMax];
+  uint64_t start_sectors[kMetaVolumesMax];
+  uint64_t nr_sectors[kMetaVolumesMax];
+};
+struct VolumeSlot {
+  uint64_t word_base;
+  uint64_t start_sector;
+  uint64_t nr_sectors;
+  uint64_t overflows;
+};
+
+// libbpf's own diagnostics: keep the last one for our error line instead of printing them.
+thread_local std::string g_libbpf_last;
+int CaptureLibbpf(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[512];
+  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  g_libbpf_last.assign(buf);
+  while (!g_libbpf_last.empty() && g_libbpf_last.back() == '\n') g_libbpf_last.pop_back();
+  return n;
+}
+
+Status LibbpfError(const std::string& what, int err) {
+  std::string detail = g_libbpf_last.empty() ? std::strerror(err < 0 ? -err : err) : g_libbpf_last;
+  return Status(Code::kUnavailable, what + ": " + detail);
+}
+
+Status EnsureMounted(const char* dir, const char* type, unsigned long magic) {
+  struct statfs sfs{};
+  if (statfs(dir, &sfs) == 0 && static_cast<unsigned long>(sfs.f_type) == magic) return Status::Ok();
+  mkdir(dir, 0700);
+  if (mount(type, dir, type, 0, nullptr) != 0)
+    return ErrnoStatus(std::string("mount ") + type + " on " + dir + " (eBPF tracking needs root)", errno);
+  return Status::Ok();
+}
+
+// sysfs files claim 4096 bytes and hold a short line: read to end of file, not to st_size.
+std::string ReadSysfs(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "";
+  char buf[256];
+  ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  std::string s(buf, static_cast<size_t>(n));
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+uint64_t WordsFor(const TrackedVolume& v) {
+  uint64_t blocks = (v.nr_sectors * 512 + kTrackBlockBytes - 1) / kTrackBlockBytes;
+  return (blocks + 63) / 64;
+}
+
+}  // namespace
+
+struct EbpfTracker::Impl {
+  std::string dir;
+  std::vector<TrackedVolume> vols;
+  std::vector<uint64_t> word_base;
+  uint64_t total_words = 0;
+  int fd_dirty = -1, fd_inflight = -1, fd_meta = -1, fd_volumes = -1, fd_stats = -1;
+  uint64_t* dirty = nullptr;
+  uint64_t* inflight = nullptr;
+  size_t map_bytes = 0;
+  dirty_tracker* skel = nullptr;
+
+  ~Impl() {
+    if (dirty != nullptr) munmap(dirty, map_bytes);
+    if (inflight != nullptr) munmap(inflight, map_bytes);
+    if (skel != nullptr) {
+      dirty_tracker__destroy(skel);  // the pinned link and maps live on
+    } else {
+      for (int fd : {fd_dirty, fd_inflight, fd_meta, fd_volumes, fd_stats})
+        if (fd >= 0) close(fd);
+    }
+  }
+
+  Status MapBitmaps() {
+    long page = sysconf(_SC_PAGESIZE);
+    map_bytes = (total_words * 8 + page - 1) / page * page;
+    void* d = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_dirty, 0);
+    if (d == MAP_FAILED) return ErrnoStatus("mmap the dirty bitmap", errno);
+    dirty = static_cast<uint64_t*>(d);
+    void* f = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_inflight, 0);
+    if (f == MAP_FAILED) return ErrnoStatus("mmap the inflight bitmap", errno);
+    inflight = static_cast<uint64_t*>(f);
+    return Status::Ok();
+  }
+
+  Meta ExpectedMeta(uint64_t synced) const {
+    Meta m{};
+    m.magic = kMetaMagic;
+    m.synced_point = synced;
+    m.volume_count = static_cast<uint32_t>(vols.size());
+    for (size_t i = 0; i < vols.size(); ++i) {
+      m.devs[i] = vols[i].kernel_dev;
+      m.start_sectors[i] = vols[i].start_sector;
+      m.nr_sectors[i] = vols[i].nr_sectors;
+    }
+    return m;
+  }
+
+  // True when the pin exists and describes exactly these volumes.
+  bool TryReuse() {
+    if (!PathExists(dir + "/link")) return false;
+    fd_meta = bpf_obj_get((dir + "/meta").c_str());
+    fd_dirty = bpf_obj_get((dir + "/dirty").c_str());
+    fd_inflight = bpf_obj_get((dir + "/inflight").c_str());
+    fd_volumes = bpf_obj_get((dir + "/volumes").c_str());
+    fd_stats = bpf_obj_get((dir + "/stats").c_str());
+    if (fd_meta < 0 || fd_dirty < 0 || fd_inflight < 0 || fd_volumes < 0 || fd_stats < 0) return false;
+    Meta m{};
+    uint32_t key = 0;
+    if (bpf_map_lookup_elem(fd_meta, &key, &m) != 0) return false;
+    Meta want = ExpectedMeta(m.synced_point);
+    if (std::memcmp(&m, &want, sizeof(Meta)) != 0) return false;
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd_dirty, &info, &len) != 0 || info.max_entries != total_words) return false;
+    return MapBitmaps().ok();
+  }
+
+  void CloseAll() {
+    if (dirty != nullptr) munmap(dirty, map_bytes);
+    if (inflight != nullptr) munmap(inflight, map_bytes);
+    dirty = inflight = nullptr;
+    for (int* fd : {&fd_dirty, &fd_inflight, &fd_meta, &fd_volumes, &fd_stats}) {
+      if (*fd >= 0) close(*fd);
+      *fd = -1;
+    }
+  }
+
+  Status LoadFresh() {
+    skel = dirty_tracker__open();
+    if (skel == nullptr) return LibbpfError("open the BPF tracker", errno);
+    bpf_map__set_max_entries(skel->maps.dirty, static_cast<uint32_t>(total_words));
+    bpf_map__set_max_entries(skel->maps.inflight, static_cast<uint32_t>(total_words));
+    int err = dirty_tracker__load(skel);
+    if (err != 0) return LibbpfError("load the BPF tracker (kernel without BPF or BTF?)", err);
+    fd_dirty = bpf_map__fd(skel->maps.dirty);
+    fd_inflight = bpf_map__fd(skel->maps.inflight);
+    fd_meta = bpf_map__fd(skel->maps.meta);
+    fd_volumes = bpf_map__fd(skel->maps.volumes);
+    fd_stats = bpf_map__fd(skel->maps.stats);
+    for (size_t i = 0; i < vols.size(); ++i) {
+      VolumeSlot slot{word_base[i], vols[i].start_sector, vols[i].nr_sectors, 0};
+      if (bpf_map_update_elem(fd_volumes, &vols[i].kernel_dev, &slot, BPF_NOEXIST) != 0)
+        return InvalidArgument("two volumes on the same disk (" + vols[i].path +
+                               "): eBPF tracking protects one volume per disk");
+    }
+    Meta m = ExpectedMeta(0);
+    uint32_t key = 0;
+    if (bpf_map_update_elem(fd_meta, &key, &m, BPF_ANY) != 0) return ErrnoStatus("write tracker meta", errno);
+    BR_RETURN_IF_ERROR(MapBitmaps());
+    bpf_link* link = bpf_program__attach(skel->progs.blockrep_rq_complete);
+    if (link == nullptr) return LibbpfError("attach to block:block_rq_complete", errno);
+    skel->links.blockrep_rq_complete = link;
+    BR_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+    err = bpf_link__pin(link, (dir + "/link").c_str());
+    if (err != 0) return LibbpfError("pin the tracker link in " + dir, err);
+    // From here the pin keeps the program attached; our exit must not detach it.
+    bpf_link__disconnect(link);
+    for (auto [map, name] : {std::pair{skel->maps.dirty, "dirty"}, {skel->maps.inflight, "inflight"},
+                             {skel->maps.meta, "meta"}, {skel->maps.volumes, "volumes"},
+                             {skel->maps.stats, "stats"}}) {
+      err = bpf_map__pin(map, (dir + "/" + name).c_str());
+      if (err != 0) return LibbpfError(std::string("pin the ") + name + " map", err);
+    }
+    return Status::Ok();
+  }
+};
+
+std::string EbpfTracker::PinDir(const std::string& server_id) {
+  return std::string(kPinRoot) + "/" + server_id;
+}
+
+Result<TrackedVolume> DescribeBlockDevice(const std::string& path) {
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus("volume " + path, errno);
+  if (!S_ISBLK(st.st_mode))
+    return InvalidArgument(path + " is not a block device; eBPF tracks block devices only");
+  unsigned maj = major(st.st_rdev), min = minor(st.st_rdev);
+  std::string sys = "/sys/dev/block/" + std::to_string(maj) + ":" + std::to_string(min);
+  TrackedVolume v;
+  v.path = path;
+  std::string size = ReadSysfs(sys + "/size");
+  if (size.empty()) return NotFound("cannot read " + sys + "/size");
+  v.nr_sectors = std::strtoull(size.c_str(), nullptr, 10);
+  std::string disk = sys;
+  if (PathExists(sys + "/partition")) {
+    v.start_sector = std::strtoull(ReadSysfs(sys + "/start").c_str(), nullptr, 10);
+    disk = sys + "/..";
+    std::string dev = ReadSysfs(disk + "/dev");
+    if (sscanf(dev.c_str(), "%u:%u", &maj, &min) != 2) return NotFound("cannot find the disk of " + path);
+  }
+  if (!PathExists(disk + "/mq"))
+    return InvalidArgument(path + " is a bio-based device (device-mapper, md, ...); eBPF tracking covers "
+                                  "request-based disks for now");
+  v.kernel_dev = (maj << 20) | min;
+  return v;
+}
+
+Result<std::unique_ptr<EbpfTracker>> EbpfTracker::Open(const std::string& server_id,
+                                                       const std::vector<TrackedVolume>& volumes) {
+  if (volumes.empty() || volumes.size() > kMetaVolumesMax)
+    return InvalidArgument("eBPF tracking covers 1 to 32 volumes per server");
+  libbpf_set_print(CaptureLibbpf);
+  BR_RETURN_IF_ERROR(EnsureMounted("/sys/fs/bpf", "bpf", kBpfFsMagic));
+  BR_RETURN_IF_ERROR(EnsureMounted("/sys/kernel/tracing", "tracefs", 0x74726163));
+  std::unique_ptr<EbpfTracker> t(new EbpfTracker());
+  t->impl_ = std::make_unique<Impl>();
+  Impl& im = *t->impl_;
+  im.dir = PinDir(server_id);
+  im.vols = volumes;
+  for (const auto& v : volumes) {
+    im.word_base.push_back(im.total_words);
+    im.total_words += WordsFor(v);
+  }
+  if (im.TryReuse()) {
+    t->resumed_ = true;
+    return t;
+  }
+  im.CloseAll();
+  BR_RETURN_IF_ERROR(Unpin(server_id));
+  BR_RETURN_IF_ERROR(im.LoadFresh());
+  return t;
+}
+
+EbpfTracker::~EbpfTracker() = default;
+
+uint64_t EbpfTracker::synced_point() const {
+  Meta m{};
+  uint32_t key = 0;
+  if (bpf_map_lookup_elem(impl_->fd_meta, &key, &m) != 0) return 0;
+  return m.synced_point;
+}
+
+bool EbpfTracker::overflowed(size_t v) const {
+  VolumeSlot slot{};
+  if (bpf_map_lookup_elem(impl_->fd_volumes, &impl_->vols[v].kernel_dev, &slot) != 0) return true;
+  return slot.overflows != 0;
+}
+
+std::vector<Extent> EbpfTracker::TakeDirty(size_t v) {
+  Impl& im = *impl_;
+  const uint64_t base = im.word_base[v];
+  const uint64_t words = WordsFor(im.vols[v]);
+  const uint64_t volume_bytes = im.vols[v].nr_sectors * 512;
+  std::vector<Extent> runs;
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t w = 0; w < words; ++w) {
+    uint64_t* word = &im.dirty[base + w];
+    uint64_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    // Copy to inflight first, then clear only what we copied: a bit is never in neither map.
+    while (seen != 0) {
+      im.inflight[base + w] |= seen;
+      if (__atomic_compare_exchange_n(word, &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+    }
+    uint64_t bits = im.inflight[base + w];
+    for (int b = 0; b < 64; ++b) {
+      bool set = (bits >> b) & 1;
+      uint64_t block = w * 64 + static_cast<uint64_t>(b);
+      if (set && !in_run) {
+        run_start = block;
+        in_run = true;
+      } else if (!set && in_run) {
+        runs.push_back({run_start * kTrackBlockBytes, (block - run_start) * kTrackBlockBytes});
+        in_run = false;
+      }
+    }
+  }
+  if (in_run) runs.push_back({run_start * kTrackBlockBytes, (words * 64 - run_start) * kTrackBlockBytes});
+  // The last block of a volume whose size is not a multiple of 4 KiB is shorter.
+  while (!runs.empty() && runs.back().offset >= volume_bytes) runs.pop_back();
+  if (!runs.empty() && runs.back().offset + runs.back().length > volume_bytes)
+    runs.back().length = volume_bytes - runs.back().offset;
+  return runs;
+}
+
+void EbpfTracker::ClearDirty() {
+  Impl& im = *impl_;
+  for (uint64_t i = 0; i < im.total_words; ++i) {
+    __atomic_store_n(&im.dirty[i], 0, __ATOMIC_RELEASE);
+    im.inflight[i] = 0;
+  }
+  for (size_t v = 0; v < im.vols.size(); ++v) {
+    VolumeSlot slot{im.word_base[v], im.vols[v].start_sector, im.vols[v].nr_sectors, 0};
+    bpf_map_update_elem(im.fd_volumes, &im.vols[v].kernel_dev, &slot, BPF_EXIST);
+  }
+}
+
+void EbpfTracker::MarkSynced(uint64_t point_id) {
+  Impl& im = *impl_;
+  std::memset(im.inflight, 0, im.total_words * 8);
+  Meta m = im.ExpectedMeta(point_id);
+  uint32_t key = 0;
+  bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
+}
+
+std::pair<uint64_t, uint64_t> EbpfTracker::Stats() const {
+  uint64_t marked = 0, seen = 0;
+  uint32_t k0 = 0, k1 = 1;
+  bpf_map_lookup_elem(impl_->fd_stats, &k0, &marked);
+  bpf_map_lookup_elem(impl_->fd_stats, &k1, &seen);
+  return {marked, seen};
+}
+
+Status EbpfTracker::Unpin(const std::string& server_id) {
+  std::string dir = PinDir(server_id);
+  if (!PathExists(dir)) return Status::Ok();
+  for (const char* name : {"link", "dirty", "inflight", "meta", "volumes", "stats"}) {
+    std::string p = dir + "/" + name;
+    if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove pin " + p, errno);
+  }
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove " + dir, errno);
+  return Status::Ok();
+}
+
+}  // namespace blockrep

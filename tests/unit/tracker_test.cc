@@ -1,0 +1,157 @@
+// eBPF tracker tests on a real loop device. Needs root; exits 77 (skipped) otherwise.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "blockrep/bytes.h"
+#include "blockrep/tracker.h"
+
+namespace blockrep {
+namespace {
+
+std::string Shell(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[256];
+  while (fgets(buf, sizeof(buf), p)) out += buf;
+  pclose(p);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+class TrackerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/blockrep-tracker.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_EQ(std::system(("truncate -s 64M " + dir_ + "/disk.img").c_str()), 0);
+    dev_ = Shell("losetup --find --show " + dir_ + "/disk.img");
+    ASSERT_EQ(dev_.rfind("/dev/loop", 0), 0u) << dev_;
+    server_ = "trackertest-" + std::to_string(getpid());
+    auto v = DescribeBlockDevice(dev_);
+    ASSERT_TRUE(v.ok()) << v.status().message();
+    vols_ = {*v};
+  }
+  void TearDown() override {
+    EbpfTracker::Unpin(server_).IgnoreError();  // best effort: the test result is already decided
+    std::system(("losetup -d " + dev_).c_str());
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  void Write(uint64_t offset, size_t len) {
+    int fd = open(dev_.c_str(), O_WRONLY | O_DIRECT);
+    ASSERT_GE(fd, 0);
+    AlignedBuffer buf(len);
+    std::memset(buf.data(), 0x5a, len);
+    ASSERT_EQ(pwrite(fd, buf.data(), len, static_cast<off_t>(offset)), static_cast<ssize_t>(len));
+    fsync(fd);
+    close(fd);
+  }
+  std::unique_ptr<EbpfTracker> OpenTracker() {
+    auto t = EbpfTracker::Open(server_, vols_);
+    EXPECT_TRUE(t.ok()) << t.status().message();
+    return t.ok() ? std::move(t).value() : nullptr;
+  }
+  std::string dir_, dev_, server_;
+  std::vector<TrackedVolume> vols_;
+};
+
+// Completed writes set exactly the bits of the blocks they touched.
+TEST_F(TrackerTest, WritesAreMarkedExactly) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  EXPECT_FALSE(t->resumed());
+  t->ClearDirty();
+  Write(1 << 20, 4096);
+  Write(10 << 20, 65536);
+  auto runs = t->TakeDirty(0);
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].offset, 1u << 20);
+  EXPECT_EQ(runs[0].length, 4096u);
+  EXPECT_EQ(runs[1].offset, 10u << 20);
+  EXPECT_EQ(runs[1].length, 65536u);
+  EXPECT_GE(t->Stats().first, 2u);
+}
+
+// Reads leave the bitmap clean.
+TEST_F(TrackerTest, ReadsAreNotMarked) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  t->ClearDirty();
+  t->MarkSynced(1);
+  ASSERT_EQ(std::system(("dd if=" + dev_ + " of=/dev/null bs=1M count=8 iflag=direct status=none").c_str()), 0);
+  EXPECT_TRUE(t->TakeDirty(0).empty());
+}
+
+// Writes made while no agent runs are caught by the pinned program.
+TEST_F(TrackerTest, PinTracksWhileAgentIsGone) {
+  {
+    auto t = OpenTracker();
+    ASSERT_TRUE(t);
+    t->ClearDirty();
+    t->MarkSynced(7);
+  }
+  Write(3 << 20, 8192);
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->resumed());
+  EXPECT_EQ(t->synced_point(), 7u);
+  auto runs = t->TakeDirty(0);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].offset, 3u << 20);
+  EXPECT_EQ(runs[0].length, 8192u);
+}
+
+// Bits taken for a point that was never acknowledged come back after a restart.
+TEST_F(TrackerTest, TakenBitsSurviveUntilSynced) {
+  {
+    auto t = OpenTracker();
+    ASSERT_TRUE(t);
+    t->ClearDirty();
+    Write(5 << 20, 4096);
+    ASSERT_EQ(t->TakeDirty(0).size(), 1u);
+    // The agent dies here: no MarkSynced.
+  }
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  auto again = t->TakeDirty(0);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset, 5u << 20);
+  t->MarkSynced(2);
+  EXPECT_TRUE(t->TakeDirty(0).empty());
+}
+
+// A removed pin ("reboot") makes the next open start fresh.
+TEST_F(TrackerTest, UnpinStartsFresh) {
+  { ASSERT_TRUE(OpenTracker()); }
+  ASSERT_TRUE(EbpfTracker::Unpin(server_).ok());
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  EXPECT_FALSE(t->resumed());
+  EXPECT_EQ(t->synced_point(), 0u);
+}
+
+// Image files cannot be tracked by eBPF: the reason is given.
+TEST(TrackerDescribe, RegularFileIsRefused) {
+  auto v = DescribeBlockDevice("/etc/hostname");
+  EXPECT_EQ(v.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(v.status().message().find("not a block device"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace blockrep
+
+int main(int argc, char** argv) {
+  if (geteuid() != 0) {
+    std::fprintf(stderr, "SKIP: tracker tests need root (eBPF, loop devices); CI runs them as root\n");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
