@@ -51,7 +51,69 @@ Status Agent::Prepare() {
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, false));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(64));
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
+  // Reported with the point (one line), so that a failing run prints only its error.
+  BR_RETURN_IF_ERROR(OpenTracker());
   return Status::Ok();
+}
+
+Status Agent::OpenTracker() {
+  if (opts_.tracker == "none") {
+    tracker_note_ = "none (--tracker none): every point reads whole volumes";
+    return Status::Ok();
+  }
+  std::vector<TrackedVolume> tracked;
+  Status why;
+  for (const auto& v : volumes_) {
+    auto t = DescribeBlockDevice(v->path);
+    if (!t.ok()) {
+      why = t.status();
+      break;
+    }
+    tracked.push_back(*t);
+  }
+  if (why.ok()) {
+    auto t = EbpfTracker::Open(opts_.server_id, tracked);
+    if (t.ok()) {
+      tracker_ = std::move(t).value();
+      tracker_note_ = std::string("ebpf (") + (tracker_->resumed() ? "pinned state reused" : "loaded and pinned") +
+                      " in " + EbpfTracker::PinDir(opts_.server_id) + ")";
+      return Status::Ok();
+    }
+    why = t.status();
+  }
+  if (opts_.tracker == "ebpf") return why.Annotate("--tracker ebpf");
+  tracker_note_ = "none: eBPF unavailable (" + why.message() + "); every point reads whole volumes";
+  return Status::Ok();
+}
+
+void Agent::PlanPoint(uint64_t last_point) {
+  full_point_ = true;
+  work_.assign(volumes_.size(), {});
+  if (!tracker_) {
+    summary_.mode_reason = "no change tracker";
+  } else if (tracker_->synced_point() == 0) {
+    summary_.mode_reason = tracker_->resumed() ? "no point synced since tracking began" : "tracking just started";
+  } else if (last_point < tracker_->synced_point()) {
+    summary_.mode_reason = "the staging's chain (point " + std::to_string(last_point) +
+                           ") is behind the tracker (point " + std::to_string(tracker_->synced_point()) + ")";
+  } else {
+    full_point_ = false;
+    for (size_t v = 0; v < volumes_.size(); ++v) {
+      if (tracker_->overflowed(v)) {
+        full_point_ = true;
+        summary_.mode_reason = "a request on " + volumes_[v]->path + " was too large to track";
+        break;
+      }
+    }
+  }
+  if (full_point_) {
+    // Clear before read: what changes from here on is caught for the next point.
+    if (tracker_) tracker_->ClearDirty();
+    for (size_t v = 0; v < volumes_.size(); ++v) work_[v] = {Extent{0, volumes_[v]->size_bytes}};
+    return;
+  }
+  summary_.mode_reason = "changes tracked by eBPF since point " + std::to_string(tracker_->synced_point());
+  for (size_t v = 0; v < volumes_.size(); ++v) work_[v] = tracker_->TakeDirty(v);
 }
 
 Status Agent::Connect() {
@@ -204,22 +266,30 @@ Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
 }
 
 Status Agent::IssueReads() {
-  while (cur_volume_ < volumes_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
+  while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
          unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
          ch_->unsent_bytes() < kUnsentBytesMax) {
-    Volume& v = *volumes_[cur_volume_];
-    if (cur_offset_ >= v.size_bytes) {
+    const std::vector<Extent>& runs = work_[cur_volume_];
+    if (cur_run_ >= runs.size()) {
       ++cur_volume_;
+      cur_run_ = 0;
       cur_offset_ = 0;
       continue;
     }
+    const Extent& run = runs[cur_run_];
+    if (cur_offset_ >= run.length) {
+      ++cur_run_;
+      cur_offset_ = 0;
+      continue;
+    }
+    Volume& v = *volumes_[cur_volume_];
     size_t slot = 0;
     while (reads_[slot]->busy) ++slot;
     Read& r = *reads_[slot];
     r.busy = true;
     r.volume = cur_volume_;
-    r.offset = cur_offset_;
-    r.want = static_cast<size_t>(std::min<uint64_t>(kReadBytes, v.size_bytes - cur_offset_));
+    r.offset = run.offset + cur_offset_;
+    r.want = static_cast<size_t>(std::min<uint64_t>(kReadBytes, run.length - cur_offset_));
     r.got = 0;
     size_t len = (r.want + 4095) & ~size_t{4095};  // O_DIRECT: whole sectors; EOF shortens it
     io_uring_sqe* sqe = ring_->Sqe();
@@ -238,8 +308,10 @@ Status Agent::ProcessRead(Read& r) {
     size_t len = std::min(kRecordBytes, r.want - pos);
     ByteSpan extent(r.buf.data() + pos, len);
     if (IsAllZero(extent)) {
-      summary_.bytes_zero += len;  // absent from a full point means zero
-      continue;
+      summary_.bytes_zero += len;
+      // Absent from a full point means zero; an incremental point sends a zero record, because
+      // the range may have held data at the base point.
+      if (full_point_) continue;
     }
     Bytes record;
     BR_ASSIGN_OR_RETURN(RecordHeader h,
@@ -265,21 +337,26 @@ Status Agent::ProcessRead(Read& r) {
 Result<SyncSummary> Agent::SyncOnce(const volatile std::sig_atomic_t* stop) {
   uint64_t start = MonotonicNs();
   summary_ = SyncSummary{};
+  summary_.tracker = tracker_note_;
   BR_RETURN_IF_ERROR(Connect());
   BR_RETURN_IF_ERROR(Handshake(stop));
   BR_ASSIGN_OR_RETURN(sealer_, RecordSealer::Create(key_, opts_.server_id));
 
   point_id_ = hello_ok_->last_point_id + 1;
   summary_.point_id = point_id_;
+  PlanPoint(hello_ok_->last_point_id);
   wire::BeginPoint b;
   b.point_id = point_id_;
   b.time_ns = NowUtcNs();
-  b.base_point = 0;
+  b.base_point = full_point_ ? 0 : hello_ok_->last_point_id;
+  summary_.base_point = b.base_point;
   b.flags = 0;  // no filesystem freeze yet: the point is crash-consistent only if volumes are idle
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
-                 std::to_string(volumes_.size()) + " volume(s), full sync)");
+                 std::to_string(volumes_.size()) + " volume(s), " +
+                 (full_point_ ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
+                 summary_.mode_reason + "; tracker " + tracker_note_ + ")");
 
   auto lost = [&](const Status& st) {
     return st.Annotate("point " + std::to_string(point_id_) +
@@ -289,7 +366,7 @@ Result<SyncSummary> Agent::SyncOnce(const volatile std::sig_atomic_t* stop) {
   while (point_acked_ != point_id_) {
     if (*stop) return lost(Unavailable("interrupted by signal"));
     BR_RETURN_IF_ERROR(IssueReads());
-    if (!end_sent && cur_volume_ >= volumes_.size() && reads_inflight_ == 0) {
+    if (!end_sent && cur_volume_ >= work_.size() && reads_inflight_ == 0) {
       wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records};
       BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
       end_sent = true;
@@ -298,6 +375,7 @@ Result<SyncSummary> Agent::SyncOnce(const volatile std::sig_atomic_t* stop) {
     if (!st.ok()) return lost(st);
   }
   summary_.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
+  if (tracker_) tracker_->MarkSynced(point_id_);
   if (!opts_.state_dir.empty())
     BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, b.time_ns));
   Teardown();

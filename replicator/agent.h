@@ -14,6 +14,7 @@
 #include "blockrep/codec.h"
 #include "blockrep/record.h"
 #include "blockrep/tls.h"
+#include "blockrep/tracker.h"
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
 #include "volume.h"
@@ -28,11 +29,15 @@ struct Options {
   TlsFiles tls;
   std::string state_dir;
   CodecChoice codec;
+  std::string tracker = "auto";  // auto | ebpf | none
   bool once = false;
 };
 
 struct SyncSummary {
   uint64_t point_id = 0;
+  uint64_t base_point = 0;        // 0: full point
+  std::string tracker;            // which tracker ran, and why a full read happened if one did
+  std::string mode_reason;
   uint64_t bytes_read = 0;
   uint64_t bytes_zero = 0;        // all-zero extents skipped
   uint64_t bytes_shipped_plain = 0;
@@ -54,6 +59,9 @@ class Agent {
 
  private:
   struct Read;
+  Status OpenTracker();
+  // Chooses full or incremental for the next point and fills `work_`.
+  void PlanPoint(uint64_t last_point);
   Status Connect();
   Status Handshake(const volatile std::sig_atomic_t* stop);
   Status Step(bool wait);
@@ -70,6 +78,8 @@ class Agent {
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Channel> ch_;
   std::unique_ptr<RecordSealer> sealer_;
+  std::unique_ptr<EbpfTracker> tracker_;
+  std::string tracker_note_;
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;
@@ -81,10 +91,13 @@ class Agent {
   std::deque<std::pair<uint64_t, uint64_t>> unacked_;  // (seq, frame bytes)
   uint64_t unacked_bytes_ = 0;
 
-  // Read pipeline.
+  // Read pipeline: per volume, the extents this point ships, walked in order.
+  bool full_point_ = true;
+  std::vector<std::vector<Extent>> work_;
   std::vector<std::unique_ptr<Read>> reads_;
   size_t cur_volume_ = 0;
-  uint64_t cur_offset_ = 0;
+  size_t cur_run_ = 0;
+  uint64_t cur_offset_ = 0;  // within the current run
   unsigned reads_inflight_ = 0;
   Bytes scratch_;
   Bytes frames_;

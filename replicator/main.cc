@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-agent --staging HOST:PORT --server-id ID --volume PATH [--volume PATH ...]\n"
       "                      --key FILE --once [options]\nOptions");
-  std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4";
+  std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")(
       "staging", po::value(&staging), "staging address HOST:PORT")(
@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
       "tls-ca", po::value(&ca), "CA certificate (default: ca.crt beside --key)")(
       "state-dir", po::value(&state_dir), "directory for the agent's small state")(
       "compress", po::value(&compress), "lz4 (default) | zstd[:LEVEL] | none")(
+      "tracker", po::value(&tracker), "auto (default: ebpf where it loads) | ebpf | none")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
   if (!vm.count("once"))
     return ReportFatal(kProg, InvalidArgument("continuous replication is not built yet; run with --once "
                                               "(one recovery point, then exit)"));
+  if (tracker == "scan")
+    return ReportFatal(kProg, InvalidArgument("--tracker scan is not built yet; use auto, ebpf or none"));
+  if (tracker != "auto" && tracker != "ebpf" && tracker != "none")
+    return ReportFatal(kProg, InvalidArgument("--tracker " + tracker + ": use auto, ebpf or none"));
   auto codec = ParseCodec(compress);
   if (!codec.ok()) return ReportFatal(kProg, codec.status());
   auto hp = ParseHostPort(staging, "--staging");
@@ -62,6 +67,7 @@ int main(int argc, char** argv) {
   opts.tls.ca = ca.empty() ? dir + "/ca.crt" : ca;
   opts.state_dir = state_dir;
   opts.codec = *codec;
+  opts.tracker = tracker;
   opts.once = true;
 
   std::signal(SIGPIPE, SIG_IGN);
@@ -78,7 +84,14 @@ int main(int argc, char** argv) {
   const agent::SyncSummary& s = *sum;
   double mib = 1024.0 * 1024.0;
   std::printf("point %llu acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id));
-  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero, not shipped)\n", s.bytes_read / mib, s.bytes_zero / mib);
+  if (s.base_point != 0)
+    std::printf("  kind        incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
+                s.mode_reason.c_str());
+  else
+    std::printf("  kind        full (%s)\n", s.mode_reason.c_str());
+  std::printf("  tracker     %s\n", s.tracker.c_str());
+  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
+              s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
   std::printf("  shipped     %10.1f MiB of data in %llu records (%llu stored raw: incompressible)\n",
               s.bytes_shipped_plain / mib, static_cast<unsigned long long>(s.records),
               static_cast<unsigned long long>(s.records_raw));
