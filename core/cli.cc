@@ -75,6 +75,37 @@ Result<uint64_t> ParseUtc(const std::string& text) {
   return static_cast<uint64_t>(secs) * 1000000000ull + 999999999ull;
 }
 
+Result<uint64_t> ParseRate(const std::string& text, const char* flag) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  std::string unit = end ? end : "";
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();  // "50MB"
+  double mult = 0;
+  if (unit.empty()) mult = 1;
+  else if (unit == "K" || unit == "k") mult = 1e3;
+  else if (unit == "M" || unit == "m") mult = 1e6;
+  else if (unit == "G" || unit == "g") mult = 1e9;
+  if (end == text.c_str() || mult == 0 || v < 0 || v * mult > 1e12)
+    return InvalidArgument(std::string(flag) + " " + text +
+                           ": expected bytes per second like 500K, 50M or 1G (0: unlimited)");
+  return static_cast<uint64_t>(v * mult);
+}
+
+Result<uint64_t> ParseDurationNs(const std::string& text, const char* flag) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  std::string unit = end ? end : "";
+  double mult = 0;
+  if (unit.empty() || unit == "s") mult = 1e9;
+  else if (unit == "ms") mult = 1e6;
+  else if (unit == "m") mult = 60e9;
+  else if (unit == "h") mult = 3600e9;
+  else if (unit == "d") mult = 86400e9;
+  if (end == text.c_str() || mult == 0 || !(v > 0) || v * mult > 3.15e18)
+    return InvalidArgument(std::string(flag) + " " + text + ": expected a duration like 500ms, 30s, 10m, 1h");
+  return static_cast<uint64_t>(v * mult);
+}
+
 void Log(const char* prog, const std::string& message) {
   uint64_t now = NowUtcNs();
   std::string ts = FormatUtc(now);

@@ -273,7 +273,7 @@ bool EbpfTracker::overflowed(size_t v) const {
   return slot.overflows != 0;
 }
 
-std::vector<Extent> EbpfTracker::TakeDirty(size_t v) {
+std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
   Impl& im = *impl_;
   const uint64_t base = im.word_base[v];
   const uint64_t words = WordsFor(im.vols[v]);
@@ -289,7 +289,7 @@ std::vector<Extent> EbpfTracker::TakeDirty(size_t v) {
       im.inflight[base + w] |= seen;
       if (__atomic_compare_exchange_n(word, &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
     }
-    uint64_t bits = im.inflight[base + w];
+    uint64_t bits = with_inflight ? im.inflight[base + w] : seen;
     for (int b = 0; b < 64; ++b) {
       bool set = (bits >> b) & 1;
       uint64_t block = w * 64 + static_cast<uint64_t>(b);

@@ -4,7 +4,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <random>
 
 #include "blockrep/fs.h"
 #include "blockrep/keyfile.h"
@@ -106,14 +111,43 @@ void Agent::PlanPoint(uint64_t last_point) {
       }
     }
   }
+  cur_volume_ = cur_run_ = 0;
+  cur_offset_ = 0;
+  work_bytes_left_ = 0;
+  last_take_ns_ = MonotonicNs();
+  sweeping_ = full_point_;
   if (full_point_) {
     // Clear before read: what changes from here on is caught for the next point.
     if (tracker_) tracker_->ClearDirty();
-    for (size_t v = 0; v < volumes_.size(); ++v) work_[v] = {Extent{0, volumes_[v]->size_bytes}};
+    for (size_t v = 0; v < volumes_.size(); ++v) {
+      work_[v] = {Extent{0, volumes_[v]->size_bytes}};
+      work_bytes_left_ += volumes_[v]->size_bytes;
+    }
     return;
   }
   summary_.mode_reason = "changes tracked by eBPF since point " + std::to_string(tracker_->synced_point());
-  for (size_t v = 0; v < volumes_.size(); ++v) work_[v] = tracker_->TakeDirty(v);
+  PollTracker(true);
+}
+
+bool Agent::PollTracker(bool with_inflight) {
+  if (!tracker_) return false;
+  sweeping_ = false;
+  uint64_t now = MonotonicNs();
+  uint64_t found = 0;
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    work_[v] = tracker_->TakeDirty(v, with_inflight);
+    for (const Extent& e : work_[v]) found += e.length;
+  }
+  cur_volume_ = cur_run_ = 0;
+  cur_offset_ = 0;
+  work_bytes_left_ = found;
+  rate_dirty_bytes_ += found;
+  if (found == 0) return false;
+  // The reads of this batch end with sequence numbers after next_seq_; the batch is durable when
+  // the ACK passes the last of them, which we learn once it is queued (see ProcessRead).
+  lag_pending_.emplace_back(UINT64_MAX, last_take_ns_);
+  last_take_ns_ = now;
+  return true;
 }
 
 Status Agent::Connect() {
@@ -173,8 +207,10 @@ Status Agent::HandleInbox() {
         acked_seq_ = a.durable_seq;
         while (!unacked_.empty() && unacked_.front().first <= acked_seq_) {
           unacked_bytes_ -= unacked_.front().second;
+          acked_bytes_total_ += unacked_.front().second;
           unacked_.pop_front();
         }
+        NoteAcked();
         break;
       }
       case wire::MsgType::kPointAck: {
@@ -193,7 +229,7 @@ Status Agent::HandleInbox() {
   }
 }
 
-Status Agent::Step(bool wait) {
+Status Agent::Step(bool wait, int timeout_ms) {
   BR_RETURN_IF_ERROR(ch_->Pump());
   Status failure;
   auto n = ring_->Reap(
@@ -227,7 +263,7 @@ Status Agent::Step(bool wait) {
         }
         if (!st.ok() && failure.ok()) failure = st;
       },
-      wait, 1000);
+      wait, timeout_ms);
   if (!n.ok()) return n.status();
   // The staging's ERROR explains a close better than the close itself.
   Status inbox = HandleInbox();
@@ -236,9 +272,9 @@ Status Agent::Step(bool wait) {
   return inbox;
 }
 
-Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
+Status Agent::Handshake(const Signals& sig) {
   while (!ch_->handshake_done()) {
-    if (*stop) return Unavailable("interrupted");
+    if (*sig.term) return Unavailable("interrupted");
     Status st = Step(true);
     if (!st.ok()) return st.Annotate("cannot establish TLS with staging " + opts_.staging.host);
   }
@@ -247,7 +283,7 @@ Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
   h.key_id = key_.key_id;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kHello, h.Encode()));
   while (!hello_ok_) {
-    if (*stop) return Unavailable("interrupted");
+    if (*sig.term) return Unavailable("interrupted");
     Status st = Step(true);
     if (!st.ok()) {
       // In TLS 1.3 a rejected client certificate surfaces only at our first read.
@@ -265,8 +301,39 @@ Status Agent::Handshake(const volatile std::sig_atomic_t* stop) {
   return Status::Ok();
 }
 
+uint64_t Agent::ThrottleWaitNs() {
+  uint64_t rate = opts_.bandwidth_bps;
+  if (rate == 0) return 0;
+  uint64_t now = MonotonicNs();
+  if (tokens_at_ns_ != 0) {
+    // The bucket holds at most a tenth of a second, so bursts stay short.
+    double burst = std::max(static_cast<double>(rate) / 10, 65536.0);
+    tokens_ = std::min(burst, tokens_ + static_cast<double>(rate) * static_cast<double>(now - tokens_at_ns_) / 1e9);
+  }
+  tokens_at_ns_ = now;
+  if (tokens_ > 0) return 0;
+  return static_cast<uint64_t>(-tokens_ / static_cast<double>(rate) * 1e9) + 1000000;
+}
+
+void Agent::ReloadSettings() {
+  if (opts_.state_dir.empty()) return;
+  auto text = ReadSmallFile(opts_.state_dir + "/bandwidth-limit", 64);
+  if (!text.ok()) return;
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  auto rate = ParseRate(t, "bandwidth-limit file");
+  if (!rate.ok()) {
+    Log(kProg, "warning: ignoring " + opts_.state_dir + "/bandwidth-limit: " + rate.status().message());
+    return;
+  }
+  opts_.bandwidth_bps = *rate;
+  tokens_ = 0;
+  Log(kProg, "bandwidth limit now " + (*rate ? std::to_string(*rate) + " bytes/s" : std::string("unlimited")));
+}
+
 Status Agent::IssueReads() {
   while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
+         ThrottleWaitNs() == 0 &&
          unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
          ch_->unsent_bytes() < kUnsentBytesMax) {
     const std::vector<Extent>& runs = work_[cur_volume_];
@@ -284,7 +351,10 @@ Status Agent::IssueReads() {
     }
     Volume& v = *volumes_[cur_volume_];
     size_t slot = 0;
-    while (reads_[slot]->busy) ++slot;
+    while (slot < reads_.size() && reads_[slot]->busy) ++slot;
+    // reads_inflight_ < kReadsMax guarantees a free slot; anything else is a bookkeeping bug.
+    if (slot == reads_.size()) return Internal("no free read slot with " + std::to_string(reads_inflight_) +
+                                               " reads in flight");
     Read& r = *reads_[slot];
     r.busy = true;
     r.volume = cur_volume_;
@@ -297,6 +367,7 @@ Status Agent::IssueReads() {
     io_uring_sqe_set_data64(sqe, UserData(kReadIdBase + slot, kOpRead));
     ++reads_inflight_;
     cur_offset_ += r.want;
+    work_bytes_left_ -= std::min<uint64_t>(work_bytes_left_, r.want);
   }
   return Status::Ok();
 }
@@ -309,9 +380,10 @@ Status Agent::ProcessRead(Read& r) {
     ByteSpan extent(r.buf.data() + pos, len);
     if (IsAllZero(extent)) {
       summary_.bytes_zero += len;
-      // Absent from a full point means zero; an incremental point sends a zero record, because
-      // the range may have held data at the base point.
-      if (full_point_) continue;
+      // Absent from a full point means zero, but only during its first sweep: a tracker batch
+      // (incremental point, or a block re-read later in a full one) may be zeroing a range that
+      // holds data, so it is sent as a zero record.
+      if (sweeping_) continue;
     }
     Bytes record;
     BR_ASSIGN_OR_RETURN(RecordHeader h,
@@ -326,60 +398,273 @@ Status Agent::ProcessRead(Read& r) {
     ++summary_.records;
     if (h.flags & kRecordIncompressible) ++summary_.records_raw;
     summary_.bytes_shipped_plain += len;
+    shipped_by_volume_[r.volume] += len;
     summary_.bytes_stored += record.size();
     summary_.bytes_wire += frame_bytes;
+    tokens_ -= static_cast<double>(frame_bytes);
   }
   r.busy = false;
   if (frames_.empty()) return Status::Ok();
   return ch_->Send(frames_);
 }
 
-Result<SyncSummary> Agent::SyncOnce(const volatile std::sig_atomic_t* stop) {
-  uint64_t start = MonotonicNs();
-  summary_ = SyncSummary{};
-  summary_.tracker = tracker_note_;
-  BR_RETURN_IF_ERROR(Connect());
-  BR_RETURN_IF_ERROR(Handshake(stop));
-  BR_ASSIGN_OR_RETURN(sealer_, RecordSealer::Create(key_, opts_.server_id));
+const char* StateName(AgentState s) {
+  switch (s) {
+    case AgentState::kInitialSync: return "INITIAL_SYNC";
+    case AgentState::kRescan: return "RESCAN";
+    case AgentState::kContinuous: return "CONTINUOUS";
+    case AgentState::kBacklog: return "BACKLOG";
+    case AgentState::kDisconnected: return "DISCONNECTED";
+    case AgentState::kStalled: return "STALLED";
+  }
+  return "?";
+}
 
-  point_id_ = hello_ok_->last_point_id + 1;
+void Agent::SetState(AgentState st, const std::string& reason) {
+  if (st == state_ && reason == state_reason_) return;
+  Log(kProg, std::string("state ") + StateName(state_) + " -> " + StateName(st) +
+                 (reason.empty() ? "" : ": " + reason));
+  state_ = st;
+  state_reason_ = reason;
+  WriteStatus(true);
+}
+
+void Agent::NoteAcked() {
+  uint64_t now = MonotonicNs();
+  while (!lag_pending_.empty() && lag_pending_.front().first <= acked_seq_) {
+    lag_samples_ms_.push_back((now - lag_pending_.front().second) / 1000000);
+    if (lag_samples_ms_.size() > 1024) lag_samples_ms_.pop_front();
+    lag_pending_.pop_front();
+  }
+}
+
+namespace {
+std::string JsonString(const std::string& in) {
+  std::string out = "\"";
+  for (char c : in) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+}  // namespace
+
+void Agent::WriteStatus(bool force) {
+  if (opts_.state_dir.empty()) return;
+  uint64_t now = MonotonicNs();
+  if (!force && now - status_written_ns_ < 250000000ull) return;  // 4 updates a second
+  // Rates over the interval since the last status, smoothed; they drive the RPO forecast.
+  if (rate_at_ns_ != 0 && now > rate_at_ns_) {
+    double secs = static_cast<double>(now - rate_at_ns_) / 1e9;
+    double w = static_cast<double>(rate_dirty_bytes_) / secs;
+    double sh = static_cast<double>(acked_bytes_total_ - rate_acked_bytes_) / secs;
+    write_rate_bps_ = 0.7 * write_rate_bps_ + 0.3 * w;
+    ship_rate_bps_ = 0.7 * ship_rate_bps_ + 0.3 * sh;
+  }
+  rate_at_ns_ = now;
+  rate_dirty_bytes_ = 0;
+  rate_acked_bytes_ = acked_bytes_total_;
+  status_written_ns_ = now;
+
+  uint64_t lag_ms = lag_pending_.empty() ? 0 : (now - lag_pending_.front().second) / 1000000;
+  std::vector<uint64_t> sorted(lag_samples_ms_.begin(), lag_samples_ms_.end());
+  std::sort(sorted.begin(), sorted.end());
+  auto pct = [&](double q) -> uint64_t {
+    return sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()))];
+  };
+  uint64_t backlog = unacked_bytes_ + work_bytes_left_;
+  if (state_ == AgentState::kContinuous || state_ == AgentState::kBacklog) {
+    // Forecast: with writes outrunning shipping, the backlog grows at the difference; warn
+    // while there is still time before the lag passes the RPO target.
+    bool outrun = write_rate_bps_ > ship_rate_bps_ * 1.05 && backlog > (4u << 20);
+    if (outrun && !warned_outrun_) {
+      double growth = write_rate_bps_ - ship_rate_bps_;
+      double secs_to_breach =
+          ship_rate_bps_ > 0 ? (static_cast<double>(opts_.rpo_target_ns) / 1e9) - backlog / ship_rate_bps_ : 0;
+      Log(kProg, "warning: writes (" + std::to_string(static_cast<uint64_t>(write_rate_bps_ / 1e6)) +
+                     " MB/s) outrun shipping (" + std::to_string(static_cast<uint64_t>(ship_rate_bps_ / 1e6)) +
+                     " MB/s); backlog grows by " + std::to_string(static_cast<uint64_t>(growth / 1e6)) +
+                     " MB/s and lag will pass the RPO target of " +
+                     std::to_string(opts_.rpo_target_ns / 1000000000ull) + " s in about " +
+                     std::to_string(static_cast<int64_t>(std::max(0.0, secs_to_breach))) + " s");
+      warned_outrun_ = true;
+      SetState(AgentState::kBacklog, "writes outrun shipping");
+    } else if (!outrun && warned_outrun_) {
+      warned_outrun_ = false;
+      SetState(AgentState::kContinuous, "caught up");
+    }
+  }
+  std::string j = "{\n";
+  j += "  \"server_id\": " + JsonString(opts_.server_id) + ",\n";
+  j += "  \"state\": \"" + std::string(StateName(state_)) + "\",\n";
+  j += "  \"reason\": " + JsonString(state_reason_) + ",\n";
+  j += "  \"updated\": \"" + FormatUtc(NowUtcNs()) + "\",\n";
+  j += "  \"last_point\": " + std::to_string(last_acked_point_) + ",\n";
+  j += "  \"lag_ms\": " + std::to_string(lag_ms) + ",\n";
+  j += "  \"lag_ms_p50\": " + std::to_string(pct(0.50)) + ",\n";
+  j += "  \"lag_ms_p99\": " + std::to_string(pct(0.99)) + ",\n";
+  j += "  \"backlog_bytes\": " + std::to_string(backlog) + ",\n";
+  j += "  \"write_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(write_rate_bps_)) + ",\n";
+  j += "  \"ship_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(ship_rate_bps_)) + ",\n";
+  j += "  \"volumes\": [";
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    j += std::string(v ? ", " : "") + "{\"index\": " + std::to_string(v) + ", \"path\": " + JsonString(volumes_[v]->path) +
+         ", \"shipped_bytes\": " + std::to_string(v < shipped_by_volume_.size() ? shipped_by_volume_[v] : 0) + "}";
+  }
+  j += "]\n}\n";
+  std::string tmp = opts_.state_dir + "/status.json.tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid() || !WriteAll(fd.get(), ByteSpan(reinterpret_cast<const uint8_t*>(j.data()), j.size())).ok() ||
+      rename(tmp.c_str(), (opts_.state_dir + "/status.json").c_str()) != 0) {
+    Log(kProg, "warning: cannot write " + opts_.state_dir + "/status.json: " + std::strerror(errno));
+  }
+}
+
+Status Agent::StartPoint(uint64_t last_point) {
+  point_id_ = last_point + 1;
   summary_.point_id = point_id_;
-  PlanPoint(hello_ok_->last_point_id);
+  PlanPoint(last_point);
   wire::BeginPoint b;
   b.point_id = point_id_;
   b.time_ns = NowUtcNs();
-  b.base_point = full_point_ ? 0 : hello_ok_->last_point_id;
+  b.base_point = full_point_ ? 0 : last_point;
   summary_.base_point = b.base_point;
   b.flags = 0;  // no filesystem freeze yet: the point is crash-consistent only if volumes are idle
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
+  point_time_ns_ = b.time_ns;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
                  (full_point_ ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
                  summary_.mode_reason + "; tracker " + tracker_note_ + ")");
+  if (full_point_) {
+    SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
+  } else if (state_ != AgentState::kBacklog) {
+    SetState(AgentState::kContinuous, "");
+  }
+  return Status::Ok();
+}
 
-  auto lost = [&](const Status& st) {
+Status Agent::Session(const Signals& sig, bool once) {
+  hello_ok_.reset();
+  peer_error_.reset();
+  next_seq_ = 1;
+  acked_seq_ = 0;
+  unacked_.clear();
+  unacked_bytes_ = 0;
+  lag_pending_.clear();
+  point_acked_ = 0;
+  BR_RETURN_IF_ERROR(Connect());
+  BR_RETURN_IF_ERROR(Handshake(sig));
+  BR_ASSIGN_OR_RETURN(sealer_, RecordSealer::Create(key_, opts_.server_id));
+  uint64_t last = hello_ok_->last_point_id;
+  for (;;) {
+    BR_RETURN_IF_ERROR(StartPoint(last));
+    uint64_t now = MonotonicNs();
+    uint64_t point_due = now + opts_.point_interval_ns;
+    uint64_t next_poll = now + opts_.poll_interval_ns;
+    bool closing = once || *sig.term;  // the point ends after one last take
+    bool final_take_done = false, end_sent = false;
+    while (point_acked_ != point_id_) {
+      now = MonotonicNs();
+      if (*sig.point_now) {
+        *sig.point_now = 0;
+        Log(kProg, "SIGUSR1: taking a recovery point now");
+        closing = true;
+      }
+      if (*sig.term && !closing) {
+        Log(kProg, "SIGTERM: finishing point " + std::to_string(point_id_) + ", then exiting");
+        closing = true;
+      }
+      if (now >= point_due) closing = true;
+      BR_RETURN_IF_ERROR(IssueReads());
+      bool idle = cur_volume_ >= work_.size() && reads_inflight_ == 0;
+      if (idle && !lag_pending_.empty() && lag_pending_.back().first == UINT64_MAX)
+        lag_pending_.back().first = next_seq_ - 1;  // the batch is queued up to here
+      if (idle && !end_sent) {
+        if (closing && !final_take_done) {
+          final_take_done = true;
+          if (PollTracker(false)) continue;
+        } else if (closing) {
+          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records};
+          BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
+          end_sent = true;
+        } else if (now >= next_poll) {
+          next_poll = now + opts_.poll_interval_ns;
+          if (PollTracker(false)) continue;
+        }
+      }
+      if (sig.reload != nullptr && *sig.reload) {
+        *sig.reload = 0;
+        ReloadSettings();
+      }
+      int timeout_ms = idle && !closing ? static_cast<int>((next_poll - std::min(next_poll, now)) / 1000000) + 1 : 100;
+      if (!idle) {
+        uint64_t throttle_ns = ThrottleWaitNs();
+        if (throttle_ns > 0) timeout_ms = std::min<int>(timeout_ms, static_cast<int>(throttle_ns / 1000000) + 1);
+      }
+      BR_RETURN_IF_ERROR(Step(true, timeout_ms));
+      WriteStatus(false);
+    }
+    last = point_id_;
+    last_acked_point_ = point_id_;
+    if (tracker_) tracker_->MarkSynced(point_id_);
+    if (!opts_.state_dir.empty())
+      BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, point_time_ns_));
+    Log(kProg, "point " + std::to_string(point_id_) + " acknowledged (durable on staging)");
+    WriteStatus(true);
+    if (once || *sig.term) break;
+    summary_.records = 0;  // END_POINT counts the records of its own point
+  }
+  Teardown();
+  return Status::Ok();
+}
+
+Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
+  uint64_t start = MonotonicNs();
+  summary_ = SyncSummary{};
+  summary_.tracker = tracker_note_;
+  shipped_by_volume_.assign(volumes_.size(), 0);
+  Status st = Session(sig, true);
+  if (!st.ok())
     return st.Annotate("point " + std::to_string(point_id_) +
                        " was not acknowledged, so it may be missing on the staging; run again");
-  };
-  bool end_sent = false;
-  while (point_acked_ != point_id_) {
-    if (*stop) return lost(Unavailable("interrupted by signal"));
-    BR_RETURN_IF_ERROR(IssueReads());
-    if (!end_sent && cur_volume_ >= work_.size() && reads_inflight_ == 0) {
-      wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records};
-      BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
-      end_sent = true;
-    }
-    Status st = Step(true);
-    if (!st.ok()) return lost(st);
-  }
   summary_.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
-  if (tracker_) tracker_->MarkSynced(point_id_);
-  if (!opts_.state_dir.empty())
-    BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, b.time_ns));
-  Teardown();
   return summary_;
+}
+
+Status Agent::RunContinuous(const Signals& sig) {
+  shipped_by_volume_.assign(volumes_.size(), 0);
+  uint64_t backoff_ms = 500;
+  constexpr uint64_t kBackoffMaxMs = 30000;
+  std::mt19937_64 rng(NowUtcNs());
+  while (!*sig.term) {
+    summary_ = SyncSummary{};
+    summary_.tracker = tracker_note_;
+    uint64_t acked_before = last_acked_point_;
+    Status st = Session(sig, false);
+    if (st.ok()) return Status::Ok();
+    Teardown();
+    // Operator errors do not heal by retrying: report and exit.
+    if (st.code() == Code::kPermissionDenied || st.code() == Code::kInvalidArgument ||
+        st.code() == Code::kUnauthenticated || st.code() == Code::kDataLoss || st.code() == Code::kInternal)
+      return st;
+    if (last_acked_point_ != acked_before) backoff_ms = 500;  // progress was made: start over
+    // Full jitter in [backoff/2, backoff]: agents cut off together do not return together.
+    uint64_t wait_ms = backoff_ms / 2 + rng() % (backoff_ms / 2 + 1);
+    SetState(st.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
+             st.code() == Code::kNoSpace ? "staging full: " + st.message() : st.message());
+    Log(kProg, "reconnecting in " + std::to_string(wait_ms) + " ms");
+    for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) usleep(50000);
+    backoff_ms = std::min(backoff_ms * 2, kBackoffMaxMs);
+  }
+  return Status::Ok();
 }
 
 void Agent::Teardown() {
@@ -397,6 +682,10 @@ void Agent::Teardown() {
         true, 1000);
     if (!n.ok()) break;
   }
+  // Reads that were in flight, or completed but never processed, belong to the dead session;
+  // their blocks are still in the tracker's inflight bits and are read again by the next one.
+  for (auto& r : reads_) r->busy = false;
+  reads_inflight_ = 0;
   ch_.reset();
 }
 

@@ -21,6 +21,17 @@
 
 namespace blockrep::agent {
 
+enum class AgentState { kInitialSync, kRescan, kContinuous, kBacklog, kDisconnected, kStalled };
+const char* StateName(AgentState s);
+
+// Signals the agent reacts to: SIGTERM/SIGINT (finish the point in flight, exit 0) and SIGUSR1
+// (take a recovery point now).
+struct Signals {
+  const volatile std::sig_atomic_t* term = nullptr;
+  volatile std::sig_atomic_t* point_now = nullptr;
+  volatile std::sig_atomic_t* reload = nullptr;  // SIGHUP: re-read <state-dir>/bandwidth-limit
+};
+
 struct Options {
   HostPort staging;
   std::string server_id;
@@ -31,6 +42,10 @@ struct Options {
   CodecChoice codec;
   std::string tracker = "auto";  // auto | ebpf | none
   bool once = false;
+  uint64_t point_interval_ns = 600ull * 1000000000ull;  // continuous mode: a point every 10 min
+  uint64_t poll_interval_ns = 100ull * 1000000ull;      // continuous mode: bitmap polls
+  uint64_t rpo_target_ns = 30ull * 1000000000ull;       // warn before lag would pass this
+  uint64_t bandwidth_bps = 0;                           // 0: unlimited
 };
 
 struct SyncSummary {
@@ -54,17 +69,30 @@ class Agent {
   ~Agent();
   // Validates everything local (key, volumes, TLS files) before touching the network.
   Status Prepare();
-  // One full sync to a new recovery point, waiting for its durable acknowledgement.
-  Result<SyncSummary> SyncOnce(const volatile std::sig_atomic_t* stop);
+  // One recovery point (full or incremental), waiting for its durable acknowledgement.
+  Result<SyncSummary> SyncOnce(const Signals& sig);
+  // Continuous replication until SIGTERM: reconnects with exponential backoff and jitter.
+  Status RunContinuous(const Signals& sig);
 
  private:
   struct Read;
   Status OpenTracker();
   // Chooses full or incremental for the next point and fills `work_`.
   void PlanPoint(uint64_t last_point);
+  // One connection: points until `once` is satisfied or SIGTERM. Ok means a clean finish.
+  Status Session(const Signals& sig, bool once);
+  Status StartPoint(uint64_t last_point);
+  // Appends newly dirty blocks to the work of the open point; false when there were none.
+  bool PollTracker(bool with_inflight);
+  // Token bucket on produced wire bytes: how long until another read may start (0: now).
+  uint64_t ThrottleWaitNs();
+  void ReloadSettings();
+  void SetState(AgentState s, const std::string& reason);
+  void WriteStatus(bool force);
+  void NoteAcked();
   Status Connect();
-  Status Handshake(const volatile std::sig_atomic_t* stop);
-  Status Step(bool wait);
+  Status Handshake(const Signals& sig);
+  Status Step(bool wait, int timeout_ms = 1000);
   Status HandleInbox();
   Status IssueReads();
   Status ProcessRead(Read& r);
@@ -85,19 +113,40 @@ class Agent {
   std::optional<wire::HelloOk> hello_ok_;
   std::optional<Status> peer_error_;
   uint64_t point_id_ = 0;
+  uint64_t point_time_ns_ = 0;
   uint64_t point_acked_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t acked_seq_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> unacked_;  // (seq, frame bytes)
   uint64_t unacked_bytes_ = 0;
+  uint64_t acked_bytes_total_ = 0;
+
+  // Lag: each batch of blocks taken from the tracker holds writes made since the previous take;
+  // once the staging acknowledges the batch's last record, its age is one lag sample.
+  std::deque<std::pair<uint64_t, uint64_t>> lag_pending_;  // (last seq of batch, previous take ns)
+  std::deque<uint64_t> lag_samples_ms_;                    // the most recent samples
+  uint64_t last_take_ns_ = 0;
+  AgentState state_ = AgentState::kDisconnected;
+  std::string state_reason_;
+  uint64_t status_written_ns_ = 0;
+  uint64_t last_acked_point_ = 0;
+  // Rates for the forecast: bytes found dirty vs bytes acknowledged, smoothed.
+  double write_rate_bps_ = 0, ship_rate_bps_ = 0;
+  uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
+  bool warned_outrun_ = false;
+  double tokens_ = 0;  // bytes that may be produced now; negative while paying off a burst
+  uint64_t tokens_at_ns_ = 0;
 
   // Read pipeline: per volume, the extents this point ships, walked in order.
   bool full_point_ = true;
+  bool sweeping_ = true;  // the first pass of a full point: all-zero extents need not be sent
   std::vector<std::vector<Extent>> work_;
   std::vector<std::unique_ptr<Read>> reads_;
   size_t cur_volume_ = 0;
   size_t cur_run_ = 0;
   uint64_t cur_offset_ = 0;  // within the current run
+  uint64_t work_bytes_left_ = 0;
+  std::vector<uint64_t> shipped_by_volume_;
   unsigned reads_inflight_ = 0;
   Bytes scratch_;
   Bytes frames_;

@@ -2,10 +2,12 @@
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdio>
+#include <unistd.h>
 #include <iostream>
 
 #include "agent.h"
 #include "blockrep/cli.h"
+#include "blockrep/fs.h"
 #include "blockrep/options.h"
 
 namespace po = boost::program_options;
@@ -13,7 +15,11 @@ using namespace blockrep;
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
+volatile std::sig_atomic_t g_point_now = 0;
+volatile std::sig_atomic_t g_reload = 0;
+void OnHup(int) { g_reload = 1; }
 void OnSignal(int) { g_stop = 1; }
+void OnUsr1(int) { g_point_now = 1; }
 constexpr const char* kProg = "blockrep-agent";
 
 std::string DirOf(const std::string& path) {
@@ -22,11 +28,73 @@ std::string DirOf(const std::string& path) {
 }
 }  // namespace
 
+int StatusCommand(int argc, char** argv) {
+  std::string state_dir;
+  po::options_description desc("Usage: blockrep-agent status --state-dir DIR [--json]\nOptions");
+  desc.add_options()("help,h", "show this help")("state-dir", po::value(&state_dir), "the agent's --state-dir")(
+      "json", "print the raw JSON");
+  po::variables_map vm;
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (state_dir.empty()) return ReportFatal(kProg, InvalidArgument("status needs --state-dir DIR"));
+  auto text = ReadSmallFile(state_dir + "/status.json", 1 << 20);
+  if (!text.ok())
+    return ReportFatal(kProg, NotFound("no status in " + state_dir +
+                                       " (is a continuous agent running with this --state-dir?)"));
+  if (vm.count("json")) {
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
+  // Plain view: one "key: value" per line, without JSON punctuation.
+  for (char c : *text)
+    if (c != '{' && c != '}' && c != '"' && c != '[' && c != ']') std::putchar(c == ',' ? ' ' : c);
+  return 0;
+}
+
+int SetBandwidthCommand(int argc, char** argv) {
+  std::string state_dir, rate_text;
+  po::options_description desc("Usage: blockrep-agent set-bandwidth --state-dir DIR RATE\nOptions");
+  desc.add_options()("help,h", "show this help")("state-dir", po::value(&state_dir), "the agent's --state-dir")(
+      "rate", po::value(&rate_text), "bytes/s (K/M/G decimal), 0 = unlimited");
+  po::positional_options_description pos;
+  pos.add("rate", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see set-bandwidth --help)"));
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (state_dir.empty() || rate_text.empty())
+    return ReportFatal(kProg, InvalidArgument("set-bandwidth needs --state-dir DIR and a RATE such as 20M"));
+  auto rate = ParseRate(rate_text, "RATE");
+  if (!rate.ok()) return ReportFatal(kProg, rate.status());
+  auto pid_text = ReadSmallFile(state_dir + "/agent.pid", 64);
+  if (!pid_text.ok()) return ReportFatal(kProg, NotFound("no running agent with --state-dir " + state_dir));
+  pid_t pid = static_cast<pid_t>(std::strtol(pid_text->c_str(), nullptr, 10));
+  std::string line = rate_text + "\n";
+  Status st = WriteFileAtomic(state_dir + "/bandwidth-limit",
+                              ByteSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+  if (!st.ok()) return ReportFatal(kProg, st);
+  if (pid <= 0 || kill(pid, SIGHUP) != 0)
+    return ReportFatal(kProg, Unavailable("the agent (pid " + std::to_string(pid) + ") is not running; the limit "
+                                          "applies at its next start only if given with --bandwidth-limit"));
+  std::printf("bandwidth limit of the agent (pid %d) set to %s bytes/s\n", static_cast<int>(pid),
+              *rate ? std::to_string(*rate).c_str() : "unlimited");
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "status") return StatusCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::string(argv[1]) == "set-bandwidth") return SetBandwidthCommand(argc - 1, argv + 1);
   po::options_description desc(
       "Usage: blockrep-agent --staging HOST:PORT --server-id ID --volume PATH [--volume PATH ...]\n"
       "                      --key FILE --once [options]\nOptions");
   std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
+  std::string point_interval, rpo_target, bandwidth = "0";
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")(
       "staging", po::value(&staging), "staging address HOST:PORT")(
@@ -39,14 +107,16 @@ int main(int argc, char** argv) {
       "state-dir", po::value(&state_dir), "directory for the agent's small state")(
       "compress", po::value(&compress), "lz4 (default) | zstd[:LEVEL] | none")(
       "tracker", po::value(&tracker), "auto (default: ebpf where it loads) | ebpf | none")(
+      "point-interval", po::value(&point_interval)->default_value("10m"),
+      "continuous mode: take a recovery point this often (SIGUSR1: now)")(
+      "rpo-target", po::value(&rpo_target)->default_value("30s"), "warn before lag would pass this")(
+      "bandwidth-limit", po::value(&bandwidth), "bytes/s, e.g. 50M (K/M/G decimal); change it live with "
+      "blockrep-agent set-bandwidth")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (staging.empty() || server_id.empty() || key.empty())
     return ReportFatal(kProg, InvalidArgument("--staging, --server-id, --key and --volume are required (see --help)"));
-  if (!vm.count("once"))
-    return ReportFatal(kProg, InvalidArgument("continuous replication is not built yet; run with --once "
-                                              "(one recovery point, then exit)"));
   if (tracker == "scan")
     return ReportFatal(kProg, InvalidArgument("--tracker scan is not built yet; use auto, ebpf or none"));
   if (tracker != "auto" && tracker != "ebpf" && tracker != "none")
@@ -68,18 +138,49 @@ int main(int argc, char** argv) {
   opts.state_dir = state_dir;
   opts.codec = *codec;
   opts.tracker = tracker;
-  opts.once = true;
+  opts.once = vm.count("once") > 0;
+  auto interval = ParseDurationNs(point_interval, "--point-interval");
+  if (!interval.ok()) return ReportFatal(kProg, interval.status());
+  opts.point_interval_ns = *interval;
+  auto rpo = ParseDurationNs(rpo_target, "--rpo-target");
+  if (!rpo.ok()) return ReportFatal(kProg, rpo.status());
+  opts.rpo_target_ns = *rpo;
+  if (!opts.once && opts.state_dir.empty()) opts.state_dir = "/var/lib/blockrep/agent-" + server_id;
+  auto rate = ParseRate(bandwidth, "--bandwidth-limit");
+  if (!rate.ok()) return ReportFatal(kProg, rate.status());
+  opts.bandwidth_bps = *rate;
 
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa{};
   sa.sa_handler = OnSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  struct sigaction su{};
+  su.sa_handler = OnUsr1;
+  sigaction(SIGUSR1, &su, nullptr);
+  struct sigaction sh{};
+  sh.sa_handler = OnHup;
+  sigaction(SIGHUP, &sh, nullptr);
 
+  agent::Signals sig{&g_stop, &g_point_now, &g_reload};
+  bool once = opts.once;
+  std::string state_dir_for_pid = opts.state_dir;
   agent::Agent a(std::move(opts));
   Status st = a.Prepare();
   if (!st.ok()) return ReportFatal(kProg, st);
-  auto sum = a.SyncOnce(&g_stop);
+  std::string pid_file = state_dir_for_pid.empty() ? "" : state_dir_for_pid + "/agent.pid";
+  if (!pid_file.empty()) {
+    std::string pid = std::to_string(getpid()) + "\n";
+    // set-bandwidth finds the agent through it; a stale file only makes set-bandwidth fail clearly.
+    WriteFileAtomic(pid_file, ByteSpan(reinterpret_cast<const uint8_t*>(pid.data()), pid.size())).IgnoreError();
+  }
+  if (!once) {
+    st = a.RunContinuous(sig);
+    if (!st.ok()) return ReportFatal(kProg, st);
+    Log(kProg, "stopped");
+    return 0;
+  }
+  auto sum = a.SyncOnce(sig);
   if (!sum.ok()) return ReportFatal(kProg, sum.status());
   const agent::SyncSummary& s = *sum;
   double mib = 1024.0 * 1024.0;

@@ -28,6 +28,12 @@ uint64_t MonotonicNs();
 // Parses "2026-11-23T20:07:37Z", "2026-11-23T20:07:37", "2026-11-23 20:07:37" (UTC).
 Result<uint64_t> ParseUtc(const std::string& text);
 
+// "50M" bytes per second: decimal suffixes K, M, G (as network rates are quoted); "0" = unlimited.
+Result<uint64_t> ParseRate(const std::string& text, const char* flag);
+
+// "500ms", "30s", "10m", "1h", "7d" (a bare number is seconds).
+Result<uint64_t> ParseDurationNs(const std::string& text, const char* flag);
+
 // "prog: message" on stderr, one line, prefixed with a UTC timestamp.
 void Log(const char* prog, const std::string& message);
 // Prints "prog: error: message" and returns the exit status for it (2 for usage errors, 1 else).

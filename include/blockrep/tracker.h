@@ -50,9 +50,11 @@ class EbpfTracker {
   // True when some request on volume v was too large to mark bit by bit since the last sync.
   bool overflowed(size_t v) const;
 
-  // Clear before read: takes every dirty bit of volume v (moving it to inflight) together with
-  // bits still inflight from an unacknowledged point, and returns them as byte extents.
-  std::vector<Extent> TakeDirty(size_t v);
+  // Clear before read: takes every dirty bit of volume v (moving it to inflight) and returns the
+  // blocks as byte extents. With `with_inflight`, bits still inflight from points not yet
+  // acknowledged are returned too (the start of a point); without, only the newly taken ones (a
+  // poll within a point whose earlier blocks are already on their way).
+  std::vector<Extent> TakeDirty(size_t v, bool with_inflight = true);
   // Before a full read: forgets what is dirty (the read covers it) — bits set from now on count.
   void ClearDirty();
   // The staging durably holds `point_id`: inflight bits are no longer needed.

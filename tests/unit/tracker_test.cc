@@ -127,6 +127,20 @@ TEST_F(TrackerTest, TakenBitsSurviveUntilSynced) {
   EXPECT_TRUE(t->TakeDirty(0).empty());
 }
 
+// A poll within a point returns only blocks written since the previous take.
+TEST_F(TrackerTest, PollReturnsOnlyNewBlocks) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  t->ClearDirty();
+  Write(1 << 20, 4096);
+  ASSERT_EQ(t->TakeDirty(0, true).size(), 1u);
+  Write(2 << 20, 4096);
+  auto fresh = t->TakeDirty(0, false);
+  ASSERT_EQ(fresh.size(), 1u);
+  EXPECT_EQ(fresh[0].offset, 2u << 20);
+  EXPECT_EQ(t->TakeDirty(0, true).size(), 2u);  // both still inflight until synced
+}
+
 // A removed pin ("reboot") makes the next open start fresh.
 TEST_F(TrackerTest, UnpinStartsFresh) {
   { ASSERT_TRUE(OpenTracker()); }
