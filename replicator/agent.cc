@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kProg = "blockrep-agent";
 constexpr size_t kReadBytes = 1u << 20;         // one io_uring read
 constexpr size_t kRecordBytes = 64u << 10;      // one record's plaintext extent
-constexpr unsigned kReadsMax = 4;               // reads in flight
+constexpr unsigned kReadsMax = 16;              // reads in flight (16 MiB of buffers)
 constexpr uint64_t kWindowBytesMax = 32u << 20; // unacknowledged record bytes
 constexpr size_t kUnsentBytesMax = 8u << 20;    // ciphertext queued for the socket
 constexpr size_t kInboxBytesMax = 1u << 20;     // staging sends small frames only
@@ -368,6 +368,9 @@ Status Agent::IssueReads() {
     ++reads_inflight_;
     cur_offset_ += r.want;
     work_bytes_left_ -= std::min<uint64_t>(work_bytes_left_, r.want);
+    // Reserve the read's size now (refunded to what it really produces in ProcessRead), so a
+    // bucket in credit lets one read through, not a burst of all the slots.
+    if (opts_.bandwidth_bps != 0) tokens_ -= static_cast<double>(r.want);
   }
   return Status::Ok();
 }
@@ -401,9 +404,9 @@ Status Agent::ProcessRead(Read& r) {
     shipped_by_volume_[r.volume] += len;
     summary_.bytes_stored += record.size();
     summary_.bytes_wire += frame_bytes;
-    tokens_ -= static_cast<double>(frame_bytes);
   }
   r.busy = false;
+  if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want) - static_cast<double>(frames_.size());
   if (frames_.empty()) return Status::Ok();
   return ch_->Send(frames_);
 }
@@ -432,10 +435,14 @@ void Agent::SetState(AgentState st, const std::string& reason) {
 void Agent::NoteAcked() {
   uint64_t now = MonotonicNs();
   while (!lag_pending_.empty() && lag_pending_.front().first <= acked_seq_) {
-    lag_samples_ms_.push_back((now - lag_pending_.front().second) / 1000000);
-    if (lag_samples_ms_.size() > 1024) lag_samples_ms_.pop_front();
+    lag_samples_.emplace_back(now, (now - lag_pending_.front().second) / 1000000);
     lag_pending_.pop_front();
   }
+  constexpr uint64_t kLagWindowNs = 60ull * 1000000000ull;
+  constexpr size_t kLagSamplesMax = 4096;  // 60 s of 100 ms polls fits with room to spare
+  while (!lag_samples_.empty() &&
+         (now - lag_samples_.front().first > kLagWindowNs || lag_samples_.size() > kLagSamplesMax))
+    lag_samples_.pop_front();
 }
 
 namespace {
@@ -473,7 +480,8 @@ void Agent::WriteStatus(bool force) {
   status_written_ns_ = now;
 
   uint64_t lag_ms = lag_pending_.empty() ? 0 : (now - lag_pending_.front().second) / 1000000;
-  std::vector<uint64_t> sorted(lag_samples_ms_.begin(), lag_samples_ms_.end());
+  std::vector<uint64_t> sorted;
+  for (const auto& [when, ms] : lag_samples_) sorted.push_back(ms);
   std::sort(sorted.begin(), sorted.end());
   auto pct = [&](double q) -> uint64_t {
     return sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()))];
@@ -510,6 +518,7 @@ void Agent::WriteStatus(bool force) {
   j += "  \"lag_ms_p50\": " + std::to_string(pct(0.50)) + ",\n";
   j += "  \"lag_ms_p99\": " + std::to_string(pct(0.99)) + ",\n";
   j += "  \"backlog_bytes\": " + std::to_string(backlog) + ",\n";
+  j += "  \"wire_bytes\": " + std::to_string(wire_bytes_total_ + summary_.bytes_wire) + ",\n";
   j += "  \"write_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(write_rate_bps_)) + ",\n";
   j += "  \"ship_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(ship_rate_bps_)) + ",\n";
   j += "  \"volumes\": [";
@@ -645,6 +654,7 @@ Status Agent::RunContinuous(const Signals& sig) {
   constexpr uint64_t kBackoffMaxMs = 30000;
   std::mt19937_64 rng(NowUtcNs());
   while (!*sig.term) {
+    wire_bytes_total_ += summary_.bytes_wire;  // the previous session's, before its summary goes
     summary_ = SyncSummary{};
     summary_.tracker = tracker_note_;
     uint64_t acked_before = last_acked_point_;

@@ -120,11 +120,12 @@ class Agent {
   std::deque<std::pair<uint64_t, uint64_t>> unacked_;  // (seq, frame bytes)
   uint64_t unacked_bytes_ = 0;
   uint64_t acked_bytes_total_ = 0;
+  uint64_t wire_bytes_total_ = 0;  // frame bytes of sessions before the current one
 
   // Lag: each batch of blocks taken from the tracker holds writes made since the previous take;
   // once the staging acknowledges the batch's last record, its age is one lag sample.
   std::deque<std::pair<uint64_t, uint64_t>> lag_pending_;  // (last seq of batch, previous take ns)
-  std::deque<uint64_t> lag_samples_ms_;                    // the most recent samples
+  std::deque<std::pair<uint64_t, uint64_t>> lag_samples_;  // (when, lag ms), the last 60 s
   uint64_t last_take_ns_ = 0;
   AgentState state_ = AgentState::kDisconnected;
   std::string state_reason_;

@@ -14,25 +14,26 @@ echo "--once: ${wire_mib} MiB in ${secs} s = ${rate} MB/s (limit 20M)"
 awk -v s="$secs" 'BEGIN { exit !(s >= 10) }' || fail "the transfer took ${secs} s, too short to judge"
 awk -v r="$rate" 'BEGIN { exit !(r >= 18 && r <= 22) }' || fail "rate ${rate} MB/s outside 18-22"
 
-# Live change: a continuous agent starts at 10M, is raised to 40M while it runs.
+# Live change: a continuous agent starts at 5M and is raised to 15M while it runs (rates that a
+# sanitizer build on two cores sustains too).
 STATE=$WORK/state
-head -c 320M /dev/urandom >"$WORK/vol2.img"
+head -c 160M /dev/urandom >"$WORK/vol2.img"
 "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id bw1 --key "$KEYS/data-bw1.key" \
-  --volume "$WORK/vol2.img" --state-dir "$STATE" --bandwidth-limit 10M --point-interval 1h 2>"$WORK/agent.log" &
+  --volume "$WORK/vol2.img" --state-dir "$STATE" --bandwidth-limit 5M --point-interval 1h 2>"$WORK/agent.log" &
 APID=$!
 shipped() { grep -o '"shipped_bytes": [0-9]*' "$STATE/status.json" | awk '{print $2}'; }
 sleep 2.5
 a=$(shipped); sleep 4; b=$(shipped)
 slow=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", (b - a) / 4 / 1e6 }')
-"$BIN/blockrep-agent" set-bandwidth --state-dir "$STATE" 40M >/dev/null || fail "set-bandwidth failed"
+"$BIN/blockrep-agent" set-bandwidth --state-dir "$STATE" 15M >/dev/null || fail "set-bandwidth failed"
 sleep 1.5
 c=$(shipped); sleep 3; d=$(shipped)
 fast=$(awk -v c="$c" -v d="$d" 'BEGIN { printf "%.1f", (d - c) / 3 / 1e6 }')
 kill -TERM "$APID"
 wait "$APID" || fail "agent did not exit 0 on SIGTERM"
-echo "live: ${slow} MB/s at 10M, ${fast} MB/s after set-bandwidth 40M"
-awk -v r="$slow" 'BEGIN { exit !(r >= 8.5 && r <= 11.5) }' || fail "${slow} MB/s at a 10M limit"
-awk -v r="$fast" 'BEGIN { exit !(r >= 34 && r <= 46) }' || fail "${fast} MB/s after raising the limit to 40M"
-grep -q "bandwidth limit now 40000000" "$WORK/agent.log" || fail "the agent did not log the new limit"
+echo "live: ${slow} MB/s at 5M, ${fast} MB/s after set-bandwidth 15M"
+awk -v r="$slow" 'BEGIN { exit !(r >= 4.25 && r <= 5.75) }' || fail "${slow} MB/s at a 5M limit"
+awk -v r="$fast" 'BEGIN { exit !(r >= 12.75 && r <= 17.25) }' || fail "${fast} MB/s after raising the limit to 15M"
+grep -q "bandwidth limit now 15000000" "$WORK/agent.log" || fail "the agent did not log the new limit"
 stop_staging
-pass "bandwidth: ${rate} MB/s at 20M over ${secs} s; live change 10M -> 40M took effect"
+pass "bandwidth: ${rate} MB/s at 20M over ${secs} s; live change 5M -> 15M took effect"

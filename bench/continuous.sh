@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Continuous-replication figures (issue 3g), on a 4 GiB ext4 volume on a loop device, agent and
+# staging on this machine over TLS:
+#   - time to ship a 1 % change (40 MiB) as an incremental point, eBPF tracker
+#   - lag p50/p99 under fio 4 KiB random writes at 20 MB/s (BENCH_SECONDS, default 60)
+#   - bytes sent on the wire / bytes written by fio
+# Needs root. Usage: sudo bench/continuous.sh   (BENCH_SECONDS=20 for a quick run)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+[[ $(id -u) -eq 0 ]] || { echo "bench/continuous.sh: needs root (loop devices, eBPF)" >&2; exit 1; }
+"$root/scripts/setup.sh"
+"$root/scripts/build.sh" "$root/build" >/dev/null
+BIN=$root/build/bin
+SECONDS_FIO=${BENCH_SECONDS:-60}
+W=$(mktemp -d /tmp/blockrep-bench.XXXXXX)
+ID=bench$$
+SPID= APID= DEV=
+cleanup() {
+  [[ -n $APID ]] && kill "$APID" 2>/dev/null || true
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  umount "$W/mnt" 2>/dev/null || true
+  [[ -n $DEV ]] && losetup -d "$DEV" 2>/dev/null || true
+  rm -rf "/sys/fs/bpf/blockrep/$ID" "$W"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+
+"$BIN/blockrep-keygen" --out "$W/keys" --server-id "$ID" >/dev/null
+truncate -s 4G "$W/disk.img"
+DEV=$(losetup --find --show "$W/disk.img")
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$DEV"
+mkdir "$W/mnt"
+mount "$DEV" "$W/mnt"
+head -c 512M /dev/urandom >"$W/mnt/base.bin"
+sync
+"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
+  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" 2>"$W/staging.log" &
+SPID=$!
+for _ in $(seq 1 100); do
+  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+AGENT=("$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$ID" --key "$W/keys/data-$ID.key"
+       --volume "$DEV" --tracker ebpf)
+
+t0=$(now); "${AGENT[@]}" --once >"$W/full.out" 2>/dev/null; t1=$(now)
+full_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+
+head -c 40M /dev/urandom >"$W/mnt/change.bin"
+sync
+t0=$(now); "${AGENT[@]}" --once >"$W/incr.out" 2>/dev/null; t1=$(now)
+incr_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+incr_read=$(awk '/^  read/ {print $2}' "$W/incr.out")
+
+# fio lays its file out first (a 1 GiB sequential burst): do that before measuring.
+fio --name=lag --filename="$W/mnt/fio.dat" --size=1G --create_only=1 >/dev/null
+sync
+STATE=$W/state
+"${AGENT[@]}" --state-dir "$STATE" --point-interval 10m 2>"$W/agent.log" &
+APID=$!
+for _ in $(seq 1 100); do grep -q '"state": "CONTINUOUS"' "$STATE/status.json" 2>/dev/null && break; sleep 0.1; done
+field() { grep "\"$1\":" "$STATE/status.json" | sed 's/.*: *\([0-9]*\).*/\1/'; }
+for _ in $(seq 1 600); do [[ $(field backlog_bytes) == 0 ]] && break; sleep 0.1; done  # caught up
+# Restart the agent (the pinned tracker keeps state), so its lag samples cover only the fio run.
+kill -TERM "$APID"; wait "$APID" || true
+"${AGENT[@]}" --state-dir "$STATE" --point-interval 10m 2>>"$W/agent.log" &
+APID=$!
+sleep 1
+wire0=$(field wire_bytes)
+fio --name=lag --filename="$W/mnt/fio.dat" --size=1G --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+  --iodepth=8 --rate=20m --runtime="$SECONDS_FIO" --time_based --output-format=json --output="$W/fio.json" >/dev/null
+sleep 2  # let the last writes be acknowledged
+wire1=$(field wire_bytes)
+p50=$(field lag_ms_p50)
+p99=$(field lag_ms_p99)
+kill -TERM "$APID"; wait "$APID" || true; APID=
+# The write section's io_bytes (the first io_bytes in fio's JSON is the read side).
+written=$(awk '/"write" : \{/ {w = 1} w && /"io_bytes"/ {gsub(/[^0-9]/, ""); print; exit}' "$W/fio.json")
+ratio=$(awk -v s="$((wire1 - wire0))" -v w="$written" 'BEGIN { printf "%.2f", s / w }')
+mb_w=$(awk -v w="$written" -v t="$SECONDS_FIO" 'BEGIN { printf "%.1f", w / t / 1e6 }')
+
+printf '\n%-58s %12s %10s\n' "figure (4 GiB ext4 volume, loop device, TLS on 127.0.0.1)" "blockrep" "target"
+printf '%-58s %12s %10s\n' "full sync, --once (512 MiB of data)" "${full_s} s" "-"
+printf '%-58s %12s %10s\n' "ship a 1 % change (40 MiB), eBPF tracker" "${incr_s} s" "-"
+printf '%-58s %12s %10s\n' "  MiB read for it" "${incr_read}" "-"
+printf '%-58s %12s %10s\n' "ship a 1 % change, scan tracker" "n/a" "(not built)"
+printf '%-58s %12s %10s\n' "lag p50 under fio 4 KiB randwrite at ${mb_w} MB/s, ${SECONDS_FIO} s" "${p50} ms" "-"
+printf '%-58s %12s %10s\n' "lag p99, same run" "${p99} ms" "< 1000 ms"
+printf '%-58s %12s %10s\n' "bytes sent / bytes written, same run" "${ratio}" "<= 1.5"
