@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/build.sh" "$root/build" >/dev/null
 BIN=$root/build/bin
 SECONDS_FIO=${BENCH_SECONDS:-60}
-W=$(mktemp -d /tmp/blockrep-bench.XXXXXX)
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-bench.XXXXXX")
 ID=bench$$
 SPID= APID= DEV=
 cleanup() {

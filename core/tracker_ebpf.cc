@@ -310,6 +310,26 @@ std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
   return runs;
 }
 
+std::vector<Extent> EbpfTracker::InflightRuns(size_t v) const {
+  const Impl& im = *impl_;
+  const uint64_t base = im.word_base[v];
+  const uint64_t words = WordsFor(im.vols[v]);
+  const uint64_t volume_bytes = im.vols[v].nr_sectors * 512;
+  std::vector<Extent> runs;
+  for (uint64_t w = 0; w < words; ++w) {
+    uint64_t bits = im.inflight[base + w];
+    for (int b = 0; bits != 0 && b < 64; ++b) {
+      if (!((bits >> b) & 1)) continue;
+      uint64_t off = (w * 64 + static_cast<uint64_t>(b)) * kTrackBlockBytes;
+      if (off >= volume_bytes) break;
+      uint64_t len = std::min(kTrackBlockBytes, volume_bytes - off);
+      if (!runs.empty() && runs.back().offset + runs.back().length == off) runs.back().length += len;
+      else runs.push_back({off, len});
+    }
+  }
+  return runs;
+}
+
 void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
   for (uint64_t i = 0; i < im.total_words; ++i) {

@@ -51,6 +51,7 @@ struct Options {
 struct SyncSummary {
   uint64_t point_id = 0;
   uint64_t base_point = 0;        // 0: full point
+  bool resumed = false;           // continued an interrupted point the staging kept
   std::string tracker;            // which tracker ran, and why a full read happened if one did
   std::string mode_reason;
   uint64_t bytes_read = 0;
@@ -82,6 +83,8 @@ class Agent {
   // One connection: points until `once` is satisfied or SIGTERM. Ok means a clean finish.
   Status Session(const Signals& sig, bool once);
   Status StartPoint(uint64_t last_point);
+  // True (and `work_` filled) when the staging's interrupted point can be continued.
+  bool PlanResume(uint64_t last_point);
   // Appends newly dirty blocks to the work of the open point; false when there were none.
   bool PollTracker(bool with_inflight);
   // Token bucket on produced wire bytes: how long until another read may start (0: now).
@@ -111,6 +114,7 @@ class Agent {
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;
+  std::vector<wire::ExtentRef> pending_extents_;  // durable extents of the staging's interrupted point
   std::optional<Status> peer_error_;
   uint64_t point_id_ = 0;
   uint64_t point_time_ns_ = 0;

@@ -185,7 +185,10 @@ int main(int argc, char** argv) {
   const agent::SyncSummary& s = *sum;
   double mib = 1024.0 * 1024.0;
   std::printf("point %llu acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id));
-  if (s.base_point != 0)
+  if (s.resumed)
+    std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
+                s.mode_reason.c_str());
+  else if (s.base_point != 0)
     std::printf("  kind        incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
                 s.mode_reason.c_str());
   else

@@ -45,6 +45,8 @@ struct Server::Session {
   // The point being received.
   std::optional<wire::BeginPoint> point;
   std::vector<store::NewExtent> extents;  // arrival order
+  std::vector<uint64_t> extent_seqs;       // seq of each extent; 0: durable from an earlier session
+  uint64_t session_records = 0;            // records of the open point received in this session
   uint64_t point_bytes = 0;
   uint64_t next_seq = 1;
   std::optional<wire::EndPoint> end;
@@ -204,6 +206,7 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
         Close(s);
       }
       if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
+        KeepInterruptedPoint(s);
         if (s.server != nullptr && s.server->active) s.server->active = false;
         it = sessions_.erase(it);
       } else {
@@ -252,6 +255,7 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
   switch (f.type) {
     case MsgType::kHello: return OnHello(s, f.payload);
     case MsgType::kBeginPoint: return OnBeginPoint(s, f.payload);
+    case MsgType::kResumePoint: return OnResumePoint(s, f.payload);
     case MsgType::kRecord: return OnRecord(s, f.payload);
     case MsgType::kEndPoint: return OnEndPoint(s, f.payload);
     default:
@@ -286,13 +290,31 @@ void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
 
 void Server::Close(Session& s) {
   if (s.ch->closing()) return;
-  if (s.point) {
-    Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): point " +
-                   std::to_string(s.point->point_id) + " incomplete; discarded (never visible)");
-  }
-  s.point.reset();
+  // An open point is kept until the session's last commit has completed: then we know which of
+  // its records are durable (KeepInterruptedPoint).
   s.end.reset();
   s.ch->Shutdown();
+}
+
+void Server::KeepInterruptedPoint(Session& s) {
+  if (!s.point || s.failed || s.server == nullptr) return;
+  PendingPoint p;
+  p.begin = *s.point;
+  constexpr size_t kPendingExtentsMax = 4u << 20;  // beyond this, resending is cheaper than listing
+  for (size_t i = 0; i < s.extents.size(); ++i) {
+    if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
+    p.extents.push_back(s.extents[i]);
+    p.bytes += s.extents[i].entry.record_bytes;
+  }
+  std::string what = "server '" + s.server_id + "': point " + std::to_string(p.begin.point_id) + " interrupted";
+  if (p.extents.empty() || p.extents.size() > kPendingExtentsMax) {
+    Log(kProg, what + "; nothing kept (never visible)");
+  } else {
+    Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" +
+                   std::to_string(p.bytes) + " bytes) kept for the agent to resume");
+    s.server->pending = std::move(p);
+  }
+  s.point.reset();
 }
 
 Status Server::OnHello(Session& s, ByteSpan payload) {
@@ -349,7 +371,23 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
                  s.peer + " (last point " + std::to_string(st.store->manifest().last_point_id()) + ")");
   wire::HelloOk ok;
   ok.last_point_id = st.store->manifest().last_point_id();
+  if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
+    ok.pending_point_id = st.pending->begin.point_id;
+    ok.pending_base_point = st.pending->begin.base_point;
+    ok.pending_extent_count = st.pending->extents.size();
+  } else {
+    st.pending.reset();
+  }
   SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
+  if (ok.pending_extent_count != 0) {
+    const auto& xs = st.pending->extents;
+    for (size_t i = 0; i < xs.size(); i += wire::kMaxExtentsPerFrame) {
+      wire::PendingExtents m;
+      for (size_t j = i; j < std::min(xs.size(), i + wire::kMaxExtentsPerFrame); ++j)
+        m.extents.push_back({xs[j].entry.volume, xs[j].entry.offset, xs[j].entry.length});
+      SendFrame(s, wire::MsgType::kPendingExtents, m.Encode());
+    }
+  }
   return Status::Ok();
 }
 
@@ -370,9 +408,33 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
                          std::to_string(expected - 1) + " (the agent must rescan)"));
     return Status::Ok();
   }
+  if (s.server->pending) {
+    Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
+                   " afresh; the interrupted one is dropped");
+    s.server->pending.reset();
+  }
   s.point = std::move(b);
   s.extents.clear();
+  s.extent_seqs.clear();
+  s.session_records = 0;
   s.point_bytes = 0;
+  return Status::Ok();
+}
+
+Status Server::OnResumePoint(Session& s, ByteSpan payload) {
+  if (s.point) return ProtocolError("RESUME_POINT while a point is open");
+  BR_ASSIGN_OR_RETURN(wire::ResumePoint m, wire::ResumePoint::Decode(payload));
+  PendingPoint* p = s.server->pending ? &*s.server->pending : nullptr;
+  if (p == nullptr || p->begin.point_id != m.point_id)
+    return ProtocolError("RESUME_POINT " + std::to_string(m.point_id) + " names no interrupted point");
+  s.point = p->begin;
+  s.extents = std::move(p->extents);
+  s.extent_seqs.assign(s.extents.size(), 0);
+  s.session_records = 0;
+  s.point_bytes = p->bytes;
+  s.server->pending.reset();
+  Log(kProg, "server '" + s.server_id + "': point " + std::to_string(m.point_id) + " resumed with " +
+                 std::to_string(s.extents.size()) + " durable records");
   return Status::Ok();
 }
 
@@ -391,6 +453,7 @@ Status Server::OpenPack(Session& s) {
 
 Status Server::OnRecord(Session& s, ByteSpan payload) {
   if (!s.point || s.end) return ProtocolError("RECORD outside a point");
+  if (s.session_records >= (64u << 20)) return ProtocolError("more than 64 Mi records in one point");
   BR_ASSIGN_OR_RETURN(wire::RecordMsg m, wire::RecordMsg::Decode(payload));
   if (m.seq != s.next_seq)
     return ProtocolError("RECORD sequence " + std::to_string(m.seq) + ", expected " +
@@ -416,6 +479,8 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   e.pack_offset = s.pack_end + s.batch.size();
   e.checksum = Checksum64(m.record);
   s.extents.push_back(x);
+  s.extent_seqs.push_back(m.seq);
+  ++s.session_records;
   s.point_bytes += m.record.size();
   s.batch.insert(s.batch.end(), m.record.begin(), m.record.end());
   s.batch_last_seq = m.seq;
@@ -427,9 +492,9 @@ Status Server::OnEndPoint(Session& s, ByteSpan payload) {
   if (!s.point || s.end) return ProtocolError("END_POINT outside a point");
   BR_ASSIGN_OR_RETURN(wire::EndPoint e, wire::EndPoint::Decode(payload));
   if (e.point_id != s.point->point_id) return ProtocolError("END_POINT names another point");
-  if (e.last_seq != s.next_seq - 1 || e.record_count != s.extents.size())
+  if (e.last_seq != s.next_seq - 1 || e.record_count != s.session_records)
     return ProtocolError("END_POINT says " + std::to_string(e.record_count) + " records up to sequence " +
-                         std::to_string(e.last_seq) + ", but " + std::to_string(s.extents.size()) +
+                         std::to_string(e.last_seq) + ", but " + std::to_string(s.session_records) +
                          " arrived up to " + std::to_string(s.next_seq - 1));
   s.end = e;
   return MaybeCommitPoint(s);
@@ -518,6 +583,8 @@ Status Server::MaybeCommitPoint(Session& s) {
   s.point.reset();
   s.end.reset();
   s.extents.clear();
+  s.extent_seqs.clear();
+  s.session_records = 0;
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
   return Status::Ok();
 }

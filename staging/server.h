@@ -36,9 +36,18 @@ class Server {
   uint16_t bound_port() const { return bound_port_; }
 
  private:
+  // The durable part of a point whose session ended before END_POINT: its records are in a
+  // pack, fsync'd and acknowledged. Kept (in memory) so the agent can resume the point instead
+  // of sending them again. A staging restart forgets it; the agent then sends the point anew.
+  struct PendingPoint {
+    wire::BeginPoint begin;
+    std::vector<store::NewExtent> extents;
+    uint64_t bytes = 0;
+  };
   struct ServerState {
     std::unique_ptr<store::ServerStore> store;
     bool active = false;
+    std::optional<PendingPoint> pending;
   };
   struct Session;
 
@@ -50,6 +59,8 @@ class Server {
   Status HandleFrame(Session& s, const wire::Frame& f);
   Status OnHello(Session& s, ByteSpan payload);
   Status OnBeginPoint(Session& s, ByteSpan payload);
+  Status OnResumePoint(Session& s, ByteSpan payload);
+  void KeepInterruptedPoint(Session& s);
   Status OnRecord(Session& s, ByteSpan payload);
   Status OnEndPoint(Session& s, ByteSpan payload);
   Status OpenPack(Session& s);

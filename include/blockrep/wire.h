@@ -17,7 +17,7 @@
 
 namespace blockrep::wire {
 
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kFrameHeaderSize = 8;
 inline constexpr uint32_t kMaxFramePayload =
     8 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize;  // a RECORD is the largest frame
@@ -35,6 +35,8 @@ enum class MsgType : uint16_t {
   kEndPoint = 6,
   kAck = 7,
   kPointAck = 8,
+  kPendingExtents = 9,  // v2: the durable extents of an interrupted point
+  kResumePoint = 10,    // v2: the agent continues that point
 };
 
 enum class ErrorCode : uint16_t {
@@ -72,8 +74,33 @@ struct Hello {
 struct HelloOk {
   uint16_t version = kVersion;
   uint64_t last_point_id = 0;  // newest committed point of this server, 0 if none
+  // An interrupted point whose records up to some sequence are durable (0: none). Its extents
+  // follow in PENDING_EXTENTS frames, `pending_extent_count` in all.
+  uint64_t pending_point_id = 0;
+  uint64_t pending_base_point = 0;
+  uint64_t pending_extent_count = 0;
   Bytes Encode() const;
   static Result<HelloOk> Decode(ByteSpan p);
+};
+
+struct ExtentRef {
+  uint16_t volume = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+};
+
+inline constexpr uint32_t kMaxExtentsPerFrame = 65536;
+
+struct PendingExtents {
+  std::vector<ExtentRef> extents;  // at most kMaxExtentsPerFrame
+  Bytes Encode() const;
+  static Result<PendingExtents> Decode(ByteSpan p);
+};
+
+struct ResumePoint {
+  uint64_t point_id = 0;
+  Bytes Encode() const;
+  static Result<ResumePoint> Decode(ByteSpan p);
 };
 
 struct ErrorMsg {
@@ -103,7 +130,7 @@ struct RecordMsg {
 struct EndPoint {
   uint64_t point_id = 0;
   uint64_t last_seq = 0;
-  uint64_t record_count = 0;
+  uint64_t record_count = 0;  // records of this point sent in this session
   Bytes Encode() const;
   static Result<EndPoint> Decode(ByteSpan p);
 };

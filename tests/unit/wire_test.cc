@@ -76,6 +76,32 @@ TEST(Wire, VolumeCountIsBounded) {
   EXPECT_FALSE(BeginPoint::Decode(b.Encode()).ok());
 }
 
+// v2 resume messages round-trip; counts that cannot fit their frame are refused.
+TEST(Wire, PendingExtentsAndResume) {
+  PendingExtents m;
+  m.extents = {{0, 4096, 65536}, {2, 1 << 30, 4096}};
+  auto back = PendingExtents::Decode(m.Encode());
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->extents.size(), 2u);
+  EXPECT_EQ(back->extents[1].volume, 2);
+  EXPECT_EQ(back->extents[1].offset, 1u << 30);
+  Bytes lie;
+  ByteWriter(&lie).U32(1000);  // announces 1000 extents, carries none
+  EXPECT_EQ(PendingExtents::Decode(lie).status().code(), Code::kProtocol);
+  EXPECT_EQ(ResumePoint::Decode(ResumePoint{7}.Encode())->point_id, 7u);
+}
+
+// A pending point must be the one after the chain's last.
+TEST(Wire, HelloOkPendingMustFollowChain) {
+  HelloOk h;
+  h.last_point_id = 5;
+  h.pending_point_id = 6;
+  h.pending_base_point = 5;
+  EXPECT_TRUE(HelloOk::Decode(h.Encode()).ok());
+  h.pending_point_id = 9;
+  EXPECT_EQ(HelloOk::Decode(h.Encode()).status().code(), Code::kProtocol);
+}
+
 // Server-ids become directory names: anything that could escape is refused.
 TEST(Wire, ServerIdValidation) {
   EXPECT_TRUE(ValidateServerId("web1").ok());
