@@ -90,19 +90,22 @@ struct EbpfTracker::Impl {
   std::vector<TrackedVolume> vols;
   std::vector<uint64_t> word_base;
   uint64_t total_words = 0;
-  int fd_dirty = -1, fd_inflight = -1, fd_meta = -1, fd_volumes = -1, fd_stats = -1;
+  int fd_dirty = -1, fd_inflight = -1, fd_undurable = -1, fd_meta = -1, fd_volumes = -1, fd_stats = -1;
   uint64_t* dirty = nullptr;
   uint64_t* inflight = nullptr;
+  uint64_t* undurable = nullptr;
+  std::vector<uint64_t> undurable_touched;  // words set in `undurable` since it was last cleared
   size_t map_bytes = 0;
   dirty_tracker* skel = nullptr;
 
   ~Impl() {
     if (dirty != nullptr) munmap(dirty, map_bytes);
     if (inflight != nullptr) munmap(inflight, map_bytes);
+    if (undurable != nullptr) munmap(undurable, map_bytes);
     if (skel != nullptr) {
       dirty_tracker__destroy(skel);  // the pinned link and maps live on
     } else {
-      for (int fd : {fd_dirty, fd_inflight, fd_meta, fd_volumes, fd_stats})
+      for (int fd : {fd_dirty, fd_inflight, fd_undurable, fd_meta, fd_volumes, fd_stats})
         if (fd >= 0) close(fd);
     }
   }
@@ -116,6 +119,9 @@ struct EbpfTracker::Impl {
     void* f = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_inflight, 0);
     if (f == MAP_FAILED) return ErrnoStatus("mmap the inflight bitmap", errno);
     inflight = static_cast<uint64_t*>(f);
+    void* u = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_undurable, 0);
+    if (u == MAP_FAILED) return ErrnoStatus("mmap the undurable bitmap", errno);
+    undurable = static_cast<uint64_t*>(u);
     return Status::Ok();
   }
 
@@ -138,9 +144,11 @@ struct EbpfTracker::Impl {
     fd_meta = bpf_obj_get((dir + "/meta").c_str());
     fd_dirty = bpf_obj_get((dir + "/dirty").c_str());
     fd_inflight = bpf_obj_get((dir + "/inflight").c_str());
+    fd_undurable = bpf_obj_get((dir + "/undurable").c_str());
     fd_volumes = bpf_obj_get((dir + "/volumes").c_str());
     fd_stats = bpf_obj_get((dir + "/stats").c_str());
-    if (fd_meta < 0 || fd_dirty < 0 || fd_inflight < 0 || fd_volumes < 0 || fd_stats < 0) return false;
+    if (fd_meta < 0 || fd_dirty < 0 || fd_inflight < 0 || fd_undurable < 0 || fd_volumes < 0 || fd_stats < 0)
+      return false;
     Meta m{};
     uint32_t key = 0;
     if (bpf_map_lookup_elem(fd_meta, &key, &m) != 0) return false;
@@ -149,14 +157,18 @@ struct EbpfTracker::Impl {
     bpf_map_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd_dirty, &info, &len) != 0 || info.max_entries != total_words) return false;
-    return MapBitmaps().ok();
+    if (!MapBitmaps().ok()) return false;
+    for (uint64_t w = 0; w < total_words; ++w)
+      if (undurable[w] != 0) undurable_touched.push_back(w);  // from before the restart
+    return true;
   }
 
   void CloseAll() {
     if (dirty != nullptr) munmap(dirty, map_bytes);
     if (inflight != nullptr) munmap(inflight, map_bytes);
-    dirty = inflight = nullptr;
-    for (int* fd : {&fd_dirty, &fd_inflight, &fd_meta, &fd_volumes, &fd_stats}) {
+    if (undurable != nullptr) munmap(undurable, map_bytes);
+    dirty = inflight = undurable = nullptr;
+    for (int* fd : {&fd_dirty, &fd_inflight, &fd_undurable, &fd_meta, &fd_volumes, &fd_stats}) {
       if (*fd >= 0) close(*fd);
       *fd = -1;
     }
@@ -167,10 +179,12 @@ struct EbpfTracker::Impl {
     if (skel == nullptr) return LibbpfError("open the BPF tracker", errno);
     bpf_map__set_max_entries(skel->maps.dirty, static_cast<uint32_t>(total_words));
     bpf_map__set_max_entries(skel->maps.inflight, static_cast<uint32_t>(total_words));
+    bpf_map__set_max_entries(skel->maps.undurable, static_cast<uint32_t>(total_words));
     int err = dirty_tracker__load(skel);
     if (err != 0) return LibbpfError("load the BPF tracker (kernel without BPF or BTF?)", err);
     fd_dirty = bpf_map__fd(skel->maps.dirty);
     fd_inflight = bpf_map__fd(skel->maps.inflight);
+    fd_undurable = bpf_map__fd(skel->maps.undurable);
     fd_meta = bpf_map__fd(skel->maps.meta);
     fd_volumes = bpf_map__fd(skel->maps.volumes);
     fd_stats = bpf_map__fd(skel->maps.stats);
@@ -192,7 +206,7 @@ struct EbpfTracker::Impl {
     if (err != 0) return LibbpfError("pin the tracker link in " + dir, err);
     // From here the pin keeps the program attached; our exit must not detach it.
     bpf_link__disconnect(link);
-    for (auto [map, name] : {std::pair{skel->maps.dirty, "dirty"}, {skel->maps.inflight, "inflight"},
+    for (auto [map, name] : {std::pair{skel->maps.dirty, "dirty"}, {skel->maps.inflight, "inflight"}, {skel->maps.undurable, "undurable"},
                              {skel->maps.meta, "meta"}, {skel->maps.volumes, "volumes"},
                              {skel->maps.stats, "stats"}}) {
       err = bpf_map__pin(map, (dir + "/" + name).c_str());
@@ -284,9 +298,14 @@ std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
   for (uint64_t w = 0; w < words; ++w) {
     uint64_t* word = &im.dirty[base + w];
     uint64_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    // Copy to inflight first, then clear only what we copied: a bit is never in neither map.
+    // Copy to inflight (and undurable) first, then clear only what we copied: a bit is never in
+    // neither map.
     while (seen != 0) {
       im.inflight[base + w] |= seen;
+      if ((im.undurable[base + w] | seen) != im.undurable[base + w]) {
+        if (im.undurable[base + w] == 0) im.undurable_touched.push_back(base + w);
+        im.undurable[base + w] |= seen;
+      }
       if (__atomic_compare_exchange_n(word, &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
     }
     uint64_t bits = with_inflight ? im.inflight[base + w] : seen;
@@ -310,14 +329,14 @@ std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
   return runs;
 }
 
-std::vector<Extent> EbpfTracker::InflightRuns(size_t v) const {
+std::vector<Extent> EbpfTracker::UndurableRuns(size_t v) const {
   const Impl& im = *impl_;
   const uint64_t base = im.word_base[v];
   const uint64_t words = WordsFor(im.vols[v]);
   const uint64_t volume_bytes = im.vols[v].nr_sectors * 512;
   std::vector<Extent> runs;
   for (uint64_t w = 0; w < words; ++w) {
-    uint64_t bits = im.inflight[base + w];
+    uint64_t bits = im.undurable[base + w];
     for (int b = 0; bits != 0 && b < 64; ++b) {
       if (!((bits >> b) & 1)) continue;
       uint64_t off = (w * 64 + static_cast<uint64_t>(b)) * kTrackBlockBytes;
@@ -330,12 +349,20 @@ std::vector<Extent> EbpfTracker::InflightRuns(size_t v) const {
   return runs;
 }
 
+void EbpfTracker::MarkCaughtUp() {
+  Impl& im = *impl_;
+  for (uint64_t w : im.undurable_touched) im.undurable[w] = 0;
+  im.undurable_touched.clear();
+}
+
 void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
   for (uint64_t i = 0; i < im.total_words; ++i) {
     __atomic_store_n(&im.dirty[i], 0, __ATOMIC_RELEASE);
     im.inflight[i] = 0;
+    im.undurable[i] = 0;
   }
+  im.undurable_touched.clear();
   for (size_t v = 0; v < im.vols.size(); ++v) {
     VolumeSlot slot{im.word_base[v], im.vols[v].start_sector, im.vols[v].nr_sectors, 0};
     bpf_map_update_elem(im.fd_volumes, &im.vols[v].kernel_dev, &slot, BPF_EXIST);
@@ -345,6 +372,8 @@ void EbpfTracker::ClearDirty() {
 void EbpfTracker::MarkSynced(uint64_t point_id) {
   Impl& im = *impl_;
   std::memset(im.inflight, 0, im.total_words * 8);
+  std::memset(im.undurable, 0, im.total_words * 8);  // every record of the point is durable
+  im.undurable_touched.clear();
   Meta m = im.ExpectedMeta(point_id);
   uint32_t key = 0;
   bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
@@ -361,7 +390,7 @@ std::pair<uint64_t, uint64_t> EbpfTracker::Stats() const {
 Status EbpfTracker::Unpin(const std::string& server_id) {
   std::string dir = PinDir(server_id);
   if (!PathExists(dir)) return Status::Ok();
-  for (const char* name : {"link", "dirty", "inflight", "meta", "volumes", "stats"}) {
+  for (const char* name : {"link", "dirty", "inflight", "undurable", "meta", "volumes", "stats"}) {
     std::string p = dir + "/" + name;
     if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove pin " + p, errno);
   }

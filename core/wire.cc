@@ -79,7 +79,6 @@ Bytes HelloOk::Encode() const {
   w.U64(last_point_id);
   w.U64(pending_point_id);
   w.U64(pending_base_point);
-  w.U64(pending_extent_count);
   return b;
 }
 
@@ -90,39 +89,10 @@ Result<HelloOk> HelloOk::Decode(ByteSpan p) {
   h.last_point_id = r.U64();
   h.pending_point_id = r.U64();
   h.pending_base_point = r.U64();
-  h.pending_extent_count = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "HELLO_OK"));
   if (h.pending_point_id != 0 && h.pending_point_id != h.last_point_id + 1)
     return ProtocolError("HELLO_OK names a pending point that does not follow the chain");
   return h;
-}
-
-Bytes PendingExtents::Encode() const {
-  Bytes b;
-  ByteWriter w(&b);
-  w.U32(static_cast<uint32_t>(extents.size()));
-  for (const ExtentRef& e : extents) {
-    w.U16(e.volume);
-    w.U64(e.offset);
-    w.U32(e.length);
-  }
-  return b;
-}
-
-Result<PendingExtents> PendingExtents::Decode(ByteSpan p) {
-  ByteReader r(p);
-  PendingExtents m;
-  uint32_t n = r.U32();
-  if (n > kMaxExtentsPerFrame || n > r.remaining() / 14)
-    return ProtocolError("PENDING_EXTENTS count " + std::to_string(n) + " does not fit the frame");
-  m.extents.resize(n);
-  for (ExtentRef& e : m.extents) {
-    e.volume = r.U16();
-    e.offset = r.U64();
-    e.length = r.U32();
-  }
-  BR_RETURN_IF_ERROR(Finish(r, "PENDING_EXTENTS"));
-  return m;
 }
 
 Bytes ResumePoint::Encode() const {

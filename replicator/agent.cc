@@ -189,13 +189,6 @@ Status Agent::HandleInbox() {
         hello_ok_ = ok;
         break;
       }
-      case wire::MsgType::kPendingExtents: {
-        BR_ASSIGN_OR_RETURN(auto m, wire::PendingExtents::Decode(f.payload));
-        if (!hello_ok_ || pending_extents_.size() + m.extents.size() > hello_ok_->pending_extent_count)
-          return ProtocolError("staging sent more pending extents than it announced");
-        pending_extents_.insert(pending_extents_.end(), m.extents.begin(), m.extents.end());
-        break;
-      }
       case wire::MsgType::kError: {
         BR_ASSIGN_OR_RETURN(auto e, wire::ErrorMsg::Decode(f.payload));
         Code code = e.code == wire::ErrorCode::kStoreFull ? Code::kNoSpace
@@ -289,7 +282,7 @@ Status Agent::Handshake(const Signals& sig) {
   h.server_id = opts_.server_id;
   h.key_id = key_.key_id;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kHello, h.Encode()));
-  while (!hello_ok_ || pending_extents_.size() < hello_ok_->pending_extent_count) {
+  while (!hello_ok_) {
     if (*sig.term) return Unavailable("interrupted");
     Status st = Step(true);
     if (!st.ok()) {
@@ -549,34 +542,14 @@ bool Agent::PlanResume(uint64_t last_point) {
   if (!tracker_ || tracker_->synced_point() == 0 || last_point < tracker_->synced_point()) return false;
   for (size_t v = 0; v < volumes_.size(); ++v)
     if (tracker_->overflowed(v)) return false;
-  // Work = what became dirty since the last take, plus what was taken but is not durable on the
-  // staging. A durable block written again is in the new dirty bits, so it is not lost.
-  std::vector<std::vector<bool>> need(volumes_.size());  // one bit per 4 KiB block
-  for (size_t v = 0; v < volumes_.size(); ++v)
-    need[v].assign((volumes_[v]->size_bytes + kTrackBlockBytes - 1) / kTrackBlockBytes, false);
-  auto mark = [&](size_t v, uint64_t off, uint64_t len, bool value) {
-    // Clearing needs whole blocks; setting takes every block touched.
-    uint64_t first = value ? off / kTrackBlockBytes : (off + kTrackBlockBytes - 1) / kTrackBlockBytes;
-    uint64_t end = value ? (off + len + kTrackBlockBytes - 1) / kTrackBlockBytes : (off + len) / kTrackBlockBytes;
-    if (!value && off + len >= volumes_[v]->size_bytes) end = need[v].size();  // a short last block
-    for (uint64_t b = first; b < end && b < need[v].size(); ++b) need[v][b] = value;
-  };
-  for (size_t v = 0; v < volumes_.size(); ++v)
-    for (const Extent& e : tracker_->InflightRuns(v)) mark(v, e.offset, e.length, true);
-  for (const wire::ExtentRef& e : pending_extents_)
-    if (e.volume < volumes_.size()) mark(e.volume, e.offset, e.length, false);
+  // Work = what became dirty since the last take, plus what was taken but whose latest read is
+  // not known to be durable. The staging keeps the durable records; later records win over them.
   uint64_t found = 0;
   for (size_t v = 0; v < volumes_.size(); ++v) {
-    for (const Extent& e : tracker_->TakeDirty(v, false)) mark(v, e.offset, e.length, true);
-    work_[v].clear();
-    for (uint64_t b = 0; b < need[v].size(); ++b) {
-      if (!need[v][b]) continue;
-      uint64_t off = b * kTrackBlockBytes;
-      uint64_t len = std::min(kTrackBlockBytes, volumes_[v]->size_bytes - off);
-      if (!work_[v].empty() && work_[v].back().offset + work_[v].back().length == off) work_[v].back().length += len;
-      else work_[v].push_back({off, len});
-      found += len;
-    }
+    std::vector<Extent> fresh = tracker_->TakeDirty(v, false);  // also marks them undurable
+    work_[v] = tracker_->UndurableRuns(v);                       // so this is their union
+    (void)fresh;
+    for (const Extent& e : work_[v]) found += e.length;
   }
   full_point_ = false;
   sweeping_ = false;
@@ -584,8 +557,8 @@ bool Agent::PlanResume(uint64_t last_point) {
   cur_offset_ = 0;
   work_bytes_left_ = found;
   last_take_ns_ = MonotonicNs();
-  summary_.mode_reason = "resuming point " + std::to_string(h.pending_point_id) + ": " +
-                         std::to_string(pending_extents_.size()) + " extents already durable on the staging";
+  summary_.mode_reason = "resuming point " + std::to_string(h.pending_point_id) +
+                         ": its durable records are kept on the staging";
   return true;
 }
 
@@ -597,7 +570,6 @@ Status Agent::StartPoint(uint64_t last_point) {
     summary_.base_point = last_point;
     summary_.resumed = true;
     point_time_ns_ = NowUtcNs();
-    pending_extents_.clear();
     hello_ok_->pending_point_id = 0;  // only the first point of a session can resume
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kResumePoint, wire::ResumePoint{point_id_}.Encode()));
     Log(kProg, "server '" + opts_.server_id + "': resuming point " + std::to_string(point_id_) + " (" +
@@ -605,7 +577,6 @@ Status Agent::StartPoint(uint64_t last_point) {
     SetState(AgentState::kContinuous, "");
     return Status::Ok();
   }
-  pending_extents_.clear();
   if (hello_ok_) hello_ok_->pending_point_id = 0;
   PlanPoint(last_point);
   wire::BeginPoint b;
@@ -631,7 +602,6 @@ Status Agent::StartPoint(uint64_t last_point) {
 
 Status Agent::Session(const Signals& sig, bool once) {
   hello_ok_.reset();
-  pending_extents_.clear();
   peer_error_.reset();
   next_seq_ = 1;
   acked_seq_ = 0;
@@ -689,6 +659,10 @@ Status Agent::Session(const Signals& sig, bool once) {
         if (throttle_ns > 0) timeout_ms = std::min<int>(timeout_ms, static_cast<int>(throttle_ns / 1000000) + 1);
       }
       BR_RETURN_IF_ERROR(Step(true, timeout_ms));
+      // Caught up: nothing left to read, every record sent is acknowledged, so the latest read of
+      // every taken block is durable on the staging.
+      if (tracker_ && cur_volume_ >= work_.size() && reads_inflight_ == 0 && unacked_.empty())
+        tracker_->MarkCaughtUp();
       WriteStatus(false);
     }
     last = point_id_;

@@ -114,7 +114,6 @@ class Agent {
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;
-  std::vector<wire::ExtentRef> pending_extents_;  // durable extents of the staging's interrupted point
   std::optional<Status> peer_error_;
   uint64_t point_id_ = 0;
   uint64_t point_time_ns_ = 0;

@@ -300,7 +300,7 @@ void Server::KeepInterruptedPoint(Session& s) {
   if (!s.point || s.failed || s.server == nullptr) return;
   PendingPoint p;
   p.begin = *s.point;
-  constexpr size_t kPendingExtentsMax = 4u << 20;  // beyond this, resending is cheaper than listing
+  constexpr size_t kPendingExtentsMax = 4u << 20;  // a memory bound: beyond it the agent resends
   for (size_t i = 0; i < s.extents.size(); ++i) {
     if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
     p.extents.push_back(s.extents[i]);
@@ -374,20 +374,10 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
     ok.pending_point_id = st.pending->begin.point_id;
     ok.pending_base_point = st.pending->begin.base_point;
-    ok.pending_extent_count = st.pending->extents.size();
   } else {
     st.pending.reset();
   }
   SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
-  if (ok.pending_extent_count != 0) {
-    const auto& xs = st.pending->extents;
-    for (size_t i = 0; i < xs.size(); i += wire::kMaxExtentsPerFrame) {
-      wire::PendingExtents m;
-      for (size_t j = i; j < std::min(xs.size(), i + wire::kMaxExtentsPerFrame); ++j)
-        m.extents.push_back({xs[j].entry.volume, xs[j].entry.offset, xs[j].entry.length});
-      SendFrame(s, wire::MsgType::kPendingExtents, m.Encode());
-    }
-  }
   return Status::Ok();
 }
 

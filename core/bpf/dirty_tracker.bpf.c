@@ -54,6 +54,17 @@ struct {
   __type(value, __u64);
 } inflight SEC(".maps");
 
+// Bits taken whose latest read the staging has not yet made durable. Set with `inflight`; cleared
+// when the agent has caught up (every taken block's latest read acknowledged). After an agent
+// crash, resuming an interrupted point reads `dirty` | `undurable`.
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, 1);  // sized by the loader
+  __type(key, __u32);
+  __type(value, __u64);
+} undurable SEC(".maps");
+
 #define META_VOLUMES_MAX 32
 // What the pinned bitmap describes; the agent checks it before trusting a pin it finds.
 struct tracker_meta {

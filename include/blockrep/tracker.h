@@ -55,9 +55,11 @@ class EbpfTracker {
   // acknowledged are returned too (the start of a point); without, only the newly taken ones (a
   // poll within a point whose earlier blocks are already on their way).
   std::vector<Extent> TakeDirty(size_t v, bool with_inflight = true);
-  // The blocks of volume v that are inflight (taken, not yet in an acknowledged point), without
-  // taking anything.
-  std::vector<Extent> InflightRuns(size_t v) const;
+  // The blocks of volume v that were taken but whose latest read is not known to be durable on
+  // the staging (survives agent crashes), without taking anything.
+  std::vector<Extent> UndurableRuns(size_t v) const;
+  // Everything taken so far has been read, sent and durably acknowledged.
+  void MarkCaughtUp();
   // Before a full read: forgets what is dirty (the read covers it) — bits set from now on count.
   void ClearDirty();
   // The staging durably holds `point_id`: inflight bits are no longer needed.

@@ -35,8 +35,7 @@ enum class MsgType : uint16_t {
   kEndPoint = 6,
   kAck = 7,
   kPointAck = 8,
-  kPendingExtents = 9,  // v2: the durable extents of an interrupted point
-  kResumePoint = 10,    // v2: the agent continues that point
+  kResumePoint = 9,  // v2: the agent continues the staging's interrupted point
 };
 
 enum class ErrorCode : uint16_t {
@@ -74,27 +73,11 @@ struct Hello {
 struct HelloOk {
   uint16_t version = kVersion;
   uint64_t last_point_id = 0;  // newest committed point of this server, 0 if none
-  // An interrupted point whose records up to some sequence are durable (0: none). Its extents
-  // follow in PENDING_EXTENTS frames, `pending_extent_count` in all.
+  // An interrupted point whose durable records the staging kept (0: none).
   uint64_t pending_point_id = 0;
   uint64_t pending_base_point = 0;
-  uint64_t pending_extent_count = 0;
   Bytes Encode() const;
   static Result<HelloOk> Decode(ByteSpan p);
-};
-
-struct ExtentRef {
-  uint16_t volume = 0;
-  uint64_t offset = 0;
-  uint32_t length = 0;
-};
-
-inline constexpr uint32_t kMaxExtentsPerFrame = 65536;
-
-struct PendingExtents {
-  std::vector<ExtentRef> extents;  // at most kMaxExtentsPerFrame
-  Bytes Encode() const;
-  static Result<PendingExtents> Decode(ByteSpan p);
 };
 
 struct ResumePoint {

@@ -141,6 +141,30 @@ TEST_F(TrackerTest, PollReturnsOnlyNewBlocks) {
   EXPECT_EQ(t->TakeDirty(0, true).size(), 2u);  // both still inflight until synced
 }
 
+// Taken blocks stay "undurable" across an agent restart until the agent has caught up.
+TEST_F(TrackerTest, UndurableUntilCaughtUp) {
+  {
+    auto t = OpenTracker();
+    ASSERT_TRUE(t);
+    t->ClearDirty();
+    t->MarkSynced(1);
+    Write(6 << 20, 4096);
+    ASSERT_EQ(t->TakeDirty(0, false).size(), 1u);
+    ASSERT_EQ(t->UndurableRuns(0).size(), 1u);
+    // Killed before the record was acknowledged.
+  }
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  auto still = t->UndurableRuns(0);
+  ASSERT_EQ(still.size(), 1u);
+  EXPECT_EQ(still[0].offset, 6u << 20);
+  t->MarkCaughtUp();
+  EXPECT_TRUE(t->UndurableRuns(0).empty());
+  Write(7 << 20, 4096);
+  ASSERT_EQ(t->TakeDirty(0, false).size(), 1u);
+  EXPECT_EQ(t->UndurableRuns(0).size(), 1u);  // a new take is undurable again
+}
+
 // A removed pin ("reboot") makes the next open start fresh.
 TEST_F(TrackerTest, UnpinStartsFresh) {
   { ASSERT_TRUE(OpenTracker()); }

@@ -76,20 +76,8 @@ TEST(Wire, VolumeCountIsBounded) {
   EXPECT_FALSE(BeginPoint::Decode(b.Encode()).ok());
 }
 
-// v2 resume messages round-trip; counts that cannot fit their frame are refused.
-TEST(Wire, PendingExtentsAndResume) {
-  PendingExtents m;
-  m.extents = {{0, 4096, 65536}, {2, 1 << 30, 4096}};
-  auto back = PendingExtents::Decode(m.Encode());
-  ASSERT_TRUE(back.ok());
-  ASSERT_EQ(back->extents.size(), 2u);
-  EXPECT_EQ(back->extents[1].volume, 2);
-  EXPECT_EQ(back->extents[1].offset, 1u << 30);
-  Bytes lie;
-  ByteWriter(&lie).U32(1000);  // announces 1000 extents, carries none
-  EXPECT_EQ(PendingExtents::Decode(lie).status().code(), Code::kProtocol);
-  EXPECT_EQ(ResumePoint::Decode(ResumePoint{7}.Encode())->point_id, 7u);
-}
+// RESUME_POINT round-trips.
+TEST(Wire, ResumePointRoundTrip) { EXPECT_EQ(ResumePoint::Decode(ResumePoint{7}.Encode())->point_id, 7u); }
 
 // A pending point must be the one after the chain's last.
 TEST(Wire, HelloOkPendingMustFollowChain) {
