@@ -9,13 +9,10 @@ command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.s
 
 ID=cont$$
 make_keys "$ID"
-trap 'rm -rf /sys/fs/bpf/blockrep/'"$ID"'; cleanup' EXIT
-truncate -s 256M "$WORK/disk.img"
-dev=$(loop_attach "$WORK/disk.img")
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dev"
-mkdir "$WORK/mnt"
-mount "$dev" "$WORK/mnt"
-MOUNTS+=("$WORK/mnt")
+PINS+=("$ID")
+ext4_loop 256M
+dev=$DEV
+mount_dev
 start_staging
 
 STATE=$WORK/agent-state

@@ -13,14 +13,12 @@ stop_all() {
   local p
   for p in ${WPID:-} ${FPID:-} ${APID:-}; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
-trap 'stop_all; rm -rf /sys/fs/bpf/blockrep/'"$ID"'; cleanup' EXIT
+trap 'stop_all; cleanup' EXIT
+PINS+=("$ID")
 VOL_MIB=256
-truncate -s ${VOL_MIB}M "$WORK/disk.img"
-dev=$(loop_attach "$WORK/disk.img")
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dev"
-mkdir "$WORK/mnt"
-mount "$dev" "$WORK/mnt"
-MOUNTS+=("$WORK/mnt")
+ext4_loop ${VOL_MIB}M
+dev=$DEV
+mount_dev
 fio --name=w --filename="$WORK/mnt/fio.dat" --size=32M --create_only=1 >/dev/null
 start_staging
 STATE=$WORK/state

@@ -9,11 +9,13 @@ STAGING_PID=
 STAGING_PORT=
 LOOPS=()
 MOUNTS=()
+PINS=()   # server-ids whose eBPF tracker pins the test created
 
 cleanup() {
   local rc=$?
   [[ -n $STAGING_PID ]] && kill -9 "$STAGING_PID" 2>/dev/null || true
   for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || true; done
+  for id in "${PINS[@]}"; do rm -rf "/sys/fs/bpf/blockrep/$id"; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
   if [[ $rc -ne 0 && $rc -ne 77 ]]; then
     echo "--- staging log (tail) ---" >&2
@@ -81,12 +83,27 @@ recover() { "$BIN/blockrep-recover" "$@"; }
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-# A loop device for FILE; echoes its path.
+# loop_attach FILE: attaches a loop device, sets LOOP to it and records it for cleanup. (Not
+# echoed: a $(...) subshell would lose the record, and the device would outlive the test.)
 loop_attach() {
-  local dev
-  dev=$(losetup --find --show "$1")
-  LOOPS+=("$dev")
-  echo "$dev"
+  LOOP=$(losetup --find --show "$1")
+  LOOPS+=("$LOOP")
+}
+
+# ext4_loop SIZE: ext4 on a loop device over $WORK/disk.img, inode tables and journal written now
+# (so the kernel's lazy init does not write behind the test's back); sets DEV.
+ext4_loop() {
+  truncate -s "$1" "$WORK/disk.img"
+  loop_attach "$WORK/disk.img"
+  DEV=$LOOP
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$DEV"
+}
+
+# mount_dev: mounts $DEV on $WORK/mnt (unmounted by cleanup if the test fails).
+mount_dev() {
+  mkdir -p "$WORK/mnt"
+  mount "$DEV" "$WORK/mnt"
+  MOUNTS=("$WORK/mnt")
 }
 
 # Content fingerprint of everything stored (to prove a refused request changed nothing).

@@ -7,16 +7,13 @@ need_root "resume"
 
 ID=resume$$
 make_keys "$ID"
-trap 'rm -rf /sys/fs/bpf/blockrep/'"$ID"'; cleanup' EXIT
-truncate -s 256M "$WORK/disk.img"
-dev=$(loop_attach "$WORK/disk.img")
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dev"
+PINS+=("$ID")
+ext4_loop 256M
+dev=$DEV
 start_staging
 agent "$ID" --volume "$dev" --tracker ebpf >/dev/null 2>&1 || fail "initial sync failed"
 
-mkdir "$WORK/mnt"
-mount "$dev" "$WORK/mnt"
-MOUNTS+=("$WORK/mnt")
+mount_dev
 STATE=$WORK/state
 "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
   --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent.log" &

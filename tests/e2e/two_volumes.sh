@@ -6,7 +6,8 @@ need_root "two_volumes"
 
 make_keys web1
 truncate -s 128M "$WORK/disk0.img"
-dev0=$(loop_attach "$WORK/disk0.img")
+loop_attach "$WORK/disk0.img"
+dev0=$LOOP
 mkfs.ext4 -q -F "$dev0"
 mkdir "$WORK/mnt"
 mount "$dev0" "$WORK/mnt"
@@ -41,7 +42,8 @@ done
 
 # Restore straight onto a block device holding junk.
 head -c 128M /dev/urandom >"$WORK/target.img"
-devt=$(loop_attach "$WORK/target.img")
+loop_attach "$WORK/target.img"
+devt=$LOOP
 recover restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --point 1 \
   --target "0=$devt" >/dev/null
 [[ $(sha "$devt") == "$sum0" ]] || fail "restore onto block device differs"
