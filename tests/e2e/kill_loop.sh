@@ -9,9 +9,11 @@ command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.s
 
 ID=killloop$$
 make_keys "$ID"
+# Only live children are killed: a PID already reaped may belong to another test by now.
 stop_all() {
   local p
   for p in ${WPID:-} ${FPID:-} ${APID:-}; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  WPID= FPID= APID=
 }
 trap 'stop_all; cleanup' EXIT
 PINS+=("$ID")
@@ -70,6 +72,7 @@ for k in 1 2 3; do
   drained
   kill -9 "$APID"
   wait "$APID" 2>/dev/null || true
+  APID=
   dd if=/dev/urandom of="$WORK/mnt/down-$k.bin" bs=1M count=4 conv=fsync status=none
   sync
   rm -f "$STATE/status.json"  # what follows must come from the restarted agent
@@ -86,17 +89,27 @@ done
 sleep 2
 kill -9 "$WPID" 2>/dev/null || true
 wait "$WPID" 2>/dev/null || true
+WPID=
 kill -INT "$FPID" 2>/dev/null || true
 wait "$FPID" 2>/dev/null || true
+FPID=
 grep -q "verify: bad" "$WORK/fio.out" && fail "fio verify failed on the source"
 kill -TERM "$APID"
 wait "$APID" || fail "agent did not exit 0 on SIGTERM"
+APID=
 umount "$WORK/mnt"
 MOUNTS=()
 agent "$ID" --volume "$dev" --tracker ebpf >/dev/null 2>&1 || fail "final point failed"
 recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
   --output "$WORK/out" >/dev/null
-cmp "$dev" "$WORK/out/vol-0.img" || fail "the final point differs from the device"
+if ! cmp -s "$dev" "$WORK/out/vol-0.img"; then
+  cmp -l "$dev" "$WORK/out/vol-0.img" | awk '{print int(($1 - 1) / 4096)}' | uniq -c | head -n 8 >&2
+  b=$(cmp "$dev" "$WORK/out/vol-0.img" | awk '{print int(($5 - 1) / 4096)}')
+  debugfs -R "icheck $b" "$dev" 2>/dev/null >&2
+  ino=$(debugfs -R "icheck $b" "$dev" 2>/dev/null | awk 'NR == 2 {print $2}')
+  [[ -n $ino ]] && debugfs -R "ncheck $ino" "$dev" 2>/dev/null >&2
+  fail "the final point differs from the device"
+fi
 e2fsck -fn "$WORK/out/vol-0.img" >/dev/null 2>&1 || fail "e2fsck finds the restored filesystem damaged"
 stop_staging
 pass "kill_loop: 3 kills under load, each restart within bounds; final image identical"
