@@ -12,6 +12,7 @@
 #include <cstdarg>
 #include <cstring>
 
+#include "blockrep/cli.h"
 #include "blockrep/fs.h"
 #include "blockrep/tracker.h"
 #include "dirty_tracker.skel.h"
@@ -33,6 +34,14 @@ struct Meta {
   uint32_t devs[kMetaVolumesMax];
   uint64_t start_sectors[kMetaVolumesMax];
   uint64_t nr_sectors[kMetaVolumesMax];
+  uint64_t skips_handled;
+};
+// Mirrors struct pending_write.
+struct PendingWrite {
+  uint64_t word_base;
+  uint64_t first_block;
+  uint64_t last_block;
+  uint64_t issued_ns;
 };
 struct VolumeSlot {
   uint64_t word_base;
@@ -91,6 +100,10 @@ struct EbpfTracker::Impl {
   std::vector<uint64_t> word_base;
   uint64_t total_words = 0;
   int fd_dirty = -1, fd_inflight = -1, fd_undurable = -1, fd_meta = -1, fd_volumes = -1, fd_stats = -1;
+  int fd_pending = -1;
+  std::vector<int> prog_fds;     // both programs, for the kernel's count of skipped runs
+  uint64_t skips_handled = 0;    // mirrored in meta
+  uint64_t unreported_marked = 0;  // pending writes this process marked for their age
   uint64_t* dirty = nullptr;
   uint64_t* inflight = nullptr;
   uint64_t* undurable = nullptr;
@@ -102,10 +115,11 @@ struct EbpfTracker::Impl {
     if (dirty != nullptr) munmap(dirty, map_bytes);
     if (inflight != nullptr) munmap(inflight, map_bytes);
     if (undurable != nullptr) munmap(undurable, map_bytes);
+    for (int fd : prog_fds) close(fd);
     if (skel != nullptr) {
       dirty_tracker__destroy(skel);  // the pinned link and maps live on
     } else {
-      for (int fd : {fd_dirty, fd_inflight, fd_undurable, fd_meta, fd_volumes, fd_stats})
+      for (int fd : {fd_dirty, fd_inflight, fd_undurable, fd_meta, fd_volumes, fd_stats, fd_pending})
         if (fd >= 0) close(fd);
     }
   }
@@ -125,10 +139,27 @@ struct EbpfTracker::Impl {
     return Status::Ok();
   }
 
+  // Runs of our programs the kernel skipped (recursion protection): each may be a lost write.
+  uint64_t KernelSkips() const {
+    uint64_t total = 0;
+    for (int fd : prog_fds) {
+      bpf_prog_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) total += info.recursion_misses;
+    }
+    return total;
+  }
+
+  void SetBits(uint64_t word_base, uint64_t first, uint64_t last) {
+    for (uint64_t b = first; b <= last; ++b)
+      __atomic_fetch_or(&dirty[word_base + b / 64], uint64_t{1} << (b % 64), __ATOMIC_ACQ_REL);
+  }
+
   Meta ExpectedMeta(uint64_t synced) const {
     Meta m{};
     m.magic = kMetaMagic;
     m.synced_point = synced;
+    m.skips_handled = skips_handled;
     m.volume_count = static_cast<uint32_t>(vols.size());
     for (size_t i = 0; i < vols.size(); ++i) {
       m.devs[i] = vols[i].kernel_dev;
@@ -147,11 +178,24 @@ struct EbpfTracker::Impl {
     fd_undurable = bpf_obj_get((dir + "/undurable").c_str());
     fd_volumes = bpf_obj_get((dir + "/volumes").c_str());
     fd_stats = bpf_obj_get((dir + "/stats").c_str());
-    if (fd_meta < 0 || fd_dirty < 0 || fd_inflight < 0 || fd_undurable < 0 || fd_volumes < 0 || fd_stats < 0)
+    fd_pending = bpf_obj_get((dir + "/pending").c_str());
+    if (fd_meta < 0 || fd_dirty < 0 || fd_inflight < 0 || fd_undurable < 0 || fd_volumes < 0 || fd_stats < 0 ||
+        fd_pending < 0)
       return false;
+    for (const char* link : {"link", "link-issue"}) {
+      UniqueFd lfd(bpf_obj_get((dir + "/" + link).c_str()));
+      if (!lfd.valid()) return false;
+      bpf_link_info li{};
+      uint32_t li_len = sizeof(li);
+      if (bpf_obj_get_info_by_fd(lfd.get(), &li, &li_len) != 0) return false;
+      int pfd = bpf_prog_get_fd_by_id(li.prog_id);
+      if (pfd < 0) return false;
+      prog_fds.push_back(pfd);
+    }
     Meta m{};
     uint32_t key = 0;
     if (bpf_map_lookup_elem(fd_meta, &key, &m) != 0) return false;
+    skips_handled = m.skips_handled;
     Meta want = ExpectedMeta(m.synced_point);
     if (std::memcmp(&m, &want, sizeof(Meta)) != 0) return false;
     bpf_map_info info{};
@@ -168,10 +212,13 @@ struct EbpfTracker::Impl {
     if (inflight != nullptr) munmap(inflight, map_bytes);
     if (undurable != nullptr) munmap(undurable, map_bytes);
     dirty = inflight = undurable = nullptr;
-    for (int* fd : {&fd_dirty, &fd_inflight, &fd_undurable, &fd_meta, &fd_volumes, &fd_stats}) {
+    for (int* fd : {&fd_dirty, &fd_inflight, &fd_undurable, &fd_meta, &fd_volumes, &fd_stats, &fd_pending}) {
       if (*fd >= 0) close(*fd);
       *fd = -1;
     }
+    for (int fd : prog_fds) close(fd);
+    prog_fds.clear();
+    skips_handled = 0;
   }
 
   Status LoadFresh() {
@@ -188,6 +235,12 @@ struct EbpfTracker::Impl {
     fd_meta = bpf_map__fd(skel->maps.meta);
     fd_volumes = bpf_map__fd(skel->maps.volumes);
     fd_stats = bpf_map__fd(skel->maps.stats);
+    fd_pending = bpf_map__fd(skel->maps.pending);
+    for (bpf_program* prog : {skel->progs.blockrep_rq_complete, skel->progs.blockrep_rq_issue}) {
+      int pfd = fcntl(bpf_program__fd(prog), F_DUPFD_CLOEXEC, 0);
+      if (pfd < 0) return ErrnoStatus("duplicate a BPF program descriptor", errno);
+      prog_fds.push_back(pfd);
+    }
     for (size_t i = 0; i < vols.size(); ++i) {
       VolumeSlot slot{word_base[i], vols[i].start_sector, vols[i].nr_sectors, 0};
       if (bpf_map_update_elem(fd_volumes, &vols[i].kernel_dev, &slot, BPF_NOEXIST) != 0)
@@ -198,19 +251,27 @@ struct EbpfTracker::Impl {
     uint32_t key = 0;
     if (bpf_map_update_elem(fd_meta, &key, &m, BPF_ANY) != 0) return ErrnoStatus("write tracker meta", errno);
     BR_RETURN_IF_ERROR(MapBitmaps());
-    bpf_link* link = bpf_program__attach(skel->progs.blockrep_rq_complete);
-    if (link == nullptr) return LibbpfError("attach to block:block_rq_complete", errno);
-    skel->links.blockrep_rq_complete = link;
     BR_RETURN_IF_ERROR(MakeDirs(dir, 0700));
-    err = bpf_link__pin(link, (dir + "/link").c_str());
-    if (err != 0) return LibbpfError("pin the tracker link in " + dir, err);
-    // From here the pin keeps the program attached; our exit must not detach it.
-    bpf_link__disconnect(link);
+    // Issue first: a write whose completion we see is then also known as pending, never the
+    // other way round.
+    for (auto [prog, name] : {std::pair{skel->progs.blockrep_rq_issue, "link-issue"},
+                              {skel->progs.blockrep_rq_complete, "link"}}) {
+      bpf_link* link = bpf_program__attach(prog);
+      if (link == nullptr) return LibbpfError(std::string("attach ") + bpf_program__name(prog), errno);
+      int pin_err = bpf_link__pin(link, (dir + "/" + name).c_str());
+      if (pin_err != 0) {
+        bpf_link__destroy(link);
+        return LibbpfError("pin the tracker link in " + dir, pin_err);
+      }
+      // From here the pin keeps the program attached; our exit must not detach it.
+      bpf_link__disconnect(link);
+      bpf_link__destroy(link);
+    }
     for (auto [map, name] : {std::pair{skel->maps.dirty, "dirty"}, {skel->maps.inflight, "inflight"}, {skel->maps.undurable, "undurable"},
                              {skel->maps.meta, "meta"}, {skel->maps.volumes, "volumes"},
-                             {skel->maps.stats, "stats"}}) {
-      err = bpf_map__pin(map, (dir + "/" + name).c_str());
-      if (err != 0) return LibbpfError(std::string("pin the ") + name + " map", err);
+                             {skel->maps.stats, "stats"}, {skel->maps.pending, "pending"}}) {
+      int pin_err = bpf_map__pin(map, (dir + "/" + name).c_str());
+      if (pin_err != 0) return LibbpfError(std::string("pin the ") + name + " map", pin_err);
     }
     return Status::Ok();
   }
@@ -284,7 +345,40 @@ uint64_t EbpfTracker::synced_point() const {
 bool EbpfTracker::overflowed(size_t v) const {
   VolumeSlot slot{};
   if (bpf_map_lookup_elem(impl_->fd_volumes, &impl_->vols[v].kernel_dev, &slot) != 0) return true;
-  return slot.overflows != 0;
+  return slot.overflows != 0 || impl_->KernelSkips() > impl_->skips_handled;
+}
+
+size_t EbpfTracker::MarkPendingWrites(bool all) {
+  Impl& im = *impl_;
+  constexpr uint64_t kPendingAgeMaxNs = 1000000000ull;  // far beyond a healthy write's latency
+  uint64_t now = MonotonicNs();
+  size_t marked = 0;
+  std::vector<uint64_t> stale;
+  uint64_t key = 0, next = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(im.fd_pending, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    PendingWrite p{};
+    if (bpf_map_lookup_elem(im.fd_pending, &key, &p) != 0) continue;  // completed meanwhile
+    bool old = now > p.issued_ns && now - p.issued_ns > kPendingAgeMaxNs;
+    if (!old && !all) continue;
+    if (p.word_base + p.last_block / 64 >= im.total_words || p.first_block > p.last_block) continue;
+    im.SetBits(p.word_base, p.first_block, p.last_block);
+    ++marked;
+    if (old) stale.push_back(key);
+  }
+  // Deleted after the walk: deleting the current key would restart get_next_key from the start.
+  for (uint64_t k : stale) bpf_map_delete_elem(im.fd_pending, &k);
+  im.unreported_marked += stale.size();
+  return marked;
+}
+
+uint64_t EbpfTracker::UnreportedCompletions() const {
+  uint64_t in_kernel = 0;
+  uint32_t k2 = 2;
+  bpf_map_lookup_elem(impl_->fd_stats, &k2, &in_kernel);
+  return in_kernel + impl_->unreported_marked;
 }
 
 std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
@@ -357,6 +451,11 @@ void EbpfTracker::MarkCaughtUp() {
 
 void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
+  // The full read that follows covers whatever the skipped runs would have marked.
+  im.skips_handled = im.KernelSkips();
+  Meta m = im.ExpectedMeta(synced_point());
+  uint32_t key = 0;
+  bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
   for (uint64_t i = 0; i < im.total_words; ++i) {
     __atomic_store_n(&im.dirty[i], 0, __ATOMIC_RELEASE);
     im.inflight[i] = 0;
@@ -390,7 +489,8 @@ std::pair<uint64_t, uint64_t> EbpfTracker::Stats() const {
 Status EbpfTracker::Unpin(const std::string& server_id) {
   std::string dir = PinDir(server_id);
   if (!PathExists(dir)) return Status::Ok();
-  for (const char* name : {"link", "dirty", "inflight", "undurable", "meta", "volumes", "stats"}) {
+  for (const char* name :
+       {"link-issue", "link", "dirty", "inflight", "undurable", "meta", "volumes", "stats", "pending"}) {
     std::string p = dir + "/" + name;
     if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove pin " + p, errno);
   }

@@ -126,16 +126,26 @@ void Agent::PlanPoint(uint64_t last_point) {
     return;
   }
   summary_.mode_reason = "changes tracked by eBPF since point " + std::to_string(tracker_->synced_point());
-  PollTracker(true);
+  PollTracker(true, false);
 }
 
-bool Agent::PollTracker(bool with_inflight) {
+bool Agent::PollTracker(bool with_inflight, bool final_take) {
   if (!tracker_) return false;
   sweeping_ = false;
   uint64_t now = MonotonicNs();
   uint64_t found = 0;
+  // The end of a point must hold every completed write, reported or not.
+  tracker_->MarkPendingWrites(final_take);
   for (size_t v = 0; v < volumes_.size(); ++v) {
     work_[v] = tracker_->TakeDirty(v, with_inflight);
+    if (final_take && tracker_->overflowed(v)) {
+      // A gap in tracking during this point (a request too large to mark, or a run of our
+      // program the kernel skipped): only reading everything makes the point whole. Zero
+      // extents go as zero records, since the base may hold data there.
+      Log(kProg, "tracking of " + volumes_[v]->path + " had a gap during point " + std::to_string(point_id_) +
+                     "; reading the whole volume before ending the point");
+      work_[v] = {Extent{0, volumes_[v]->size_bytes}};
+    }
     for (const Extent& e : work_[v]) found += e.length;
   }
   cur_volume_ = cur_run_ = 0;
@@ -521,6 +531,8 @@ void Agent::WriteStatus(bool force) {
   j += "  \"wire_bytes\": " + std::to_string(wire_bytes_total_ + summary_.bytes_wire) + ",\n";
   j += "  \"write_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(write_rate_bps_)) + ",\n";
   j += "  \"ship_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(ship_rate_bps_)) + ",\n";
+  // Writes the kernel never reported complete, caught from their issue record (TRACKING.md).
+  j += "  \"tracker_unreported_completions\": " + std::to_string(tracker_ ? tracker_->UnreportedCompletions() : 0) + ",\n";
   j += "  \"volumes\": [";
   for (size_t v = 0; v < volumes_.size(); ++v) {
     j += std::string(v ? ", " : "") + "{\"index\": " + std::to_string(v) + ", \"path\": " + JsonString(volumes_[v]->path) +
@@ -545,6 +557,7 @@ bool Agent::PlanResume(uint64_t last_point) {
   // Work = what became dirty since the last take, plus what was taken but whose latest read is
   // not known to be durable. The staging keeps the durable records; later records win over them.
   uint64_t found = 0;
+  tracker_->MarkPendingWrites(false);
   for (size_t v = 0; v < volumes_.size(); ++v) {
     std::vector<Extent> fresh = tracker_->TakeDirty(v, false);  // also marks them undurable
     work_[v] = tracker_->UndurableRuns(v);                       // so this is their union
@@ -639,14 +652,14 @@ Status Agent::Session(const Signals& sig, bool once) {
       if (idle && !end_sent) {
         if (closing && !final_take_done) {
           final_take_done = true;
-          if (PollTracker(false)) continue;
+          if (PollTracker(false, true)) continue;
         } else if (closing) {
           wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
           end_sent = true;
         } else if (now >= next_poll) {
           next_poll = now + opts_.poll_interval_ns;
-          if (PollTracker(false)) continue;
+          if (PollTracker(false, false)) continue;
         }
       }
       if (sig.reload != nullptr && *sig.reload) {

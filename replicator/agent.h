@@ -85,8 +85,9 @@ class Agent {
   Status StartPoint(uint64_t last_point);
   // True (and `work_` filled) when the staging's interrupted point can be continued.
   bool PlanResume(uint64_t last_point);
-  // Appends newly dirty blocks to the work of the open point; false when there were none.
-  bool PollTracker(bool with_inflight);
+  // Replaces the work with newly dirty blocks; false when there were none. The final take of a
+  // point also marks every pending write and reads whole volumes whose tracking had a gap.
+  bool PollTracker(bool with_inflight, bool final_take);
   // Token bucket on produced wire bytes: how long until another read may start (0: now).
   uint64_t ThrottleWaitNs();
   void ReloadSettings();

@@ -47,8 +47,16 @@ class EbpfTracker {
   bool resumed() const { return resumed_; }
   // The point the bitmap is relative to (0: none yet; a full read is needed).
   uint64_t synced_point() const;
-  // True when some request on volume v was too large to mark bit by bit since the last sync.
+  // True when some request on volume v was too large to mark bit by bit, or the kernel skipped one
+  // of our programs, since the last full read: only a full read is safe then.
   bool overflowed(size_t v) const;
+  // Marks the blocks of writes issued but never reported complete: those pending for over a
+  // second (the kernel missed their completion, or the disk is very slow) and, with `all`,
+  // every pending one (the end of a point, which must hold every completed write). Returns how
+  // many writes it marked.
+  size_t MarkPendingWrites(bool all);
+  // Writes whose completion the kernel never reported, recovered from their issue record.
+  uint64_t UnreportedCompletions() const;
 
   // Clear before read: takes every dirty bit of volume v (moving it to inflight) and returns the
   // blocks as byte extents. With `with_inflight`, bits still inflight from points not yet

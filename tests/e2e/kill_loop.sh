@@ -57,7 +57,9 @@ wait_continuous() {
 start_agent
 wait_continuous
 
-( cd "$WORK/mnt"; for r in $(seq 1 100000); do head -c $((RANDOM * 4)) /dev/urandom >"churn-$((r % 5))"; echo "$r" >>log.txt; rm -f "churn-$(((r + 2) % 5))"; sync -f log.txt; sleep 0.05; done ) &
+# Stopped by a flag file, not a signal: a killed loop would leave its current child (head, sync,
+# sleep) running inside the mount, and the unmount below would find it busy.
+( cd "$WORK/mnt"; for r in $(seq 1 100000); do [[ -e $WORK/stop-churn ]] && break; head -c $((RANDOM * 4)) /dev/urandom >"churn-$((r % 5))"; echo "$r" >>log.txt; rm -f "churn-$(((r + 2) % 5))"; sync -f log.txt; sleep 0.05; done ) &
 WPID=$!
 # --thread: one process, so SIGSTOP/SIGCONT and kill reach the writer itself.
 fio --thread --name=w --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
@@ -87,8 +89,8 @@ for k in 1 2 3; do
 done
 
 sleep 2
-kill -9 "$WPID" 2>/dev/null || true
-wait "$WPID" 2>/dev/null || true
+touch "$WORK/stop-churn"
+wait "$WPID" || fail "the file churn loop failed"
 WPID=
 kill -INT "$FPID" 2>/dev/null || true
 wait "$FPID" 2>/dev/null || true

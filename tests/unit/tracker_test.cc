@@ -8,7 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <bpf/bpf.h>
+
 #include "blockrep/bytes.h"
+#include "blockrep/cli.h"
+#include "blockrep/fs.h"
 #include "blockrep/tracker.h"
 
 namespace blockrep {
@@ -57,6 +61,30 @@ class TrackerTest : public ::testing::Test {
     auto t = EbpfTracker::Open(server_, vols_);
     EXPECT_TRUE(t.ok()) << t.status().message();
     return t.ok() ? std::move(t).value() : nullptr;
+  }
+  // The record the issue program leaves for a write (struct pending_write), written here by hand
+  // to stand for a write whose completion the kernel never reported.
+  struct PendingWrite {
+    uint64_t word_base, first_block, last_block, issued_ns;
+  };
+  void AddPending(uint64_t key, uint64_t first_block, uint64_t last_block, uint64_t issued_ns) {
+    UniqueFd fd(bpf_obj_get((EbpfTracker::PinDir(server_) + "/pending").c_str()));
+    ASSERT_TRUE(fd.valid());
+    PendingWrite p{0, first_block, last_block, issued_ns};
+    ASSERT_EQ(bpf_map_update_elem(fd.get(), &key, &p, BPF_ANY), 0);
+  }
+  size_t PendingCount() {
+    UniqueFd fd(bpf_obj_get((EbpfTracker::PinDir(server_) + "/pending").c_str()));
+    EXPECT_TRUE(fd.valid());
+    size_t n = 0;
+    uint64_t key = 0, next = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd.get(), prev, &next) == 0) {
+      key = next;
+      prev = &key;
+      ++n;
+    }
+    return n;
   }
   std::string dir_, dev_, server_;
   std::vector<TrackedVolume> vols_;
@@ -163,6 +191,47 @@ TEST_F(TrackerTest, UndurableUntilCaughtUp) {
   Write(7 << 20, 4096);
   ASSERT_EQ(t->TakeDirty(0, false).size(), 1u);
   EXPECT_EQ(t->UndurableRuns(0).size(), 1u);  // a new take is undurable again
+}
+
+// A write seen issued and then completing leaves no pending record behind.
+TEST_F(TrackerTest, CompletedWritesLeaveNothingPending) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  t->ClearDirty();
+  Write(1 << 20, 4096);
+  Write(2 << 20, 1 << 20);
+  EXPECT_EQ(PendingCount(), 0u);
+  EXPECT_EQ(t->MarkPendingWrites(true), 0u);
+}
+
+// A write issued over a second ago and never reported complete is marked, and its record goes.
+TEST_F(TrackerTest, UnreportedCompletionIsMarkedWhenOld) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  t->ClearDirty();
+  AddPending(0x1000, 100, 101, MonotonicNs() - 2000000000ull);
+  EXPECT_EQ(t->MarkPendingWrites(false), 1u);
+  auto runs = t->TakeDirty(0, false);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].offset, 100u * 4096);
+  EXPECT_EQ(runs[0].length, 8192u);
+  EXPECT_EQ(PendingCount(), 0u);
+  EXPECT_GE(t->UnreportedCompletions(), 1u);
+}
+
+// A recent pending write is left to its completion, except at the end of a point.
+TEST_F(TrackerTest, RecentPendingWriteIsMarkedOnlyAtPointEnd) {
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  t->ClearDirty();
+  AddPending(0x2000, 7, 7, MonotonicNs());
+  EXPECT_EQ(t->MarkPendingWrites(false), 0u);
+  EXPECT_TRUE(t->TakeDirty(0, false).empty());
+  EXPECT_EQ(t->MarkPendingWrites(true), 1u);
+  auto runs = t->TakeDirty(0, false);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].offset, 7u * 4096);
+  EXPECT_EQ(PendingCount(), 1u);  // it may still complete: its completion removes it
 }
 
 // A removed pin ("reboot") makes the next open start fresh.
