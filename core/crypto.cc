@@ -20,25 +20,8 @@ void BuildNonce(uint64_t counter, uint8_t nonce[12]) {
 }
 
 Status DeriveSessionKey(const DataKey& key, const SessionId& session, std::array<uint8_t, 32>* out) {
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  if (kdf == nullptr) return Internal("OpenSSL has no HKDF");
-  EVP_KDF_CTX* kctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
-  if (kctx == nullptr) return Internal("EVP_KDF_CTX_new failed");
-  char digest[] = "SHA256";
-  char info[] = "blockrep record key v1";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(key.bytes.data()),
-                                        key.bytes.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
-                                        const_cast<uint8_t*>(session.data()), session.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, sizeof(info) - 1),
-      OSSL_PARAM_construct_end()};
-  int rc = EVP_KDF_derive(kctx, out->data(), out->size(), params);
-  EVP_KDF_CTX_free(kctx);
-  if (rc != 1) return Internal("HKDF derivation failed");
-  return Status::Ok();
+  return HkdfSha256(ByteSpan(key.bytes.data(), key.bytes.size()), ByteSpan(session.data(), session.size()),
+                    "blockrep record key v1", out->data(), out->size());
 }
 
 void BuildAad(const std::string& server_id, const uint8_t header[kRecordHeaderSize], Bytes* aad) {
@@ -50,6 +33,28 @@ void BuildAad(const std::string& server_id, const uint8_t header[kRecordHeaderSi
 }
 
 }  // namespace
+
+Status HkdfSha256(ByteSpan key, ByteSpan salt, const std::string& info, uint8_t* out, size_t out_len) {
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  if (kdf == nullptr) return Internal("OpenSSL has no HKDF");
+  EVP_KDF_CTX* kctx = EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (kctx == nullptr) return Internal("EVP_KDF_CTX_new failed");
+  char digest[] = "SHA256";
+  OSSL_PARAM params[5];
+  size_t n = 0;
+  params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+  params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(key.data()), key.size());
+  // RFC 5869: no salt means a salt of zeros, which is what OpenSSL does when the parameter is absent.
+  if (!salt.empty())
+    params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt.data()), salt.size());
+  params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()), info.size());
+  params[n] = OSSL_PARAM_construct_end();
+  int rc = EVP_KDF_derive(kctx, out, out_len, params);
+  EVP_KDF_CTX_free(kctx);
+  if (rc != 1) return Internal("HKDF derivation failed");
+  return Status::Ok();
+}
 
 uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes) {
   static const char kLabel[] = "blockrep key id v1";

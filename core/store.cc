@@ -18,7 +18,7 @@ namespace {
 
 constexpr uint64_t kIndexMagic = 0x3130305844495242ull;     // "BRIDX001"
 constexpr uint64_t kManifestMagic = 0x31304e414d524242ull;  // "BBRMAN01"
-constexpr uint64_t kPackMagic = 0x31304b4341505242ull;      // "BRPACK01"
+constexpr uint64_t kPackMagic = 0x32304b4341505242ull;      // "BRPACK02": records, each followed by its fingerprints
 constexpr char kFormatLine[] = "blockrep-store v1\n";
 
 // Appends XXH3 of everything so far; Verify checks and strips it.
@@ -283,24 +283,62 @@ Status ServerStore::RemoveOrphans() {
   return FsyncDir(dir_ + "/index");
 }
 
-Status PackReader::Read(const IndexEntry& e, Bytes* out) {
-  auto it = fds_.find(e.pack);
+Result<int> PackReader::Fd(uint32_t pack) {
+  auto it = fds_.find(pack);
   if (it == fds_.end()) {
     char name[32];
-    std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", e.pack);
+    std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);
     std::string path = dir_ + "/packs/" + name;
     UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return ErrnoStatus("open pack " + path, errno).Annotate("store damaged");
-    it = fds_.emplace(e.pack, std::move(fd)).first;
+    it = fds_.emplace(pack, std::move(fd)).first;
   }
+  return it->second.get();
+}
+
+Status PackReader::Read(const IndexEntry& e, Bytes* out) {
+  BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
   out->resize(e.record_bytes);
-  Status s = PreadAll(it->second.get(), e.pack_offset, out->data(), out->size());
+  Status s = PreadAll(fd, e.pack_offset, out->data(), out->size());
   if (!s.ok())
     return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
                     ": " + s.message());
   if (Checksum64(*out) != e.checksum)
     return DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
                     std::to_string(e.pack_offset) + " fails its checksum");
+  return Status::Ok();
+}
+
+Status PackReader::ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset,
+                                    std::vector<uint64_t>* out) {
+  constexpr uint64_t kBlock = 4096;
+  const uint64_t end = offset + out->size() * kBlock;
+  std::fill(out->begin(), out->end(), 0);  // no entry: the point holds zeros there
+  auto it = std::lower_bound(index.entries.begin(), index.entries.end(), std::pair{volume, offset},
+                             [](const IndexEntry& e, const std::pair<uint16_t, uint64_t>& k) {
+                               return e.volume < k.first || (e.volume == k.first && e.offset + e.length <= k.second);
+                             });
+  Bytes raw;
+  for (; it != index.entries.end() && it->volume == volume && it->offset < end; ++it) {
+    const IndexEntry& e = *it;
+    uint64_t from = std::max(e.offset, offset), to = std::min(e.offset + e.length, end);
+    if (e.offset % kBlock != 0 || e.offset_in_record % kBlock != 0) {
+      // Not block aligned (never written so by our agent): unknown, so the agent resends it.
+      for (uint64_t b = from / kBlock; b * kBlock < to; ++b) (*out)[b - offset / kBlock] = kFingerprintUnknown;
+      continue;
+    }
+    uint64_t first = (from - e.offset) / kBlock, count = (to - from + kBlock - 1) / kBlock;
+    uint64_t at = e.pack_offset + e.record_bytes + (e.offset_in_record / kBlock + first) * 8;
+    BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
+    raw.resize(count * 8);
+    Status s = PreadAll(fd, at, raw.data(), raw.size());
+    if (!s.ok()) return DataLoss("fingerprints in pack " + std::to_string(e.pack) + ": " + s.message());
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t v = 0;
+      for (int b = 0; b < 8; ++b) v |= static_cast<uint64_t>(raw[i * 8 + b]) << (8 * b);
+      (*out)[(from - offset) / kBlock + i] = v;
+    }
+  }
   return Status::Ok();
 }
 

@@ -21,7 +21,7 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
     return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                          std::to_string(kMaxFramePayload));
   if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
-  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kResumePoint))
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kFingerprints))
     return ProtocolError("unknown frame type " + std::to_string(type));
   if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
   return std::optional<Frame>(
@@ -155,22 +155,71 @@ Result<BeginPoint> BeginPoint::Decode(ByteSpan p) {
   return m;
 }
 
-void RecordMsg::AppendEncoded(Bytes* out, uint64_t seq, ByteSpan record) {
+void RecordMsg::AppendEncoded(Bytes* out, uint64_t seq, ByteSpan record, ByteSpan fingerprints) {
   ByteWriter w(out);
-  w.U32(static_cast<uint32_t>(8 + record.size()));
+  w.U32(static_cast<uint32_t>(8 + 4 + record.size() + fingerprints.size()));
   w.U16(static_cast<uint16_t>(MsgType::kRecord));
   w.U16(0);
   w.U64(seq);
+  w.U32(static_cast<uint32_t>(record.size()));
   w.Raw(record);
+  w.Raw(fingerprints);
 }
 
 Result<RecordMsg> RecordMsg::Decode(ByteSpan p) {
   ByteReader r(p);
   RecordMsg m;
   m.seq = r.U64();
-  if (!r.ok() || r.remaining() < kRecordHeaderSize + kTagSize)
-    return ProtocolError("RECORD message too short");
-  m.record = p.subspan(8);
+  uint32_t record_len = r.U32();
+  if (!r.ok() || record_len < kRecordHeaderSize + kTagSize || record_len > r.remaining())
+    return ProtocolError("RECORD message too short for its record");
+  m.record = p.subspan(12, record_len);
+  m.fingerprints = p.subspan(12 + record_len);
+  if (m.fingerprints.size() % 8 != 0) return ProtocolError("RECORD fingerprints are not whole");
+  return m;
+}
+
+Bytes FingerprintRequest::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(volume);
+  w.U64(offset);
+  w.U64(length);
+  return b;
+}
+
+Result<FingerprintRequest> FingerprintRequest::Decode(ByteSpan p) {
+  ByteReader r(p);
+  FingerprintRequest m;
+  m.volume = r.U16();
+  m.offset = r.U64();
+  m.length = r.U64();
+  if (!r.ok() || r.remaining() != 0) return ProtocolError("malformed FINGERPRINT_REQUEST");
+  if (m.offset % 4096 != 0 || m.length == 0 || m.length > kMaxFingerprintSpan)
+    return ProtocolError("FINGERPRINT_REQUEST range is not 4 KiB aligned or too long");
+  return m;
+}
+
+Bytes Fingerprints::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(volume);
+  w.U64(offset);
+  w.U32(static_cast<uint32_t>(values.size()));
+  for (uint64_t v : values) w.U64(v);
+  return b;
+}
+
+Result<Fingerprints> Fingerprints::Decode(ByteSpan p) {
+  ByteReader r(p);
+  Fingerprints m;
+  m.volume = r.U16();
+  m.offset = r.U64();
+  uint32_t n = r.U32();
+  if (!r.ok() || n > kMaxFingerprintSpan / 4096 || r.remaining() != size_t{n} * 8)
+    return ProtocolError("malformed FINGERPRINTS");
+  m.values.resize(n);
+  for (uint32_t i = 0; i < n; ++i) m.values[i] = r.U64();
   return m;
 }
 

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <random>
 
+#include "blockrep/fingerprint.h"
 #include "blockrep/fs.h"
+#include "blockrep/store.h"
 #include "blockrep/keyfile.h"
 
 namespace blockrep::agent {
@@ -27,6 +29,8 @@ constexpr size_t kInboxBytesMax = 1u << 20;     // staging sends small frames on
 constexpr uint8_t kOpRead = 3;
 constexpr uint64_t kChannelId = 1;
 constexpr uint64_t kReadIdBase = 16;
+// Fingerprints a rescan holds (8 bytes per 4 KiB: 32 GiB of volumes); larger sets read in full.
+constexpr uint64_t kRescanFingerprintBytesMax = 64u << 20;
 
 }  // namespace
 
@@ -53,6 +57,8 @@ Status Agent::Prepare() {
     volumes_.push_back(std::move(v));
   }
   if (!opts_.state_dir.empty()) BR_RETURN_IF_ERROR(MakeDirs(opts_.state_dir, 0700));
+  BR_ASSIGN_OR_RETURN(auto fp, BlockFingerprinter::Create(key_));
+  fingerprinter_ = fp;
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, false));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(64));
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
@@ -62,8 +68,8 @@ Status Agent::Prepare() {
 }
 
 Status Agent::OpenTracker() {
-  if (opts_.tracker == "none") {
-    tracker_note_ = "none (--tracker none): every point reads whole volumes";
+  if (opts_.tracker == "scan") {
+    tracker_note_ = "scan (--tracker scan): every point reads whole volumes and ships what differs";
     return Status::Ok();
   }
   std::vector<TrackedVolume> tracked;
@@ -87,7 +93,7 @@ Status Agent::OpenTracker() {
     why = t.status();
   }
   if (opts_.tracker == "ebpf") return why.Annotate("--tracker ebpf");
-  tracker_note_ = "none: eBPF unavailable (" + why.message() + "); every point reads whole volumes";
+  tracker_note_ = "scan: eBPF unavailable (" + why.message() + "); every point reads whole volumes and ships what differs";
   return Status::Ok();
 }
 
@@ -115,8 +121,22 @@ void Agent::PlanPoint(uint64_t last_point) {
   cur_offset_ = 0;
   work_bytes_left_ = 0;
   last_take_ns_ = MonotonicNs();
+  rescan_ = false;
+  if (full_point_ && last_point != 0) {
+    // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint
+    // differs from its last point (an incremental point on it).
+    uint64_t fps_bytes = 0;
+    for (const auto& v : volumes_) fps_bytes += (v->size_bytes / kFingerprintBlockBytes + 1) * 8;
+    if (fps_bytes <= kRescanFingerprintBytesMax) {
+      rescan_ = true;
+      full_point_ = false;
+      summary_.mode_reason = "rescan against point " + std::to_string(last_point) + " (" + summary_.mode_reason + ")";
+    } else {
+      summary_.mode_reason += "; volumes too large to rescan in memory";
+    }
+  }
   sweeping_ = full_point_;
-  if (full_point_) {
+  if (full_point_ || rescan_) {
     // Clear before read: what changes from here on is caught for the next point.
     if (tracker_) tracker_->ClearDirty();
     for (size_t v = 0; v < volumes_.size(); ++v) {
@@ -221,6 +241,18 @@ Status Agent::HandleInbox() {
           unacked_.pop_front();
         }
         NoteAcked();
+        break;
+      }
+      case wire::MsgType::kFingerprints: {
+        BR_ASSIGN_OR_RETURN(auto fps, wire::Fingerprints::Decode(f.payload));
+        if (!rescan_ || fps.volume >= volumes_.size() || fps.offset != fp_received_end_[fps.volume])
+          return ProtocolError("staging sent fingerprints nobody asked for");
+        std::vector<uint64_t>& dst = staging_fps_[fps.volume];
+        uint64_t first = fps.offset / kFingerprintBlockBytes;
+        if (first + fps.values.size() > dst.size()) return ProtocolError("staging sent too many fingerprints");
+        std::copy(fps.values.begin(), fps.values.end(), dst.begin() + static_cast<ptrdiff_t>(first));
+        fp_received_end_[fps.volume] =
+            std::min(volumes_[fps.volume]->size_bytes, fps.offset + fps.values.size() * kFingerprintBlockBytes);
         break;
       }
       case wire::MsgType::kPointAck: {
@@ -359,6 +391,9 @@ Status Agent::IssueReads() {
       cur_offset_ = 0;
       continue;
     }
+    // A rescan reads a range only once the staging's fingerprints for it have arrived.
+    if (rescan_ && run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > fp_received_end_[cur_volume_])
+      break;
     Volume& v = *volumes_[cur_volume_];
     size_t slot = 0;
     while (slot < reads_.size() && reads_[slot]->busy) ++slot;
@@ -385,35 +420,61 @@ Status Agent::IssueReads() {
   return Status::Ok();
 }
 
+Status Agent::AppendRecord(size_t volume, uint64_t offset, ByteSpan data) {
+  bool zero = IsAllZero(data);
+  Bytes record;
+  BR_ASSIGN_OR_RETURN(RecordHeader h, sealer_->Seal(opts_.codec, static_cast<uint16_t>(volume), offset, point_id_,
+                                                    data, &scratch_, &record));
+  fingerprints_.clear();
+  if (!zero) fingerprinter_->Append(offset, data, &fingerprints_);
+  size_t before = frames_.size();
+  wire::RecordMsg::AppendEncoded(&frames_, next_seq_, record, fingerprints_);
+  uint64_t frame_bytes = frames_.size() - before;
+  unacked_.emplace_back(next_seq_, frame_bytes);
+  unacked_bytes_ += frame_bytes;
+  ++next_seq_;
+  ++summary_.records;
+  if (h.flags & kRecordIncompressible) ++summary_.records_raw;
+  summary_.bytes_shipped_plain += data.size();
+  shipped_by_volume_[volume] += data.size();
+  summary_.bytes_stored += record.size();
+  summary_.bytes_wire += frame_bytes;
+  return Status::Ok();
+}
+
 Status Agent::ProcessRead(Read& r) {
   summary_.bytes_read += r.want;
   frames_.clear();
   for (size_t pos = 0; pos < r.want; pos += kRecordBytes) {
     size_t len = std::min(kRecordBytes, r.want - pos);
     ByteSpan extent(r.buf.data() + pos, len);
-    if (IsAllZero(extent)) {
-      summary_.bytes_zero += len;
-      // Absent from a full point means zero, but only during its first sweep: a tracker batch
-      // (incremental point, or a block re-read later in a full one) may be zeroing a range that
-      // holds data, so it is sent as a zero record.
-      if (sweeping_) continue;
+    bool zero = IsAllZero(extent);
+    if (zero) summary_.bytes_zero += len;
+    if (rescan_) {
+      // Ship only the runs of blocks whose fingerprint differs from the staging's last point.
+      const std::vector<uint64_t>& theirs = staging_fps_[r.volume];
+      size_t run_start = SIZE_MAX;
+      for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
+        size_t at = b * kFingerprintBlockBytes;
+        size_t blen = std::min(kFingerprintBlockBytes, len - at);
+        uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
+        uint64_t ours = zero ? 0 : fingerprinter_->Block(r.offset + pos + at, extent.subspan(at, blen));
+        bool same = block_index < theirs.size() && theirs[block_index] == ours;
+        if (!same && run_start == SIZE_MAX) run_start = at;
+        if (same && run_start != SIZE_MAX) {
+          BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start)));
+          run_start = SIZE_MAX;
+        }
+      }
+      if (run_start != SIZE_MAX)
+        BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start)));
+      continue;
     }
-    Bytes record;
-    BR_ASSIGN_OR_RETURN(RecordHeader h,
-                        sealer_->Seal(opts_.codec, static_cast<uint16_t>(r.volume), r.offset + pos,
-                                      point_id_, extent, &scratch_, &record));
-    size_t before = frames_.size();
-    wire::RecordMsg::AppendEncoded(&frames_, next_seq_, record);
-    uint64_t frame_bytes = frames_.size() - before;
-    unacked_.emplace_back(next_seq_, frame_bytes);
-    unacked_bytes_ += frame_bytes;
-    ++next_seq_;
-    ++summary_.records;
-    if (h.flags & kRecordIncompressible) ++summary_.records_raw;
-    summary_.bytes_shipped_plain += len;
-    shipped_by_volume_[r.volume] += len;
-    summary_.bytes_stored += record.size();
-    summary_.bytes_wire += frame_bytes;
+    // Absent from a full point means zero, but only during its first sweep: a tracker batch
+    // (incremental point, or a block re-read later in a full one) may be zeroing a range that
+    // holds data, so it is sent as a zero record.
+    if (zero && sweeping_) continue;
+    BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos, extent));
   }
   r.busy = false;
   if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want) - static_cast<double>(frames_.size());
@@ -575,6 +636,22 @@ bool Agent::PlanResume(uint64_t last_point) {
   return true;
 }
 
+Status Agent::RequestFingerprints() {
+  staging_fps_.assign(volumes_.size(), {});
+  fp_received_end_.assign(volumes_.size(), 0);
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    uint64_t size = volumes_[v]->size_bytes;
+    staging_fps_[v].assign((size + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, store::kFingerprintUnknown);
+    // All requests at once: the replies come back in order, and the channel's inbox limit
+    // paces them.
+    for (uint64_t off = 0; off < size; off += wire::kMaxFingerprintSpan) {
+      wire::FingerprintRequest rq{static_cast<uint16_t>(v), off, std::min(wire::kMaxFingerprintSpan, size - off)};
+      BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kFingerprintRequest, rq.Encode()));
+    }
+  }
+  return Status::Ok();
+}
+
 Status Agent::StartPoint(uint64_t last_point) {
   point_id_ = last_point + 1;
   summary_.point_id = point_id_;
@@ -601,11 +678,12 @@ Status Agent::StartPoint(uint64_t last_point) {
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   point_time_ns_ = b.time_ns;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
+  if (rescan_) BR_RETURN_IF_ERROR(RequestFingerprints());
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
                  (full_point_ ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
                  summary_.mode_reason + "; tracker " + tracker_note_ + ")");
-  if (full_point_) {
+  if (full_point_ || rescan_) {
     SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
   } else if (state_ != AgentState::kBacklog) {
     SetState(AgentState::kContinuous, "");

@@ -12,6 +12,7 @@
 #include "blockrep/channel.h"
 #include "blockrep/cli.h"
 #include "blockrep/codec.h"
+#include "blockrep/fingerprint.h"
 #include "blockrep/record.h"
 #include "blockrep/tls.h"
 #include "blockrep/tracker.h"
@@ -40,7 +41,7 @@ struct Options {
   TlsFiles tls;
   std::string state_dir;
   CodecChoice codec;
-  std::string tracker = "auto";  // auto | ebpf | none
+  std::string tracker = "auto";  // auto | ebpf | scan
   bool once = false;
   uint64_t point_interval_ns = 600ull * 1000000000ull;  // continuous mode: a point every 10 min
   uint64_t poll_interval_ns = 100ull * 1000000ull;      // continuous mode: bitmap polls
@@ -100,6 +101,10 @@ class Agent {
   Status HandleInbox();
   Status IssueReads();
   Status ProcessRead(Read& r);
+  // Seals `data` (at `offset` of `volume`) into a record with its fingerprints, queued in frames_.
+  Status AppendRecord(size_t volume, uint64_t offset, ByteSpan data);
+  // Asks the staging for its last point's fingerprints of every volume (a rescan).
+  Status RequestFingerprints();
   Status SendFrame(wire::MsgType type, const Bytes& payload);
   void Teardown();
 
@@ -145,6 +150,12 @@ class Agent {
   // Read pipeline: per volume, the extents this point ships, walked in order.
   bool full_point_ = true;
   bool sweeping_ = true;  // the first pass of a full point: all-zero extents need not be sent
+  // Rescan: every block is read and shipped only if its fingerprint differs from the staging's.
+  bool rescan_ = false;
+  std::vector<std::vector<uint64_t>> staging_fps_;  // per volume, per 4 KiB block
+  std::vector<uint64_t> fp_received_end_;           // per volume: fingerprints known up to here
+  std::optional<BlockFingerprinter> fingerprinter_;
+  Bytes fingerprints_;
   std::vector<std::vector<Extent>> work_;
   std::vector<std::unique_ptr<Read>> reads_;
   size_t cur_volume_ = 0;

@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
       "tls-ca", po::value(&ca), "CA certificate (default: ca.crt beside --key)")(
       "state-dir", po::value(&state_dir), "directory for the agent's small state")(
       "compress", po::value(&compress), "lz4 (default) | zstd[:LEVEL] | none")(
-      "tracker", po::value(&tracker), "auto (default: ebpf where it loads) | ebpf | none")(
+      "tracker", po::value(&tracker), "auto (default: ebpf where it loads, else scan) | ebpf | scan")(
       "point-interval", po::value(&point_interval)->default_value("10m"),
       "continuous mode: take a recovery point this often (SIGUSR1: now)")(
       "rpo-target", po::value(&rpo_target)->default_value("30s"), "warn before lag would pass this")(
@@ -117,10 +117,8 @@ int main(int argc, char** argv) {
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (staging.empty() || server_id.empty() || key.empty())
     return ReportFatal(kProg, InvalidArgument("--staging, --server-id, --key and --volume are required (see --help)"));
-  if (tracker == "scan")
-    return ReportFatal(kProg, InvalidArgument("--tracker scan is not built yet; use auto, ebpf or none"));
-  if (tracker != "auto" && tracker != "ebpf" && tracker != "none")
-    return ReportFatal(kProg, InvalidArgument("--tracker " + tracker + ": use auto, ebpf or none"));
+  if (tracker != "auto" && tracker != "ebpf" && tracker != "scan")
+    return ReportFatal(kProg, InvalidArgument("--tracker " + tracker + ": use auto, ebpf or scan"));
   auto codec = ParseCodec(compress);
   if (!codec.ok()) return ReportFatal(kProg, codec.status());
   auto hp = ParseHostPort(staging, "--staging");

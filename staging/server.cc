@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "blockrep/checksum.h"
+#include "blockrep/fingerprint.h"
 #include "blockrep/record.h"
 
 namespace blockrep::staging {
@@ -65,6 +66,10 @@ struct Server::Session {
   int commit_error = 0;
   bool commit_inflight = false;
   uint64_t durable_seq = 0;
+
+  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST (rescans).
+  std::optional<store::PointIndex> fp_index;
+  std::unique_ptr<store::PackReader> fp_reader;
 };
 
 Server::Server(Options opts) : opts_(std::move(opts)) {}
@@ -258,6 +263,7 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     case MsgType::kResumePoint: return OnResumePoint(s, f.payload);
     case MsgType::kRecord: return OnRecord(s, f.payload);
     case MsgType::kEndPoint: return OnEndPoint(s, f.payload);
+    case MsgType::kFingerprintRequest: return OnFingerprintRequest(s, f.payload);
     default:
       return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
                            " from an agent");
@@ -456,6 +462,10 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   uint64_t vol_size = s.point->volume_sizes[hdr->volume];
   if (hdr->offset > vol_size || hdr->plain_len > vol_size - hdr->offset)
     return ProtocolError("record extends past the end of its volume");
+  size_t fp_bytes = hdr->zero() ? 0 : FingerprintCount(hdr->plain_len) * kFingerprintBytes;
+  if (m.fingerprints.size() != fp_bytes)
+    return ProtocolError("RECORD carries " + std::to_string(m.fingerprints.size()) + " bytes of fingerprints, expected " +
+                         std::to_string(fp_bytes));
   if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
 
   store::NewExtent x;
@@ -473,6 +483,7 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   ++s.session_records;
   s.point_bytes += m.record.size();
   s.batch.insert(s.batch.end(), m.record.begin(), m.record.end());
+  s.batch.insert(s.batch.end(), m.fingerprints.begin(), m.fingerprints.end());  // FORMAT.md: packs
   s.batch_last_seq = m.seq;
   ++s.next_seq;
   return Status::Ok();
@@ -488,6 +499,32 @@ Status Server::OnEndPoint(Session& s, ByteSpan payload) {
                          " arrived up to " + std::to_string(s.next_seq - 1));
   s.end = e;
   return MaybeCommitPoint(s);
+}
+
+Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
+  BR_ASSIGN_OR_RETURN(wire::FingerprintRequest rq, wire::FingerprintRequest::Decode(payload));
+  const store::ServerStore& st = *s.server->store;
+  if (st.manifest().points.empty()) return ProtocolError("FINGERPRINT_REQUEST without a committed point");
+  const store::PointInfo& last = st.manifest().points.back();
+  if (!s.fp_index || s.fp_index->point_id != last.id) {
+    auto loaded = st.LoadIndex(last);
+    if (!loaded.ok()) return loaded.status().Annotate("cannot load point " + std::to_string(last.id) + " for fingerprints");
+    s.fp_index = std::move(loaded).value();
+    s.fp_reader = std::make_unique<store::PackReader>(st.dir());
+  }
+  wire::Fingerprints reply;
+  reply.volume = rq.volume;
+  reply.offset = rq.offset;
+  reply.values.assign((rq.length + 4095) / 4096, store::kFingerprintUnknown);
+  // A volume the point lacks, or the part past its end, has nothing to compare with.
+  uint64_t size = rq.volume < s.fp_index->volume_sizes.size() ? s.fp_index->volume_sizes[rq.volume] : 0;
+  if (rq.offset < size) {
+    std::vector<uint64_t> known((std::min(rq.length, size - rq.offset) + 4095) / 4096);
+    BR_RETURN_IF_ERROR(s.fp_reader->ReadFingerprints(*s.fp_index, rq.volume, rq.offset, &known));
+    std::copy(known.begin(), known.end(), reply.values.begin());
+  }
+  SendFrame(s, wire::MsgType::kFingerprints, reply.Encode());
+  return Status::Ok();
 }
 
 void Server::StartCommit(Session& s) {

@@ -63,6 +63,7 @@ class Server {
   void KeepInterruptedPoint(Session& s);
   Status OnRecord(Session& s, ByteSpan payload);
   Status OnEndPoint(Session& s, ByteSpan payload);
+  Status OnFingerprintRequest(Session& s, ByteSpan payload);
   Status OpenPack(Session& s);
   void StartCommit(Session& s);
   void OnCommitDone(Session& s);

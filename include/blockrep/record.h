@@ -39,6 +39,9 @@ struct DataKey {
   uint64_t key_id = 0;
 };
 
+// HKDF-SHA256 (RFC 5869): derives `out_len` bytes from `key`.
+Status HkdfSha256(ByteSpan key, ByteSpan salt, const std::string& info, uint8_t* out, size_t out_len);
+
 // Computes key_id for raw key bytes.
 uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes);
 

@@ -29,6 +29,8 @@ inline constexpr size_t kIndexEntrySize = 48;
 inline constexpr size_t kMaxManifestBytes = 64u << 20;
 inline constexpr size_t kMaxIndexBytes = 1u << 30;
 inline constexpr uint32_t kPointConsistent = 1;
+// Never a real fingerprint (those are odd) nor zero: matches nothing, so the block is resent.
+inline constexpr uint64_t kFingerprintUnknown = 2;
 
 struct IndexEntry {
   uint16_t volume = 0;
@@ -120,8 +122,13 @@ class PackReader {
   explicit PackReader(std::string server_dir) : dir_(std::move(server_dir)) {}
   // Reads the record of `e` and checks its checksum (kDataLoss on mismatch).
   Status Read(const IndexEntry& e, Bytes* out);
+  // Fills `out` (its size says how many) with the stored fingerprints of the 4 KiB blocks of
+  // `volume` from `offset` in the point `index`: 0 where the point holds zeros,
+  // kFingerprintUnknown where none was stored.
+  Status ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset, std::vector<uint64_t>* out);
 
  private:
+  Result<int> Fd(uint32_t pack);
   std::string dir_;
   std::map<uint32_t, UniqueFd> fds_;
 };

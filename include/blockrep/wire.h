@@ -17,10 +17,13 @@
 
 namespace blockrep::wire {
 
-inline constexpr uint16_t kVersion = 2;
+inline constexpr uint16_t kVersion = 3;
 inline constexpr size_t kFrameHeaderSize = 8;
-inline constexpr uint32_t kMaxFramePayload =
-    8 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize;  // a RECORD is the largest frame
+// v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/fingerprint.h).
+inline constexpr uint32_t kMaxFramePayload = 8 + 4 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize +
+                                             (kMaxRecordPlainBytes / 4096) * 8;  // the largest frame
+// A FINGERPRINT_REQUEST covers at most this much of a volume (16384 fingerprints, 128 KiB).
+inline constexpr uint64_t kMaxFingerprintSpan = 64ull << 20;
 inline constexpr size_t kMaxServerIdLen = 64;
 inline constexpr size_t kMaxErrorLen = 1024;
 inline constexpr uint16_t kMaxVolumes = 256;
@@ -36,6 +39,8 @@ enum class MsgType : uint16_t {
   kAck = 7,
   kPointAck = 8,
   kResumePoint = 9,  // v2: the agent continues the staging's interrupted point
+  kFingerprintRequest = 10,  // v3: agent asks for the last point's fingerprints of a range
+  kFingerprints = 11,        // v3: the staging's answer
 };
 
 enum class ErrorCode : uint16_t {
@@ -105,9 +110,28 @@ struct BeginPoint {
 
 struct RecordMsg {
   uint64_t seq = 0;
-  ByteSpan record;  // header + ciphertext + tag, points into the frame
-  static void AppendEncoded(Bytes* frame_out, uint64_t seq, ByteSpan record);
+  ByteSpan record;        // header + ciphertext + tag, points into the frame
+  ByteSpan fingerprints;  // 8 bytes per 4 KiB block of the record's extent; none for a zero record
+  static void AppendEncoded(Bytes* frame_out, uint64_t seq, ByteSpan record, ByteSpan fingerprints);
   static Result<RecordMsg> Decode(ByteSpan p);
+};
+
+struct FingerprintRequest {
+  uint16_t volume = 0;
+  uint64_t offset = 0;  // 4 KiB aligned
+  uint64_t length = 0;  // 1..kMaxFingerprintSpan
+  Bytes Encode() const;
+  static Result<FingerprintRequest> Decode(ByteSpan p);
+};
+
+// Fingerprints of the last committed point for consecutive 4 KiB blocks from `offset`; 0 where
+// the point holds zeros.
+struct Fingerprints {
+  uint16_t volume = 0;
+  uint64_t offset = 0;
+  std::vector<uint64_t> values;
+  Bytes Encode() const;
+  static Result<Fingerprints> Decode(ByteSpan p);
 };
 
 struct EndPoint {

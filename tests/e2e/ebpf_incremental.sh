@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # eBPF tracking with --once: the first run is full, later runs ship only what the filesystem
 # changed (also across agent restarts and an agent killed mid-point); a removed pin ("reboot")
-# falls back to a full read. Every point restores byte-identical and e2fsck-clean.
+# makes the next run a rescan: it reads everything but ships only blocks whose keyed fingerprint
+# differs from the staging's last point. Every point restores byte-identical and e2fsck-clean.
 source "$(dirname "$0")/lib.sh"
 need_root "ebpf_incremental"
 
@@ -66,10 +67,16 @@ point_sum[$killed_id]=$before_kill  # verified below if the staging committed it
 run_agent "resumed|incremental"
 awk -v r="$LAST_READ_MIB" 'BEGIN { exit !(r >= 120) }' || fail "after the kill only $LAST_READ_MIB MiB were read: taken bits were lost"
 
-# "Reboot": the pin is gone; the next run must read everything.
+# "Reboot": the pin is gone; the next run rescans: reads everything, ships only what differs.
 rm -rf "/sys/fs/bpf/blockrep/$ID"
-change 'echo after-reboot > reboot.txt'
-run_agent full
+change 'head -c 4M /dev/urandom > after-reboot.bin; echo after-reboot > reboot.txt'
+run_agent incremental
+grep -q "rescan against point" "$WORK/agent.out" || { cat "$WORK/agent.out"; fail "the run after a lost pin was not a rescan"; }
+awk -v r="$LAST_READ_MIB" 'BEGIN { exit !(r >= 255) }' || fail "the rescan read only $LAST_READ_MIB MiB of 256"
+wire_mib=$(awk '/^  on the wire/ {print $4}' "$WORK/agent.out")
+allow_mib=$(awk 'BEGIN { printf "%.2f", 1.1 * 4 + 0.01 * 256 }')
+echo "rescan after a lost pin: read $LAST_READ_MIB MiB, sent $wire_mib MiB for a 4 MiB change (allowed $allow_mib)"
+awk -v s="$wire_mib" -v a="$allow_mib" 'BEGIN { exit !(s <= a) }' || fail "the rescan sent $wire_mib MiB, allowed $allow_mib"
 
 listed=$(recover list --store "$STORE" --server-id "$ID" --json | grep -o '"id": [0-9]*' | awk '{print $2}')
 for p in "${!point_sum[@]}"; do

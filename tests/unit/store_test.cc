@@ -111,6 +111,37 @@ TEST_F(StoreTest, OrphansAreRemoved) {
 }
 
 // Opening an unknown server without create is a clear not-found.
+// Fingerprints stored after each record are found through the index, also for an entry that
+// starts inside its record; holes read as 0.
+TEST_F(StoreTest, FingerprintsAreReadThroughTheIndex) {
+  ASSERT_TRUE(MakeDirs(root_ + "/packs", 0700).ok());
+  // Pack: header, record A (100 bytes, 4 blocks of fingerprints 11..14), record B (50 bytes, 1).
+  Bytes pack(16, 0);
+  auto put_fps = [&](std::initializer_list<uint64_t> fps) {
+    for (uint64_t v : fps)
+      for (int i = 0; i < 8; ++i) pack.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  uint64_t a_at = pack.size();
+  pack.resize(pack.size() + 100, 0xaa);
+  put_fps({11, 13, 15, 17});
+  uint64_t b_at = pack.size();
+  pack.resize(pack.size() + 50, 0xbb);
+  put_fps({21});
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/packs/00000001.pack", pack).ok());
+  PointIndex idx;
+  idx.volume_sizes = {1 << 20};
+  // Record A's extent [0, 16 KiB) with its first block overwritten by record B.
+  idx.entries.push_back({0, 4096, 0, 1, 50, b_at, 0, 0});
+  idx.entries.push_back({0, 12288, 4096, 1, 100, a_at, 4096, 0});
+  PackReader reader(root_);
+  std::vector<uint64_t> out(6);
+  ASSERT_TRUE(reader.ReadFingerprints(idx, 0, 0, &out).ok());
+  EXPECT_EQ(out, (std::vector<uint64_t>{21, 13, 15, 17, 0, 0}));
+  std::vector<uint64_t> mid(2);
+  ASSERT_TRUE(reader.ReadFingerprints(idx, 0, 8192, &mid).ok());
+  EXPECT_EQ(mid, (std::vector<uint64_t>{15, 17}));
+}
+
 TEST_F(StoreTest, UnknownServerIsNotFound) {
   ASSERT_TRUE(InitStoreRoot(root_, true).ok());
   auto s = ServerStore::Open(root_, "ghost", false);
