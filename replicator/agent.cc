@@ -137,8 +137,13 @@ void Agent::PlanPoint(uint64_t last_point) {
   }
   sweeping_ = full_point_;
   if (full_point_ || rescan_) {
-    // Clear before read: what changes from here on is caught for the next point.
-    if (tracker_) tracker_->ClearDirty();
+    // Clear before read: what changes from here on is caught for the next point. Until this
+    // point is acknowledged the tracker is synced to nothing, so an agent killed meanwhile reads
+    // everything again rather than resuming a point whose reads no bitmap recorded.
+    if (tracker_) {
+      tracker_->ClearDirty();
+      tracker_->MarkSynced(0);
+    }
     for (size_t v = 0; v < volumes_.size(); ++v) {
       work_[v] = {Extent{0, volumes_[v]->size_bytes}};
       work_bytes_left_ += volumes_[v]->size_bytes;
@@ -653,6 +658,7 @@ Status Agent::RequestFingerprints() {
 }
 
 Status Agent::StartPoint(uint64_t last_point) {
+  rescan_ = false;
   point_id_ = last_point + 1;
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
@@ -758,6 +764,10 @@ Status Agent::Session(const Signals& sig, bool once) {
     }
     last = point_id_;
     last_acked_point_ = point_id_;
+    if (rescan_) {
+      rescan_ = false;
+      std::vector<std::vector<uint64_t>>().swap(staging_fps_);  // up to 64 MiB: give it back
+    }
     if (tracker_) tracker_->MarkSynced(point_id_);
     if (!opts_.state_dir.empty())
       BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, point_time_ns_));

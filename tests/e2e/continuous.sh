@@ -32,11 +32,15 @@ wait_state() {
 }
 wait_state CONTINUOUS
 
-# Filesystem workload in the background for the whole test.
+# Filesystem workload in the background for the whole test (CONT_SECONDS, 30 by default).
+seconds=${CONT_SECONDS:-30}
 (
   cd "$WORK/mnt"
   cp -r /usr/include/linux src
-  for round in $(seq 1 40); do
+  end=$((SECONDS + seconds))
+  round=0
+  while ((SECONDS < end)); do
+    round=$((round + 1))
     head -c $((RANDOM * 8)) /dev/urandom >"file-$((round % 7))"   # create / overwrite
     echo "round $round" >>log.txt                                  # append
     rm -f "file-$(((round + 3) % 7))"                               # delete
@@ -46,7 +50,7 @@ wait_state CONTINUOUS
 ) &
 WPID=$!
 fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
-  --ioengine=psync --runtime=6 --time_based --rate=8m --verify=crc32c --do_verify=1 \
+  --ioengine=psync --runtime="$seconds" --time_based --rate=4m --verify=crc32c --do_verify=1 \
   --output="$WORK/fio.out" >/dev/null 2>&1 &
 FPID=$!
 
@@ -54,13 +58,15 @@ sleep 2
 kill -USR1 "$APID"
 sleep 1
 stop_staging
+outage_start=$SECONDS
 wait_state DISCONNECTED
-sleep 2
+sleep $((10 - (SECONDS - outage_start)))  # the staging stays down 10 s
 
 # The agent dials the old port: restart the staging on it.
 "$BIN/blockrep-staging" --listen "127.0.0.1:$STAGING_PORT" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
   --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" >>"$WORK/staging.log" 2>&1 &
 STAGING_PID=$!
+echo "staging was down $((SECONDS - outage_start)) s"
 wait_state CONTINUOUS
 wait "$WPID" || fail "filesystem workload failed"
 wait "$FPID" || fail "fio failed: $(tail -n 5 "$WORK/fio.out")"
@@ -80,6 +86,11 @@ cmp "$dev" "$WORK/out/vol-0.img" || { cmp -l "$dev" "$WORK/out/vol-0.img" | awk 
 e2fsck -fn "$WORK/out/vol-0.img" >/dev/null 2>&1 || fail "e2fsck finds the restored filesystem damaged"
 
 points=$(recover list --store "$STORE" --server-id "$ID" --json | grep -c '"id"')
+# Every point the agent saw acknowledged is in the chain, the outage notwithstanding.
+listed=$(recover list --store "$STORE" --server-id "$ID" --json | grep -o '"id": [0-9]*' | awk '{print $2}')
+for p in $(grep -o 'point [0-9]* acknowledged' "$WORK/agent.log" | awk '{print $2}'); do
+  grep -qx "$p" <<<"$listed" || fail "acknowledged point $p is missing from the chain"
+done
 grep -q "SIGUSR1: taking a recovery point now" "$WORK/agent.log" || fail "SIGUSR1 was not honoured"
 grep -q "reconnecting in" "$WORK/agent.log" || fail "no reconnect was logged"
 grep -q "state CONTINUOUS -> DISCONNECTED" "$WORK/agent.log" || fail "DISCONNECTED was not logged"
