@@ -24,6 +24,7 @@ constexpr uint64_t kMetaMagic = 0x3154524b52425242ull;  // "BRBRKRT1"
 constexpr size_t kMetaVolumesMax = 32;
 constexpr unsigned long kBpfFsMagic = 0xcafe4a11;
 constexpr char kPinRoot[] = "/sys/fs/bpf/blockrep";
+constexpr size_t kPendingWritesMax = 65536;  // PENDING_WRITES_MAX in the BPF program
 
 // Mirrors struct tracker_meta and struct volume_slot in bpf/dirty_tracker.bpf.c.
 struct Meta {
@@ -356,7 +357,10 @@ size_t EbpfTracker::MarkPendingWrites(bool all) {
   std::vector<uint64_t> stale;
   uint64_t key = 0, next = 0;
   const void* prev = nullptr;
-  while (bpf_map_get_next_key(im.fd_pending, prev, &next) == 0) {
+  // A key deleted under us (its write completed) restarts the walk from the first key, so the
+  // walk is bounded: at worst some entries are marked twice, which costs nothing.
+  for (size_t steps = 0; steps < 2 * kPendingWritesMax && bpf_map_get_next_key(im.fd_pending, prev, &next) == 0;
+       ++steps) {
     key = next;
     prev = &key;
     PendingWrite p{};

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
@@ -29,6 +30,65 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 // A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
 // cannot hold session slots.
 constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
+constexpr uint64_t kPendingMagic = 0x31444e4550524242ull;  // "BBRPEND1"
+constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: beyond it the agent resends
+
+// <server dir>/PENDING (docs/FORMAT.md): the durable part of an interrupted point, so that a
+// restarted staging can still offer it for resumption.
+Bytes EncodePending(const wire::BeginPoint& begin, const std::vector<store::NewExtent>& extents, uint64_t bytes) {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(kPendingMagic);
+  Bytes bp = begin.Encode();
+  w.U32(static_cast<uint32_t>(bp.size()));
+  w.Raw(bp);
+  w.U64(bytes);
+  w.U32(static_cast<uint32_t>(extents.size()));
+  for (const store::NewExtent& x : extents) {
+    const store::IndexEntry& e = x.entry;
+    w.U16(e.volume);
+    w.U32(e.length);
+    w.U64(e.offset);
+    w.U32(e.pack);
+    w.U32(e.record_bytes);
+    w.U64(e.pack_offset);
+    w.U32(e.offset_in_record);
+    w.U64(e.checksum);
+    w.U8(x.zero ? 1 : 0);
+  }
+  w.U64(Checksum64(b));
+  return b;
+}
+
+Status DecodePending(ByteSpan data, wire::BeginPoint* begin, std::vector<store::NewExtent>* extents,
+                     uint64_t* bytes) {
+  if (data.size() < 16 || Checksum64(data.first(data.size() - 8)) != ByteReader(data.subspan(data.size() - 8)).U64())
+    return DataLoss("checksum mismatch");
+  ByteReader r(data.first(data.size() - 8));
+  if (r.U64() != kPendingMagic) return DataLoss("bad magic");
+  uint32_t bp_len = r.U32();
+  ByteSpan bp = r.Span(bp_len);
+  if (!r.ok()) return DataLoss("truncated");
+  BR_ASSIGN_OR_RETURN(*begin, wire::BeginPoint::Decode(bp));
+  *bytes = r.U64();
+  uint32_t n = r.U32();
+  if (!r.ok() || n > kPendingExtentsMax) return DataLoss("bad extent count");
+  extents->resize(n);
+  for (store::NewExtent& x : *extents) {
+    store::IndexEntry& e = x.entry;
+    e.volume = r.U16();
+    e.length = r.U32();
+    e.offset = r.U64();
+    e.pack = r.U32();
+    e.record_bytes = r.U32();
+    e.pack_offset = r.U64();
+    e.offset_in_record = r.U32();
+    e.checksum = r.U64();
+    x.zero = r.U8() != 0;
+  }
+  if (!r.ok() || r.remaining() != 0) return DataLoss("truncated");
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -88,7 +148,9 @@ Status Server::Start() {
     auto st = store::ServerStore::Open(opts_.store_dir, id, false);
     if (!st.ok()) return st.status().Annotate("cannot open the store of server '" + id + "'");
     BR_RETURN_IF_ERROR((*st)->RemoveOrphans());
-    servers_[id].store = std::move(st).value();
+    ServerState& state = servers_[id];
+    state.store = std::move(st).value();
+    LoadPending(state, id);
   }
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
@@ -306,7 +368,6 @@ void Server::KeepInterruptedPoint(Session& s) {
   if (!s.point || s.failed || s.server == nullptr) return;
   PendingPoint p;
   p.begin = *s.point;
-  constexpr size_t kPendingExtentsMax = 4u << 20;  // a memory bound: beyond it the agent resends
   for (size_t i = 0; i < s.extents.size(); ++i) {
     if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
     p.extents.push_back(s.extents[i]);
@@ -318,9 +379,44 @@ void Server::KeepInterruptedPoint(Session& s) {
   } else {
     Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" +
                    std::to_string(p.bytes) + " bytes) kept for the agent to resume");
+    // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
+    // only: the agent then resends after a restart, which costs bytes, not correctness.
+    Status saved = WriteFileAtomic(s.server->store->dir() + "/PENDING", EncodePending(p.begin, p.extents, p.bytes));
+    if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
     s.server->pending = std::move(p);
   }
   s.point.reset();
+}
+
+void Server::DropPending(ServerState& st) {
+  st.pending.reset();
+  if (!st.store) return;
+  std::string path = st.store->dir() + "/PENDING";
+  if (unlink(path.c_str()) != 0 && errno != ENOENT)
+    Log(kProg, "warning: cannot remove " + path + ": " + std::strerror(errno) +
+                   " (a restarted staging would offer a stale point; it checks the chain first)");
+}
+
+void Server::LoadPending(ServerState& st, const std::string& server_id) {
+  std::string path = st.store->dir() + "/PENDING";
+  if (!PathExists(path)) return;
+  auto data = ReadSmallFile(path, 1u << 30);
+  wire::BeginPoint begin;
+  std::vector<store::NewExtent> extents;
+  uint64_t bytes = 0;
+  Status st_decode = data.ok() ? DecodePending(ByteSpan(reinterpret_cast<const uint8_t*>(data->data()), data->size()),
+                                               &begin, &extents, &bytes)
+                               : data.status();
+  if (!st_decode.ok() || begin.point_id != st.store->manifest().last_point_id() + 1 ||
+      begin.base_point != st.store->manifest().last_point_id()) {
+    Log(kProg, "server '" + server_id + "': ignoring " + path +
+                   (st_decode.ok() ? " (it no longer follows the chain)" : " (" + st_decode.message() + ")"));
+    DropPending(st);
+    return;
+  }
+  st.pending = PendingPoint{begin, std::move(extents), bytes};
+  Log(kProg, "server '" + server_id + "': interrupted point " + std::to_string(begin.point_id) + " found with " +
+                 std::to_string(st.pending->extents.size()) + " durable records; the agent may resume it");
 }
 
 Status Server::OnHello(Session& s, ByteSpan payload) {
@@ -360,6 +456,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
       return Status::Ok();
     }
     st.store = std::move(opened).value();
+    LoadPending(st, h.server_id);
   }
   uint64_t chain_key = st.store->manifest().key_id;
   if (chain_key != 0 && chain_key != h.key_id) {
@@ -380,8 +477,8 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
     ok.pending_point_id = st.pending->begin.point_id;
     ok.pending_base_point = st.pending->begin.base_point;
-  } else {
-    st.pending.reset();
+  } else if (st.pending) {
+    DropPending(st);
   }
   SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
   return Status::Ok();
@@ -407,7 +504,7 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
   if (s.server->pending) {
     Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
                    " afresh; the interrupted one is dropped");
-    s.server->pending.reset();
+    DropPending(*s.server);
   }
   s.point = std::move(b);
   s.extents.clear();
@@ -428,7 +525,8 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
   s.extent_seqs.assign(s.extents.size(), 0);
   s.session_records = 0;
   s.point_bytes = p->bytes;
-  s.server->pending.reset();
+  // From here its records live in this session (and are saved again if it is interrupted).
+  DropPending(*s.server);
   Log(kProg, "server '" + s.server_id + "': point " + std::to_string(m.point_id) + " resumed with " +
                  std::to_string(s.extents.size()) + " durable records");
   return Status::Ok();

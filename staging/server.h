@@ -37,8 +37,9 @@ class Server {
 
  private:
   // The durable part of a point whose session ended before END_POINT: its records are in a
-  // pack, fsync'd and acknowledged. Kept (in memory) so the agent can resume the point instead
-  // of sending them again. A staging restart forgets it; the agent then sends the point anew.
+  // pack, fsync'd and acknowledged. Kept (in memory, and in <server dir>/PENDING for a restart)
+  // so the agent can resume the point instead of sending them again. A kill -9 while the point's
+  // session is still live leaves no PENDING: the agent then sends the point anew.
   struct PendingPoint {
     wire::BeginPoint begin;
     std::vector<store::NewExtent> extents;
@@ -61,6 +62,10 @@ class Server {
   Status OnBeginPoint(Session& s, ByteSpan payload);
   Status OnResumePoint(Session& s, ByteSpan payload);
   void KeepInterruptedPoint(Session& s);
+  // Forgets the kept point of `st`, in memory and on disk.
+  void DropPending(ServerState& st);
+  // Offers a kept point a previous run of the staging saved, if it still follows the chain.
+  void LoadPending(ServerState& st, const std::string& server_id);
   Status OnRecord(Session& s, ByteSpan payload);
   Status OnEndPoint(Session& s, ByteSpan payload);
   Status OnFingerprintRequest(Session& s, ByteSpan payload);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Resume: records the staging acknowledged are not sent again. A continuous agent ships 40 MiB
 # into an open point and is killed (-9); 2 MiB more are written; the restarted agent resumes the
-# interrupted point and reads only what is not yet durable. The result restores byte-identical.
+# interrupted point and reads only what is not yet durable. Then the same across a staging
+# restart: 40 MiB acknowledged inside an open point, the staging stopped and started again; the
+# agent resumes the point the staging saved. Each result restores byte-identical.
 source "$(dirname "$0")/lib.sh"
 need_root "resume"
 
@@ -45,5 +47,46 @@ recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --
   --output "$WORK/out" >/dev/null
 cmp "$dev" "$WORK/out/vol-0.img" || fail "the resumed point differs from the device"
 e2fsck -fn "$WORK/out/vol-0.img" >/dev/null 2>&1 || fail "e2fsck finds the restored filesystem damaged"
+
+# Across a staging restart.
+mount_dev
+"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
+  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent2.log" &
+APID=$!
+PIDS+=("$APID")
+rm -f "$STATE/status.json"
+head -c 40M /dev/urandom >"$WORK/mnt/big2.bin"
+sync
+for _ in $(seq 1 300); do
+  w=$(field wire_bytes); b=$(field backlog_bytes)
+  [[ -n $w && $w -gt $((40 * 1048576)) && $b == 0 ]] && break
+  sleep 0.1
+done
+[[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up before the staging restart"
+before=$(field wire_bytes)
 stop_staging
-pass "resume: ${read_mib} MiB read after the kill instead of 42; restore identical"
+grep -q "kept for the agent to resume" "$WORK/staging.log" || fail "the stopping staging did not keep the open point"
+"$BIN/blockrep-staging" --listen "127.0.0.1:$STAGING_PORT" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
+  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" >>"$WORK/staging.log" 2>&1 &
+STAGING_PID=$!
+for _ in $(seq 1 300); do grep -q "resuming point" "$WORK/agent2.log" && break; sleep 0.1; done
+grep -q "resuming point" "$WORK/agent2.log" || fail "the agent did not resume after the staging restart: $(tail -n 3 "$WORK/agent2.log")"
+grep -q "found with" "$WORK/staging.log" || fail "the restarted staging did not offer the saved point"
+for _ in $(seq 1 300); do [[ $(field backlog_bytes) == 0 && $(field state) != 0 ]] && break; sleep 0.1; done
+sleep 0.5
+after=$(field wire_bytes)
+resent_mib=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", (a - b) / 1048576 }')
+echo "after the staging restart: ${resent_mib} MiB sent again (40 MiB were acknowledged before it)"
+awk -v r="$resent_mib" 'BEGIN { exit !(r < 4) }' || fail "sent ${resent_mib} MiB after the staging restart: acknowledged data was sent again"
+kill -TERM "$APID"
+wait "$APID" || fail "agent did not exit 0 on SIGTERM: $(tail -n 3 "$WORK/agent2.log")"
+umount "$WORK/mnt"
+MOUNTS=()
+agent "$ID" --volume "$dev" --tracker ebpf >/dev/null 2>&1 || fail "final point failed"
+rm -rf "$WORK/out"
+recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
+  --output "$WORK/out" >/dev/null
+cmp "$dev" "$WORK/out/vol-0.img" || fail "the point resumed after a staging restart differs from the device"
+stop_staging
+pass "resume: ${read_mib} MiB read after the agent kill instead of 42; ${resent_mib} MiB sent again" \
+  "after a staging restart instead of 40; restores identical"
