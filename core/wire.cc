@@ -229,6 +229,7 @@ Bytes EndPoint::Encode() const {
   w.U64(point_id);
   w.U64(last_seq);
   w.U64(record_count);
+  w.U32(flags);
   return b;
 }
 
@@ -238,6 +239,7 @@ Result<EndPoint> EndPoint::Decode(ByteSpan p) {
   m.point_id = r.U64();
   m.last_seq = r.U64();
   m.record_count = r.U64();
+  m.flags = r.U32();
   BR_RETURN_IF_ERROR(Finish(r, "END_POINT"));
   return m;
 }

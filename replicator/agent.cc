@@ -29,6 +29,8 @@ constexpr size_t kInboxBytesMax = 1u << 20;     // staging sends small frames on
 constexpr uint8_t kOpRead = 3;
 constexpr uint64_t kChannelId = 1;
 constexpr uint64_t kReadIdBase = 16;
+// A freeze longer than this is cut short by the watchdog; the point is then not consistent.
+constexpr uint64_t kFreezeLimitNs = 5ull * 1000000000ull;
 // Fingerprints a rescan holds (8 bytes per 4 KiB: 32 GiB of volumes); larger sets read in full.
 constexpr uint64_t kRescanFingerprintBytesMax = 64u << 20;
 
@@ -64,7 +66,32 @@ Status Agent::Prepare() {
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
   // Reported with the point (one line), so that a failing run prints only its error.
   BR_RETURN_IF_ERROR(OpenTracker());
+  PlanFreezes();
   return Status::Ok();
+}
+
+void Agent::PlanFreezes() {
+  // A freeze helps only where the bitmap knows what was written up to it: eBPF tracking.
+  if (!tracker_) {
+    freeze_note_ = "points are not consistent: without eBPF tracking there is no freeze";
+    return;
+  }
+  auto mountinfo = ReadMountInfo();
+  if (!mountinfo.ok()) {
+    freeze_note_ = "points are not consistent: " + mountinfo.status().message();
+    return;
+  }
+  std::vector<std::string> paths, unmounted;
+  for (const auto& v : volumes_) paths.push_back(v->path);
+  std::vector<MountedFs> mounts = FindMounts(paths, *mountinfo, &unmounted);
+  if (!unmounted.empty()) {
+    freeze_note_ = "points are not consistent: " + unmounted.front() + " has no mounted filesystem to freeze";
+    return;
+  }
+  std::string where;
+  for (const MountedFs& m : mounts) where += (where.empty() ? "" : ", ") + m.mountpoint;
+  freeze_note_ = "each point ends with " + where + " frozen";
+  freeze_ = std::make_unique<FreezeSet>(std::move(mounts));
 }
 
 Status Agent::OpenTracker() {
@@ -597,6 +624,16 @@ void Agent::WriteStatus(bool force) {
   j += "  \"wire_bytes\": " + std::to_string(wire_bytes_total_ + summary_.bytes_wire) + ",\n";
   j += "  \"write_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(write_rate_bps_)) + ",\n";
   j += "  \"ship_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(ship_rate_bps_)) + ",\n";
+  {
+    std::vector<uint64_t> fz(freeze_ms_samples_.begin(), freeze_ms_samples_.end());
+    std::sort(fz.begin(), fz.end());
+    auto fpct = [&](double q) -> uint64_t {
+      return fz.empty() ? 0 : fz[std::min(fz.size() - 1, static_cast<size_t>(q * fz.size()))];
+    };
+    j += "  \"freeze_ms_p50\": " + std::to_string(fpct(0.50)) + ",\n";
+    j += "  \"freeze_ms_p99\": " + std::to_string(fpct(0.99)) + ",\n";
+    j += "  \"freezes\": " + std::to_string(fz.size()) + ",\n";
+  }
   // Writes the kernel never reported complete, caught from their issue record (TRACKING.md).
   j += "  \"tracker_unreported_completions\": " + std::to_string(tracker_ ? tracker_->UnreportedCompletions() : 0) + ",\n";
   j += "  \"volumes\": [";
@@ -688,7 +725,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
                  (full_point_ ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
-                 summary_.mode_reason + "; tracker " + tracker_note_ + ")");
+                 summary_.mode_reason + "; tracker " + tracker_note_ + "; " + freeze_note_ + ")");
   if (full_point_ || rescan_) {
     SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
   } else if (state_ != AgentState::kBacklog) {
@@ -736,9 +773,17 @@ Status Agent::Session(const Signals& sig, bool once) {
       if (idle && !end_sent) {
         if (closing && !final_take_done) {
           final_take_done = true;
+          point_consistent_ = false;
+          if (freeze_) {
+            // Writers stop here; what the last take finds is read before they resume, so the
+            // point holds the volumes as of this instant.
+            Status fz = freeze_->Freeze(kFreezeLimitNs);
+            if (!fz.ok()) Log(kProg, "warning: " + fz.message() + "; point " + std::to_string(point_id_) + " will not be consistent");
+          }
           if (PollTracker(false, true)) continue;
         } else if (closing) {
-          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records};
+          if (freeze_ && freeze_->frozen()) EndFreeze();
+          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, point_consistent_ ? 1u : 0u};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
           end_sent = true;
         } else if (now >= next_poll) {
@@ -822,7 +867,26 @@ Status Agent::RunContinuous(const Signals& sig) {
   return Status::Ok();
 }
 
+void Agent::EndFreeze() {
+  auto t = freeze_->Thaw();
+  if (!t.ok()) {
+    Log(kProg, "warning: " + t.status().message() + "; point " + std::to_string(point_id_) + " is not consistent");
+    return;
+  }
+  uint64_t ms = t->frozen_ns / 1000000;
+  freeze_ms_samples_.push_back(ms);
+  if (freeze_ms_samples_.size() > 1024) freeze_ms_samples_.pop_front();
+  if (t->overran) {
+    Log(kProg, "warning: the freeze for point " + std::to_string(point_id_) + " passed its limit of " +
+                   std::to_string(kFreezeLimitNs / 1000000) + " ms and was lifted; the point is not consistent");
+    return;
+  }
+  point_consistent_ = true;
+  Log(kProg, "point " + std::to_string(point_id_) + ": filesystems frozen for " + std::to_string(ms) + " ms");
+}
+
 void Agent::Teardown() {
+  if (freeze_ && freeze_->frozen()) freeze_->Thaw().status().IgnoreError();  // never leave writers blocked
   if (!ch_) return;
   // Shut the socket, then reap every request still in flight before buffers go away.
   ch_->tls().Shutdown();

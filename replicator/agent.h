@@ -18,6 +18,7 @@
 #include "blockrep/tracker.h"
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
+#include "freeze.h"
 #include "volume.h"
 
 namespace blockrep::agent {
@@ -79,6 +80,10 @@ class Agent {
  private:
   struct Read;
   Status OpenTracker();
+  // Finds the filesystems to freeze at the end of each point (all volumes mounted, eBPF).
+  void PlanFreezes();
+  // Thaws after the last reads of a point; the point is consistent if the freeze held.
+  void EndFreeze();
   // Chooses full or incremental for the next point and fills `work_`.
   void PlanPoint(uint64_t last_point);
   // One connection: points until `once` is satisfied or SIGTERM. Ok means a clean finish.
@@ -117,6 +122,10 @@ class Agent {
   std::unique_ptr<RecordSealer> sealer_;
   std::unique_ptr<EbpfTracker> tracker_;
   std::string tracker_note_;
+  std::unique_ptr<FreezeSet> freeze_;
+  std::string freeze_note_;
+  bool point_consistent_ = false;
+  std::deque<uint64_t> freeze_ms_samples_;
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;

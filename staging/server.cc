@@ -697,7 +697,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   store::PointInfo info;
   info.id = s.point->point_id;
   info.time_ns = s.point->time_ns;
-  info.flags = s.point->flags & store::kPointConsistent;
+  info.flags = s.end->flags & store::kPointConsistent;  // known only at the end (freeze)
   info.volume_count = static_cast<uint32_t>(s.point->volume_sizes.size());
   info.bytes_added = s.point_bytes;
   BR_RETURN_IF_ERROR(s.server->store->CommitPoint(info, idx, s.key_id));

@@ -138,6 +138,7 @@ struct EndPoint {
   uint64_t point_id = 0;
   uint64_t last_seq = 0;
   uint64_t record_count = 0;  // records of this point sent in this session
+  uint32_t flags = 0;         // bit 0: consistent (its last blocks were read under a freeze)
   Bytes Encode() const;
   static Result<EndPoint> Decode(ByteSpan p);
 };
