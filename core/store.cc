@@ -59,18 +59,7 @@ Bytes PointIndex::Encode() const {
   w.U32(static_cast<uint32_t>(volume_sizes.size()));
   for (uint64_t s : volume_sizes) w.U64(s);
   w.U64(entries.size());
-  for (const IndexEntry& e : entries) {
-    w.U16(e.volume);
-    w.U16(0);
-    w.U32(e.length);
-    w.U64(e.offset);
-    w.U32(e.pack);
-    w.U32(e.record_bytes);
-    w.U64(e.pack_offset);
-    w.U32(e.offset_in_record);
-    w.U32(0);
-    w.U64(e.checksum);
-  }
+  for (const IndexEntry& e : entries) AppendIndexEntry(&w, e);
   SealTrailer(&b);
   return b;
 }
@@ -88,18 +77,7 @@ Result<PointIndex> PointIndex::Decode(ByteSpan data) {
   if (!r.ok() || n > r.remaining() / kIndexEntrySize || r.remaining() != n * kIndexEntrySize)
     return DataLoss("point index entry count does not match its size");
   idx.entries.resize(n);
-  for (IndexEntry& e : idx.entries) {
-    e.volume = r.U16();
-    r.U16();
-    e.length = r.U32();
-    e.offset = r.U64();
-    e.pack = r.U32();
-    e.record_bytes = r.U32();
-    e.pack_offset = r.U64();
-    e.offset_in_record = r.U32();
-    r.U32();
-    e.checksum = r.U64();
-  }
+  for (IndexEntry& e : idx.entries) e = ReadIndexEntry(&r);
   if (!r.ok()) return DataLoss("point index is truncated");
   BR_RETURN_IF_ERROR(idx.Validate());
   return idx;
@@ -182,6 +160,34 @@ Status InitStoreRoot(const std::string& root, bool create) {
 Result<std::vector<std::string>> ListServers(const std::string& root) {
   BR_RETURN_IF_ERROR(InitStoreRoot(root, false));
   return ListDir(root + "/servers");
+}
+
+void AppendIndexEntry(ByteWriter* w, const IndexEntry& e) {
+  w->U16(e.volume);
+  w->U16(0);
+  w->U32(e.length);
+  w->U64(e.offset);
+  w->U32(e.pack);
+  w->U32(e.record_bytes);
+  w->U64(e.pack_offset);
+  w->U32(e.offset_in_record);
+  w->U32(0);
+  w->U64(e.checksum);
+}
+
+IndexEntry ReadIndexEntry(ByteReader* r) {
+  IndexEntry e;
+  e.volume = r->U16();
+  r->U16();
+  e.length = r->U32();
+  e.offset = r->U64();
+  e.pack = r->U32();
+  e.record_bytes = r->U32();
+  e.pack_offset = r->U64();
+  e.offset_in_record = r->U32();
+  r->U32();
+  e.checksum = r->U64();
+  return e;
 }
 
 Bytes EncodePackHeader(uint32_t pack_id) {

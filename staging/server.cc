@@ -30,7 +30,7 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 // A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
 // cannot hold session slots.
 constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
-constexpr uint64_t kPendingMagic = 0x31444e4550524242ull;  // "BBRPEND1"
+constexpr uint64_t kPendingMagic = 0x32444e4550524242ull;  // "BBRPEND2"
 constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: beyond it the agent resends
 
 // <server dir>/PENDING (docs/FORMAT.md): the durable part of an interrupted point, so that a
@@ -45,15 +45,7 @@ Bytes EncodePending(const wire::BeginPoint& begin, const std::vector<store::NewE
   w.U64(bytes);
   w.U32(static_cast<uint32_t>(extents.size()));
   for (const store::NewExtent& x : extents) {
-    const store::IndexEntry& e = x.entry;
-    w.U16(e.volume);
-    w.U32(e.length);
-    w.U64(e.offset);
-    w.U32(e.pack);
-    w.U32(e.record_bytes);
-    w.U64(e.pack_offset);
-    w.U32(e.offset_in_record);
-    w.U64(e.checksum);
+    store::AppendIndexEntry(&w, x.entry);
     w.U8(x.zero ? 1 : 0);
   }
   w.U64(Checksum64(b));
@@ -75,15 +67,7 @@ Status DecodePending(ByteSpan data, wire::BeginPoint* begin, std::vector<store::
   if (!r.ok() || n > kPendingExtentsMax) return DataLoss("bad extent count");
   extents->resize(n);
   for (store::NewExtent& x : *extents) {
-    store::IndexEntry& e = x.entry;
-    e.volume = r.U16();
-    e.length = r.U32();
-    e.offset = r.U64();
-    e.pack = r.U32();
-    e.record_bytes = r.U32();
-    e.pack_offset = r.U64();
-    e.offset_in_record = r.U32();
-    e.checksum = r.U64();
+    x.entry = store::ReadIndexEntry(&r);
     x.zero = r.U8() != 0;
   }
   if (!r.ok() || r.remaining() != 0) return DataLoss("truncated");

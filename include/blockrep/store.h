@@ -92,6 +92,9 @@ Status InitStoreRoot(const std::string& root, bool create);
 Result<std::vector<std::string>> ListServers(const std::string& root);
 
 Bytes EncodePackHeader(uint32_t pack_id);
+// One index entry in its kIndexEntrySize-byte stored form (docs/FORMAT.md, Point index).
+void AppendIndexEntry(ByteWriter* w, const IndexEntry& e);
+IndexEntry ReadIndexEntry(ByteReader* r);
 
 class ServerStore {
  public:

@@ -23,19 +23,7 @@ STATE=$WORK/agent-state
 APID=$!
 PIDS+=("$APID")
 seconds=${CONSISTENT_SECONDS:-12}
-(
-  cd "$WORK/mnt"
-  end=$((SECONDS + seconds))
-  round=0
-  while ((SECONDS < end)); do
-    round=$((round + 1))
-    head -c $((RANDOM * 8)) /dev/urandom >"file-$((round % 7))"
-    echo "round $round" >>log.txt
-    rm -f "file-$(((round + 3) % 7))"
-    sync -f log.txt
-    sleep 0.05
-  done
-) &
+churn_files "$seconds" 0.05 &
 WPID=$!
 fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
   --ioengine=psync --runtime="$seconds" --time_based --rate=4m --output="$WORK/fio.out" >/dev/null 2>&1 &

@@ -34,23 +34,11 @@ wait_state CONTINUOUS
 
 # Filesystem workload in the background for the whole test (CONT_SECONDS, 30 by default).
 seconds=${CONT_SECONDS:-30}
-(
-  cd "$WORK/mnt"
-  cp -r /usr/include/linux src
-  end=$((SECONDS + seconds))
-  round=0
-  while ((SECONDS < end)); do
-    round=$((round + 1))
-    head -c $((RANDOM * 8)) /dev/urandom >"file-$((round % 7))"   # create / overwrite
-    echo "round $round" >>log.txt                                  # append
-    rm -f "file-$(((round + 3) % 7))"                               # delete
-    sync -f log.txt                                                 # fsync
-    sleep 0.1
-  done
-) &
+cp -r /usr/include/linux "$WORK/mnt/src"
+churn_files "$seconds" &
 WPID=$!
 fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
-  --ioengine=psync --runtime="$seconds" --time_based --rate=4m --verify=crc32c --do_verify=1 \
+  --ioengine=psync --runtime="$seconds" --time_based --rate=4m --verify=crc32c --verify_state_save=0 --do_verify=1 \
   --output="$WORK/fio.out" >/dev/null 2>&1 &
 FPID=$!
 

@@ -63,7 +63,7 @@ wait_continuous
 WPID=$!
 # --thread: one process, so SIGSTOP/SIGCONT and kill reach the writer itself.
 fio --thread --name=w --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
-  --rate=4m --runtime=600 --time_based --verify=crc32c --do_verify=1 --output="$WORK/fio.out" >/dev/null 2>&1 &
+  --rate=4m --runtime=600 --time_based --verify=crc32c --verify_state_save=0 --do_verify=1 --output="$WORK/fio.out" >/dev/null 2>&1 &
 FPID=$!
 
 allow_mib=$(awk -v v="$VOL_MIB" 'BEGIN { printf "%.2f", 1.1 * 4 + 0.01 * v }')

@@ -108,6 +108,22 @@ mount_dev() {
   MOUNTS=("$WORK/mnt")
 }
 
+# churn_files SECONDS [PAUSE]: in $WORK/mnt, for SECONDS, creates, overwrites, appends to,
+# deletes and fsyncs files, pausing PAUSE seconds (0.1) between rounds. Run it in the background.
+churn_files() {
+  local seconds=$1 pause=${2:-0.1} end round=0
+  cd "$WORK/mnt"
+  end=$((SECONDS + seconds))
+  while ((SECONDS < end)); do
+    round=$((round + 1))
+    head -c $((RANDOM * 8)) /dev/urandom >"file-$((round % 7))"   # create / overwrite
+    echo "round $round" >>log.txt                                  # append
+    rm -f "file-$(((round + 3) % 7))"                               # delete
+    sync -f log.txt                                                 # fsync
+    sleep "$pause"
+  done
+}
+
 # Content fingerprint of everything stored (to prove a refused request changed nothing).
 store_fingerprint() {
   if [[ -d $STORE ]]; then

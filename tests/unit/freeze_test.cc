@@ -9,21 +9,13 @@
 #include <cstdlib>
 #include <string>
 
+#include "shell.h"
 #include "freeze.h"
 
 namespace blockrep::agent {
 namespace {
 
-std::string Shell(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[256];
-  while (fgets(buf, sizeof(buf), p)) out += buf;
-  pclose(p);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
+using testing_util::Shell;
 
 class FreezeTest : public ::testing::Test {
  protected:

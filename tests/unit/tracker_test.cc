@@ -10,6 +10,7 @@
 
 #include <bpf/bpf.h>
 
+#include "shell.h"
 #include "blockrep/bytes.h"
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
@@ -18,16 +19,7 @@
 namespace blockrep {
 namespace {
 
-std::string Shell(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[256];
-  while (fgets(buf, sizeof(buf), p)) out += buf;
-  pclose(p);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
+using testing_util::Shell;
 
 class TrackerTest : public ::testing::Test {
  protected:
