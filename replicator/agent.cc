@@ -2,12 +2,14 @@
 
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fcntl.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <random>
 
@@ -775,6 +777,7 @@ Status Agent::Session(const Signals& sig, bool once) {
           final_take_done = true;
           point_consistent_ = false;
           if (freeze_) {
+            pre_hook_ok_ = opts_.pre_hook.empty() || RunHook(opts_.pre_hook, "pre-hook");
             // Writers stop here; what the last take finds is read before they resume, so the
             // point holds the volumes as of this instant.
             Status fz = freeze_->Freeze(kFreezeLimitNs);
@@ -782,7 +785,11 @@ Status Agent::Session(const Signals& sig, bool once) {
           }
           if (PollTracker(false, true)) continue;
         } else if (closing) {
-          if (freeze_ && freeze_->frozen()) EndFreeze();
+          if (freeze_ && freeze_->frozen()) {
+            EndFreeze();
+            if (!pre_hook_ok_) point_consistent_ = false;  // applications may not have quiesced
+            if (!opts_.post_hook.empty()) RunHook(opts_.post_hook, "post-hook");
+          }
           wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, point_consistent_ ? 1u : 0u};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
           end_sent = true;
@@ -883,6 +890,39 @@ void Agent::EndFreeze() {
   }
   point_consistent_ = true;
   Log(kProg, "point " + std::to_string(point_id_) + ": filesystems frozen for " + std::to_string(ms) + " ms");
+}
+
+bool Agent::RunHook(const std::string& path, const char* what) {
+  constexpr int kHookLimitMs = 30000;
+  pid_t pid = fork();
+  if (pid < 0) {
+    Log(kProg, std::string("warning: cannot fork the ") + what + ": " + std::strerror(errno));
+    return false;
+  }
+  if (pid == 0) {
+    setenv("BLOCKREP_POINT_ID", std::to_string(point_id_).c_str(), 1);
+    execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  for (int waited = 0;; waited += 10) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return false;
+    if (waited >= kHookLimitMs) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      Log(kProg, std::string("warning: ") + what + " " + path + " ran over " + std::to_string(kHookLimitMs / 1000) +
+                     " s and was killed; point " + std::to_string(point_id_) + " is not consistent");
+      return false;
+    }
+    usleep(10000);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  Log(kProg, std::string("warning: ") + what + " " + path + " failed (" +
+                 (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : std::string("killed by a signal")) +
+                 "); point " + std::to_string(point_id_) + " is not consistent");
+  return false;
 }
 
 void Agent::Teardown() {

@@ -48,6 +48,7 @@ struct Options {
   uint64_t poll_interval_ns = 100ull * 1000000ull;      // continuous mode: bitmap polls
   uint64_t rpo_target_ns = 30ull * 1000000000ull;       // warn before lag would pass this
   uint64_t bandwidth_bps = 0;                           // 0: unlimited
+  std::string pre_hook, post_hook;                      // run around each point's freeze
 };
 
 struct SyncSummary {
@@ -84,6 +85,8 @@ class Agent {
   void PlanFreezes();
   // Thaws after the last reads of a point; the point is consistent if the freeze held.
   void EndFreeze();
+  // Runs a hook with BLOCKREP_POINT_ID set, killing it after 30 s; false on failure (logged).
+  bool RunHook(const std::string& path, const char* what);
   // Chooses full or incremental for the next point and fills `work_`.
   void PlanPoint(uint64_t last_point);
   // One connection: points until `once` is satisfied or SIGTERM. Ok means a clean finish.
@@ -125,6 +128,7 @@ class Agent {
   std::unique_ptr<FreezeSet> freeze_;
   std::string freeze_note_;
   bool point_consistent_ = false;
+  bool pre_hook_ok_ = true;
   std::deque<uint64_t> freeze_ms_samples_;
 
   // Protocol state.

@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       "Usage: blockrep-agent --staging HOST:PORT --server-id ID --volume PATH [--volume PATH ...]\n"
       "                      --key FILE --once [options]\nOptions");
   std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
-  std::string point_interval, rpo_target, bandwidth = "0";
+  std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook;
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")(
       "staging", po::value(&staging), "staging address HOST:PORT")(
@@ -112,6 +112,9 @@ int main(int argc, char** argv) {
       "rpo-target", po::value(&rpo_target)->default_value("30s"), "warn before lag would pass this")(
       "bandwidth-limit", po::value(&bandwidth), "bytes/s, e.g. 50M (K/M/G decimal); change it live with "
       "blockrep-agent set-bandwidth")(
+      "pre-hook", po::value(&pre_hook), "executable run before each point's freeze (quiesce applications); "
+      "BLOCKREP_POINT_ID is set; failing or taking over 30 s makes the point not consistent")(
+      "post-hook", po::value(&post_hook), "executable run after each point's thaw")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -147,6 +150,12 @@ int main(int argc, char** argv) {
   auto rate = ParseRate(bandwidth, "--bandwidth-limit");
   if (!rate.ok()) return ReportFatal(kProg, rate.status());
   opts.bandwidth_bps = *rate;
+  for (const std::string* hook : {&pre_hook, &post_hook}) {
+    if (!hook->empty() && access(hook->c_str(), X_OK) != 0)
+      return ReportFatal(kProg, InvalidArgument("hook " + *hook + " is not an executable file (chmod +x it, or fix the path)"));
+  }
+  opts.pre_hook = pre_hook;
+  opts.post_hook = post_hook;
 
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa{};

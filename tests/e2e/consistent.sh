@@ -17,9 +17,14 @@ mount_dev
 cp -r /usr/include/linux "$WORK/mnt/src"
 start_staging
 
+printf '#!/bin/sh\necho "pre $BLOCKREP_POINT_ID" >>%s\n' "$WORK/hooks.log" >"$WORK/pre.sh"
+printf '#!/bin/sh\necho "post $BLOCKREP_POINT_ID" >>%s\n' "$WORK/hooks.log" >"$WORK/post.sh"
+printf '#!/bin/sh\nexit 3\n' >"$WORK/failing.sh"
+chmod +x "$WORK/pre.sh" "$WORK/post.sh" "$WORK/failing.sh"
 STATE=$WORK/agent-state
 "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
-  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1s 2>"$WORK/agent.log" &
+  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1s \
+  --pre-hook "$WORK/pre.sh" --post-hook "$WORK/post.sh" 2>"$WORK/agent.log" &
 APID=$!
 PIDS+=("$APID")
 seconds=${CONSISTENT_SECONDS:-12}
@@ -50,6 +55,16 @@ for p in $(grep -o '"id": [0-9]*' <<<"$list" | awk '{print $2}'); do
   e2fsck -fn "$WORK/out/vol-0.img" >"$WORK/fsck.out" 2>&1 || fail "point $p: e2fsck: $(tail -n 3 "$WORK/fsck.out")"
 done
 echo "$total points, all consistent and e2fsck-clean; $freezes freezes, p50 ${p50} ms, p99 ${p99} ms"
+pre=$(grep -c '^pre ' "$WORK/hooks.log")
+post=$(grep -c '^post ' "$WORK/hooks.log")
+[[ $pre -eq $freezes && $post -eq $freezes ]] || fail "hooks ran $pre/$post times for $freezes freezes"
+
+# A failing pre-hook: the point is stored, but not consistent.
+agent "$ID" --volume "$dev" --tracker ebpf --pre-hook "$WORK/failing.sh" >"$WORK/hookfail.out" 2>&1 ||
+  fail "point with a failing pre-hook: $(tail -n 1 "$WORK/hookfail.out")"
+grep -q "pre-hook .* failed (exit 3)" "$WORK/hookfail.out" || fail "the failing pre-hook was not reported"
+recover list --store "$STORE" --server-id "$ID" --json | tail -n 2 | grep -q '"consistent": false' ||
+  fail "a point whose pre-hook failed is listed consistent"
 
 # Unmounted, the same device gives a point that is stored but not consistent.
 umount "$WORK/mnt"
@@ -57,4 +72,5 @@ MOUNTS=()
 agent "$ID" --volume "$dev" --tracker ebpf >"$WORK/raw.out" 2>&1 || fail "raw point: $(tail -n 1 "$WORK/raw.out")"
 recover list --store "$STORE" --server-id "$ID" --json | tail -n 2 | grep -q '"consistent": false' ||
   fail "a point of an unmounted device is listed consistent"
-pass "consistent: $total frozen points e2fsck-clean (freeze p50 ${p50} ms, p99 ${p99} ms); unmounted point flagged not consistent"
+pass "consistent: $total frozen points e2fsck-clean (freeze p50 ${p50} ms, p99 ${p99} ms), hooks around each" \
+  "freeze; failing pre-hook and unmounted device give points flagged not consistent"
