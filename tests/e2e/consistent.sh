@@ -30,8 +30,7 @@ PIDS+=("$APID")
 seconds=${CONSISTENT_SECONDS:-12}
 churn_files "$seconds" 0.05 &
 WPID=$!
-fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
-  --ioengine=psync --runtime="$seconds" --time_based --rate=4m --output="$WORK/fio.out" >/dev/null 2>&1 &
+fio_randwrite "$seconds" &
 FPID=$!
 wait "$WPID" || fail "filesystem workload failed"
 wait "$FPID" || fail "fio failed"

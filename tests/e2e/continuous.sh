@@ -37,9 +37,7 @@ seconds=${CONT_SECONDS:-30}
 cp -r /usr/include/linux "$WORK/mnt/src"
 churn_files "$seconds" &
 WPID=$!
-fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
-  --ioengine=psync --runtime="$seconds" --time_based --rate=4m --verify=crc32c --verify_state_save=0 --do_verify=1 \
-  --output="$WORK/fio.out" >/dev/null 2>&1 &
+fio_randwrite "$seconds" &
 FPID=$!
 
 sleep 2

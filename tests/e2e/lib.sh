@@ -124,6 +124,14 @@ churn_files() {
   done
 }
 
+# fio_randwrite SECONDS: fio 4 KiB random writes at 4 MB/s with crc32c verify on a 32 MiB file
+# in $WORK/mnt, output in $WORK/fio.out. Run it in the background.
+fio_randwrite() {
+  fio --name=rand --filename="$WORK/mnt/fio.dat" --size=32M --rw=randwrite --bs=4k --direct=1 \
+    --ioengine=psync --runtime="$1" --time_based --rate=4m --verify=crc32c --verify_state_save=0 \
+    --do_verify=1 --output="$WORK/fio.out" >/dev/null 2>&1
+}
+
 # Content fingerprint of everything stored (to prove a refused request changed nothing).
 store_fingerprint() {
   if [[ -d $STORE ]]; then
