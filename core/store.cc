@@ -36,18 +36,6 @@ Result<ByteSpan> CheckTrailer(ByteSpan data, const char* what) {
   return body;
 }
 
-Result<std::vector<std::string>> ListDir(const std::string& dir) {
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return ErrnoStatus("open directory " + dir, errno);
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 }  // namespace
 
@@ -231,10 +219,21 @@ std::string ServerStore::PackPath(uint32_t pack) const {
   return dir_ + "/packs/" + name;
 }
 
-std::string ServerStore::IndexPath(uint64_t point_id) const {
-  char name[40];
-  std::snprintf(name, sizeof(name), "%012" PRIu64 ".idx", point_id);
+std::string ServerStore::IndexPath(const PointInfo& point) const {
+  char name[48];
+  std::snprintf(name, sizeof(name), "%012" PRIu64 "-%016" PRIx64 ".idx", point.id, point.index_checksum);
   return dir_ + "/index/" + name;
+}
+
+Result<UniqueFd> ServerStore::CreatePack(uint32_t* pack_id) const {
+  BR_ASSIGN_OR_RETURN(*pack_id, NextPackId());
+  std::string path = PackPath(*pack_id);
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus("create pack " + path, errno);
+  BR_RETURN_IF_ERROR(WriteAll(fd.get(), EncodePackHeader(*pack_id)).Annotate(path));
+  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
+  BR_RETURN_IF_ERROR(FsyncDir(dir_ + "/packs"));
+  return fd;
 }
 
 Result<uint32_t> ServerStore::NextPackId() const {
@@ -248,7 +247,7 @@ Result<uint32_t> ServerStore::NextPackId() const {
 }
 
 Result<PointIndex> ServerStore::LoadIndex(const PointInfo& point) const {
-  std::string path = IndexPath(point.id);
+  std::string path = IndexPath(point);
   BR_ASSIGN_OR_RETURN(Bytes data, ReadFileBytes(path, kMaxIndexBytes));
   if (Checksum64(data) != point.index_checksum)
     return DataLoss(path + " does not match the checksum the manifest holds for point " +
@@ -263,21 +262,45 @@ Status ServerStore::CommitPoint(const PointInfo& info, const PointIndex& index, 
   if (info.id <= manifest_.last_point_id())
     return Internal("point " + std::to_string(info.id) + " is not newer than the chain's last");
   Bytes enc = index.Encode();
-  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(info.id), enc));
-  Manifest next = manifest_;
   PointInfo p = info;
   p.index_checksum = Checksum64(enc);
+  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
+  Manifest next = manifest_;
   next.points.push_back(p);
   next.key_id = key_id;
+  return CommitManifest(std::move(next));
+}
+
+Status ServerStore::CommitManifest(Manifest next) {
   Bytes menc = next.Encode();
   BR_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/MANIFEST", menc));
   manifest_ = std::move(next);
   return Status::Ok();
 }
 
+Status ServerStore::ExpirePoints(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return Status::Ok();
+  std::set<uint64_t> drop(ids.begin(), ids.end());
+  if (drop.count(manifest_.last_point_id()) != 0)
+    return Internal("the newest point " + std::to_string(manifest_.last_point_id()) + " cannot expire");
+  Manifest next = manifest_;
+  std::vector<PointInfo> gone;
+  next.points.clear();
+  for (const PointInfo& p : manifest_.points) (drop.count(p.id) ? gone : next.points).push_back(p);
+  if (gone.size() != drop.size()) return Internal("asked to expire a point the chain does not hold");
+  BR_RETURN_IF_ERROR(CommitManifest(std::move(next)));
+  // From here the points are gone; an index file left behind is an orphan RemoveOrphans deletes.
+  for (const PointInfo& p : gone) {
+    std::string path = IndexPath(p);
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      return ErrnoStatus("remove the index of expired point " + std::to_string(p.id) + " (" + path + ")", errno);
+  }
+  return FsyncDir(dir_ + "/index");
+}
+
 Status ServerStore::RemoveOrphans() {
   std::set<std::string> wanted;
-  for (const PointInfo& p : manifest_.points) wanted.insert(IndexPath(p.id));
+  for (const PointInfo& p : manifest_.points) wanted.insert(IndexPath(p));
   BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/index"));
   for (const std::string& n : names) {
     std::string path = dir_ + "/index/" + n;

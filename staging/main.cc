@@ -20,13 +20,18 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca;
+  std::string listen, store, cert, key, ca, retention;
+  uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
       "store", po::value(&store), "store directory (created if missing)")(
       "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
       "tls-key", po::value(&key), "staging private key (PEM)")(
-      "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates");
+      "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates")(
+      "retention", po::value(&retention)->default_value(kDefaultRetention),
+      "recovery points kept per server: EVERY:FOR tiers (one point per EVERY of UTC time, for FOR), "
+      "or all, or none")(
+      "keep-last", po::value(&keep_last)->default_value(0), "also keep the newest N points, whatever their age");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
@@ -34,7 +39,11 @@ int main(int argc, char** argv) {
   auto hp = ParseHostPort(listen, "--listen");
   if (!hp.ok()) return ReportFatal(kProg, hp.status());
 
+  auto policy = RetentionPolicy::Parse(retention, keep_last);
+  if (!policy.ok()) return ReportFatal(kProg, policy.status());
+
   staging::Options opts;
+  opts.retention = *policy;
   opts.listen = *hp;
   opts.store_dir = store;
   opts.tls = TlsFiles{cert, key, ca};

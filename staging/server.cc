@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
@@ -32,6 +33,9 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
 constexpr uint64_t kPendingMagic = 0x32444e4550524242ull;  // "BBRPEND2"
 constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: beyond it the agent resends
+// A session starts a new pack past this size (between group commits), so that a long-lived
+// session's older records can be compacted: the pack being appended never is.
+constexpr uint64_t kPackRollBytes = 64ull << 20;
 
 // <server dir>/PENDING (docs/FORMAT.md): the durable part of an interrupted point, so that a
 // restarted staging can still offer it for resumption.
@@ -111,8 +115,10 @@ struct Server::Session {
   bool commit_inflight = false;
   uint64_t durable_seq = 0;
 
-  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST (rescans).
+  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST (rescans); a
+  // compaction that rewrites it changes its checksum, which makes the session reload it.
   std::optional<store::PointIndex> fp_index;
+  uint64_t fp_index_checksum = 0;
   std::unique_ptr<store::PackReader> fp_reader;
 };
 
@@ -135,6 +141,7 @@ Status Server::Start() {
     ServerState& state = servers_[id];
     state.store = std::move(st).value();
     LoadPending(state, id);
+    ApplyRetention(id, state, true);
   }
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
@@ -153,7 +160,8 @@ Status Server::Start() {
   bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                   : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   Log(kProg, "listening on " + opts_.listen.host + ":" + std::to_string(bound_port_) + ", store " +
-                 opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record");
+                 opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
+                 opts_.retention.ToString());
   return PostAccept();
 }
 
@@ -517,15 +525,8 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
 }
 
 Status Server::OpenPack(Session& s) {
-  BR_ASSIGN_OR_RETURN(s.pack_id, s.server->store->NextPackId());
-  std::string path = s.server->store->PackPath(s.pack_id);
-  s.pack_fd = UniqueFd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!s.pack_fd.valid()) return ErrnoStatus("create pack " + path, errno);
-  Bytes header = store::EncodePackHeader(s.pack_id);
-  BR_RETURN_IF_ERROR(WriteAll(s.pack_fd.get(), header).Annotate(path));
-  if (fsync(s.pack_fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
-  BR_RETURN_IF_ERROR(FsyncDir(s.server->store->dir() + "/packs"));
-  s.pack_end = header.size();
+  BR_ASSIGN_OR_RETURN(s.pack_fd, s.server->store->CreatePack(&s.pack_id));
+  s.pack_end = store::kPackHeaderSize;
   return Status::Ok();
 }
 
@@ -548,6 +549,7 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   if (m.fingerprints.size() != fp_bytes)
     return ProtocolError("RECORD carries " + std::to_string(m.fingerprints.size()) + " bytes of fingerprints, expected " +
                          std::to_string(fp_bytes));
+  if (s.pack_fd.valid() && s.pack_end >= kPackRollBytes && s.batch.empty() && !s.commit_inflight) s.pack_fd.Reset();
   if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
 
   store::NewExtent x;
@@ -588,10 +590,11 @@ Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
   const store::ServerStore& st = *s.server->store;
   if (st.manifest().points.empty()) return ProtocolError("FINGERPRINT_REQUEST without a committed point");
   const store::PointInfo& last = st.manifest().points.back();
-  if (!s.fp_index || s.fp_index->point_id != last.id) {
+  if (!s.fp_index || s.fp_index->point_id != last.id || s.fp_index_checksum != last.index_checksum) {
     auto loaded = st.LoadIndex(last);
     if (!loaded.ok()) return loaded.status().Annotate("cannot load point " + std::to_string(last.id) + " for fingerprints");
     s.fp_index = std::move(loaded).value();
+    s.fp_index_checksum = last.index_checksum;
     s.fp_reader = std::make_unique<store::PackReader>(st.dir());
   }
   wire::Fingerprints reply;
@@ -695,7 +698,45 @@ Status Server::MaybeCommitPoint(Session& s) {
   s.extent_seqs.clear();
   s.session_records = 0;
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
+  ApplyRetention(s.server_id, *s.server, false);
   return Status::Ok();
+}
+
+std::vector<uint32_t> Server::PinnedPacks(const ServerState& st) const {
+  std::set<uint32_t> pinned;
+  for (const auto& [id, s] : sessions_) {
+    if (s->server != &st) continue;
+    if (s->pack_id != 0) pinned.insert(s->pack_id);
+    for (const store::NewExtent& x : s->extents) pinned.insert(x.entry.pack);
+  }
+  if (st.pending)
+    for (const store::NewExtent& x : st.pending->extents) pinned.insert(x.entry.pack);
+  return {pinned.begin(), pinned.end()};
+}
+
+void Server::ApplyRetention(const std::string& server_id, ServerState& st, bool startup) {
+  Clock& clock = opts_.clock ? *opts_.clock : system_clock_;
+  const std::string who = "server '" + server_id + "': ";
+  RetentionRun run = EnforceRetention(*st.store, opts_.retention, clock.NowUtcNs(), PinnedPacks(st), startup,
+                                      &st.expired_bytes);
+  if (!run.expired.empty()) {
+    std::string ids;
+    for (size_t i = 0; i < run.expired.size() && i < 8; ++i) ids += (i ? "," : "") + std::to_string(run.expired[i]);
+    if (run.expired.size() > 8) ids += ",...";
+    Log(kProg, who + "expired " + std::to_string(run.expired.size()) + " point(s) [" + ids + "] by retention " +
+                   opts_.retention.ToString() + "; " + std::to_string(st.store->manifest().points.size()) +
+                   " retained");
+  }
+  const auto& c = run.compaction;
+  if (c.packs_rewritten + c.packs_deleted > 0)
+    Log(kProg, who + "compacted " + std::to_string(c.packs_rewritten) + " pack(s), deleted " +
+                   std::to_string(c.packs_deleted) + " dead pack(s): copied " + std::to_string(c.bytes_copied) +
+                   " bytes in " + std::to_string(c.records_copied) + " records, reclaimed " +
+                   std::to_string(c.bytes_reclaimed) + " bytes, rewrote " + std::to_string(c.indexes_rewritten) +
+                   " index(es) in " + std::to_string(run.compaction_ms) + " ms");
+  if (!run.status.ok())
+    Log(kProg, who + "retention: " + run.status.message() +
+                   " (nothing retained is lost; expiry or compaction is retried after the next point)");
 }
 
 }  // namespace blockrep::staging

@@ -12,6 +12,7 @@
 #include "blockrep/channel.h"
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
+#include "blockrep/retention.h"
 #include "blockrep/store.h"
 #include "blockrep/tls.h"
 #include "blockrep/uring.h"
@@ -24,6 +25,8 @@ struct Options {
   std::string store_dir;
   TlsFiles tls;
   unsigned max_sessions = 256;
+  RetentionPolicy retention;  // applied after every committed point and at startup
+  Clock* clock = nullptr;     // point ages for retention; the system clock when null
 };
 
 class Server {
@@ -49,6 +52,10 @@ class Server {
     std::unique_ptr<store::ServerStore> store;
     bool active = false;
     std::optional<PendingPoint> pending;
+    // Stored bytes the points expired since the last compaction had added: a cheap upper bound
+    // of the garbage waiting, so that compaction (which reads every retained index) runs only
+    // when it can reclaim a worthwhile share.
+    uint64_t expired_bytes = 0;
   };
   struct Session;
 
@@ -73,11 +80,16 @@ class Server {
   void StartCommit(Session& s);
   void OnCommitDone(Session& s);
   Status MaybeCommitPoint(Session& s);
+  // Expires what the retention policy no longer keeps, then compacts when enough is garbage
+  // (always at startup). Failures are logged: they cost space, never a retained point.
+  void ApplyRetention(const std::string& server_id, ServerState& st, bool startup);
+  std::vector<uint32_t> PinnedPacks(const ServerState& st) const;
   void Fail(Session& s, wire::ErrorCode code, const Status& status);
   void SendFrame(Session& s, wire::MsgType type, const Bytes& payload);
   void Close(Session& s);
 
   Options opts_;
+  SystemClock system_clock_;
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<TlsContext> tls_;
   UniqueFd listen_fd_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "blockrep/bytes.h"
 #include "blockrep/status.h"
@@ -21,6 +22,8 @@ Status WriteFileAtomic(const std::string& path, ByteSpan data);
 // mkdir -p; mode applies to created directories.
 Status MakeDirs(const std::string& path, unsigned mode = 0755);
 bool PathExists(const std::string& path);
+// Names in `dir` (without . and ..), sorted.
+Result<std::vector<std::string>> ListDir(const std::string& dir);
 
 // A file descriptor that closes itself.
 class UniqueFd {

@@ -1,7 +1,8 @@
 // The staging store (docs/FORMAT.md). Per server:
 //
 //   servers/<id>/packs/<N>.pack   append-only ciphertext records, written by the staging
-//   servers/<id>/index/<P>.idx    immutable full index of point P: extent -> record location
+//   servers/<id>/index/<P>-<C>.idx immutable full index of point P (C: its checksum, which the
+//                                  manifest holds): extent -> record location
 //   servers/<id>/MANIFEST         the committed chain; replaced atomically
 //
 // Write order for a point: records (pack, fsync) -> index (tmp, fsync, rename) -> manifest (tmp,
@@ -9,7 +10,9 @@
 // manifest does not reach are leftovers of a crash and are removed at startup.
 //
 // Each point's index is complete, so materialising a point reads one index whatever the chain's
-// length, and expiring a point deletes its index without touching any pack.
+// length, and expiring a point deletes its index without touching any pack. Compaction copies
+// the records that retained points still use out of mostly-dead packs, verbatim, then swaps in
+// new index files with one manifest commit (store_compact.cc).
 #pragma once
 
 #include <cstdint>
@@ -104,7 +107,12 @@ class ServerStore {
   const Manifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
   std::string PackPath(uint32_t pack) const;
-  std::string IndexPath(uint64_t point_id) const;
+  // Named by point id and index checksum, so a rewritten index (compaction) never replaces the
+  // file the committed manifest names: the manifest commit is what switches to it.
+  std::string IndexPath(const PointInfo& point) const;
+
+  // Creates the next pack (header written and fsync'd, directory fsync'd), open for appending.
+  Result<UniqueFd> CreatePack(uint32_t* pack_id) const;
 
   // The next unused pack number (larger than every pack file present).
   Result<uint32_t> NextPackId() const;
@@ -114,7 +122,38 @@ class ServerStore {
   // Removes index files and temporaries that the manifest does not reference.
   Status RemoveOrphans();
 
+  // Drops `ids` from the chain: one manifest commit, then their index files are deleted. Never
+  // the newest point (the base of the agent's next one). No pack is read or written, so the cost
+  // does not depend on the data; the records only they used become garbage for Compact.
+  Status ExpirePoints(const std::vector<uint64_t>& ids);
+
+  struct CompactionOptions {
+    // A pack is rewritten once at least this share of its bytes is garbage (or all of it is).
+    double garbage_share_min = 0.25;
+    // Live bytes copied per call at most (the staging calls it between client I/O).
+    uint64_t copy_bytes_max = 256ull << 20;
+    // Packs still being appended or referenced from outside the manifest (a live session's open
+    // point, PENDING): never touched.
+    std::vector<uint32_t> pinned_packs;
+  };
+  struct CompactionStats {
+    uint32_t packs_rewritten = 0;  // live records copied out, then deleted
+    uint32_t packs_deleted = 0;    // all garbage: deleted without copying
+    uint64_t records_copied = 0;
+    uint64_t bytes_copied = 0;
+    uint64_t bytes_reclaimed = 0;  // pack bytes deleted minus bytes copied
+    uint32_t indexes_rewritten = 0;
+    bool more = false;  // stopped at copy_bytes_max with candidates left
+  };
+  // Copies the live records of mostly-garbage packs, verbatim (ciphertext, tag and
+  // fingerprints), into one new pack; rewrites the indexes that name them; commits the manifest;
+  // then deletes the old packs and indexes. A crash at any step leaves the old manifest (and
+  // orphans that the next run removes) or the new one. A record whose checksum fails is never
+  // copied: the compaction stops with kDataLoss and changes nothing.
+  Result<CompactionStats> Compact(const CompactionOptions& options);
+
  private:
+  Status CommitManifest(Manifest next);
   std::string dir_;
   Manifest manifest_;
 };
@@ -130,8 +169,10 @@ class PackReader {
   // kFingerprintUnknown where none was stored.
   Status ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset, std::vector<uint64_t>* out);
 
- private:
+  // The open pack file, for reading the bytes stored after a record.
   Result<int> Fd(uint32_t pack);
+
+ private:
   std::string dir_;
   std::map<uint32_t, UniqueFd> fds_;
 };

@@ -50,7 +50,7 @@ sleep $((10 - (SECONDS - outage_start)))  # the staging stays down 10 s
 
 # The agent dials the old port: restart the staging on it.
 "$BIN/blockrep-staging" --listen "127.0.0.1:$STAGING_PORT" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
-  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" >>"$WORK/staging.log" 2>&1 &
+  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention all >>"$WORK/staging.log" 2>&1 &
 STAGING_PID=$!
 echo "staging was down $((SECONDS - outage_start)) s"
 wait_state CONTINUOUS

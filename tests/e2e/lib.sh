@@ -43,7 +43,8 @@ make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/n
 # start_staging [extra args]: starts on an ephemeral port and waits for it to listen.
 start_staging() {
   "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$STORE" --tls-cert "$KEYS/staging.crt" \
-    --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" "$@" >>"$WORK/staging.log" 2>&1 &
+    --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention "${STAGING_RETENTION:-all}" "$@" \
+    >>"$WORK/staging.log" 2>&1 &
   STAGING_PID=$!
   local i
   for i in $(seq 1 100); do

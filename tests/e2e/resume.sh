@@ -67,7 +67,7 @@ before=$(field wire_bytes)
 stop_staging
 grep -q "kept for the agent to resume" "$WORK/staging.log" || fail "the stopping staging did not keep the open point"
 "$BIN/blockrep-staging" --listen "127.0.0.1:$STAGING_PORT" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
-  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" >>"$WORK/staging.log" 2>&1 &
+  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention all >>"$WORK/staging.log" 2>&1 &
 STAGING_PID=$!
 for _ in $(seq 1 300); do grep -q "resuming point" "$WORK/agent2.log" && break; sleep 0.1; done
 grep -q "resuming point" "$WORK/agent2.log" || fail "the agent did not resume after the staging restart: $(tail -n 3 "$WORK/agent2.log")"

@@ -103,10 +103,13 @@ TEST_F(StoreTest, OrphansAreRemoved) {
   auto s = ServerStore::Open(root_, "web1", true);
   ASSERT_TRUE(s.ok());
   Bytes orphan = SampleIndex(9).Encode();
-  ASSERT_TRUE(WriteFileAtomic((*s)->IndexPath(9), orphan).ok());
+  PointInfo orphan_point;
+  orphan_point.id = 9;
+  orphan_point.index_checksum = Checksum64(orphan);
+  ASSERT_TRUE(WriteFileAtomic((*s)->IndexPath(orphan_point), orphan).ok());
   ASSERT_TRUE(WriteFileAtomic((*s)->dir() + "/index/x.idx.tmp", orphan).ok());
   ASSERT_TRUE((*s)->RemoveOrphans().ok());
-  EXPECT_FALSE(PathExists((*s)->IndexPath(9)));
+  EXPECT_FALSE(PathExists((*s)->IndexPath(orphan_point)));
   EXPECT_FALSE(PathExists((*s)->dir() + "/index/x.idx.tmp"));
 }
 

@@ -1,0 +1,353 @@
+// Recovery-point chains on a real store: retention with an injected clock, expiry, compaction, and
+// restores through the recovery library. Points are sealed with a real data key and appended to
+// packs the way the staging appends them (records, each followed by its fingerprints), then
+// committed with the store's own CommitPoint; retention runs through EnforceRetention, the
+// function the staging calls after each point.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <set>
+
+#include "blockrep/checksum.h"
+#include "blockrep/fingerprint.h"
+#include "blockrep/fs.h"
+#include "blockrep/keyfile.h"
+#include "blockrep/record.h"
+#include "blockrep/retention.h"
+#include "blockrep/store.h"
+#include "restore.h"
+
+namespace blockrep {
+namespace {
+
+constexpr uint64_t kSecondNs = 1000000000ull;
+constexpr uint64_t kMinuteNs = 60 * kSecondNs;
+constexpr uint64_t kHourNs = 60 * kMinuteNs;
+constexpr uint64_t kDayNs = 24 * kHourNs;
+constexpr uint64_t kVolumeBytes = 2u << 20;
+constexpr uint64_t kExtentBytes = 64u << 10;
+const char* const kServer = "db1";
+
+// The value of a Result the test needs to go on.
+template <typename T>
+T Must(Result<T> r) {
+  if (!r.ok()) ADD_FAILURE() << r.status().message();
+  return std::move(r).value();
+}
+
+struct Write {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool zero = false;
+};
+
+// A one-volume server whose image the test keeps in memory, so it knows every point's content.
+class Chain {
+ public:
+  explicit Chain(const std::string& root) : root_(root) {
+    EXPECT_TRUE(store::InitStoreRoot(root_, true).ok());
+    key_file_ = root_ + "/data.key";
+    EXPECT_TRUE(WriteNewDataKey(key_file_).ok());
+    key_ = Must(LoadDataKey(key_file_));
+    store_ = std::move(store::ServerStore::Open(root_, kServer, true)).value();
+    sealer_ = std::move(RecordSealer::Create(key_, kServer)).value();
+    fingerprinter_.emplace(Must(BlockFingerprinter::Create(key_)));
+    image_.assign(kVolumeBytes, 0);
+  }
+
+  store::ServerStore& store() { return *store_; }
+  const std::string& key_file() const { return key_file_; }
+  uint64_t pack_bytes_written() const { return pack_bytes_written_; }
+  uint64_t expected_hash(uint64_t point) const { return hashes_.at(point); }
+
+  // Applies `writes` (random bytes, or zeros) to the image and commits them as the next point,
+  // in a pack of its own. The first point carries the whole image.
+  void AddPoint(uint64_t time_ns, bool consistent, const std::vector<Write>& writes) {
+    uint64_t id = store_->manifest().last_point_id() + 1;
+    std::vector<Write> sent = writes;
+    for (const Write& w : writes) {
+      if (w.zero) std::fill_n(image_.begin() + static_cast<ptrdiff_t>(w.offset), w.length, 0);
+      else for (uint64_t i = 0; i < w.length; ++i) image_[w.offset + i] = static_cast<uint8_t>(rng_());
+    }
+    if (id == 1) {
+      sent.clear();
+      for (uint64_t off = 0; off < kVolumeBytes; off += kExtentBytes) sent.push_back({off, kExtentBytes, false});
+    }
+    uint32_t pack = 0;
+    UniqueFd fd = std::move(store_->CreatePack(&pack)).value();
+    uint64_t end = store::kPackHeaderSize;
+    std::vector<store::NewExtent> extents;
+    Bytes scratch, out;
+    for (const Write& w : sent) {
+      out.clear();
+      ByteSpan plain(image_.data() + w.offset, w.length);
+      auto hdr = sealer_->Seal(CodecChoice{}, 0, w.offset, id, plain, &scratch, &out);
+      ASSERT_TRUE(hdr.ok());
+      store::NewExtent x;
+      x.zero = hdr->zero();
+      x.entry = {0, static_cast<uint32_t>(w.length), w.offset, pack, static_cast<uint32_t>(out.size()), end, 0,
+                 Checksum64(out)};
+      if (!x.zero) fingerprinter_->Append(w.offset, plain, &out);
+      ASSERT_TRUE(WriteAll(fd.get(), out).ok());
+      end += out.size();
+      extents.push_back(x);
+    }
+    ASSERT_EQ(fsync(fd.get()), 0);
+    pack_bytes_written_ += end;
+    std::optional<store::PointIndex> base;
+    if (id > 1) base = std::move(store_->LoadIndex(store_->manifest().points.back())).value();
+    store::PointIndex idx = store::BuildPointIndex(id, {kVolumeBytes}, base ? &*base : nullptr, extents);
+    ASSERT_TRUE(idx.Validate().ok());
+    store::PointInfo info;
+    info.id = id;
+    info.time_ns = time_ns;
+    info.flags = consistent ? store::kPointConsistent : 0;
+    info.volume_count = 1;
+    info.bytes_added = end - store::kPackHeaderSize;
+    ASSERT_TRUE(store_->CommitPoint(info, idx, key_.key_id).ok());
+    hashes_[id] = Checksum64(image_);
+  }
+
+  // 1–2 random writes of 4–32 KiB, sometimes zeros.
+  std::vector<Write> RandomWrites() {
+    std::vector<Write> w;
+    int n = 1 + static_cast<int>(rng_() % 2);
+    for (int i = 0; i < n; ++i) {
+      uint64_t len = 4096 * (1 + rng_() % 8);
+      uint64_t off = 4096 * (rng_() % ((kVolumeBytes - len) / 4096 + 1));
+      w.push_back({off, len, rng_() % 10 == 0});
+    }
+    return w;
+  }
+
+  // Restores `point` through the recovery library and returns the image's hash.
+  uint64_t RestoreHash(uint64_t point) {
+    recovery::RestoreRequest rq;
+    rq.store_dir = root_;
+    rq.server_id = kServer;
+    rq.key_file = key_file_;
+    rq.point_spec = std::to_string(point);
+    rq.output_dir = root_ + "/out";
+    auto sum = recovery::Restore(rq);
+    EXPECT_TRUE(sum.ok()) << "point " << point << ": " << sum.status().message();
+    if (!sum.ok()) return 0;
+    auto data = ReadFileBytes(rq.output_dir + "/vol-0.img", kVolumeBytes + 1);
+    EXPECT_TRUE(data.ok());
+    return data.ok() && data->size() == kVolumeBytes ? Checksum64(*data) : 0;
+  }
+
+  uint64_t PackBytesOnDisk() const {
+    uint64_t total = 0;
+    for (const std::string& n : Must(ListDir(store_->dir() + "/packs"))) {
+      struct stat st{};
+      if (stat((store_->dir() + "/packs/" + n).c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+    }
+    return total;
+  }
+
+  // Bytes of the distinct records (with their fingerprints) the retained points name.
+  uint64_t LiveRecordBytes() {
+    std::set<std::pair<uint32_t, uint64_t>> seen;
+    uint64_t total = 0;
+    for (const store::PointInfo& p : store_->manifest().points) {
+      store::PointIndex idx = Must(store_->LoadIndex(p));
+      for (const store::IndexEntry& e : idx.entries)
+        if (seen.insert({e.pack, e.pack_offset}).second) total += e.record_bytes + FingerprintCount(e.length) * 8;
+    }
+    return total;
+  }
+
+ private:
+  std::string root_, key_file_;
+  DataKey key_;
+  std::unique_ptr<store::ServerStore> store_;
+  std::unique_ptr<RecordSealer> sealer_;
+  std::optional<BlockFingerprinter> fingerprinter_;
+  std::vector<uint8_t> image_;
+  std::map<uint64_t, uint64_t> hashes_;
+  std::mt19937_64 rng_{20261124};
+  uint64_t pack_bytes_written_ = 0;
+};
+
+class ChainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/blockrep-chaintest.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override { std::system(("rm -rf " + root_).c_str()); }
+  std::string root_;
+};
+
+// Monday 2026-01-05 00:00:00 UTC.
+constexpr uint64_t kT0 = 1767571200ull * kSecondNs;
+
+store::PointInfo At(uint64_t time_ns, bool consistent) {
+  store::PointInfo p;
+  p.time_ns = time_ns;
+  p.flags = consistent ? store::kPointConsistent : 0;
+  return p;
+}
+
+// The policy grammar: tiers, all, none; mistakes name the fix.
+TEST(RetentionPolicyTest, Parses) {
+  auto p = RetentionPolicy::Parse(kDefaultRetention, 3);
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(p->tiers.size(), 3u);
+  EXPECT_EQ(p->tiers[0].every_ns, 10 * kMinuteNs);
+  EXPECT_EQ(p->tiers[2].keep_ns, 7 * kDayNs);
+  EXPECT_EQ(p->ToString(), "10m:1h,1h:1d,1d:7d + keep-last 3");
+  EXPECT_TRUE(RetentionPolicy::Parse("all", 0)->keep_all);
+  EXPECT_TRUE(RetentionPolicy::Parse("none", 0)->tiers.empty());
+  for (const char* bad : {"10m", "10m:1h,", "1h:10m", "x:1h", "10m:1y"}) {
+    auto r = RetentionPolicy::Parse(bad, 0);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("--retention"), std::string::npos) << r.status().message();
+  }
+}
+
+// Each tier keeps the newest consistent point of each slot, the newest point of the slot when
+// none is consistent; the newest point of the chain always stays.
+TEST(RetentionPolicyTest, NewestConsistentPerSlot) {
+  std::vector<store::PointInfo> pts = {At(kT0 + 1 * kMinuteNs, true), At(kT0 + 5 * kMinuteNs, false),
+                                       At(kT0 + 61 * kMinuteNs, false), At(kT0 + 62 * kMinuteNs, false),
+                                       At(kT0 + 90 * kMinuteNs, true), At(kT0 + 91 * kMinuteNs, false)};
+  for (size_t i = 0; i < pts.size(); ++i) pts[i].id = i + 1;
+  RetentionPolicy hourly = Must(RetentionPolicy::Parse("1h:1d", 0));
+  // Hour 0: point 1 (consistent) beats the newer 2. Hour 1: 5 is the newest consistent; 6 stays
+  // as the newest of the chain.
+  EXPECT_EQ(PointsToExpire(pts, hourly, kT0 + 2 * kHourNs), (std::vector<uint64_t>{2, 3, 4}));
+  // Past the tier's reach only the newest point is left.
+  EXPECT_EQ(PointsToExpire(pts, hourly, kT0 + 3 * kDayNs), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  RetentionPolicy keep2 = Must(RetentionPolicy::Parse("none", 2));
+  EXPECT_EQ(PointsToExpire(pts, keep2, kT0), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(PointsToExpire(pts, Must(RetentionPolicy::Parse("all", 0)), kT0 + 100 * kDayNs).empty());
+}
+
+// Nine simulated days of a point every 10 minutes under the default policy: the retained set is
+// exactly what the policy says, compaction reclaims the space only expired points used, and every
+// retained point restores to the image the test recorded for it.
+TEST_F(ChainTest, NineDaysOfDefaultRetention) {
+  Chain chain(root_);
+  RetentionPolicy policy = Must(RetentionPolicy::Parse(kDefaultRetention, 0));
+  ManualClock clock(kT0);
+  uint64_t waiting = 0;
+  int compactions = 0;
+  const uint64_t kPoints = 9 * 144;
+  for (uint64_t k = 0; k < kPoints; ++k) {
+    uint64_t t = kT0 + k * 10 * kMinuteNs;
+    // The :50 points are not consistent (say, a freeze refused), so hourly and daily tiers
+    // prefer the :40 ones.
+    bool consistent = (t / (10 * kMinuteNs)) % 6 != 5;
+    chain.AddPoint(t, consistent, chain.RandomWrites());
+    if (HasFatalFailure()) return;
+    clock.Set(t + kSecondNs);  // retention runs right after the commit, as in the staging
+    RetentionRun run = EnforceRetention(chain.store(), policy, clock.NowUtcNs(), {}, false, &waiting);
+    ASSERT_TRUE(run.status.ok()) << run.status.message();
+    compactions += run.compacted;
+  }
+  // Now: day 8 (Tuesday 2026-01-13) 23:50:01. The policy keeps:
+  //   10m:1h  the six points younger than 1 h: day 8 23:00, 23:10, 23:20, 23:30, 23:40, 23:50;
+  //   1h:24h  per hour of day 8 the newest consistent point: hh:40 for hh = 00..23;
+  //   1d:7d   per day younger than 7 d (days 2..8) the newest consistent point: 23:40.
+  std::set<uint64_t> want_times;
+  for (uint64_t m : {0, 10, 20, 30, 40, 50}) want_times.insert(kT0 + 8 * kDayNs + 23 * kHourNs + m * kMinuteNs);
+  for (uint64_t h = 0; h < 24; ++h) want_times.insert(kT0 + 8 * kDayNs + h * kHourNs + 40 * kMinuteNs);
+  for (uint64_t d = 2; d <= 8; ++d) want_times.insert(kT0 + d * kDayNs + 23 * kHourNs + 40 * kMinuteNs);
+  std::set<uint64_t> got_times;
+  for (const store::PointInfo& p : chain.store().manifest().points) got_times.insert(p.time_ns);
+  EXPECT_EQ(want_times.size(), 35u);
+  EXPECT_EQ(got_times, want_times);
+  EXPECT_GT(compactions, 10);
+
+  // Space: what only expired points used must (mostly) be gone once compaction has finished, as
+  // it does at every staging start.
+  RetentionRun final_run = EnforceRetention(chain.store(), policy, clock.NowUtcNs(), {}, true, &waiting);
+  ASSERT_TRUE(final_run.status.ok()) << final_run.status.message();
+  uint64_t written = chain.pack_bytes_written();
+  uint64_t live = chain.LiveRecordBytes();
+  uint64_t on_disk = chain.PackBytesOnDisk();
+  uint64_t only_expired = written - live;
+  uint64_t shrink = written - on_disk;
+  std::printf("packs written %llu bytes, live %llu, only expired points used %llu; on disk now %llu: "
+              "shrank by %.1f %% of what only expired points used (%d compactions during the run)\n",
+              static_cast<unsigned long long>(written), static_cast<unsigned long long>(live),
+              static_cast<unsigned long long>(only_expired), static_cast<unsigned long long>(on_disk),
+              100.0 * static_cast<double>(shrink) / static_cast<double>(only_expired), compactions);
+  EXPECT_GE(static_cast<double>(shrink), 0.8 * static_cast<double>(only_expired));
+
+  for (const store::PointInfo& p : chain.store().manifest().points)
+    EXPECT_EQ(chain.RestoreHash(p.id), chain.expected_hash(p.id)) << "point " << p.id;
+}
+
+// Expiring the middle point of three leaves both neighbours restoring identical, and compaction
+// then drops the records only the middle one used.
+TEST_F(ChainTest, ExpireMiddleOfThree) {
+  Chain chain(root_);
+  chain.AddPoint(kT0, true, {{0, kVolumeBytes, false}});
+  chain.AddPoint(kT0 + kMinuteNs, true, {{0, 65536, false}, {1 << 20, 32768, false}});
+  chain.AddPoint(kT0 + 2 * kMinuteNs, true, {{0, 65536, false}, {512 << 10, 4096, true}});
+  ASSERT_FALSE(HasFatalFailure());
+  uint64_t before = chain.PackBytesOnDisk();
+  ASSERT_TRUE(chain.store().ExpirePoints({2}).ok());
+  EXPECT_EQ(chain.store().manifest().points.size(), 2u);
+  EXPECT_FALSE(chain.store().ExpirePoints({3}).ok()) << "the newest point must never expire";
+  store::ServerStore::CompactionOptions all;
+  all.garbage_share_min = 0.0;
+  auto stats = chain.store().Compact(all);
+  ASSERT_TRUE(stats.ok()) << stats.status().message();
+  // Point 2's pack held a 64 KiB record point 3 overwrote (garbage now: point 1 has its own
+  // record there) and a 32 KiB one point 3 still uses; point 3's pack holds a zero record that
+  // nothing indexes. Those two packs are rewritten; point 1's has no garbage and stays.
+  EXPECT_EQ(stats->packs_rewritten, 2u);
+  EXPECT_FALSE(PathExists(chain.store().PackPath(2)));
+  EXPECT_TRUE(PathExists(chain.store().PackPath(1)));
+  EXPECT_LT(chain.PackBytesOnDisk(), before - 65536);
+  for (uint64_t id : {1, 3}) EXPECT_EQ(chain.RestoreHash(id), chain.expected_hash(id)) << "point " << id;
+  EXPECT_NE(chain.RestoreHash(1), chain.RestoreHash(3));
+}
+
+// Compaction copies records byte for byte: a record that fails its checksum stops it before
+// anything changes (the damage stays where it is, reported, never copied on as good).
+TEST_F(ChainTest, CompactionStopsAtDamage) {
+  Chain chain(root_);
+  chain.AddPoint(kT0, true, {{0, kVolumeBytes, false}});
+  chain.AddPoint(kT0 + kMinuteNs, true, {{0, 65536, false}});
+  chain.AddPoint(kT0 + 2 * kMinuteNs, true, {{0, 65536, false}});
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(chain.store().ExpirePoints({2}).ok());
+  // Damage one byte of a live record in pack 1 (the full point's), past its header.
+  std::string pack1 = chain.store().PackPath(1);
+  UniqueFd fd(open(pack1.c_str(), O_RDWR));
+  ASSERT_TRUE(fd.valid());
+  uint8_t b = 0;
+  ASSERT_EQ(pread(fd.get(), &b, 1, 200000), 1);
+  b ^= 1;
+  ASSERT_EQ(pwrite(fd.get(), &b, 1, 200000), 1);
+  store::Manifest before = chain.store().manifest();
+  store::ServerStore::CompactionOptions all;
+  all.garbage_share_min = 0.0;
+  auto stats = chain.store().Compact(all);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.status().code(), Code::kDataLoss) << stats.status().message();
+  EXPECT_NE(stats.status().message().find("nothing changed"), std::string::npos) << stats.status().message();
+  EXPECT_EQ(chain.store().manifest().Encode(), before.Encode());
+  recovery::RestoreRequest rq;
+  rq.store_dir = root_;
+  rq.server_id = kServer;
+  rq.key_file = chain.key_file();
+  rq.point_spec = "3";
+  rq.output_dir = root_ + "/out";
+  auto restored = recovery::Restore(rq);
+  ASSERT_FALSE(restored.ok());
+  EXPECT_NE(restored.status().message().find("fails its checksum"), std::string::npos) << restored.status().message();
+}
+
+}  // namespace
+}  // namespace blockrep
