@@ -27,7 +27,9 @@ namespace {
 
 struct PackUse {
   uint64_t file_bytes = 0;
-  uint64_t live_bytes = 0;                            // records only; fingerprints add ~0.2 %
+  // Live records and the fingerprints after them. Fingerprints are counted for the plaintext the
+  // index entries reach into, exact unless every entry was trimmed off a record's end.
+  uint64_t live_bytes = 0;
   std::map<uint64_t, const IndexEntry*> live_records;  // pack_offset -> one entry naming it
 };
 
@@ -54,23 +56,22 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
       packs[id].file_bytes = static_cast<uint64_t>(st.st_size);
     }
   }
-  std::vector<IndexEntry> live_entries;  // owns what PackUse::live_records points at
-  std::map<std::pair<uint32_t, uint64_t>, bool> seen;
+  // (pack, pack_offset) -> one entry naming the record, and how far into its plaintext any reaches
+  std::map<std::pair<uint32_t, uint64_t>, std::pair<IndexEntry, uint64_t>> live;
   for (const PointInfo& p : manifest_.points) {
     BR_ASSIGN_OR_RETURN(PointIndex idx, LoadIndex(p));
     for (const IndexEntry& e : idx.entries) {
-      if (!seen.emplace(std::pair{e.pack, e.pack_offset}, true).second) continue;
-      auto it = packs.find(e.pack);
-      if (it == packs.end())
+      if (packs.count(e.pack) == 0)
         return DataLoss("point " + std::to_string(p.id) + " names pack " + std::to_string(e.pack) +
                         ", which is missing (store damaged; nothing was compacted)");
-      live_entries.push_back(e);
+      auto [it, fresh] = live.try_emplace({e.pack, e.pack_offset}, e, 0);
+      it->second.second = std::max<uint64_t>(it->second.second, uint64_t{e.offset_in_record} + e.length);
     }
   }
-  for (const IndexEntry& e : live_entries) {
-    PackUse& u = packs[e.pack];
-    u.live_bytes += e.record_bytes;
-    u.live_records.emplace(e.pack_offset, &e);
+  for (const auto& [where, rec] : live) {
+    PackUse& u = packs[where.first];
+    u.live_bytes += rec.first.record_bytes + FingerprintCount(static_cast<uint32_t>(rec.second)) * kFingerprintBytes;
+    u.live_records.emplace(where.second, &rec.first);
   }
 
   // 2. Which packs: mostly garbage, not pinned, until the copy budget is spent.
@@ -80,7 +81,8 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
   for (const auto& [id, u] : packs) {
     if (pinned.count(id) != 0) continue;
     uint64_t garbage = u.file_bytes > kPackHeaderSize + u.live_bytes ? u.file_bytes - kPackHeaderSize - u.live_bytes : 0;
-    bool worth = u.live_bytes == 0 || static_cast<double>(garbage) >= options.garbage_share_min * static_cast<double>(u.file_bytes);
+    bool worth = u.live_bytes == 0 || (garbage > 0 && static_cast<double>(garbage) >=
+                                                          options.garbage_share_min * static_cast<double>(u.file_bytes));
     if (!worth) continue;
     if (u.live_bytes > 0 && copy_budget + u.live_bytes > options.copy_bytes_max && copy_budget > 0) {
       stats.more = true;

@@ -8,7 +8,7 @@ PACKAGES=(
   liburing-dev liblz4-dev libzstd-dev libxxhash-dev libssl-dev openssl
   libboost-program-options-dev libgtest-dev libbenchmark-dev
   libbpf-dev bpftool clang
-  e2fsprogs xfsprogs util-linux fio
+  e2fsprogs xfsprogs util-linux fio strace
 )
 
 missing=()

@@ -15,7 +15,7 @@ PIDS=()   # background programs (agents) to kill if the test ends early
 cleanup() {
   local rc=$?
   [[ -n $STAGING_PID ]] && kill -9 "$STAGING_PID" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
   for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || true; done
   for id in "${PINS[@]}"; do rm -rf "/sys/fs/bpf/blockrep/$id"; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done

@@ -318,18 +318,20 @@ TEST_F(ChainTest, ExpireMiddleOfThree) {
 TEST_F(ChainTest, CompactionStopsAtDamage) {
   Chain chain(root_);
   chain.AddPoint(kT0, true, {{0, kVolumeBytes, false}});
-  chain.AddPoint(kT0 + kMinuteNs, true, {{0, 65536, false}});
+  chain.AddPoint(kT0 + kMinuteNs, true, {{0, 65536, false}, {1 << 20, 32768, false}});
   chain.AddPoint(kT0 + 2 * kMinuteNs, true, {{0, 65536, false}});
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(chain.store().ExpirePoints({2}).ok());
-  // Damage one byte of a live record in pack 1 (the full point's), past its header.
-  std::string pack1 = chain.store().PackPath(1);
-  UniqueFd fd(open(pack1.c_str(), O_RDWR));
+  // Pack 2 now holds garbage (its first record) and a live one, the 32 KiB at 1 MiB that point 3
+  // still uses: damage a byte of that one.
+  const uint64_t live_record_at = store::kPackHeaderSize + 65536 + kRecordHeaderSize + kTagSize + 16 * 8;
+  std::string pack2 = chain.store().PackPath(2);
+  UniqueFd fd(open(pack2.c_str(), O_RDWR));
   ASSERT_TRUE(fd.valid());
   uint8_t b = 0;
-  ASSERT_EQ(pread(fd.get(), &b, 1, 200000), 1);
+  ASSERT_EQ(pread(fd.get(), &b, 1, live_record_at + 1000), 1);
   b ^= 1;
-  ASSERT_EQ(pwrite(fd.get(), &b, 1, 200000), 1);
+  ASSERT_EQ(pwrite(fd.get(), &b, 1, live_record_at + 1000), 1);
   store::Manifest before = chain.store().manifest();
   store::ServerStore::CompactionOptions all;
   all.garbage_share_min = 0.0;
