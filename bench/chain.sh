@@ -21,7 +21,8 @@ cleanup() {
   for p in $FPID $APID $SPID; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [[ -n $DEV ]] && losetup -d "$DEV" 2>/dev/null || true
-  rm -rf "/sys/fs/bpf/blockrep/$ID" "/sys/fs/bpf/blockrep/$FLAT" "$W"
+  rm -rf "/sys/fs/bpf/blockrep/$ID" "/sys/fs/bpf/blockrep/$FLAT"
+  [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -74,7 +75,11 @@ restore_s() {  # server-id: prints seconds of one restore of its newest point
   "$BIN/blockrep-recover" restore --store "$W/store" --server-id "$1" --key "$W/keys/data-$1.key" \
     --point latest --output "$W/out" >"$W/restore.out"
   t1=$(date +%s.%N)
-  [[ $(sha256sum <"$W/out/vol-0.img" | cut -d' ' -f1) == "$want" ]] || { echo "restore of $1 differs from the device" >&2; exit 1; }
+  if [[ $(sha256sum <"$W/out/vol-0.img" | cut -d' ' -f1) != "$want" ]]; then
+    echo "restore of $1 differs from the device; first differing bytes (offset, restored, device):" >&2
+    cmp -l "$W/out/vol-0.img" "$DEV" | head -n 5 >&2 || true
+    exit 1
+  fi
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -756,9 +756,13 @@ Status Agent::Session(const Signals& sig, bool once) {
     uint64_t next_poll = now + opts_.poll_interval_ns;
     bool closing = once || *sig.term;  // the point ends after one last take
     bool final_take_done = false, end_sent = false;
+    // Whether this point's last take came after SIGTERM: only then does it hold every write made
+    // before the signal. A SIGTERM (or SIGUSR1) that arrives after the last take is served by
+    // the next point, or writes made just before it would be in no point.
+    bool term_taken = false;
     while (point_acked_ != point_id_) {
       now = MonotonicNs();
-      if (*sig.point_now) {
+      if (*sig.point_now && !final_take_done) {
         *sig.point_now = 0;
         Log(kProg, "SIGUSR1: taking a recovery point now");
         closing = true;
@@ -775,6 +779,7 @@ Status Agent::Session(const Signals& sig, bool once) {
       if (idle && !end_sent) {
         if (closing && !final_take_done) {
           final_take_done = true;
+          term_taken = *sig.term != 0;
           point_consistent_ = false;
           if (freeze_) {
             pre_hook_ok_ = opts_.pre_hook.empty() || RunHook(opts_.pre_hook, "pre-hook");
@@ -825,7 +830,8 @@ Status Agent::Session(const Signals& sig, bool once) {
       BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, point_time_ns_));
     Log(kProg, "point " + std::to_string(point_id_) + " acknowledged (durable on staging)");
     WriteStatus(true);
-    if (once || *sig.term) break;
+    if (once || term_taken) break;
+    if (*sig.term) Log(kProg, "SIGTERM came after point " + std::to_string(point_id_) + "'s last take: one more point, then exiting");
     summary_.records = 0;  // END_POINT counts the records of its own point
   }
   Teardown();
