@@ -36,7 +36,7 @@ for p in \$(cat "$WORK/workload.pids" 2>/dev/null); do cont_tree "\$p"; done
 EOF
 printf '#!/bin/sh\nexit 3\n' >"$WORK/failing.sh"
 chmod +x "$WORK/pre.sh" "$WORK/post.sh" "$WORK/failing.sh"
-seconds=${CONSISTENT_SECONDS:-18}
+seconds=${CONSISTENT_SECONDS:-22}
 churn_files "$seconds" 0.05 &
 WPID=$!
 fio_randwrite "$seconds" &

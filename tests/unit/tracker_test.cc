@@ -196,7 +196,9 @@ TEST_F(TrackerTest, CompletedWritesLeaveNothingPending) {
   EXPECT_EQ(t->MarkPendingWrites(true), 0u);
 }
 
-// A write issued over a second ago and never reported complete is marked, and its record goes.
+// A write issued over a second ago and never reported complete is marked once by age; its
+// record stays (the write may still be in flight on a stalled disk) and is marked again at the
+// end of every point until its completion or its request's reissue removes it.
 TEST_F(TrackerTest, UnreportedCompletionIsMarkedWhenOld) {
   auto t = OpenTracker();
   ASSERT_TRUE(t);
@@ -207,8 +209,12 @@ TEST_F(TrackerTest, UnreportedCompletionIsMarkedWhenOld) {
   ASSERT_EQ(runs.size(), 1u);
   EXPECT_EQ(runs[0].offset, 100u * 4096);
   EXPECT_EQ(runs[0].length, 8192u);
-  EXPECT_EQ(PendingCount(), 0u);
+  EXPECT_EQ(PendingCount(), 1u);
   EXPECT_GE(t->UnreportedCompletions(), 1u);
+  EXPECT_EQ(t->MarkPendingWrites(false), 0u) << "marked by age once, not at every poll";
+  EXPECT_TRUE(t->TakeDirty(0, false).empty());
+  EXPECT_EQ(t->MarkPendingWrites(true), 1u) << "every point end marks it again";
+  EXPECT_EQ(t->TakeDirty(0, false).size(), 1u);
 }
 
 // A recent pending write is left to its completion, except at the end of a point.
