@@ -3,7 +3,8 @@
 # compacts packs at startup; after each kill every listed point restores byte-identical, the
 # points the policy keeps are all there, and a restart finishes the job. Then expiry and
 # compaction after each committed point, while an agent keeps sending.
-# Reproduce a failure with BLOCKREP_SEED=<seed printed below>.
+# Reproduce a failure with BLOCKREP_SEED=<seed printed below>; BLOCKREP_RETENTION_EVERY_POINT=1
+# kills at every kill point in turn instead of 20 seeded ones.
 source "$(dirname "$0")/lib.sh"
 
 SEED=${BLOCKREP_SEED:-$(( $(date +%s%N) % 1000000 ))}
@@ -67,16 +68,40 @@ run_staging() {  # store keep-last [strace args...]; in the background, log to $
   KILL_PID=$!
   PIDS+=("$KILL_PID")
 }
-stop_traced() {  # SIGTERM to the staging itself (strace's child), then waits for both
+stop_traced() {  # SIGTERM to the staging itself (strace's child), then waits (at most 60 s) for both
+  local deadline=$((SECONDS + 60))
   pkill -TERM -P "$KILL_PID" blockrep-stagin || true
+  while kill -0 "$KILL_PID" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      pkill -KILL -P "$KILL_PID" blockrep-stagin || true
+      fail "staging did not exit within 60 s of SIGTERM: $(tail -n 2 "$WORK/kill.log")"
+    fi
+    sleep 0.01
+  done
   wait "$KILL_PID" || fail "staging exited non-zero on SIGTERM: $(tail -n 2 "$WORK/kill.log")"
 }
-wait_log() {  # pattern: waits until the staging logged it (or died)
+wait_log() {  # pattern: waits (at most 60 s) until the staging logged it; fails if it died first
+  local deadline=$((SECONDS + 60))
   until grep -q "$1" "$WORK/kill.log"; do
     kill -0 "$KILL_PID" 2>/dev/null || return 1
+    ((SECONDS < deadline)) || fail "staging logged no '$1' within 60 s: $(tail -n 3 "$WORK/kill.log")"
     sleep 0.005
   done
 }
+wait_killed() {  # waits (at most 60 s) for the staging to die at its kill point; fails if it got past it
+  local deadline=$((SECONDS + 60))
+  while kill -0 "$KILL_PID" 2>/dev/null; do
+    if grep -q listening "$WORK/kill.log" || ((SECONDS >= deadline)); then
+      pkill -KILL -P "$KILL_PID" blockrep-stagin || true
+      wait "$KILL_PID" 2>/dev/null || true
+      fail "the kill at $1 did not happen (seed $SEED): $(tail -n 3 "$WORK/kill.log")"
+    fi
+    sleep 0.005
+  done
+  wait "$KILL_PID" 2>/dev/null || true
+}
+# timeout for each recover command, so a hang is named instead of eating CI's time
+recover() { timeout 120 "$BIN/blockrep-recover" "$@" || fail "blockrep-recover $1 failed or hung (exit $?), seed $SEED"; }
 KEEP=3
 cp -a "$WORK/store.base" "$WORK/store.try"
 run_staging "$WORK/store.try" "$KEEP" -o "$WORK/trace" -e trace=$SYSCALLS
@@ -98,17 +123,12 @@ mapfile -t compaction_points < <(awk '$3 == "compaction" {print $1 ":" $2}' "$WO
 echo "kill points with keep-last $KEEP: ${#expiry_points[@]} in expiry, ${#compaction_points[@]} in compaction"
 [[ ${#expiry_points[@]} -ge 3 && ${#compaction_points[@]} -ge 10 ]] || fail "too few kill points: $(cat "$WORK/killpoints")"
 
-for i in $(seq 1 "$ITERATIONS"); do
+kill_and_check() {  # iteration syscall nth phase
+  local i=$1 call=$2 nth=$3 phase=$4 p
   rm -rf "$WORK/store.try"
   cp -a "$WORK/store.base" "$WORK/store.try"
-  if (( i % 2 )); then kp=${expiry_points[RANDOM % ${#expiry_points[@]}]}; phase=expiry
-  else kp=${compaction_points[RANDOM % ${#compaction_points[@]}]}; phase=compaction
-  fi
-  call=${kp%%:*}
-  nth=${kp##*:}
   run_staging "$WORK/store.try" "$KEEP" -o /dev/null -e trace="$call" -e inject="$call:signal=KILL:when=$nth"
-  wait "$KILL_PID" 2>/dev/null || true
-  ! grep -q listening "$WORK/kill.log" || fail "the kill at $call #$nth did not happen (seed $SEED)"
+  wait_killed "$call #$nth"
   # The store opens, the newest $KEEP points are listed, and every listed point (kept or about
   # to expire) restores identical.
   mapfile -t listed < <(listed_points "$WORK/store.try")
@@ -125,7 +145,21 @@ for i in $(seq 1 "$ITERATIONS"); do
     fail "after the restart points ${after[*]} are listed, expected the newest $KEEP (seed $SEED)"
   check_restores "$WORK/store.try" "${after[@]}"
   echo "iteration $i: SIGKILL at $phase $call #$nth: ${#listed[@]} points listed, all restored identical; after restart ${#after[@]}, $(( $(pack_bytes "$WORK/store.try") / 1024 )) KiB of packs"
-done
+}
+
+if [[ -n ${BLOCKREP_RETENTION_EVERY_POINT:-} ]]; then  # exhaustive: every kill point in turn
+  i=0
+  while read -r call nth phase; do
+    kill_and_check $((++i)) "$call" "$nth" "$phase"
+  done <"$WORK/killpoints"
+else
+  for i in $(seq 1 "$ITERATIONS"); do
+    if (( i % 2 )); then kp=${expiry_points[RANDOM % ${#expiry_points[@]}]}; phase=expiry
+    else kp=${compaction_points[RANDOM % ${#compaction_points[@]}]}; phase=compaction
+    fi
+    kill_and_check "$i" "${kp%%:*}" "${kp##*:}" "$phase"
+  done
+fi
 
 # Online: expiry and compaction after each committed point while the agent keeps sending.
 STAGING_RETENTION=none start_staging --keep-last 3
