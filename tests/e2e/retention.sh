@@ -104,13 +104,15 @@ wait_killed() {  # waits (at most 60 s) for the staging to die at its kill point
 recover() { timeout 120 "$BIN/blockrep-recover" "$@" || fail "blockrep-recover $1 failed or hung (exit $?), seed $SEED"; }
 KEEP=3
 cp -a "$WORK/store.base" "$WORK/store.try"
-run_staging "$WORK/store.try" "$KEEP" -o "$WORK/trace" -e trace=$SYSCALLS
+run_staging "$WORK/store.try" "$KEEP" -o "$WORK/trace" -s 120 -e trace=$SYSCALLS
 wait_log listening || fail "staging died: $(tail -n 3 "$WORK/kill.log")"
 stop_traced
 grep -E "expired|compacted" "$WORK/kill.log" | sed 's/^[^ ]* /  /'
 # "<syscall> <n-th call of it> <phase>" for each kill point: from the first manifest write on;
-# expiry ends with the directory fsync after its index unlinks; log writes (fd 2) are skipped.
+# expiry ends with the directory fsync after its index unlinks; log writes (fd 2) are skipped, and
+# the list ends where the staging logs that it listens (what follows is the SIGTERM shutdown).
 awk '{ name = $2; sub(/\(.*/, "", name); n = ++count[name] }
+     /write\(2,.*listening on/ { exit }
      /BBRMAN01/ { started = 1 }
      !started { next }
      name ~ /unlink/ && /\.idx"/ && phase == "" { unlinked = 1 }
