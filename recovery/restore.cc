@@ -104,19 +104,31 @@ class Progress {
 
 Status RestoreVolume(const std::string& server_id, uint64_t point_id, const store::PointIndex& idx,
                      uint16_t vol, Target& t, store::PackReader& packs, RecordOpener& opener,
-                     RestoreSummary* sum, Progress* progress) {
+                     bool allow_damaged, RestoreSummary* sum, Progress* progress) {
   Bytes stored, plain;
   uint64_t cursor = 0;  // everything below is written (or zeroed, on a device)
   for (const store::IndexEntry& e : idx.entries) {
     if (e.volume != vol) continue;
     std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
                         std::to_string(point_id) + " offset " + std::to_string(e.offset);
-    BR_RETURN_IF_ERROR(packs.Read(e, &stored).Annotate(where));
     RecordHeader h;
-    BR_RETURN_IF_ERROR(opener.Open(stored, &h, &plain).Annotate(where));
-    if (h.volume != e.volume || h.point_id > point_id || h.offset + e.offset_in_record != e.offset ||
-        e.offset_in_record + e.length > h.plain_len)
-      return DataLoss(where + ": record does not belong at this place in the point (store tampered?)");
+    Status st = packs.Read(e, &stored);
+    if (st.ok()) st = opener.Open(stored, &h, &plain);
+    if (st.ok()) {
+      std::string misplaced = PlacementProblem(h, e, point_id);
+      if (!misplaced.empty())
+        st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
+                      std::to_string(e.pack_offset) + ": " + misplaced);
+    }
+    if (!st.ok()) {
+      if (!allow_damaged)
+        return Status(st.code(), where + ": " + st.message() +
+                                     " (restore refused: 'blockrep-recover verify' lists every damaged extent; "
+                                     "--allow-damaged restores the rest, leaving zeros there)");
+      sum->damaged.push_back(Damage{vol, e.offset, e.length, {point_id}, st.message()});
+      progress->Add(e.length);
+      continue;  // left as a hole (image) or zeroed below (device)
+    }
     if (t.block_device) BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, e.offset - cursor, t.final_path));
     BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), plain.data() + e.offset_in_record, e.length, e.offset, t.write_path));
     cursor = e.offset + e.length;
@@ -190,7 +202,8 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   RecordOpener opener(key, req.server_id);
   for (const auto& [vol, path] : targets) {
     BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
-    Status st = RestoreVolume(req.server_id, sum.point.id, idx, vol, t, packs, opener, &sum, &progress);
+    Status st = RestoreVolume(req.server_id, sum.point.id, idx, vol, t, packs, opener,
+                              req.allow_damaged, &sum, &progress);
     if (!st.ok()) {
       // Never leave a half-written image under a name that looks finished.
       if (t.write_path != t.final_path) unlink(t.write_path.c_str());

@@ -7,6 +7,7 @@
 
 #include "blockrep/status.h"
 #include "blockrep/store.h"
+#include "verify.h"
 
 namespace blockrep::recovery {
 
@@ -20,6 +21,8 @@ struct RestoreRequest {
   std::string point_spec = "latest";
   std::string output_dir;                   // writes vol-<INDEX>.img
   std::map<uint16_t, std::string> targets;  // VOLINDEX -> block device or file
+  // Damaged records do not stop the restore: their extents are left as zeros and listed.
+  bool allow_damaged = false;
 };
 
 struct RestoreSummary {
@@ -28,6 +31,7 @@ struct RestoreSummary {
   uint64_t records = 0;
   double seconds = 0;
   std::map<uint16_t, std::string> written;  // volume -> path
+  std::vector<Damage> damaged;               // with allow_damaged: extents left as zeros
 };
 
 Result<RestoreSummary> Restore(const RestoreRequest& req);

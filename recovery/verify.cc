@@ -1,0 +1,213 @@
+#include "verify.h"
+
+#include <map>
+#include <utility>
+
+#include "blockrep/fingerprint.h"
+#include "blockrep/keyfile.h"
+
+namespace blockrep::recovery {
+namespace {
+
+using RecordKey = std::pair<uint32_t, uint64_t>;  // (pack, pack_offset): one stored record
+
+// What reading one stored record established, shared by every index entry that names it.
+struct RecordFacts {
+  store::IndexEntry entry;  // the first entry seen naming it (record_bytes, checksum)
+  std::string problem;      // empty: intact (as far as the key, if any, lets us see)
+  bool header_ok = false;
+  RecordHeader header;
+};
+
+std::string Where(const store::IndexEntry& e) {
+  return "record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset);
+}
+
+void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFingerprinter* fingerprinter,
+                 RecordFacts* f, ServerVerifyReport* report) {
+  Bytes stored, plain;
+  const store::IndexEntry& e = f->entry;
+  Status s = packs.Read(e, &stored);  // presence, length and checksum
+  if (!s.ok()) {
+    f->problem = s.message();
+    return;
+  }
+  report->record_bytes += stored.size();
+  auto h = RecordHeader::Decode(ByteSpan(stored.data(), std::min(stored.size(), kRecordHeaderSize)));
+  if (!h.ok()) {
+    f->problem = Where(e) + ": bad header: " + h.status().message();
+    return;
+  }
+  f->header = *h;
+  f->header_ok = true;
+  if (h->total_size() != stored.size()) {
+    f->problem = Where(e) + ": its header says " + std::to_string(h->total_size()) + " bytes, the index " +
+                 std::to_string(stored.size());
+    return;
+  }
+  if (opener == nullptr) return;
+  RecordHeader opened;
+  s = opener->Open(stored, &opened, &plain);
+  if (!s.ok()) {
+    f->problem = Where(e) + ": " + s.message();
+    return;
+  }
+  report->plain_bytes += plain.size();
+  // The fingerprints stored after the record steer rescans; they must describe its data.
+  Bytes expect, got(FingerprintCount(opened.plain_len) * kFingerprintBytes);
+  fingerprinter->Append(opened.offset, plain, &expect);
+  auto fd = packs.Fd(e.pack);
+  s = fd.ok() ? PreadAll(*fd, e.pack_offset + e.record_bytes, got.data(), got.size()) : fd.status();
+  if (!s.ok())
+    f->problem = Where(e) + ": its fingerprints cannot be read: " + s.message();
+  else if (got != expect)
+    f->problem = Where(e) + ": the fingerprints stored after it do not match its data (a rescan would be misled)";
+}
+
+// Appends `id` to the damage entry for (record, extent), creating it on first sight.
+void NoteDamage(std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Damage>* out,
+                const store::IndexEntry& e, uint64_t point_id, const std::string& problem) {
+  Damage& d = (*out)[{RecordKey{e.pack, e.pack_offset}, e.volume, e.offset, e.length}];
+  if (d.points.empty()) {
+    d.volume = e.volume;
+    d.offset = e.offset;
+    d.length = e.length;
+    d.problem = problem;
+  }
+  d.points.push_back(point_id);
+}
+
+ServerVerifyReport VerifyServer(const std::string& root, const std::string& server_id,
+                                const std::optional<DataKey>& key) {
+  ServerVerifyReport report;
+  report.server_id = server_id;
+  auto st = store::ServerStore::Open(root, server_id, false);
+  if (!st.ok()) {
+    report.unreadable = st.status().message();
+    return report;
+  }
+  const store::Manifest& m = (*st)->manifest();
+  report.points = m.points.size();
+  std::unique_ptr<RecordOpener> opener;
+  std::optional<BlockFingerprinter> fingerprinter;
+  if (key && m.key_id != 0 && m.key_id != key->key_id) {
+    report.note = "not its data key: checked without it (structure and checksums only)";
+  } else if (key) {
+    auto fp = BlockFingerprinter::Create(*key);
+    if (!fp.ok()) {
+      report.unreadable = fp.status().message();
+      return report;
+    }
+    fingerprinter = *fp;
+    opener = std::make_unique<RecordOpener>(*key, server_id);
+    report.authenticated = true;
+  }
+
+  // Pass 1: every distinct record any retained point names, each read once (in pack order).
+  std::map<RecordKey, RecordFacts> records;
+  std::map<uint64_t, std::string> bad_index;  // point -> why its index cannot be read
+  for (const store::PointInfo& p : m.points) {
+    auto idx = (*st)->LoadIndex(p);
+    if (!idx.ok()) {
+      bad_index[p.id] = idx.status().message();
+      continue;
+    }
+    for (const store::IndexEntry& e : idx->entries) records.try_emplace({e.pack, e.pack_offset}, RecordFacts{e, {}, false, {}});
+  }
+  store::PackReader packs((*st)->dir());
+  for (auto& [k, f] : records) {
+    (void)k;
+    if (f.entry.record_bytes != 0) CheckRecord(packs, opener.get(), fingerprinter ? &*fingerprinter : nullptr, &f, &report);
+    ++report.records;
+  }
+
+  // Pass 2: every (point, extent) whose record is damaged or does not belong there.
+  std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Damage> damage;
+  for (const store::PointInfo& p : m.points) {
+    if (bad_index.count(p.id)) continue;
+    auto idx = (*st)->LoadIndex(p);
+    if (!idx.ok()) {
+      bad_index[p.id] = idx.status().message();
+      continue;
+    }
+    for (const store::IndexEntry& e : idx->entries) {
+      const RecordFacts& f = records.at({e.pack, e.pack_offset});
+      std::string problem = f.problem;
+      if (problem.empty() && f.header_ok) {
+        problem = PlacementProblem(f.header, e, p.id);
+        if (!problem.empty()) problem = Where(e) + ": " + problem;
+      }
+      if (!problem.empty()) NoteDamage(&damage, e, p.id, problem);
+    }
+  }
+  for (auto& [k, d] : damage) {
+    (void)k;
+    report.damage.push_back(std::move(d));
+  }
+  for (const auto& [id, why] : bad_index)
+    report.unreadable += (report.unreadable.empty() ? "" : "; ") + ("point " + std::to_string(id) + ": " + why);
+  return report;
+}
+
+std::string PointRanges(const std::vector<uint64_t>& points) {
+  std::string s;
+  for (size_t i = 0; i < points.size();) {
+    size_t j = i;
+    while (j + 1 < points.size() && points[j + 1] == points[j] + 1) ++j;
+    if (!s.empty()) s += ",";
+    s += std::to_string(points[i]);
+    if (j > i) s += "-" + std::to_string(points[j]);
+    i = j + 1;
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string PlacementProblem(const RecordHeader& h, const store::IndexEntry& e, uint64_t point_id) {
+  if (h.zero()) return "a zero record is indexed as data";
+  if (h.volume != e.volume)
+    return "the record belongs to volume " + std::to_string(h.volume) + " (moved: store tampered?)";
+  if (h.offset + e.offset_in_record != e.offset)
+    return "the record belongs at offset " + std::to_string(h.offset + e.offset_in_record) + " (moved: store tampered?)";
+  if (e.offset_in_record + uint64_t{e.length} > h.plain_len)
+    return "the extent runs past the record's " + std::to_string(h.plain_len) + " bytes";
+  if (h.point_id > point_id)
+    return "the record was written for later point " + std::to_string(h.point_id) + " (spliced: store tampered?)";
+  return {};
+}
+
+std::string DescribeDamage(const std::string& server_id, const Damage& d) {
+  return "server '" + server_id + "' volume " + std::to_string(d.volume) +
+         (d.points.size() == 1 ? " point " : " points ") + PointRanges(d.points) + " offset " +
+         std::to_string(d.offset) + " length " + std::to_string(d.length) + ": " + d.problem;
+}
+
+Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
+  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
+  std::vector<std::string> servers;
+  if (!req.server_id.empty()) {
+    // Fails clearly on an unknown server-id instead of reporting it as damage.
+    BR_RETURN_IF_ERROR(store::ServerStore::Open(req.store_dir, req.server_id, false).status());
+    servers.push_back(req.server_id);
+  } else {
+    BR_ASSIGN_OR_RETURN(servers, store::ListServers(req.store_dir));
+    if (servers.empty()) return NotFound("store " + req.store_dir + " holds no servers yet");
+  }
+  std::optional<DataKey> key;
+  if (!req.key_file.empty()) {
+    BR_ASSIGN_OR_RETURN(key, LoadDataKey(req.key_file));
+  }
+  std::vector<ServerVerifyReport> reports;
+  for (const std::string& id : servers) reports.push_back(VerifyServer(req.store_dir, id, key));
+  if (key) {
+    bool used = false;
+    for (const auto& r : reports) used = used || r.authenticated;
+    if (!used)
+      return PermissionDenied("key file " + req.key_file + " is the data key of none of the servers checked (" +
+                              "use the data-<SERVER-ID>.key its agent replicates with, or leave out --key)");
+  }
+  return reports;
+}
+
+}  // namespace blockrep::recovery

@@ -1,0 +1,58 @@
+// Checking stored records (BRIEF §3.4.3). Without the data key: the manifest, every retained
+// point's index, and every record they name (present, checksum, header, placement). With it, also:
+// every record authenticates and decompresses, and the fingerprints stored after it match its data.
+// Damage is reported per server / volume / point / extent, never just "something is wrong".
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "blockrep/record.h"
+#include "blockrep/status.h"
+#include "blockrep/store.h"
+
+namespace blockrep::recovery {
+
+// Why `h` (the header of the record `e` names) cannot be the data of extent `e` in point
+// `point_id`; empty when it fits. A staging that moves, splices or replays records is caught here
+// (and by the AEAD tag, which binds the header).
+std::string PlacementProblem(const RecordHeader& h, const store::IndexEntry& e, uint64_t point_id);
+
+// One damaged extent of a volume, as some retained points see it.
+struct Damage {
+  uint16_t volume = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::vector<uint64_t> points;  // ascending; the points whose image includes this extent
+  std::string problem;           // names the record (pack, offset) and what is wrong with it
+};
+
+// "server 'S' volume V point(s) 3-5,9 offset O length L: PROBLEM"
+std::string DescribeDamage(const std::string& server_id, const Damage& d);
+
+struct VerifyRequest {
+  std::string store_dir;
+  std::string server_id;  // empty: every server in the store
+  std::string key_file;   // empty: structure and checksums only
+};
+
+struct ServerVerifyReport {
+  std::string server_id;
+  bool authenticated = false;  // records were opened with the data key
+  uint64_t points = 0;
+  uint64_t records = 0;  // distinct stored records checked
+  uint64_t record_bytes = 0;
+  uint64_t plain_bytes = 0;  // with the key: bytes decompressed
+  std::string unreadable;    // the manifest or an index could not be read (then damage may be partial)
+  std::vector<Damage> damage;
+  std::string note;  // e.g. why the key was not used for this server
+  bool clean() const { return unreadable.empty() && damage.empty(); }
+};
+
+// Fails only when the request itself is wrong (no such store or server, unreadable key file, a
+// key that belongs to none of the servers asked for); damage is reported, not returned as an error.
+Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req);
+
+}  // namespace blockrep::recovery
