@@ -43,28 +43,35 @@ rc=0
 "$BIN/blockrep-recover" verify --store "$STORE" --server-id db1 --key "$KEYS/data-web1.key" 2>"$WORK/err.txt" >/dev/null || rc=$?
 [[ $rc -ne 0 ]] && grep -q "data key of none of the servers" "$WORK/err.txt" || fail "a wrong key for db1 was not refused"
 
-# One flipped bit in the ciphertext of the first record of the first pack (16-byte pack header,
-# 64-byte record header): the data at volume offset 1000 of every point.
+# One flipped bit in the ciphertext of a record that every point uses: the first record of the
+# first pack below volume offset 2 MiB (docs/FORMAT.md: 16-byte pack header; per record a 64-byte
+# header, ciphertext, 16-byte tag, 8 bytes of fingerprint per 4 KiB).
 pack="$STORE/servers/web1/packs/00000001.pack"
-at=$((16 + 64 + 1000))
+u32() { od -An -tu4 -j "$1" -N4 "$pack" | tr -d ' '; }
+u64() { od -An -tu8 -j "$1" -N8 "$pack" | tr -d ' '; }
+rec=16
+while rec_off=$(u64 $((rec + 24))); ((rec_off >= 2 << 20)); do
+  rec=$((rec + 64 + $(u32 $((rec + 16))) + 16 + ($(u32 $((rec + 12))) + 4095) / 4096 * 8))
+done
+at=$((rec + 64 + 1000))
 byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
 printf "$(printf '\\%03o' $((byte ^ 4)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
 for args in "" "--key $KEYS/data-web1.key"; do
   # shellcheck disable=SC2086
   expect_verify "flipped bit, ${args:-no key}" 1 --server-id web1 $args
-  grep -qE "damaged: server 'web1' volume 0 points 1-3 offset 0 length [0-9]+: record in pack 1 at offset 16 fails its checksum" \
+  grep -qE "damaged: server 'web1' volume 0 points 1-3 offset $rec_off length [0-9]+: record in pack 1 at offset $rec fails its checksum" \
     "$WORK/verify.out" || fail "verify did not name server/volume/points/offset of the flipped bit"
   [[ $(grep -c "damaged:" "$WORK/verify.out") -eq 1 ]] || fail "verify reports damage that is not there"
   grep -q "verify found 1 damaged extent" "$WORK/verify.err" || fail "stderr: $(cat "$WORK/verify.err")"
 done
-damaged_len=$(grep -oE "offset 0 length [0-9]+" "$WORK/verify.out" | awk '{print $4}')
+damaged_len=$(grep -oE "offset $rec_off length [0-9]+" "$WORK/verify.out" | awk '{print $4}')
 
 # Restore refuses, in one line naming the place, and leaves no image.
 rc=0
 recover restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --point 2 --output "$WORK/out" \
   >/dev/null 2>"$WORK/err.txt" || rc=$?
 [[ $rc -ne 0 && $(wc -l <"$WORK/err.txt") -eq 1 ]] || fail "restore of a damaged point: exit $rc, $(cat "$WORK/err.txt")"
-grep -q "server 'web1' volume 0 point 2 offset 0: .*fails its checksum.*--allow-damaged" "$WORK/err.txt" ||
+grep -q "server 'web1' volume 0 point 2 offset $rec_off: .*fails its checksum.*--allow-damaged" "$WORK/err.txt" ||
   fail "restore error does not name the place: $(cat "$WORK/err.txt")"
 [[ ! -e $WORK/out/vol-0.img && ! -e $WORK/out/vol-0.img.partial ]] || fail "a refused restore left an image"
 echo "ok: restore refused: $(cat "$WORK/err.txt")"
@@ -73,9 +80,9 @@ echo "ok: restore refused: $(cat "$WORK/err.txt")"
 recover restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --point 2 --output "$WORK/out" \
   --allow-damaged >"$WORK/restore.out"
 grep -q "1 damaged extent(s) left as zeros" "$WORK/restore.out" || fail "restore did not list the damage: $(cat "$WORK/restore.out")"
-grep -q "server 'web1' volume 0 point 2 offset 0 length $damaged_len:" "$WORK/restore.out" || fail "wrong extent listed"
+grep -q "server 'web1' volume 0 point 2 offset $rec_off length $damaged_len:" "$WORK/restore.out" || fail "wrong extent listed"
 cp "$WORK/web-2.img" "$WORK/expected.img"
-dd if=/dev/zero of="$WORK/expected.img" bs=1 count="$damaged_len" conv=notrunc status=none
+dd if=/dev/zero of="$WORK/expected.img" bs=4096 seek=$((rec_off / 4096)) count=$((damaged_len / 4096)) conv=notrunc status=none
 [[ $(sha "$WORK/out/vol-0.img") == $(sha "$WORK/expected.img") ]] || fail "--allow-damaged restore differs outside the damaged extent"
 echo "ok: --allow-damaged: $(grep "server .web1. volume" "$WORK/restore.out" | sed "s/^ *//"), the rest identical"
 
