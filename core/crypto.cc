@@ -180,7 +180,7 @@ Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volum
       EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
       (!scratch->empty() &&
        EVP_EncryptUpdate(ctx, ct, &len, scratch->data(), static_cast<int>(scratch->size())) != 1) ||
-      EVP_EncryptFinal_ex(ctx, ct + len, &len) != 1 ||
+      EVP_EncryptFinal_ex(ctx, ct + h.stored_len, &len) != 1 ||  // GCM: writes nothing
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, ct + h.stored_len) != 1) {
     out->resize(base);
     return Internal("AES-256-GCM encryption failed");
@@ -225,7 +225,10 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize,
                           const_cast<uint8_t*>(ct + h.stored_len)) != 1)
     return Internal("AES-256-GCM setup failed");
-  if (EVP_DecryptFinal_ex(ctx, scratch_.data() + len, &len) != 1)
+  // GCM's final step writes no bytes; the pointer must still be valid when there is no ciphertext
+  // (a zero record: scratch_ is empty and its data() may be null).
+  uint8_t final_out[kTagSize];
+  if (EVP_DecryptFinal_ex(ctx, final_out, &len) != 1)
     return Unauthenticated("record failed authentication (wrong data key, or the record was altered)");
   if (h.zero()) {
     plain->assign(h.plain_len, 0);

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   liburing-dev liblz4-dev libzstd-dev libxxhash-dev libssl-dev openssl
   libboost-program-options-dev libgtest-dev libbenchmark-dev
-  libbpf-dev bpftool clang
+  libbpf-dev bpftool clang libclang-rt-14-dev
   e2fsprogs xfsprogs util-linux fio strace
 )
 

@@ -17,3 +17,11 @@ echo "== build (AddressSanitizer + UBSan) =="
 "$root/scripts/build.sh" "$root/build-asan" -DBLOCKREP_SANITIZE=ON
 echo "== tests under sanitizers =="
 (cd "$root/build-asan" && ctest --output-on-failure -j2 --timeout 1200)
+
+# libFuzzer targets (clang, ASan + UBSan): frame parser, handshake, store index/manifest parsers,
+# decrypt + decompress. BLOCKREP_FUZZ_RUNS executions each (20000 by default).
+echo "== build (libFuzzer targets) =="
+CC=clang CXX=clang++ "$root/scripts/build.sh" "$root/build-fuzz" -DBLOCKREP_FUZZ=ON \
+  -DBLOCKREP_FUZZ_RUNS="${BLOCKREP_FUZZ_RUNS:-20000}"
+echo "== fuzzing =="
+(cd "$root/build-fuzz" && ctest -V --timeout 900)
