@@ -843,7 +843,22 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
   summary_ = SyncSummary{};
   summary_.tracker = tracker_note_;
   shipped_by_volume_.assign(volumes_.size(), 0);
+  uint64_t backoff_ms = kBackoffFirstMs;
+  std::mt19937_64 rng(NowUtcNs());
   Status st = Session(sig, true);
+  // A full staging heals when its operator frees space: wait for it (STALLED) as the continuous
+  // agent does, keeping the point's dirty state. While waiting, "busy" (the staging is still
+  // closing our last session) is waited out too; every other failure ends --once at once.
+  bool stalled = st.code() == Code::kNoSpace;
+  while (stalled && !st.ok() && (st.code() == Code::kNoSpace || st.code() == Code::kUnavailable) && !*sig.term) {
+    Teardown();
+    WaitBeforeReconnect(sig, st, rng, &backoff_ms);
+    if (*sig.term) break;
+    summary_ = SyncSummary{};  // END_POINT counts this session's records only
+    summary_.tracker = tracker_note_;
+    shipped_by_volume_.assign(volumes_.size(), 0);
+    st = Session(sig, true);
+  }
   if (!st.ok())
     return st.Annotate("point " + std::to_string(point_id_) +
                        " was not acknowledged, so it may be missing on the staging; run again");
@@ -853,8 +868,7 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
 
 Status Agent::RunContinuous(const Signals& sig) {
   shipped_by_volume_.assign(volumes_.size(), 0);
-  uint64_t backoff_ms = 500;
-  constexpr uint64_t kBackoffMaxMs = 30000;
+  uint64_t backoff_ms = kBackoffFirstMs;
   std::mt19937_64 rng(NowUtcNs());
   while (!*sig.term) {
     wire_bytes_total_ += summary_.bytes_wire;  // the previous session's, before its summary goes
@@ -868,16 +882,20 @@ Status Agent::RunContinuous(const Signals& sig) {
     if (st.code() == Code::kPermissionDenied || st.code() == Code::kInvalidArgument ||
         st.code() == Code::kUnauthenticated || st.code() == Code::kDataLoss || st.code() == Code::kInternal)
       return st;
-    if (last_acked_point_ != acked_before) backoff_ms = 500;  // progress was made: start over
-    // Full jitter in [backoff/2, backoff]: agents cut off together do not return together.
-    uint64_t wait_ms = backoff_ms / 2 + rng() % (backoff_ms / 2 + 1);
-    SetState(st.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
-             st.code() == Code::kNoSpace ? "staging full: " + st.message() : st.message());
-    Log(kProg, "reconnecting in " + std::to_string(wait_ms) + " ms");
-    for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) usleep(50000);
-    backoff_ms = std::min(backoff_ms * 2, kBackoffMaxMs);
+    if (last_acked_point_ != acked_before) backoff_ms = kBackoffFirstMs;  // progress was made: start over
+    WaitBeforeReconnect(sig, st, rng, &backoff_ms);
   }
   return Status::Ok();
+}
+
+void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, std::mt19937_64& rng, uint64_t* backoff_ms) {
+  // Full jitter in [backoff/2, backoff]: agents cut off together do not return together.
+  uint64_t wait_ms = *backoff_ms / 2 + rng() % (*backoff_ms / 2 + 1);
+  SetState(why.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
+           why.code() == Code::kNoSpace ? "staging full: " + why.message() : why.message());
+  Log(kProg, "reconnecting in " + std::to_string(wait_ms) + " ms");
+  for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) usleep(50000);
+  *backoff_ms = std::min(*backoff_ms * 2, kBackoffMaxMs);
 }
 
 void Agent::EndFreeze() {

@@ -6,6 +6,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,11 @@ class Agent {
   Status RequestFingerprints();
   Status SendFrame(wire::MsgType type, const Bytes& payload);
   void Teardown();
+  // Shows STALLED (staging full) or DISCONNECTED with `why`, sleeps a jittered backoff (cut short
+  // by SIGTERM) and doubles the next one, up to kBackoffMaxMs.
+  void WaitBeforeReconnect(const Signals& sig, const Status& why, std::mt19937_64& rng, uint64_t* backoff_ms);
+  static constexpr uint64_t kBackoffFirstMs = 500;
+  static constexpr uint64_t kBackoffMaxMs = 30000;
 
   Options opts_;
   DataKey key_;

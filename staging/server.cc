@@ -31,6 +31,9 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 // A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
 // cannot hold session slots.
 constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
+// A refused session waits this long for the agent to read its ERROR and hang up, then closes
+// anyway: an agent that never hangs up must not hold its server-id's session slot.
+constexpr uint64_t kRefusedLingerNs = 5ull * 1000000000ull;
 constexpr uint64_t kPendingMagic = 0x32444e4550524242ull;  // "BBRPEND2"
 constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: beyond it the agent resends
 // A session starts a new pack past this size (between group commits), so that a long-lived
@@ -89,6 +92,7 @@ struct Server::Session {
   ServerState* server = nullptr;
   bool hello_done = false;
   bool failed = false;
+  uint64_t failed_ns = 0;  // when it was refused
   uint64_t key_id = 0;
 
   // The point being received.
@@ -264,6 +268,11 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
                        "): no TLS handshake and HELLO within 10 s; closing");
         Close(s);
       }
+      if (s.failed && !s.ch->closing() && MonotonicNs() - s.failed_ns > kRefusedLingerNs) {
+        Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
+                       "): the agent did not hang up within 5 s of being refused; closing");
+        Close(s);
+      }
       if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
         KeepInterruptedPoint(s);
         if (s.server != nullptr && s.server->active) s.server->active = false;
@@ -289,6 +298,7 @@ void Server::Service(Session& s) {
     return;
   }
   if (!s.commit_inflight && !s.batch.empty()) StartCommit(s);
+  if (s.failed) s.ch->Consume(s.ch->inbox().size());  // refused: keep reading only to see the hang-up
   st = s.ch->Pump();
   if (!st.ok()) {
     Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
@@ -337,12 +347,16 @@ void Server::SendFrame(Session& s, wire::MsgType type, const Bytes& payload) {
 void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
   if (s.failed) return;
   s.failed = true;
+  s.failed_ns = MonotonicNs();
   Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
                  ") refused: " + status.message());
   wire::ErrorMsg e{code, status.message()};
   SendFrame(s, wire::MsgType::kError, e.Encode());
   s.ch->tls().Shutdown();
   // Let the ERROR reach the agent; the agent closes, our recv sees it and closes the session.
+  // What the agent sent is not read any more: dropping it makes room, so that recv is posted
+  // even when a full inbox had paused reading.
+  s.ch->Consume(s.ch->inbox().size());
   s.ch->Pump().IgnoreError();  // best effort: the session is being refused anyway
   s.point.reset();
   s.end.reset();
