@@ -21,7 +21,7 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
     return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                          std::to_string(kMaxFramePayload));
   if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
-  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kFingerprints))
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kPong))
     return ProtocolError("unknown frame type " + std::to_string(type));
   if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
   return std::optional<Frame>(
@@ -46,6 +46,11 @@ Status ValidateServerId(const std::string& id) {
       return InvalidArgument("server-id '" + id +
                              "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
   }
+  return Status::Ok();
+}
+
+Status DecodeEmpty(ByteSpan p, const char* what) {
+  if (!p.empty()) return ProtocolError(std::string(what) + " carries " + std::to_string(p.size()) + " unexpected bytes");
   return Status::Ok();
 }
 

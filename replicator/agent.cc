@@ -277,6 +277,9 @@ Status Agent::HandleInbox() {
         NoteAcked();
         break;
       }
+      case wire::MsgType::kPong:
+        BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PONG"));
+        break;
       case wire::MsgType::kFingerprints: {
         BR_ASSIGN_OR_RETURN(auto fps, wire::Fingerprints::Decode(f.payload));
         if (!rescan_ || fps.volume >= volumes_.size() || fps.offset != fp_received_end_[fps.volume])
@@ -306,6 +309,16 @@ Status Agent::HandleInbox() {
 }
 
 Status Agent::Step(bool wait, int timeout_ms) {
+  uint64_t silent_ns = MonotonicNs() - last_heard_ns_;
+  if (silent_ns > wire::kPeerSilentNs)
+    return Unavailable("no word from the staging for " + std::to_string(silent_ns / 1000000000) +
+                       " s (connection half-open, or the staging is stuck); reconnecting");
+  if (hello_ok_ && silent_ns > wire::kPingAfterNs && !ping_outstanding_) {
+    BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kPing, Bytes()));
+    ping_outstanding_ = true;
+  }
+  // Wake at least once a second, so silence is noticed whatever the caller waits for.
+  if (timeout_ms < 0 || timeout_ms > 1000) timeout_ms = 1000;
   BR_RETURN_IF_ERROR(ch_->Pump());
   Status failure;
   auto n = ring_->Reap(
@@ -313,6 +326,10 @@ Status Agent::Step(bool wait, int timeout_ms) {
         uint64_t id = UserDataId(ud);
         Status st;
         if (id == kChannelId) {
+          if (UserDataOp(ud) == Channel::kOpRecv && res > 0) {
+            last_heard_ns_ = MonotonicNs();
+            ping_outstanding_ = false;
+          }
           st = ch_->OnCompletion(UserDataOp(ud), res);
         } else {
           Read& r = *reads_[id - kReadIdBase];
@@ -349,6 +366,8 @@ Status Agent::Step(bool wait, int timeout_ms) {
 }
 
 Status Agent::Handshake(const Signals& sig) {
+  last_heard_ns_ = MonotonicNs();  // the connection is new: silence counts from here
+  ping_outstanding_ = false;
   while (!ch_->handshake_done()) {
     if (*sig.term) return Unavailable("interrupted");
     Status st = Step(true);

@@ -139,6 +139,8 @@ class Agent {
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;
+  uint64_t last_heard_ns_ = 0;  // last bytes from the staging (liveness, wire::kPeerSilentNs)
+  bool ping_outstanding_ = false;
   std::optional<Status> peer_error_;
   uint64_t point_id_ = 0;
   uint64_t point_time_ns_ = 0;

@@ -93,6 +93,7 @@ struct Server::Session {
   bool hello_done = false;
   bool failed = false;
   uint64_t failed_ns = 0;  // when it was refused
+  uint64_t last_heard_ns = 0;  // last bytes from the agent (liveness: wire::kAgentSilentNs)
   uint64_t key_id = 0;
 
   // The point being received.
@@ -200,6 +201,7 @@ void Server::OnAccept(int res) {
   auto s = std::make_unique<Session>();
   s->id = next_session_id_++;
   s->accepted_ns = MonotonicNs();
+  s->last_heard_ns = s->accepted_ns;
   sockaddr_storage peer{};
   socklen_t plen = sizeof(peer);
   char host[64] = "?";
@@ -224,6 +226,7 @@ void Server::OnCompletion(uint64_t ud, int res) {
   }
   Session& s = *it->second;
   if (op == Channel::kOpRecv || op == Channel::kOpSend) {
+    if (op == Channel::kOpRecv && res > 0) s.last_heard_ns = MonotonicNs();
     Status st = s.ch->OnCompletion(op, res);
     if (!st.ok() && s.failed) {
       Close(s);  // the agent read our ERROR and hung up
@@ -266,6 +269,11 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
         Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer +
                        "): no TLS handshake and HELLO within 10 s; closing");
+        Close(s);
+      }
+      if (s.hello_done && !s.ch->closing() && MonotonicNs() - s.last_heard_ns > wire::kAgentSilentNs) {
+        Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): nothing from the agent for " +
+                       std::to_string(wire::kAgentSilentNs / 1000000000) + " s (connection half-open?); closing");
         Close(s);
       }
       if (s.failed && !s.ch->closing() && MonotonicNs() - s.failed_ns > kRefusedLingerNs) {
@@ -328,6 +336,10 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     case MsgType::kRecord: return OnRecord(s, f.payload);
     case MsgType::kEndPoint: return OnEndPoint(s, f.payload);
     case MsgType::kFingerprintRequest: return OnFingerprintRequest(s, f.payload);
+    case MsgType::kPing:
+      BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
+      SendFrame(s, MsgType::kPong, Bytes());
+      return Status::Ok();
     default:
       return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
                            " from an agent");

@@ -17,7 +17,7 @@
 
 namespace blockrep::wire {
 
-inline constexpr uint16_t kVersion = 3;
+inline constexpr uint16_t kVersion = 4;
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/fingerprint.h).
 inline constexpr uint32_t kMaxFramePayload = 8 + 4 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize +
@@ -41,6 +41,8 @@ enum class MsgType : uint16_t {
   kResumePoint = 9,  // v2: the agent continues the staging's interrupted point
   kFingerprintRequest = 10,  // v3: agent asks for the last point's fingerprints of a range
   kFingerprints = 11,        // v3: the staging's answer
+  kPing = 12,                // v4: agent -> staging when it has heard nothing for a while; empty
+  kPong = 13,                // v4: the staging's answer; empty
 };
 
 enum class ErrorCode : uint16_t {
@@ -148,6 +150,16 @@ struct Ack {
   Bytes Encode() const;
   static Result<Ack> Decode(ByteSpan p);
 };
+
+// Liveness (v4). A half-open connection (peer gone without a FIN, a middlebox that stopped
+// forwarding) shows no error: the agent PINGs after kPingAfterNs without a word from the staging
+// and gives the connection up after kPeerSilentNs; the staging closes a session it has heard
+// nothing from for kAgentSilentNs.
+inline constexpr uint64_t kPingAfterNs = 5ull * 1000000000ull;
+inline constexpr uint64_t kPeerSilentNs = 20ull * 1000000000ull;
+inline constexpr uint64_t kAgentSilentNs = 30ull * 1000000000ull;
+// PING and PONG carry nothing; anything else in them is a protocol error.
+Status DecodeEmpty(ByteSpan p, const char* what);
 
 struct PointAck {
   uint64_t point_id = 0;

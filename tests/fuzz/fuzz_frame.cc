@@ -21,6 +21,10 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kResumePoint: RoundTrip<ResumePoint>(p); break;
     case MsgType::kFingerprintRequest: RoundTrip<FingerprintRequest>(p); break;
     case MsgType::kFingerprints: RoundTrip<Fingerprints>(p); break;
+    case MsgType::kPing:
+    case MsgType::kPong:
+      FUZZ_CHECK(DecodeEmpty(p, "PING").ok() == p.empty());
+      break;
     case MsgType::kRecord: {
       auto m = RecordMsg::Decode(p);
       if (!m.ok()) return;
@@ -60,6 +64,8 @@ void WriteSeeds() {
   AppendFrame(&stream, MsgType::kEndPoint, EndPoint{7, 1, 1, 1}.Encode());
   AppendFrame(&stream, MsgType::kAck, Ack{1}.Encode());
   AppendFrame(&stream, MsgType::kPointAck, PointAck{7}.Encode());
+  AppendFrame(&stream, MsgType::kPing, Bytes());
+  AppendFrame(&stream, MsgType::kPong, Bytes());
   fuzz::WriteSeed("stream", stream);
   ErrorMsg err;
   err.code = ErrorCode::kStoreFull;
