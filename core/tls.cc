@@ -111,6 +111,15 @@ Status TlsSession::ErrorFor(int rc, const char* what) {
   if (verify != X509_V_OK)
     detail += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
   if (err == SSL_ERROR_SYSCALL && detail == "unknown TLS error") detail = "connection closed";
+  // Who the peer is, or whether it accepts us, does not change by retrying: those are operator
+  // errors (certificates, CAs, signatures: "decrypt error" is the alert for a certificate signed
+  // by another CA under the same name). Everything else (a bad record MAC, a decode error, a cut) is the transport's doing:
+  // the data was damaged or lost on the way, and a new connection sends it again.
+  bool identity = verify != X509_V_OK || detail.find("certificate") != std::string::npos ||
+                  detail.find("unknown ca") != std::string::npos ||
+                  detail.find("decrypt error") != std::string::npos ||  // alert: a signature did not verify
+                  (!handshake_done_ && detail.find("handshake failure") != std::string::npos);
+  if (!identity) return Unavailable(std::string(what) + ": " + detail + " (damaged or cut in transit)");
   return Unauthenticated(std::string(what) + ": " + detail);
 }
 

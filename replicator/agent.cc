@@ -382,7 +382,7 @@ Status Agent::Handshake(const Signals& sig) {
     Status st = Step(true);
     if (!st.ok()) {
       // In TLS 1.3 a rejected client certificate surfaces only at our first read.
-      if (st.code() == Code::kUnauthenticated || st.message().find("alert") != std::string::npos)
+      if (st.code() == Code::kUnauthenticated)
         return Unauthenticated("the staging rejected our TLS certificate (" + st.message() +
                                "); is it signed by the staging's CA? check --tls-cert/--tls-ca");
       if (st.message().find("closed by peer") != std::string::npos)
