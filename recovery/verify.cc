@@ -1,6 +1,8 @@
 #include "verify.h"
 
+#include <algorithm>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "blockrep/fingerprint.h"
@@ -144,6 +146,10 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
     (void)k;
     report.damage.push_back(std::move(d));
   }
+  // In volume order, as an operator reads a disk.
+  std::sort(report.damage.begin(), report.damage.end(), [](const Damage& a, const Damage& b) {
+    return std::tie(a.volume, a.offset, a.points) < std::tie(b.volume, b.offset, b.points);
+  });
   for (const auto& [id, why] : bad_index)
     report.unreadable += (report.unreadable.empty() ? "" : "; ") + ("point " + std::to_string(id) + ": " + why);
   return report;

@@ -1,0 +1,178 @@
+// A hostile staging host rewrites the store: it may edit indexes and packs and fix every checksum
+// it knows of (it has no data key). Restores and `verify` catch each edit and name the server,
+// volume, point and offset it hit. (Record-level: forged ciphertext, a record moved to another
+// offset, a record of a later point spliced into an earlier one. The AAD binding of the
+// server-id is covered by record_test.cc.)
+#include <functional>
+
+#include "chain_fixture.h"
+#include "verify.h"
+
+namespace blockrep {
+namespace {
+
+using namespace blockrep::chain_fixture;
+
+class TamperTest : public ChainTest {
+ protected:
+  // Replaces point `id`'s index with `edit` applied and commits it in the manifest, checksums
+  // and all, as a staging host with write access to the store could.
+  void ForgeIndex(Chain& chain, uint64_t id, const std::function<void(store::PointIndex&)>& edit) {
+    std::string manifest_path = chain.store().dir() + "/MANIFEST";
+    store::Manifest m = Must(store::Manifest::Decode(Must(ReadFileBytes(manifest_path, store::kMaxManifestBytes))));
+    bool found = false;
+    for (store::PointInfo& p : m.points) {
+      if (p.id != id) continue;
+      store::PointIndex idx = Must(chain.store().LoadIndex(p));
+      edit(idx);
+      Bytes enc = idx.Encode();
+      p.index_checksum = Checksum64(enc);
+      ASSERT_TRUE(WriteFileAtomic(chain.store().IndexPath(p), enc).ok());
+      found = true;
+    }
+    ASSERT_TRUE(found) << "no point " << id;
+    ASSERT_TRUE(WriteFileAtomic(manifest_path, m.Encode()).ok());
+  }
+
+  Status RestorePoint(Chain& chain, uint64_t id) {
+    recovery::RestoreRequest rq;
+    rq.store_dir = root_;
+    rq.server_id = kServer;
+    rq.key_file = chain.key_file();
+    rq.point_spec = std::to_string(id);
+    rq.output_dir = root_ + "/out";
+    return recovery::Restore(rq).status();
+  }
+
+  std::vector<recovery::Damage> VerifyDamage(const std::string& key_file) {
+    recovery::VerifyRequest rq{root_, kServer, key_file};
+    auto reports = Must(recovery::Verify(rq));
+    EXPECT_EQ(reports.size(), 1u);
+    return reports.empty() ? std::vector<recovery::Damage>() : reports[0].damage;
+  }
+
+  static std::string Where(uint64_t point, uint64_t offset) {
+    return "server 'db1' volume 0 point " + std::to_string(point) + " offset " + std::to_string(offset) + ":";
+  }
+};
+
+// Ciphertext altered and its checksum fixed in the index: the AEAD tag still catches it; verify
+// without the key cannot tell (that is what the key is for), with the key it names the extent.
+TEST_F(TamperTest, ForgedCiphertextWithFixedChecksum) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  store::IndexEntry victim = Must(chain.store().LoadIndex(chain.store().manifest().points[0])).entries.at(3);
+  std::string pack = chain.store().PackPath(victim.pack);
+  UniqueFd fd(open(pack.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  Bytes record(victim.record_bytes);
+  ASSERT_TRUE(PreadAll(fd.get(), victim.pack_offset, record.data(), record.size()).ok());
+  record[kRecordHeaderSize + 100] ^= 0x20;
+  ASSERT_EQ(pwrite(fd.get(), record.data(), record.size(), static_cast<off_t>(victim.pack_offset)),
+            static_cast<ssize_t>(record.size()));
+  ForgeIndex(chain, 1, [&](store::PointIndex& idx) { idx.entries.at(3).checksum = Checksum64(record); });
+
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kUnauthenticated);
+  EXPECT_NE(st.message().find(Where(1, victim.offset)), std::string::npos) << st.message();
+  EXPECT_TRUE(VerifyDamage("").empty());
+  auto damage = VerifyDamage(chain.key_file());
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].offset, victim.offset);
+  EXPECT_EQ(damage[0].points, std::vector<uint64_t>{1});
+  EXPECT_NE(damage[0].problem.find("authentication"), std::string::npos) << damage[0].problem;
+}
+
+// Two records swapped between offsets: each is authentic, but its header says where it belongs.
+TEST_F(TamperTest, RecordsMovedToOtherOffsets) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  uint64_t a = 0, b = 0;
+  ForgeIndex(chain, 1, [&](store::PointIndex& idx) {
+    store::IndexEntry& x = idx.entries.at(2);
+    store::IndexEntry& y = idx.entries.at(5);
+    ASSERT_EQ(x.length, y.length);
+    a = x.offset;
+    b = y.offset;
+    std::swap(x.pack_offset, y.pack_offset);
+    std::swap(x.record_bytes, y.record_bytes);
+    std::swap(x.checksum, y.checksum);
+  });
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find(Where(1, a)), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("belongs at offset " + std::to_string(b)), std::string::npos) << st.message();
+  for (const std::string& key : {std::string(), chain.key_file()}) {
+    auto damage = VerifyDamage(key);
+    ASSERT_EQ(damage.size(), 2u) << "key: " << key;
+    EXPECT_EQ(damage[0].offset, a);
+    EXPECT_EQ(damage[1].offset, b);
+    EXPECT_NE(damage[0].problem.find("moved"), std::string::npos) << damage[0].problem;
+  }
+}
+
+// The record point 2 wrote for an extent, spliced into point 1's index at the same offset:
+// restoring point 1 would show data from the future. The record's header names its point.
+TEST_F(TamperTest, RecordOfALaterPointSplicedIn) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  const uint64_t offset = 4 * kExtentBytes;
+  chain.AddPoint(2 * kMinuteNs, true, {{offset, kExtentBytes, false}});
+  store::PointIndex later = Must(chain.store().LoadIndex(chain.store().manifest().points[1]));
+  store::IndexEntry newer;
+  for (const auto& e : later.entries)
+    if (e.offset == offset) newer = e;
+  ASSERT_EQ(newer.length, kExtentBytes);
+  ForgeIndex(chain, 1, [&](store::PointIndex& idx) {
+    for (auto& e : idx.entries)
+      if (e.offset == offset) e = newer;
+  });
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find(Where(1, offset)), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("later point 2"), std::string::npos) << st.message();
+  auto damage = VerifyDamage("");
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].points, std::vector<uint64_t>{1});
+  EXPECT_EQ(chain.RestoreHash(2), chain.expected_hash(2));  // the honest point is untouched
+}
+
+// A flipped bit in a stored record, checksums left alone: verify without the key finds it, names
+// every point that uses the record, and restore --allow-damaged writes everything else.
+TEST_F(TamperTest, AllowDamagedRestoresAroundABadRecord) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  chain.AddPoint(2 * kMinuteNs, true, {{0, kExtentBytes, false}});
+  store::IndexEntry victim = Must(chain.store().LoadIndex(chain.store().manifest().points[0])).entries.at(7);
+  UniqueFd fd(open(chain.store().PackPath(victim.pack).c_str(), O_RDWR | O_CLOEXEC));
+  uint8_t byte = 0;
+  ASSERT_TRUE(PreadAll(fd.get(), victim.pack_offset + kRecordHeaderSize + 5, &byte, 1).ok());
+  byte ^= 1;
+  ASSERT_EQ(pwrite(fd.get(), &byte, 1, static_cast<off_t>(victim.pack_offset + kRecordHeaderSize + 5)), 1);
+  auto damage = VerifyDamage("");
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].points, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(recovery::DescribeDamage(kServer, damage[0]).rfind("server 'db1' volume 0 points 1-2 offset " +
+                                                                  std::to_string(victim.offset) + " length 65536: ", 0),
+            0u);
+  recovery::RestoreRequest rq;
+  rq.store_dir = root_;
+  rq.server_id = kServer;
+  rq.key_file = chain.key_file();
+  rq.point_spec = "2";
+  rq.output_dir = root_ + "/out";
+  EXPECT_EQ(recovery::Restore(rq).status().code(), Code::kDataLoss);
+  rq.allow_damaged = true;
+  auto sum = Must(recovery::Restore(rq));
+  ASSERT_EQ(sum.damaged.size(), 1u);
+  EXPECT_EQ(sum.damaged[0].offset, victim.offset);
+  Bytes image = Must(ReadFileBytes(rq.output_dir + "/vol-0.img", kVolumeBytes + 1));
+  ASSERT_EQ(image.size(), kVolumeBytes);
+  for (uint64_t i = 0; i < kVolumeBytes; ++i) {
+    bool damaged = i >= victim.offset && i < victim.offset + victim.length;
+    ASSERT_EQ(image[i], damaged ? 0 : chain.image()[i]) << "byte " << i;
+  }
+}
+
+}  // namespace
+}  // namespace blockrep
