@@ -978,6 +978,7 @@ void Agent::Teardown() {
   while (ring_->inflight() > 0) {
     auto n = ring_->Reap(
         [&](uint64_t ud, int res, uint32_t) {
+          // The session already failed or ended; late completions only drain.
           if (UserDataId(ud) == kChannelId) ch_->OnCompletion(UserDataOp(ud), res).IgnoreError();
           else --reads_inflight_;
         },

@@ -123,7 +123,7 @@ Status FreezeSet::Freeze(uint64_t limit_ns) {
       int err = errno;
       for (size_t j = 0; j < i; ++j) ioctl(fds_[j].get(), FITHAW, 0);
       frozen_ = true;  // lets Thaw() retire the watchdog
-      Thaw().status().IgnoreError();
+      Thaw().status().IgnoreError();  // nothing is frozen now; the freeze error below is the news
       return ErrnoStatus("freeze " + mounts_[i].mountpoint, err);
     }
   }

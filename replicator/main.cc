@@ -179,7 +179,9 @@ int main(int argc, char** argv) {
   if (!pid_file.empty()) {
     std::string pid = std::to_string(getpid()) + "\n";
     // set-bandwidth finds the agent through it; a stale file only makes set-bandwidth fail clearly.
-    WriteFileAtomic(pid_file, ByteSpan(reinterpret_cast<const uint8_t*>(pid.data()), pid.size())).IgnoreError();
+    Status written = WriteFileAtomic(pid_file, ByteSpan(reinterpret_cast<const uint8_t*>(pid.data()), pid.size()));
+    if (!written.ok())
+      Log(kProg, "warning: " + written.message() + "; set-bandwidth will not find this agent (check --state-dir)");
   }
   if (!once) {
     st = a.RunContinuous(sig);

@@ -470,7 +470,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, true);
     if (!opened.ok()) {
       servers_.erase(h.server_id);
-      Fail(s, wire::ErrorCode::kStoreError, opened.status());
+      FailStore(s, opened.status());
       return Status::Ok();
     }
     st.store = std::move(opened).value();
@@ -663,10 +663,7 @@ void Server::OnCommitDone(Session& s) {
   s.commit_inflight = false;
   if (s.commit_error != 0) {
     Status st = ErrnoStatus("write pack " + s.server->store->PackPath(s.pack_id), s.commit_error);
-    if (!s.ch->closing())
-      Fail(s, st.code() == Code::kNoSpace ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kStoreError,
-           st.Annotate(st.code() == Code::kNoSpace ? "staging store is full; nothing unacknowledged was kept"
-                                                   : "staging cannot write its store"));
+    if (!s.ch->closing()) FailStore(s, st);
     // Nothing past durable_seq is acknowledged; further writes to this pack are abandoned.
     s.pack_fd.Reset();
     s.batch.clear();
@@ -690,7 +687,13 @@ void Server::OnCommitDone(Session& s) {
     SendFrame(s, wire::MsgType::kAck, ack.Encode());
   }
   Status st = MaybeCommitPoint(s);
-  if (!st.ok() && !s.ch->closing()) Fail(s, wire::ErrorCode::kStoreError, st);
+  if (!st.ok() && !s.ch->closing()) FailStore(s, st);
+}
+
+void Server::FailStore(Session& s, const Status& st) {
+  bool full = st.code() == Code::kNoSpace;
+  Fail(s, full ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kStoreError,
+       st.Annotate(full ? "staging store is full" : "staging cannot write its store"));
 }
 
 Status Server::MaybeCommitPoint(Session& s) {

@@ -86,6 +86,8 @@ class Server {
   std::vector<uint32_t> PinnedPacks(const ServerState& st) const;
   void Fail(Session& s, wire::ErrorCode code, const Status& status);
   void SendFrame(Session& s, wire::MsgType type, const Bytes& payload);
+  // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
+  void FailStore(Session& s, const Status& st);
   void Close(Session& s);
 
   Options opts_;

@@ -70,5 +70,28 @@ for p in 1 2; do
   want=$([[ $p -eq 1 ]] && sha "$WORK/point1.img" || sha "$WORK/vol.img")
   [[ $(sha "$WORK/out/vol-0.img") == "$want" ]] || fail "point $p restores different data after the store filled up"
 done
+
+# ENOSPC at the commit itself (the MANIFEST write, injected with strace): the point is not
+# committed, the agent waits as above, and the retry commits it.
+dd if=/dev/urandom of="$WORK/vol.img" bs=1M count=2 seek=50 conv=notrunc status=none
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /dev/null -P "$STORE/servers/full1/MANIFEST.tmp" \
+  -e trace=write -e inject=write:error=ENOSPC:when=1 "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$STORE" \
+  --tls-cert "$KEYS/staging.crt" --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention all >"$WORK/traced.log" 2>&1 &
+PIDS+=($!)
+TRACED=$!
+for _ in $(seq 1 200); do grep -q listening "$WORK/traced.log" && break; sleep 0.05; done
+port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/traced.log" | sed 's/.*://')
+[[ -n $port ]] || fail "the traced staging did not start: $(tail -n 2 "$WORK/traced.log")"
+"$BIN/blockrep-agent" --staging "127.0.0.1:$port" --server-id full1 --key "$KEYS/data-full1.key" \
+  --tls-cert "$KEYS/agent-full1.crt" --tls-key "$KEYS/agent-full1.key" --tls-ca "$KEYS/ca.crt" \
+  --volume "$WORK/vol.img" --compress none --once >/dev/null 2>"$WORK/agent3.log" || fail "third point: $(tail -n 1 "$WORK/agent3.log")"
+grep -q "STALLED: staging full: .*MANIFEST.tmp: write: No space left" "$WORK/agent3.log" || fail "no STALLED for the failed manifest write"
+grep -q "point 3 acknowledged" "$WORK/agent3.log" || fail "point 3 not acknowledged after the retry"
+pkill -TERM -P "$TRACED" blockrep-stagin || true
+wait "$TRACED" || fail "the traced staging exited non-zero"
+rm -rf "$WORK/out"
+recover restore --store "$STORE" --server-id full1 --key "$KEYS/data-full1.key" --point 3 --output "$WORK/out" >/dev/null
+[[ $(sha "$WORK/out/vol-0.img") == $(sha "$WORK/vol.img") ]] || fail "point 3 restores different data"
+echo "manifest write ENOSPC: $(grep -m1 "STALLED" "$WORK/agent3.log" | sed 's/^[^ ]* //' | cut -c1-160)...; retried, point 3 identical"
 recover verify --store "$STORE" --key "$KEYS/data-full1.key" >"$WORK/verify.out" || fail "verify: $(cat "$WORK/verify.out")"
-pass "disk full: STALLED while full, point 1 intact, point 2 stored once space returned; both restore identical, verify clean"
+pass "disk full: STALLED while full, point 1 intact, point 2 stored once space returned, ENOSPC on the manifest retried; all restore identical, verify clean"
