@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace blockrep {
@@ -17,6 +19,10 @@ Channel::~Channel() {
 }
 
 void Channel::Consume(size_t n) {
+  if (n > inbox_.size() - inbox_start_) {  // a caller bug: it would corrupt the stream
+    std::fprintf(stderr, "Channel::Consume(%zu) with %zu bytes held\n", n, inbox_.size() - inbox_start_);
+    std::abort();
+  }
   inbox_start_ += n;
   if (inbox_start_ == inbox_.size()) {
     inbox_.clear();

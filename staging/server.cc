@@ -366,9 +366,8 @@ void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
   SendFrame(s, wire::MsgType::kError, e.Encode());
   s.ch->tls().Shutdown();
   // Let the ERROR reach the agent; the agent closes, our recv sees it and closes the session.
-  // What the agent sent is not read any more: dropping it makes room, so that recv is posted
-  // even when a full inbox had paused reading.
-  s.ch->Consume(s.ch->inbox().size());
+  // (Service drops what the agent sends from now on, so that recv stays posted even when a full
+  // inbox had paused reading; not here: HandleFrames may still be consuming the current frame.)
   s.ch->Pump().IgnoreError();  // best effort: the session is being refused anyway
   s.point.reset();
   s.end.reset();

@@ -80,7 +80,7 @@ ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /d
 PIDS+=($!)
 TRACED=$!
 for _ in $(seq 1 200); do grep -q listening "$WORK/traced.log" && break; sleep 0.05; done
-port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/traced.log" | sed 's/.*://')
+port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/traced.log" | sed 's/.*://' || true)
 [[ -n $port ]] || fail "the traced staging did not start: $(tail -n 2 "$WORK/traced.log")"
 "$BIN/blockrep-agent" --staging "127.0.0.1:$port" --server-id full1 --key "$KEYS/data-full1.key" \
   --tls-cert "$KEYS/agent-full1.crt" --tls-key "$KEYS/agent-full1.key" --tls-ca "$KEYS/ca.crt" \

@@ -22,7 +22,7 @@ start_proxy() {  # fault args...: sets PROXY_PORT
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   for _ in $(seq 1 100); do
-    PROXY_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/proxy.out" 2>/dev/null | sed 's/.*://')
+    PROXY_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/proxy.out" 2>/dev/null | sed 's/.*://' || true)
     [[ -n $PROXY_PORT ]] && return 0
     sleep 0.02
   done
