@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# --bandwidth-limit 20M holds 18-22 MB/s over more than 10 s; set-bandwidth changes a running
+# --bandwidth-limit 20M holds at most 22 MB/s (and at least 13) over more than 10 s; set-bandwidth changes a running
 # agent's limit.
 source "$(dirname "$0")/lib.sh"
 
@@ -12,7 +12,9 @@ secs=$(awk '/^  time/ {print $2}' "$WORK/agent.out")
 rate=$(awk -v w="$wire_mib" -v s="$secs" 'BEGIN { printf "%.2f", w * 1048576 / s / 1e6 }')
 echo "--once: ${wire_mib} MiB in ${secs} s = ${rate} MB/s (limit 20M)"
 awk -v s="$secs" 'BEGIN { exit !(s >= 10) }' || fail "the transfer took ${secs} s, too short to judge"
-awk -v r="$rate" 'BEGIN { exit !(r >= 18 && r <= 22) }' || fail "rate ${rate} MB/s outside 18-22"
+# The limit is a ceiling: above 22 it leaks. Below 13 the limiter throttles (a 2x slip lands at
+# 10); between, a busy 2-core machine (the ASan build, say) may simply not keep up.
+awk -v r="$rate" 'BEGIN { exit !(r >= 13 && r <= 22) }' || fail "rate ${rate} MB/s outside 13-22"
 
 # Live change: a continuous agent starts at 5M and is raised to 15M while it runs (rates that a
 # sanitizer build on two cores sustains too).
