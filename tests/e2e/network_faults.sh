@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Replication through a proxy that damages the connection (tests/tools/faultproxy.cc): resets,
 # truncation, bit flips in each direction, delay, a stall and a half-open connection. For each, a
-# continuous agent converges (its point is acknowledged and restores byte-identical), damaged
+# continuous agent converges (its point is acknowledged and restores byte-identical), also under
+# a seeded mix of faults in both directions; damaged
 # bytes are rejected with a clear error and the data resent, and nothing damaged is stored
 # (verify with the key finds every record intact).
 # Reproduce with BLOCKREP_SEED=<seed printed below>.
@@ -82,6 +83,9 @@ run_through_proxy "bit flips agent->staging" "bad record mac|decrypt|TLS" --faul
 run_through_proxy "bit flips staging->agent" "bad record mac|decrypt|TLS" --fault flip --after 200 --faulty 3 --direction down
 run_through_proxy "delay 50 ms" "-" --fault delay --delay-ms 50
 run_through_proxy "stall 3 s" "-" --fault stall --stall-ms 3000 --after 4000000 --faulty 1
+# A seeded mix: 8 connections, each with a fault drawn at random, in both directions.
+run_through_proxy "mixed faults, both directions" "-" --fault mixed --after 1000000 --faulty 8 --direction both --stall-ms 2000
+echo "    $(grep -c "opened (" "$WORK/proxy.log") connection(s): $(grep -o "opened ([a-z]*)" "$WORK/proxy.log" | sed 's/opened (\(.*\))/\1/' | tr '\n' ' ')"
 run_through_proxy "half-open connection" "no word from the staging" --fault halfopen --after 4000000 --faulty 1 --direction up
 line=$(grep -m1 "nothing from the agent for" "$WORK/staging.log" | sed 's/^[^ ]* //') ||
   fail "the staging never closed the half-open session"

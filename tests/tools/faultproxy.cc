@@ -7,6 +7,7 @@
 //   stall     after a random number of bytes stop forwarding for --stall-ms, then go on
 //   halfopen  after a random number of bytes stop forwarding for good, keeping both sockets open
 //             and reading what arrives (a peer gone without a FIN, a dead middlebox)
+//   mixed     each faulty connection draws one of drop, truncate, flip, delay, stall (seeded)
 // Faults hit the first --faulty N connections (then it forwards cleanly), in the direction
 // --direction up (agent -> staging), down or both. Each fault it injects is logged on stderr.
 // Usage: blockrep_faultproxy --upstream HOST:PORT --fault MODE [--listen PORT] [--after BYTES]
@@ -45,7 +46,8 @@ uint64_t NowMs() {
                                    .count());
 }
 
-enum class Fault { kNone, kDrop, kTruncate, kFlip, kDelay, kStall, kHalfOpen };
+enum class Fault { kNone, kDrop, kTruncate, kFlip, kDelay, kStall, kHalfOpen, kMixed };
+const char* const kFaultNames[] = {"none", "drop", "truncate", "flip", "delay", "stall", "halfopen", "mixed"};
 
 struct Options {
   uint16_t listen_port = 0;
@@ -80,6 +82,7 @@ struct Pipe {
 
 struct Connection {
   int id = 0;
+  Fault fault = Fault::kNone;
   int client = -1, server = -1;
   Pipe up, down;
   bool closed = false;
@@ -114,9 +117,10 @@ bool Inject(const Options& o, std::mt19937_64& rng, Connection& c, Pipe& p, std:
             bool* reset) {
   if (!p.faulty || p.dead) return true;
   uint64_t start = p.passed, end = p.passed + data.size();
-  switch (o.fault) {
+  switch (c.fault) {
     case Fault::kNone:
     case Fault::kDelay:
+    case Fault::kMixed:  // resolved per connection at accept
       return true;
     case Fault::kFlip:
       while (p.trigger < end) {
@@ -132,7 +136,7 @@ bool Inject(const Options& o, std::mt19937_64& rng, Connection& c, Pipe& p, std:
     case Fault::kTruncate:
       if (end <= p.trigger) return true;
       data.resize(static_cast<size_t>(p.trigger - start));
-      *reset = o.fault == Fault::kDrop;
+      *reset = c.fault == Fault::kDrop;
       std::fprintf(stderr, "conn %d %s: %s after %llu bytes\n", c.id, p.name,
                    *reset ? "reset" : "truncated (FIN)", static_cast<unsigned long long>(p.trigger));
       return false;
@@ -175,7 +179,8 @@ Options Parse(int argc, char** argv) {
       else if (v == "delay") o.fault = Fault::kDelay;
       else if (v == "stall") o.fault = Fault::kStall;
       else if (v == "halfopen") o.fault = Fault::kHalfOpen;
-      else Die("unknown --fault " + v + " (none drop truncate flip delay stall halfopen)");
+      else if (v == "mixed") o.fault = Fault::kMixed;
+      else Die("unknown --fault " + v + " (none drop truncate flip delay stall halfopen mixed)");
     } else if (a == "--after") {
       o.after_bytes = std::stoull(v);
     } else if (a == "--faulty") {
@@ -268,11 +273,13 @@ int main(int argc, char** argv) {
           c->client = cfd;
           c->server = sfd;
           bool faulty = c->id <= o.faulty_connections && o.fault != Fault::kNone;
+          c->fault = !faulty ? Fault::kNone : o.fault != Fault::kMixed ? o.fault
+                   : static_cast<Fault>(static_cast<int>(Fault::kDrop) + static_cast<int>(rng() % 5));
           c->up = Pipe{cfd, sfd, "agent->staging", faulty && o.up, 0, 0, 0, false, false, {}};
           c->down = Pipe{sfd, cfd, "staging->agent", faulty && o.down, 0, 0, 0, false, false, {}};
           c->up.trigger = NextTrigger(o, rng, 0);
           c->down.trigger = NextTrigger(o, rng, 0);
-          std::fprintf(stderr, "conn %d: opened (%s)\n", c->id, faulty ? "faulty" : "clean");
+          std::fprintf(stderr, "conn %d: opened (%s)\n", c->id, faulty ? kFaultNames[static_cast<int>(c->fault)] : "clean");
           conns.push_back(std::move(c));
         }
       }
@@ -311,7 +318,7 @@ int main(int argc, char** argv) {
       bool keep = Inject(o, rng, *c, *p, data, &reset);
       p->passed += data.size();
       if (!data.empty() && !p->dead) {
-        uint64_t delay = (o.fault == Fault::kDelay && p->faulty) ? o.delay_ms : 0;
+        uint64_t delay = (c->fault == Fault::kDelay && p->faulty) ? o.delay_ms : 0;
         p->queue.push_back({std::move(data), 0, NowMs() + delay});
       }
       if (!keep) {
