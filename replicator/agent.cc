@@ -878,6 +878,8 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
     shipped_by_volume_.assign(volumes_.size(), 0);
     st = Session(sig, true);
   }
+  if (!st.ok() && point_id_ == 0)  // failed before a point began (connect, TLS, HELLO)
+    return st.Annotate("nothing was sent");
   if (!st.ok())
     return st.Annotate("point " + std::to_string(point_id_) +
                        " was not acknowledged, so it may be missing on the staging; run again");
