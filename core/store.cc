@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -323,6 +324,21 @@ Result<int> PackReader::Fd(uint32_t pack) {
     it = fds_.emplace(pack, std::move(fd)).first;
   }
   return it->second.get();
+}
+
+Result<bool> PackReader::OpenAll(const PointIndex& index) {
+  std::set<uint32_t> packs;
+  for (const IndexEntry& e : index.entries) packs.insert(e.pack);
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return ErrnoStatus("getrlimit", errno);
+  const rlim_t want = packs.size() + 256;  // room for the output files and everything else
+  if (lim.rlim_cur < want && lim.rlim_max >= want) {
+    lim.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return ErrnoStatus("setrlimit", errno);
+  }
+  if (lim.rlim_cur < want) return false;
+  for (uint32_t p : packs) BR_RETURN_IF_ERROR(Fd(p).status());
+  return true;
 }
 
 Status PackReader::Read(const IndexEntry& e, Bytes* out) {

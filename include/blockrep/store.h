@@ -162,6 +162,12 @@ class ServerStore {
 class PackReader {
  public:
   explicit PackReader(std::string server_dir) : dir_(std::move(server_dir)) {}
+  // Opens every pack `index` names now (raising the open-file limit if it must). An open pack
+  // stays readable after a compaction deletes it, so a reader that opened them all and then
+  // finds the manifest still naming the same index reads a consistent point to the end. Returns
+  // false, with nothing failed, when there are too many packs to hold open (then they open one
+  // by one, as before).
+  Result<bool> OpenAll(const PointIndex& index);
   // Reads the record of `e` and checks its checksum (kDataLoss on mismatch).
   Status Read(const IndexEntry& e, Bytes* out);
   // Fills `out` (its size says how many) with the stored fingerprints of the 4 KiB blocks of

@@ -139,6 +139,33 @@ TEST_F(ChainTest, ExpireMiddleOfThree) {
   EXPECT_NE(chain.RestoreHash(1), chain.RestoreHash(3));
 }
 
+// A reader that opened every pack of a point before a compaction deleted some of them reads the
+// whole point afterwards, every record authentic (what a restore racing the staging relies on).
+TEST_F(ChainTest, OpenPacksOutliveCompaction) {
+  Chain chain(root_);
+  chain.AddPoint(kT0, true, {{0, kVolumeBytes, false}});
+  chain.AddPoint(kT0 + kMinuteNs, true, {{0, 65536, false}, {1 << 20, 32768, false}});
+  chain.AddPoint(kT0 + 2 * kMinuteNs, true, {{0, 65536, false}});
+  ASSERT_FALSE(HasFatalFailure());
+  store::PointIndex idx = Must(chain.store().LoadIndex(chain.store().manifest().points.back()));
+  store::PackReader reader(chain.store().dir());
+  ASSERT_TRUE(Must(reader.OpenAll(idx)));
+  ASSERT_TRUE(chain.store().ExpirePoints({2}).ok());
+  store::ServerStore::CompactionOptions all;
+  all.garbage_share_min = 0.0;
+  auto stats = chain.store().Compact(all);
+  ASSERT_TRUE(stats.ok()) << stats.status().message();
+  ASSERT_FALSE(PathExists(chain.store().PackPath(2))) << "the test needs a pack deleted under the reader";
+  RecordOpener opener(Must(LoadDataKey(chain.key_file())), kServer);
+  Bytes stored, plain;
+  for (const store::IndexEntry& e : idx.entries) {
+    ASSERT_TRUE(reader.Read(e, &stored).ok()) << "pack " << e.pack;
+    RecordHeader h;
+    ASSERT_TRUE(opener.Open(stored, &h, &plain).ok()) << "pack " << e.pack;
+  }
+  EXPECT_EQ(chain.RestoreHash(3), chain.expected_hash(3));
+}
+
 // Compaction copies records byte for byte: a record that fails its checksum stops it before
 // anything changes (the damage stays where it is, reported, never copied on as good).
 TEST_F(ChainTest, CompactionStopsAtDamage) {
