@@ -172,6 +172,7 @@ Result<store::PointIndex> LoadAndPin(const RestoreRequest& req, store::PointInfo
                                                });
     if (pinned.ok() && unchanged) return idx;
     last = pinned.ok() ? Unavailable("the staging rewrote the point's index meanwhile") : pinned.status();
+    if (unchanged && req.allow_damaged) return idx;  // a missing pack: its extents are listed as damaged
     if (unchanged) return last;  // nothing moved: the store is damaged, not busy
   }
   return last.Annotate("point " + std::to_string(point.id) + " kept changing under the restore (" +

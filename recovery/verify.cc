@@ -116,7 +116,25 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
     }
     for (const store::IndexEntry& e : idx->entries) records.try_emplace({e.pack, e.pack_offset}, RecordFacts{e, {}, false, {}});
   }
+  // Pin the packs (an open pack outlives a compaction's unlink), then make sure the chain we
+  // read the indexes of is still the committed one; if the staging compacted meanwhile, the
+  // caller runs us again.
   store::PackReader packs((*st)->dir());
+  store::PointIndex every_pack;
+  for (const auto& [k, f] : records) every_pack.entries.push_back(f.entry);
+  auto pinned = packs.OpenAll(every_pack);
+  auto again = store::ServerStore::Open(root, server_id, false);
+  auto same_chain = [&](const store::Manifest& a) {
+    if (a.points.size() != m.points.size()) return false;
+    for (size_t i = 0; i < a.points.size(); ++i)
+      if (a.points[i].id != m.points[i].id || a.points[i].index_checksum != m.points[i].index_checksum) return false;
+    return true;
+  };
+  if (!again.ok() || !same_chain(again.value()->manifest())) {
+    report.raced = true;
+    return report;
+  }
+  pinned.status().IgnoreError();  // a missing pack is reported below, record by record, with the points using it
   for (auto& [k, f] : records) {
     (void)k;
     if (f.entry.record_bytes != 0) CheckRecord(packs, opener.get(), fingerprinter ? &*fingerprinter : nullptr, &f, &report);
@@ -205,7 +223,15 @@ Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
     BR_ASSIGN_OR_RETURN(key, LoadDataKey(req.key_file));
   }
   std::vector<ServerVerifyReport> reports;
-  for (const std::string& id : servers) reports.push_back(VerifyServer(req.store_dir, id, key));
+  for (const std::string& id : servers) {
+    ServerVerifyReport r;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      r = VerifyServer(req.store_dir, id, key);
+      if (!r.raced) break;
+    }
+    if (r.raced) r.unreadable = "the staging kept rewriting this server's chain (compaction) during verify; run it again";
+    reports.push_back(std::move(r));
+  }
   if (key) {
     bool used = false;
     for (const auto& r : reports) used = used || r.authenticated;

@@ -48,6 +48,7 @@ struct ServerVerifyReport {
   std::string unreadable;    // the manifest or an index could not be read (then damage may be partial)
   std::vector<Damage> damage;
   std::string note;  // e.g. why the key was not used for this server
+  bool raced = false;  // the chain changed under the check (a compaction on the staging)
   bool clean() const { return unreadable.empty() && damage.empty(); }
 };
 

@@ -137,6 +137,26 @@ TEST_F(TamperTest, RecordOfALaterPointSplicedIn) {
   EXPECT_EQ(chain.RestoreHash(2), chain.expected_hash(2));  // the honest point is untouched
 }
 
+// A pack deleted from under the store: verify names every extent the points lose, with the pack.
+TEST_F(TamperTest, MissingPackIsNamed) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  chain.AddPoint(2 * kMinuteNs, true, {{4 * kExtentBytes, kExtentBytes, false}});
+  ASSERT_EQ(unlink(chain.store().PackPath(2).c_str()), 0);
+  auto damage = VerifyDamage("");
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].offset, 4 * kExtentBytes);
+  EXPECT_EQ(damage[0].points, std::vector<uint64_t>{2});
+  EXPECT_NE(damage[0].problem.find("00000002.pack"), std::string::npos) << damage[0].problem;
+  EXPECT_EQ(RestorePoint(chain, 2).code(), Code::kNotFound);
+  EXPECT_EQ(chain.RestoreHash(1), chain.expected_hash(1));
+  recovery::RestoreRequest rq{root_, kServer, chain.key_file(), "2", root_ + "/out", {}, true};
+  auto sum = recovery::Restore(rq);
+  ASSERT_TRUE(sum.ok()) << sum.status().message();
+  ASSERT_EQ(sum->damaged.size(), 1u);
+  EXPECT_EQ(sum->damaged[0].offset, 4 * kExtentBytes);
+}
+
 // A flipped bit in a stored record, checksums left alone: verify without the key finds it, names
 // every point that uses the record, and restore --allow-damaged writes everything else.
 TEST_F(TamperTest, AllowDamagedRestoresAroundABadRecord) {
