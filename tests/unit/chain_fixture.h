@@ -127,14 +127,20 @@ class Chain {
     return w;
   }
 
-  // Restores `point` through the recovery library and returns the image's hash.
-  uint64_t RestoreHash(uint64_t point) {
+  // A restore of `point` into <root>/out/vol-0.img with this server's key.
+  recovery::RestoreRequest RestoreRequestFor(uint64_t point) const {
     recovery::RestoreRequest rq;
     rq.store_dir = root_;
     rq.server_id = server_id_;
     rq.key_file = key_file_;
     rq.point_spec = std::to_string(point);
     rq.output_dir = root_ + "/out";
+    return rq;
+  }
+
+  // Restores `point` through the recovery library and returns the image's hash.
+  uint64_t RestoreHash(uint64_t point) {
+    recovery::RestoreRequest rq = RestoreRequestFor(point);
     auto sum = recovery::Restore(rq);
     EXPECT_TRUE(sum.ok()) << "point " << point << ": " << sum.status().message();
     if (!sum.ok()) return 0;

@@ -193,13 +193,7 @@ TEST_F(ChainTest, CompactionStopsAtDamage) {
   EXPECT_EQ(stats.status().code(), Code::kDataLoss) << stats.status().message();
   EXPECT_NE(stats.status().message().find("nothing changed"), std::string::npos) << stats.status().message();
   EXPECT_EQ(chain.store().manifest().Encode(), before.Encode());
-  recovery::RestoreRequest rq;
-  rq.store_dir = root_;
-  rq.server_id = kServer;
-  rq.key_file = chain.key_file();
-  rq.point_spec = "3";
-  rq.output_dir = root_ + "/out";
-  auto restored = recovery::Restore(rq);
+  auto restored = recovery::Restore(chain.RestoreRequestFor(3));
   ASSERT_FALSE(restored.ok());
   EXPECT_NE(restored.status().message().find("fails its checksum"), std::string::npos) << restored.status().message();
 }

@@ -34,15 +34,7 @@ class TamperTest : public ChainTest {
     ASSERT_TRUE(WriteFileAtomic(manifest_path, m.Encode()).ok());
   }
 
-  Status RestorePoint(Chain& chain, uint64_t id) {
-    recovery::RestoreRequest rq;
-    rq.store_dir = root_;
-    rq.server_id = kServer;
-    rq.key_file = chain.key_file();
-    rq.point_spec = std::to_string(id);
-    rq.output_dir = root_ + "/out";
-    return recovery::Restore(rq).status();
-  }
+  Status RestorePoint(Chain& chain, uint64_t id) { return recovery::Restore(chain.RestoreRequestFor(id)).status(); }
 
   std::vector<recovery::Damage> VerifyDamage(const std::string& key_file) {
     recovery::VerifyRequest rq{root_, kServer, key_file};
@@ -150,7 +142,8 @@ TEST_F(TamperTest, MissingPackIsNamed) {
   EXPECT_NE(damage[0].problem.find("00000002.pack"), std::string::npos) << damage[0].problem;
   EXPECT_EQ(RestorePoint(chain, 2).code(), Code::kNotFound);
   EXPECT_EQ(chain.RestoreHash(1), chain.expected_hash(1));
-  recovery::RestoreRequest rq{root_, kServer, chain.key_file(), "2", root_ + "/out", {}, true};
+  recovery::RestoreRequest rq = chain.RestoreRequestFor(2);
+  rq.allow_damaged = true;
   auto sum = recovery::Restore(rq);
   ASSERT_TRUE(sum.ok()) << sum.status().message();
   ASSERT_EQ(sum->damaged.size(), 1u);
@@ -175,12 +168,7 @@ TEST_F(TamperTest, AllowDamagedRestoresAroundABadRecord) {
   EXPECT_EQ(recovery::DescribeDamage(kServer, damage[0]).rfind("server 'db1' volume 0 points 1-2 offset " +
                                                                   std::to_string(victim.offset) + " length 65536: ", 0),
             0u);
-  recovery::RestoreRequest rq;
-  rq.store_dir = root_;
-  rq.server_id = kServer;
-  rq.key_file = chain.key_file();
-  rq.point_spec = "2";
-  rq.output_dir = root_ + "/out";
+  recovery::RestoreRequest rq = chain.RestoreRequestFor(2);
   EXPECT_EQ(recovery::Restore(rq).status().code(), Code::kDataLoss);
   rq.allow_damaged = true;
   auto sum = Must(recovery::Restore(rq));
