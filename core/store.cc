@@ -17,7 +17,7 @@
 namespace blockrep::store {
 namespace {
 
-constexpr uint64_t kIndexMagic = 0x3130305844495242ull;     // "BRIDX001"
+constexpr uint64_t kIndexMagic = 0x3230305844495242ull;     // "BRIDX002"
 constexpr uint64_t kManifestMagic = 0x31304e414d524242ull;  // "BBRMAN01"
 constexpr uint64_t kPackMagic = 0x32304b4341505242ull;      // "BRPACK02": records, each followed by its fingerprints
 constexpr char kFormatLine[] = "blockrep-store v1\n";
@@ -49,6 +49,8 @@ Bytes PointIndex::Encode() const {
   for (uint64_t s : volume_sizes) w.U64(s);
   w.U64(entries.size());
   for (const IndexEntry& e : entries) AppendIndexEntry(&w, e);
+  w.U32(static_cast<uint32_t>(seals.size()));
+  for (const VolumeSeal& s : seals) s.AppendEncoded(&w);
   SealTrailer(&b);
   return b;
 }
@@ -63,11 +65,19 @@ Result<PointIndex> PointIndex::Decode(ByteSpan data) {
   if (nvol == 0 || nvol > wire::kMaxVolumes) return DataLoss("point index names a bad volume count");
   for (uint32_t i = 0; i < nvol && r.ok(); ++i) idx.volume_sizes.push_back(r.U64());
   uint64_t n = r.U64();
-  if (!r.ok() || n > r.remaining() / kIndexEntrySize || r.remaining() != n * kIndexEntrySize)
-    return DataLoss("point index entry count does not match its size");
+  if (!r.ok() || n > r.remaining() / kIndexEntrySize) return DataLoss("point index entry count does not match its size");
   idx.entries.resize(n);
   for (IndexEntry& e : idx.entries) e = ReadIndexEntry(&r);
+  uint32_t nseal = r.U32();
   if (!r.ok()) return DataLoss("point index is truncated");
+  if (nseal != 0 && nseal != nvol) return DataLoss("point index holds " + std::to_string(nseal) + " seals for " +
+                                                   std::to_string(nvol) + " volumes");
+  for (uint32_t i = 0; i < nseal; ++i) {
+    auto seal = VolumeSeal::Read(&r);
+    if (!seal.ok()) return seal.status().Annotate("point index");
+    idx.seals.push_back(std::move(*seal));
+  }
+  if (r.remaining() != 0) return DataLoss("point index has trailing bytes");
   BR_RETURN_IF_ERROR(idx.Validate());
   return idx;
 }
@@ -82,6 +92,15 @@ Status PointIndex::Validate() const {
       return DataLoss("index entries overlap or are out of order");
     if (prev != nullptr && prev->volume > e.volume) return DataLoss("index entries are out of order");
     prev = &e;
+  }
+  if (!seals.empty() && seals.size() != volume_sizes.size()) return DataLoss("point index lacks some volumes' seals");
+  for (size_t v = 0; v < seals.size(); ++v) {
+    const VolumeSeal& s = seals[v];
+    if (s.volume != v || s.volume_count != volume_sizes.size() || s.volume_bytes != volume_sizes[v] ||
+        s.point_id != point_id)
+      return DataLoss("the seal of volume " + std::to_string(v) + " in point " + std::to_string(point_id) +
+                      "'s index describes volume " + std::to_string(s.volume) + " of point " +
+                      std::to_string(s.point_id));
   }
   return Status::Ok();
 }

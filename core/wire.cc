@@ -21,7 +21,7 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
     return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                          std::to_string(kMaxFramePayload));
   if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
-  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kPong))
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kBaseSeal))
     return ProtocolError("unknown frame type " + std::to_string(type));
   if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
   return std::optional<Frame>(
@@ -84,6 +84,7 @@ Bytes HelloOk::Encode() const {
   w.U64(last_point_id);
   w.U64(pending_point_id);
   w.U64(pending_base_point);
+  w.U64(pending_time_ns);
   return b;
 }
 
@@ -94,6 +95,7 @@ Result<HelloOk> HelloOk::Decode(ByteSpan p) {
   h.last_point_id = r.U64();
   h.pending_point_id = r.U64();
   h.pending_base_point = r.U64();
+  h.pending_time_ns = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "HELLO_OK"));
   if (h.pending_point_id != 0 && h.pending_point_id != h.last_point_id + 1)
     return ProtocolError("HELLO_OK names a pending point that does not follow the chain");
@@ -276,6 +278,55 @@ Result<PointAck> PointAck::Decode(ByteSpan p) {
   PointAck m;
   m.point_id = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "POINT_ACK"));
+  return m;
+}
+
+Bytes SealMsg::Encode() const { return seal.Encode(); }
+
+Result<SealMsg> SealMsg::Decode(ByteSpan p) {
+  auto s = VolumeSeal::Decode(p);
+  if (!s.ok()) return ProtocolError("SEAL: " + s.status().message());
+  return SealMsg{std::move(*s)};
+}
+
+Bytes SealRequest::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(volume);
+  return b;
+}
+
+Result<SealRequest> SealRequest::Decode(ByteSpan p) {
+  ByteReader r(p);
+  SealRequest m;
+  m.volume = r.U16();
+  BR_RETURN_IF_ERROR(Finish(r, "SEAL_REQUEST"));
+  return m;
+}
+
+Bytes BaseSeal::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U16(volume);
+  w.U8(seal ? 1 : 0);
+  if (seal) seal->AppendEncoded(&w);
+  return b;
+}
+
+Result<BaseSeal> BaseSeal::Decode(ByteSpan p) {
+  ByteReader r(p);
+  BaseSeal m;
+  m.volume = r.U16();
+  uint8_t present = r.U8();
+  if (r.ok() && present > 1) return ProtocolError("BASE_SEAL has a bad presence flag");
+  if (r.ok() && present == 1) {
+    auto s = VolumeSeal::Read(&r);
+    if (!s.ok()) return ProtocolError("BASE_SEAL: " + s.status().message());
+    if (s->volume != m.volume) return ProtocolError("BASE_SEAL for volume " + std::to_string(m.volume) +
+                                                    " holds the seal of volume " + std::to_string(s->volume));
+    m.seal = std::move(*s);
+  }
+  BR_RETURN_IF_ERROR(Finish(r, "BASE_SEAL"));
   return m;
 }
 

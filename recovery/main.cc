@@ -85,6 +85,8 @@ int RestoreCmd(int argc, char** argv) {
               sum->point.consistent() ? "consistent" : "not consistent", sum->seconds,
               static_cast<unsigned long long>(sum->records), sum->bytes_written / 1048576.0);
   for (const auto& [vol, path] : sum->written) std::printf("  volume %u -> %s\n", vol, path.c_str());
+  std::printf("  sealed: %llu region(s) add up to the agent's seal (every record there, none older)\n",
+              static_cast<unsigned long long>(sum->seal_regions_matched));
   if (!sum->damaged.empty()) {
     std::printf("%zu damaged extent(s) left as zeros (--allow-damaged):\n", sum->damaged.size());
     for (const auto& d : sum->damaged) std::printf("  %s\n", recovery::DescribeDamage(req.server_id, d).c_str());
@@ -108,7 +110,9 @@ int VerifyCmd(int argc, char** argv) {
                 static_cast<unsigned long long>(r.points), static_cast<unsigned long long>(r.records),
                 r.record_bytes / 1048576.0,
                 r.authenticated ? "authenticated and decompressed with the key" : "checksums and structure (no key)");
-    if (r.authenticated) std::printf(" (%.1f MiB of data)", r.plain_bytes / 1048576.0);
+    if (r.authenticated)
+      std::printf(" (%.1f MiB of data; %llu volume seal(s) add up)", r.plain_bytes / 1048576.0,
+                  static_cast<unsigned long long>(r.seals_matched));
     std::printf(": %s\n", r.clean() ? "ok" : "DAMAGED");
     if (!r.note.empty()) std::printf("  note: %s\n", r.note.c_str());
     if (!r.unreadable.empty()) std::printf("  unreadable: %s\n", r.unreadable.c_str());

@@ -13,7 +13,9 @@
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
 #include "blockrep/keyfile.h"
+#include "blockrep/fingerprint.h"
 #include "blockrep/record.h"
+#include "blockrep/seal.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -103,10 +105,73 @@ class Progress {
 };
 
 
-Status RestoreVolume(const std::string& server_id, uint64_t point_id, const store::PointIndex& idx,
-                     uint16_t vol, Target& t, store::PackReader& packs, RecordOpener& opener,
+// What the restore needs to check a volume against its seal.
+struct SealCheck {
+  const SealKeys* keys;
+  const BlockFingerprinter* fingerprinter;
+};
+
+// Compares what was written of volume `vol` with the agent's seal of it. A region that does not
+// add up means the index lacks a record the agent sent, or names an older one in its place.
+Status CheckSeal(const std::string& server_id, const store::PointInfo& point, const store::PointIndex& idx,
+                 uint16_t vol, const RegionDigests& computed, const std::vector<std::pair<store::IndexEntry, uint64_t>>& used,
+                 const SealCheck& check, bool allow_damaged, RestoreSummary* sum) {
+  std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " + std::to_string(point.id);
+  const char* advice = " (restore refused: the image is not the point; 'blockrep-recover verify --key' checks every "
+                       "point; --allow-damaged restores anyway and lists the region)";
+  auto refuse = [&](uint64_t offset, uint64_t length, const std::string& problem) -> Status {
+    if (!allow_damaged) return DataLoss(where + " bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) +
+                                        ": " + problem + advice);
+    sum->damaged.push_back(Damage{vol, offset, length, {point.id}, problem});
+    return Status::Ok();
+  };
+  uint64_t size = idx.volume_sizes[vol];
+  if (idx.seals.empty())
+    return refuse(0, size, "the point carries no seal from the agent, so nothing proves its index complete "
+                           "(the staging dropped it, or the store predates seals)");
+  const VolumeSeal& seal = idx.seals[vol];
+  if (!check.keys->Authentic(seal))
+    return refuse(0, size, "the point's seal does not verify with this data key (forged or damaged seal)");
+  if (seal.time_ns != point.time_ns || seal.flags != point.flags)
+    return refuse(0, size, "the manifest says time " + FormatUtc(point.time_ns) + " flags " + std::to_string(point.flags) +
+                               " but the agent sealed time " + FormatUtc(seal.time_ns) + " flags " +
+                               std::to_string(seal.flags) + " (manifest tampered?)");
+  std::vector<uint32_t> mismatched = MismatchedRegions(seal, computed.regions());
+  sum->seal_regions_matched += seal.regions.size() - mismatched.size();
+  for (uint32_t region : mismatched) {
+    uint64_t start = uint64_t{region} * seal.region_bytes;
+    uint64_t end = std::min(size, start + seal.region_bytes);
+    // A damaged record already listed there explains the mismatch (it was left as zeros).
+    bool explained = std::any_of(sum->damaged.begin(), sum->damaged.end(), [&](const Damage& d) {
+      return d.volume == vol && d.offset < end && d.offset + d.length > start;
+    });
+    if (explained) continue;
+    uint64_t newest = 0, count = 0;
+    for (const auto& [e, record_point] : used) {
+      if (e.volume != vol || e.offset + e.length <= start || e.offset >= end) continue;
+      newest = std::max(newest, record_point);
+      ++count;
+    }
+    uint64_t sealed = region < seal.region_points.size() ? seal.region_points[region] : 0;
+    std::string which = sealed > newest
+                            ? "the agent sent a record of point " + std::to_string(sealed) + " there, but the newest of the " +
+                                  std::to_string(count) + " records the index names there is from point " + std::to_string(newest)
+                            : std::to_string(count) + " records used there, the newest from point " + std::to_string(newest);
+    BR_RETURN_IF_ERROR(refuse(start, end - start,
+                              "the data does not match the point's seal: the store lacks a record the agent sent "
+                              "there, or holds an older one in its place (dropped or rolled back: store tampered?); " +
+                                  which));
+  }
+  return Status::Ok();
+}
+
+Status RestoreVolume(const std::string& server_id, const store::PointInfo& point, const store::PointIndex& idx,
+                     uint16_t vol, Target& t, store::PackReader& packs, RecordOpener& opener, const SealCheck& check,
                      bool allow_damaged, RestoreSummary* sum, Progress* progress) {
+  uint64_t point_id = point.id;
   Bytes stored, plain;
+  RegionDigests digests(check.keys, idx.volume_sizes[vol]);
+  std::vector<std::pair<store::IndexEntry, uint64_t>> used;  // entries written, with their record's point
   uint64_t cursor = 0;  // everything below is written (or zeroed, on a device)
   for (const store::IndexEntry& e : idx.entries) {
     if (e.volume != vol) continue;
@@ -117,6 +182,8 @@ Status RestoreVolume(const std::string& server_id, uint64_t point_id, const stor
     if (st.ok()) st = opener.Open(stored, &h, &plain);
     if (st.ok()) {
       std::string misplaced = PlacementProblem(h, e, point_id);
+      if (misplaced.empty() && e.offset % kFingerprintBlockBytes != 0)
+        misplaced = "the extent does not start on a 4 KiB block";
       if (!misplaced.empty())
         st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
                       std::to_string(e.pack_offset) + ": " + misplaced);
@@ -131,7 +198,10 @@ Status RestoreVolume(const std::string& server_id, uint64_t point_id, const stor
       continue;  // left as a hole (image) or zeroed below (device)
     }
     if (t.block_device) BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, e.offset - cursor, t.final_path));
-    BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), plain.data() + e.offset_in_record, e.length, e.offset, t.write_path));
+    ByteSpan data(plain.data() + e.offset_in_record, e.length);
+    BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), data.data(), data.size(), e.offset, t.write_path));
+    NoteData(*check.fingerprinter, e.offset, data, &digests);
+    used.emplace_back(e, h.point_id);
     cursor = e.offset + e.length;
     sum->bytes_written += e.length;
     ++sum->records;
@@ -139,6 +209,8 @@ Status RestoreVolume(const std::string& server_id, uint64_t point_id, const stor
   }
   if (t.block_device)
     BR_RETURN_IF_ERROR(ZeroDeviceRange(t.fd.get(), cursor, idx.volume_sizes[vol] - cursor, t.final_path));
+  digests.Flush();
+  BR_RETURN_IF_ERROR(CheckSeal(server_id, point, idx, vol, digests, used, check, allow_damaged, sum));
   if (fsync(t.fd.get()) != 0) return ErrnoStatus("fsync " + t.write_path, errno);
   if (t.write_path != t.final_path && rename(t.write_path.c_str(), t.final_path.c_str()) != 0)
     return ErrnoStatus("rename " + t.write_path, errno);
@@ -235,9 +307,12 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
     if (targets.count(e.volume)) total += e.length;
   Progress progress(total);
   RecordOpener opener(key, req.server_id);
+  BR_ASSIGN_OR_RETURN(auto seal_keys, SealKeys::Create(key, req.server_id));
+  BR_ASSIGN_OR_RETURN(BlockFingerprinter fingerprinter, BlockFingerprinter::Create(key));
+  SealCheck check{seal_keys.get(), &fingerprinter};
   for (const auto& [vol, path] : targets) {
     BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
-    Status st = RestoreVolume(req.server_id, sum.point.id, idx, vol, t, packs, opener,
+    Status st = RestoreVolume(req.server_id, sum.point, idx, vol, t, packs, opener, check,
                               req.allow_damaged, &sum, &progress);
     if (!st.ok()) {
       // Never leave a half-written image under a name that looks finished.

@@ -32,6 +32,7 @@ struct RestoreSummary {
   double seconds = 0;
   std::map<uint16_t, std::string> written;  // volume -> path
   std::vector<Damage> damaged;               // with allow_damaged: extents left as zeros
+  uint64_t seal_regions_matched = 0;         // regions whose data adds up to the agent's seal
 };
 
 Result<RestoreSummary> Restore(const RestoreRequest& req);

@@ -7,6 +7,7 @@
 
 #include "blockrep/fingerprint.h"
 #include "blockrep/keyfile.h"
+#include "blockrep/seal.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -19,6 +20,7 @@ struct RecordFacts {
   std::string problem;      // empty: intact (as far as the key, if any, lets us see)
   bool header_ok = false;
   RecordHeader header;
+  std::vector<uint64_t> fps;  // with the key, intact: its blocks' fingerprints (checked against its data)
 };
 
 std::string Where(const store::IndexEntry& e) {
@@ -64,6 +66,64 @@ void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFing
     f->problem = Where(e) + ": its fingerprints cannot be read: " + s.message();
   else if (got != expect)
     f->problem = Where(e) + ": the fingerprints stored after it do not match its data (a rescan would be misled)";
+  if (!f->problem.empty()) return;
+  ByteReader r(expect);
+  f->fps.resize(expect.size() / kFingerprintBytes);
+  for (uint64_t& fp : f->fps) fp = r.U64();
+}
+
+// Checks point `p`'s seals: present always; with the keys, authentic and matching the point's
+// data (the fingerprints of the records its index names). Regions holding damage already
+// reported for this point are not reported again.
+void CheckSeals(const store::PointInfo& p, const store::PointIndex& idx, const std::map<RecordKey, RecordFacts>& records,
+                const SealKeys* keys, std::vector<Damage>* out, uint64_t* matched) {
+  auto whole = [&](uint16_t v, const std::string& problem) {
+    out->push_back(Damage{v, 0, idx.volume_sizes[v], {p.id}, problem});
+  };
+  if (idx.seals.empty()) {
+    for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v)
+      whole(v, "the point carries no seal from the agent (dropped by the staging, or older than seals)");
+    return;
+  }
+  if (keys == nullptr) return;
+  for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v) {
+    const VolumeSeal& seal = idx.seals[v];
+    if (!keys->Authentic(seal)) {
+      whole(v, "the point's seal does not verify with the data key (forged or damaged seal)");
+      continue;
+    }
+    if (seal.time_ns != p.time_ns || seal.flags != p.flags) {
+      whole(v, "the manifest's time or flags differ from what the agent sealed (manifest tampered?)");
+      continue;
+    }
+    RegionDigests digests(keys, idx.volume_sizes[v]);
+    std::vector<bool> damaged(seal.regions.size(), false);
+    for (const store::IndexEntry& e : idx.entries) {
+      if (e.volume != v) continue;
+      const RecordFacts& f = records.at({e.pack, e.pack_offset});
+      uint64_t first = e.offset / kFingerprintBlockBytes, n = (e.length + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
+      uint64_t skip = e.offset_in_record / kFingerprintBlockBytes;
+      bool usable = f.problem.empty() && !f.fps.empty() && e.offset % kFingerprintBlockBytes == 0 &&
+                    e.offset_in_record % kFingerprintBlockBytes == 0 && skip + n <= f.fps.size() &&
+                    PlacementProblem(f.header, e, p.id).empty();
+      if (!usable) {
+        for (uint64_t r = e.offset / seal.region_bytes; r <= (e.offset + e.length - 1) / seal.region_bytes && r < damaged.size(); ++r)
+          damaged[r] = true;
+        continue;
+      }
+      for (uint64_t b = 0; b < n; ++b) digests.Note(first + b, f.fps[skip + b]);
+    }
+    digests.Flush();
+    std::vector<uint32_t> mismatched = MismatchedRegions(seal, digests.regions());
+    if (mismatched.empty()) ++*matched;
+    for (uint32_t r : mismatched) {
+      if (r < damaged.size() && damaged[r]) continue;
+      uint64_t start = uint64_t{r} * seal.region_bytes;
+      out->push_back(Damage{v, start, std::min(seal.region_bytes, idx.volume_sizes[v] - start), {p.id},
+                            "the data does not match the point's seal: the index lacks a record the agent sent there, "
+                            "or names an older one in its place (dropped or rolled back: store tampered?)"});
+    }
+  }
 }
 
 // Appends `id` to the damage entry for (record, extent), creating it on first sight.
@@ -92,6 +152,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   report.points = m.points.size();
   std::unique_ptr<RecordOpener> opener;
   std::optional<BlockFingerprinter> fingerprinter;
+  std::unique_ptr<SealKeys> seal_keys;
   if (key && m.key_id != 0 && m.key_id != key->key_id) {
     report.note = "not its data key: checked without it (structure and checksums only)";
   } else if (key) {
@@ -101,6 +162,12 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
       return report;
     }
     fingerprinter = *fp;
+    auto keys = SealKeys::Create(*key, server_id);
+    if (!keys.ok()) {
+      report.unreadable = keys.status().message();
+      return report;
+    }
+    seal_keys = std::move(*keys);
     opener = std::make_unique<RecordOpener>(*key, server_id);
     report.authenticated = true;
   }
@@ -114,7 +181,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
       bad_index[p.id] = idx.status().message();
       continue;
     }
-    for (const store::IndexEntry& e : idx->entries) records.try_emplace({e.pack, e.pack_offset}, RecordFacts{e, {}, false, {}});
+    for (const store::IndexEntry& e : idx->entries) records.try_emplace({e.pack, e.pack_offset}, RecordFacts{e, {}, false, {}, {}});
   }
   // Pin the packs (an open pack outlives a compaction's unlink), then make sure the chain we
   // read the indexes of is still the committed one; if the staging compacted meanwhile, the
@@ -159,6 +226,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
       }
       if (!problem.empty()) NoteDamage(&damage, e, p.id, problem);
     }
+    CheckSeals(p, *idx, records, seal_keys.get(), &report.damage, &report.seals_matched);
   }
   for (auto& [k, d] : damage) {
     (void)k;

@@ -45,6 +45,7 @@ struct ServerVerifyReport {
   uint64_t records = 0;  // distinct stored records checked
   uint64_t record_bytes = 0;
   uint64_t plain_bytes = 0;  // with the key: bytes decompressed
+  uint64_t seals_matched = 0;  // with the key: volume seals (one per volume per point) that add up
   std::string unreadable;    // the manifest or an index could not be read (then damage may be partial)
   std::vector<Damage> damage;
   std::string note;  // e.g. why the key was not used for this server

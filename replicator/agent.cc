@@ -63,6 +63,8 @@ Status Agent::Prepare() {
   if (!opts_.state_dir.empty()) BR_RETURN_IF_ERROR(MakeDirs(opts_.state_dir, 0700));
   BR_ASSIGN_OR_RETURN(auto fp, BlockFingerprinter::Create(key_));
   fingerprinter_ = fp;
+  BR_ASSIGN_OR_RETURN(seal_keys_, SealKeys::Create(key_, opts_.server_id));
+  point_seal_ = std::make_unique<PointSeal>(seal_keys_.get());
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, false));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(64));
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
@@ -282,7 +284,7 @@ Status Agent::HandleInbox() {
         break;
       case wire::MsgType::kFingerprints: {
         BR_ASSIGN_OR_RETURN(auto fps, wire::Fingerprints::Decode(f.payload));
-        if (!rescan_ || fps.volume >= volumes_.size() || fps.offset != fp_received_end_[fps.volume])
+        if (!(rescan_ || loading_base_) || fps.volume >= volumes_.size() || fps.offset != fp_received_end_[fps.volume])
           return ProtocolError("staging sent fingerprints nobody asked for");
         std::vector<uint64_t>& dst = staging_fps_[fps.volume];
         uint64_t first = fps.offset / kFingerprintBlockBytes;
@@ -290,6 +292,14 @@ Status Agent::HandleInbox() {
         std::copy(fps.values.begin(), fps.values.end(), dst.begin() + static_cast<ptrdiff_t>(first));
         fp_received_end_[fps.volume] =
             std::min(volumes_[fps.volume]->size_bytes, fps.offset + fps.values.size() * kFingerprintBlockBytes);
+        break;
+      }
+      case wire::MsgType::kBaseSeal: {
+        BR_ASSIGN_OR_RETURN(auto b, wire::BaseSeal::Decode(f.payload));
+        if (!loading_base_ || b.volume >= base_seals_.size() || base_seals_received_ != b.volume)
+          return ProtocolError("staging sent a seal nobody asked for");
+        base_seals_[b.volume] = std::move(b.seal);
+        ++base_seals_received_;
         break;
       }
       case wire::MsgType::kPointAck: {
@@ -427,6 +437,12 @@ void Agent::ReloadSettings() {
 }
 
 Status Agent::IssueReads() {
+  if (loading_base_) {
+    if (base_seals_received_ < volumes_.size()) return Status::Ok();
+    for (size_t v = 0; v < volumes_.size(); ++v)
+      if (fp_received_end_[v] < volumes_[v]->size_bytes) return Status::Ok();
+    BR_RETURN_IF_ERROR(FinishBaseLoad());
+  }
   while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
          ThrottleWaitNs() == 0 &&
          unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
@@ -473,13 +489,16 @@ Status Agent::IssueReads() {
   return Status::Ok();
 }
 
-Status Agent::AppendRecord(size_t volume, uint64_t offset, ByteSpan data) {
-  bool zero = IsAllZero(data);
+Status Agent::AppendRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
   Bytes record;
   BR_ASSIGN_OR_RETURN(RecordHeader h, sealer_->Seal(opts_.codec, static_cast<uint16_t>(volume), offset, point_id_,
                                                     data, &scratch_, &record));
+  point_seal_->Sent(volume, offset, data.size());
   fingerprints_.clear();
-  if (!zero) fingerprinter_->Append(offset, data, &fingerprints_);
+  if (!h.zero()) {
+    ByteWriter w(&fingerprints_);
+    for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(data.size())); ++b) w.U64(fps[b]);
+  }
   size_t before = frames_.size();
   wire::RecordMsg::AppendEncoded(&frames_, next_seq_, record, fingerprints_);
   uint64_t frame_bytes = frames_.size() - before;
@@ -496,8 +515,22 @@ Status Agent::AppendRecord(size_t volume, uint64_t offset, ByteSpan data) {
 }
 
 Status Agent::ProcessRead(Read& r) {
-  summary_.bytes_read += r.want;
   frames_.clear();
+  // Each block's fingerprint, once: the seal needs every block read, records carry theirs.
+  size_t blocks = (r.want + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
+  read_fps_.resize(blocks);
+  for (size_t b = 0; b < blocks; ++b) {
+    size_t at = b * kFingerprintBlockBytes;
+    read_fps_[b] = fingerprinter_->Block(r.offset + at, ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
+  }
+  point_seal_->Note(r.volume, r.offset, read_fps_.data(), blocks);
+  if (resealing_) {
+    summary_.bytes_reread_to_seal += r.want;
+    r.busy = false;
+    if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want);  // nothing was produced
+    return Status::Ok();
+  }
+  summary_.bytes_read += r.want;
   for (size_t pos = 0; pos < r.want; pos += kRecordBytes) {
     size_t len = std::min(kRecordBytes, r.want - pos);
     ByteSpan extent(r.buf.data() + pos, len);
@@ -509,25 +542,26 @@ Status Agent::ProcessRead(Read& r) {
       size_t run_start = SIZE_MAX;
       for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
         size_t at = b * kFingerprintBlockBytes;
-        size_t blen = std::min(kFingerprintBlockBytes, len - at);
         uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
-        uint64_t ours = zero ? 0 : fingerprinter_->Block(r.offset + pos + at, extent.subspan(at, blen));
+        uint64_t ours = read_fps_[(pos + at) / kFingerprintBlockBytes];
         bool same = block_index < theirs.size() && theirs[block_index] == ours;
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
-          BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start)));
+          BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
+                                          &read_fps_[(pos + run_start) / kFingerprintBlockBytes]));
           run_start = SIZE_MAX;
         }
       }
       if (run_start != SIZE_MAX)
-        BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start)));
+        BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
+                                        &read_fps_[(pos + run_start) / kFingerprintBlockBytes]));
       continue;
     }
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
     if (zero && sweeping_) continue;
-    BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos, extent));
+    BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]));
   }
   r.busy = false;
   if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want) - static_cast<double>(frames_.size());
@@ -678,14 +712,21 @@ bool Agent::PlanResume(uint64_t last_point) {
   if (!tracker_ || tracker_->synced_point() == 0 || last_point < tracker_->synced_point()) return false;
   for (size_t v = 0; v < volumes_.size(); ++v)
     if (tracker_->overflowed(v)) return false;
+  // The kept records' fingerprints are known only to the process that read them; another one
+  // re-reads their blocks first (see resealing_).
+  resealing_ = !point_seal_->KnowsBase(last_point, VolumeSizes());
+  send_work_.assign(volumes_.size(), {});
   // Work = what became dirty since the last take, plus what was taken but whose latest read is
   // not known to be durable. The staging keeps the durable records; later records win over them.
   uint64_t found = 0;
   tracker_->MarkPendingWrites(false);
   for (size_t v = 0; v < volumes_.size(); ++v) {
-    std::vector<Extent> fresh = tracker_->TakeDirty(v, false);  // also marks them undurable
-    work_[v] = tracker_->UndurableRuns(v);                       // so this is their union
-    (void)fresh;
+    std::vector<Extent> taken = tracker_->TakeDirty(v, resealing_);  // also marks the fresh ones undurable
+    work_[v] = tracker_->UndurableRuns(v);                            // so this is their union
+    if (resealing_) {
+      send_work_[v] = std::move(work_[v]);
+      work_[v] = std::move(taken);  // every block taken since the base: what the kept records can hold
+    }
     for (const Extent& e : work_[v]) found += e.length;
   }
   full_point_ = false;
@@ -695,7 +736,10 @@ bool Agent::PlanResume(uint64_t last_point) {
   work_bytes_left_ = found;
   last_take_ns_ = MonotonicNs();
   summary_.mode_reason = "resuming point " + std::to_string(h.pending_point_id) +
-                         ": its durable records are kept on the staging";
+                         ": its durable records are kept on the staging" +
+                         (resealing_ ? "; re-reading the blocks taken since point " + std::to_string(last_point) +
+                                           " to seal the point (this process did not read them)"
+                                     : "");
   return true;
 }
 
@@ -715,17 +759,78 @@ Status Agent::RequestFingerprints() {
   return Status::Ok();
 }
 
+std::vector<uint64_t> Agent::VolumeSizes() const {
+  std::vector<uint64_t> sizes;
+  for (const auto& v : volumes_) sizes.push_back(v->size_bytes);
+  return sizes;
+}
+
+Status Agent::StartBaseLoad() {
+  loading_base_ = true;
+  base_seals_.assign(volumes_.size(), std::nullopt);
+  base_seals_received_ = 0;
+  for (size_t v = 0; v < volumes_.size(); ++v)
+    BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
+  return RequestFingerprints();
+}
+
+Status Agent::FinishBaseLoad() {
+  loading_base_ = false;
+  uint64_t base = point_id_ - 1;
+  std::string why = point_seal_->AdoptBase(base, VolumeSizes(), &staging_fps_, base_seals_);
+  base_seals_.clear();
+  if (why.empty()) {
+    std::vector<std::vector<uint64_t>>().swap(staging_fps_);
+    Log(kProg, "point " + std::to_string(base) + "'s fingerprints on the staging match its seal: sealing point " +
+                   std::to_string(point_id_) + " on it");
+    return Status::Ok();
+  }
+  // The staging's copy of the base is not what we sealed (damaged, or not ours): compare every
+  // block with it instead of trusting it, so this point is whole whatever it holds.
+  Log(kProg, "warning: point " + std::to_string(base) + " on the staging does not match its seal (" + why +
+                 "); rescanning every volume against it (blockrep-recover verify on the staging host names the damage)");
+  rescan_ = true;
+  if (resealing_) {
+    // A resumed point: the kept records may hold any block taken since the base, whatever the
+    // staging's base says, so those are sent whatever their fingerprint.
+    for (size_t v = 0; v < volumes_.size(); ++v)
+      for (const Extent& e : work_[v])
+        for (uint64_t b = e.offset / kFingerprintBlockBytes; b * kFingerprintBlockBytes < e.offset + e.length; ++b)
+          staging_fps_[v][b] = store::kFingerprintUnknown;
+    resealing_ = false;
+    send_work_.clear();
+  }
+  if (tracker_) {
+    tracker_->ClearDirty();
+    tracker_->MarkSynced(0);
+  }
+  work_bytes_left_ = 0;
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    work_[v] = {Extent{0, volumes_[v]->size_bytes}};
+    work_bytes_left_ += volumes_[v]->size_bytes;
+  }
+  cur_volume_ = cur_run_ = 0;
+  cur_offset_ = 0;
+  point_seal_->StartEmpty(VolumeSizes());
+  summary_.mode_reason = "rescan against point " + std::to_string(base) + " (it does not match its seal)";
+  SetState(AgentState::kRescan, summary_.mode_reason);
+  return Status::Ok();
+}
+
 Status Agent::StartPoint(uint64_t last_point) {
   rescan_ = false;
+  resealing_ = false;
   point_id_ = last_point + 1;
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
   if (hello_ok_ && PlanResume(last_point)) {
     summary_.base_point = last_point;
     summary_.resumed = true;
-    point_time_ns_ = NowUtcNs();
+    point_time_ns_ = hello_ok_->pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it
     hello_ok_->pending_point_id = 0;  // only the first point of a session can resume
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kResumePoint, wire::ResumePoint{point_id_}.Encode()));
+    loading_base_ = false;
+    if (resealing_) BR_RETURN_IF_ERROR(StartBaseLoad());
     Log(kProg, "server '" + opts_.server_id + "': resuming point " + std::to_string(point_id_) + " (" +
                    summary_.mode_reason + ")");
     SetState(AgentState::kContinuous, "");
@@ -742,6 +847,11 @@ Status Agent::StartPoint(uint64_t last_point) {
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   point_time_ns_ = b.time_ns;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
+  loading_base_ = false;
+  if (full_point_ || rescan_)
+    point_seal_->StartEmpty(VolumeSizes());  // every non-zero block will be read
+  else if (!point_seal_->KnowsBase(last_point, VolumeSizes()))
+    BR_RETURN_IF_ERROR(StartBaseLoad());
   if (rescan_) BR_RETURN_IF_ERROR(RequestFingerprints());
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
@@ -792,9 +902,21 @@ Status Agent::Session(const Signals& sig, bool once) {
       }
       if (now >= point_due) closing = true;
       BR_RETURN_IF_ERROR(IssueReads());
-      bool idle = cur_volume_ >= work_.size() && reads_inflight_ == 0;
+      bool idle = !loading_base_ && cur_volume_ >= work_.size() && reads_inflight_ == 0;
       if (idle && !lag_pending_.empty() && lag_pending_.back().first == UINT64_MAX)
         lag_pending_.back().first = next_seq_ - 1;  // the batch is queued up to here
+      if (idle && resealing_) {
+        // The kept records are accounted for: now the point's own work.
+        resealing_ = false;
+        work_ = std::move(send_work_);
+        send_work_.clear();
+        cur_volume_ = cur_run_ = 0;
+        cur_offset_ = 0;
+        work_bytes_left_ = 0;
+        for (const auto& runs : work_)
+          for (const Extent& e : runs) work_bytes_left_ += e.length;
+        continue;
+      }
       if (idle && !end_sent) {
         if (closing && !final_take_done) {
           final_take_done = true;
@@ -814,7 +936,10 @@ Status Agent::Session(const Signals& sig, bool once) {
             if (!pre_hook_ok_) point_consistent_ = false;  // applications may not have quiesced
             if (!opts_.post_hook.empty()) RunHook(opts_.post_hook, "post-hook");
           }
-          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, point_consistent_ ? 1u : 0u};
+          uint32_t flags = point_consistent_ ? 1u : 0u;
+          for (const VolumeSeal& seal : point_seal_->Seals(point_id_, point_time_ns_, flags))
+            BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSeal, wire::SealMsg{seal}.Encode()));
+          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, flags};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
           end_sent = true;
         } else if (now >= next_poll) {
@@ -834,12 +959,13 @@ Status Agent::Session(const Signals& sig, bool once) {
       BR_RETURN_IF_ERROR(Step(true, timeout_ms));
       // Caught up: nothing left to read, every record sent is acknowledged, so the latest read of
       // every taken block is durable on the staging.
-      if (tracker_ && cur_volume_ >= work_.size() && reads_inflight_ == 0 && unacked_.empty())
+      if (tracker_ && !loading_base_ && !resealing_ && cur_volume_ >= work_.size() && reads_inflight_ == 0 && unacked_.empty())
         tracker_->MarkCaughtUp();
       WriteStatus(false);
     }
     last = point_id_;
     last_acked_point_ = point_id_;
+    point_seal_->Committed(point_id_);
     if (rescan_) {
       rescan_ = false;
       std::vector<std::vector<uint64_t>>().swap(staging_fps_);  // up to 64 MiB: give it back

@@ -20,6 +20,7 @@
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
 #include "freeze.h"
+#include "point_seal.h"
 #include "volume.h"
 
 namespace blockrep::agent {
@@ -59,6 +60,7 @@ struct SyncSummary {
   std::string tracker;            // which tracker ran, and why a full read happened if one did
   std::string mode_reason;
   uint64_t bytes_read = 0;
+  uint64_t bytes_reread_to_seal = 0;  // resumed by another process: kept records' blocks read, not sent
   uint64_t bytes_zero = 0;        // all-zero extents skipped
   uint64_t bytes_shipped_plain = 0;
   uint64_t bytes_stored = 0;      // sealed record bytes
@@ -111,9 +113,17 @@ class Agent {
   Status IssueReads();
   Status ProcessRead(Read& r);
   // Seals `data` (at `offset` of `volume`) into a record with its fingerprints, queued in frames_.
-  Status AppendRecord(size_t volume, uint64_t offset, ByteSpan data);
+  // `fps` holds the fingerprint of each of its 4 KiB blocks.
+  Status AppendRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
   // Asks the staging for its last point's fingerprints of every volume (a rescan).
   Status RequestFingerprints();
+  // The point's seal needs the base's block fingerprints, which this process does not hold (it
+  // did not send the base): fetch them and the base's seals from the staging; reads wait.
+  Status StartBaseLoad();
+  // Everything asked for arrived: adopt the fingerprints if the seals vouch for them, otherwise
+  // turn the point into a rescan.
+  Status FinishBaseLoad();
+  std::vector<uint64_t> VolumeSizes() const;
   Status SendFrame(wire::MsgType type, const Bytes& payload);
   void Teardown();
   // Shows STALLED (staging full) or DISCONNECTED with `why`, sleeps a jittered backoff (cut short
@@ -177,6 +187,19 @@ class Agent {
   std::vector<uint64_t> fp_received_end_;           // per volume: fingerprints known up to here
   std::optional<BlockFingerprinter> fingerprinter_;
   Bytes fingerprints_;
+  std::vector<uint64_t> read_fps_;  // per 4 KiB block of the read being processed
+  // Seals (blockrep/seal.h): what the point being sent holds, block by block.
+  std::unique_ptr<SealKeys> seal_keys_;
+  std::unique_ptr<PointSeal> point_seal_;
+  bool loading_base_ = false;
+  std::vector<std::optional<VolumeSeal>> base_seals_;
+  size_t base_seals_received_ = 0;
+  // Resuming a kept point in a process that did not read its records: first every block taken
+  // since the base is read again (nothing sent) so the seal knows what the kept records hold —
+  // a block not written since its take reads as it was sent; one written since is dirty and is
+  // sent — then `send_work_`, the point's own work.
+  bool resealing_ = false;
+  std::vector<std::vector<Extent>> send_work_;
   std::vector<std::vector<Extent>> work_;
   std::vector<std::unique_ptr<Read>> reads_;
   size_t cur_volume_ = 0;

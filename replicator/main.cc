@@ -205,6 +205,9 @@ int main(int argc, char** argv) {
   std::printf("  tracker     %s\n", s.tracker.c_str());
   std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
               s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
+  if (s.bytes_reread_to_seal != 0)
+    std::printf("  re-read     %10.1f MiB  (blocks of the kept records, to seal the resumed point; not sent)\n",
+                s.bytes_reread_to_seal / mib);
   std::printf("  shipped     %10.1f MiB of data in %llu records (%llu stored raw: incompressible)\n",
               s.bytes_shipped_plain / mib, static_cast<unsigned long long>(s.records),
               static_cast<unsigned long long>(s.records_raw));

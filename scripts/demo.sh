@@ -64,6 +64,8 @@ echo "restored sha256 $dst_sum"
 [[ $src_sum == "$dst_sum" ]] || { echo "demo: FAILED: restored image differs" >&2; exit 1; }
 e2fsck -fn "$WORK/restore/vol-0.img" >/dev/null 2>&1 || { echo "demo: FAILED: e2fsck finds the restored filesystem damaged" >&2; exit 1; }
 echo "byte-identical; e2fsck -fn clean"
+"$BIN/blockrep-recover" verify --store "$WORK/store" --server-id demo1 --key "$WORK/keys/data-demo1.key" |
+  tee "$WORK/verify.out"
 if grep -rqa "blockrep-demo" "$WORK/store"; then echo "demo: FAILED: plaintext found in the store" >&2; exit 1; fi
 
 kill "$STAGING_PID" && wait "$STAGING_PID"
@@ -79,4 +81,5 @@ awk '/restored point/ {for (i=1;i<=NF;i++) if ($i=="in") print "restored     poi
 awk -v b="$store_bytes" -v u="$used" 'BEGIN {printf "store        %.1f MiB on disk for a 256 MiB volume (%d MiB of files)\n", b / 1048576, u}'
 awk -v a="$restored_apparent" -v l="$restored_alloc" 'BEGIN {printf "image        %d MiB apparent, %.1f MiB allocated (sparse)\n", a / 1048576, l / 1048576}'
 echo "verified     sha256 equal, e2fsck clean, no plaintext marker in the store"
+grep -o '[0-9]* region(s) add up.*' "$WORK/restore.out" | sed 's/^/seal         /' 
 echo "work dir     $WORK"

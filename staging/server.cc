@@ -104,6 +104,7 @@ struct Server::Session {
   uint64_t point_bytes = 0;
   uint64_t next_seq = 1;
   std::optional<wire::EndPoint> end;
+  std::vector<std::optional<VolumeSeal>> seals;  // per volume of the open point, as SEALs arrive
 
   // Pack being appended. pack_end counts bytes handed to the kernel (durable or in flight).
   UniqueFd pack_fd;
@@ -336,6 +337,8 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     case MsgType::kRecord: return OnRecord(s, f.payload);
     case MsgType::kEndPoint: return OnEndPoint(s, f.payload);
     case MsgType::kFingerprintRequest: return OnFingerprintRequest(s, f.payload);
+    case MsgType::kSeal: return OnSeal(s, f.payload);
+    case MsgType::kSealRequest: return OnSealRequest(s, f.payload);
     case MsgType::kPing:
       BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
       SendFrame(s, MsgType::kPong, Bytes());
@@ -494,6 +497,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
     ok.pending_point_id = st.pending->begin.point_id;
     ok.pending_base_point = st.pending->begin.base_point;
+    ok.pending_time_ns = st.pending->begin.time_ns;
   } else if (st.pending) {
     DropPending(st);
   }
@@ -524,6 +528,7 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
     DropPending(*s.server);
   }
   s.point = std::move(b);
+  s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
   s.extents.clear();
   s.extent_seqs.clear();
   s.session_records = 0;
@@ -538,6 +543,7 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
   if (p == nullptr || p->begin.point_id != m.point_id)
     return ProtocolError("RESUME_POINT " + std::to_string(m.point_id) + " names no interrupted point");
   s.point = p->begin;
+  s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
   s.extents = std::move(p->extents);
   s.extent_seqs.assign(s.extents.size(), 0);
   s.session_records = 0;
@@ -606,22 +612,59 @@ Status Server::OnEndPoint(Session& s, ByteSpan payload) {
     return ProtocolError("END_POINT says " + std::to_string(e.record_count) + " records up to sequence " +
                          std::to_string(e.last_seq) + ", but " + std::to_string(s.session_records) +
                          " arrived up to " + std::to_string(s.next_seq - 1));
+  for (size_t v = 0; v < s.seals.size(); ++v) {
+    if (!s.seals[v]) return ProtocolError("END_POINT " + std::to_string(e.point_id) + " before the SEAL of volume " + std::to_string(v));
+    if (s.seals[v]->flags != e.flags)
+      return ProtocolError("the SEAL of volume " + std::to_string(v) + " says flags " + std::to_string(s.seals[v]->flags) +
+                           ", END_POINT " + std::to_string(e.flags));
+  }
   s.end = e;
   return MaybeCommitPoint(s);
 }
 
-Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
-  BR_ASSIGN_OR_RETURN(wire::FingerprintRequest rq, wire::FingerprintRequest::Decode(payload));
+Status Server::OnSeal(Session& s, ByteSpan payload) {
+  if (!s.point || s.end) return ProtocolError("SEAL outside a point");
+  BR_ASSIGN_OR_RETURN(wire::SealMsg m, wire::SealMsg::Decode(payload));
+  const VolumeSeal& seal = m.seal;
+  const wire::BeginPoint& b = *s.point;
+  if (seal.point_id != b.point_id || seal.time_ns != b.time_ns || seal.volume_count != b.volume_sizes.size())
+    return ProtocolError("SEAL names point " + std::to_string(seal.point_id) + " of " + std::to_string(seal.volume_count) +
+                         " volumes at time " + std::to_string(seal.time_ns) + ", not the open point");
+  if (seal.volume_bytes != b.volume_sizes[seal.volume])
+    return ProtocolError("SEAL of volume " + std::to_string(seal.volume) + " says " + std::to_string(seal.volume_bytes) +
+                         " bytes, BEGIN_POINT " + std::to_string(b.volume_sizes[seal.volume]));
+  if (s.seals[seal.volume]) return ProtocolError("a second SEAL for volume " + std::to_string(seal.volume));
+  s.seals[seal.volume] = std::move(m.seal);
+  return Status::Ok();
+}
+
+Status Server::LoadLastIndex(Session& s, const char* what) {
   const store::ServerStore& st = *s.server->store;
-  if (st.manifest().points.empty()) return ProtocolError("FINGERPRINT_REQUEST without a committed point");
+  if (st.manifest().points.empty()) return ProtocolError(std::string(what) + " without a committed point");
   const store::PointInfo& last = st.manifest().points.back();
   if (!s.fp_index || s.fp_index->point_id != last.id || s.fp_index_checksum != last.index_checksum) {
     auto loaded = st.LoadIndex(last);
-    if (!loaded.ok()) return loaded.status().Annotate("cannot load point " + std::to_string(last.id) + " for fingerprints");
+    if (!loaded.ok()) return loaded.status().Annotate("cannot load point " + std::to_string(last.id) + " for " + what);
     s.fp_index = std::move(loaded).value();
     s.fp_index_checksum = last.index_checksum;
     s.fp_reader = std::make_unique<store::PackReader>(st.dir());
   }
+  return Status::Ok();
+}
+
+Status Server::OnSealRequest(Session& s, ByteSpan payload) {
+  BR_ASSIGN_OR_RETURN(wire::SealRequest rq, wire::SealRequest::Decode(payload));
+  BR_RETURN_IF_ERROR(LoadLastIndex(s, "SEAL_REQUEST"));
+  wire::BaseSeal reply;
+  reply.volume = rq.volume;
+  if (rq.volume < s.fp_index->seals.size()) reply.seal = s.fp_index->seals[rq.volume];
+  SendFrame(s, wire::MsgType::kBaseSeal, reply.Encode());
+  return Status::Ok();
+}
+
+Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
+  BR_ASSIGN_OR_RETURN(wire::FingerprintRequest rq, wire::FingerprintRequest::Decode(payload));
+  BR_RETURN_IF_ERROR(LoadLastIndex(s, "FINGERPRINT_REQUEST"));
   wire::Fingerprints reply;
   reply.volume = rq.volume;
   reply.offset = rq.offset;
@@ -707,6 +750,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   }
   store::PointIndex idx = store::BuildPointIndex(s.point->point_id, s.point->volume_sizes,
                                                  base ? &*base : nullptr, s.extents);
+  for (const auto& seal : s.seals) idx.seals.push_back(*seal);  // all present: OnEndPoint checked
   Status valid = idx.Validate();
   if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
   store::PointInfo info;
@@ -724,6 +768,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   s.end.reset();
   s.extents.clear();
   s.extent_seqs.clear();
+  s.seals.clear();
   s.session_records = 0;
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
   ApplyRetention(s.server_id, *s.server, false);

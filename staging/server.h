@@ -76,6 +76,10 @@ class Server {
   Status OnRecord(Session& s, ByteSpan payload);
   Status OnEndPoint(Session& s, ByteSpan payload);
   Status OnFingerprintRequest(Session& s, ByteSpan payload);
+  Status OnSeal(Session& s, ByteSpan payload);
+  Status OnSealRequest(Session& s, ByteSpan payload);
+  // Loads (or keeps) the last committed point's index in s.fp_index.
+  Status LoadLastIndex(Session& s, const char* what);
   Status OpenPack(Session& s);
   void StartCommit(Session& s);
   void OnCommitDone(Session& s);

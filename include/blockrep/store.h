@@ -23,6 +23,7 @@
 
 #include "blockrep/bytes.h"
 #include "blockrep/fs.h"
+#include "blockrep/seal.h"
 #include "blockrep/status.h"
 
 namespace blockrep::store {
@@ -50,6 +51,9 @@ struct PointIndex {
   uint64_t point_id = 0;
   std::vector<uint64_t> volume_sizes;
   std::vector<IndexEntry> entries;  // sorted by (volume, offset); extents never overlap
+  // The agent's seal of each volume (blockrep/seal.h), in volume order; empty when the point has
+  // none (the staging stores what the agent sent; restore refuses an unsealed point).
+  std::vector<VolumeSeal> seals;
 
   Bytes Encode() const;
   static Result<PointIndex> Decode(ByteSpan data);

@@ -13,11 +13,12 @@
 
 #include "blockrep/bytes.h"
 #include "blockrep/record.h"
+#include "blockrep/seal.h"
 #include "blockrep/status.h"
 
 namespace blockrep::wire {
 
-inline constexpr uint16_t kVersion = 4;
+inline constexpr uint16_t kVersion = 5;
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/fingerprint.h).
 inline constexpr uint32_t kMaxFramePayload = 8 + 4 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize +
@@ -43,6 +44,9 @@ enum class MsgType : uint16_t {
   kFingerprints = 11,        // v3: the staging's answer
   kPing = 12,                // v4: agent -> staging when it has heard nothing for a while; empty
   kPong = 13,                // v4: the staging's answer; empty
+  kSeal = 14,                // v5: agent -> staging, one per volume before END_POINT
+  kSealRequest = 15,         // v5: agent asks for the last point's seal of a volume
+  kBaseSeal = 16,            // v5: the staging's answer
 };
 
 enum class ErrorCode : uint16_t {
@@ -83,6 +87,7 @@ struct HelloOk {
   // An interrupted point whose durable records the staging kept (0: none).
   uint64_t pending_point_id = 0;
   uint64_t pending_base_point = 0;
+  uint64_t pending_time_ns = 0;  // v5: the pending point's BEGIN_POINT time (its seal binds it)
   Bytes Encode() const;
   static Result<HelloOk> Decode(ByteSpan p);
 };
@@ -165,6 +170,28 @@ struct PointAck {
   uint64_t point_id = 0;
   Bytes Encode() const;
   static Result<PointAck> Decode(ByteSpan p);
+};
+
+// The agent's seal of one volume of the point being sent (blockrep/seal.h). The staging checks
+// its structure and that it names this point, its time and sizes; it cannot check the MAC.
+struct SealMsg {
+  VolumeSeal seal;
+  Bytes Encode() const;
+  static Result<SealMsg> Decode(ByteSpan p);
+};
+
+struct SealRequest {
+  uint16_t volume = 0;
+  Bytes Encode() const;
+  static Result<SealRequest> Decode(ByteSpan p);
+};
+
+// The seal the last committed point holds for `volume`; absent when that point has none.
+struct BaseSeal {
+  uint16_t volume = 0;
+  std::optional<VolumeSeal> seal;
+  Bytes Encode() const;
+  static Result<BaseSeal> Decode(ByteSpan p);
 };
 
 }  // namespace blockrep::wire

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resume: records the staging acknowledged are not sent again. A continuous agent ships 40 MiB
 # into an open point and is killed (-9); 2 MiB more are written; the restarted agent resumes the
-# interrupted point and reads only what is not yet durable. Then the same across a staging
+# interrupted point and sends only what is not yet durable. Then the same across a staging
 # restart: 40 MiB acknowledged inside an open point, the staging stopped and started again; the
 # agent resumes the point the staging saved. Each result restores byte-identical.
 source "$(dirname "$0")/lib.sh"
@@ -41,7 +41,11 @@ grep -q "kept for the agent to resume" "$WORK/staging.log" || fail "the staging 
 agent "$ID" --volume "$dev" --tracker ebpf >"$WORK/agent.out" 2>&1 || fail "resume run failed: $(cat "$WORK/agent.out")"
 grep -q "kind        resumed incremental" "$WORK/agent.out" || { cat "$WORK/agent.out"; fail "the point was not resumed"; }
 read_mib=$(awk '/^  read/ {print $2}' "$WORK/agent.out")
-echo "after the kill: read ${read_mib} MiB (40 MiB already durable, 2 MiB new)"
+reread_mib=$(awk '/^  re-read/ {print $2}' "$WORK/agent.out")
+echo "after the kill: read ${read_mib} MiB (40 MiB already durable, 2 MiB new); re-read ${reread_mib:-0} MiB to seal the kept records"
+# A new process did not read the kept records: it reads their blocks again (sending nothing) so
+# its seal covers them (docs/PROTOCOL.md, Seals).
+awk -v r="${reread_mib:-0}" 'BEGIN { exit !(r >= 40) }' || fail "re-read ${reread_mib:-0} MiB: the seal cannot cover the 40 MiB kept"
 awk -v r="$read_mib" 'BEGIN { exit !(r < 12) }' || fail "read ${read_mib} MiB: acknowledged data was sent again"
 recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
   --output "$WORK/out" >/dev/null
@@ -88,5 +92,5 @@ recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --
   --output "$WORK/out" >/dev/null
 cmp "$dev" "$WORK/out/vol-0.img" || fail "the point resumed after a staging restart differs from the device"
 stop_staging
-pass "resume: ${read_mib} MiB read after the agent kill instead of 42; ${resent_mib} MiB sent again" \
+pass "resume: ${read_mib} MiB read and sent after the agent kill instead of 42 (${reread_mib} MiB re-read to seal); ${resent_mib} MiB sent again" \
   "after a staging restart instead of 40; restores identical"

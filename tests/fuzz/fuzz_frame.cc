@@ -21,6 +21,9 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kResumePoint: RoundTrip<ResumePoint>(p); break;
     case MsgType::kFingerprintRequest: RoundTrip<FingerprintRequest>(p); break;
     case MsgType::kFingerprints: RoundTrip<Fingerprints>(p); break;
+    case MsgType::kSeal: RoundTrip<SealMsg>(p); break;
+    case MsgType::kSealRequest: RoundTrip<SealRequest>(p); break;
+    case MsgType::kBaseSeal: RoundTrip<BaseSeal>(p); break;
     case MsgType::kPing:
     case MsgType::kPong:
       FUZZ_CHECK(DecodeEmpty(p, "PING").ok() == p.empty());
@@ -61,6 +64,17 @@ void WriteSeeds() {
   Fingerprints f;
   f.values = {1, 3, 5};
   AppendFrame(&stream, MsgType::kFingerprints, f.Encode());
+  VolumeSeal seal;
+  seal.point_id = 7;
+  seal.volume_count = 2;
+  seal.volume_bytes = 3 << 20;
+  seal.region_bytes = SealRegionBytes(seal.volume_bytes);
+  seal.regions = {{1, 2}, {3, 4}, {5, 6}};
+  seal.region_points = {7, 3, 0};
+  AppendFrame(&stream, MsgType::kSeal, SealMsg{seal}.Encode());
+  AppendFrame(&stream, MsgType::kSealRequest, SealRequest{1}.Encode());
+  AppendFrame(&stream, MsgType::kBaseSeal, BaseSeal{0, seal}.Encode());
+  AppendFrame(&stream, MsgType::kBaseSeal, BaseSeal{1, std::nullopt}.Encode());
   AppendFrame(&stream, MsgType::kEndPoint, EndPoint{7, 1, 1, 1}.Encode());
   AppendFrame(&stream, MsgType::kAck, Ack{1}.Encode());
   AppendFrame(&stream, MsgType::kPointAck, PointAck{7}.Encode());

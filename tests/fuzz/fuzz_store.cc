@@ -55,6 +55,17 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     extents.push_back(x);
   }
   PointIndex idx = BuildPointIndex(5, {1 << 20, 1 << 19}, nullptr, extents);
+  for (uint16_t v = 0; v < 2; ++v) {
+    VolumeSeal seal;
+    seal.point_id = 5;
+    seal.volume = v;
+    seal.volume_count = 2;
+    seal.volume_bytes = idx.volume_sizes[v];
+    seal.region_bytes = SealRegionBytes(seal.volume_bytes);
+    seal.regions = {{v + 1u, 9}};
+    seal.region_points = {5};
+    idx.seals.push_back(seal);
+  }
   fuzz::WriteSeed("index", fuzz::WithSelector(2, idx.Encode()));
   fuzz::WriteSeed("index-body", fuzz::WithSelector(3, Body(idx.Encode())));
   return 0;

@@ -1,7 +1,7 @@
 // A store-level test fixture shared by chain_test.cc and tamper_test.cc: a one-volume server whose
 // image the test keeps in memory. Points are sealed with a real data key and appended to packs the
 // way the staging appends them (records, each followed by its fingerprints), then committed with
-// the store's own CommitPoint.
+// the store's own CommitPoint, carrying the seal an agent would send (computed from the image).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -20,6 +20,7 @@
 #include "blockrep/fs.h"
 #include "blockrep/keyfile.h"
 #include "blockrep/record.h"
+#include "blockrep/seal.h"
 #include "blockrep/store.h"
 #include "restore.h"
 
@@ -58,6 +59,7 @@ class Chain {
     store_ = std::move(store::ServerStore::Open(root_, server_id_, true)).value();
     sealer_ = std::move(RecordSealer::Create(key_, server_id_)).value();
     fingerprinter_.emplace(Must(BlockFingerprinter::Create(key_)));
+    seal_keys_ = Must(SealKeys::Create(key_, server_id_));
     image_.assign(kVolumeBytes, 0);
   }
 
@@ -104,11 +106,18 @@ class Chain {
     std::optional<store::PointIndex> base;
     if (id > 1) base = std::move(store_->LoadIndex(store_->manifest().points.back())).value();
     store::PointIndex idx = store::BuildPointIndex(id, {kVolumeBytes}, base ? &*base : nullptr, extents);
-    ASSERT_TRUE(idx.Validate().ok());
     store::PointInfo info;
     info.id = id;
     info.time_ns = time_ns;
     info.flags = consistent ? store::kPointConsistent : 0;
+    RegionDigests digests(seal_keys_.get(), kVolumeBytes);
+    NoteData(*fingerprinter_, 0, image_, &digests);
+    region_points_.resize(SealRegionCount(kVolumeBytes), 0);
+    for (const Write& w : sent)
+      for (uint64_t r = w.offset / digests.region_bytes(); r <= (w.offset + w.length - 1) / digests.region_bytes(); ++r)
+        region_points_[r] = id;
+    idx.seals.push_back(MakeSeal(*seal_keys_, id, time_ns, info.flags, 0, 1, &digests, region_points_));
+    ASSERT_TRUE(idx.Validate().ok());
     info.volume_count = 1;
     info.bytes_added = end - store::kPackHeaderSize;
     ASSERT_TRUE(store_->CommitPoint(info, idx, key_.key_id).ok());
@@ -176,6 +185,8 @@ class Chain {
   std::unique_ptr<store::ServerStore> store_;
   std::unique_ptr<RecordSealer> sealer_;
   std::optional<BlockFingerprinter> fingerprinter_;
+  std::unique_ptr<SealKeys> seal_keys_;
+  std::vector<uint64_t> region_points_;  // per seal region: the newest point that sent a record there
   std::vector<uint8_t> image_;
   std::map<uint64_t, uint64_t> hashes_;
   std::mt19937_64 rng_{20261124};

@@ -1,8 +1,10 @@
 // A hostile staging host rewrites the store: it may edit indexes and packs and fix every checksum
 // it knows of (it has no data key). Restores and `verify` catch each edit and name the server,
 // volume, point and offset it hit. (Record-level: forged ciphertext, a record moved to another
-// offset, a record of a later point spliced into an earlier one. The AAD binding of the
-// server-id is covered by record_test.cc.)
+// offset, a record of a later point spliced into an earlier one. Point-level, caught by the
+// agent's seal: a record dropped from a point, an extent rolled back to an older record, the seal
+// stripped, the point's time edited. The AAD binding of the server-id is covered by
+// record_test.cc.)
 #include <functional>
 
 #include "chain_fixture.h"
@@ -180,6 +182,92 @@ TEST_F(TamperTest, AllowDamagedRestoresAroundABadRecord) {
     bool damaged = i >= victim.offset && i < victim.offset + victim.length;
     ASSERT_EQ(image[i], damaged ? 0 : chain.image()[i]) << "byte " << i;
   }
+}
+
+// A record dropped from a point's index: every remaining record is authentic, and the restore
+// would show zeros there. The seal does not add up in that region, which the restore names.
+TEST_F(TamperTest, DroppedRecordIsCaughtBySeal) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  const uint64_t offset = (1u << 20) + 3 * kExtentBytes;  // in the second 1 MiB region
+  ForgeIndex(chain, 1, [&](store::PointIndex& idx) {
+    std::erase_if(idx.entries, [&](const store::IndexEntry& e) { return e.offset == offset; });
+  });
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find("server 'db1' volume 0 point 1 bytes 1048576..2097152: the data does not match the "
+                              "point's seal"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("dropped or rolled back"), std::string::npos) << st.message();
+  EXPECT_NE(access((root_ + "/out/vol-0.img").c_str(), F_OK), 0);  // no image that looks finished
+  auto damage = VerifyDamage(chain.key_file());
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].offset, 1u << 20);
+  EXPECT_EQ(damage[0].length, 1u << 20);
+  EXPECT_EQ(damage[0].points, std::vector<uint64_t>{1});
+  EXPECT_TRUE(VerifyDamage("").empty());  // without the key a dropped record is invisible
+}
+
+// Point 2 rewrote an extent; its index is edited to name point 1's (authentic, older) record
+// there instead: a rollback. The restore names the region and the stale record's point.
+TEST_F(TamperTest, RolledBackExtentIsCaughtBySeal) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  const uint64_t offset = 5 * kExtentBytes;
+  chain.AddPoint(2 * kMinuteNs, true, {{offset, kExtentBytes, false}});
+  store::IndexEntry older;
+  for (const auto& e : Must(chain.store().LoadIndex(chain.store().manifest().points[0])).entries)
+    if (e.offset == offset) older = e;
+  ASSERT_EQ(older.length, kExtentBytes);
+  ForgeIndex(chain, 2, [&](store::PointIndex& idx) {
+    for (auto& e : idx.entries)
+      if (e.offset == offset) e = older;
+  });
+  Status st = RestorePoint(chain, 2);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find("volume 0 point 2 bytes 0..1048576: the data does not match"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("the agent sent a record of point 2 there, but the newest of the 16 records the index "
+                              "names there is from point 1"), std::string::npos) << st.message();
+  auto damage = VerifyDamage(chain.key_file());
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].offset, 0u);
+  EXPECT_EQ(damage[0].points, std::vector<uint64_t>{2});
+  EXPECT_EQ(chain.RestoreHash(1), chain.expected_hash(1));  // point 1 is what it was
+  recovery::RestoreRequest rq = chain.RestoreRequestFor(2);
+  rq.allow_damaged = true;
+  auto sum = Must(recovery::Restore(rq));
+  ASSERT_EQ(sum.damaged.size(), 1u);
+  EXPECT_EQ(sum.damaged[0].offset, 0u);
+  EXPECT_EQ(sum.damaged[0].length, 1u << 20);
+}
+
+// The seal itself removed from a point: restore refuses (nothing proves the index complete),
+// and verify reports it even without the key.
+TEST_F(TamperTest, StrippedSealIsRefused) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  ForgeIndex(chain, 1, [](store::PointIndex& idx) { idx.seals.clear(); });
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find("carries no seal"), std::string::npos) << st.message();
+  auto damage = VerifyDamage("");
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_NE(damage[0].problem.find("no seal"), std::string::npos);
+}
+
+// A point's time changed in the manifest (restore by time would pick the wrong point): the seal
+// binds the time the agent took it.
+TEST_F(TamperTest, EditedPointTimeIsCaught) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::string manifest_path = chain.store().dir() + "/MANIFEST";
+  store::Manifest m = Must(store::Manifest::Decode(Must(ReadFileBytes(manifest_path, store::kMaxManifestBytes))));
+  m.points[0].time_ns += kHourNs;
+  ASSERT_TRUE(WriteFileAtomic(manifest_path, m.Encode()).ok());
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find("but the agent sealed time"), std::string::npos) << st.message();
+  EXPECT_EQ(VerifyDamage(chain.key_file()).size(), 1u);
 }
 
 }  // namespace

@@ -86,8 +86,34 @@ TEST(Wire, HelloOkPendingMustFollowChain) {
   h.pending_point_id = 6;
   h.pending_base_point = 5;
   EXPECT_TRUE(HelloOk::Decode(h.Encode()).ok());
+  h.pending_time_ns = 1234;
+  EXPECT_EQ(HelloOk::Decode(h.Encode())->pending_time_ns, 1234u);
   h.pending_point_id = 9;
   EXPECT_EQ(HelloOk::Decode(h.Encode()).status().code(), Code::kProtocol);
+}
+
+// SEAL carries one volume's seal; BASE_SEAL says whether the point has one; both re-encode to the
+// same bytes, and a BASE_SEAL whose seal names another volume is refused.
+TEST(Wire, SealMessages) {
+  VolumeSeal seal;
+  seal.point_id = 4;
+  seal.volume = 1;
+  seal.volume_count = 2;
+  seal.volume_bytes = 2 << 20;
+  seal.region_bytes = SealRegionBytes(seal.volume_bytes);
+  seal.regions = {{1, 2}, {3, 4}};
+  seal.region_points = {4, 2};
+  Bytes enc = SealMsg{seal}.Encode();
+  EXPECT_EQ(SealMsg::Decode(enc)->seal.Encode(), enc);
+  Bytes cut(enc.begin(), enc.end() - 1);
+  EXPECT_EQ(SealMsg::Decode(cut).status().code(), Code::kProtocol);
+  EXPECT_EQ(SealRequest::Decode(SealRequest{3}.Encode())->volume, 3u);
+  auto present = BaseSeal::Decode(BaseSeal{1, seal}.Encode());
+  ASSERT_TRUE(present.ok());
+  ASSERT_TRUE(present->seal.has_value());
+  EXPECT_EQ(present->seal->region_points, seal.region_points);
+  EXPECT_FALSE(BaseSeal::Decode(BaseSeal{0, std::nullopt}.Encode())->seal.has_value());
+  EXPECT_EQ(BaseSeal::Decode(BaseSeal{0, seal}.Encode()).status().code(), Code::kProtocol);
 }
 
 // Server-ids become directory names: anything that could escape is refused.

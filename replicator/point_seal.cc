@@ -1,0 +1,108 @@
+#include "point_seal.h"
+
+#include "blockrep/fingerprint.h"
+
+namespace blockrep::agent {
+
+void PointSeal::StartEmpty(const std::vector<uint64_t>& volume_bytes) {
+  volume_bytes_ = volume_bytes;
+  fps_.assign(volume_bytes.size(), {});
+  digests_.clear();
+  region_points_.assign(volume_bytes.size(), {});
+  sent_.assign(volume_bytes.size(), {});
+  for (size_t v = 0; v < volume_bytes.size(); ++v) {
+    fps_[v].assign((volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, 0);
+    digests_.push_back(std::make_unique<RegionDigests>(keys_, volume_bytes[v]));
+    region_points_[v].assign(SealRegionCount(volume_bytes[v]), 0);
+    sent_[v].assign(SealRegionCount(volume_bytes[v]), false);
+  }
+  base_point_ = 0;
+  known_ = true;
+}
+
+std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
+                                 std::vector<std::vector<uint64_t>>* fps,
+                                 const std::vector<std::optional<VolumeSeal>>& seals) {
+  known_ = false;
+  if (seals.size() != volume_bytes.size() || fps->size() != volume_bytes.size()) return "volume count differs";
+  std::vector<std::unique_ptr<RegionDigests>> digests;
+  for (size_t v = 0; v < volume_bytes.size(); ++v) {
+    std::string vol = "volume " + std::to_string(v);
+    if (!seals[v]) return vol + ": point " + std::to_string(base_point) + " has no seal";
+    const VolumeSeal& s = *seals[v];
+    if (!keys_->Authentic(s)) return vol + ": the seal's MAC does not verify (not sealed with this data key)";
+    if (s.point_id != base_point) return vol + ": the seal is point " + std::to_string(s.point_id) + "'s";
+    if (s.volume_bytes != volume_bytes[v])
+      return vol + ": it was " + std::to_string(s.volume_bytes) + " bytes, now " + std::to_string(volume_bytes[v]);
+    auto d = std::make_unique<RegionDigests>(keys_, volume_bytes[v]);
+    const std::vector<uint64_t>& theirs = (*fps)[v];
+    for (size_t b = 0; b < theirs.size(); ++b) d->Note(b, theirs[b]);
+    d->Flush();
+    std::vector<uint32_t> bad = MismatchedRegions(s, d->regions());
+    if (!bad.empty())
+      return vol + ": " + std::to_string(bad.size()) + " region(s) of the staging's fingerprints do not add up to the seal, first bytes " +
+             std::to_string(uint64_t{bad[0]} * s.region_bytes) + ".." + std::to_string((uint64_t{bad[0]} + 1) * s.region_bytes);
+    digests.push_back(std::move(d));
+  }
+  volume_bytes_ = volume_bytes;
+  region_points_.clear();
+  sent_.clear();
+  for (const auto& seal : seals) {
+    region_points_.push_back(seal->region_points);
+    sent_.emplace_back(seal->regions.size(), false);
+  }
+  fps_ = std::move(*fps);
+  fps->clear();
+  digests_ = std::move(digests);
+  base_point_ = base_point;
+  known_ = true;
+  return {};
+}
+
+bool PointSeal::KnowsBase(uint64_t point, const std::vector<uint64_t>& volume_bytes) const {
+  return known_ && base_point_ == point && volume_bytes_ == volume_bytes;
+}
+
+void PointSeal::Committed(uint64_t point) {
+  base_point_ = point;
+  for (size_t v = 0; v < sent_.size(); ++v)
+    for (size_t r = 0; r < sent_[v].size(); ++r)
+      if (sent_[v][r]) {
+        region_points_[v][r] = point;
+        sent_[v][r] = false;
+      }
+}
+
+void PointSeal::Sent(size_t volume, uint64_t offset, uint64_t length) {
+  if (!known_ || length == 0) return;
+  uint64_t region = digests_[volume]->region_bytes();
+  for (uint64_t r = offset / region; r <= (offset + length - 1) / region; ++r) sent_[volume][r] = true;
+}
+
+void PointSeal::Note(size_t volume, uint64_t offset, const uint64_t* fps, size_t n) {
+  if (!known_) return;
+  std::vector<uint64_t>& mine = fps_[volume];
+  RegionDigests& d = *digests_[volume];
+  uint64_t first = offset / kFingerprintBlockBytes;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t& old = mine[first + i];
+    if (old == fps[i]) continue;
+    d.Note(first + i, old, /*remove=*/true);
+    d.Note(first + i, fps[i]);
+    old = fps[i];
+  }
+}
+
+std::vector<VolumeSeal> PointSeal::Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags) {
+  std::vector<VolumeSeal> out;
+  for (size_t v = 0; v < digests_.size(); ++v) {
+    std::vector<uint64_t> points = region_points_[v];
+    for (size_t r = 0; r < points.size(); ++r)
+      if (sent_[v][r]) points[r] = point_id;
+    out.push_back(MakeSeal(*keys_, point_id, time_ns, flags, static_cast<uint16_t>(v),
+                           static_cast<uint16_t>(digests_.size()), digests_[v].get(), std::move(points)));
+  }
+  return out;
+}
+
+}  // namespace blockrep::agent

@@ -1,0 +1,54 @@
+// What the agent knows of the point it is sending, for its seal (blockrep/seal.h): the keyed
+// fingerprint of every 4 KiB block the point will hold, and the region digests they add up to.
+//
+// Invariant: `fps_` is the state of committed point `base_point()` with every block read since
+// overwritten by its latest read, and the digests are the sum over `fps_`. The staging's point
+// being sent holds exactly that state once every read is in it (records win in read order), so
+// its seal is the digests at END_POINT. Memory: 8 bytes per 4 KiB block protected.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "blockrep/seal.h"
+#include "blockrep/status.h"
+
+namespace blockrep::agent {
+
+class PointSeal {
+ public:
+  explicit PointSeal(const SealKeys* keys) : keys_(keys) {}
+
+  // The state of an empty chain (a full point, or a rescan that reads every block): all zero.
+  void StartEmpty(const std::vector<uint64_t>& volume_bytes);
+  // Takes the staging's fingerprints of its last point `base_point` if they add up to the
+  // region digests of the base's seals (MAC'd by us), and keeps them as the base. On mismatch,
+  // returns why (and keeps nothing): the staging's store is damaged or not what we sent.
+  // `fps` is moved from only when they are taken.
+  std::string AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
+                        std::vector<std::vector<uint64_t>>* fps, const std::vector<std::optional<VolumeSeal>>& seals);
+  // Whether the state is that of committed point `point` plus reads since (0: empty chain).
+  bool KnowsBase(uint64_t point, const std::vector<uint64_t>& volume_bytes) const;
+  // Blocks [offset, offset + 4 KiB × n) of `volume` now hold data with fingerprints `fps`.
+  void Note(size_t volume, uint64_t offset, const uint64_t* fps, size_t n);
+  // A record for [offset, offset + length) of `volume` is part of the point being sent.
+  void Sent(size_t volume, uint64_t offset, uint64_t length);
+  // The point just sent was committed: it is the base from now on.
+  void Committed(uint64_t point);
+  std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags);
+
+ private:
+  const SealKeys* keys_;
+  bool known_ = false;
+  uint64_t base_point_ = 0;
+  std::vector<uint64_t> volume_bytes_;
+  std::vector<std::vector<uint64_t>> fps_;  // per volume, per 4 KiB block
+  std::vector<std::unique_ptr<RegionDigests>> digests_;
+  std::vector<std::vector<uint64_t>> region_points_;  // per volume, per region: VolumeSeal::region_points
+  std::vector<std::vector<bool>> sent_;               // per volume, per region: a record went there
+};
+
+}  // namespace blockrep::agent

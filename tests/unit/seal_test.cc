@@ -1,0 +1,143 @@
+// Point seals (blockrep/seal.h): the region digests and their MAC.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <random>
+
+#include "blockrep/seal.h"
+
+namespace blockrep {
+namespace {
+
+DataKey TestKey(uint8_t fill) {
+  DataKey k;
+  k.bytes.fill(fill);
+  k.key_id = ComputeKeyId(k.bytes);
+  return k;
+}
+
+struct Fixture {
+  std::unique_ptr<SealKeys> keys = std::move(SealKeys::Create(TestKey(7), "db1")).value();
+  BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(TestKey(7))).value();
+};
+
+Bytes RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  return b;
+}
+
+// Region sizes: at least 1 MiB, powers of two, never more than 1024 regions.
+TEST(Seal, RegionSizes) {
+  EXPECT_EQ(SealRegionBytes(0), kSealRegionBytesMin);
+  EXPECT_EQ(SealRegionCount(0), 0u);
+  EXPECT_EQ(SealRegionCount(1), 1u);
+  EXPECT_EQ(SealRegionBytes(1ull << 30), 1ull << 20);
+  EXPECT_EQ(SealRegionCount(1ull << 30), 1024u);
+  EXPECT_EQ(SealRegionBytes((1ull << 30) + 1), 2ull << 20);
+  EXPECT_EQ(SealRegionCount((1ull << 30) + 1), 513u);
+  EXPECT_EQ(SealRegionBytes(4ull << 40), 4ull << 30);
+  EXPECT_LE(SealRegionCount(4ull << 40), kSealRegionsMax);
+}
+
+// Updating digests block by block (old term out, new term in) ends where computing them from the
+// final image does: what lets the agent seal incrementally.
+TEST(Seal, IncrementalUpdatesEqualARecount) {
+  Fixture f;
+  const uint64_t size = (3u << 20) + 4096 * 5 + 100;  // a short last block, a partial region
+  Bytes image = RandomBytes(size, 1);
+  std::fill(image.begin() + (1 << 20), image.begin() + (1 << 20) + 65536, 0);  // zero blocks have no term
+  RegionDigests running(f.keys.get(), size);
+  std::vector<uint64_t> fps((size + 4095) / 4096);
+  auto note = [&](uint64_t block) {
+    size_t len = std::min<uint64_t>(4096, size - block * 4096);
+    uint64_t fp = f.fingerprinter.Block(block * 4096, ByteSpan(image.data() + block * 4096, len));
+    running.Note(block, fps[block], true);
+    running.Note(block, fp);
+    fps[block] = fp;
+  };
+  for (uint64_t b = 0; b < fps.size(); ++b) note(b);
+  std::mt19937_64 rng(2);
+  for (int i = 0; i < 5000; ++i) {  // rewrites, some to zeros, some twice
+    uint64_t b = rng() % fps.size();
+    size_t len = std::min<uint64_t>(4096, size - b * 4096);
+    if (rng() % 4 == 0) std::fill_n(image.begin() + static_cast<ptrdiff_t>(b * 4096), len, 0);
+    else for (size_t j = 0; j < len; ++j) image[b * 4096 + j] = static_cast<uint8_t>(rng());
+    note(b);
+  }
+  running.Flush();
+  RegionDigests recount(f.keys.get(), size);
+  NoteData(f.fingerprinter, 0, image, &recount);
+  recount.Flush();
+  EXPECT_EQ(running.regions(), recount.regions());
+  EXPECT_EQ(running.regions().size(), 4u);
+}
+
+// One changed block changes exactly its region's digest; rolling it back restores it.
+TEST(Seal, ADifferentBlockChangesOnlyItsRegion) {
+  Fixture f;
+  const uint64_t size = 4u << 20;
+  Bytes image = RandomBytes(size, 3);
+  RegionDigests a(f.keys.get(), size);
+  NoteData(f.fingerprinter, 0, image, &a);
+  a.Flush();
+  image[(2u << 20) + 12345] ^= 1;
+  RegionDigests b(f.keys.get(), size);
+  NoteData(f.fingerprinter, 0, image, &b);
+  b.Flush();
+  VolumeSeal seal = MakeSeal(*f.keys, 1, 2, 0, 0, 1, &a);
+  EXPECT_EQ(MismatchedRegions(seal, b.regions()), std::vector<uint32_t>{2});
+  EXPECT_TRUE(MismatchedRegions(seal, a.regions()).empty());
+}
+
+// The MAC covers every field, and the server-id; Decode gives back what Encode wrote.
+TEST(Seal, MacCoversEveryFieldAndTheServer) {
+  Fixture f;
+  Bytes image = RandomBytes(3u << 20, 4);
+  RegionDigests d(f.keys.get(), image.size());
+  NoteData(f.fingerprinter, 0, image, &d);
+  VolumeSeal seal = MakeSeal(*f.keys, 9, 1234, 1, 1, 2, &d, {9, 4, 0});
+  ASSERT_TRUE(f.keys->Authentic(seal));
+  VolumeSeal back = std::move(VolumeSeal::Decode(seal.Encode())).value();
+  EXPECT_TRUE(f.keys->Authentic(back));
+  EXPECT_EQ(back.Encode(), seal.Encode());
+  EXPECT_EQ(seal.Encode().size(), SealEncodedSize(3));
+  std::vector<std::function<void(VolumeSeal&)>> edits = {
+      [](VolumeSeal& s) { s.point_id++; },     [](VolumeSeal& s) { s.time_ns++; },
+      [](VolumeSeal& s) { s.flags ^= 1; },     [](VolumeSeal& s) { s.volume = 0; },
+      [](VolumeSeal& s) { s.volume_count++; }, [](VolumeSeal& s) { s.regions[1].lo++; },
+      [](VolumeSeal& s) { s.regions[2].hi ^= 1ull << 63; }, [](VolumeSeal& s) { s.region_points[0] = 3; },
+  };
+  for (size_t i = 0; i < edits.size(); ++i) {
+    VolumeSeal edited = seal;
+    edits[i](edited);
+    EXPECT_FALSE(f.keys->Authentic(edited)) << "edit " << i;
+  }
+  auto other_server = std::move(SealKeys::Create(TestKey(7), "db2")).value();
+  EXPECT_FALSE(other_server->Authentic(seal));
+  auto other_key = std::move(SealKeys::Create(TestKey(8), "db1")).value();
+  EXPECT_FALSE(other_key->Authentic(seal));
+}
+
+// Decode checks structure: region count and size must fit the volume, no truncation or trailer.
+TEST(Seal, DecodeRejectsMalformedSeals) {
+  Fixture f;
+  RegionDigests d(f.keys.get(), 2u << 20);
+  Bytes good = MakeSeal(*f.keys, 1, 1, 0, 0, 1, &d).Encode();
+  ASSERT_TRUE(VolumeSeal::Decode(good).ok());
+  Bytes truncated(good.begin(), good.end() - 1);
+  EXPECT_EQ(VolumeSeal::Decode(truncated).status().code(), Code::kDataLoss);
+  Bytes trailing = good;
+  trailing.push_back(0);
+  EXPECT_EQ(VolumeSeal::Decode(trailing).status().code(), Code::kDataLoss);
+  Bytes wrong_size = good;
+  wrong_size[24] ^= 0x40;  // volume_bytes: 2 MiB -> no longer two regions
+  EXPECT_EQ(VolumeSeal::Decode(wrong_size).status().code(), Code::kDataLoss);
+  Bytes bad_volume = good;
+  bad_volume[20] = 5;  // volume 5 of 1
+  EXPECT_EQ(VolumeSeal::Decode(bad_volume).status().code(), Code::kDataLoss);
+}
+
+}  // namespace
+}  // namespace blockrep
