@@ -35,7 +35,7 @@ expect_verify "clean store, no key" 0
 grep -q "server 'web1': 3 point(s), .*checksums and structure (no key): ok" "$WORK/verify.out" || fail "web1 not reported ok"
 grep -q "server 'db1': 1 point(s)" "$WORK/verify.out" || fail "db1 not checked"
 expect_verify "clean store, web1's key" 0 --server-id web1 --key "$KEYS/data-web1.key"
-grep -q "authenticated and decompressed with the key (10.0 MiB of data): ok" "$WORK/verify.out" || fail "web1 not authenticated"
+grep -q "authenticated and decompressed with the key (10.0 MiB of data; 3 volume seal(s) add up): ok" "$WORK/verify.out" || fail "web1 not authenticated, or its seals not checked"
 expect_verify "all servers, web1's key" 0 --key "$KEYS/data-web1.key"
 grep -q "server 'db1'.*no key" "$WORK/verify.out" && grep -q "note: not its data key" "$WORK/verify.out" ||
   fail "db1 should be checked without the key, and say why"
