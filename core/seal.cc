@@ -15,15 +15,22 @@ constexpr char kMacLabel[] = "blockrep seal v1";
 
 }  // namespace
 
+namespace {
+
+// ceil(a / b) without overflow: volume sizes come from the wire and may be anything.
+uint64_t CeilDiv(uint64_t a, uint64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+}  // namespace
+
 uint64_t SealRegionBytes(uint64_t volume_bytes) {
   uint64_t region = kSealRegionBytesMin;
-  while (volume_bytes > region * kSealRegionsMax) region <<= 1;
+  // Terminates: at region = 2^63 any u64 needs at most 2 regions.
+  while (CeilDiv(volume_bytes, region) > kSealRegionsMax) region <<= 1;
   return region;
 }
 
 uint32_t SealRegionCount(uint64_t volume_bytes) {
-  uint64_t region = SealRegionBytes(volume_bytes);
-  return static_cast<uint32_t>((volume_bytes + region - 1) / region);
+  return static_cast<uint32_t>(CeilDiv(volume_bytes, SealRegionBytes(volume_bytes)));
 }
 
 void VolumeSeal::AppendEncoded(ByteWriter* w) const {

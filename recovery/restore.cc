@@ -140,7 +140,7 @@ Status CheckSeal(const std::string& server_id, const store::PointInfo& point, co
   sum->seal_regions_matched += seal.regions.size() - mismatched.size();
   for (uint32_t region : mismatched) {
     uint64_t start = uint64_t{region} * seal.region_bytes;
-    uint64_t end = std::min(size, start + seal.region_bytes);
+    uint64_t end = start + std::min(size - start, seal.region_bytes);
     // A damaged record already listed there explains the mismatch (it was left as zeros).
     bool explained = std::any_of(sum->damaged.begin(), sum->damaged.end(), [&](const Damage& d) {
       return d.volume == vol && d.offset < end && d.offset + d.length > start;

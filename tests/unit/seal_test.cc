@@ -39,6 +39,10 @@ TEST(Seal, RegionSizes) {
   EXPECT_EQ(SealRegionCount((1ull << 30) + 1), 513u);
   EXPECT_EQ(SealRegionBytes(4ull << 40), 4ull << 30);
   EXPECT_LE(SealRegionCount(4ull << 40), kSealRegionsMax);
+  // Sizes from the wire can be anything: no overflow, no endless loop (found by fuzz_store).
+  EXPECT_EQ(SealRegionBytes(UINT64_MAX), 1ull << 54);
+  EXPECT_EQ(SealRegionCount(UINT64_MAX), 1024u);
+  EXPECT_EQ(SealRegionCount((1ull << 63) + 1), 513u);
 }
 
 // Updating digests block by block (old term out, new term in) ends where computing them from the
