@@ -49,9 +49,10 @@ Status Channel::Pump() {
   if (!send_inflight_) {
     Bytes& out = tls_->outgoing();
     if (send_done_ == send_buf_.size() && !out.empty()) {
-      size_t n = std::min(out.size(), kSendChunk);
-      send_buf_.assign(out.begin(), out.begin() + static_cast<ptrdiff_t>(n));
-      out.erase(out.begin(), out.begin() + static_cast<ptrdiff_t>(n));
+      // Everything TLS produced goes in one send, by swapping buffers: taking a chunk off the
+      // front of `out` moved the rest of it (up to the owner's unsent limit) on every send.
+      send_buf_.clear();
+      send_buf_.swap(out);
       send_done_ = 0;
     }
     if (send_done_ < send_buf_.size() && ring_->HasRoom()) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what blockrep needs to build, test and demo on Debian bookworm. Idempotent: apt-get runs
-# only when a package is missing.
+# Installs what blockrep needs to build, test and demo on Debian bookworm (with --bench, also the
+# peers the benchmarks compare with). Idempotent: apt-get runs only when a package is missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +10,8 @@ PACKAGES=(
   libbpf-dev bpftool clang libclang-rt-14-dev
   e2fsprogs xfsprogs util-linux fio strace
 )
+# The peers bench/ measures blockrep against (issue 6): only with --bench.
+[[ ${1:-} == --bench ]] && PACKAGES+=(borgbackup restic rsync time)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

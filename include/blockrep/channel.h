@@ -18,7 +18,6 @@ class Channel {
   static constexpr uint8_t kOpRecv = 1;
   static constexpr uint8_t kOpSend = 2;
   static constexpr size_t kRecvChunk = 256 * 1024;
-  static constexpr size_t kSendChunk = 256 * 1024;
 
   Channel(Ring* ring, int fd, std::unique_ptr<TlsSession> tls, uint64_t id, size_t inbox_max);
   ~Channel();

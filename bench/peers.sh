@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# P1, P3, P4 (BRIEF §5) on the usr-4g workload, blockrep side by side with its peers in one run:
+#   P1  full sync: blockrep agent -> staging over TLS on this machine, vs. borg 1.2 (lz4, repokey),
+#       restic 0.14 (repository v2), `zstd -T2 | openssl enc` of the image, rsync of the files
+#   P3  restore of the latest point to a sparse image, vs. restic restore and borg extract
+#   P4  bytes stored after the full sync: blockrep lz4 vs. borg lz4, blockrep zstd vs. restic
+# usr-4g: a 4 GiB ext4 image holding copies of /usr/share, /usr/include, /usr/bin and a 400 MiB
+# file of random bytes, on a loop device mounted read-only while the peers read its files. The
+# page cache is dropped before every timed step. Prints one table and writes it, with the
+# machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0: don't).
+# Needs root. Usage: sudo bench/peers.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+[[ $(id -u) -eq 0 ]] || { echo "bench/peers.sh: needs root (loop devices, mounts, dropping the page cache)" >&2; exit 1; }
+"$root/scripts/setup.sh" --bench
+"$root/scripts/build.sh" "$root/build" >/dev/null
+BIN=$root/build/bin
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-peers.XXXXXX")
+ID=usr4g
+ZID=usr4gz
+SPID= DEV=
+cleanup() {
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  mountpoint -q "$W/mnt" && umount "$W/mnt"
+  [[ -n $DEV ]] && losetup -d "$DEV" 2>/dev/null || true
+  rm -rf "/sys/fs/bpf/blockrep/$ID" "/sys/fs/bpf/blockrep/$ZID"
+  [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
+}
+trap cleanup EXIT
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Runs a command with the page cache dropped first; prints its wall seconds. Output goes to
+# $W/<name>.out; a failure shows its tail and stops the run.
+timed() {
+  local name=$1 t0 t1
+  shift
+  drop_caches
+  t0=$(date +%s.%N)
+  "$@" >"$W/$name.out" 2>&1 || { echo "bench/peers.sh: $name failed:" >&2; tail -n 5 "$W/$name.out" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+bytes_of() { du -sb "$1" | cut -f1; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+echo "building usr-4g in $W ..." >&2
+truncate -s 4G "$W/usr-4g.img"
+mkfs.ext4 -q -F "$W/usr-4g.img"
+mkdir -p "$W/mnt"
+mount -o loop "$W/usr-4g.img" "$W/mnt"
+cp -a /usr/share /usr/include /usr/bin "$W/mnt/"
+head -c 400M /dev/urandom >"$W/mnt/random.bin"
+used=$(df -B1 --output=used "$W/mnt" | tail -n 1)
+umount "$W/mnt"
+DEV=$(losetup --find --show "$W/usr-4g.img")
+mount -o ro "$DEV" "$W/mnt"
+echo "usr-4g: $(mib "$used") MiB used of 4096 MiB" >&2
+
+"$BIN/blockrep-keygen" --out "$W/keys" --server-id "$ID" --server-id "$ZID" >/dev/null
+"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
+  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" --retention all 2>"$W/staging.log" &
+SPID=$!
+PORT=
+for _ in $(seq 1 100); do
+  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+[[ -n $PORT ]] || { echo "bench/peers.sh: the staging did not start: $(tail -n 2 "$W/staging.log")" >&2; exit 1; }
+agent() {  # server-id, extra args
+  local id=$1
+  shift
+  "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$id" --key "$W/keys/data-$id.key" \
+    --tls-cert "$W/keys/agent-$id.crt" --tls-key "$W/keys/agent-$id.key" --tls-ca "$W/keys/ca.crt" \
+    --volume "$DEV" --once "$@"
+}
+export BORG_PASSPHRASE=bench BORG_REPO=$W/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$W/restic RESTIC_CACHE_DIR=$W/restic-cache
+borg init -e repokey
+restic init -q --repository-version 2 >/dev/null
+
+echo "P1 full sync ..." >&2
+p1_ours=$(timed agent-full agent "$ID")
+p1_borg=$(cd "$W/mnt" && timed borg-full borg create --compression lz4 ::full .)
+p1_restic=$(cd "$W/mnt" && timed restic-full restic backup -q .)
+p1_zstd=$(timed zstd-full bash -c "zstd -q -T2 -c <'$DEV' | openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench -out '$W/usr-4g.zst.enc'")
+p1_rsync=$(timed rsync-full rsync -a "$W/mnt/" "$W/rsync/")
+
+echo "P4 bytes stored ..." >&2
+store_lz4=$(bytes_of "$W/store/servers/$ID")
+agent "$ZID" --compress zstd >"$W/agent-zstd.out" 2>&1 || { tail -n 3 "$W/agent-zstd.out" >&2; exit 1; }
+store_zstd=$(bytes_of "$W/store/servers/$ZID")
+store_borg=$(bytes_of "$W/borg")
+store_restic=$(bytes_of "$W/restic")
+store_zstdpipe=$(stat -c %s "$W/usr-4g.zst.enc")
+
+echo "P3 restore ..." >&2
+p3_ours=$(timed restore "$BIN/blockrep-recover" restore --store "$W/store" --server-id "$ID" \
+  --key "$W/keys/data-$ID.key" --point latest --output "$W/out")
+cmp "$W/out/vol-0.img" "$DEV" || { echo "bench/peers.sh: the restored image differs from the device" >&2; exit 1; }
+rm -rf "$W/out"
+p3_restic=$(timed restic-restore restic restore latest --target "$W/restic-out")
+rm -rf "$W/restic-out"
+mkdir -p "$W/borg-out"
+p3_borg=$(cd "$W/borg-out" && timed borg-extract borg extract ::full)
+rm -rf "$W/borg-out"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+met() { awk -v r="$1" -v t="$2" -v dir="$3" 'BEGIN { print ((dir == "ge" ? r >= t : r <= t) ? "yes" : "NO") }'; }
+r1=$(ratio "$p1_borg" "$p1_ours")
+r3=$(ratio "$p3_restic" "$p3_ours")
+r4a=$(ratio "$store_lz4" "$store_borg")
+r4b=$(ratio "$store_zstd" "$store_restic")
+table=$(
+  printf '| figure | blockrep | borg | restic | zstd-pipe | rsync | ratio | target | met |\n'
+  printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+  printf '| P1 full sync (s) | %s | %s | %s | %s | %s | borg/ours %s | >= 3 | %s |\n' \
+    "$p1_ours" "$p1_borg" "$p1_restic" "$p1_zstd" "$p1_rsync" "$r1" "$(met "$r1" 3 ge)"
+  printf '| P3 restore latest (s) | %s | %s | %s | | | restic/ours %s | >= 2 | %s |\n' \
+    "$p3_ours" "$p3_borg" "$p3_restic" "$r3" "$(met "$r3" 2 ge)"
+  printf '| P4 stored, lz4 (MiB) | %s | %s | | %s | | ours/borg %s | <= 1 | %s |\n' \
+    "$(mib "$store_lz4")" "$(mib "$store_borg")" "$(mib "$store_zstdpipe")" "$r4a" "$(met "$r4a" 1 le)"
+  printf '| P4 stored, zstd (MiB) | %s | | %s | | | ours/restic %s | <= 1 | %s |\n' \
+    "$(mib "$store_zstd")" "$(mib "$store_restic")" "$r4b" "$(met "$r4b" 1 le)"
+)
+echo
+echo "$table"
+machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
+echo "machine: $machine; usr-4g: $(mib "$used") MiB used; $(borg --version), $(restic version | cut -d' ' -f1-2)"
+if [[ ${BENCH_DOC:-1} != 0 ]]; then
+  doc=$root/docs/PERFORMANCE.md
+  begin='<!-- peers.sh begin -->' end='<!-- peers.sh end -->'
+  section=$(
+    echo "$begin"
+    echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) by \`sudo bench/peers.sh\` on $machine."
+    echo "usr-4g: $(mib "$used") MiB used of a 4 GiB ext4 image; $(borg --version), $(restic version | cut -d' ' -f1-2)."
+    echo
+    echo "$table"
+    echo "$end"
+  )
+  if [[ -f $doc ]] && grep -q "$begin" "$doc"; then
+    awk -v b="$begin" -v e="$end" -v s="$section" '$0 == b { print s; skip = 1; next } $0 == e { skip = 0; next } !skip' \
+      "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+  else
+    printf '%s\n' "$section" >>"$doc"
+  fi
+  echo "table written to docs/PERFORMANCE.md" >&2
+fi
