@@ -2,19 +2,14 @@
 
 #include "blockrep/fingerprint.h"
 
+#include "test_keys.h"
+
 namespace blockrep {
 namespace {
 
-DataKey KeyOf(uint8_t fill) {
-  DataKey k;
-  k.bytes.fill(fill);
-  k.key_id = ComputeKeyId(k.bytes);
-  return k;
-}
-
 // Zero blocks fingerprint to 0; blocks with data never do (their fingerprints are odd).
 TEST(Fingerprint, ZeroIsReserved) {
-  auto f = BlockFingerprinter::Create(KeyOf(1));
+  auto f = BlockFingerprinter::Create(FilledKey(1));
   ASSERT_TRUE(f.ok());
   Bytes zero(4096, 0), one(4096, 0);
   one[100] = 1;
@@ -24,8 +19,8 @@ TEST(Fingerprint, ZeroIsReserved) {
 
 // The same block gets unrelated fingerprints under another key or at another offset.
 TEST(Fingerprint, DependsOnKeyAndOffset) {
-  auto a = BlockFingerprinter::Create(KeyOf(1));
-  auto b = BlockFingerprinter::Create(KeyOf(2));
+  auto a = BlockFingerprinter::Create(FilledKey(1));
+  auto b = BlockFingerprinter::Create(FilledKey(2));
   ASSERT_TRUE(a.ok() && b.ok());
   Bytes block(4096, 0x5a);
   EXPECT_EQ(a->Block(4096, block), a->Block(4096, block));
@@ -38,7 +33,7 @@ TEST(Fingerprint, DependsOnKeyAndOffset) {
 
 // Append emits one little-endian fingerprint per 4 KiB block, the last one possibly short.
 TEST(Fingerprint, AppendCoversEveryBlock) {
-  auto f = BlockFingerprinter::Create(KeyOf(3));
+  auto f = BlockFingerprinter::Create(FilledKey(3));
   ASSERT_TRUE(f.ok());
   Bytes data(3 * 4096 + 512, 0x77);
   Bytes out;

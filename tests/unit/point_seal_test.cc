@@ -5,18 +5,14 @@
 #include <random>
 
 #include "point_seal.h"
+#include "test_keys.h"
 
 namespace blockrep::agent {
 namespace {
 
 constexpr uint64_t kVolume = (3u << 20) + 8192;  // four seal regions, the last one short
 
-DataKey TestKey() {
-  DataKey k;
-  k.bytes.fill(3);
-  k.key_id = ComputeKeyId(k.bytes);
-  return k;
-}
+DataKey TestKey() { return FilledKey(3); }
 
 class PointSealTest : public ::testing::Test {
  protected:

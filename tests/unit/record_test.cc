@@ -7,15 +7,10 @@
 #include "blockrep/keyfile.h"
 #include "blockrep/record.h"
 
+#include "test_keys.h"
+
 namespace blockrep {
 namespace {
-
-DataKey TestKey(uint8_t fill) {
-  DataKey k;
-  k.bytes.fill(fill);
-  k.key_id = ComputeKeyId(k.bytes);
-  return k;
-}
 
 Bytes Text(size_t n) {
   Bytes b(n);
@@ -39,12 +34,12 @@ Sealed SealOne(RecordSealer& s, ByteSpan plain, uint64_t offset = 4096) {
 
 // A sealed record opens with the same key and server-id and yields the plaintext.
 TEST(Record, SealOpenRoundTrip) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   ASSERT_TRUE(sealer.ok());
   Bytes plain = Text(65536);
   Sealed s = SealOne(**sealer, plain);
   EXPECT_EQ(s.record.size(), s.header.total_size());
-  RecordOpener opener(TestKey(1), "web1");
+  RecordOpener opener(FilledKey(1), "web1");
   RecordHeader h;
   Bytes back;
   ASSERT_TRUE(opener.Open(s.record, &h, &back).ok());
@@ -56,9 +51,9 @@ TEST(Record, SealOpenRoundTrip) {
 
 // Another key fails authentication.
 TEST(Record, WrongKeyFailsAuthentication) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Sealed s = SealOne(**sealer, Text(1000));
-  RecordOpener opener(TestKey(2), "web1");
+  RecordOpener opener(FilledKey(2), "web1");
   RecordHeader h;
   Bytes back;
   EXPECT_EQ(opener.Open(s.record, &h, &back).code(), Code::kUnauthenticated);
@@ -66,9 +61,9 @@ TEST(Record, WrongKeyFailsAuthentication) {
 
 // The server-id is bound into the tag: a record moved to another server does not open.
 TEST(Record, ServerIdIsAuthenticated) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Sealed s = SealOne(**sealer, Text(1000));
-  RecordOpener opener(TestKey(1), "web2");
+  RecordOpener opener(FilledKey(1), "web2");
   RecordHeader h;
   Bytes back;
   EXPECT_EQ(opener.Open(s.record, &h, &back).code(), Code::kUnauthenticated);
@@ -76,10 +71,10 @@ TEST(Record, ServerIdIsAuthenticated) {
 
 // Moving a record to another offset (editing the cleartext header) is detected.
 TEST(Record, HeaderTamperIsDetected) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Sealed s = SealOne(**sealer, Text(1000));
   s.record[24] ^= 0x10;  // offset field
-  RecordOpener opener(TestKey(1), "web1");
+  RecordOpener opener(FilledKey(1), "web1");
   RecordHeader h;
   Bytes back;
   EXPECT_EQ(opener.Open(s.record, &h, &back).code(), Code::kUnauthenticated);
@@ -87,9 +82,9 @@ TEST(Record, HeaderTamperIsDetected) {
 
 // Every bit of the ciphertext and tag is covered.
 TEST(Record, CiphertextBitFlipIsDetected) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Sealed s = SealOne(**sealer, Text(3000));
-  RecordOpener opener(TestKey(1), "web1");
+  RecordOpener opener(FilledKey(1), "web1");
   for (size_t pos : {kRecordHeaderSize, s.record.size() / 2, s.record.size() - 1}) {
     Bytes copy = s.record;
     copy[pos] ^= 1;
@@ -103,7 +98,7 @@ TEST(Record, CiphertextBitFlipIsDetected) {
 TEST(Record, NoncesNeverRepeat) {
   std::set<std::pair<SessionId, uint64_t>> seen;
   for (int sealer_no = 0; sealer_no < 8; ++sealer_no) {
-    auto sealer = RecordSealer::Create(TestKey(1), "web1");
+    auto sealer = RecordSealer::Create(FilledKey(1), "web1");
     for (int i = 0; i < 200; ++i) {
       Sealed s = SealOne(**sealer, Text(100), static_cast<uint64_t>(i) * 4096);
       EXPECT_TRUE(seen.emplace(s.header.session, s.header.counter).second);
@@ -114,7 +109,7 @@ TEST(Record, NoncesNeverRepeat) {
 
 // A header announcing an absurd length is rejected before anything is allocated for it.
 TEST(Record, DecodeRejectsOutOfBoundsLengths) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Sealed s = SealOne(**sealer, Text(1000));
   Bytes copy = s.record;
   copy[12] = 0xff; copy[13] = 0xff; copy[14] = 0xff; copy[15] = 0x7f;  // plain_len
@@ -124,12 +119,12 @@ TEST(Record, DecodeRejectsOutOfBoundsLengths) {
 
 // An all-zero extent becomes a header-and-tag zero record that still authenticates.
 TEST(Record, ZeroExtentIsAZeroRecord) {
-  auto sealer = RecordSealer::Create(TestKey(1), "web1");
+  auto sealer = RecordSealer::Create(FilledKey(1), "web1");
   Bytes zeros(65536, 0);
   Sealed s = SealOne(**sealer, zeros);
   EXPECT_TRUE(s.header.zero());
   EXPECT_EQ(s.record.size(), kRecordHeaderSize + kTagSize);
-  RecordOpener opener(TestKey(1), "web1");
+  RecordOpener opener(FilledKey(1), "web1");
   RecordHeader h;
   Bytes back;
   ASSERT_TRUE(opener.Open(s.record, &h, &back).ok());

@@ -6,19 +6,14 @@
 
 #include "blockrep/seal.h"
 
+#include "test_keys.h"
+
 namespace blockrep {
 namespace {
 
-DataKey TestKey(uint8_t fill) {
-  DataKey k;
-  k.bytes.fill(fill);
-  k.key_id = ComputeKeyId(k.bytes);
-  return k;
-}
-
 struct Fixture {
-  std::unique_ptr<SealKeys> keys = std::move(SealKeys::Create(TestKey(7), "db1")).value();
-  BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(TestKey(7))).value();
+  std::unique_ptr<SealKeys> keys = std::move(SealKeys::Create(FilledKey(7), "db1")).value();
+  BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(FilledKey(7))).value();
 };
 
 Bytes RandomBytes(size_t n, uint64_t seed) {
@@ -118,9 +113,9 @@ TEST(Seal, MacCoversEveryFieldAndTheServer) {
     edits[i](edited);
     EXPECT_FALSE(f.keys->Authentic(edited)) << "edit " << i;
   }
-  auto other_server = std::move(SealKeys::Create(TestKey(7), "db2")).value();
+  auto other_server = std::move(SealKeys::Create(FilledKey(7), "db2")).value();
   EXPECT_FALSE(other_server->Authentic(seal));
-  auto other_key = std::move(SealKeys::Create(TestKey(8), "db1")).value();
+  auto other_key = std::move(SealKeys::Create(FilledKey(8), "db1")).value();
   EXPECT_FALSE(other_key->Authentic(seal));
 }
 
