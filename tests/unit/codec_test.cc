@@ -4,19 +4,14 @@
 
 #include "blockrep/codec.h"
 
+#include "test_data.h"
+
 namespace blockrep {
 namespace {
 
 Bytes Compressible(size_t n) {
   Bytes b(n);
   for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>("blockrep "[i % 9]);
-  return b;
-}
-
-Bytes Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes b(n);
-  for (auto& x : b) x = static_cast<uint8_t>(rng());
   return b;
 }
 
@@ -37,7 +32,7 @@ TEST(Codec, RoundTripEveryCodec) {
 
 // Random data is stored raw: the codec never expands an extent.
 TEST(Codec, IncompressibleDataIsStoredRaw) {
-  Bytes in = Random(65536, 7), out;
+  Bytes in = RandomBytes(65536, 7), out;
   EXPECT_EQ(Compress(CodecChoice{Codec::kLz4, 0}, in, &out), Codec::kNone);
   EXPECT_EQ(out, in);
   EXPECT_EQ(Compress(CodecChoice{Codec::kZstd, 3}, in, &out), Codec::kNone);
@@ -54,7 +49,7 @@ TEST(Codec, DecompressRefusesWrongLength) {
 
 // Garbage input to a decompressor is reported, never trusted.
 TEST(Codec, DecompressRejectsGarbage) {
-  Bytes junk = Random(500, 3), back;
+  Bytes junk = RandomBytes(500, 3), back;
   EXPECT_EQ(Decompress(Codec::kZstd, junk, 4096, &back).code(), Code::kDataLoss);
   EXPECT_EQ(Decompress(Codec::kLz4, junk, 4096, &back).code(), Code::kDataLoss);
 }

@@ -2,7 +2,7 @@
 
 #include "blockrep/fingerprint.h"
 
-#include "test_keys.h"
+#include "test_data.h"
 
 namespace blockrep {
 namespace {

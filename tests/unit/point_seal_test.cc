@@ -5,7 +5,7 @@
 #include <random>
 
 #include "point_seal.h"
-#include "test_keys.h"
+#include "test_data.h"
 
 namespace blockrep::agent {
 namespace {

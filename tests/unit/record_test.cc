@@ -7,7 +7,7 @@
 #include "blockrep/keyfile.h"
 #include "blockrep/record.h"
 
-#include "test_keys.h"
+#include "test_data.h"
 
 namespace blockrep {
 namespace {

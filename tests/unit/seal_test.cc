@@ -6,7 +6,7 @@
 
 #include "blockrep/seal.h"
 
-#include "test_keys.h"
+#include "test_data.h"
 
 namespace blockrep {
 namespace {
@@ -15,13 +15,6 @@ struct Fixture {
   std::unique_ptr<SealKeys> keys = std::move(SealKeys::Create(FilledKey(7), "db1")).value();
   BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(FilledKey(7))).value();
 };
-
-Bytes RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Bytes b(n);
-  for (auto& x : b) x = static_cast<uint8_t>(rng());
-  return b;
-}
 
 // Region sizes: at least 1 MiB, powers of two, never more than 1024 regions.
 TEST(Seal, RegionSizes) {
