@@ -18,8 +18,12 @@ start_staging
 
 PROXY_PID=
 start_proxy() {  # fault args...: sets PROXY_PORT
+  # Logs are emptied here, before the background job starts, so the polls below never read the
+  # previous run's lines (a job's own ">" redirection may happen after the first poll).
+  : >"$WORK/proxy.out"
+  : >"$WORK/proxy.log"
   "$BIN/blockrep_faultproxy" --upstream "127.0.0.1:$STAGING_PORT" --seed "$RANDOM" "$@" \
-    >"$WORK/proxy.out" 2>"$WORK/proxy.log" &
+    >>"$WORK/proxy.out" 2>>"$WORK/proxy.log" &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   for _ in $(seq 1 100); do
@@ -44,9 +48,10 @@ run_through_proxy() {
   staging_lines=$(wc -l <"$WORK/staging.log")
   start_proxy "$@"
   local start=$SECONDS
+  : >"$WORK/agent.log"
   "$BIN/blockrep-agent" --staging "127.0.0.1:$PROXY_PORT" --server-id net1 --key "$KEYS/data-net1.key" \
     --tls-cert "$KEYS/agent-net1.crt" --tls-key "$KEYS/agent-net1.key" --tls-ca "$KEYS/ca.crt" \
-    --volume "$WORK/vol.img" --point-interval 2s >/dev/null 2>"$WORK/agent.log" &
+    --volume "$WORK/vol.img" --point-interval 2s >/dev/null 2>>"$WORK/agent.log" &
   local agent_pid=$!
   PIDS+=("$agent_pid")
   for _ in $(seq 1 1200); do  # at most 120 s

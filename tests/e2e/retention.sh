@@ -60,11 +60,14 @@ SYSCALLS=write,pwrite64,fsync,fdatasync,rename,renameat,renameat2,unlink,unlinka
 run_staging() {  # store keep-last [strace args...]; in the background, log to $WORK/kill.log
   local store=$1 keep=$2
   shift 2
+  # Emptied here, not by the background job's redirection: otherwise wait_killed/wait_log can read
+  # the previous run's "listening" before the new job has truncated the log.
+  : >"$WORK/kill.log"
   # LeakSanitizer cannot run under ptrace (the ASan build aborts at exit): leaks are checked by
   # every other test.
   ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq "$@" "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$store" \
     --tls-cert "$KEYS/staging.crt" --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" \
-    --retention none --keep-last "$keep" >"$WORK/kill.log" 2>&1 &
+    --retention none --keep-last "$keep" >>"$WORK/kill.log" 2>&1 &
   KILL_PID=$!
   PIDS+=("$KILL_PID")
 }
