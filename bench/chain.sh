@@ -5,6 +5,7 @@
 # chain has BENCH_POINTS points (default 1000); then a second server-id syncs the same, now
 # quiet, device once. Each restore runs BENCH_RUNS times (default 3) with the page cache dropped
 # first; the median is reported. Needs root. Usage: sudo bench/chain.sh
+# With BENCH_ROWS=FILE it appends its P7 row to FILE (bench/run.sh collects them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [[ $(id -u) -eq 0 ]] || { echo "bench/chain.sh: needs root (loop devices, eBPF)" >&2; exit 1; }
@@ -100,3 +101,7 @@ printf '\n%-44s %12s %12s %8s %8s %5s\n' "figure" "chain" "1-point" "ratio" "tar
 printf '%-44s %12s %12s %8s %8s %5s\n' "P7 restore newest point, 1 GiB volume (s)" "$chain_s" "$flat_s" "$ratio" "<=1.5" "$met"
 printf '%-44s %12s %12s\n' "records read" "${records_chain% records}" "${records_flat% records}"
 echo "chain: $chain_points points; runs: chain ${chain_runs[*]} s, 1-point ${flat_runs[*]} s (median of $RUNS, page cache dropped before each)"
+if [[ -n ${BENCH_ROWS:-} ]]; then
+  printf '| P7 restore newest point of a %s-point chain, 1 GiB volume (s) | %s | | | | | chain/1-point (%s s) %s | <= 1.5 | %s |\n' \
+    "$chain_points" "$chain_s" "$flat_s" "$ratio" "$(awk -v r="$ratio" 'BEGIN { print (r <= 1.5 ? "yes" : "NO") }')" >>"$BENCH_ROWS"
+fi

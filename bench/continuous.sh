@@ -5,6 +5,7 @@
 #   - lag p50/p99 under fio 4 KiB random writes at 20 MB/s (BENCH_SECONDS, default 60)
 #   - bytes sent on the wire / bytes written by fio
 # The page cache is dropped before each read-heavy step. Needs root. Usage: sudo bench/continuous.sh   (BENCH_SECONDS=20 for a quick run)
+# With BENCH_ROWS=FILE it appends its P5 rows to FILE (bench/run.sh collects them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [[ $(id -u) -eq 0 ]] || { echo "bench/continuous.sh: needs root (loop devices, eBPF)" >&2; exit 1; }
@@ -104,3 +105,10 @@ printf '%-58s %12s %10s\n' "  MiB read / MiB sent for it" "${scan_read} / ${scan
 printf '%-58s %12s %10s\n' "lag p50 under fio 4 KiB randwrite at ${mb_w} MB/s, ${SECONDS_FIO} s" "${p50} ms" "-"
 printf '%-58s %12s %10s\n' "lag p99, same run" "${p99} ms" "< 1000 ms"
 printf '%-58s %12s %10s\n' "bytes sent / bytes written, same run" "${ratio}" "<= 1.5"
+if [[ -n ${BENCH_ROWS:-} ]]; then
+  met_lag=$(awk -v v="$p99" 'BEGIN { print (v < 1000 ? "yes" : "NO") }')
+  met_ratio=$(awk -v v="$ratio" 'BEGIN { print (v <= 1.5 ? "yes" : "NO") }')
+  printf '| P5 lag p99 under fio 4 KiB randwrite at %s MB/s, %s s (ms) | %s | | | | | p50 %s ms | < 1000 | %s |\n' \
+    "$mb_w" "$SECONDS_FIO" "$p99" "$p50" "$met_lag" >>"$BENCH_ROWS"
+  printf '| P5 bytes sent / bytes written, same run | %s | | | | | | <= 1.5 | %s |\n' "$ratio" "$met_ratio" >>"$BENCH_ROWS"
+fi

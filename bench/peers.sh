@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# P1, P3, P4 (BRIEF §5) on the usr-4g workload, blockrep side by side with its peers in one run:
+# P1-P4 and P6 (BRIEF §5) on the usr-4g workload, blockrep side by side with its peers in one run:
 #   P1  full sync: blockrep agent -> staging over TLS on this machine, vs. borg 1.2 (lz4, repokey),
 #       restic 0.14 (repository v2), `zstd -T2 | openssl enc` of the image, rsync of the files
+#   P2  incremental (a 40 MiB random file added, a line appended to 200 headers): blockrep with
+#       the eBPF tracker and with the scan tracker, vs. restic's and borg's incremental backup
 #   P3  restore of the latest point to a sparse image, vs. restic restore and borg extract
 #   P4  bytes stored after the full sync: blockrep lz4 vs. borg lz4, blockrep zstd vs. restic
+#   P6  agent peak RSS (full sync, eBPF incremental, scan) and the staging's peak RSS after the
+#       first full sync and after everything
 # usr-4g: a 4 GiB ext4 image holding copies of /usr/share, /usr/include, /usr/bin and a 400 MiB
 # file of random bytes, on a loop device mounted read-only while the peers read its files. The
 # page cache is dropped before every timed step; P1 runs BENCH_ROUNDS times (default 2) from
 # empty targets and reports the best. Prints one table and writes it, with the
-# machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0: don't).
+# machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0: don't). With BENCH_ROWS=FILE it
+# also appends its rows to FILE (bench/run.sh collects them into one table).
 # Needs root. Usage: sudo bench/peers.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,6 +50,8 @@ timed() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 bytes_of() { du -sb "$1" | cut -f1; }
+hwm_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+rss_mib() { awk '{ v = $1 } END { printf "%.0f", v / 1024 }' "$W/rss-$1"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 
 echo "building usr-4g in $W ..." >&2
@@ -73,10 +80,10 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 [[ -n $PORT ]] || { echo "bench/peers.sh: the staging did not start: $(tail -n 2 "$W/staging.log")" >&2; exit 1; }
-agent() {  # server-id, extra args
+agent() {  # server-id, extra args; the agent's peak RSS (KiB) goes to $W/rss-$RSS_TAG
   local id=$1
   shift
-  "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$id" --key "$W/keys/data-$id.key" \
+  /usr/bin/time -f %M -o "$W/rss-${RSS_TAG:-last}" "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$id" --key "$W/keys/data-$id.key" \
     --tls-cert "$W/keys/agent-$id.crt" --tls-key "$W/keys/agent-$id.key" --tls-ca "$W/keys/ca.crt" \
     --volume "$DEV" --once "$@"
 }
@@ -101,7 +108,8 @@ for r in $(seq 1 "$ROUNDS"); do
   sleep 5
   borg init -e repokey 2>/dev/null
   restic init -q --repository-version 2 >/dev/null
-  t_ours+=("$(timed agent-full agent "${IDS[r - 1]}")")
+  t_ours+=("$(RSS_TAG=full timed agent-full agent "${IDS[r - 1]}")")
+  ((r > 1)) || staging_hwm_first=$(hwm_mib "$SPID")
   t_borg+=("$(cd "$W/mnt" && timed borg-full borg create --compression lz4 ::full .)")
   t_restic+=("$(cd "$W/mnt" && timed restic-full restic backup -q .)")
   t_zstd+=("$(timed zstd-full bash -c "zstd -q -T2 -c <'$DEV' | openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench -out '$W/usr-4g.zst.enc'")")
@@ -120,6 +128,25 @@ store_borg=$(bytes_of "$BORG_REPO")
 store_restic=$(bytes_of "$RESTIC_REPOSITORY")
 store_zstdpipe=$(stat -c %s "$W/usr-4g.zst.enc")
 
+echo "P2 incremental ..." >&2
+# The incremental step of BRIEF §5, written through the mounted filesystem while the eBPF tracker
+# pinned by the full syncs watches the device; unmounting flushes it all.
+umount "$W/mnt"
+mount "$DEV" "$W/mnt"
+head -c 40M /dev/urandom >"$W/mnt/incremental.bin"
+find "$W/mnt/include" -name '*.h' -type f | sort | head -n 200 >"$W/headers"
+[[ $(wc -l <"$W/headers") -eq 200 ]] || { echo "bench/peers.sh: fewer than 200 headers in usr-4g" >&2; exit 1; }
+while read -r h; do echo "/* blockrep bench: incremental step */" >>"$h"; done <"$W/headers"
+umount "$W/mnt"
+mount -o ro "$DEV" "$W/mnt"
+p2_ebpf=$(RSS_TAG=ebpf timed agent-incr agent "$ID")
+grep -Eq '^  kind +incremental' "$W/agent-incr.out" && grep -Eq '^  tracker +ebpf' "$W/agent-incr.out" || { echo "bench/peers.sh: the incremental did not use the eBPF tracker:" >&2; cat "$W/agent-incr.out" >&2; exit 1; }
+p2_ebpf_read=$(awk '/^  read/ {print $2}' "$W/agent-incr.out")
+p2_scan=$(RSS_TAG=scan timed agent-scan agent "$ZID" --compress zstd --tracker scan)
+p2_scan_read=$(awk '/^  read/ {print $2}' "$W/agent-scan.out")
+p2_restic=$(cd "$W/mnt" && timed restic-incr restic backup -q .)
+p2_borg=$(cd "$W/mnt" && timed borg-incr borg create --compression lz4 ::incr .)
+
 echo "P3 restore ..." >&2
 p3_ours=$(timed restore "$BIN/blockrep-recover" restore --store "$W/store" --server-id "$ID" \
   --key "$W/keys/data-$ID.key" --point latest --output "$W/out")
@@ -131,10 +158,19 @@ mkdir -p "$W/borg-out"
 p3_borg=$(cd "$W/borg-out" && timed borg-extract borg extract ::full)
 rm -rf "$W/borg-out"
 
+staging_hwm_end=$(hwm_mib "$SPID")
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 met() { awk -v r="$1" -v t="$2" -v dir="$3" 'BEGIN { print ((dir == "ge" ? r >= t : r <= t) ? "yes" : "NO") }'; }
 r1=$(ratio "$p1_borg" "$p1_ours")
 r3=$(ratio "$p3_restic" "$p3_ours")
+r2=$(ratio "$p2_restic" "$p2_ebpf")
+r2s=$(ratio "$p2_restic" "$p2_scan")
+# P6: 64 MiB + 40 MiB per TiB protected (the 4 GiB volume: 64.16 MiB)
+agent_rss_max=$(awk -v t=64.16 'BEGIN { printf "%.2f", t }')
+r6() { ratio "$1" "$agent_rss_max"; }
+rss_full=$(rss_mib full) rss_ebpf=$(rss_mib ebpf) rss_scan=$(rss_mib scan)
+r6s=$(ratio "$staging_hwm_end" "$staging_hwm_first")
 r4a=$(ratio "$store_lz4" "$store_borg")
 r4b=$(ratio "$store_zstd" "$store_restic")
 table=$(
@@ -142,17 +178,29 @@ table=$(
   printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
   printf '| P1 full sync (s) | %s | %s | %s | %s | %s | borg/ours %s | >= 3 | %s |\n' \
     "$p1_ours" "$p1_borg" "$p1_restic" "$p1_zstd" "$p1_rsync" "$r1" "$(met "$r1" 3 ge)"
+  printf '| P2 incremental, eBPF tracker (s) | %s | %s | %s | | | restic/ours %s | >= 10 | %s |\n' \
+    "$p2_ebpf" "$p2_borg" "$p2_restic" "$r2" "$(met "$r2" 10 ge)"
+  printf '| P2 incremental, scan tracker (s) | %s | %s | %s | | | restic/ours %s | - | - |\n' \
+    "$p2_scan" "$p2_borg" "$p2_restic" "$r2s"
   printf '| P3 restore latest (s) | %s | %s | %s | | | restic/ours %s | >= 2 | %s |\n' \
     "$p3_ours" "$p3_borg" "$p3_restic" "$r3" "$(met "$r3" 2 ge)"
   printf '| P4 stored, lz4 (MiB) | %s | %s | | %s | | ours/borg %s | <= 1 | %s |\n' \
     "$(mib "$store_lz4")" "$(mib "$store_borg")" "$(mib "$store_zstdpipe")" "$r4a" "$(met "$r4a" 1 le)"
   printf '| P4 stored, zstd (MiB) | %s | | %s | | | ours/restic %s | <= 1 | %s |\n' \
     "$(mib "$store_zstd")" "$(mib "$store_restic")" "$r4b" "$(met "$r4b" 1 le)"
+  for f in "full sync:$rss_full" "eBPF incremental:$rss_ebpf" "scan:$rss_scan"; do
+    printf '| P6 agent peak RSS, %s (MiB) | %s | | | | | ours/limit %s | <= 64.16 | %s |\n' \
+      "${f%%:*}" "${f##*:}" "$(r6 "${f##*:}")" "$(met "$(r6 "${f##*:}")" 1 le)"
+  done
+  printf '| P6 staging peak RSS after 1 full sync / after all (MiB) | %s / %s | | | | | all/first %s | not growing (<= 1.1) | %s |\n' \
+    "$staging_hwm_first" "$staging_hwm_end" "$r6s" "$(met "$r6s" 1.1 le)"
 )
 echo
 echo "$table"
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 echo "$rounds"
+echo "P2 read by blockrep: eBPF ${p2_ebpf_read} MiB, scan ${p2_scan_read} MiB"
+[[ -n ${BENCH_ROWS:-} ]] && echo "$table" | tail -n +3 >>"$BENCH_ROWS"
 echo "machine: $machine; usr-4g: $(mib "$used") MiB used; $(borg --version), $(restic version | cut -d' ' -f1-2)"
 if [[ ${BENCH_DOC:-1} != 0 ]]; then
   doc=$root/docs/PERFORMANCE.md

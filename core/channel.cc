@@ -43,6 +43,11 @@ Status Channel::DrainTls() {
   return Status::Ok();
 }
 
+void Channel::ReserveSend(size_t bytes) {
+  tls_->outgoing().reserve(bytes);
+  send_buf_.reserve(bytes);
+}
+
 Status Channel::Pump() {
   if (closing_) return Status::Ok();
   BR_RETURN_IF_ERROR(DrainTls());

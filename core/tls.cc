@@ -1,5 +1,8 @@
 #include "blockrep/tls.h"
 
+#include <algorithm>
+#include <climits>
+
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -93,11 +96,13 @@ Result<std::unique_ptr<TlsSession>> TlsSession::Create(TlsContext* ctx, const st
 TlsSession::~TlsSession() { SSL_free(ssl_); }
 
 Status TlsSession::DrainWriteBio() {
-  char buf[16384];
-  for (;;) {
-    int n = BIO_read(wbio_, buf, sizeof(buf));
+  // Straight into `outgoing_`, without a bounce buffer: this runs once per SSL_* call.
+  for (size_t pending; (pending = BIO_ctrl_pending(wbio_)) > 0;) {
+    size_t base = outgoing_.size();
+    outgoing_.resize(base + pending);
+    int n = BIO_read(wbio_, outgoing_.data() + base, static_cast<int>(std::min<size_t>(pending, INT_MAX)));
+    outgoing_.resize(base + static_cast<size_t>(std::max(n, 0)));
     if (n <= 0) break;
-    outgoing_.insert(outgoing_.end(), buf, buf + n);
   }
   return Status::Ok();
 }

@@ -24,9 +24,13 @@ namespace {
 constexpr const char* kProg = "blockrep-agent";
 constexpr size_t kReadBytes = 1u << 20;         // one io_uring read
 constexpr size_t kRecordBytes = 64u << 10;      // one record's plaintext extent
-constexpr unsigned kReadsMax = 16;              // reads in flight (16 MiB of buffers)
+constexpr unsigned kReadsMax = 8;               // reads in flight (8 MiB of buffers)
 constexpr uint64_t kWindowBytesMax = 32u << 20; // unacknowledged record bytes
-constexpr size_t kUnsentBytesMax = 8u << 20;    // ciphertext queued for the socket
+// Ciphertext queued for the socket, counting a full kReadBytes for each read in flight (its records
+// are at most the read plus a few KiB of headers, tags and TLS framing: incompressible extents are
+// stored raw, never expanded). Without that, 16 reads completing together pushed the queue to
+// 24 MiB and the two buffers that hold it (TLS output, socket send) to 83 MiB at peak.
+constexpr size_t kUnsentBytesMax = 8u << 20;
 constexpr size_t kInboxBytesMax = 1u << 20;     // staging sends small frames only
 constexpr uint8_t kOpRead = 3;
 constexpr uint64_t kChannelId = 1;
@@ -234,6 +238,7 @@ Status Agent::Connect() {
   BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), hp.host));
   ch_ = std::make_unique<Channel>(ring_.get(), owned.Release(), std::move(tls), kChannelId,
                                   kInboxBytesMax);
+  ch_->ReserveSend(kUnsentBytesMax + kReadBytes);
   return Status::Ok();
 }
 
@@ -446,7 +451,7 @@ Status Agent::IssueReads() {
   while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
          ThrottleWaitNs() == 0 &&
          unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
-         ch_->unsent_bytes() < kUnsentBytesMax) {
+         ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kUnsentBytesMax) {
     const std::vector<Extent>& runs = work_[cur_volume_];
     if (cur_run_ >= runs.size()) {
       ++cur_volume_;

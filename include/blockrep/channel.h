@@ -37,6 +37,9 @@ class Channel {
   void Consume(size_t n);
 
   Status Send(ByteSpan plaintext) { return tls_->WritePlaintext(plaintext); }
+  // Sizes both outgoing buffers (TLS output, the send in flight) for an owner that keeps
+  // unsent_bytes() under about `bytes`, once: left to grow, each doubles past the owner's limit.
+  void ReserveSend(size_t bytes);
   // Ciphertext not yet handed to the kernel.
   size_t unsent_bytes() const { return tls_->outgoing().size() + (send_buf_.size() - send_done_); }
 

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# P8 (BRIEF §5): 16 agents at once into one staging, aggregate ingest vs. one agent alone.
+# Each agent protects its own 256 MiB image file (BENCH_VOLUME_MIB): half executables and
+# libraries from /usr (compressible), half random bytes. One agent syncs alone first (the best of
+# BENCH_ROUNDS, default 2, each a new server-id); then BENCH_AGENTS (default 16) agents, each
+# a new server-id, start together, and ingest is the bytes of all their volumes over the wall
+# time from the first start to the last exit. The page cache is dropped before each run.
+# Every agent runs --once over TLS to 127.0.0.1. Also reports the staging's peak RSS.
+# Needs root (dropping the page cache). Usage: sudo bench/fleet.sh
+# With BENCH_ROWS=FILE it appends its table rows to FILE (bench/run.sh collects them).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+[[ $(id -u) -eq 0 ]] || { echo "bench/fleet.sh: needs root (dropping the page cache)" >&2; exit 1; }
+"$root/scripts/setup.sh"
+"$root/scripts/build.sh" "$root/build" >/dev/null
+BIN=$root/build/bin
+AGENTS=${BENCH_AGENTS:-16}
+ROUNDS=${BENCH_ROUNDS:-2}
+VOLUME_MIB=${BENCH_VOLUME_MIB:-256}
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-fleet.XXXXXX")
+SPID=
+cleanup() {
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
+}
+trap cleanup EXIT
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+
+ids=()
+for i in $(seq 1 "$ROUNDS"); do ids+=("alone$i"); done
+for i in $(seq 1 "$AGENTS"); do ids+=("fleet$i"); done
+keygen_args=()
+for id in "${ids[@]}"; do keygen_args+=(--server-id "$id"); done
+"$BIN/blockrep-keygen" --out "$W/keys" "${keygen_args[@]}" >/dev/null
+
+echo "building $AGENTS + 1 volumes of $VOLUME_MIB MiB in $W ..." >&2
+half=$((VOLUME_MIB / 2))
+# Executables from /usr/bin (370 MiB here) up to half the volume, then random bytes.
+find /usr/bin -maxdepth 1 -type f -print0 | xargs -0 cat 2>/dev/null | head -c "${half}M" >"$W/template.img" || true
+head -c "$((VOLUME_MIB - half))M" /dev/urandom >>"$W/template.img"
+[[ $(stat -c %s "$W/template.img") -eq $((VOLUME_MIB << 20)) ]] || { echo "bench/fleet.sh: could not build the template volume" >&2; exit 1; }
+for id in "${ids[@]}"; do cp "$W/template.img" "$W/$id.img"; done
+
+"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
+  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" --retention all 2>"$W/staging.log" &
+SPID=$!
+PORT=
+for _ in $(seq 1 100); do
+  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+[[ -n $PORT ]] || { echo "bench/fleet.sh: the staging did not start: $(tail -n 2 "$W/staging.log")" >&2; exit 1; }
+agent() {  # server-id
+  "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$1" --key "$W/keys/data-$1.key" \
+    --tls-cert "$W/keys/agent-$1.crt" --tls-key "$W/keys/agent-$1.key" --tls-ca "$W/keys/ca.crt" \
+    --volume "$W/$1.img" --once >"$W/$1.out" 2>"$W/$1.err" ||
+    { echo "bench/fleet.sh: agent $1 failed: $(tail -n 1 "$W/$1.err")" >&2; return 1; }
+}
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+volume_bytes=$((VOLUME_MIB << 20))
+
+alone=()
+for r in $(seq 1 "$ROUNDS"); do
+  drop_caches
+  t0=$(now)
+  agent "alone$r"
+  t1=$(now)
+  alone+=("$(mbps "$volume_bytes" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")")
+done
+alone_mbps=$(printf '%s\n' "${alone[@]}" | sort -n | tail -n 1)
+
+drop_caches
+pids=()
+t0=$(now)
+for i in $(seq 1 "$AGENTS"); do
+  agent "fleet$i" &
+  pids+=($!)
+done
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+t1=$(now)
+((failed == 0)) || exit 1
+wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+fleet_mbps=$(mbps "$((volume_bytes * AGENTS))" "$wall_s")
+staging_hwm_mib=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SPID/status")
+ratio=$(awk -v a="$fleet_mbps" -v b="$alone_mbps" 'BEGIN { printf "%.2f", a / b }')
+met=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.8 ? "yes" : "NO") }')
+
+# Every agent's point restores identical: the figure is only worth something if the data landed.
+for id in "fleet1" "fleet$AGENTS"; do
+  rm -rf "$W/out"
+  "$BIN/blockrep-recover" restore --store "$W/store" --server-id "$id" --key "$W/keys/data-$id.key" \
+    --point latest --output "$W/out" >/dev/null
+  cmp "$W/out/vol-0.img" "$W/$id.img" || { echo "bench/fleet.sh: $id restores different data" >&2; exit 1; }
+done
+sessions=$(grep -c "connected from" "$W/staging.log" || true)
+
+printf '\n%-52s %12s %10s %6s\n' "figure ($VOLUME_MIB MiB volume per agent, TLS on 127.0.0.1)" "blockrep" "target" "met"
+printf '%-52s %12s %10s %6s\n' "one agent alone, ingest (MB/s, best of $ROUNDS)" "$alone_mbps" "-" ""
+printf '%-52s %12s %10s %6s\n' "$AGENTS agents at once, aggregate ingest (MB/s)" "$fleet_mbps" "-" ""
+printf '%-52s %12s %10s %6s\n' "P8 aggregate / alone" "$ratio" ">= 0.8" "$met"
+printf '%-52s %12s %10s %6s\n' "staging peak RSS over all $sessions sessions (MiB)" "$staging_hwm_mib" "-" ""
+echo "alone rounds (MB/s): ${alone[*]}; $AGENTS agents: ${wall_s} s for $((VOLUME_MIB * AGENTS)) MiB"
+if [[ -n ${BENCH_ROWS:-} ]]; then
+  printf '| P8 %d agents at once, aggregate ingest (MB/s) | %s | | | | | %d agents/1 agent (%s MB/s) %s | >= 0.8 | %s |\n' \
+    "$AGENTS" "$fleet_mbps" "$AGENTS" "$alone_mbps" "$ratio" "$met" >>"$BENCH_ROWS"
+  printf '| P6 staging peak RSS, %d agents at once (MiB) | %s | | | | | | bounded | see P6 rows |\n' \
+    "$AGENTS" "$staging_hwm_mib" >>"$BENCH_ROWS"
+fi
