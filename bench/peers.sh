@@ -134,7 +134,8 @@ echo "P2 incremental ..." >&2
 umount "$W/mnt"
 mount "$DEV" "$W/mnt"
 head -c 40M /dev/urandom >"$W/mnt/incremental.bin"
-find "$W/mnt/include" -name '*.h' -type f | sort | head -n 200 >"$W/headers"
+# (awk, not head: head leaving early would fail the pipeline under pipefail)
+find "$W/mnt/include" -name '*.h' -type f | sort | awk 'NR <= 200' >"$W/headers"
 [[ $(wc -l <"$W/headers") -eq 200 ]] || { echo "bench/peers.sh: fewer than 200 headers in usr-4g" >&2; exit 1; }
 while read -r h; do echo "/* blockrep bench: incremental step */" >>"$h"; done <"$W/headers"
 umount "$W/mnt"

@@ -494,28 +494,46 @@ Status Agent::IssueReads() {
   return Status::Ok();
 }
 
-Status Agent::AppendRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
-  Bytes record;
-  BR_ASSIGN_OR_RETURN(RecordHeader h, sealer_->Seal(opts_.codec, static_cast<uint16_t>(volume), offset, point_id_,
-                                                    data, &scratch_, &record));
-  point_seal_->Sent(volume, offset, data.size());
-  fingerprints_.clear();
-  if (!h.zero()) {
-    ByteWriter w(&fingerprints_);
-    for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(data.size())); ++b) w.U64(fps[b]);
+void Agent::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
+  if (seal_jobs_queued_ == seal_jobs_.size()) {
+    seal_jobs_.emplace_back();
+    seal_job_fps_.push_back(nullptr);
   }
-  size_t before = frames_.size();
-  wire::RecordMsg::AppendEncoded(&frames_, next_seq_, record, fingerprints_);
-  uint64_t frame_bytes = frames_.size() - before;
-  unacked_.emplace_back(next_seq_, frame_bytes);
-  unacked_bytes_ += frame_bytes;
-  ++next_seq_;
-  ++summary_.records;
-  if (h.flags & kRecordIncompressible) ++summary_.records_raw;
-  summary_.bytes_shipped_plain += data.size();
-  shipped_by_volume_[volume] += data.size();
-  summary_.bytes_stored += record.size();
-  summary_.bytes_wire += frame_bytes;
+  SealJob& job = seal_jobs_[seal_jobs_queued_];
+  job.volume = static_cast<uint16_t>(volume);
+  job.offset = offset;
+  job.plain = data;
+  seal_job_fps_[seal_jobs_queued_] = fps;
+  ++seal_jobs_queued_;
+}
+
+Status Agent::SealAndFrameQueued() {
+  size_t queued = seal_jobs_queued_;
+  seal_jobs_queued_ = 0;
+  sealer_->SealAll(opts_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued));
+  for (size_t i = 0; i < queued; ++i) {
+    const SealJob& job = seal_jobs_[i];
+    BR_RETURN_IF_ERROR(job.status);
+    const RecordHeader& h = job.header;
+    point_seal_->Sent(job.volume, job.offset, job.plain.size());
+    fingerprints_.clear();
+    if (!h.zero()) {
+      ByteWriter w(&fingerprints_);
+      for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(job.plain.size())); ++b) w.U64(seal_job_fps_[i][b]);
+    }
+    size_t before = frames_.size();
+    wire::RecordMsg::AppendEncoded(&frames_, next_seq_, job.record, fingerprints_);
+    uint64_t frame_bytes = frames_.size() - before;
+    unacked_.emplace_back(next_seq_, frame_bytes);
+    unacked_bytes_ += frame_bytes;
+    ++next_seq_;
+    ++summary_.records;
+    if (h.flags & kRecordIncompressible) ++summary_.records_raw;
+    summary_.bytes_shipped_plain += job.plain.size();
+    shipped_by_volume_[job.volume] += job.plain.size();
+    summary_.bytes_stored += job.record.size();
+    summary_.bytes_wire += frame_bytes;
+  }
   return Status::Ok();
 }
 
@@ -552,22 +570,24 @@ Status Agent::ProcessRead(Read& r) {
         bool same = block_index < theirs.size() && theirs[block_index] == ours;
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
-          BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
-                                          &read_fps_[(pos + run_start) / kFingerprintBlockBytes]));
+          QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
+                      &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
           run_start = SIZE_MAX;
         }
       }
       if (run_start != SIZE_MAX)
-        BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
-                                        &read_fps_[(pos + run_start) / kFingerprintBlockBytes]));
+        QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
+                    &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
       continue;
     }
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
     if (zero && sweeping_) continue;
-    BR_RETURN_IF_ERROR(AppendRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]));
+    QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]);
   }
+  // The records point into r.buf: sealed before the buffer is handed back.
+  BR_RETURN_IF_ERROR(SealAndFrameQueued());
   r.busy = false;
   if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want) - static_cast<double>(frames_.size());
   if (frames_.empty()) return Status::Ok();
@@ -881,7 +901,7 @@ Status Agent::Session(const Signals& sig, bool once) {
   point_acked_ = 0;
   BR_RETURN_IF_ERROR(Connect());
   BR_RETURN_IF_ERROR(Handshake(sig));
-  BR_ASSIGN_OR_RETURN(sealer_, RecordSealer::Create(key_, opts_.server_id));
+  BR_ASSIGN_OR_RETURN(sealer_, ParallelSealer::Create(key_, opts_.server_id));
   uint64_t last = hello_ok_->last_point_id;
   for (;;) {
     BR_RETURN_IF_ERROR(StartPoint(last));

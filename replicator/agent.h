@@ -20,6 +20,7 @@
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
 #include "freeze.h"
+#include "parallel_sealer.h"
 #include "point_seal.h"
 #include "volume.h"
 
@@ -112,9 +113,11 @@ class Agent {
   Status HandleInbox();
   Status IssueReads();
   Status ProcessRead(Read& r);
-  // Seals `data` (at `offset` of `volume`) into a record with its fingerprints, queued in frames_.
-  // `fps` holds the fingerprint of each of its 4 KiB blocks.
-  Status AppendRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
+  // A record of `data` (at `offset` of `volume`) for the read being processed; sealed with the
+  // rest of the read's records by SealAndFrameQueued. `fps`: the fingerprints of its blocks.
+  void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
+  // Seals the queued records on two threads, then frames them in order into `frames_`.
+  Status SealAndFrameQueued();
   // Asks the staging for its last point's fingerprints of every volume (a rescan).
   Status RequestFingerprints();
   // The point's seal needs the base's block fingerprints, which this process does not hold (it
@@ -138,7 +141,7 @@ class Agent {
   std::unique_ptr<TlsContext> tls_;
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Channel> ch_;
-  std::unique_ptr<RecordSealer> sealer_;
+  std::unique_ptr<ParallelSealer> sealer_;  // one per session: new session ids on reconnect
   std::unique_ptr<EbpfTracker> tracker_;
   std::string tracker_note_;
   std::unique_ptr<FreezeSet> freeze_;
@@ -208,7 +211,9 @@ class Agent {
   uint64_t work_bytes_left_ = 0;
   std::vector<uint64_t> shipped_by_volume_;
   unsigned reads_inflight_ = 0;
-  Bytes scratch_;
+  std::vector<SealJob> seal_jobs_;  // the read's records; [0, seal_jobs_queued_) in use
+  std::vector<const uint64_t*> seal_job_fps_;
+  size_t seal_jobs_queued_ = 0;
   Bytes frames_;
   SyncSummary summary_;
 };

@@ -1,0 +1,69 @@
+#include <gtest/gtest.h>
+
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "blockrep/record.h"
+#include "parallel_sealer.h"
+#include "test_data.h"
+
+namespace blockrep::agent {
+namespace {
+
+// Records sealed on two threads each open to their own extent, in the batch's order, over many
+// batches; no (session, counter) nonce repeats, and both threads' sessions are used.
+TEST(ParallelSealer, EveryRecordOpensToItsExtentAndNoNonceRepeats) {
+  auto sealer = ParallelSealer::Create(FilledKey(3), "web1");
+  ASSERT_TRUE(sealer.ok()) << sealer.status().message();
+  RecordOpener opener(FilledKey(3), "web1");
+  Bytes data = RandomBytes(16 * 65536, 11);
+  for (size_t i = 0; i < data.size() / 2; ++i) data[i] = static_cast<uint8_t>(i % 7);  // half compressible
+  std::set<std::pair<std::vector<uint8_t>, uint64_t>> nonces;
+  std::set<std::vector<uint8_t>> sessions;
+  std::vector<SealJob> jobs(16);
+  for (uint64_t batch = 0; batch < 50; ++batch) {
+    size_t count = 1 + batch % jobs.size();  // 1..16 jobs: alone and shared
+    for (size_t j = 0; j < count; ++j) {
+      jobs[j].volume = 2;
+      jobs[j].offset = (batch * 16 + j) * 65536;
+      jobs[j].plain = ByteSpan(data.data() + j * 65536, 65536);
+    }
+    (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 9, std::span<SealJob>(jobs.data(), count));
+    for (size_t j = 0; j < count; ++j) {
+      ASSERT_TRUE(jobs[j].status.ok()) << jobs[j].status.message();
+      RecordHeader h;
+      Bytes plain;
+      Status st = opener.Open(jobs[j].record, &h, &plain);
+      ASSERT_TRUE(st.ok()) << "batch " << batch << " job " << j << ": " << st.message();
+      EXPECT_EQ(h.offset, jobs[j].offset);
+      EXPECT_EQ(h.point_id, 9u);
+      ASSERT_EQ(plain.size(), 65536u);
+      EXPECT_TRUE(std::equal(plain.begin(), plain.end(), data.begin() + j * 65536)) << "batch " << batch << " job " << j;
+      std::vector<uint8_t> session(h.session.begin(), h.session.end());
+      sessions.insert(session);
+      EXPECT_TRUE(nonces.emplace(session, h.counter).second) << "nonce reused: batch " << batch << " job " << j;
+    }
+  }
+  EXPECT_EQ(sessions.size(), 2u);
+}
+
+// A record the sealer refuses (an empty extent) reports its error in its own job, not others'.
+TEST(ParallelSealer, AFailedJobCarriesItsOwnError) {
+  auto sealer = ParallelSealer::Create(FilledKey(3), "web1");
+  ASSERT_TRUE(sealer.ok());
+  Bytes data = RandomBytes(65536, 5);
+  std::vector<SealJob> jobs(4);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    jobs[j].offset = j * 65536;
+    jobs[j].plain = j == 1 ? ByteSpan() : ByteSpan(data);
+  }
+  (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs);
+  EXPECT_TRUE(jobs[0].status.ok());
+  EXPECT_FALSE(jobs[1].status.ok());
+  EXPECT_TRUE(jobs[2].status.ok());
+  EXPECT_TRUE(jobs[3].status.ok());
+}
+
+}  // namespace
+}  // namespace blockrep::agent
