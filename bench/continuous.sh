@@ -84,7 +84,9 @@ kill -TERM "$APID"; wait "$APID" || true
 APID=$!
 sleep 1
 wire0=$(field wire_bytes)
-fio --name=lag --filename="$W/mnt/fio.dat" --size=1G --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+# --refill_buffers: every write fresh random bytes, so "bytes sent" gets no help from compressing
+# fio's one reused buffer.
+fio --name=lag --filename="$W/mnt/fio.dat" --size=1G --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --refill_buffers \
   --iodepth=8 --rate=20m --runtime="$SECONDS_FIO" --time_based --output-format=json --output="$W/fio.json" >/dev/null
 sleep 2  # let the last writes be acknowledged
 wire1=$(field wire_bytes)

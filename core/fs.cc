@@ -60,6 +60,20 @@ Status PreadAll(int fd, uint64_t offset, uint8_t* dst, size_t len) {
   return Status::Ok();
 }
 
+Result<size_t> PreadUpTo(int fd, uint64_t offset, uint8_t* dst, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, dst + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("read", errno);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
 Status FsyncDir(const std::string& dir) {
   UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus("open directory " + dir, errno);

@@ -373,6 +373,35 @@ Status PackReader::Read(const IndexEntry& e, Bytes* out) {
   return Status::Ok();
 }
 
+Status PackReader::ReadInOrder(const IndexEntry& e, uint64_t read_until, Bytes* out) {
+  bool inside = window_pack_ == e.pack && e.pack_offset >= window_offset_ &&
+                e.pack_offset + e.record_bytes <= window_offset_ + window_.size();
+  if (!inside) {
+    BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
+    uint64_t want = std::clamp<uint64_t>(read_until > e.pack_offset ? read_until - e.pack_offset : 0, e.record_bytes,
+                                         std::max<uint64_t>(kWindowBytes, e.record_bytes));
+    window_.resize(static_cast<size_t>(want));
+    Result<size_t> got = PreadUpTo(fd, e.pack_offset, window_.data(), window_.size());
+    if (!got.ok())
+      return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": " +
+                      got.status().message());
+    window_.resize(*got);
+    window_pack_ = e.pack;
+    window_offset_ = e.pack_offset;
+    if (*got < e.record_bytes) {
+      window_pack_ = 0;  // never matches a pack: packs count from 1
+      return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
+                      ": unexpected end of file at offset " + std::to_string(e.pack_offset + *got));
+    }
+  }
+  const uint8_t* at = window_.data() + (e.pack_offset - window_offset_);
+  out->assign(at, at + e.record_bytes);
+  if (Checksum64(*out) != e.checksum)
+    return DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
+                    std::to_string(e.pack_offset) + " fails its checksum");
+  return Status::Ok();
+}
+
 Status PackReader::ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset,
                                     std::vector<uint64_t>* out) {
   constexpr uint64_t kBlock = 4096;

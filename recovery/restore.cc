@@ -188,6 +188,19 @@ Status RestoreVolume(const std::string& server_id, const store::PointInfo& point
   std::stable_sort(order.begin(), order.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
     return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
   });
+  // Where each read should stop: records closer than kReadGapMax to the next one the point uses
+  // are read with it in one pread (bytes of other points' records in between are read and
+  // skipped); a wider gap, or kWindowBytes, ends the stretch.
+  constexpr uint64_t kReadGapMax = 128u << 10;
+  std::vector<uint64_t> read_until(order.size());
+  for (size_t i = order.size(); i-- > 0;) {
+    const store::IndexEntry& e = *order[i];
+    uint64_t end = e.pack_offset + e.record_bytes;
+    read_until[i] = end;
+    if (i + 1 < order.size() && order[i + 1]->pack == e.pack && order[i + 1]->pack_offset <= end + kReadGapMax &&
+        read_until[i + 1] - e.pack_offset <= store::PackReader::kWindowBytes)
+      read_until[i] = std::max(end, read_until[i + 1]);
+  }
 
   Bytes stored, plain;
   RecordHeader h;
@@ -197,15 +210,15 @@ Status RestoreVolume(const std::string& server_id, const store::PointInfo& point
   std::vector<std::pair<store::IndexEntry, uint64_t>> used;  // entries written, with their record's point
   Status refusal;
   uint64_t refusal_offset = 0;
-  for (const store::IndexEntry* ep : order) {
-    const store::IndexEntry& e = *ep;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const store::IndexEntry& e = *order[i];
     std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
                         std::to_string(point_id) + " offset " + std::to_string(e.offset);
     bool same_record = opened_from != nullptr && opened_from->pack == e.pack &&
                        opened_from->pack_offset == e.pack_offset && opened_from->record_bytes == e.record_bytes &&
                        opened_from->checksum == e.checksum;
     if (!same_record) {
-      opened = packs.Read(e, &stored);
+      opened = packs.ReadInOrder(e, read_until[i], &stored);
       if (opened.ok()) opened = opener.Open(stored, &h, &plain);
       opened_from = &e;
     }
