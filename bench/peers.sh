@@ -85,7 +85,7 @@ agent() {  # server-id, extra args; the agent's peak RSS (KiB) goes to $W/rss-$R
   shift
   /usr/bin/time -f %M -o "$W/rss-${RSS_TAG:-last}" "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$id" --key "$W/keys/data-$id.key" \
     --tls-cert "$W/keys/agent-$id.crt" --tls-key "$W/keys/agent-$id.key" --tls-ca "$W/keys/ca.crt" \
-    --volume "$DEV" --once "$@"
+    --volume "$DEV" --state-dir "$W/state-$id" --once "$@"
 }
 export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache

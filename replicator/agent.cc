@@ -16,6 +16,7 @@
 #include "blockrep/fingerprint.h"
 #include "blockrep/fs.h"
 #include "blockrep/store.h"
+#include "fingerprint_cache.h"
 #include "blockrep/keyfile.h"
 
 namespace blockrep::agent {
@@ -796,20 +797,52 @@ Status Agent::StartBaseLoad() {
   base_seals_received_ = 0;
   for (size_t v = 0; v < volumes_.size(); ++v)
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
+  base_from_cache_ = false;
+  if (!opts_.state_dir.empty()) {
+    std::string why;
+    auto cached = LoadFingerprintCache(opts_.state_dir, opts_.server_id, point_id_ - 1, VolumeSizes(), &why);
+    if (cached) {
+      // Checked against the base's seal in FinishBaseLoad, like the staging's copy would be.
+      staging_fps_ = std::move(*cached);
+      fp_received_end_ = VolumeSizes();
+      base_from_cache_ = true;
+      return Status::Ok();
+    }
+    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
+  }
   return RequestFingerprints();
+}
+
+void Agent::SaveFingerprints() {
+  if (opts_.state_dir.empty() || point_seal_->base_point() != point_id_) return;
+  Status st = SaveFingerprintCache(opts_.state_dir, opts_.server_id, point_id_, point_seal_->volume_bytes(),
+                                   point_seal_->fingerprints());
+  if (!st.ok())
+    Log(kProg, "warning: cannot keep point " + std::to_string(point_id_) + "'s fingerprints in " + opts_.state_dir +
+                   ": " + st.message() + " (the next run fetches them from the staging)");
 }
 
 Status Agent::FinishBaseLoad() {
   loading_base_ = false;
   uint64_t base = point_id_ - 1;
   std::string why = point_seal_->AdoptBase(base, VolumeSizes(), &staging_fps_, base_seals_);
-  base_seals_.clear();
   if (why.empty()) {
+    base_seals_.clear();
     std::vector<std::vector<uint64_t>>().swap(staging_fps_);
-    Log(kProg, "point " + std::to_string(base) + "'s fingerprints on the staging match its seal: sealing point " +
-                   std::to_string(point_id_) + " on it");
+    Log(kProg, "point " + std::to_string(base) + "'s fingerprints " +
+                   (base_from_cache_ ? "in " + opts_.state_dir + " match its seal" : "on the staging match its seal") +
+                   ": sealing point " + std::to_string(point_id_) + " on it");
     return Status::Ok();
   }
+  if (base_from_cache_) {
+    // Our own copy is stale or damaged: the staging's is the one to judge.
+    Log(kProg, "fingerprint cache in " + opts_.state_dir + " does not match point " + std::to_string(base) +
+                   "'s seal (" + why + "); fetching them from the staging");
+    base_from_cache_ = false;
+    loading_base_ = true;
+    return RequestFingerprints();
+  }
+  base_seals_.clear();
   // The staging's copy of the base is not what we sealed (damaged, or not ours): compare every
   // block with it instead of trusting it, so this point is whole whatever it holds.
   Log(kProg, "warning: point " + std::to_string(base) + " on the staging does not match its seal (" + why +
@@ -1000,7 +1033,10 @@ Status Agent::Session(const Signals& sig, bool once) {
       BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, point_time_ns_));
     Log(kProg, "point " + std::to_string(point_id_) + " acknowledged (durable on staging)");
     WriteStatus(true);
-    if (once || term_taken) break;
+    if (once || term_taken) {
+      SaveFingerprints();  // the last point of this process: the next one starts from it
+      break;
+    }
     if (*sig.term) Log(kProg, "SIGTERM came after point " + std::to_string(point_id_) + "'s last take: one more point, then exiting");
     summary_.records = 0;  // END_POINT counts the records of its own point
   }

@@ -123,6 +123,9 @@ class Agent {
   // The point's seal needs the base's block fingerprints, which this process does not hold (it
   // did not send the base): fetch them and the base's seals from the staging; reads wait.
   Status StartBaseLoad();
+  // Keeps the fingerprints of the point just acknowledged in the state directory for the next
+  // process (fingerprint_cache.h); a failure is logged, and costs that process a fetch.
+  void SaveFingerprints();
   // Everything asked for arrived: adopt the fingerprints if the seals vouch for them, otherwise
   // turn the point into a rescan.
   Status FinishBaseLoad();
@@ -195,6 +198,7 @@ class Agent {
   std::unique_ptr<SealKeys> seal_keys_;
   std::unique_ptr<PointSeal> point_seal_;
   bool loading_base_ = false;
+  bool base_from_cache_ = false;  // the base's fingerprints came from <state-dir>/fingerprints
   std::vector<std::optional<VolumeSeal>> base_seals_;
   size_t base_seals_received_ = 0;
   // Resuming a kept point in a process that did not read its records: first every block taken

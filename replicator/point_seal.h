@@ -39,6 +39,10 @@ class PointSeal {
   // The point just sent was committed: it is the base from now on.
   void Committed(uint64_t point);
   std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags);
+  // The block fingerprints of base_point() (after Committed: of the point just committed).
+  const std::vector<std::vector<uint64_t>>& fingerprints() const { return fps_; }
+  const std::vector<uint64_t>& volume_bytes() const { return volume_bytes_; }
+  uint64_t base_point() const { return base_point_; }
 
  private:
   const SealKeys* keys_;

@@ -18,12 +18,14 @@ umount "$WORK/mnt"
 
 start_staging
 declare -A point_sum
-# run_agent EXPECT: runs --once, checks the kind (full|incremental), remembers the point's hash.
+# run_agent EXPECT [agent args...]: runs --once, checks the kind (full|incremental), remembers
+# the point's hash.
 run_agent() {
   local expect=$1
+  shift
   local sum
   sum=$(sha "$dev")
-  agent "$ID" --volume "$dev" --tracker ebpf >"$WORK/agent.out" 2>"$WORK/agent.err" ||
+  agent "$ID" --volume "$dev" --tracker ebpf "$@" >"$WORK/agent.out" 2>"$WORK/agent.err" ||
     fail "agent failed: $(cat "$WORK/agent.err")"
   local id kind read_mib
   id=$(awk '/acknowledged/ {print $2}' "$WORK/agent.out")
@@ -49,6 +51,23 @@ awk -v r="$LAST_READ_MIB" 'BEGIN { exit !(r < 40) }' || fail "incremental read $
 # Agent restarts between runs reuse the pin: still incremental.
 change 'head -c 4M /dev/urandom > more.bin; sync'
 run_agent incremental
+
+# With a state directory, the next process takes the base's block fingerprints from it (checked
+# against the base's seal) instead of fetching them all from the staging; a damaged copy is
+# refused and the staging's is fetched.
+change 'head -c 2M /dev/urandom > cached1.bin'
+run_agent incremental --state-dir "$WORK/state"
+grep -q "fingerprints on the staging match its seal" "$WORK/agent.err" || fail "no state yet, but the base did not come from the staging: $(cat "$WORK/agent.err")"
+[[ -s $WORK/state/fingerprints ]] || fail "no fingerprint cache in the state directory after a point"
+change 'head -c 2M /dev/urandom > cached2.bin'
+run_agent incremental --state-dir "$WORK/state"
+grep -q "fingerprints in $WORK/state match its seal" "$WORK/agent.err" || fail "the cached fingerprints were not used: $(cat "$WORK/agent.err")"
+printf 'X' | dd of="$WORK/state/fingerprints" bs=1 seek=300 conv=notrunc status=none
+change 'head -c 2M /dev/urandom > cached3.bin'
+run_agent incremental --state-dir "$WORK/state"
+grep -q "fingerprint cache not used: .*damaged" "$WORK/agent.err" || fail "a damaged cache was not named: $(cat "$WORK/agent.err")"
+grep -q "fingerprints on the staging match its seal" "$WORK/agent.err" || fail "after a damaged cache the base was not fetched: $(cat "$WORK/agent.err")"
+echo "fingerprint cache: used when whole, refused when damaged (base fetched from the staging)"
 
 # An agent killed mid-point: the bits it took come back, nothing is lost.
 change 'head -c 120M /dev/urandom > killed.bin'

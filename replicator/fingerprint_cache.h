@@ -1,0 +1,36 @@
+// The block fingerprints of the agent's last acknowledged point, kept in its state directory
+// (`<state-dir>/fingerprints`), so that the next process sealing an incremental point on it
+// need not fetch them all from the staging. Fetching them meant reading every pack: they sit
+// after each record, and an eBPF incremental of 48 MiB on usr-4g spent 1.1 s of its 1.45 s on it.
+//
+// Trust: none. The cache is only a candidate; PointSeal::AdoptBase checks it against the base
+// point's seal (MAC'd with the data key) exactly as it checks the staging's copy, and on any
+// mismatch the agent fetches the staging's copy instead. Losing or damaging the file costs that
+// fetch, never correctness.
+//
+// Format (little-endian): "BRFPC001", u64 point id, u16 server-id length + bytes, u32 volume
+// count, per volume u64 size in bytes, then per volume ceil(size / 4 KiB) u64 fingerprints, then
+// u64 XXH3-64 of everything before it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "blockrep/status.h"
+
+namespace blockrep::agent {
+
+// Writes the cache atomically (temporary file, rename).
+Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
+                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps);
+
+// The cached fingerprints if the file exists, is whole, and is of `point_id` of this server with
+// these volume sizes; nullopt otherwise, with `why` saying why not (empty when there is no file).
+std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
+                                                                       const std::string& server_id, uint64_t point_id,
+                                                                       const std::vector<uint64_t>& volume_bytes,
+                                                                       std::string* why);
+
+}  // namespace blockrep::agent
