@@ -11,9 +11,8 @@
 # usr-4g: a 4 GiB ext4 image holding copies of /usr/share, /usr/include, /usr/bin and a 400 MiB
 # file of random bytes, on a loop device mounted read-only while the peers read its files. The
 # page cache is dropped before every timed step; P1 runs BENCH_ROUNDS times (default 2) from
-# empty targets and reports the best. Prints one table and writes it, with the
-# machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0: don't). With BENCH_ROWS=FILE it
-# also appends its rows to FILE (bench/run.sh collects them into one table).
+# empty targets and reports the best. Prints one table; with BENCH_ROWS=FILE it also appends its
+# rows to FILE (bench/run.sh collects every script's rows into docs/PERFORMANCE.md).
 # Needs root. Usage: sudo bench/peers.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -203,24 +202,3 @@ echo "$rounds"
 echo "P2 read by blockrep: eBPF ${p2_ebpf_read} MiB, scan ${p2_scan_read} MiB"
 [[ -n ${BENCH_ROWS:-} ]] && echo "$table" | tail -n +3 >>"$BENCH_ROWS"
 echo "machine: $machine; usr-4g: $(mib "$used") MiB used; $(borg --version), $(restic version | cut -d' ' -f1-2)"
-if [[ ${BENCH_DOC:-1} != 0 ]]; then
-  doc=$root/docs/PERFORMANCE.md
-  begin='<!-- peers.sh begin -->' end='<!-- peers.sh end -->'
-  section=$(
-    echo "$begin"
-    echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) by \`sudo bench/peers.sh\` on $machine."
-    echo "usr-4g: $(mib "$used") MiB used of a 4 GiB ext4 image; $(borg --version), $(restic version | cut -d' ' -f1-2)."
-    echo
-    echo "$table"
-    echo
-    echo "$rounds (best of $ROUNDS; every round from empty targets)."
-    echo "$end"
-  )
-  if [[ -f $doc ]] && grep -q "$begin" "$doc"; then
-    awk -v b="$begin" -v e="$end" -v s="$section" '$0 == b { print s; skip = 1; next } $0 == e { skip = 0; next } !skip' \
-      "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
-  else
-    printf '%s\n' "$section" >>"$doc"
-  fi
-  echo "table written to docs/PERFORMANCE.md" >&2
-fi

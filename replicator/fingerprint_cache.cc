@@ -1,5 +1,8 @@
 #include "fingerprint_cache.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -13,30 +16,51 @@ namespace blockrep::agent {
 namespace {
 
 constexpr char kMagic[8] = {'B', 'R', 'F', 'P', 'C', '0', '0', '1'};
-// 2 GiB of fingerprints: 1 PiB of volumes. A larger file is not ours.
-constexpr size_t kCacheBytesMax = size_t{2} << 30;
+// Written and read in chunks of this many bytes, so the cache costs no memory beyond the
+// fingerprints themselves (a whole-file buffer was 8 MiB more per 4 GiB protected, P6).
+constexpr size_t kChunkBytes = 64u << 10;
 
 std::string CachePath(const std::string& state_dir) { return state_dir + "/fingerprints"; }
+
+uint64_t BlockCount(uint64_t volume_bytes) { return (volume_bytes + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes; }
 
 }  // namespace
 
 Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
                             const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps) {
   if (fps.size() != volume_bytes.size()) return Internal("fingerprint cache: volume count differs");
-  Bytes out;
-  ByteWriter w(&out);
+  for (size_t v = 0; v < fps.size(); ++v)
+    if (fps[v].size() != BlockCount(volume_bytes[v]))
+      return Internal("fingerprint cache: volume " + std::to_string(v) + " has the wrong block count");
+  std::string path = CachePath(state_dir), tmp = path + ".tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus("create " + tmp, errno);
+  Checksum64Stream sum;
+  Bytes chunk;
+  auto flush = [&]() -> Status {
+    sum.Update(chunk);
+    Status st = WriteAll(fd.get(), chunk).Annotate(tmp);
+    chunk.clear();
+    return st;
+  };
+  ByteWriter w(&chunk);
   w.Raw(kMagic, sizeof(kMagic));
   w.U64(point_id);
   w.String(server_id);
   w.U32(static_cast<uint32_t>(volume_bytes.size()));
   for (uint64_t size : volume_bytes) w.U64(size);
-  for (size_t v = 0; v < fps.size(); ++v) {
-    if (fps[v].size() != (volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes)
-      return Internal("fingerprint cache: volume " + std::to_string(v) + " has the wrong block count");
-    for (uint64_t fp : fps[v]) w.U64(fp);
-  }
-  w.U64(Checksum64(out));
-  return WriteFileAtomic(CachePath(state_dir), out);
+  for (const std::vector<uint64_t>& volume : fps)
+    for (uint64_t fp : volume) {
+      w.U64(fp);
+      if (chunk.size() >= kChunkBytes) BR_RETURN_IF_ERROR(flush());
+    }
+  BR_RETURN_IF_ERROR(flush());
+  w.U64(sum.Digest());
+  BR_RETURN_IF_ERROR(WriteAll(fd.get(), chunk).Annotate(tmp));
+  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + tmp, errno);
+  fd.Reset();
+  if (rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + tmp, errno);
+  return FsyncDir(state_dir);
 }
 
 std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
@@ -45,49 +69,91 @@ std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std
                                                                        std::string* why) {
   why->clear();
   std::string path = CachePath(state_dir);
-  Result<Bytes> data = ReadFileBytes(path, kCacheBytesMax);
-  if (!data.ok()) {
-    if (data.status().message().find(std::strerror(ENOENT)) == std::string::npos) *why = data.status().message();
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno != ENOENT) *why = ErrnoStatus("open " + path, errno).message();
     return std::nullopt;
   }
-  const Bytes& d = *data;
-  if (d.size() < sizeof(kMagic) + 8 || !std::equal(kMagic, kMagic + sizeof(kMagic), d.begin())) {
-    *why = path + " is not a fingerprint cache";
+  // The file is read front to back in chunks; everything but the last 8 bytes is checksummed.
+  Checksum64Stream sum;
+  Bytes buf;
+  uint64_t file_offset = 0;
+  size_t pos = 0;
+  bool failed = false;
+  // Makes `n` unread bytes available at buf[pos..]; false at end of file or on an error.
+  auto need = [&](size_t n) -> bool {
+    if (buf.size() - pos >= n) return true;
+    sum.Update(ByteSpan(buf.data(), pos));
+    buf.erase(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(pos));
+    pos = 0;
+    size_t have = buf.size();
+    buf.resize(have + std::max(n, kChunkBytes));
+    Result<size_t> got = PreadUpTo(fd.get(), file_offset, buf.data() + have, buf.size() - have);
+    if (!got.ok()) {
+      *why = path + ": " + got.status().message();
+      failed = true;
+      buf.resize(have);
+      return false;
+    }
+    file_offset += *got;
+    buf.resize(have + *got);
+    return buf.size() >= n;
+  };
+  auto u64 = [&]() -> uint64_t {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(buf[pos + i]) << (8 * i);
+    pos += 8;
+    return v;
+  };
+  auto truncated = [&]() {
+    if (!failed) *why = path + " is truncated";
+    return std::nullopt;
+  };
+  if (!need(sizeof(kMagic) + 8 + 2) || !std::equal(kMagic, kMagic + sizeof(kMagic), buf.begin())) {
+    if (!failed) *why = path + " is not a fingerprint cache";
     return std::nullopt;
   }
-  ByteSpan body(d.data(), d.size() - 8);
-  ByteReader tail(ByteSpan(d).subspan(d.size() - 8));
-  if (Checksum64(body) != tail.U64()) {
-    *why = path + " is damaged (checksum)";
-    return std::nullopt;
-  }
-  ByteReader r(body.subspan(sizeof(kMagic)));
-  uint64_t cached_point = r.U64();
-  std::string cached_server = r.String(1024);
-  uint32_t volumes = r.U32();
-  if (!r.ok() || cached_server != server_id || cached_point != point_id || volumes != volume_bytes.size()) {
+  pos += sizeof(kMagic);
+  uint64_t cached_point = u64();
+  size_t name_len = size_t{buf[pos]} | size_t{buf[pos + 1]} << 8;
+  pos += 2;
+  if (!need(name_len + 4)) return truncated();
+  std::string cached_server(buf.begin() + static_cast<ptrdiff_t>(pos), buf.begin() + static_cast<ptrdiff_t>(pos + name_len));
+  pos += name_len;
+  uint32_t volumes = static_cast<uint32_t>(buf[pos]) | static_cast<uint32_t>(buf[pos + 1]) << 8 |
+                     static_cast<uint32_t>(buf[pos + 2]) << 16 | static_cast<uint32_t>(buf[pos + 3]) << 24;
+  pos += 4;
+  if (cached_server != server_id || cached_point != point_id || volumes != volume_bytes.size()) {
     *why = path + " is of " + (cached_server != server_id ? "server '" + cached_server + "'" : "point " + std::to_string(cached_point));
     return std::nullopt;
   }
-  for (uint64_t size : volume_bytes)
-    if (r.U64() != size) {
+  for (uint64_t size : volume_bytes) {
+    if (!need(8)) return truncated();
+    if (u64() != size) {
       *why = path + " is of other volume sizes";
       return std::nullopt;
     }
+  }
   std::vector<std::vector<uint64_t>> fps(volume_bytes.size());
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
-    uint64_t blocks = (volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
-    if (r.remaining() / 8 < blocks) {
-      *why = path + " is truncated";
-      return std::nullopt;
+    fps[v].resize(BlockCount(volume_bytes[v]));
+    for (uint64_t& fp : fps[v]) {
+      if (!need(8)) return truncated();
+      fp = u64();
     }
-    fps[v].resize(blocks);
-    for (uint64_t& fp : fps[v]) fp = r.U64();
   }
-  if (!r.ok() || r.remaining() != 0) {
+  if (!need(8)) return truncated();
+  sum.Update(ByteSpan(buf.data(), pos));
+  uint64_t stored = u64();
+  if (stored != sum.Digest()) {
+    *why = path + " is damaged (checksum)";
+    return std::nullopt;
+  }
+  if (need(1)) {
     *why = path + " has trailing bytes";
     return std::nullopt;
   }
+  if (failed) return std::nullopt;
   return fps;
 }
 

@@ -10,7 +10,8 @@
 //
 // Format (little-endian): "BRFPC001", u64 point id, u16 server-id length + bytes, u32 volume
 // count, per volume u64 size in bytes, then per volume ceil(size / 4 KiB) u64 fingerprints, then
-// u64 XXH3-64 of everything before it.
+// u64 XXH3-64 of everything before it. Written and read in 64 KiB chunks: the cache costs no
+// memory beyond the fingerprints the agent holds anyway.
 #pragma once
 
 #include <cstdint>

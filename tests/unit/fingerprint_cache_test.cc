@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "blockrep/checksum.h"
 #include "blockrep/fs.h"
 #include "fingerprint_cache.h"
 
@@ -32,6 +33,31 @@ TEST_F(FingerprintCacheTest, RoundTrip) {
   auto got = LoadFingerprintCache(dir_, "web1", 5, sizes_, &why);
   ASSERT_TRUE(got.has_value()) << why;
   EXPECT_EQ(*got, fps_);
+}
+
+// Fingerprints of several chunks' worth (written and read 64 KiB at a time) round-trip too.
+TEST_F(FingerprintCacheTest, LargeVolumesRoundTrip) {
+  std::vector<uint64_t> sizes = {uint64_t{300} << 20, 4096};  // 76800 + 1 fingerprints
+  std::vector<std::vector<uint64_t>> fps = {std::vector<uint64_t>(76800), {42}};
+  for (size_t b = 0; b < fps[0].size(); ++b) fps[0][b] = b * 0x9e3779b97f4a7c15ull;
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 9, sizes, fps).ok());
+  std::string why;
+  auto got = LoadFingerprintCache(dir_, "web1", 9, sizes, &why);
+  ASSERT_TRUE(got.has_value()) << why;
+  EXPECT_EQ(*got, fps);
+}
+
+// A checksum fed in pieces equals the checksum of the whole.
+TEST(Checksum64Stream, PiecesEqualWhole) {
+  Bytes data(200000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31 + i / 977);
+  Checksum64Stream sum;
+  for (size_t at = 0; at < data.size();) {
+    size_t n = std::min<size_t>(data.size() - at, 1 + at % 70001);
+    sum.Update(ByteSpan(data.data() + at, n));
+    at += n;
+  }
+  EXPECT_EQ(sum.Digest(), Checksum64(data));
 }
 
 // No file: nothing, and no complaint.
