@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh" "$root/build" >/dev/null
 BIN=$root/build/bin
+source "$root/bench/lib.sh"
 POINTS=${BENCH_POINTS:-1000}
 RUNS=${BENCH_RUNS:-3}
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-chain.XXXXXX")
@@ -33,14 +34,7 @@ points() { "$BIN/blockrep-recover" list --store "$W/store" --server-id "$1" --js
 truncate -s 1G "$W/disk.img"
 DEV=$(losetup --find --show "$W/disk.img")
 dd if=/dev/urandom of="$DEV" bs=1M count=512 oflag=direct status=none
-"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
-  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" --retention all 2>"$W/staging.log" &
-SPID=$!
-for _ in $(seq 1 100); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
-  [[ -n $PORT ]] && break
-  sleep 0.05
-done
+start_staging --retention all
 agent_args() {  # server-id
   AGENT=("$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$1" --key "$W/keys/data-$1.key"
     --tls-cert "$W/keys/agent-$1.crt" --tls-key "$W/keys/agent-$1.key" --tls-ca "$W/keys/ca.crt"

@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh" "$root/build" >/dev/null
 BIN=$root/build/bin
+source "$root/bench/lib.sh"
 SECONDS_FIO=${BENCH_SECONDS:-60}
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-bench.XXXXXX")
 ID=bench$$
@@ -35,14 +36,7 @@ mkdir "$W/mnt"
 mount "$DEV" "$W/mnt"
 head -c 512M /dev/urandom >"$W/mnt/base.bin"
 sync
-"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
-  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" 2>"$W/staging.log" &
-SPID=$!
-for _ in $(seq 1 100); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
-  [[ -n $PORT ]] && break
-  sleep 0.05
-done
+start_staging
 AGENT=("$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$ID" --key "$W/keys/data-$ID.key"
        --volume "$DEV" --tracker ebpf)
 

@@ -14,6 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh" "$root/build" >/dev/null
 BIN=$root/build/bin
+source "$root/bench/lib.sh"
 AGENTS=${BENCH_AGENTS:-16}
 ROUNDS=${BENCH_ROUNDS:-2}
 VOLUME_MIB=${BENCH_VOLUME_MIB:-256}
@@ -43,16 +44,7 @@ head -c "$((VOLUME_MIB - half))M" /dev/urandom >>"$W/template.img"
 [[ $(stat -c %s "$W/template.img") -eq $((VOLUME_MIB << 20)) ]] || { echo "bench/fleet.sh: could not build the template volume" >&2; exit 1; }
 for id in "${ids[@]}"; do cp "$W/template.img" "$W/$id.img"; done
 
-"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
-  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" --retention all 2>"$W/staging.log" &
-SPID=$!
-PORT=
-for _ in $(seq 1 100); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
-  [[ -n $PORT ]] && break
-  sleep 0.05
-done
-[[ -n $PORT ]] || { echo "bench/fleet.sh: the staging did not start: $(tail -n 2 "$W/staging.log")" >&2; exit 1; }
+start_staging --retention all
 agent() {  # server-id
   "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$1" --key "$W/keys/data-$1.key" \
     --tls-cert "$W/keys/agent-$1.crt" --tls-key "$W/keys/agent-$1.key" --tls-ca "$W/keys/ca.crt" \

@@ -20,6 +20,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh" --bench
 "$root/scripts/build.sh" "$root/build" >/dev/null
 BIN=$root/build/bin
+source "$root/bench/lib.sh"
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-peers.XXXXXX")
 ROUNDS=${BENCH_ROUNDS:-2}
 ZID=usr4gz
@@ -69,16 +70,7 @@ echo "usr-4g: $(mib "$used") MiB used of 4096 MiB" >&2
 keygen_args=()
 for id in "${IDS[@]}" "$ZID"; do keygen_args+=(--server-id "$id"); done
 "$BIN/blockrep-keygen" --out "$W/keys" "${keygen_args[@]}" >/dev/null
-"$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
-  --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" --retention all 2>"$W/staging.log" &
-SPID=$!
-PORT=
-for _ in $(seq 1 100); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$W/staging.log" | cut -d: -f2 || true)
-  [[ -n $PORT ]] && break
-  sleep 0.05
-done
-[[ -n $PORT ]] || { echo "bench/peers.sh: the staging did not start: $(tail -n 2 "$W/staging.log")" >&2; exit 1; }
+start_staging --retention all
 agent() {  # server-id, extra args; the agent's peak RSS (KiB) goes to $W/rss-$RSS_TAG
   local id=$1
   shift

@@ -46,20 +46,6 @@ Status WriteAll(int fd, ByteSpan data) {
   return Status::Ok();
 }
 
-Status PreadAll(int fd, uint64_t offset, uint8_t* dst, size_t len) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, dst + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("read", errno);
-    }
-    if (n == 0) return DataLoss("unexpected end of file at offset " + std::to_string(offset + done));
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 Result<size_t> PreadUpTo(int fd, uint64_t offset, uint8_t* dst, size_t len) {
   size_t done = 0;
   while (done < len) {
@@ -72,6 +58,12 @@ Result<size_t> PreadUpTo(int fd, uint64_t offset, uint8_t* dst, size_t len) {
     done += static_cast<size_t>(n);
   }
   return done;
+}
+
+Status PreadAll(int fd, uint64_t offset, uint8_t* dst, size_t len) {
+  BR_ASSIGN_OR_RETURN(size_t got, PreadUpTo(fd, offset, dst, len));
+  if (got < len) return DataLoss("unexpected end of file at offset " + std::to_string(offset + got));
+  return Status::Ok();
 }
 
 Status FsyncDir(const std::string& dir) {
