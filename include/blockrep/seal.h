@@ -30,7 +30,10 @@
 namespace blockrep {
 
 inline constexpr uint64_t kSealRegionBytesMin = 1u << 20;
-inline constexpr uint32_t kSealRegionsMax = 1024;
+// Fine enough that instant access (blockrep-recover mount) checks a read against the seal by
+// decoding one small region: 1 MiB regions up to 32 GiB volumes, 32 MiB at 1 TiB. A seal then
+// takes 24 bytes per region (768 KiB at most), which must fit one frame (static_assert in wire.h).
+inline constexpr uint32_t kSealRegionsMax = 32768;
 inline constexpr size_t kSealMacBytes = 32;
 // The encoded size of a seal with `regions` regions.
 inline constexpr size_t SealEncodedSize(size_t regions) { return 44 + regions * 24 + kSealMacBytes; }

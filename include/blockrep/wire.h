@@ -18,11 +18,14 @@
 
 namespace blockrep::wire {
 
-inline constexpr uint16_t kVersion = 5;
+// v6: seals of up to kSealRegionsMax = 32768 regions (1 MiB regions up to 32 GiB volumes).
+inline constexpr uint16_t kVersion = 6;
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/fingerprint.h).
 inline constexpr uint32_t kMaxFramePayload = 8 + 4 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize +
                                              (kMaxRecordPlainBytes / 4096) * 8;  // the largest frame
+// The largest seal (SEAL, or BASE_SEAL's 3 bytes + seal) fits one frame.
+static_assert(3 + kSealEncodedBytesMax <= kMaxFramePayload);
 // A FINGERPRINT_REQUEST covers at most this much of a volume (16384 fingerprints, 128 KiB).
 inline constexpr uint64_t kMaxFingerprintSpan = 64ull << 20;
 inline constexpr size_t kMaxServerIdLen = 64;

@@ -16,21 +16,24 @@ struct Fixture {
   BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(FilledKey(7))).value();
 };
 
-// Region sizes: at least 1 MiB, powers of two, never more than 1024 regions.
+// Region sizes: at least 1 MiB, powers of two, never more than 32768 regions.
 TEST(Seal, RegionSizes) {
   EXPECT_EQ(SealRegionBytes(0), kSealRegionBytesMin);
   EXPECT_EQ(SealRegionCount(0), 0u);
   EXPECT_EQ(SealRegionCount(1), 1u);
   EXPECT_EQ(SealRegionBytes(1ull << 30), 1ull << 20);
   EXPECT_EQ(SealRegionCount(1ull << 30), 1024u);
-  EXPECT_EQ(SealRegionBytes((1ull << 30) + 1), 2ull << 20);
-  EXPECT_EQ(SealRegionCount((1ull << 30) + 1), 513u);
-  EXPECT_EQ(SealRegionBytes(4ull << 40), 4ull << 30);
+  EXPECT_EQ(SealRegionBytes(32ull << 30), 1ull << 20);
+  EXPECT_EQ(SealRegionCount(32ull << 30), 32768u);
+  EXPECT_EQ(SealRegionBytes((32ull << 30) + 1), 2ull << 20);
+  EXPECT_EQ(SealRegionCount((32ull << 30) + 1), 16385u);
+  EXPECT_EQ(SealRegionBytes(1ull << 40), 32ull << 20);
+  EXPECT_EQ(SealRegionBytes(4ull << 40), 128ull << 20);
   EXPECT_LE(SealRegionCount(4ull << 40), kSealRegionsMax);
   // Sizes from the wire can be anything: no overflow, no endless loop (found by fuzz_store).
-  EXPECT_EQ(SealRegionBytes(UINT64_MAX), 1ull << 54);
-  EXPECT_EQ(SealRegionCount(UINT64_MAX), 1024u);
-  EXPECT_EQ(SealRegionCount((1ull << 63) + 1), 513u);
+  EXPECT_EQ(SealRegionBytes(UINT64_MAX), 1ull << 49);
+  EXPECT_EQ(SealRegionCount(UINT64_MAX), 32768u);
+  EXPECT_EQ(SealRegionCount((1ull << 63) + 1), 16385u);
 }
 
 // Updating digests block by block (old term out, new term in) ends where computing them from the
