@@ -192,6 +192,40 @@ void NoteData(const BlockFingerprinter& fingerprinter, uint64_t offset, ByteSpan
   }
 }
 
+Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerprinter, uint64_t offset,
+                         ByteSpan data) {
+  constexpr size_t kBatch = 256;
+  uint8_t batch[kBatch * 16];
+  size_t n = 0;
+  Digest128 sum;
+  auto flush = [&] {
+    keys.Encrypt(batch, n);
+    for (size_t i = 0; i < n; ++i) {
+      Digest128 term;
+      const uint8_t* p = batch + i * 16;
+      for (int b = 7; b >= 0; --b) {
+        term.lo = (term.lo << 8) | p[b];
+        term.hi = (term.hi << 8) | p[8 + b];
+      }
+      sum.Add(term);
+    }
+    n = 0;
+  };
+  for (size_t pos = 0; pos < data.size(); pos += kFingerprintBlockBytes) {
+    size_t len = std::min(kFingerprintBlockBytes, data.size() - pos);
+    uint64_t fp = fingerprinter.Block(offset + pos, data.subspan(pos, len));
+    if (fp == 0) continue;
+    uint64_t block = (offset + pos) / kFingerprintBlockBytes;
+    for (int i = 0; i < 8; ++i) {
+      batch[n * 16 + i] = static_cast<uint8_t>(block >> (8 * i));
+      batch[n * 16 + 8 + i] = static_cast<uint8_t>(fp >> (8 * i));
+    }
+    if (++n == kBatch) flush();
+  }
+  if (n) flush();
+  return sum;
+}
+
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
                     uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points) {
   digests->Flush();

@@ -2,10 +2,13 @@
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <iostream>
+#include <unistd.h>
 
 #include "blockrep/cli.h"
 #include "blockrep/options.h"
 #include "blockrep/store.h"
+#include "drill.h"
+#include "mount.h"
 #include "restore.h"
 #include "verify.h"
 
@@ -20,7 +23,11 @@ constexpr const char* kUsage =
     "  blockrep-recover list    --store DIR --server-id ID [--json]\n"
     "  blockrep-recover restore --store DIR --server-id ID --key FILE --point latest|ID|TIME\n"
     "                           --output DIR | --target VOLINDEX=PATH ... [--allow-damaged]\n"
-    "  blockrep-recover verify  --store DIR [--server-id ID] [--key FILE]\n";
+    "  blockrep-recover verify  --store DIR [--server-id ID] [--key FILE]\n"
+    "  blockrep-recover mount   --store DIR --server-id ID --key FILE [--overlay DIR] [--point P]\n"
+    "                           [--cache-mib N] MOUNTPOINT\n"
+    "  blockrep-recover drill   --store DIR --server-id ID --key FILE [--point P] [--hook SCRIPT]\n"
+    "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n";
 
 int List(int argc, char** argv) {
   std::string store_dir, server_id;
@@ -126,6 +133,74 @@ int VerifyCmd(int argc, char** argv) {
                                      " (listed above); restore those points with --allow-damaged, or from another copy"));
 }
 
+int MountCmd(int argc, char** argv) {
+  recovery::MountRequest req;
+  uint64_t cache_mib = 64;
+  po::options_description desc("mount options");
+  desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
+      "key", po::value(&req.key_file))("overlay", po::value(&req.overlay_dir))("point", po::value(&req.point_spec))(
+      "cache-mib", po::value(&cache_mib))("mountpoint", po::value(&req.mountpoint))("help,h", "");
+  po::positional_options_description pos;
+  pos.add("mountpoint", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see blockrep-recover --help)"));
+  }
+  if (vm.count("help")) return std::printf("%s", kUsage), 0;
+  if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
+    return ReportFatal(kProg, InvalidArgument("mount needs --store, --server-id, --key and a MOUNTPOINT directory"));
+  if (cache_mib < 1 || cache_mib > 65536)
+    return ReportFatal(kProg, InvalidArgument("--cache-mib must be 1..65536 (MiB of decoded regions kept)"));
+  req.cache_bytes = cache_mib << 20;
+  Status st = recovery::Mount(req, [](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  });
+  if (!st.ok()) return ReportFatal(kProg, st);
+  return 0;
+}
+
+int DrillCmd(int argc, char** argv) {
+  recovery::DrillRequest req;
+  po::options_description desc("drill options");
+  desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
+      "key", po::value(&req.key_file))("point", po::value(&req.point_spec))("hook", po::value(&req.hook))(
+      "hook-timeout", po::value(&req.hook_timeout_s))("scratch", po::value(&req.scratch_parent))("copy", "")(
+      "keep", "")("json", "")("help,h", "");
+  po::variables_map vm;
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty())
+    return ReportFatal(kProg, InvalidArgument("drill needs --store, --server-id and --key"));
+  req.copy = vm.count("copy") != 0;
+  req.keep = vm.count("keep") != 0;
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return ReportFatal(kProg, Internal("cannot find this program's path (/proc/self/exe)"));
+  req.self_exe.assign(self, static_cast<size_t>(n));
+  auto rep = recovery::Drill(req);
+  if (!rep.ok()) return ReportFatal(kProg, rep.status());
+  if (vm.count("json")) {
+    std::printf("%s\n", rep->ToJson().c_str());
+  } else {
+    std::printf("drill of server '%s' point %llu (%s, %s): %s\n", rep->server_id.c_str(),
+                static_cast<unsigned long long>(rep->point_id), rep->point_time.c_str(),
+                rep->consistent ? "consistent" : "not consistent", rep->pass() ? "PASS" : "FAIL");
+    std::printf("  RPO %.1f s (age of the point), RTO %.2f s (to every volume checked and mounted; images in %.2f s, %s)\n",
+                rep->rpo_seconds, rep->rto_seconds, rep->mount_seconds, rep->mode.c_str());
+    for (const auto& v : rep->volumes)
+      std::printf("  volume %u: %s, %s in %.2f s%s%s\n", v.index, v.fs.c_str(), v.check.c_str(), v.seconds,
+                  v.detail.empty() ? "" : ": ", v.detail.substr(0, 200).c_str());
+    if (rep->hook_run) std::printf("  hook: exit %d in %.2f s\n", rep->hook_exit, rep->hook_seconds);
+    for (const auto& p : rep->problems) std::printf("  problem: %s\n", p.c_str());
+  }
+  std::fflush(stdout);
+  if (!rep->pass()) return ReportFatal(kProg, DataLoss("drill failed: " + rep->problems.front()));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,5 +212,7 @@ int main(int argc, char** argv) {
   if (cmd == "list") return List(argc - 1, argv + 1);
   if (cmd == "restore") return RestoreCmd(argc - 1, argv + 1);
   if (cmd == "verify") return VerifyCmd(argc - 1, argv + 1);
-  return ReportFatal(kProg, InvalidArgument("unknown command '" + cmd + "' (commands: list, restore, verify)"));
+  if (cmd == "mount") return MountCmd(argc - 1, argv + 1);
+  if (cmd == "drill") return DrillCmd(argc - 1, argv + 1);
+  return ReportFatal(kProg, InvalidArgument("unknown command '" + cmd + "' (commands: list, restore, verify, mount, drill)"));
 }

@@ -268,40 +268,6 @@ Status RestoreVolume(const std::string& server_id, const store::PointInfo& point
   return Status::Ok();
 }
 
-// Loads the point's index and opens every pack it names, so that a compaction running on the
-// staging meanwhile (which rewrites indexes and deletes packs) cannot pull a pack from under the
-// restore: an open file outlives its unlink. If the manifest no longer names the index we loaded
-// by the time the packs are open, the compaction won that race; load the new index and go again.
-Result<store::PointIndex> LoadAndPin(const RestoreRequest& req, store::PointInfo& point, store::PackReader* packs) {
-  constexpr int kAttempts = 5;
-  Status last;
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req.store_dir, req.server_id, false));
-    const store::PointInfo* now = nullptr;
-    for (const auto& p : st->manifest().points)
-      if (p.id == point.id) now = &p;
-    if (now == nullptr)
-      return NotFound("server '" + req.server_id + "' point " + std::to_string(point.id) +
-                      " expired while the restore started (retention on the staging); pick another point");
-    point = *now;
-    auto idx = st->LoadIndex(point);
-    *packs = store::PackReader(st->dir());
-    Result<bool> pinned = idx.ok() ? packs->OpenAll(*idx) : Result<bool>(idx.status());
-    if (pinned.ok() && !*pinned) return idx;  // too many packs to hold open: opened one by one
-    auto again = store::ServerStore::Open(req.store_dir, req.server_id, false);
-    bool unchanged = again.ok() && std::any_of(again.value()->manifest().points.begin(),
-                                               again.value()->manifest().points.end(), [&](const store::PointInfo& p) {
-                                                 return p.id == point.id && p.index_checksum == point.index_checksum;
-                                               });
-    if (pinned.ok() && unchanged) return idx;
-    last = pinned.ok() ? Unavailable("the staging rewrote the point's index meanwhile") : pinned.status();
-    if (unchanged && req.allow_damaged) return idx;  // a missing pack: its extents are listed as damaged
-    if (unchanged) return last;  // nothing moved: the store is damaged, not busy
-  }
-  return last.Annotate("point " + std::to_string(point.id) + " kept changing under the restore (" +
-                       std::to_string(kAttempts) + " attempts)");
-}
-
 }  // namespace
 
 Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::string& spec) {
@@ -325,6 +291,38 @@ Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::strin
   return *best;
 }
 
+Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::string& server_id, store::PointInfo& point,
+                                     store::PackReader* packs, bool allow_damaged) {
+  constexpr int kAttempts = 5;
+  Status last;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(store_dir, server_id, false));
+    const store::PointInfo* now = nullptr;
+    for (const auto& p : st->manifest().points)
+      if (p.id == point.id) now = &p;
+    if (now == nullptr)
+      return NotFound("server '" + server_id + "' point " + std::to_string(point.id) +
+                      " expired while the restore started (retention on the staging); pick another point");
+    point = *now;
+    auto idx = st->LoadIndex(point);
+    *packs = store::PackReader(st->dir());
+    Result<bool> pinned = idx.ok() ? packs->OpenAll(*idx) : Result<bool>(idx.status());
+    if (pinned.ok() && !*pinned) return idx;  // too many packs to hold open: opened one by one
+    auto again = store::ServerStore::Open(store_dir, server_id, false);
+    bool unchanged = again.ok() && std::any_of(again.value()->manifest().points.begin(),
+                                               again.value()->manifest().points.end(), [&](const store::PointInfo& p) {
+                                                 return p.id == point.id && p.index_checksum == point.index_checksum;
+                                               });
+    if (pinned.ok() && unchanged) return idx;
+    last = pinned.ok() ? Unavailable("the staging rewrote the point's index meanwhile") : pinned.status();
+    if (unchanged && allow_damaged) return idx;  // a missing pack: its extents are listed as damaged
+    if (unchanged) return last;  // nothing moved: the store is damaged, not busy
+  }
+  return last.Annotate("point " + std::to_string(point.id) + " kept changing under the restore (" +
+                       std::to_string(kAttempts) + " attempts)");
+}
+
+
 Result<RestoreSummary> Restore(const RestoreRequest& req) {
   uint64_t start = MonotonicNs();
   BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
@@ -338,7 +336,7 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   RestoreSummary sum;
   BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
   store::PackReader packs(st->dir());
-  BR_ASSIGN_OR_RETURN(store::PointIndex idx, LoadAndPin(req, sum.point, &packs));
+  BR_ASSIGN_OR_RETURN(store::PointIndex idx, LoadAndPin(req.store_dir, req.server_id, sum.point, &packs, req.allow_damaged));
 
   std::map<uint16_t, std::string> targets = req.targets;
   if (!req.output_dir.empty()) {

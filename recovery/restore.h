@@ -14,6 +14,14 @@ namespace blockrep::recovery {
 // "latest", a point id, or an ISO-8601 UTC time (newest point at or before it).
 Result<store::PointInfo> ResolvePoint(const store::Manifest& manifest, const std::string& spec);
 
+// Loads the point's index and opens every pack it names, so that a compaction running on the
+// staging meanwhile (which rewrites indexes and deletes packs) cannot pull a pack from under the
+// reader: an open file outlives its unlink. If the manifest no longer names the index loaded by
+// the time the packs are open, the compaction won that race: load the new index and go again.
+// `point` is updated to the manifest's current entry.
+Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::string& server_id, store::PointInfo& point,
+                                     store::PackReader* packs, bool allow_damaged);
+
 struct RestoreRequest {
   std::string store_dir;
   std::string server_id;

@@ -8,7 +8,8 @@ PACKAGES=(
   liburing-dev liblz4-dev libzstd-dev libxxhash-dev libssl-dev openssl
   libboost-program-options-dev libgtest-dev libbenchmark-dev
   libbpf-dev bpftool clang libclang-rt-14-dev
-  e2fsprogs xfsprogs util-linux fio strace
+  libfuse3-dev fuse3 libblkid-dev
+  e2fsprogs xfsprogs util-linux fio strace postgresql
 )
 # The peers bench/ measures blockrep against (issue 6): only with --bench.
 [[ ${1:-} == --bench ]] && PACKAGES+=(borgbackup restic rsync time)

@@ -128,6 +128,11 @@ class RegionDigests {
 // Adds the terms of `data` (the volume's bytes from block-aligned `offset`) to `digests`.
 void NoteData(const BlockFingerprinter& fingerprinter, uint64_t offset, ByteSpan data, RegionDigests* digests);
 
+// The digest of one region computed from its plaintext `data` (the volume's bytes from the
+// region's start, `offset`; holes as zeros): what instant access compares with the seal's
+// region, without RegionDigests' per-volume table.
+Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerprinter, uint64_t offset, ByteSpan data);
+
 // Finishes a seal: fills the digests (flushed), the region points (all 0 when empty) and the MAC.
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
                     uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points = {});

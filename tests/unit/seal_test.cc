@@ -69,6 +69,24 @@ TEST(Seal, IncrementalUpdatesEqualARecount) {
   EXPECT_EQ(running.regions().size(), 4u);
 }
 
+// A region's digest computed on its own (instant access) equals the whole volume's table entry.
+TEST(Seal, DigestOfOneRegionEqualsTheTable) {
+  Fixture f;
+  const uint64_t size = (3u << 20) + 4096 * 2 + 7;
+  Bytes image = RandomBytes(size, 3);
+  std::fill(image.begin() + (2 << 20), image.begin() + (2 << 20) + 8192, 0);
+  RegionDigests table(f.keys.get(), size);
+  NoteData(f.fingerprinter, 0, image, &table);
+  table.Flush();
+  ASSERT_EQ(table.regions().size(), 4u);
+  for (uint64_t r = 0; r < 4; ++r) {
+    uint64_t start = r * table.region_bytes();
+    uint64_t len = std::min(table.region_bytes(), size - start);
+    EXPECT_EQ(DigestOfRegion(*f.keys, f.fingerprinter, start, ByteSpan(image.data() + start, len)), table.regions()[r])
+        << "region " << r;
+  }
+}
+
 // One changed block changes exactly its region's digest; rolling it back restores it.
 TEST(Seal, ADifferentBlockChangesOnlyItsRegion) {
   Fixture f;

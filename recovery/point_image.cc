@@ -1,0 +1,135 @@
+#include "point_image.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "blockrep/cli.h"
+#include "restore.h"
+#include "verify.h"
+
+namespace blockrep::recovery {
+
+const Bytes* RegionCache::Get(const Key& key) {
+  auto it = where_.find(key);
+  if (it == where_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return &it->second->second;
+}
+
+const Bytes* RegionCache::Put(const Key& key, Bytes data) {
+  auto old = where_.find(key);
+  if (old != where_.end()) {
+    bytes_ -= old->second->second.size();
+    lru_.erase(old->second);
+    where_.erase(old);
+  }
+  bytes_ += data.size();
+  lru_.emplace_front(key, std::move(data));
+  where_[key] = lru_.begin();
+  // Evict from the cold end, never the region just added.
+  while (bytes_ > capacity_bytes_ && lru_.size() > 1) {
+    bytes_ -= lru_.back().second.size();
+    where_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  return &lru_.front().second;
+}
+
+PointImage::PointImage(std::string server_id, store::PointInfo point, ReadKeys keys, RegionCache* cache)
+    : server_id_(std::move(server_id)), point_(point), keys_(keys), cache_(cache) {}
+
+Result<std::unique_ptr<PointImage>> PointImage::Open(const std::string& store_dir, const std::string& server_id,
+                                                     store::PointInfo point, ReadKeys keys, RegionCache* cache) {
+  std::unique_ptr<PointImage> img(new PointImage(server_id, point, keys, cache));
+  img->packs_ = std::make_unique<store::PackReader>("");
+  BR_ASSIGN_OR_RETURN(img->index_, LoadAndPin(store_dir, server_id, img->point_, img->packs_.get(), false));
+  const store::PointIndex& idx = img->index_;
+  img->seal_problems_.assign(idx.volume_sizes.size(), "");
+  for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v) {
+    std::string& problem = img->seal_problems_[v];
+    if (idx.seals.empty()) {
+      problem = "the point carries no seal from the agent, so nothing proves its index complete";
+      continue;
+    }
+    const VolumeSeal& seal = idx.seals[v];
+    if (!keys.seal_keys->Authentic(seal))
+      problem = "the point's seal does not verify with this data key (forged or damaged seal)";
+    else if (seal.time_ns != img->point_.time_ns || seal.flags != img->point_.flags)
+      problem = "the manifest says time " + FormatUtc(img->point_.time_ns) + " but the agent sealed time " +
+                FormatUtc(seal.time_ns) + " (manifest tampered?)";
+    else if (seal.volume_bytes != idx.volume_sizes[v])
+      problem = "the seal is of a " + std::to_string(seal.volume_bytes) + "-byte volume, the index of a " +
+                std::to_string(idx.volume_sizes[v]) + "-byte one";
+  }
+  return img;
+}
+
+std::string PointImage::Where(uint16_t volume) const {
+  return "server '" + server_id_ + "' volume " + std::to_string(volume) + " point " + std::to_string(point_.id);
+}
+
+Status PointImage::DecodeRegion(uint16_t volume, uint64_t region, Bytes* out) {
+  const VolumeSeal& seal = index_.seals[volume];
+  uint64_t start = region * seal.region_bytes;
+  uint64_t end = std::min(start + seal.region_bytes, index_.volume_sizes[volume]);
+  out->assign(end - start, 0);
+  // Entries are sorted by (volume, offset) and never overlap: the first one that ends past
+  // `start` is the first to use.
+  auto first = std::partition_point(index_.entries.begin(), index_.entries.end(), [&](const store::IndexEntry& e) {
+    return e.volume < volume || (e.volume == volume && e.offset + e.length <= start);
+  });
+  const store::IndexEntry* opened = nullptr;
+  RecordHeader h;
+  for (auto it = first; it != index_.entries.end() && it->volume == volume && it->offset < end; ++it) {
+    const store::IndexEntry& e = *it;
+    std::string where = Where(volume) + " offset " + std::to_string(e.offset);
+    bool same = opened != nullptr && opened->pack == e.pack && opened->pack_offset == e.pack_offset &&
+                opened->record_bytes == e.record_bytes && opened->checksum == e.checksum;
+    if (!same) {
+      Status st = packs_->Read(e, &stored_);
+      if (st.ok()) st = keys_.opener->Open(stored_, &h, &plain_);
+      if (st.ok()) {
+        std::string misplaced = PlacementProblem(h, e, point_.id);
+        if (!misplaced.empty()) st = DataLoss("record in pack " + std::to_string(e.pack) + ": " + misplaced);
+      }
+      if (!st.ok()) return Status(st.code(), where + ": " + st.message());
+      opened = &e;
+    }
+    uint64_t from = std::max(start, e.offset), to = std::min(end, e.offset + e.length);
+    std::memcpy(out->data() + (from - start), plain_.data() + e.offset_in_record + (from - e.offset), to - from);
+  }
+  Digest128 got = DigestOfRegion(*keys_.seal_keys, *keys_.fingerprinter, start, ByteSpan(out->data(), out->size()));
+  if (!(got == seal.regions[region]))
+    return DataLoss(Where(volume) + " bytes " + std::to_string(start) + ".." + std::to_string(end) +
+                    ": the data does not match the point's seal (a record the agent sent there is missing, "
+                    "older or damaged: store tampered?)");
+  return Status::Ok();
+}
+
+Result<const Bytes*> PointImage::Region(uint16_t volume, uint64_t region) {
+  RegionCache::Key key{point_.id, volume, region};
+  if (const Bytes* hit = cache_->Get(key)) return hit;
+  Bytes data;
+  BR_RETURN_IF_ERROR(DecodeRegion(volume, region, &data));
+  return cache_->Put(key, std::move(data));
+}
+
+Status PointImage::Read(uint16_t volume, uint64_t offset, uint64_t len, uint8_t* out) {
+  if (volume >= volume_count() || offset > volume_bytes(volume) || len > volume_bytes(volume) - offset)
+    return InvalidArgument(Where(volume) + ": read past the end of the volume");
+  if (!seal_problems_[volume].empty()) return DataLoss(Where(volume) + ": " + seal_problems_[volume]);
+  uint64_t region_bytes = index_.seals[volume].region_bytes;
+  while (len > 0) {
+    uint64_t region = offset / region_bytes;
+    BR_ASSIGN_OR_RETURN(const Bytes* data, Region(volume, region));
+    uint64_t at = offset - region * region_bytes;
+    uint64_t n = std::min<uint64_t>(len, data->size() - at);
+    std::memcpy(out, data->data() + at, n);
+    out += n;
+    offset += n;
+    len -= n;
+  }
+  return Status::Ok();
+}
+
+}  // namespace blockrep::recovery
