@@ -157,16 +157,19 @@ Result<std::string> AttachLoop(const std::string& image, UniqueFd* loop_fd) {
   return Unavailable("no free loop device after 16 attempts");
 }
 
-std::string DetectFs(const std::string& dev) {
+// The filesystem type on `dev`, "unknown" when none is recognised; an error when the device
+// could not be read (a damaged point gives EIO here already).
+Result<std::string> DetectFs(const std::string& dev) {
   blkid_probe pr = blkid_new_probe_from_filename(dev.c_str());
-  if (pr == nullptr) return "unknown";
+  if (pr == nullptr) return ErrnoStatus("libblkid cannot open " + dev, errno);
   blkid_probe_enable_superblocks(pr, 1);
   blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
   std::string type = "unknown";
   const char* value = nullptr;
-  if (blkid_do_safeprobe(pr) == 0 && blkid_probe_lookup_value(pr, "TYPE", &value, nullptr) == 0 && value)
-    type = value;
+  int rc = blkid_do_safeprobe(pr);
+  if (rc == 0 && blkid_probe_lookup_value(pr, "TYPE", &value, nullptr) == 0 && value) type = value;
   blkid_free_probe(pr);
+  if (rc < 0) return IoError("libblkid could not read " + dev + " to find its filesystem (damaged point? see the mount log)");
   return type;
 }
 
@@ -273,7 +276,15 @@ Status StartMountChild(const DrillRequest& req, uint64_t point_id, Scratch* s) {
 
 // Replays the journal on the overlay, checks the filesystem, mounts it for the hook.
 void CheckVolume(DrillVolume* v, const std::string& dev, const std::string& mnt, Scratch* s, DrillReport* rep) {
-  v->fs = DetectFs(dev);
+  auto fs = DetectFs(dev);
+  if (!fs.ok()) {
+    v->fs = "unknown";
+    v->check = "failed";
+    v->detail = fs.status().message();
+    rep->problems.push_back("volume " + std::to_string(v->index) + ": " + v->detail);
+    return;
+  }
+  v->fs = *fs;
   bool ext = IsExt(v->fs), xfs = v->fs == "xfs";
   if (!ext && !xfs) {
     v->check = "unchecked";
@@ -283,7 +294,7 @@ void CheckVolume(DrillVolume* v, const std::string& dev, const std::string& mnt,
   std::string where = "volume " + std::to_string(v->index) + " (" + v->fs + ")";
   const char* data = xfs ? "nouuid" : "";
   const char* type = xfs ? "xfs" : "ext4";  // the ext4 driver mounts ext2 and ext3 too
-  if (MakeDirs(mnt, 0700).ok() == false) {
+  if (!MakeDirs(mnt, 0711).ok() || chmod((s->dir + "/mnt").c_str(), 0711) != 0) {
     v->check = "failed";
     v->detail = "cannot create " + mnt;
     rep->problems.push_back(where + ": " + v->detail);
@@ -379,6 +390,9 @@ Result<DrillReport> Drill(const DrillRequest& req) {
   if (mkdtemp(tmpl.data()) == nullptr) return ErrnoStatus("create a scratch directory in " + req.scratch_parent, errno);
   s.dir = tmpl;
   rep.scratch = s.dir;
+  // Traversable (not readable) by others: a hook may start a service as its own user (PostgreSQL
+  // as postgres) from a mounted volume, whose own permissions then apply.
+  if (chmod(s.dir.c_str(), 0711) != 0) return ErrnoStatus("chmod " + s.dir, errno);
   s.fuse_dir = s.dir + "/point";
 
   auto fail = [&](const std::string& why) { rep.problems.push_back(why); };
