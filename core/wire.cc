@@ -21,7 +21,7 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
     return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                          std::to_string(kMaxFramePayload));
   if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
-  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kBaseSeal))
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kDrillReportOk))
     return ProtocolError("unknown frame type " + std::to_string(type));
   if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
   return std::optional<Frame>(
@@ -62,6 +62,7 @@ Bytes Hello::Encode() const {
   w.U16(version_max);
   w.String(server_id);
   w.U64(key_id);
+  w.U8(static_cast<uint8_t>(role));
   return b;
 }
 
@@ -73,6 +74,9 @@ Result<Hello> Hello::Decode(ByteSpan p) {
   h.version_max = r.U16();
   h.server_id = r.String(kMaxServerIdLen);
   h.key_id = r.U64();
+  uint8_t role = r.U8();
+  if (r.ok() && role > static_cast<uint8_t>(Role::kReader)) return ProtocolError("HELLO names an unknown role");
+  h.role = static_cast<Role>(role);
   BR_RETURN_IF_ERROR(Finish(r, "HELLO"));
   return h;
 }
@@ -327,6 +331,83 @@ Result<BaseSeal> BaseSeal::Decode(ByteSpan p) {
     m.seal = std::move(*s);
   }
   BR_RETURN_IF_ERROR(Finish(r, "BASE_SEAL"));
+  return m;
+}
+
+Bytes ReadRequest::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U64(tag);
+  w.U8(static_cast<uint8_t>(kind));
+  w.U64(id);
+  w.U64(offset);
+  w.U32(length);
+  return b;
+}
+
+Result<ReadRequest> ReadRequest::Decode(ByteSpan p) {
+  ByteReader r(p);
+  ReadRequest m;
+  m.tag = r.U64();
+  uint8_t kind = r.U8();
+  m.id = r.U64();
+  m.offset = r.U64();
+  m.length = r.U32();
+  BR_RETURN_IF_ERROR(Finish(r, "READ_REQUEST"));
+  if (kind < static_cast<uint8_t>(ReadKind::kManifest) || kind > static_cast<uint8_t>(ReadKind::kPack))
+    return ProtocolError("READ_REQUEST of unknown kind " + std::to_string(kind));
+  m.kind = static_cast<ReadKind>(kind);
+  if (m.length == 0 || m.length > kMaxReadBytes)
+    return ProtocolError("READ_REQUEST of " + std::to_string(m.length) + " bytes (1.." + std::to_string(kMaxReadBytes) + ")");
+  return m;
+}
+
+void ReadData::AppendEncoded(Bytes* frame_out, uint64_t tag, uint64_t object_bytes, ReadStatus status, ByteSpan data) {
+  Bytes head;
+  ByteWriter w(&head);
+  w.U64(tag);
+  w.U64(object_bytes);
+  w.U8(static_cast<uint8_t>(status));
+  w.U32(static_cast<uint32_t>(data.size()));
+  Bytes payload;
+  payload.reserve(head.size() + data.size());
+  payload.insert(payload.end(), head.begin(), head.end());
+  payload.insert(payload.end(), data.begin(), data.end());
+  AppendFrame(frame_out, MsgType::kReadData, payload);
+}
+
+Result<ReadData> ReadData::Decode(ByteSpan p) {
+  ByteReader r(p);
+  ReadData m;
+  m.tag = r.U64();
+  m.object_bytes = r.U64();
+  uint8_t status = r.U8();
+  uint32_t n = r.U32();
+  if (!r.ok()) return ProtocolError("READ_DATA is truncated");
+  if (status > static_cast<uint8_t>(ReadStatus::kNotFound)) return ProtocolError("READ_DATA has an unknown status");
+  m.status = static_cast<ReadStatus>(status);
+  if (n > kMaxReadBytes || r.remaining() != n) return ProtocolError("READ_DATA length does not match its payload");
+  m.data = p.subspan(p.size() - n);
+  return m;
+}
+
+Bytes DrillReport::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U32(static_cast<uint32_t>(line.size()));
+  w.Raw(reinterpret_cast<const uint8_t*>(line.data()), line.size());
+  return b;
+}
+
+Result<DrillReport> DrillReport::Decode(ByteSpan p) {
+  ByteReader r(p);
+  uint32_t n = r.U32();
+  if (!r.ok() || n == 0 || n > kMaxDrillReportBytes || r.remaining() != n)
+    return ProtocolError("DRILL_REPORT must carry 1.." + std::to_string(kMaxDrillReportBytes) + " bytes");
+  DrillReport m;
+  m.line.assign(reinterpret_cast<const char*>(p.data() + 4), n);
+  for (unsigned char c : m.line)
+    if (c == '\n' || c == '\r' || c == 0) return ProtocolError("DRILL_REPORT must be one line");
   return m;
 }
 

@@ -21,7 +21,9 @@
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
 #include "blockrep/store.h"
+#include "blockrep/keyfile.h"
 #include "restore.h"
+#include "source.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -244,10 +246,21 @@ Status StartMountChild(const DrillRequest& req, uint64_t point_id, Scratch* s) {
     if (fd >= 0) dup2(fd, STDERR_FILENO);
     std::string point = std::to_string(point_id);
     std::string overlay = s->dir + "/overlay";
-    const char* args[] = {req.self_exe.c_str(), "mount", "--store", req.store_dir.c_str(), "--server-id",
-                          req.server_id.c_str(), "--key", req.key_file.c_str(), "--point", point.c_str(),
-                          "--overlay", overlay.c_str(), s->fuse_dir.c_str(), nullptr};
-    execv(args[0], const_cast<char* const*>(args));
+    std::vector<std::string> a = {req.self_exe, "mount", "--server-id", req.server_id, "--key", req.key_file,
+                                  "--point", point, "--overlay", overlay};
+    if (req.staging.empty()) {
+      a.insert(a.end(), {"--store", req.store_dir});
+    } else {
+      a.insert(a.end(), {"--staging", req.staging});
+      if (!req.tls.cert.empty()) a.insert(a.end(), {"--tls-cert", req.tls.cert});
+      if (!req.tls.key.empty()) a.insert(a.end(), {"--tls-key", req.tls.key});
+      if (!req.tls.ca.empty()) a.insert(a.end(), {"--tls-ca", req.tls.ca});
+    }
+    a.push_back(s->fuse_dir);
+    std::vector<char*> args;
+    for (auto& x : a) args.push_back(x.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
     std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
   }
@@ -363,9 +376,12 @@ std::string DrillReport::ToJson() const {
 Result<DrillReport> Drill(const DrillRequest& req) {
   uint64_t start_ns = MonotonicNs();
   uint64_t start_utc = NowUtcNs();
-  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
-  BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req.store_dir, req.server_id, false));
-  BR_ASSIGN_OR_RETURN(store::PointInfo point, ResolvePoint(st->manifest(), req.point_spec));
+  BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
+  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file};
+  if (!spec.staging.empty()) FillTlsDefaults(&spec);
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, key.key_id));
+  BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());
+  BR_ASSIGN_OR_RETURN(store::PointInfo point, ResolvePoint(manifest, req.point_spec));
   if (!req.hook.empty() && access(req.hook.c_str(), X_OK) != 0)
     return InvalidArgument("--hook " + req.hook + " is not an executable file");
   if (geteuid() != 0) return PermissionDenied("drill attaches loop devices and mounts filesystems: run it as root");
@@ -400,6 +416,8 @@ Result<DrillReport> Drill(const DrillRequest& req) {
   if (req.copy) {
     RestoreRequest rr;
     rr.store_dir = req.store_dir;
+    rr.staging = req.staging;
+    rr.tls = req.tls;
     rr.server_id = req.server_id;
     rr.key_file = req.key_file;
     rr.point_spec = std::to_string(point.id);
@@ -464,14 +482,10 @@ Result<DrillReport> Drill(const DrillRequest& req) {
   s.Cleanup();
   if (req.keep) Log(kProg, "--keep: left mounted and in place under " + rep.scratch);
 
-  // The audit history (a later point's metrics read it). A failure to append is reported, not
-  // hidden, but does not change the drill's result.
-  std::string line = rep.ToJson() + "\n";
-  std::string path = st->dir() + "/drills.jsonl";
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!fd.valid() || write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
-      fsync(fd.get()) != 0)
-    Log(kProg, "appending the report to " + path + " failed: " + std::strerror(errno));
+  // The audit history (a later point's metrics read it): in the store, or appended by the staging.
+  // A failure to append is reported, not hidden, but does not change the drill's result.
+  Status appended = source->AppendDrillReport(rep.ToJson());
+  if (!appended.ok()) Log(kProg, "appending the report to drills.jsonl (" + source->Describe() + ") failed: " + appended.message());
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   return rep;

@@ -15,11 +15,14 @@
 #include <vector>
 
 #include "blockrep/status.h"
+#include "blockrep/tls.h"
 
 namespace blockrep::recovery {
 
 struct DrillRequest {
-  std::string store_dir;
+  std::string store_dir;  // one of store_dir and staging
+  std::string staging;    // HOST:PORT (the report is appended by the staging)
+  TlsFiles tls;
   std::string server_id;
   std::string key_file;
   std::string point_spec = "latest";

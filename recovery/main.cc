@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "blockrep/cli.h"
+#include "blockrep/keyfile.h"
 #include "blockrep/options.h"
 #include "blockrep/store.h"
 #include "drill.h"
@@ -18,30 +19,57 @@ using namespace blockrep;
 namespace {
 
 constexpr const char* kProg = "blockrep-recover";
+
+// --staging and the agent's TLS files, shared by the commands that can read over the network.
+void AddStagingOptions(po::options_description* desc, std::string* staging, TlsFiles* tls) {
+  desc->add_options()("staging", po::value(staging))("tls-cert", po::value(&tls->cert))("tls-key", po::value(&tls->key))(
+      "tls-ca", po::value(&tls->ca));
+}
 constexpr const char* kUsage =
     "Usage:\n"
-    "  blockrep-recover list    --store DIR --server-id ID [--json]\n"
-    "  blockrep-recover restore --store DIR --server-id ID --key FILE --point latest|ID|TIME\n"
-    "                           --output DIR | --target VOLINDEX=PATH ... [--allow-damaged]\n"
+    "  blockrep-recover list    (--store DIR | --staging HOST:PORT) --server-id ID [--key FILE] [--json]\n"
+    "  blockrep-recover restore (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
+    "                           --point latest|ID|TIME --output DIR | --target VOLINDEX=PATH ...\n"
+    "                           [--delta] [--allow-damaged]\n"
     "  blockrep-recover verify  --store DIR [--server-id ID] [--key FILE]\n"
-    "  blockrep-recover mount   --store DIR --server-id ID --key FILE [--overlay DIR] [--point P]\n"
+    "  blockrep-recover mount   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
+    "                           [--overlay DIR] [--point P]\n"
     "                           [--cache-mib N] MOUNTPOINT\n"
-    "  blockrep-recover drill   --store DIR --server-id ID --key FILE [--point P] [--hook SCRIPT]\n"
-    "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n";
+    "  blockrep-recover drill   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
+    "                           [--point P] [--hook SCRIPT]\n"
+    "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n"
+    "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
+    "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n";
 
 int List(int argc, char** argv) {
-  std::string store_dir, server_id;
+  recovery::SourceSpec spec;
   po::options_description desc("list options");
-  desc.add_options()("help,h", "")("store", po::value(&store_dir))("server-id", po::value(&server_id))("json", "");
+  desc.add_options()("help,h", "")("store", po::value(&spec.store_dir))("server-id", po::value(&spec.server_id))(
+      "key", po::value(&spec.key_file))("json", "");
+  AddStagingOptions(&desc, &spec.staging, &spec.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (store_dir.empty() || server_id.empty())
-    return ReportFatal(kProg, InvalidArgument("list needs --store DIR and --server-id ID"));
-  Status st = store::InitStoreRoot(store_dir, false);
-  if (!st.ok()) return ReportFatal(kProg, st);
-  auto s = store::ServerStore::Open(store_dir, server_id, false);
-  if (!s.ok()) return ReportFatal(kProg, s.status());
-  const auto& points = (*s)->manifest().points;
+  Status flags = recovery::CheckSourceFlags(spec, "list");
+  if (!flags.ok()) return ReportFatal(kProg, flags);
+  uint64_t key_id = 0;
+  if (!spec.staging.empty()) {
+    // The staging checks the reader's key id (its data key stays here): list needs --key then.
+    // Listing needs no data key; the agent's TLS files default beside --key when it is given.
+    if (!spec.key_file.empty()) {
+      auto key = LoadDataKey(spec.key_file);
+      if (!key.ok()) return ReportFatal(kProg, key.status());
+      key_id = key->key_id;
+      recovery::FillTlsDefaults(&spec);
+    } else if (spec.tls.cert.empty() || spec.tls.key.empty() || spec.tls.ca.empty()) {
+      return ReportFatal(kProg, InvalidArgument("list --staging needs the agent's TLS files: --key FILE (they sit beside "
+                                                "it) or --tls-cert, --tls-key and --tls-ca"));
+    }
+  }
+  auto source = recovery::OpenSource(spec, key_id);
+  if (!source.ok()) return ReportFatal(kProg, source.status());
+  auto manifest = (*source)->LoadManifest();
+  if (!manifest.ok()) return ReportFatal(kProg, manifest.status());
+  const auto& points = manifest->points;
   if (vm.count("json")) {
     std::printf("[");
     for (size_t i = 0; i < points.size(); ++i) {
@@ -69,11 +97,12 @@ int RestoreCmd(int argc, char** argv) {
   po::options_description desc("restore options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))(
-      "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("help,h", "");
+      "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")("help,h", "");
+  AddStagingOptions(&desc, &req.staging, &req.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty())
-    return ReportFatal(kProg, InvalidArgument("restore needs --store, --server-id and --key"));
+  if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
+    return ReportFatal(kProg, InvalidArgument("restore needs --store DIR or --staging HOST:PORT, --server-id and --key"));
   if (req.output_dir.empty() == targets.empty())
     return ReportFatal(kProg, InvalidArgument("restore needs exactly one of --output DIR or --target VOLINDEX=PATH"));
   for (const std::string& t : targets) {
@@ -85,12 +114,31 @@ int RestoreCmd(int argc, char** argv) {
     req.targets[static_cast<uint16_t>(idx)] = t.substr(eq + 1);
   }
   req.allow_damaged = vm.count("allow-damaged") != 0;
+  req.delta = vm.count("delta") != 0;
+  if (req.delta && !req.output_dir.empty())
+    return ReportFatal(kProg, InvalidArgument("--delta writes onto existing copies: give --target VOLINDEX=PATH, not --output"));
+  if (req.delta && req.allow_damaged)
+    return ReportFatal(kProg, InvalidArgument("--delta and --allow-damaged do not go together (a delta restore stops at damage)"));
   auto sum = recovery::Restore(req);
   if (!sum.ok()) return ReportFatal(kProg, sum.status());
-  std::printf("restored point %llu (%s, %s) in %.2f s: %llu records, %.1f MiB of data\n",
+  if (req.delta) {
+    std::printf("delta-restored point %llu (%s, %s) in %.2f s: target bytes read %llu, bytes fetched %llu, "
+                "bytes written %llu (%llu differing 4 KiB blocks, %llu records opened)\n",
+                static_cast<unsigned long long>(sum->point.id), FormatUtc(sum->point.time_ns).c_str(),
+                sum->point.consistent() ? "consistent" : "not consistent", sum->seconds,
+                static_cast<unsigned long long>(sum->target_bytes_read), static_cast<unsigned long long>(sum->bytes_fetched),
+                static_cast<unsigned long long>(sum->bytes_written), static_cast<unsigned long long>(sum->blocks_differing),
+                static_cast<unsigned long long>(sum->records));
+    for (const auto& [vol, path] : sum->written) std::printf("  volume %u -> %s\n", vol, path.c_str());
+    std::printf("  sealed: %llu region(s) of the targets add up to the agent's seal\n",
+                static_cast<unsigned long long>(sum->seal_regions_matched));
+    return 0;
+  }
+  std::printf("restored point %llu (%s, %s) in %.2f s: %llu records, %.1f MiB of data, %.1f MiB fetched from %s\n",
               static_cast<unsigned long long>(sum->point.id), FormatUtc(sum->point.time_ns).c_str(),
               sum->point.consistent() ? "consistent" : "not consistent", sum->seconds,
-              static_cast<unsigned long long>(sum->records), sum->bytes_written / 1048576.0);
+              static_cast<unsigned long long>(sum->records), sum->bytes_written / 1048576.0,
+              sum->bytes_fetched / 1048576.0, req.staging.empty() ? "the store" : "the staging");
   for (const auto& [vol, path] : sum->written) std::printf("  volume %u -> %s\n", vol, path.c_str());
   std::printf("  sealed: %llu region(s) add up to the agent's seal (every record there, none older)\n",
               static_cast<unsigned long long>(sum->seal_regions_matched));
@@ -140,6 +188,7 @@ int MountCmd(int argc, char** argv) {
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("overlay", po::value(&req.overlay_dir))("point", po::value(&req.point_spec))(
       "cache-mib", po::value(&cache_mib))("mountpoint", po::value(&req.mountpoint))("help,h", "");
+  AddStagingOptions(&desc, &req.staging, &req.tls);
   po::positional_options_description pos;
   pos.add("mountpoint", 1);
   po::variables_map vm;
@@ -150,8 +199,8 @@ int MountCmd(int argc, char** argv) {
     return ReportFatal(kProg, InvalidArgument(std::string(e.what()) + " (see blockrep-recover --help)"));
   }
   if (vm.count("help")) return std::printf("%s", kUsage), 0;
-  if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
-    return ReportFatal(kProg, InvalidArgument("mount needs --store, --server-id, --key and a MOUNTPOINT directory"));
+  if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
+    return ReportFatal(kProg, InvalidArgument("mount needs --store DIR or --staging HOST:PORT, --server-id, --key and a MOUNTPOINT directory"));
   if (cache_mib < 1 || cache_mib > 65536)
     return ReportFatal(kProg, InvalidArgument("--cache-mib must be 1..65536 (MiB of decoded regions kept)"));
   req.cache_bytes = cache_mib << 20;
@@ -170,10 +219,11 @@ int DrillCmd(int argc, char** argv) {
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))("hook", po::value(&req.hook))(
       "hook-timeout", po::value(&req.hook_timeout_s))("scratch", po::value(&req.scratch_parent))("copy", "")(
       "keep", "")("json", "")("help,h", "");
+  AddStagingOptions(&desc, &req.staging, &req.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (req.store_dir.empty() || req.server_id.empty() || req.key_file.empty())
-    return ReportFatal(kProg, InvalidArgument("drill needs --store, --server-id and --key"));
+  if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
+    return ReportFatal(kProg, InvalidArgument("drill needs --store DIR or --staging HOST:PORT, --server-id and --key"));
   req.copy = vm.count("copy") != 0;
   req.keep = vm.count("keep") != 0;
   char self[4096];

@@ -33,18 +33,20 @@ constexpr uint64_t kManifestRefreshNs = 1'000'000'000;
 
 class PointsFs {
  public:
-  PointsFs(MountRequest req, DataKey key, std::unique_ptr<SealKeys> seal_keys, BlockFingerprinter fingerprinter)
+  PointsFs(MountRequest req, std::unique_ptr<PointSource> source, DataKey key, std::unique_ptr<SealKeys> seal_keys,
+           BlockFingerprinter fingerprinter)
       : req_(std::move(req)),
+        source_(std::move(source)),
         seal_keys_(std::move(seal_keys)),
         fingerprinter_(fingerprinter),
         opener_(key, req_.server_id),
         cache_(req_.cache_bytes) {}
 
   Status LoadPoints() {
-    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req_.store_dir, req_.server_id, false));
-    std::vector<store::PointInfo> points = st->manifest().points;
+    BR_ASSIGN_OR_RETURN(store::Manifest m, source_->LoadManifest());
+    std::vector<store::PointInfo> points = m.points;
     if (!req_.point_spec.empty()) {
-      BR_ASSIGN_OR_RETURN(store::PointInfo p, ResolvePoint(st->manifest(), req_.point_spec));
+      BR_ASSIGN_OR_RETURN(store::PointInfo p, ResolvePoint(m, req_.point_spec));
       points = {p};
     }
     points_.clear();
@@ -94,7 +96,7 @@ class PointsFs {
     auto it = images_.find(point);
     if (it != images_.end()) return it->second.get();
     ReadKeys keys{seal_keys_.get(), &fingerprinter_, &opener_};
-    BR_ASSIGN_OR_RETURN(auto img, PointImage::Open(req_.store_dir, req_.server_id, points_.at(point), keys, &cache_));
+    BR_ASSIGN_OR_RETURN(auto img, PointImage::Open(source_.get(), req_.server_id, points_.at(point), keys, &cache_));
     PointImage* raw = img.get();
     images_[point] = std::move(img);
     return raw;
@@ -126,6 +128,7 @@ class PointsFs {
 
  private:
   MountRequest req_;
+  std::unique_ptr<PointSource> source_;
   std::unique_ptr<SealKeys> seal_keys_;
   BlockFingerprinter fingerprinter_;
   RecordOpener opener_;
@@ -309,10 +312,12 @@ void* FsInit(struct fuse_conn_info*, struct fuse_config* cfg) {
 }  // namespace
 
 Status Mount(const MountRequest& req, const std::function<void(const std::string&)>& ready) {
-  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
-  BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req.store_dir, req.server_id, false));
   BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
-  if (st->manifest().key_id != 0 && st->manifest().key_id != key.key_id)
+  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file};
+  if (!spec.staging.empty()) FillTlsDefaults(&spec);
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, key.key_id));
+  BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());
+  if (manifest.key_id != 0 && manifest.key_id != key.key_id)
     return PermissionDenied("key file " + req.key_file + " is not the data key of server '" + req.server_id +
                             "' (use the data-" + req.server_id + ".key its agent replicates with)");
   struct stat mp{};
@@ -321,7 +326,7 @@ Status Mount(const MountRequest& req, const std::function<void(const std::string
   if (!req.overlay_dir.empty()) BR_RETURN_IF_ERROR(MakeDirs(req.overlay_dir, 0700));
   BR_ASSIGN_OR_RETURN(auto seal_keys, SealKeys::Create(key, req.server_id));
   BR_ASSIGN_OR_RETURN(BlockFingerprinter fingerprinter, BlockFingerprinter::Create(key));
-  PointsFs fs(req, key, std::move(seal_keys), fingerprinter);
+  PointsFs fs(req, std::move(source), key, std::move(seal_keys), fingerprinter);
   BR_RETURN_IF_ERROR(fs.LoadPoints());
 
   fuse_operations ops{};
@@ -356,7 +361,8 @@ Status Mount(const MountRequest& req, const std::function<void(const std::string
   sa.sa_handler = OnStopSignal;  // no SA_RESTART: the loop's read returns EINTR and sees the exit
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  ready("mounted server '" + req.server_id + "' (" + std::to_string(fs.point_count()) + " point(s)" +
+  ready("mounted server '" + req.server_id + "' from " + (req.staging.empty() ? "store " + req.store_dir : "staging " + req.staging) +
+        " (" + std::to_string(fs.point_count()) + " point(s)" +
         (req.overlay_dir.empty() ? ", read-only" : ", writes to overlay " + req.overlay_dir) + ") at " +
         req.mountpoint);
   int rc = fuse_loop(f);

@@ -14,11 +14,14 @@
 #include <string>
 
 #include "blockrep/status.h"
+#include "blockrep/tls.h"
 
 namespace blockrep::recovery {
 
 struct MountRequest {
-  std::string store_dir;
+  std::string store_dir;     // one of store_dir and staging
+  std::string staging;       // HOST:PORT, the agent's certificate (tls; defaults beside key_file)
+  TlsFiles tls;
   std::string server_id;
   std::string key_file;
   std::string mountpoint;

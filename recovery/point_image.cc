@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "blockrep/cli.h"
-#include "restore.h"
 #include "verify.h"
 
 namespace blockrep::recovery {
@@ -35,14 +34,14 @@ const Bytes* RegionCache::Put(const Key& key, Bytes data) {
   return &lru_.front().second;
 }
 
-PointImage::PointImage(std::string server_id, store::PointInfo point, ReadKeys keys, RegionCache* cache)
-    : server_id_(std::move(server_id)), point_(point), keys_(keys), cache_(cache) {}
+PointImage::PointImage(PointSource* source, std::string server_id, store::PointInfo point, ReadKeys keys,
+                       RegionCache* cache)
+    : source_(source), server_id_(std::move(server_id)), point_(point), keys_(keys), cache_(cache) {}
 
-Result<std::unique_ptr<PointImage>> PointImage::Open(const std::string& store_dir, const std::string& server_id,
+Result<std::unique_ptr<PointImage>> PointImage::Open(PointSource* source, const std::string& server_id,
                                                      store::PointInfo point, ReadKeys keys, RegionCache* cache) {
-  std::unique_ptr<PointImage> img(new PointImage(server_id, point, keys, cache));
-  img->packs_ = std::make_unique<store::PackReader>("");
-  BR_ASSIGN_OR_RETURN(img->index_, LoadAndPin(store_dir, server_id, img->point_, img->packs_.get(), false));
+  std::unique_ptr<PointImage> img(new PointImage(source, server_id, point, keys, cache));
+  BR_ASSIGN_OR_RETURN(img->index_, source->OpenPoint(img->point_, false));
   const store::PointIndex& idx = img->index_;
   img->seal_problems_.assign(idx.volume_sizes.size(), "");
   for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v) {
@@ -78,26 +77,35 @@ Status PointImage::DecodeRegion(uint16_t volume, uint64_t region, Bytes* out) {
   auto first = std::partition_point(index_.entries.begin(), index_.entries.end(), [&](const store::IndexEntry& e) {
     return e.volume < volume || (e.volume == volume && e.offset + e.length <= start);
   });
-  const store::IndexEntry* opened = nullptr;
-  RecordHeader h;
+  std::vector<const store::IndexEntry*> pieces, records;
+  std::vector<size_t> group_start;
   for (auto it = first; it != index_.entries.end() && it->volume == volume && it->offset < end; ++it) {
     const store::IndexEntry& e = *it;
-    std::string where = Where(volume) + " offset " + std::to_string(e.offset);
-    bool same = opened != nullptr && opened->pack == e.pack && opened->pack_offset == e.pack_offset &&
-                opened->record_bytes == e.record_bytes && opened->checksum == e.checksum;
-    if (!same) {
-      Status st = packs_->Read(e, &stored_);
-      if (st.ok()) st = keys_.opener->Open(stored_, &h, &plain_);
-      if (st.ok()) {
-        std::string misplaced = PlacementProblem(h, e, point_.id);
-        if (!misplaced.empty()) st = DataLoss("record in pack " + std::to_string(e.pack) + ": " + misplaced);
-      }
-      if (!st.ok()) return Status(st.code(), where + ": " + st.message());
-      opened = &e;
-    }
-    uint64_t from = std::max(start, e.offset), to = std::min(end, e.offset + e.length);
-    std::memcpy(out->data() + (from - start), plain_.data() + e.offset_in_record + (from - e.offset), to - from);
+    pieces.push_back(&e);
+    if (!records.empty() && records.back()->pack == e.pack && records.back()->pack_offset == e.pack_offset &&
+        records.back()->checksum == e.checksum)
+      continue;
+    records.push_back(&e);
+    group_start.push_back(pieces.size() - 1);
   }
+  group_start.push_back(pieces.size());
+  RecordHeader h;
+  BR_RETURN_IF_ERROR(source_->ReadRecords(point_.id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
+    const store::IndexEntry& first_piece = *pieces[group_start[g]];
+    Status st = read;
+    if (st.ok()) st = keys_.opener->Open(stored, &h, &plain_);
+    for (size_t i = group_start[g]; st.ok() && i < group_start[g + 1]; ++i) {
+      std::string misplaced = PlacementProblem(h, *pieces[i], point_.id);
+      if (!misplaced.empty()) st = DataLoss("record in pack " + std::to_string(pieces[i]->pack) + ": " + misplaced);
+    }
+    if (!st.ok()) return Status(st.code(), Where(volume) + " offset " + std::to_string(first_piece.offset) + ": " + st.message());
+    for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
+      const store::IndexEntry& e = *pieces[i];
+      uint64_t from = std::max(start, e.offset), to = std::min(end, e.offset + e.length);
+      std::memcpy(out->data() + (from - start), plain_.data() + e.offset_in_record + (from - e.offset), to - from);
+    }
+    return Status::Ok();
+  }));
   Digest128 got = DigestOfRegion(*keys_.seal_keys, *keys_.fingerprinter, start, ByteSpan(out->data(), out->size()));
   if (!(got == seal.regions[region]))
     return DataLoss(Where(volume) + " bytes " + std::to_string(start) + ".." + std::to_string(end) +

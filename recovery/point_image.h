@@ -23,6 +23,7 @@
 #include "blockrep/seal.h"
 #include "blockrep/status.h"
 #include "blockrep/store.h"
+#include "source.h"
 
 namespace blockrep::recovery {
 
@@ -57,7 +58,7 @@ class PointImage {
  public:
   // Loads the point's index and opens (pins) every pack it names; the point stays readable if
   // the staging expires or compacts it later. Cost: one index read, whatever the volumes' size.
-  static Result<std::unique_ptr<PointImage>> Open(const std::string& store_dir, const std::string& server_id,
+  static Result<std::unique_ptr<PointImage>> Open(PointSource* source, const std::string& server_id,
                                                   store::PointInfo point, ReadKeys keys, RegionCache* cache);
 
   const store::PointInfo& point() const { return point_; }
@@ -70,21 +71,21 @@ class PointImage {
   Status Read(uint16_t volume, uint64_t offset, uint64_t len, uint8_t* out);
 
  private:
-  PointImage(std::string server_id, store::PointInfo point, ReadKeys keys, RegionCache* cache);
+  PointImage(PointSource* source, std::string server_id, store::PointInfo point, ReadKeys keys, RegionCache* cache);
   Result<const Bytes*> Region(uint16_t volume, uint64_t region);
   Status DecodeRegion(uint16_t volume, uint64_t region, Bytes* out);
   std::string Where(uint16_t volume) const;
 
+  PointSource* source_;
   std::string server_id_;
   store::PointInfo point_;
   ReadKeys keys_;
   RegionCache* cache_;
   store::PointIndex index_;
-  std::unique_ptr<store::PackReader> packs_;
   // Per volume: empty when its seal is authentic and names this point's time and flags; else
   // why no read of it can be trusted.
   std::vector<std::string> seal_problems_;
-  Bytes stored_, plain_;  // scratch for one record
+  Bytes plain_;  // scratch for one record
 };
 
 }  // namespace blockrep::recovery

@@ -16,6 +16,7 @@
 #include "blockrep/fingerprint.h"
 #include "blockrep/record.h"
 #include "blockrep/seal.h"
+#include "delta.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -165,9 +166,9 @@ Status CheckSeal(const std::string& server_id, const store::PointInfo& point, co
   return Status::Ok();
 }
 
-Status RestoreVolume(const std::string& server_id, const store::PointInfo& point, const store::PointIndex& idx,
-                     uint16_t vol, Target& t, store::PackReader& packs, RecordOpener& opener, const SealCheck& check,
-                     bool allow_damaged, RestoreSummary* sum, Progress* progress) {
+Status RestoreVolume(PointSource& source, const std::string& server_id, const store::PointInfo& point,
+                     const store::PointIndex& idx, uint16_t vol, Target& t, RecordOpener& opener,
+                     const SealCheck& check, bool allow_damaged, RestoreSummary* sum, Progress* progress) {
   uint64_t point_id = point.id;
   // Extents in the order their records sit in the packs, not in volume order: a long chain of
   // small writes scatters a point's records over every pack, and an overwrite in the middle of
@@ -188,74 +189,69 @@ Status RestoreVolume(const std::string& server_id, const store::PointInfo& point
   std::stable_sort(order.begin(), order.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
     return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
   });
-  // Where each read should stop: records closer than kReadGapMax to the next one the point uses
-  // are read with it in one pread (bytes of other points' records in between are read and
-  // skipped); a wider gap, or kWindowBytes, ends the stretch.
-  constexpr uint64_t kReadGapMax = 128u << 10;
-  std::vector<uint64_t> read_until(order.size());
-  for (size_t i = order.size(); i-- > 0;) {
+  // Pieces of one record (an older record split by newer ones) are read and decoded once.
+  std::vector<const store::IndexEntry*> records;
+  std::vector<size_t> group_start;  // index into `order` of each record's first piece
+  for (size_t i = 0; i < order.size(); ++i) {
     const store::IndexEntry& e = *order[i];
-    uint64_t end = e.pack_offset + e.record_bytes;
-    read_until[i] = end;
-    if (i + 1 < order.size() && order[i + 1]->pack == e.pack && order[i + 1]->pack_offset <= end + kReadGapMax &&
-        read_until[i + 1] - e.pack_offset <= store::PackReader::kWindowBytes)
-      read_until[i] = std::max(end, read_until[i + 1]);
+    bool same = !records.empty() && records.back()->pack == e.pack && records.back()->pack_offset == e.pack_offset &&
+                records.back()->record_bytes == e.record_bytes && records.back()->checksum == e.checksum;
+    if (same) continue;
+    records.push_back(&e);
+    group_start.push_back(i);
   }
+  group_start.push_back(order.size());
 
-  Bytes stored, plain;
+  Bytes plain;
   RecordHeader h;
-  Status opened = Internal("no record opened yet");
-  const store::IndexEntry* opened_from = nullptr;  // the entry whose record `plain` holds
   RegionDigests digests(check.keys, idx.volume_sizes[vol]);
   std::vector<std::pair<store::IndexEntry, uint64_t>> used;  // entries written, with their record's point
   Status refusal;
   uint64_t refusal_offset = 0;
-  for (size_t i = 0; i < order.size(); ++i) {
-    const store::IndexEntry& e = *order[i];
-    std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
-                        std::to_string(point_id) + " offset " + std::to_string(e.offset);
-    bool same_record = opened_from != nullptr && opened_from->pack == e.pack &&
-                       opened_from->pack_offset == e.pack_offset && opened_from->record_bytes == e.record_bytes &&
-                       opened_from->checksum == e.checksum;
-    if (!same_record) {
-      opened = packs.ReadInOrder(e, read_until[i], &stored);
-      if (opened.ok()) opened = opener.Open(stored, &h, &plain);
-      opened_from = &e;
-    }
-    Status st = opened;
-    if (st.ok()) {
-      std::string misplaced = PlacementProblem(h, e, point_id);
-      if (misplaced.empty() && e.offset % kFingerprintBlockBytes != 0)
-        misplaced = "the extent does not start on a 4 KiB block";
-      if (!misplaced.empty())
-        st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
-                      std::to_string(e.pack_offset) + ": " + misplaced);
-    }
-    if (!st.ok()) {
-      if (!allow_damaged) {
-        // Refused either way; the refusal names the first damaged extent in volume order, as
-        // verify lists them, so look at the rest before returning.
-        if (refusal.ok() || e.offset < refusal_offset) {
-          refusal = Status(st.code(), where + ": " + st.message() +
-                                          " (restore refused: 'blockrep-recover verify' lists every damaged extent; "
-                                          "--allow-damaged restores the rest, leaving zeros there)");
-          refusal_offset = e.offset;
-        }
-        continue;
+  BR_RETURN_IF_ERROR(source.ReadRecords(point_id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
+    Status opened = read;
+    sum->bytes_fetched += stored.size();
+    if (opened.ok()) opened = opener.Open(stored, &h, &plain);
+    for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
+      const store::IndexEntry& e = *order[i];
+      std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
+                          std::to_string(point_id) + " offset " + std::to_string(e.offset);
+      Status st = opened;
+      if (st.ok()) {
+        std::string misplaced = PlacementProblem(h, e, point_id);
+        if (misplaced.empty() && e.offset % kFingerprintBlockBytes != 0)
+          misplaced = "the extent does not start on a 4 KiB block";
+        if (!misplaced.empty())
+          st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset) +
+                        ": " + misplaced);
       }
-      sum->damaged.push_back(Damage{vol, e.offset, e.length, {point_id}, st.message()});
+      if (!st.ok()) {
+        if (!allow_damaged) {
+          // Refused either way; the refusal names the first damaged extent in volume order, as
+          // verify lists them, so look at the rest before returning.
+          if (refusal.ok() || e.offset < refusal_offset) {
+            refusal = Status(st.code(), where + ": " + st.message() +
+                                            " (restore refused: 'blockrep-recover verify' lists every damaged extent; "
+                                            "--allow-damaged restores the rest, leaving zeros there)");
+            refusal_offset = e.offset;
+          }
+          continue;
+        }
+        sum->damaged.push_back(Damage{vol, e.offset, e.length, {point_id}, st.message()});
+        progress->Add(e.length);
+        continue;  // left as a hole (image) or zeroed above (device)
+      }
+      if (!refusal.ok()) continue;  // the image is thrown away: don't write
+      ByteSpan data(plain.data() + e.offset_in_record, e.length);
+      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), data.data(), data.size(), e.offset, t.write_path));
+      NoteData(*check.fingerprinter, e.offset, data, &digests);
+      used.emplace_back(e, h.point_id);
+      sum->bytes_written += e.length;
+      ++sum->records;
       progress->Add(e.length);
-      continue;  // left as a hole (image) or zeroed above (device)
     }
-    if (!refusal.ok()) continue;  // the image is thrown away: don't write
-    ByteSpan data(plain.data() + e.offset_in_record, e.length);
-    BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), data.data(), data.size(), e.offset, t.write_path));
-    NoteData(*check.fingerprinter, e.offset, data, &digests);
-    used.emplace_back(e, h.point_id);
-    sum->bytes_written += e.length;
-    ++sum->records;
-    progress->Add(e.length);
-  }
+    return Status::Ok();
+  }));
   if (!refusal.ok()) return refusal;
   // Damage is reported in volume order, whatever order the records were read in.
   std::stable_sort(sum->damaged.begin(), sum->damaged.end(),
@@ -323,20 +319,29 @@ Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::st
 }
 
 
+SourceSpec RestoreRequest::Source() const {
+  SourceSpec spec;
+  spec.store_dir = store_dir;
+  spec.staging = staging;
+  spec.tls = tls;
+  spec.server_id = server_id;
+  spec.key_file = key_file;
+  if (!staging.empty()) FillTlsDefaults(&spec);
+  return spec;
+}
+
 Result<RestoreSummary> Restore(const RestoreRequest& req) {
   uint64_t start = MonotonicNs();
-  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
-  BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(req.store_dir, req.server_id, false));
   BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
-  const store::Manifest& m = st->manifest();
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(req.Source(), key.key_id));
+  BR_ASSIGN_OR_RETURN(store::Manifest m, source->LoadManifest());
   if (m.key_id != 0 && m.key_id != key.key_id)
     return PermissionDenied("key file " + req.key_file + " is not the data key of server '" +
                             req.server_id + "' (use the data-" + req.server_id +
                             ".key its agent replicates with)");
   RestoreSummary sum;
   BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
-  store::PackReader packs(st->dir());
-  BR_ASSIGN_OR_RETURN(store::PointIndex idx, LoadAndPin(req.store_dir, req.server_id, sum.point, &packs, req.allow_damaged));
+  BR_ASSIGN_OR_RETURN(store::PointIndex idx, source->OpenPoint(sum.point, req.allow_damaged));
 
   std::map<uint16_t, std::string> targets = req.targets;
   if (!req.output_dir.empty()) {
@@ -351,17 +356,26 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
                              std::to_string(sum.point.id) + " has only " +
                              std::to_string(idx.volume_sizes.size()) + " volume(s)");
 
-  uint64_t total = 0;
-  for (const auto& e : idx.entries)
-    if (targets.count(e.volume)) total += e.length;
-  Progress progress(total);
   RecordOpener opener(key, req.server_id);
   BR_ASSIGN_OR_RETURN(auto seal_keys, SealKeys::Create(key, req.server_id));
   BR_ASSIGN_OR_RETURN(BlockFingerprinter fingerprinter, BlockFingerprinter::Create(key));
   SealCheck check{seal_keys.get(), &fingerprinter};
+  if (req.delta) {
+    for (const auto& [vol, path] : targets) {
+      BR_RETURN_IF_ERROR(RestoreDelta(*source, req.server_id, sum.point, idx, vol, path, opener, *seal_keys,
+                                      fingerprinter, &sum));
+      sum.written[vol] = path;
+    }
+    sum.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
+    return sum;
+  }
+  uint64_t total = 0;
+  for (const auto& e : idx.entries)
+    if (targets.count(e.volume)) total += e.length;
+  Progress progress(total);
   for (const auto& [vol, path] : targets) {
     BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
-    Status st = RestoreVolume(req.server_id, sum.point, idx, vol, t, packs, opener, check,
+    Status st = RestoreVolume(*source, req.server_id, sum.point, idx, vol, t, opener, check,
                               req.allow_damaged, &sum, &progress);
     if (!st.ok()) {
       // Never leave a half-written image under a name that looks finished.

@@ -7,6 +7,7 @@
 
 #include "blockrep/status.h"
 #include "blockrep/store.h"
+#include "source.h"
 #include "verify.h"
 
 namespace blockrep::recovery {
@@ -23,7 +24,9 @@ Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::st
                                      store::PackReader* packs, bool allow_damaged);
 
 struct RestoreRequest {
-  std::string store_dir;
+  std::string store_dir;   // one of store_dir and staging
+  std::string staging;     // HOST:PORT: read over the network (the agent's certificate)
+  TlsFiles tls;            // with staging; empty fields default beside key_file
   std::string server_id;
   std::string key_file;
   std::string point_spec = "latest";
@@ -31,6 +34,10 @@ struct RestoreRequest {
   std::map<uint16_t, std::string> targets;  // VOLINDEX -> block device or file
   // Damaged records do not stop the restore: their extents are left as zeros and listed.
   bool allow_damaged = false;
+  // Failback: read each target first and write only the 4 KiB blocks that differ from the point
+  // (delta.h); targets must exist.
+  bool delta = false;
+  SourceSpec Source() const;
 };
 
 struct RestoreSummary {
@@ -41,6 +48,9 @@ struct RestoreSummary {
   std::map<uint16_t, std::string> written;  // volume -> path
   std::vector<Damage> damaged;               // with allow_damaged: extents left as zeros
   uint64_t seal_regions_matched = 0;         // regions whose data adds up to the agent's seal
+  uint64_t bytes_fetched = 0;                // stored record bytes read from the store or staging
+  uint64_t target_bytes_read = 0;            // --delta: bytes of the targets read to compare
+  uint64_t blocks_differing = 0;             // --delta: 4 KiB blocks that differed
 };
 
 Result<RestoreSummary> Restore(const RestoreRequest& req);

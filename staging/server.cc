@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,6 +40,11 @@ constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: bey
 // A session starts a new pack past this size (between group commits), so that a long-lived
 // session's older records can be compacted: the pack being appended never is.
 constexpr uint64_t kPackRollBytes = 64ull << 20;
+// A reader (recovery over --staging) pipelines READ_REQUESTs; the staging stops taking them while
+// this much of its answers waits to be sent, which bounds its memory per reader.
+constexpr size_t kReaderUnsentMax = 4u << 20;
+// Manifest and index bytes a reader is being served, per session (one object at a time each).
+constexpr size_t kReaderSnapshotsMax = 4;
 
 // <server dir>/PENDING (docs/FORMAT.md): the durable part of an interrupted point, so that a
 // restarted staging can still offer it for resumption.
@@ -95,6 +101,13 @@ struct Server::Session {
   uint64_t failed_ns = 0;  // when it was refused
   uint64_t last_heard_ns = 0;  // last bytes from the agent (liveness: wire::kAgentSilentNs)
   uint64_t key_id = 0;
+  bool reader = false;  // a recovery tool (wire::Role::kReader): reads only, never holds the server's slot
+
+  // Reader: the manifest or index bytes being served, by (kind, id), and the packs pinned by the
+  // indexes it read (open files outlive a compaction's unlink).
+  std::map<std::pair<uint8_t, uint64_t>, Bytes> snapshots;
+  std::unique_ptr<store::PackReader> read_packs;
+  Bytes read_buf;
 
   // The point being received.
   std::optional<wire::BeginPoint> point;
@@ -284,7 +297,7 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       }
       if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
         KeepInterruptedPoint(s);
-        if (s.server != nullptr && s.server->active) s.server->active = false;
+        if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
         it = sessions_.erase(it);
       } else {
         ++it;
@@ -317,7 +330,7 @@ void Server::Service(Session& s) {
 
 Status Server::HandleFrames(Session& s) {
   if (!s.ch->handshake_done()) return Status::Ok();
-  while (!s.failed && s.batch.size() < kBatchBytesMax) {
+  while (!s.failed && s.batch.size() < kBatchBytesMax && !(s.reader && s.ch->unsent_bytes() > kReaderUnsentMax)) {
     BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
     if (!frame) break;
     size_t consumed = frame->total_size;
@@ -330,6 +343,19 @@ Status Server::HandleFrames(Session& s) {
 Status Server::HandleFrame(Session& s, const wire::Frame& f) {
   using wire::MsgType;
   if (!s.hello_done && f.type != MsgType::kHello) return ProtocolError("expected HELLO first");
+  if (s.reader) {
+    switch (f.type) {
+      case MsgType::kReadRequest: return OnReadRequest(s, f.payload);
+      case MsgType::kDrillReport: return OnDrillReport(s, f.payload);
+      case MsgType::kPing:
+        BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
+        SendFrame(s, MsgType::kPong, Bytes());
+        return Status::Ok();
+      default:
+        return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
+                             " from a reader (it may only read)");
+    }
+  }
   switch (f.type) {
     case MsgType::kHello: return OnHello(s, f.payload);
     case MsgType::kBeginPoint: return OnBeginPoint(s, f.payload);
@@ -462,6 +488,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
                           "' (use that server's certificate, from blockrep-keygen)"));
     return Status::Ok();
   }
+  if (h.role == wire::Role::kReader) return OnReaderHello(s, h);
   ServerState& st = servers_[h.server_id];
   if (st.active) {
     Fail(s, wire::ErrorCode::kBusy,
@@ -502,6 +529,114 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     DropPending(st);
   }
   SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
+  return Status::Ok();
+}
+
+Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
+  auto it = servers_.find(h.server_id);
+  if (it == servers_.end() || !it->second.store) {
+    // Never creates anything for a reader: a server without a chain here has nothing to read.
+    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, false);
+    if (!opened.ok()) {
+      Fail(s, wire::ErrorCode::kBadPoint,
+           NotFound("server '" + h.server_id + "' has no recovery points on this staging"));
+      return Status::Ok();
+    }
+    it = servers_.emplace(h.server_id, ServerState{}).first;
+    it->second.store = std::move(opened).value();
+    LoadPending(it->second, h.server_id);
+  }
+  ServerState& st = it->second;
+  // A reader without a key (list) sends key id 0: it can read only ciphertext and metadata of its
+  // own server, which its certificate already entitles it to. A key that is given must be right.
+  uint64_t chain_key = st.store->manifest().key_id;
+  if (chain_key != 0 && h.key_id != 0 && chain_key != h.key_id) {
+    Fail(s, wire::ErrorCode::kKeyMismatch,
+         PermissionDenied("the reader's data key is not the key server '" + h.server_id +
+                          "' replicates with (check --key)"));
+    return Status::Ok();
+  }
+  s.reader = true;
+  s.server = &st;
+  s.server_id = h.server_id;
+  s.key_id = h.key_id;
+  s.hello_done = true;
+  s.read_packs = std::make_unique<store::PackReader>(st.store->dir());
+  Log(kProg, "session " + std::to_string(s.id) + ": reader of server '" + s.server_id + "' connected from " + s.peer);
+  wire::HelloOk ok;
+  ok.last_point_id = st.store->manifest().last_point_id();
+  SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
+  return Status::Ok();
+}
+
+Status Server::OnReadRequest(Session& s, ByteSpan payload) {
+  BR_ASSIGN_OR_RETURN(wire::ReadRequest rq, wire::ReadRequest::Decode(payload));
+  const store::ServerStore& st = *s.server->store;
+  Bytes frame;
+  auto answer = [&](uint64_t object_bytes, wire::ReadStatus status, ByteSpan data) {
+    wire::ReadData::AppendEncoded(&frame, rq.tag, object_bytes, status, data);
+    Status sent = s.ch->Send(frame);
+    if (!sent.ok()) {
+      Log(kProg, "session " + std::to_string(s.id) + ": " + sent.message());
+      Close(s);
+    }
+    return Status::Ok();
+  };
+  if (rq.kind == wire::ReadKind::kPack) {
+    auto fd = s.read_packs->Fd(static_cast<uint32_t>(rq.id));
+    if (rq.id > UINT32_MAX || !fd.ok()) return answer(0, wire::ReadStatus::kNotFound, ByteSpan());
+    struct stat sb{};
+    if (fstat(*fd, &sb) != 0) return ErrnoStatus("stat pack " + std::to_string(rq.id), errno);
+    uint64_t size = static_cast<uint64_t>(sb.st_size);
+    uint64_t n = rq.offset >= size ? 0 : std::min<uint64_t>(rq.length, size - rq.offset);
+    s.read_buf.resize(n);
+    if (n > 0) BR_RETURN_IF_ERROR(PreadAll(*fd, rq.offset, s.read_buf.data(), n));
+    return answer(size, wire::ReadStatus::kOk, s.read_buf);
+  }
+  // Manifest and index bytes come from a snapshot taken at the first chunk (offset 0), so that
+  // the reader gets one version whole; an index read also pins every pack the index names.
+  auto key = std::make_pair(static_cast<uint8_t>(rq.kind), rq.id);
+  auto snap = s.snapshots.find(key);
+  if (snap == s.snapshots.end() || rq.offset == 0) {
+    Bytes bytes;
+    if (rq.kind == wire::ReadKind::kManifest) {
+      bytes = st.manifest().Encode();
+    } else {
+      const store::PointInfo* point = nullptr;
+      for (const auto& p : st.manifest().points)
+        if (p.id == rq.id) point = &p;
+      if (point == nullptr) return answer(0, wire::ReadStatus::kNotFound, ByteSpan());
+      // The file's own bytes: the reader checks them against the manifest's checksum.
+      auto data = ReadFileBytes(st.IndexPath(*point), store::kMaxIndexBytes);
+      if (!data.ok()) return data.status().Annotate("index of point " + std::to_string(rq.id));
+      auto index = store::PointIndex::Decode(*data);
+      if (!index.ok()) return index.status().Annotate("index of point " + std::to_string(rq.id));
+      auto pinned = s.read_packs->OpenAll(*index);
+      if (!pinned.ok()) return pinned.status().Annotate("pinning the packs of point " + std::to_string(rq.id));
+      bytes = std::move(data).value();
+    }
+    if (s.snapshots.size() >= kReaderSnapshotsMax && snap == s.snapshots.end())
+      return ProtocolError("more than " + std::to_string(kReaderSnapshotsMax) + " manifests and indexes read at once");
+    snap = s.snapshots.insert_or_assign(key, std::move(bytes)).first;
+  }
+  const Bytes& bytes = snap->second;
+  uint64_t n = rq.offset >= bytes.size() ? 0 : std::min<uint64_t>(rq.length, bytes.size() - rq.offset);
+  Status st_answer = answer(bytes.size(), wire::ReadStatus::kOk, ByteSpan(bytes).subspan(rq.offset >= bytes.size() ? bytes.size() : rq.offset, n));
+  if (rq.offset + n >= bytes.size()) s.snapshots.erase(snap);  // served to the end
+  return st_answer;
+}
+
+Status Server::OnDrillReport(Session& s, ByteSpan payload) {
+  BR_ASSIGN_OR_RETURN(wire::DrillReport r, wire::DrillReport::Decode(payload));
+  std::string path = s.server->store->dir() + "/drills.jsonl";
+  std::string line = r.line + "\n";
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus("open " + path, errno);
+  if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+    return ErrnoStatus("append to " + path, errno);
+  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
+  Log(kProg, "server '" + s.server_id + "': drill report appended to drills.jsonl");
+  SendFrame(s, wire::MsgType::kDrillReportOk, Bytes());
   return Status::Ok();
 }
 

@@ -66,6 +66,11 @@ class Server {
   Status HandleFrames(Session& s);
   Status HandleFrame(Session& s, const wire::Frame& f);
   Status OnHello(Session& s, ByteSpan payload);
+  // A recovery tool's session (wire::Role::kReader): reads its own server's manifest, indexes and
+  // packs (ciphertext, verbatim) and appends drill reports; never holds the server's agent slot.
+  Status OnReaderHello(Session& s, const wire::Hello& h);
+  Status OnReadRequest(Session& s, ByteSpan payload);
+  Status OnDrillReport(Session& s, ByteSpan payload);
   Status OnBeginPoint(Session& s, ByteSpan payload);
   Status OnResumePoint(Session& s, ByteSpan payload);
   void KeepInterruptedPoint(Session& s);

@@ -50,7 +50,15 @@ enum class MsgType : uint16_t {
   kSeal = 14,                // v5: agent -> staging, one per volume before END_POINT
   kSealRequest = 15,         // v5: agent asks for the last point's seal of a volume
   kBaseSeal = 16,            // v5: the staging's answer
+  kReadRequest = 17,         // v6: recovery tool -> staging: bytes of the manifest, an index or a pack
+  kReadData = 18,            // v6: the staging's answer
+  kDrillReport = 19,         // v6: recovery tool -> staging: one drill report to append to drills.jsonl
+  kDrillReportOk = 20,       // v6: the staging's answer: appended and fsync'd
 };
+
+// Who opens a session (v6): an agent replicating, or a recovery tool reading its own server's
+// chain (list, restore, mount, drill over --staging).
+enum class Role : uint8_t { kAgent = 0, kReader = 1 };
 
 enum class ErrorCode : uint16_t {
   kProtocol = 1,
@@ -80,6 +88,7 @@ struct Hello {
   uint16_t version_max = kVersion;
   std::string server_id;
   uint64_t key_id = 0;
+  Role role = Role::kAgent;  // v6
   Bytes Encode() const;
   static Result<Hello> Decode(ByteSpan p);
 };
@@ -195,6 +204,47 @@ struct BaseSeal {
   std::optional<VolumeSeal> seal;
   Bytes Encode() const;
   static Result<BaseSeal> Decode(ByteSpan p);
+};
+
+// What a READ_REQUEST reads (v6). The staging serves its own files' bytes and nothing else: the
+// reader authenticates every record itself and checks every index and manifest checksum.
+enum class ReadKind : uint8_t {
+  kManifest = 1,  // the committed manifest (id 0)
+  kIndex = 2,     // the index of point `id`; reading it pins every pack it names for the session
+  kPack = 3,      // bytes of pack `id`
+};
+inline constexpr uint32_t kMaxReadBytes = 1u << 20;
+static_assert(8 + 8 + 1 + 4 + kMaxReadBytes <= kMaxFramePayload);
+
+struct ReadRequest {
+  uint64_t tag = 0;  // echoed in the answer; the reader's own numbering
+  ReadKind kind = ReadKind::kManifest;
+  uint64_t id = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;  // 1..kMaxReadBytes
+  Bytes Encode() const;
+  static Result<ReadRequest> Decode(ByteSpan p);
+};
+
+enum class ReadStatus : uint8_t { kOk = 0, kNotFound = 1 };
+
+// Answers come in request order. `data` holds up to `length` bytes from `offset` (fewer at the
+// end of the object); `object_bytes` is the object's whole size.
+struct ReadData {
+  uint64_t tag = 0;
+  uint64_t object_bytes = 0;
+  ReadStatus status = ReadStatus::kOk;
+  ByteSpan data;  // points into the frame
+  static void AppendEncoded(Bytes* frame_out, uint64_t tag, uint64_t object_bytes, ReadStatus status, ByteSpan data);
+  static Result<ReadData> Decode(ByteSpan p);
+};
+
+// One line of JSON (no newline), at most kMaxDrillReportBytes.
+inline constexpr size_t kMaxDrillReportBytes = 64u << 10;
+struct DrillReport {
+  std::string line;
+  Bytes Encode() const;
+  static Result<DrillReport> Decode(ByteSpan p);
 };
 
 }  // namespace blockrep::wire
