@@ -32,7 +32,9 @@ struct Meta {
   uint64_t magic;
   uint64_t synced_point;
   uint32_t volume_count;
-  uint32_t reserved;
+  // The low 32 bits of the millisecond time of the point this tracker began sending after
+  // synced_point (0: none): tells that point from one another agent of the server-id committed.
+  uint32_t sending_stamp;
   uint32_t devs[kMetaVolumesMax];
   uint64_t start_sectors[kMetaVolumesMax];
   uint64_t nr_sectors[kMetaVolumesMax];
@@ -160,10 +162,11 @@ struct EbpfTracker::Impl {
       __atomic_fetch_or(&dirty[word_base + b / 64], uint64_t{1} << (b % 64), __ATOMIC_ACQ_REL);
   }
 
-  Meta ExpectedMeta(uint64_t synced) const {
+  Meta ExpectedMeta(uint64_t synced, uint32_t stamp = 0) const {
     Meta m{};
     m.magic = kMetaMagic;
     m.synced_point = synced;
+    m.sending_stamp = stamp;
     m.skips_handled = skips_handled;
     m.volume_count = static_cast<uint32_t>(vols.size());
     for (size_t i = 0; i < vols.size(); ++i) {
@@ -201,7 +204,7 @@ struct EbpfTracker::Impl {
     uint32_t key = 0;
     if (bpf_map_lookup_elem(fd_meta, &key, &m) != 0) return false;
     skips_handled = m.skips_handled;
-    Meta want = ExpectedMeta(m.synced_point);
+    Meta want = ExpectedMeta(m.synced_point, m.sending_stamp);
     if (std::memcmp(&m, &want, sizeof(Meta)) != 0) return false;
     bpf_map_info info{};
     uint32_t len = sizeof(info);
@@ -340,6 +343,31 @@ Result<std::unique_ptr<EbpfTracker>> EbpfTracker::Open(const std::string& server
 
 EbpfTracker::~EbpfTracker() = default;
 
+uint32_t EbpfTracker::SendingStamp() const {
+  Meta m{};
+  uint32_t key = 0;
+  if (bpf_map_lookup_elem(impl_->fd_meta, &key, &m) != 0) return 0;
+  return m.sending_stamp;
+}
+
+namespace {
+uint32_t StampOf(uint64_t time_ns) {
+  uint32_t stamp = static_cast<uint32_t>(time_ns / 1000000);
+  return stamp == 0 ? 1 : stamp;  // 0 means "none"
+}
+}  // namespace
+
+void EbpfTracker::NoteSending(uint64_t time_ns) {
+  Meta m = impl_->ExpectedMeta(synced_point(), StampOf(time_ns));
+  uint32_t key = 0;
+  bpf_map_update_elem(impl_->fd_meta, &key, &m, BPF_ANY);
+}
+
+bool EbpfTracker::SentPoint(uint64_t time_ns) const {
+  uint32_t stamp = SendingStamp();
+  return stamp != 0 && stamp == StampOf(time_ns);
+}
+
 uint64_t EbpfTracker::synced_point() const {
   Meta m{};
   uint32_t key = 0;
@@ -470,7 +498,7 @@ void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
   // The full read that follows covers whatever the skipped runs would have marked.
   im.skips_handled = im.KernelSkips();
-  Meta m = im.ExpectedMeta(synced_point());
+  Meta m = im.ExpectedMeta(synced_point(), SendingStamp());
   uint32_t key = 0;
   bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
   for (uint64_t i = 0; i < im.total_words; ++i) {

@@ -89,6 +89,7 @@ Bytes HelloOk::Encode() const {
   w.U64(pending_point_id);
   w.U64(pending_base_point);
   w.U64(pending_time_ns);
+  w.U64(last_time_ns);
   return b;
 }
 
@@ -100,6 +101,7 @@ Result<HelloOk> HelloOk::Decode(ByteSpan p) {
   h.pending_point_id = r.U64();
   h.pending_base_point = r.U64();
   h.pending_time_ns = r.U64();
+  h.last_time_ns = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "HELLO_OK"));
   if (h.pending_point_id != 0 && h.pending_point_id != h.last_point_id + 1)
     return ProtocolError("HELLO_OK names a pending point that does not follow the chain");

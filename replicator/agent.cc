@@ -143,6 +143,14 @@ void Agent::PlanPoint(uint64_t last_point) {
   } else if (last_point < tracker_->synced_point()) {
     summary_.mode_reason = "the staging's chain (point " + std::to_string(last_point) +
                            ") is behind the tracker (point " + std::to_string(tracker_->synced_point()) + ")";
+  } else if (last_point > tracker_->synced_point() + 1 ||
+             (last_point == tracker_->synced_point() + 1 &&
+              !(hello_ok_ && tracker_->SentPoint(hello_ok_->last_time_ns)))) {
+    // Another agent of this server-id (a failover host replicating the recovered volume) moved
+    // the chain on: the bitmap knows what changed here since point S, not what differs from L.
+    summary_.mode_reason = "the staging's chain moved on from point " + std::to_string(tracker_->synced_point()) +
+                           " to " + std::to_string(last_point) + " without this tracker (another agent of this "
+                           "server-id, after a failover?)";
   } else {
     full_point_ = false;
     for (size_t v = 0; v < volumes_.size(); ++v) {
@@ -904,6 +912,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   b.flags = 0;  // no filesystem freeze yet: the point is crash-consistent only if volumes are idle
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   point_time_ns_ = b.time_ns;
+  if (tracker_) tracker_->NoteSending(b.time_ns);
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   loading_base_ = false;
   if (full_point_ || rescan_)

@@ -521,6 +521,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
                  s.peer + " (last point " + std::to_string(st.store->manifest().last_point_id()) + ")");
   wire::HelloOk ok;
   ok.last_point_id = st.store->manifest().last_point_id();
+  if (!st.store->manifest().points.empty()) ok.last_time_ns = st.store->manifest().points.back().time_ns;
   if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
     ok.pending_point_id = st.pending->begin.point_id;
     ok.pending_base_point = st.pending->begin.base_point;

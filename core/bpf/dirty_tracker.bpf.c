@@ -86,7 +86,7 @@ struct tracker_meta {
   __u64 magic;
   __u64 synced_point;  // every change before this point's read is in it; later ones are in the bitmap
   __u32 volume_count;
-  __u32 reserved;
+  __u32 sending_stamp;  /* user space only: the point being sent (tracker_ebpf.cc) */
   __u32 devs[META_VOLUMES_MAX];
   __u64 start_sectors[META_VOLUMES_MAX];
   __u64 nr_sectors[META_VOLUMES_MAX];

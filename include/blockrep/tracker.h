@@ -72,6 +72,12 @@ class EbpfTracker {
   void ClearDirty();
   // The staging durably holds `point_id`: inflight bits are no longer needed.
   void MarkSynced(uint64_t point_id);
+  // This tracker's agent began sending the point after synced_point() at `time_ns` (its
+  // BEGIN_POINT time). A staging whose last point is synced_point() + 1 holds that point only if
+  // SentPoint(its time); otherwise another agent of the server-id (a failover host) moved the
+  // chain on, and the bitmap says nothing about what differs from it.
+  void NoteSending(uint64_t time_ns);
+  bool SentPoint(uint64_t time_ns) const;
   // Counters from the BPF program: requests that marked bits, requests seen on protected disks.
   std::pair<uint64_t, uint64_t> Stats() const;
 
@@ -82,6 +88,7 @@ class EbpfTracker {
 
  private:
   EbpfTracker() = default;
+  uint32_t SendingStamp() const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   bool resumed_ = false;

@@ -100,6 +100,7 @@ struct HelloOk {
   uint64_t pending_point_id = 0;
   uint64_t pending_base_point = 0;
   uint64_t pending_time_ns = 0;  // v5: the pending point's BEGIN_POINT time (its seal binds it)
+  uint64_t last_time_ns = 0;     // v6: the last committed point's time (0: none)
   Bytes Encode() const;
   static Result<HelloOk> Decode(ByteSpan p);
 };
