@@ -102,7 +102,7 @@ int RestoreCmd(int argc, char** argv) {
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
-    return ReportFatal(kProg, InvalidArgument("restore needs --store DIR or --staging HOST:PORT, --server-id and --key"));
+    return ReportFatal(kProg, InvalidArgument("restore needs exactly one of --store DIR or --staging HOST:PORT, and --server-id and --key"));
   if (req.output_dir.empty() == targets.empty())
     return ReportFatal(kProg, InvalidArgument("restore needs exactly one of --output DIR or --target VOLINDEX=PATH"));
   for (const std::string& t : targets) {
@@ -200,7 +200,7 @@ int MountCmd(int argc, char** argv) {
   }
   if (vm.count("help")) return std::printf("%s", kUsage), 0;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
-    return ReportFatal(kProg, InvalidArgument("mount needs --store DIR or --staging HOST:PORT, --server-id, --key and a MOUNTPOINT directory"));
+    return ReportFatal(kProg, InvalidArgument("mount needs exactly one of --store DIR or --staging HOST:PORT, and --server-id, --key and a MOUNTPOINT directory"));
   if (cache_mib < 1 || cache_mib > 65536)
     return ReportFatal(kProg, InvalidArgument("--cache-mib must be 1..65536 (MiB of decoded regions kept)"));
   req.cache_bytes = cache_mib << 20;
@@ -223,7 +223,7 @@ int DrillCmd(int argc, char** argv) {
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
-    return ReportFatal(kProg, InvalidArgument("drill needs --store DIR or --staging HOST:PORT, --server-id and --key"));
+    return ReportFatal(kProg, InvalidArgument("drill needs exactly one of --store DIR or --staging HOST:PORT, and --server-id and --key"));
   req.copy = vm.count("copy") != 0;
   req.keep = vm.count("keep") != 0;
   char self[4096];
