@@ -24,8 +24,23 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kSeal: RoundTrip<SealMsg>(p); break;
     case MsgType::kSealRequest: RoundTrip<SealRequest>(p); break;
     case MsgType::kBaseSeal: RoundTrip<BaseSeal>(p); break;
+    case MsgType::kReadRequest: RoundTrip<ReadRequest>(p); break;
+    case MsgType::kDrillReport: RoundTrip<DrillReport>(p); break;
+    case MsgType::kReadData: {
+      auto m = ReadData::Decode(p);
+      if (!m.ok()) return;
+      FUZZ_CHECK(m->data.data() >= p.data() && m->data.data() + m->data.size() <= p.data() + p.size());
+      Bytes frame;
+      ReadData::AppendEncoded(&frame, m->tag, m->object_bytes, m->status, m->data);
+      auto again = ParseFrame(frame);
+      FUZZ_CHECK(again.ok() && again->has_value() && (*again)->type == MsgType::kReadData);
+      auto m2 = ReadData::Decode((*again)->payload);
+      FUZZ_CHECK(m2.ok() && m2->tag == m->tag && m2->data.size() == m->data.size());
+      break;
+    }
     case MsgType::kPing:
     case MsgType::kPong:
+    case MsgType::kDrillReportOk:
       FUZZ_CHECK(DecodeEmpty(p, "PING").ok() == p.empty());
       break;
     case MsgType::kRecord: {
@@ -64,6 +79,14 @@ void WriteSeeds() {
   Fingerprints f;
   f.values = {1, 3, 5};
   AppendFrame(&stream, MsgType::kFingerprints, f.Encode());
+  ReadRequest rr;
+  rr.kind = ReadKind::kPack;
+  rr.id = 3;
+  rr.length = 65536;
+  AppendFrame(&stream, MsgType::kReadRequest, rr.Encode());
+  Bytes chunk(100, 0x42);
+  ReadData::AppendEncoded(&stream, 1, 1 << 20, ReadStatus::kOk, chunk);
+  AppendFrame(&stream, MsgType::kDrillReport, DrillReport{"{\"result\": \"pass\"}"}.Encode());
   VolumeSeal seal;
   seal.point_id = 7;
   seal.volume_count = 2;

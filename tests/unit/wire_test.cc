@@ -76,6 +76,56 @@ TEST(Wire, VolumeCountIsBounded) {
   EXPECT_FALSE(BeginPoint::Decode(b.Encode()).ok());
 }
 
+// v6 reader messages: READ_REQUEST bounds its kind and length, READ_DATA its payload, a drill
+// report is one non-empty line; every truncation is refused; HELLO carries the role.
+TEST(Wire, ReaderMessages) {
+  Hello h;
+  h.server_id = "web1";
+  h.role = Role::kReader;
+  EXPECT_EQ(Hello::Decode(h.Encode())->role, Role::kReader);
+  Bytes bad_role = h.Encode();
+  bad_role.back() = 7;
+  EXPECT_FALSE(Hello::Decode(bad_role).ok());
+
+  ReadRequest rq;
+  rq.tag = 9;
+  rq.kind = ReadKind::kIndex;
+  rq.id = 12;
+  rq.offset = 1 << 20;
+  rq.length = kMaxReadBytes;
+  Bytes enc = rq.Encode();
+  auto back = ReadRequest::Decode(enc);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->kind, ReadKind::kIndex);
+  EXPECT_EQ(back->offset, 1u << 20);
+  for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(ReadRequest::Decode(ByteSpan(enc).first(n)).ok()) << n;
+  rq.length = kMaxReadBytes + 1;
+  EXPECT_EQ(ReadRequest::Decode(rq.Encode()).status().code(), Code::kProtocol);
+  rq.length = 0;
+  EXPECT_EQ(ReadRequest::Decode(rq.Encode()).status().code(), Code::kProtocol);
+  rq.length = 1;
+  Bytes kind = rq.Encode();
+  kind[8] = 9;
+  EXPECT_EQ(ReadRequest::Decode(kind).status().code(), Code::kProtocol);
+
+  Bytes frame, data(5000, 0x33);
+  ReadData::AppendEncoded(&frame, 4, 99999, ReadStatus::kOk, data);
+  auto f = ParseFrame(frame);
+  ASSERT_TRUE(f.ok() && f->has_value());
+  auto d = ReadData::Decode((*f)->payload);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->tag, 4u);
+  EXPECT_EQ(d->object_bytes, 99999u);
+  EXPECT_EQ(Bytes(d->data.begin(), d->data.end()), data);
+  ByteSpan payload = (*f)->payload;
+  for (size_t n = 0; n < payload.size(); n += 97) EXPECT_FALSE(ReadData::Decode(payload.first(n)).ok()) << n;
+
+  EXPECT_EQ(DrillReport::Decode(DrillReport{"{\"a\": 1}"}.Encode())->line, "{\"a\": 1}");
+  EXPECT_FALSE(DrillReport::Decode(DrillReport{"two\nlines"}.Encode()).ok());
+  EXPECT_FALSE(DrillReport::Decode(DrillReport{""}.Encode()).ok());
+  EXPECT_FALSE(DrillReport::Decode(DrillReport{std::string(kMaxDrillReportBytes + 1, 'x')}.Encode()).ok());
+}
+
 // RESUME_POINT round-trips.
 TEST(Wire, ResumePointRoundTrip) { EXPECT_EQ(ResumePoint::Decode(ResumePoint{7}.Encode())->point_id, 7u); }
 
