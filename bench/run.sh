@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole benchmark suite (BRIEF §5, P1-P8) in one run, about 15 minutes on 2 cores:
+# The whole benchmark suite (BRIEF §5, P1-P10) in one run, about 18 minutes on 2 cores:
 #   bench/peers.sh       P1 P2 P3 P4 P6  usr-4g vs. borg, restic, zstd|openssl, rsync
 #   bench/continuous.sh  P5              lag and bytes sent under fio 4 KiB random writes
 #   bench/chain.sh       P7              newest point of a 1000-point chain vs. a 1-point chain
 #   bench/fleet.sh       P8              16 agents at once vs. one alone
+#   bench/recovery.sh    P9 P10          time to a mounted point, remote restore, failback --delta
 # Each script prints its own table as it goes; at the end this prints the one table of every
 # figure and writes it, with the machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0:
 # don't). Needs root (loop devices, mounts, eBPF, dropping the page cache).
@@ -17,7 +18,7 @@ rows=$(mktemp "${BENCH_DIR:-/tmp}/blockrep-rows.XXXXXX")
 log=$(mktemp "${BENCH_DIR:-/tmp}/blockrep-suite-log.XXXXXX")
 trap 'rm -f "$rows"' EXIT
 start=$SECONDS
-for script in peers continuous chain fleet; do
+for script in peers continuous chain fleet recovery; do
   echo "== bench/$script.sh ($(( (SECONDS - start) / 60 )) min in) ==" >&2
   BENCH_ROWS=$rows BENCH_DOC=0 "$root/bench/$script.sh" 2>&1 | tee -a "$log" ||
     { echo "bench/run.sh: bench/$script.sh failed (its output: $log)" >&2; exit 1; }

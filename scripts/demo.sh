@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: build blockrep, make a 256 MiB ext4 demo volume (real files, random
 # data, free space), replicate it through a TLS staging on 127.0.0.1, restore the latest recovery
-# point, verify it byte for byte and with e2fsck, and print a summary.
+# point, verify it byte for byte and with e2fsck, drill it over the network, and print a summary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -68,6 +68,14 @@ echo "byte-identical; e2fsck -fn clean"
   tee "$WORK/verify.out"
 if grep -rqa "blockrep-demo" "$WORK/store"; then echo "demo: FAILED: plaintext found in the store" >&2; exit 1; fi
 
+say "drill the latest point over the network (blockrep-recover drill --staging: FUSE mount, overlay, e2fsck)"
+if [[ $(id -u) -eq 0 && -e /dev/fuse ]]; then
+  "$BIN/blockrep-recover" drill --staging "127.0.0.1:$port" --server-id demo1 --key "$WORK/keys/data-demo1.key" |
+    tee "$WORK/drill.out"
+else
+  echo "skipped: a drill mounts filesystems (root and /dev/fuse)" | tee "$WORK/drill.out"
+fi
+
 kill "$STAGING_PID" && wait "$STAGING_PID"
 STAGING_PID=
 store_bytes=$(du -s --block-size=1 --apparent-size "$WORK/store" | cut -f1)
@@ -81,5 +89,6 @@ awk '/restored point/ {for (i=1;i<=NF;i++) if ($i=="in") print "restored     poi
 awk -v b="$store_bytes" -v u="$used" 'BEGIN {printf "store        %.1f MiB on disk for a 256 MiB volume (%d MiB of files)\n", b / 1048576, u}'
 awk -v a="$restored_apparent" -v l="$restored_alloc" 'BEGIN {printf "image        %d MiB apparent, %.1f MiB allocated (sparse)\n", a / 1048576, l / 1048576}'
 echo "verified     sha256 equal, e2fsck clean, no plaintext marker in the store"
+grep -m1 -o 'RPO.*' "$WORK/drill.out" | sed 's/^/drill        /' || echo "drill        $(cat "$WORK/drill.out")"
 grep -o '[0-9]* region(s) add up.*' "$WORK/restore.out" | sed 's/^/seal         /' 
 echo "work dir     $WORK"

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# P9, P10 and recovery over the network (issue 12e). Two ext4 volumes, 1 GiB and 16 GiB, holding
+# the same 512 MiB of random data, each replicated once (a 1-point chain). For each:
+#   - time to a mounted filesystem through `blockrep-recover mount` (start the FUSE mount, loop-
+#     mount its image read-only, list the root) and through `drill` (its RTO: mounted, journal
+#     replayed, e2fsck -fn run, mounted again), against a full `restore` to a sparse image;
+#   - `restore --staging` against `restore --store` of the same point (MB/s of data restored);
+#   - failback: 1 % of the volume rewritten on the source, a second point taken, then
+#     `restore --delta` of it onto a loop device holding the first point, against a full restore
+#     of it onto the same device (seconds, and bytes written by the block layer).
+# Page cache dropped before every timed step; the median of BENCH_RUNS (3) runs is reported.
+# Needs root. Usage: sudo bench/recovery.sh. With BENCH_ROWS=FILE it appends its rows there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+[[ $(id -u) -eq 0 ]] || { echo "bench/recovery.sh: needs root (loop devices, mounts, FUSE)" >&2; exit 1; }
+"$root/scripts/setup.sh"
+"$root/scripts/build.sh" "$root/build" >/dev/null
+BIN=$root/build/bin
+source "$root/bench/lib.sh"
+RUNS=${BENCH_RUNS:-3}
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-recovery.XXXXXX")
+SPID= MPID=
+LOOPS=()
+cleanup() {
+  [[ -n $MPID ]] && kill "$MPID" 2>/dev/null || true
+  umount "$W/fs" 2>/dev/null || true
+  umount "$W/mp" 2>/dev/null || true
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+  [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
+}
+trap cleanup EXIT
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+sectors_written() { awk '{print $7}' "/sys/block/$(basename "$1")/stat"; }
+
+"$BIN/blockrep-keygen" --out "$W/keys" --server-id v1g --server-id v16g >/dev/null
+head -c 512M /dev/urandom >"$W/data.bin"
+mkdir -p "$W/fs" "$W/mp" "$W/drill"
+for v in v1g:1G v16g:16G; do
+  id=${v%%:*}
+  truncate -s "${v##*:}" "$W/$id.img"
+  mkfs.ext4 -q -F "$W/$id.img"
+  mount -o loop "$W/$id.img" "$W/fs"
+  cp "$W/data.bin" "$W/fs/data.bin"
+  umount "$W/fs"
+done
+rm -f "$W/data.bin"
+start_staging --retention all
+S=127.0.0.1:$PORT
+agent() {  # server-id [args]
+  local id=$1
+  shift
+  "$BIN/blockrep-agent" --staging "$S" --server-id "$id" --key "$W/keys/data-$id.key" --volume "$W/$id.img" \
+    --tracker scan --once "$@" >"$W/agent-$id.out" 2>>"$W/agent.log" || { echo "agent $id failed: $(tail -n 2 "$W/agent.log")" >&2; exit 1; }
+}
+for id in v1g v16g; do agent "$id"; done
+
+key() { echo "$W/keys/data-$1.key"; }
+# mount_s ID: seconds from starting `mount` to a listed root of the loop-mounted filesystem.
+mount_s() {
+  drop_caches
+  local t0
+  : >"$W/mount.out"
+  t0=$(now)
+  "$BIN/blockrep-recover" mount --store "$W/store" --server-id "$1" --key "$(key "$1")" "$W/mp" >"$W/mount.out" 2>"$W/mount.err" &
+  MPID=$!
+  until grep -q '^mounted' "$W/mount.out"; do
+    kill -0 "$MPID" 2>/dev/null || { echo "mount failed: $(cat "$W/mount.err")" >&2; exit 1; }
+    sleep 0.005
+  done
+  mount -o ro,noload "$W/mp/latest/vol-0.img" "$W/fs"
+  ls "$W/fs" >/dev/null
+  since "$t0"
+  umount "$W/fs"
+  kill -TERM "$MPID"
+  wait "$MPID"
+  MPID=
+}
+drill_s() {  # ID: the drill's RTO (mounted, replayed, checked, mounted again)
+  drop_caches
+  "$BIN/blockrep-recover" drill --store "$W/store" --server-id "$1" --key "$(key "$1")" --scratch "$W/drill" --json >"$W/drill.json" ||
+    { echo "drill failed: $(cat "$W/drill.json")" >&2; exit 1; }
+  grep -o '"rto_seconds": [0-9.]*' "$W/drill.json" | grep -o '[0-9.]*$'
+}
+restore_s() {  # ID store|staging: seconds of a full restore of the latest point to a sparse image
+  rm -rf "$W/out"
+  drop_caches
+  local t0 src=(--store "$W/store")
+  [[ $2 == staging ]] && src=(--staging "$S")
+  t0=$(now)
+  "$BIN/blockrep-recover" restore "${src[@]}" --server-id "$1" --key "$(key "$1")" --point latest --output "$W/out" >"$W/restore.out"
+  since "$t0"
+  cmp -s "$W/out/vol-0.img" "$W/$1.img" || { echo "restore of $1 from $2 differs from the source" >&2; exit 1; }
+}
+runs() { local f=$1; shift; for _ in $(seq 1 "$RUNS"); do "$f" "$@"; done | median; }
+
+declare -A T
+for id in v1g v16g; do
+  T[$id.mount]=$(runs mount_s "$id")
+  T[$id.drill]=$(runs drill_s "$id")
+  T[$id.store]=$(runs restore_s "$id" store)
+  T[$id.staging]=$(runs restore_s "$id" staging)
+done
+data_mb=$(awk 'BEGIN { printf "%.0f", 512 * 1.048576 }')
+
+# Failback of a 1 % change on the 1 GiB volume: the first point on a loop device, 1 % of the
+# volume rewritten at scattered places in the data file on the source, a second point, then
+# --delta of it onto the device vs. a full restore of it onto the same device.
+id=v1g
+"$BIN/blockrep-recover" restore --store "$W/store" --server-id $id --key "$(key $id)" --point 1 --output "$W/p1" >/dev/null
+loop=$(losetup --find --show "$W/p1/vol-0.img")
+LOOPS+=("$loop")
+mount -o loop "$W/$id.img" "$W/fs"
+change_mib=$((1024 / 100))   # 1 % of 1 GiB, in 64 KiB pieces spread over the data file
+for i in $(seq 0 $((change_mib * 16 - 1))); do
+  dd if=/dev/urandom of="$W/fs/data.bin" bs=64k count=1 seek=$((i * 50)) conv=notrunc status=none
+done
+umount "$W/fs"
+agent $id
+diff_bytes=$({ cmp -l "$W/p1/vol-0.img" "$W/$id.img" || true; } | awk '{b = int(($1 - 1) / 4096); if (b != last) {n++; last = b}} END {print n * 4096}')
+delta_runs=() full_runs=() delta_written=0 full_written=0
+for _ in $(seq 1 "$RUNS"); do
+  # Put the device back to point 1 (not timed), then fail back with --delta.
+  "$BIN/blockrep-recover" restore --store "$W/store" --server-id $id --key "$(key $id)" --point 1 --target 0="$loop" >/dev/null
+  drop_caches
+  before=$(sectors_written "$loop")
+  t0=$(now)
+  "$BIN/blockrep-recover" restore --store "$W/store" --server-id $id --key "$(key $id)" --point latest --delta --target 0="$loop" >"$W/delta.out"
+  delta_runs+=("$(since "$t0")")
+  delta_written=$((($(sectors_written "$loop") - before) * 512))
+  cmp -s "$loop" "$W/$id.img" || { echo "--delta result differs from the source" >&2; exit 1; }
+  drop_caches
+  before=$(sectors_written "$loop")
+  t0=$(now)
+  "$BIN/blockrep-recover" restore --store "$W/store" --server-id $id --key "$(key $id)" --point latest --target 0="$loop" >/dev/null
+  full_runs+=("$(since "$t0")")
+  full_written=$((($(sectors_written "$loop") - before) * 512))
+done
+delta_s=$(printf '%s\n' "${delta_runs[@]}" | median)
+full_s=$(printf '%s\n' "${full_runs[@]}" | median)
+
+yes_no() { awk -v c="$1" 'BEGIN { print (c ? "yes" : "NO") }'; }
+m1=${T[v1g.mount]} m16=${T[v16g.mount]} d1=${T[v1g.drill]} d16=${T[v16g.drill]}
+printf '\n%-58s %10s %10s %10s %14s %6s\n' "figure" "1 GiB" "16 GiB" "16/1" "target" "met"
+printf '%-58s %10s %10s %10s %14s %6s\n' "P9 time to a mounted filesystem via mount (s)" "$m1" "$m16" "$(ratio "$m16" "$m1")" "<=1 s, <=1.2x" \
+  "$(yes_no "$(awk -v a="$m1" -v b="$m16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+printf '%-58s %10s %10s %10s %14s %6s\n' "P9 drill RTO: mounted, replayed, e2fsck -fn, mounted (s)" "$d1" "$d16" "$(ratio "$d16" "$d1")" "<=1 s, <=1.2x" \
+  "$(yes_no "$(awk -v a="$d1" -v b="$d16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+printf '%-58s %10s %10s\n' "full restore to a sparse image, --store (s)" "${T[v1g.store]}" "${T[v16g.store]}"
+printf '%-58s %10s %10s\n' "full restore to a sparse image, --staging (s)" "${T[v1g.staging]}" "${T[v16g.staging]}"
+for id in v1g v16g; do
+  local_mbs=$(awk -v s="${T[$id.store]}" -v d="$data_mb" 'BEGIN { printf "%.0f", d / s }')
+  remote_mbs=$(awk -v s="${T[$id.staging]}" -v d="$data_mb" 'BEGIN { printf "%.0f", d / s }')
+  r=$(ratio "$remote_mbs" "$local_mbs")
+  printf '%-58s %10s %10s %10s %14s %6s\n' "restore --staging vs --store, $id (MB/s of data)" "$remote_mbs" "$local_mbs" "$r" ">=0.8" \
+    "$(yes_no "$(awk -v r="$r" 'BEGIN { print (r >= 0.8) }')")"
+done
+speedup=$(ratio "$full_s" "$delta_s")
+printf '%-58s %10s %10s %10s %14s %6s\n' "P10 failback of a 1 % change: --delta vs full (s)" "$delta_s" "$full_s" "$speedup" ">=10x" \
+  "$(yes_no "$(awk -v r="$speedup" 'BEGIN { print (r >= 10) }')")"
+wr=$(ratio "$delta_written" "$diff_bytes")
+printf '%-58s %10s %10s %10s %14s %6s\n' "P10 bytes written: --delta vs full (block layer)" "$delta_written" "$full_written" "" "<=1.2x diff" \
+  "$(yes_no "$(awk -v r="$wr" 'BEGIN { print (r <= 1.2) }')")"
+echo "difference between the points: $diff_bytes bytes ($(awk -v d="$diff_bytes" 'BEGIN { printf "%.2f", d / 1073741824 * 100 }') % of 1 GiB); written/difference $wr"
+echo "runs (median of $RUNS, page cache dropped before each): --delta ${delta_runs[*]} s, full ${full_runs[*]} s"
+if [[ -n ${BENCH_ROWS:-} ]]; then
+  {
+    printf '| P9 time to a mounted filesystem via mount, 1 GiB / 16 GiB volume (s) | %s / %s | | | | | 16/1 %s | <= 1 s, <= 1.2 | %s |\n' \
+      "$m1" "$m16" "$(ratio "$m16" "$m1")" "$(yes_no "$(awk -v a="$m1" -v b="$m16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+    printf '| P9 drill RTO (mounted, e2fsck -fn), 1 GiB / 16 GiB volume (s) | %s / %s | | | | | 16/1 %s; full restore %s / %s s | <= 1 s, <= 1.2 | %s |\n' \
+      "$d1" "$d16" "$(ratio "$d16" "$d1")" "${T[v1g.store]}" "${T[v16g.store]}" \
+      "$(yes_no "$(awk -v a="$d1" -v b="$d16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+    printf '| P10 failback of a 1 %% change, --delta vs full restore (s) | %s | | | | | full/delta %s (full %s s) | >= 10 | %s |\n' \
+      "$delta_s" "$speedup" "$full_s" "$(yes_no "$(awk -v r="$speedup" 'BEGIN { print (r >= 10) }')")"
+    printf '| P10 bytes written by --delta / bytes differing | %s | | | | | %s (full restore wrote %s) | <= 1.2 | %s |\n' \
+      "$delta_written" "$wr" "$full_written" "$(yes_no "$(awk -v r="$wr" 'BEGIN { print (r <= 1.2) }')")"
+    printf '| P9b restore --staging / --store, 16 GiB volume (MB/s) | %s | | | | | %s | >= 0.8 | %s |\n' \
+      "$(awk -v s="${T[v16g.staging]}" -v d="$data_mb" 'BEGIN { printf "%.0f", d / s }')" \
+      "$(ratio "$(awk -v s="${T[v16g.staging]}" -v d="$data_mb" 'BEGIN { printf "%.0f", d / s }')" "$(awk -v s="${T[v16g.store]}" -v d="$data_mb" 'BEGIN { printf "%.0f", d / s }')")" \
+      "$(yes_no "$(awk -v a="${T[v16g.staging]}" -v b="${T[v16g.store]}" 'BEGIN { print (b / a >= 0.8) }')")"
+  } >>"$BENCH_ROWS"
+fi
