@@ -66,6 +66,19 @@ Status PreadAll(int fd, uint64_t offset, uint8_t* dst, size_t len) {
   return Status::Ok();
 }
 
+Status PwriteAll(int fd, uint64_t offset, const uint8_t* src, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, src + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write at offset " + std::to_string(offset + done), errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
 Status FsyncDir(const std::string& dir) {
   UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus("open directory " + dir, errno);

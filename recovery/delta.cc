@@ -22,19 +22,6 @@ constexpr uint64_t kBlock = kFingerprintBlockBytes;
 constexpr size_t kCompareChunkBytes = 4u << 20;
 constexpr unsigned kCompareThreads = 2;
 
-Status PwriteAll(int fd, const uint8_t* data, size_t len, uint64_t offset, const std::string& path) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, data + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write " + path, errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 // Fingerprints of blocks [first, last) of the target, read in chunks.
 Status FingerprintRange(int fd, const std::string& path, uint64_t volume_bytes, uint64_t first, uint64_t last,
                         const BlockFingerprinter& fingerprinter, std::vector<uint64_t>* have) {
@@ -130,7 +117,7 @@ Status RestoreDelta(PointSource& source, const std::string& server_id, const sto
     uint64_t run = b;
     while (run < blocks && differs[run] && !covered[run] && run - b < zeros.size() / kBlock) ++run;
     uint64_t offset = b * kBlock, len = std::min(run * kBlock, size) - offset;
-    BR_RETURN_IF_ERROR(PwriteAll(fd.get(), zeros.data(), len, offset, target));
+    BR_RETURN_IF_ERROR(PwriteAll(fd.get(), offset, zeros.data(), len).Annotate(target));
     sum->bytes_written += len;
     for (uint64_t k = b; k < run; ++k) have[k] = 0;
     b = run;
@@ -178,7 +165,7 @@ Status RestoreDelta(PointSource& source, const std::string& server_id, const sto
         while (run < last && differs[run]) ++run;
         uint64_t from = b * kBlock, to = std::min(run * kBlock, e.offset + e.length);
         const uint8_t* data = plain.data() + e.offset_in_record + (from - e.offset);
-        BR_RETURN_IF_ERROR(PwriteAll(fd.get(), data, to - from, from, target));
+        BR_RETURN_IF_ERROR(PwriteAll(fd.get(), from, data, to - from).Annotate(target));
         sum->bytes_written += to - from;
         for (uint64_t k = b; k < run; ++k) {
           uint64_t off = k * kBlock;

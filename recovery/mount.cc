@@ -238,24 +238,38 @@ int FsOpen(const char* path, struct fuse_file_info* fi) {
   return 0;
 }
 
-int FsRead(const char* path, char* buf, size_t size, off_t off, struct fuse_file_info*) {
-  PointsFs* fs = Fs();
+// The volume image a path names, with its overlay when the mount is writable. 0 or -errno.
+struct VolumeRef {
+  PointImage* img = nullptr;
+  uint16_t volume = 0;
+  uint64_t size = 0;
+  Overlay* overlay = nullptr;
+};
+int ResolveVolume(PointsFs* fs, const char* path, VolumeRef* ref) {
   auto p = fs->Parse(path);
-  if (p.kind != PointsFs::Path::Kind::kVolume || off < 0) return -EINVAL;
+  if (p.kind != PointsFs::Path::Kind::kVolume) return -EINVAL;
   auto img = fs->Image(p.point);
   if (!img.ok()) return fs->Fail(img.status());
-  uint64_t vsize = (*img)->volume_bytes(p.volume);
-  uint64_t offset = static_cast<uint64_t>(off);
-  if (offset >= vsize) return 0;
-  uint64_t len = std::min<uint64_t>(size, vsize - offset);
-  auto* out = reinterpret_cast<uint8_t*>(buf);
-  Status st;
+  ref->img = *img;
+  ref->volume = p.volume;
+  ref->size = (*img)->volume_bytes(p.volume);
   if (fs->writable()) {
-    auto ov = fs->OverlayOf(p.point, p.volume, vsize);
-    st = ov.ok() ? (*ov)->Read(**img, p.volume, offset, len, out) : ov.status();
-  } else {
-    st = (*img)->Read(p.volume, offset, len, out);
+    auto ov = fs->OverlayOf(p.point, p.volume, ref->size);
+    if (!ov.ok()) return fs->Fail(ov.status());
+    ref->overlay = *ov;
   }
+  return 0;
+}
+
+int FsRead(const char* path, char* buf, size_t size, off_t off, struct fuse_file_info*) {
+  PointsFs* fs = Fs();
+  VolumeRef v;
+  if (int rc = ResolveVolume(fs, path, &v); rc != 0 || off < 0) return rc != 0 ? rc : -EINVAL;
+  uint64_t offset = static_cast<uint64_t>(off);
+  if (offset >= v.size) return 0;
+  uint64_t len = std::min<uint64_t>(size, v.size - offset);
+  auto* out = reinterpret_cast<uint8_t*>(buf);
+  Status st = v.overlay ? v.overlay->Read(*v.img, v.volume, offset, len, out) : v.img->Read(v.volume, offset, len, out);
   if (!st.ok()) return fs->Fail(st);
   return static_cast<int>(len);
 }
@@ -263,17 +277,12 @@ int FsRead(const char* path, char* buf, size_t size, off_t off, struct fuse_file
 int FsWrite(const char* path, const char* buf, size_t size, off_t off, struct fuse_file_info*) {
   PointsFs* fs = Fs();
   if (!fs->writable()) return -EROFS;
-  auto p = fs->Parse(path);
-  if (p.kind != PointsFs::Path::Kind::kVolume || off < 0) return -EINVAL;
-  auto img = fs->Image(p.point);
-  if (!img.ok()) return fs->Fail(img.status());
-  uint64_t vsize = (*img)->volume_bytes(p.volume);
+  VolumeRef v;
+  if (int rc = ResolveVolume(fs, path, &v); rc != 0 || off < 0) return rc != 0 ? rc : -EINVAL;
   uint64_t offset = static_cast<uint64_t>(off);
-  if (offset >= vsize && size > 0) return -ENOSPC;  // an image has its volume's size
-  uint64_t len = std::min<uint64_t>(size, vsize - offset);
-  auto ov = fs->OverlayOf(p.point, p.volume, vsize);
-  if (!ov.ok()) return fs->Fail(ov.status());
-  Status st = (*ov)->Write(**img, p.volume, offset, ByteSpan(reinterpret_cast<const uint8_t*>(buf), len));
+  if (offset >= v.size && size > 0) return -ENOSPC;  // an image has its volume's size
+  uint64_t len = std::min<uint64_t>(size, v.size - offset);
+  Status st = v.overlay->Write(*v.img, v.volume, offset, ByteSpan(reinterpret_cast<const uint8_t*>(buf), len));
   if (!st.ok()) return fs->Fail(st);
   return static_cast<int>(len);
 }
@@ -283,13 +292,9 @@ int FsTruncate(const char*, off_t, struct fuse_file_info*) { return -EPERM; }
 int FsFsync(const char* path, int, struct fuse_file_info*) {
   PointsFs* fs = Fs();
   if (!fs->writable()) return 0;
-  auto p = fs->Parse(path);
-  if (p.kind != PointsFs::Path::Kind::kVolume) return 0;
-  auto img = fs->Image(p.point);
-  if (!img.ok()) return fs->Fail(img.status());
-  auto ov = fs->OverlayOf(p.point, p.volume, (*img)->volume_bytes(p.volume));
-  if (!ov.ok()) return fs->Fail(ov.status());
-  Status st = (*ov)->Sync();
+  VolumeRef v;
+  if (int rc = ResolveVolume(fs, path, &v); rc != 0) return rc == -EINVAL ? 0 : rc;
+  Status st = v.overlay->Sync();
   return st.ok() ? 0 : fs->Fail(st);
 }
 

@@ -93,15 +93,7 @@ Status Overlay::Write(PointImage& base, uint16_t volume, uint64_t offset, ByteSp
   if (offset + data.size() != stop && (last != first || offset == start))
     BR_RETURN_IF_ERROR(Read(base, volume, last_start, stop - last_start, scratch_.data() + (last_start - start)));
   std::memcpy(scratch_.data() + (offset - start), data.data(), data.size());
-  size_t done = 0;
-  while (done < scratch_.size()) {
-    ssize_t n = pwrite(fd_.get(), scratch_.data() + done, scratch_.size() - done, static_cast<off_t>(start + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write overlay " + path_, errno);
-    }
-    done += static_cast<size_t>(n);
-  }
+  BR_RETURN_IF_ERROR(PwriteAll(fd_.get(), start, scratch_.data(), scratch_.size()).Annotate("overlay " + path_));
   for (uint64_t b = first; b <= last; ++b) Mark(b);
   return Status::Ok();
 }

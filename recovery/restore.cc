@@ -21,19 +21,6 @@
 namespace blockrep::recovery {
 namespace {
 
-Status PwriteAll(int fd, const uint8_t* data, size_t len, uint64_t offset, const std::string& path) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, data + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write " + path, errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 // Zeroes [offset, offset+len) of a block device: the device may hold anything there.
 Status ZeroDeviceRange(int fd, uint64_t offset, uint64_t len, const std::string& path) {
   if (len == 0) return Status::Ok();
@@ -42,7 +29,7 @@ Status ZeroDeviceRange(int fd, uint64_t offset, uint64_t len, const std::string&
   static const Bytes zeros(1u << 20, 0);
   for (uint64_t done = 0; done < len;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
-    BR_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, offset + done, path));
+    BR_RETURN_IF_ERROR(PwriteAll(fd, offset + done, zeros.data(), n).Annotate(path));
     done += n;
   }
   return Status::Ok();
@@ -243,7 +230,7 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
       }
       if (!refusal.ok()) continue;  // the image is thrown away: don't write
       ByteSpan data(plain.data() + e.offset_in_record, e.length);
-      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), data.data(), data.size(), e.offset, t.write_path));
+      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), e.offset, data.data(), data.size()).Annotate(t.write_path));
       NoteData(*check.fingerprinter, e.offset, data, &digests);
       used.emplace_back(e, h.point_id);
       sum->bytes_written += e.length;
@@ -318,14 +305,8 @@ Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::st
                        std::to_string(kAttempts) + " attempts)");
 }
 
-
 SourceSpec RestoreRequest::Source() const {
-  SourceSpec spec;
-  spec.store_dir = store_dir;
-  spec.staging = staging;
-  spec.tls = tls;
-  spec.server_id = server_id;
-  spec.key_file = key_file;
+  SourceSpec spec{store_dir, staging, tls, server_id, key_file};
   if (!staging.empty()) FillTlsDefaults(&spec);
   return spec;
 }

@@ -343,18 +343,16 @@ Status Server::HandleFrames(Session& s) {
 Status Server::HandleFrame(Session& s, const wire::Frame& f) {
   using wire::MsgType;
   if (!s.hello_done && f.type != MsgType::kHello) return ProtocolError("expected HELLO first");
+  if (f.type == MsgType::kPing) {  // either role
+    BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
+    SendFrame(s, MsgType::kPong, Bytes());
+    return Status::Ok();
+  }
   if (s.reader) {
-    switch (f.type) {
-      case MsgType::kReadRequest: return OnReadRequest(s, f.payload);
-      case MsgType::kDrillReport: return OnDrillReport(s, f.payload);
-      case MsgType::kPing:
-        BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
-        SendFrame(s, MsgType::kPong, Bytes());
-        return Status::Ok();
-      default:
-        return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
-                             " from a reader (it may only read)");
-    }
+    if (f.type == MsgType::kReadRequest) return OnReadRequest(s, f.payload);
+    if (f.type == MsgType::kDrillReport) return OnDrillReport(s, f.payload);
+    return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
+                         " from a reader (it may only read)");
   }
   switch (f.type) {
     case MsgType::kHello: return OnHello(s, f.payload);
@@ -365,10 +363,6 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     case MsgType::kFingerprintRequest: return OnFingerprintRequest(s, f.payload);
     case MsgType::kSeal: return OnSeal(s, f.payload);
     case MsgType::kSealRequest: return OnSealRequest(s, f.payload);
-    case MsgType::kPing:
-      BR_RETURN_IF_ERROR(wire::DecodeEmpty(f.payload, "PING"));
-      SendFrame(s, MsgType::kPong, Bytes());
-      return Status::Ok();
     default:
       return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
                            " from an agent");
@@ -513,10 +507,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     return Status::Ok();
   }
   st.active = true;
-  s.server = &st;
-  s.server_id = h.server_id;
-  s.key_id = h.key_id;
-  s.hello_done = true;
+  Admit(s, st, h);
   Log(kProg, "session " + std::to_string(s.id) + ": server '" + s.server_id + "' connected from " +
                  s.peer + " (last point " + std::to_string(st.store->manifest().last_point_id()) + ")");
   wire::HelloOk ok;
@@ -531,6 +522,13 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   }
   SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
   return Status::Ok();
+}
+
+void Server::Admit(Session& s, ServerState& st, const wire::Hello& h) {
+  s.server = &st;
+  s.server_id = h.server_id;
+  s.key_id = h.key_id;
+  s.hello_done = true;
 }
 
 Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
@@ -558,10 +556,7 @@ Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
     return Status::Ok();
   }
   s.reader = true;
-  s.server = &st;
-  s.server_id = h.server_id;
-  s.key_id = h.key_id;
-  s.hello_done = true;
+  Admit(s, st, h);
   s.read_packs = std::make_unique<store::PackReader>(st.store->dir());
   Log(kProg, "session " + std::to_string(s.id) + ": reader of server '" + s.server_id + "' connected from " + s.peer);
   wire::HelloOk ok;

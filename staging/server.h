@@ -69,6 +69,8 @@ class Server {
   // A recovery tool's session (wire::Role::kReader): reads its own server's manifest, indexes and
   // packs (ciphertext, verbatim) and appends drill reports; never holds the server's agent slot.
   Status OnReaderHello(Session& s, const wire::Hello& h);
+  // The session belongs to `st` from now on (agent or reader).
+  void Admit(Session& s, ServerState& st, const wire::Hello& h);
   Status OnReadRequest(Session& s, ByteSpan payload);
   Status OnDrillReport(Session& s, ByteSpan payload);
   Status OnBeginPoint(Session& s, ByteSpan payload);

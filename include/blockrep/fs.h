@@ -16,6 +16,8 @@ Result<Bytes> ReadFileBytes(const std::string& path, size_t max_bytes);
 // Writes all bytes, retrying short writes and EINTR.
 Status WriteAll(int fd, ByteSpan data);
 Status PreadAll(int fd, uint64_t offset, uint8_t* dst, size_t len);
+// Writes all of `src` at `offset`, retrying short writes and EINTR.
+Status PwriteAll(int fd, uint64_t offset, const uint8_t* src, size_t len);
 // Reads up to `len` bytes, fewer only at end of file; returns how many.
 Result<size_t> PreadUpTo(int fd, uint64_t offset, uint8_t* dst, size_t len);
 Status FsyncDir(const std::string& dir);
