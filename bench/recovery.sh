@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 sectors_written() { awk '{print $7}' "/sys/block/$(basename "$1")/stat"; }
@@ -73,6 +73,8 @@ mount_s() {
     kill -0 "$MPID" 2>/dev/null || { echo "mount failed: $(cat "$W/mount.err")" >&2; exit 1; }
     sleep 0.005
   done
+  dd if="$W/mp/latest/vol-0.img" of=/dev/null bs=4k count=1 status=none
+  since "$t0" >>"$W/image-times-$1"   # blockrep's part: a readable image, first block checked
   mount -o ro,noload "$W/mp/latest/vol-0.img" "$W/fs"
   ls "$W/fs" >/dev/null
   since "$t0"
@@ -149,6 +151,8 @@ m1=${T[v1g.mount]} m16=${T[v16g.mount]} d1=${T[v1g.drill]} d16=${T[v16g.drill]}
 printf '\n%-58s %10s %10s %10s %14s %6s\n' "figure" "1 GiB" "16 GiB" "16/1" "target" "met"
 printf '%-58s %10s %10s %10s %14s %6s\n' "P9 time to a mounted filesystem via mount (s)" "$m1" "$m16" "$(ratio "$m16" "$m1")" "<=1 s, <=1.2x" \
   "$(yes_no "$(awk -v a="$m1" -v b="$m16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+i1=$(median <"$W/image-times-v1g") i16=$(median <"$W/image-times-v16g")
+printf '%-58s %10s %10s %10s %14s %6s\n' "  of which to a readable image (mount up, first block) (s)" "$i1" "$i16" "$(ratio "$i16" "$i1")" "" ""
 printf '%-58s %10s %10s %10s %14s %6s\n' "P9 drill RTO: mounted, replayed, e2fsck -fn, mounted (s)" "$d1" "$d16" "$(ratio "$d16" "$d1")" "<=1 s, <=1.2x" \
   "$(yes_no "$(awk -v a="$d1" -v b="$d16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
 printf '%-58s %10s %10s\n' "full restore to a sparse image, --store (s)" "${T[v1g.store]}" "${T[v16g.store]}"
@@ -170,8 +174,8 @@ echo "difference between the points: $diff_bytes bytes ($(awk -v d="$diff_bytes"
 echo "runs (median of $RUNS, page cache dropped before each): --delta ${delta_runs[*]} s, full ${full_runs[*]} s"
 if [[ -n ${BENCH_ROWS:-} ]]; then
   {
-    printf '| P9 time to a mounted filesystem via mount, 1 GiB / 16 GiB volume (s) | %s / %s | | | | | 16/1 %s | <= 1 s, <= 1.2 | %s |\n' \
-      "$m1" "$m16" "$(ratio "$m16" "$m1")" "$(yes_no "$(awk -v a="$m1" -v b="$m16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
+    printf '| P9 time to a mounted filesystem via mount, 1 GiB / 16 GiB volume (s) | %s / %s | | | | | 16/1 %s (to a readable image %s / %s s) | <= 1 s, <= 1.2 | %s |\n' \
+      "$m1" "$m16" "$(ratio "$m16" "$m1")" "$i1" "$i16" "$(yes_no "$(awk -v a="$m1" -v b="$m16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"
     printf '| P9 drill RTO (mounted, e2fsck -fn), 1 GiB / 16 GiB volume (s) | %s / %s | | | | | 16/1 %s; full restore %s / %s s | <= 1 s, <= 1.2 | %s |\n' \
       "$d1" "$d16" "$(ratio "$d16" "$d1")" "${T[v1g.store]}" "${T[v16g.store]}" \
       "$(yes_no "$(awk -v a="$d1" -v b="$d16" 'BEGIN { print (a <= 1 && b <= 1 && b <= 1.2 * a) }')")"

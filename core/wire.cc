@@ -1,5 +1,7 @@
 #include "blockrep/wire.h"
 
+#include <cstring>
+
 namespace blockrep::wire {
 namespace {
 
@@ -365,17 +367,28 @@ Result<ReadRequest> ReadRequest::Decode(ByteSpan p) {
 }
 
 void ReadData::AppendEncoded(Bytes* frame_out, uint64_t tag, uint64_t object_bytes, ReadStatus status, ByteSpan data) {
-  Bytes head;
-  ByteWriter w(&head);
+  // Straight into the frame: the data is the bulk of a restore over the network.
+  ByteWriter w(frame_out);
+  w.U32(static_cast<uint32_t>(8 + 8 + 1 + 4 + data.size()));
+  w.U16(static_cast<uint16_t>(MsgType::kReadData));
+  w.U16(0);
   w.U64(tag);
   w.U64(object_bytes);
   w.U8(static_cast<uint8_t>(status));
   w.U32(static_cast<uint32_t>(data.size()));
-  Bytes payload;
-  payload.reserve(head.size() + data.size());
-  payload.insert(payload.end(), head.begin(), head.end());
-  payload.insert(payload.end(), data.begin(), data.end());
-  AppendFrame(frame_out, MsgType::kReadData, payload);
+  w.Raw(data);
+}
+
+void ReadData::EncodeFrameHead(uint8_t out[kFrameBytes], uint64_t tag, uint64_t object_bytes, ReadStatus status,
+                               uint32_t n) {
+  Bytes head;
+  head.reserve(kFrameBytes);
+  AppendEncoded(&head, tag, object_bytes, status, ByteSpan());
+  // The same bytes with the lengths of n data bytes.
+  uint32_t payload = static_cast<uint32_t>(8 + 8 + 1 + 4) + n;
+  for (int i = 0; i < 4; ++i) head[static_cast<size_t>(i)] = static_cast<uint8_t>(payload >> (8 * i));
+  for (int i = 0; i < 4; ++i) head[kFrameBytes - 4 + static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
+  std::memcpy(out, head.data(), kFrameBytes);
 }
 
 Result<ReadData> ReadData::Decode(ByteSpan p) {

@@ -182,16 +182,42 @@ class RemoteSource : public PointSource {
   }
 
   Status ReadRecords(uint64_t point_id, const std::vector<const store::IndexEntry*>& entries, const RecordFn& fn) override {
-    std::vector<PackRange> ranges;
-    ranges.reserve(entries.size());
-    for (const store::IndexEntry* e : entries) ranges.push_back(PackRange{e->pack, e->pack_offset, e->record_bytes});
-    return ReadRanges(point_id, ranges, [&](size_t i, const Status& read, ByteSpan bytes) {
+    // Records that sit close together in a pack (the usual case in pack order: each is followed
+    // only by its fingerprints) are asked for as one span of at most kMaxReadBytes and cut apart
+    // here: one request per 64 KiB record cost a third of the throughput over loopback.
+    constexpr uint64_t kGapMax = 64u << 10;
+    std::vector<PackRange> spans;
+    std::vector<size_t> span_first;  // index into entries of each span's first record
+    for (size_t i = 0; i < entries.size(); ++i) {
       const store::IndexEntry& e = *entries[i];
-      Status st = read;
-      if (st.ok() && Checksum64(bytes) != e.checksum)
-        st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset) +
-                      " fails its checksum");
-      return fn(i, st, st.ok() ? bytes : ByteSpan());
+      if (!spans.empty()) {
+        PackRange& last = spans.back();
+        uint64_t end = last.offset + last.length;
+        uint64_t new_end = std::max(end, e.pack_offset + e.record_bytes);
+        if (e.pack == last.pack && e.pack_offset >= last.offset && e.pack_offset <= end + kGapMax &&
+            new_end - last.offset <= wire::kMaxReadBytes) {
+          last.length = static_cast<uint32_t>(new_end - last.offset);
+          continue;
+        }
+      }
+      spans.push_back(PackRange{e.pack, e.pack_offset, e.record_bytes});
+      span_first.push_back(i);
+    }
+    span_first.push_back(entries.size());
+    return ReadRanges(point_id, spans, [&](size_t sp, const Status& read, ByteSpan bytes) -> Status {
+      for (size_t i = span_first[sp]; i < span_first[sp + 1]; ++i) {
+        const store::IndexEntry& e = *entries[i];
+        Status st = read;
+        ByteSpan record;
+        if (st.ok()) {
+          record = bytes.subspan(e.pack_offset - spans[sp].offset, e.record_bytes);
+          if (Checksum64(record) != e.checksum)
+            st = DataLoss("record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset) +
+                          " fails its checksum");
+        }
+        BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? record : ByteSpan()));
+      }
+      return Status::Ok();
     });
   }
 
@@ -233,8 +259,7 @@ class RemoteSource : public PointSource {
           next_offset = 0;
         }
       }
-      BR_ASSIGN_OR_RETURN(Bytes payload, NextReadData());
-      BR_ASSIGN_OR_RETURN(wire::ReadData d, wire::ReadData::Decode(payload));
+      BR_ASSIGN_OR_RETURN(wire::ReadData d, NextReadData());
       Want w = inflight.front();
       inflight.pop_front();
       inflight_bytes -= std::max<uint32_t>(w.length, 1);
@@ -248,7 +273,15 @@ class RemoteSource : public PointSource {
         range_status = DataLoss("pack " + std::to_string(r.pack) + ": the staging has no such pack");
       else if (range_status.ok() && d.data.size() < w.length)
         range_status = DataLoss("pack " + std::to_string(r.pack) + " offset " + std::to_string(r.offset) + ": the pack ends early");
+      if (w.offset == 0 && w.length == r.length) {
+        // The whole range in one answer: handed over in place, no copy (the usual case).
+        Status st = fn(w.range, range_status, range_status.ok() ? d.data.first(w.length) : ByteSpan());
+        ConsumeFrame();
+        BR_RETURN_IF_ERROR(st);
+        continue;
+      }
       if (range_status.ok()) got.insert(got.end(), d.data.begin(), d.data.begin() + w.length);
+      ConsumeFrame();
       if (w.offset + w.length < r.length) continue;  // more chunks of this range to come
       BR_RETURN_IF_ERROR(fn(w.range, range_status, range_status.ok() ? ByteSpan(got) : ByteSpan()));
     }
@@ -405,11 +438,29 @@ class RemoteSource : public PointSource {
     }
   }
 
-  Result<Bytes> NextReadData() {
-    BR_ASSIGN_OR_RETURN(auto f, NextFrame());
-    if (f.first != wire::MsgType::kReadData)
-      return ProtocolError("the staging answered a read with message type " + std::to_string(static_cast<int>(f.first)));
-    return std::move(f.second);
+  // The next READ_DATA, decoded in place: its data points into the channel's inbox and stays
+  // valid until ConsumeFrame().
+  Result<wire::ReadData> NextReadData() {
+    for (;;) {
+      BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(ch_->inbox()));
+      if (frame) {
+        if (frame->type == wire::MsgType::kReadData) {
+          pending_consume_ = frame->total_size;
+          return wire::ReadData::Decode(frame->payload);
+        }
+        if (frame->type == wire::MsgType::kError) BR_RETURN_IF_ERROR(PeerError());
+        if (frame->type != wire::MsgType::kPong)
+          return ProtocolError("the staging answered a read with message type " +
+                               std::to_string(static_cast<int>(frame->type)));
+        ch_->Consume(frame->total_size);
+        continue;
+      }
+      BR_RETURN_IF_ERROR(Step());
+    }
+  }
+  void ConsumeFrame() {
+    ch_->Consume(pending_consume_);
+    pending_consume_ = 0;
   }
 
   // A whole manifest or index, in kMaxReadBytes chunks (pipelined once its size is known).
@@ -431,13 +482,20 @@ class RemoteSource : public PointSource {
     BR_RETURN_IF_ERROR(ask(0));
     asked = wire::kMaxReadBytes;
     while (outstanding > 0) {
-      BR_ASSIGN_OR_RETURN(Bytes payload, NextReadData());
-      BR_ASSIGN_OR_RETURN(wire::ReadData d, wire::ReadData::Decode(payload));
+      BR_ASSIGN_OR_RETURN(wire::ReadData d, NextReadData());
       --outstanding;
       if (d.tag != expect_tag_++) return ProtocolError("the staging answered out of order");
-      if (d.status == wire::ReadStatus::kNotFound)
+      if (d.status == wire::ReadStatus::kNotFound) {
+        ConsumeFrame();
+        for (; outstanding > 0; --outstanding) {  // answers still due for this object: drain them
+          auto more = NextReadData();
+          if (!more.ok()) return more.status();
+          ++expect_tag_;
+          ConsumeFrame();
+        }
         return NotFound(kind == wire::ReadKind::kIndex ? "point " + std::to_string(id) + " is not on the staging"
                                                       : "the staging has no manifest for this server");
+      }
       if (size == UINT64_MAX) {
         size = d.object_bytes;
         if (size > store::kMaxIndexBytes) return ProtocolError("the staging announced a " + std::to_string(size) + "-byte object");
@@ -447,6 +505,7 @@ class RemoteSource : public PointSource {
         return ProtocolError("the object changed size while it was read");
       }
       out.insert(out.end(), d.data.begin(), d.data.end());
+      ConsumeFrame();
       for (; asked < size && outstanding < 64; asked += wire::kMaxReadBytes) BR_RETURN_IF_ERROR(ask(asked));
     }
     if (out.size() != size) return ProtocolError("the staging sent " + std::to_string(out.size()) + " of " + std::to_string(size) + " bytes");
@@ -461,6 +520,7 @@ class RemoteSource : public PointSource {
   std::unique_ptr<Channel> ch_;
   uint64_t last_heard_ns_ = 0;
   uint64_t next_tag_ = 1, expect_tag_ = 1;
+  size_t pending_consume_ = 0;  // bytes of the READ_DATA frame last decoded in place
   std::map<uint64_t, uint64_t> opened_;  // point id -> checksum of the index it was opened with
   std::set<uint64_t> stale_;              // opened points whose index changed across a reconnect
 };

@@ -237,6 +237,10 @@ struct ReadData {
   ReadStatus status = ReadStatus::kOk;
   ByteSpan data;  // points into the frame
   static void AppendEncoded(Bytes* frame_out, uint64_t tag, uint64_t object_bytes, ReadStatus status, ByteSpan data);
+  // The frame header and the message's fixed part, for a sender that puts the n data bytes right
+  // after them itself (the staging preads them there): kFrameBytes before the data.
+  static constexpr size_t kFrameBytes = kFrameHeaderSize + 8 + 8 + 1 + 4;
+  static void EncodeFrameHead(uint8_t out[kFrameBytes], uint64_t tag, uint64_t object_bytes, ReadStatus status, uint32_t n);
   static Result<ReadData> Decode(ByteSpan p);
 };
 

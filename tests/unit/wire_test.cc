@@ -117,6 +117,10 @@ TEST(Wire, ReaderMessages) {
   EXPECT_EQ(d->tag, 4u);
   EXPECT_EQ(d->object_bytes, 99999u);
   EXPECT_EQ(Bytes(d->data.begin(), d->data.end()), data);
+  // The staging's in-place head is the same bytes as the whole encoding's first ones.
+  uint8_t head[ReadData::kFrameBytes];
+  ReadData::EncodeFrameHead(head, 4, 99999, ReadStatus::kOk, static_cast<uint32_t>(data.size()));
+  EXPECT_TRUE(std::equal(head, head + ReadData::kFrameBytes, frame.begin()));
   ByteSpan payload = (*f)->payload;
   for (size_t n = 0; n < payload.size(); n += 97) EXPECT_FALSE(ReadData::Decode(payload.first(n)).ok()) << n;
 
