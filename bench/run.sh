@@ -24,11 +24,11 @@ for script in peers continuous chain fleet recovery; do
     { echo "bench/run.sh: bench/$script.sh failed (its output: $log)" >&2; exit 1; }
 done
 minutes=$(awk -v s="$((SECONDS - start))" 'BEGIN { printf "%.1f", s / 60 }')
-# Rows in P order; a stable sort keeps each script's own order within one P.
 table=$(
   printf '| figure | blockrep | borg | restic | zstd-pipe | rsync | ratio | target | met |\n'
   printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
-  sort -s -t'|' -k2,2.4 "$rows"
+  # by P number (P10 after P9), a row's own order kept within one P
+  awk -F'|' '{ match($2, /P[0-9]+/); print substr($2, RSTART + 1, RLENGTH - 1) "\t" $0 }' "$rows" | sort -s -n -k1,1 | cut -f2-
 )
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 peers="$(borg --version), $(restic version | cut -d' ' -f1-2), $(zstd --version | grep -o 'v[0-9.]*' | awk 'NR == 1 {print "zstd " $0}'), $(rsync --version | awk 'NR == 1 {print "rsync " $3}')"
