@@ -40,6 +40,16 @@ class PointImageTest : public ChainTest {
     recovery::ReadKeys keys{r.seal_keys.get(), &*r.fingerprinter, r.opener.get()};
     return Must(recovery::PointImage::Open(r.source.get(), kServer, info, keys, &r.cache));
   }
+  // A --delta restore of `point` onto a file that holds `image` now.
+  recovery::RestoreRequest DeltaOnto(const Chain& chain, uint64_t point, const std::string& target,
+                                     const std::vector<uint8_t>& image) {
+    EXPECT_TRUE(WriteFileAtomic(target, image).ok());
+    recovery::RestoreRequest rq = chain.RestoreRequestFor(point);
+    rq.output_dir.clear();
+    rq.targets[0] = target;
+    rq.delta = true;
+    return rq;
+  }
   // Drops the index entry at `offset` from point `id` and fixes every checksum, as a hostile
   // staging could.
   void DropEntry(Chain& chain, uint64_t id, uint64_t offset) {
@@ -160,11 +170,7 @@ TEST_F(PointImageTest, DeltaWritesOnlyDifferingBlocks) {
   std::vector<uint8_t> first = chain.image();
   chain.AddPoint(2 * kMinuteNs, true, {{65536, 12288, false}, {1u << 20, 8192, true}});
   std::string target = root_ + "/target.img";
-  ASSERT_TRUE(WriteFileAtomic(target, first).ok());
-  recovery::RestoreRequest rq = chain.RestoreRequestFor(2);
-  rq.output_dir.clear();
-  rq.targets[0] = target;
-  rq.delta = true;
+  recovery::RestoreRequest rq = DeltaOnto(chain, 2, target, first);
   auto sum = Must(recovery::Restore(rq));
   EXPECT_EQ(sum.blocks_differing, 5u);
   EXPECT_EQ(sum.bytes_written, 5u * 4096);
@@ -192,11 +198,7 @@ TEST_F(PointImageTest, DeltaCatchesAForgedFingerprint) {
   UniqueFd fd(open(chain.store().PackPath(it->pack).c_str(), O_WRONLY | O_CLOEXEC));
   ASSERT_EQ(pwrite(fd.get(), raw, 8, static_cast<off_t>(it->pack_offset + it->record_bytes)), 8);
   std::string target = root_ + "/target.img";
-  ASSERT_TRUE(WriteFileAtomic(target, first).ok());
-  recovery::RestoreRequest rq = chain.RestoreRequestFor(2);
-  rq.output_dir.clear();
-  rq.targets[0] = target;
-  rq.delta = true;
+  recovery::RestoreRequest rq = DeltaOnto(chain, 2, target, first);
   Status st = recovery::Restore(rq).status();
   EXPECT_EQ(st.code(), Code::kDataLoss);
   EXPECT_NE(st.message().find("do not match the point's seal, the first at bytes 0..1048576"), std::string::npos) << st.message();
