@@ -128,6 +128,29 @@ TEST_F(TrackerTest, PinTracksWhileAgentIsGone) {
   EXPECT_EQ(runs[0].length, 8192u);
 }
 
+// The point the agent began sending is remembered across a restart (the pin is reused), so a
+// staging one point ahead can be told to hold that point or another agent's; an acknowledgement
+// forgets it.
+TEST_F(TrackerTest, SendingPointSurvivesRestartUntilSynced) {
+  const uint64_t t_ns = 1764230400123456789ull;
+  {
+    auto t = OpenTracker();
+    ASSERT_TRUE(t);
+    t->MarkSynced(4);
+    EXPECT_FALSE(t->SentPoint(t_ns));
+    t->NoteSending(t_ns);
+    t->ClearDirty();  // a full read keeps it too
+  }
+  auto t = OpenTracker();
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->resumed());
+  EXPECT_TRUE(t->SentPoint(t_ns));
+  EXPECT_TRUE(t->SentPoint(t_ns + 1000));             // the same millisecond
+  EXPECT_FALSE(t->SentPoint(t_ns + 2'000'000));      // another point's time
+  t->MarkSynced(5);
+  EXPECT_FALSE(t->SentPoint(t_ns));
+}
+
 // Bits taken for a point that was never acknowledged come back after a restart.
 TEST_F(TrackerTest, TakenBitsSurviveUntilSynced) {
   {
