@@ -55,7 +55,12 @@ points() { recover list --store "$STORE" --server-id "$1" --json | grep -c '"id"
 # Disaster: the production agent dies (kill -9); the server is "gone".
 kill -9 "$AGENT_A"
 wait "$AGENT_A" 2>/dev/null || true
-umount "$WORK/mnt"
+# The agent's freeze watchdog (a child that outlives it to thaw) may hold the mount a moment more.
+for _ in $(seq 1 100); do umount "$WORK/mnt" 2>/dev/null && break; sleep 0.1; done
+if mountpoint -q "$WORK/mnt"; then
+  ls -l /proc/[0-9]*/cwd /proc/[0-9]*/fd 2>/dev/null | grep -F "$WORK/mnt" >&2 || true
+  fail "$WORK/mnt still busy 10 s after the agent was killed"
+fi
 MOUNTS=()
 last=$(recover list --store "$STORE" --server-id "$ID" --json | grep -o '"id": [0-9]*' | tail -n 1 | grep -o '[0-9]*$')
 echo "ok: disaster after point $last ($(points "$ID") points)"
