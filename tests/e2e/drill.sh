@@ -27,7 +27,7 @@ pgctl() { su postgres -c "$PG/pg_ctl -D $WORK/mnt/pg/data $*"; }
 pgctl "-o '-p 5491 -k $WORK/pgsock -c listen_addresses=' -l $WORK/pgsock/pg.log -w start" >/dev/null || fail "postgres did not start: $(tail -n 5 "$WORK/pgsock/pg.log")"
 PG_RUNNING=1
 stop_pg() { [[ -n ${PG_RUNNING:-} ]] && pgctl "-m fast -w stop" >/dev/null 2>&1; PG_RUNNING=; }
-trap 'rc=$?; stop_pg; (exit $rc); cleanup' EXIT
+trap 'rc=$?; stop_pg || true; cleanup "$rc"' EXIT
 "$PG/pgbench" -i -s 3 -h "$WORK/pgsock" -p 5491 -U postgres postgres >"$WORK/pgbench-init.log" 2>&1 || fail "pgbench -i failed"
 # Volume 1: xfs with files of known content.
 truncate -s 320M "$WORK/xfs.img"

@@ -15,7 +15,7 @@ stop_all() {
   for p in ${WPID:-} ${FPID:-} ${APID:-}; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   WPID= FPID= APID=
 }
-trap 'stop_all; cleanup' EXIT
+trap 'rc=$?; stop_all; cleanup "$rc"' EXIT  # keep the test's status: stop_all's would hide a failure
 PINS+=("$ID")
 VOL_MIB=256
 ext4_loop ${VOL_MIB}M

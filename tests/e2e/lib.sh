@@ -12,8 +12,10 @@ MOUNTS=()
 PINS=()   # server-ids whose eBPF tracker pins the test created
 PIDS=()   # background programs (agents) to kill if the test ends early
 
+# cleanup [RC]: RC defaults to the status the script is exiting with (a test whose own EXIT trap
+# runs something first passes the status it saved).
 cleanup() {
-  local rc=$?
+  local rc=${1:-$?}
   [[ -n $STAGING_PID ]] && kill -9 "$STAGING_PID" 2>/dev/null || true
   for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
   for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || true; done
