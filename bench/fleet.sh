@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# P8 (BRIEF §5): 16 agents at once into one staging, aggregate ingest vs. one agent alone.
+# P8 (docs/PERFORMANCE.md): 16 agents at once into one staging, aggregate ingest vs. one agent alone.
 # Each agent protects its own 256 MiB image file (BENCH_VOLUME_MIB): half executables and
 # libraries from /usr (compressible), half random bytes. One agent syncs alone first (the best of
 # BENCH_ROUNDS, default 2, each a new server-id); then BENCH_AGENTS (default 16) agents, each

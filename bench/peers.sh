@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# P1-P4 and P6 (BRIEF §5) on the usr-4g workload, blockrep side by side with its peers in one run:
+# P1-P4 and P6 (docs/PERFORMANCE.md) on the usr-4g workload, blockrep side by side with its peers in one run:
 #   P1  full sync: blockrep agent -> staging over TLS on this machine, vs. borg 1.2 (lz4, repokey),
 #       restic 0.14 (repository v2), `zstd -T2 | openssl enc` of the image, rsync of the files
 #   P2  incremental (a 40 MiB random file added, a line appended to 200 headers): blockrep with
@@ -120,8 +120,8 @@ store_restic=$(bytes_of "$RESTIC_REPOSITORY")
 store_zstdpipe=$(stat -c %s "$W/usr-4g.zst.enc")
 
 echo "P2 incremental ..." >&2
-# The incremental step of BRIEF §5, written through the mounted filesystem while the eBPF tracker
-# pinned by the full syncs watches the device; unmounting flushes it all.
+# The usr-4g incremental step (a 40 MiB random file, a line appended to 200 headers), written
+# through the mounted filesystem while the eBPF tracker pinned by the full syncs watches the device; unmounting flushes it all.
 umount "$W/mnt"
 mount "$DEV" "$W/mnt"
 head -c 40M /dev/urandom >"$W/mnt/incremental.bin"

@@ -1,4 +1,4 @@
-// blockrep-recover: lists and materialises recovery points. See BRIEF §3.4.
+// blockrep-recover: lists and materialises recovery points. See README.md (What works today, Failover and failback).
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <iostream>

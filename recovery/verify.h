@@ -1,4 +1,4 @@
-// Checking stored records (BRIEF §3.4.3). Without the data key: the manifest, every retained
+// Checking stored records (README, verify). Without the data key: the manifest, every retained
 // point's index, and every record they name (present, checksum, header, placement). With it, also:
 // every record authenticates and decompresses, and the fingerprints stored after it match its data.
 // Damage is reported per server / volume / point / extent, never just "something is wrong".

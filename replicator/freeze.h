@@ -1,4 +1,4 @@
-// Consistency points (BRIEF §3.1.5): the filesystems mounted from the protected block devices are
+// Consistency points (README, Consistent points): the filesystems mounted from the protected block devices are
 // frozen (FIFREEZE) while the agent takes and reads the last dirty blocks of a point, then thawed.
 //
 // A frozen filesystem blocks every writer on the server, so a freeze never outlives its limit:

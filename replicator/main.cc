@@ -1,4 +1,4 @@
-// blockrep-agent: the protected-server side. See BRIEF §3.1.
+// blockrep-agent: the protected-server side. See README.md.
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdio>

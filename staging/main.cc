@@ -1,4 +1,4 @@
-// blockrep-staging: the DR-region side. See BRIEF §3.3 and docs/FORMAT.md.
+// blockrep-staging: the DR-region side. See README.md and docs/FORMAT.md.
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <iostream>

@@ -1,4 +1,4 @@
-// Keyed fingerprints of 4 KiB blocks (BRIEF §3.1.3, scan tracking). A fingerprint is XXH3-64 over
+// Keyed fingerprints of 4 KiB blocks (docs/TRACKING.md, scan tracking). A fingerprint is XXH3-64 over
 // (volume offset, block bytes) with a 192-byte secret derived from the data key by HKDF, so the
 // staging, which stores them, never holds a plain hash of plaintext it could match against known
 // data, and equal blocks at different offsets get unrelated fingerprints.

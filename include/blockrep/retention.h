@@ -1,4 +1,4 @@
-// Which recovery points a server keeps (BRIEF §3.3.3). Retention is a pure function of the chain
+// Which recovery points a server keeps (docs/FORMAT.md, Retention). Retention is a pure function of the chain
 // and of "now", read from a Clock that tests replace to run days of retention in seconds; the
 // staging runs the very same function with the system clock.
 #pragma once

@@ -1,4 +1,4 @@
-// Point seals (BRIEF §3.4.5): the agent's signed statement of what each volume holds at a point,
+// Point seals (docs/FORMAT.md, Point seals): the agent's signed statement of what each volume holds at a point,
 // so a staging that drops a record from a point, or rolls an extent back to an older authentic
 // record, is caught at restore (records alone cannot show that: each one is authentic).
 //

@@ -1,4 +1,4 @@
-// Dirty-block tracking without a kernel module (BRIEF §3.1.3).
+// Dirty-block tracking without a kernel module (docs/TRACKING.md).
 //
 // EbpfTracker: a BPF program on block:block_rq_complete sets 4 KiB bits in a bitmap that the
 // agent maps into its memory. Protocol: mark on completion, clear before read. Taking a word is a

@@ -1,5 +1,5 @@
 // blockrep_faultproxy: a TCP proxy for the tests that damages what passes through it, the way bad
-// networks do (BRIEF §5, reliability). Between an agent and the staging it can
+// networks do (docs/PROTOCOL.md, Damage in transit). Between an agent and the staging it can
 //   drop      reset both sides after a random number of bytes
 //   truncate  forward a random number of bytes, then close both sides cleanly (FIN)
 //   flip      flip one bit every so many bytes, and keep the connection
