@@ -144,8 +144,7 @@ while ! [[ $(u16 $((rec + 8))) == 0 && $(u64 $((rec + 24))) == 0 ]]; do
 done
 at=$((rec + 64 + 10))
 cp "$pack" "$WORK/pack.orig"
-byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
-printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+flip_byte "$pack" "$at"
 drill "damaged record" 1
 grep -Eq "server '$ID' volume 0 point 1 offset [0-9]+: " "$WORK/report.json" || fail "the damage is not named: $(cat "$WORK/report.json")"
 cp "$WORK/pack.orig" "$pack"

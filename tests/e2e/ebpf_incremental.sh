@@ -62,7 +62,7 @@ grep -q "fingerprints on the staging match its seal" "$WORK/agent.err" || fail "
 change 'head -c 2M /dev/urandom > cached2.bin'
 run_agent incremental --state-dir "$WORK/state"
 grep -q "fingerprints in $WORK/state match its seal" "$WORK/agent.err" || fail "the cached fingerprints were not used: $(cat "$WORK/agent.err")"
-printf 'X' | dd of="$WORK/state/fingerprints" bs=1 seek=300 conv=notrunc status=none
+flip_byte "$WORK/state/fingerprints" 300
 change 'head -c 2M /dev/urandom > cached3.bin'
 run_agent incremental --state-dir "$WORK/state"
 grep -q "fingerprint cache not used: .*damaged" "$WORK/agent.err" || fail "a damaged cache was not named: $(cat "$WORK/agent.err")"

@@ -73,7 +73,7 @@ expect_error "bad --compress" "zstd level" \
 # A flipped byte in a stored record: restore names the place and leaves no image behind.
 stop_staging
 pack=$(ls "$STORE/servers/web1/packs/"*.pack | head -n1)
-printf '\xff' | dd of="$pack" bs=1 seek=200000 conv=notrunc status=none
+flip_byte "$pack" 200000 255
 before=$(store_fingerprint)
 expect_error "restore of a damaged record" "server 'web1' volume 0 point [0-9]+ offset [0-9]+: record in pack" \
   "$BIN/blockrep-recover" restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" \

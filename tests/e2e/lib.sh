@@ -87,6 +87,14 @@ agent() {
 recover() { "$BIN/blockrep-recover" "$@"; }
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+# flip_byte FILE OFFSET [MASK]: XORs one byte with MASK (default 1), so the byte always changes
+# (writing a fixed value leaves the file intact when the byte already held it: 1 run in 256).
+flip_byte() {
+  local byte
+  byte=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  [[ -n $byte ]] || fail "flip_byte: $1 has no byte at offset $2"
+  printf "$(printf '\\%03o' $((byte ^ ${3:-1})))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
 
 # loop_attach FILE: attaches a loop device, sets LOOP to it and records it for cleanup. (Not
 # echoed: a $(...) subshell would lose the record, and the device would outlive the test.)

@@ -85,8 +85,7 @@ done
 rec_off=$(u64 $((found + 24)))
 at=$((found + 64 + 100))
 cp "$pack" "$WORK/pack.orig"
-byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
-printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+flip_byte "$pack" "$at"
 region=$((rec_off / 1048576))
 start_mount
 rc=0

@@ -64,8 +64,7 @@ one_line_error "staging not there" recover list --staging 127.0.0.1:1 --server-i
 pack=$(ls "$STORE/servers/web1/packs/"*.pack | tail -n 1)
 cp "$pack" "$WORK/pack.orig"
 at=$((16 + 64 + 5000))
-byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
-printf "$(printf '\\%03o' $((byte ^ 8)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+flip_byte "$pack" "$at" 8
 one_line_error "damaged record through the staging" recover restore --staging "$S" --server-id web1 \
   --key "$KEYS/data-web1.key" --point latest --output "$WORK/bad"
 grep -Eq "server 'web1' volume 0 point 2 offset [0-9]+: record in pack [0-9]+ at offset 16 fails its checksum" "$WORK/err" ||
