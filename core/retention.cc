@@ -61,6 +61,7 @@ std::string RetentionPolicy::ToString() const {
   for (const RetentionTier& t : tiers) s += (s.empty() ? "" : ",") + FormatDuration(t.every_ns) + ":" + FormatDuration(t.keep_ns);
   if (s.empty()) s = "none";
   if (keep_last) s += " + keep-last " + std::to_string(keep_last);
+  if (min_retention_ns) s += " + min-retention " + FormatDuration(min_retention_ns);
   return s;
 }
 
@@ -70,6 +71,8 @@ std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points
   std::set<size_t> keep;
   for (size_t i = 0; i < points.size() && i < std::max<size_t>(1, policy.keep_last); ++i)
     keep.insert(points.size() - 1 - i);
+  for (size_t i = 0; policy.min_retention_ns > 0 && i < points.size(); ++i)
+    if (now_ns < points[i].time_ns || now_ns - points[i].time_ns < policy.min_retention_ns) keep.insert(i);
   for (const RetentionTier& tier : policy.tiers) {
     // slot -> index of the point kept for it; points are in ascending id, so later wins.
     std::map<uint64_t, size_t> chosen;

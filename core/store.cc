@@ -281,6 +281,8 @@ Result<PointIndex> ServerStore::LoadIndex(const PointInfo& point) const {
 Status ServerStore::CommitPoint(const PointInfo& info, const PointIndex& index, uint64_t key_id) {
   if (info.id <= manifest_.last_point_id())
     return Internal("point " + std::to_string(info.id) + " is not newer than the chain's last");
+  if (!manifest_.points.empty() && info.time_ns <= manifest_.points.back().time_ns)
+    return Internal("point " + std::to_string(info.id) + " is not later in time than the chain's last");
   Bytes enc = index.Encode();
   PointInfo p = info;
   p.index_checksum = Checksum64(enc);

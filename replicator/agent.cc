@@ -906,7 +906,9 @@ Status Agent::StartPoint(uint64_t last_point) {
   PlanPoint(last_point);
   wire::BeginPoint b;
   b.point_id = point_id_;
-  b.time_ns = NowUtcNs();
+  // The staging refuses a point not later than the chain's last (its clock orders the chain):
+  // after this clock stepped back, stay just past the last point instead of stalling.
+  b.time_ns = std::max(NowUtcNs(), (hello_ok_ ? hello_ok_->last_time_ns : 0) + 1);
   b.base_point = full_point_ ? 0 : last_point;
   summary_.base_point = b.base_point;
   b.flags = 0;  // no filesystem freeze yet: the point is crash-consistent only if volumes are idle

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca, retention;
+  std::string listen, store, cert, key, ca, retention, min_retention = "0";
   uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
@@ -31,7 +31,10 @@ int main(int argc, char** argv) {
       "retention", po::value(&retention)->default_value(kDefaultRetention),
       "recovery points kept per server: EVERY:FOR tiers (one point per EVERY of UTC time, for FOR), "
       "or all, or none")(
-      "keep-last", po::value(&keep_last)->default_value(0), "also keep the newest N points, whatever their age");
+      "keep-last", po::value(&keep_last)->default_value(0), "also keep the newest N points, whatever their age")(
+      "min-retention", po::value(&min_retention)->default_value("0"),
+      "no point younger than this expires, whatever the tiers or the agent say (e.g. 7d): history a "
+      "compromised agent cannot erase; 0 = off");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
@@ -41,6 +44,11 @@ int main(int argc, char** argv) {
 
   auto policy = RetentionPolicy::Parse(retention, keep_last);
   if (!policy.ok()) return ReportFatal(kProg, policy.status());
+  if (min_retention != "0") {
+    auto min_ns = ParseDurationNs(min_retention, "--min-retention");
+    if (!min_ns.ok()) return ReportFatal(kProg, min_ns.status());
+    policy->min_retention_ns = *min_ns;
+  }
 
   staging::Options opts;
   opts.retention = *policy;

@@ -664,6 +664,29 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
                          std::to_string(expected - 1) + " (the agent must rescan)"));
     return Status::Ok();
   }
+  // A point's time orders the chain and decides retention, so it is the staging's: later than
+  // the chain's last point and within wire::kPointClockSkewNs of this clock (a hostile agent cannot
+  // backdate points to outrank genuine ones in their retention slots).
+  Clock& clock = opts_.clock ? *opts_.clock : system_clock_;
+  uint64_t now_ns = clock.NowUtcNs();
+  const auto& points = s.server->store->manifest().points;
+  uint64_t skew_ns = b.time_ns > now_ns ? b.time_ns - now_ns : now_ns - b.time_ns;
+  if (skew_ns > wire::kPointClockSkewNs) {
+    Fail(s, wire::ErrorCode::kBadTime,
+         InvalidArgument("point " + std::to_string(b.point_id) + " is dated " + FormatUtc(b.time_ns) + ", " +
+                         std::to_string(skew_ns / 1000000000ull) + " s " + (b.time_ns > now_ns ? "ahead of" : "behind") +
+                         " the staging's clock (" + FormatUtc(now_ns) + "; at most " +
+                         std::to_string(wire::kPointClockSkewNs / 1000000000ull) +
+                         " s apart): set the clocks of the agent and the staging (NTP)"));
+    return Status::Ok();
+  }
+  if (!points.empty() && b.time_ns <= points.back().time_ns) {
+    Fail(s, wire::ErrorCode::kBadTime,
+         InvalidArgument("point " + std::to_string(b.point_id) + " is dated " + FormatUtc(b.time_ns) +
+                         ", not after the chain's last point " + std::to_string(points.back().id) + " (" +
+                         FormatUtc(points.back().time_ns) + "): point times only move forward"));
+    return Status::Ok();
+  }
   if (s.server->pending) {
     Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
                    " afresh; the interrupted one is dropped");

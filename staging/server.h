@@ -26,7 +26,7 @@ struct Options {
   TlsFiles tls;
   unsigned max_sessions = 256;
   RetentionPolicy retention;  // applied after every committed point and at startup
-  Clock* clock = nullptr;     // point ages for retention; the system clock when null
+  Clock* clock = nullptr;     // point times and ages; the system clock when null
 };
 
 class Server {

@@ -45,6 +45,10 @@ struct RetentionTier {
 struct RetentionPolicy {
   std::vector<RetentionTier> tiers;
   uint32_t keep_last = 0;  // the newest N points are kept whatever the tiers say
+  // No point younger than this expires, whatever the tiers, keep_last or the points' flags say
+  // (--min-retention): an agent that turns hostile cannot push genuine points out of the chain
+  // by committing forged ones, because a point's time is the staging's (checked at BEGIN_POINT).
+  uint64_t min_retention_ns = 0;
   bool keep_all = false;   // "all": nothing expires
 
   // "10m:1h,1h:24h,1d:7d" (the default), "all", or "none" (only --keep-last and the newest point).
@@ -55,8 +59,8 @@ struct RetentionPolicy {
 inline constexpr const char* kDefaultRetention = "10m:1h,1h:24h,1d:7d";
 
 // The ids of `points` (ascending id, as in a manifest) that `policy` no longer keeps at `now_ns`.
-// Kept, whatever else: the newest point (the base the agent's next point builds on) and the
-// newest keep_last points. Each tier keeps, in every slot that holds a point younger than its
+// Kept, whatever else: the newest point (the base the agent's next point builds on), the
+// newest keep_last points and every point younger than min_retention_ns. Each tier keeps, in every slot that holds a point younger than its
 // FOR, the newest consistent point of the slot, or the newest point when none is consistent.
 std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points, const RetentionPolicy& policy,
                                      uint64_t now_ns);

@@ -68,7 +68,11 @@ enum class ErrorCode : uint16_t {
   kStoreFull = 5,     // staging out of space: back off, keep dirty state
   kStoreError = 6,
   kBadPoint = 7,
+  kBadTime = 8,  // BEGIN_POINT's time is not after the chain's last, or too far from the staging's clock
 };
+
+// How far a BEGIN_POINT's time may be from the staging's clock (either way).
+inline constexpr uint64_t kPointClockSkewNs = 300ull * 1000000000ull;
 
 struct Frame {
   MsgType type;

@@ -56,6 +56,25 @@ TEST(RetentionPolicyTest, NewestConsistentPerSlot) {
   EXPECT_TRUE(PointsToExpire(pts, Must(RetentionPolicy::Parse("all", 0)), kT0 + 100 * kDayNs).empty());
 }
 
+// --min-retention: no point younger than it expires, whatever the tiers, keep-last or the points'
+// consistent flags say; once older, the tiers decide again.
+TEST(RetentionPolicyTest, MinRetentionKeepsEveryYoungPoint) {
+  std::vector<store::PointInfo> pts = {At(kT0 + 1 * kMinuteNs, false), At(kT0 + 2 * kMinuteNs, false),
+                                       At(kT0 + 3 * kMinuteNs, true), At(kT0 + 4 * kMinuteNs, true)};
+  for (size_t i = 0; i < pts.size(); ++i) pts[i].id = i + 1;
+  RetentionPolicy none = Must(RetentionPolicy::Parse("none", 0));
+  none.min_retention_ns = kDayNs;
+  EXPECT_EQ(none.ToString(), "none + min-retention 1d");
+  EXPECT_TRUE(PointsToExpire(pts, none, kT0 + 23 * kHourNs).empty());
+  // Point 1 is a day old at kT0 + 1 day + 1 minute; 2 and 3 are not yet.
+  EXPECT_EQ(PointsToExpire(pts, none, kT0 + kDayNs + kMinuteNs), (std::vector<uint64_t>{1}));
+  RetentionPolicy hourly = Must(RetentionPolicy::Parse("1h:1d", 0));
+  hourly.min_retention_ns = kDayNs;
+  EXPECT_TRUE(PointsToExpire(pts, hourly, kT0 + 2 * kHourNs).empty());
+  hourly.min_retention_ns = 0;
+  EXPECT_EQ(PointsToExpire(pts, hourly, kT0 + 2 * kHourNs), (std::vector<uint64_t>{1, 2, 3}));
+}
+
 // Nine simulated days of a point every 10 minutes under the default policy: the retained set is
 // exactly what the policy says, compaction reclaims the space only expired points used, and every
 // retained point restores to the image the test recorded for it.

@@ -1,0 +1,201 @@
+// blockrep_hostile_peer: an agent gone bad, for the tests. It holds a server's real certificate
+// and data key (what ransomware holds on the day it strikes) and speaks the wire protocol
+// (docs/PROTOCOL.md) to the real staging, but sends what a genuine agent never would:
+//   points  commits one empty, consistent point per --time (on top of the chain's last point),
+//           each in a session of its own, and prints one line per point:
+//             "point ID time NS: acknowledged" or "point ID time NS: refused: MESSAGE"
+//           --time is NS (UTC nanoseconds), "now", "now-SECONDS" or "now+SECONDS".
+// Usage: blockrep_hostile_peer points --staging HOST:PORT --server-id ID --key FILE
+//          --tls-cert F --tls-key F --tls-ca F --volume-bytes N [--volume-bytes N ...]
+//          --time T [--time T ...]
+// Blocking sockets and plain OpenSSL: it is a test's attacker, not part of the product.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blockrep/cli.h"
+#include "blockrep/keyfile.h"
+#include "blockrep/seal.h"
+#include "blockrep/store.h"
+#include "blockrep/tls.h"
+#include "blockrep/wire.h"
+
+namespace blockrep {
+namespace {
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "blockrep_hostile_peer: error: %s\n", what.c_str());
+  std::exit(2);
+}
+
+struct Options {
+  std::string mode, staging, server_id, key, cert, tls_key, ca;
+  std::vector<uint64_t> volume_bytes;
+  std::vector<std::string> times;
+};
+
+// One TLS session to the staging over a blocking socket.
+class Peer {
+ public:
+  Peer(TlsContext* ctx, const HostPort& hp) {
+    fd_ = socket(hp.addr.ss_family, SOCK_STREAM, 0);
+    if (fd_ < 0 || connect(fd_, reinterpret_cast<const sockaddr*>(&hp.addr), hp.addr_len) != 0)
+      Die("cannot connect to the staging " + hp.host + ":" + std::to_string(hp.port));
+    ssl_ = SSL_new(ctx->ctx());
+    SSL_set_fd(ssl_, fd_);
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), hp.host.c_str());
+    if (SSL_connect(ssl_) != 1) Die("TLS handshake failed: " + TakeOpenSslError());
+  }
+  ~Peer() {
+    SSL_free(ssl_);
+    close(fd_);
+  }
+  void Send(wire::MsgType type, ByteSpan payload) {
+    Bytes frame;
+    wire::AppendFrame(&frame, type, payload);
+    if (SSL_write(ssl_, frame.data(), static_cast<int>(frame.size())) != static_cast<int>(frame.size()))
+      Die("TLS write failed: " + TakeOpenSslError());
+  }
+  // The next frame; nullopt when the staging closed the session.
+  std::optional<std::pair<wire::MsgType, Bytes>> Receive() {
+    for (;;) {
+      auto f = wire::ParseFrame(in_);
+      if (!f.ok()) Die("staging sent a malformed frame: " + f.status().message());
+      if (f->has_value()) {
+        const wire::Frame& fr = **f;
+        std::pair<wire::MsgType, Bytes> out{fr.type, Bytes(fr.payload.begin(), fr.payload.end())};
+        in_.erase(in_.begin(), in_.begin() + static_cast<ptrdiff_t>(fr.total_size));
+        return out;
+      }
+      uint8_t buf[16384];
+      int n = SSL_read(ssl_, buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      in_.insert(in_.end(), buf, buf + n);
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  SSL* ssl_ = nullptr;
+  Bytes in_;
+};
+
+uint64_t ParseTime(const std::string& t, uint64_t now_ns) {
+  if (t == "now") return now_ns;
+  if (t.rfind("now-", 0) == 0) return now_ns - std::stoull(t.substr(4)) * 1000000000ull;
+  if (t.rfind("now+", 0) == 0) return now_ns + std::stoull(t.substr(4)) * 1000000000ull;
+  return std::stoull(t);
+}
+
+// One forged point in a session of its own; prints its line.
+void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key, const std::string& time) {
+  Peer peer(ctx, hp);
+  wire::Hello h;
+  h.server_id = o.server_id;
+  h.key_id = key.key_id;
+  peer.Send(wire::MsgType::kHello, h.Encode());
+  auto reply = peer.Receive();
+  if (!reply) Die("the staging closed the session after HELLO");
+  if (reply->first == wire::MsgType::kError) {
+    auto e = wire::ErrorMsg::Decode(reply->second);
+    std::printf("hello refused: %s\n", e.ok() ? e->message.c_str() : "?");
+    return;
+  }
+  auto ok = wire::HelloOk::Decode(reply->second);
+  if (!ok.ok()) Die("bad HELLO_OK: " + ok.status().message());
+  wire::BeginPoint b;
+  b.point_id = ok->last_point_id + 1;
+  b.time_ns = ParseTime(time, NowUtcNs());
+  b.base_point = ok->last_point_id;
+  b.flags = store::kPointConsistent;
+  b.volume_sizes = o.volume_bytes;
+  peer.Send(wire::MsgType::kBeginPoint, b.Encode());
+  for (size_t v = 0; v < o.volume_bytes.size(); ++v) {
+    wire::SealMsg m;  // well formed, but its MAC is not the agent's: only a restore can tell
+    m.seal.point_id = b.point_id;
+    m.seal.time_ns = b.time_ns;
+    m.seal.flags = b.flags;
+    m.seal.volume = static_cast<uint16_t>(v);
+    m.seal.volume_count = static_cast<uint16_t>(o.volume_bytes.size());
+    m.seal.volume_bytes = o.volume_bytes[v];
+    m.seal.region_bytes = SealRegionBytes(o.volume_bytes[v]);
+    m.seal.regions.assign(SealRegionCount(o.volume_bytes[v]), Digest128{});
+    m.seal.region_points.assign(m.seal.regions.size(), 0);
+    peer.Send(wire::MsgType::kSeal, m.Encode());
+  }
+  wire::EndPoint e;
+  e.point_id = b.point_id;
+  e.flags = b.flags;
+  peer.Send(wire::MsgType::kEndPoint, e.Encode());
+  for (;;) {
+    auto f = peer.Receive();
+    if (!f) {
+      std::printf("point %llu time %llu: refused: session closed\n", static_cast<unsigned long long>(b.point_id),
+                  static_cast<unsigned long long>(b.time_ns));
+      return;
+    }
+    if (f->first == wire::MsgType::kPointAck) {
+      std::printf("point %llu time %llu: acknowledged\n", static_cast<unsigned long long>(b.point_id),
+                  static_cast<unsigned long long>(b.time_ns));
+      return;
+    }
+    if (f->first == wire::MsgType::kError) {
+      auto err = wire::ErrorMsg::Decode(f->second);
+      std::printf("point %llu time %llu: refused: %s\n", static_cast<unsigned long long>(b.point_id),
+                  static_cast<unsigned long long>(b.time_ns), err.ok() ? err->message.c_str() : "?");
+      return;
+    }
+  }
+}
+
+Options Parse(int argc, char** argv) {
+  Options o;
+  if (argc < 2) Die("usage: blockrep_hostile_peer points --staging HOST:PORT ... (see the source)");
+  o.mode = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) Die(a + " needs a value");
+    std::string v = argv[++i];
+    if (a == "--staging") o.staging = v;
+    else if (a == "--server-id") o.server_id = v;
+    else if (a == "--key") o.key = v;
+    else if (a == "--tls-cert") o.cert = v;
+    else if (a == "--tls-key") o.tls_key = v;
+    else if (a == "--tls-ca") o.ca = v;
+    else if (a == "--volume-bytes") o.volume_bytes.push_back(std::stoull(v));
+    else if (a == "--time") o.times.push_back(v);
+    else Die("unknown flag " + a);
+  }
+  if (o.mode != "points") Die("unknown mode " + o.mode + " (points)");
+  if (o.volume_bytes.empty() || o.times.empty()) Die("points needs --volume-bytes and --time");
+  return o;
+}
+
+}  // namespace
+}  // namespace blockrep
+
+int main(int argc, char** argv) {
+  using namespace blockrep;
+  Options o = Parse(argc, argv);
+  auto hp = ParseHostPort(o.staging, "--staging");
+  if (!hp.ok()) Die(hp.status().message());
+  auto key = LoadDataKey(o.key);
+  if (!key.ok()) Die(key.status().message());
+  auto ctx = TlsContext::Create(TlsFiles{o.cert, o.tls_key, o.ca}, false);
+  if (!ctx.ok()) Die(ctx.status().message());
+  for (const std::string& t : o.times) {
+    ForgePoint(ctx->get(), *hp, o, *key, t);
+    std::fflush(stdout);
+  }
+  return 0;
+}
