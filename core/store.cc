@@ -86,8 +86,16 @@ Status PointIndex::Validate() const {
   const IndexEntry* prev = nullptr;
   for (const IndexEntry& e : entries) {
     if (e.volume >= volume_sizes.size()) return DataLoss("index entry names a missing volume");
-    if (e.length == 0 || e.offset + e.length > volume_sizes[e.volume] || e.offset + e.length < e.offset)
+    if (e.length == 0 || e.offset > volume_sizes[e.volume] || e.length > volume_sizes[e.volume] - e.offset)
       return DataLoss("index entry lies outside its volume");
+    if (e.record_bytes < kRecordBytesMin || e.record_bytes > kRecordBytesMax || e.pack == 0 ||
+        e.pack_offset < kPackHeaderSize || e.pack_offset > kPackBytesMax - e.record_bytes)
+      return DataLoss("index entry for volume " + std::to_string(e.volume) + " offset " + std::to_string(e.offset) +
+                      " names an impossible record (pack " + std::to_string(e.pack) + " offset " +
+                      std::to_string(e.pack_offset) + ", " + std::to_string(e.record_bytes) + " bytes)");
+    if (e.offset_in_record > kMaxRecordPlainBytes || e.length > kMaxRecordPlainBytes - e.offset_in_record)
+      return DataLoss("index entry for volume " + std::to_string(e.volume) + " offset " + std::to_string(e.offset) +
+                      " reaches past its record's plaintext");
     if (prev != nullptr && prev->volume == e.volume && prev->offset + prev->length > e.offset)
       return DataLoss("index entries overlap or are out of order");
     if (prev != nullptr && prev->volume > e.volume) return DataLoss("index entries are out of order");
@@ -363,6 +371,9 @@ Result<bool> PackReader::OpenAll(const PointIndex& index) {
 }
 
 Status PackReader::Read(const IndexEntry& e, Bytes* out) {
+  if (e.record_bytes > kRecordBytesMax)
+    return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": a record of " +
+                    std::to_string(e.record_bytes) + " bytes cannot exist");
   BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
   out->resize(e.record_bytes);
   Status s = PreadAll(fd, e.pack_offset, out->data(), out->size());
@@ -376,8 +387,14 @@ Status PackReader::Read(const IndexEntry& e, Bytes* out) {
 }
 
 Status PackReader::ReadInOrder(const IndexEntry& e, uint64_t read_until, Bytes* out) {
+  if (e.record_bytes > kRecordBytesMax || e.pack_offset > kPackBytesMax)
+    return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": a record of " +
+                    std::to_string(e.record_bytes) + " bytes there cannot exist");
+  // Subtraction form: the entry's fields are bounded (PointIndex::Validate), but this must not
+  // overflow even for one that was not.
   bool inside = window_pack_ == e.pack && e.pack_offset >= window_offset_ &&
-                e.pack_offset + e.record_bytes <= window_offset_ + window_.size();
+                e.pack_offset - window_offset_ <= window_.size() &&
+                e.record_bytes <= window_.size() - (e.pack_offset - window_offset_);
   if (!inside) {
     BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
     uint64_t want = std::clamp<uint64_t>(read_until > e.pack_offset ? read_until - e.pack_offset : 0, e.record_bytes,

@@ -46,7 +46,12 @@ Result<Target> OpenTarget(const std::string& path, uint64_t size, bool image_in_
   Target t;
   t.final_path = path;
   struct stat st{};
-  bool exists = stat(path.c_str(), &st) == 0;
+  // --target names a device or file the operator chose (a /dev/disk/by-id link is fine); an image
+  // in --output is always a file of ours, so a link found there is not followed.
+  bool exists = (image_in_output_dir ? lstat(path.c_str(), &st) : stat(path.c_str(), &st)) == 0;
+  if (exists && image_in_output_dir && !S_ISREG(st.st_mode))
+    return InvalidArgument(path + " exists and is not a regular file (a symbolic link or a device): remove it or "
+                           "choose another --output; restore writes images there, never through links");
   if (exists && S_ISBLK(st.st_mode)) {
     t.block_device = true;
     t.write_path = path;
@@ -62,10 +67,15 @@ Result<Target> OpenTarget(const std::string& path, uint64_t size, bool image_in_
   }
   if (exists && !S_ISREG(st.st_mode))
     return InvalidArgument("target " + path + " is neither a block device nor a regular file");
-  (void)image_in_output_dir;
   t.write_path = path + ".partial";
-  t.fd = UniqueFd(open(t.write_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!t.fd.valid()) return ErrnoStatus("create " + t.write_path, errno);
+  // Whatever is at the .partial name (a crashed restore's leftover, or a symlink someone planted
+  // to make us overwrite its target) is removed, never followed: unlink removes a link itself,
+  // and the new file is created exclusively, without following a link planted in between.
+  if (unlink(t.write_path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove " + t.write_path, errno);
+  t.fd = UniqueFd(open(t.write_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!t.fd.valid())
+    return ErrnoStatus("create " + t.write_path, errno)
+        .Annotate("another restore may be writing there; check the directory and run again");
   // A fresh file of the volume's size: unwritten ranges are holes that read as zeros.
   if (ftruncate(t.fd.get(), static_cast<off_t>(size)) != 0)
     return ErrnoStatus("size " + t.write_path, errno);

@@ -19,7 +19,8 @@ echo "== tests under sanitizers =="
 (cd "$root/build-asan" && ctest --output-on-failure -j2 --timeout 1200)
 
 # libFuzzer targets (clang, ASan + UBSan): frame parser, handshake, store index/manifest parsers,
-# decrypt + decompress. BLOCKREP_FUZZ_RUNS executions each (20000 by default).
+# decrypt + decompress, and restore's whole read path over a hostile index: BLOCKREP_FUZZ_RUNS
+# executions each (20000 by default).
 echo "== build (libFuzzer targets) =="
 CC=clang CXX=clang++ "$root/scripts/build.sh" "$root/build-fuzz" -DBLOCKREP_FUZZ=ON \
   -DBLOCKREP_FUZZ_RUNS="${BLOCKREP_FUZZ_RUNS:-20000}"

@@ -33,6 +33,14 @@ inline constexpr size_t kIndexEntrySize = 48;
 inline constexpr size_t kMaxManifestBytes = 64u << 20;
 inline constexpr size_t kMaxIndexBytes = 1u << 30;
 inline constexpr uint32_t kPointConsistent = 1;
+// Bounds every reader holds an index entry to before it touches a pack (a store is input: a damaged
+// disk or a hostile staging host may have written it). A stored record is at most a header, 1 MiB
+// of plaintext stored raw and a tag; packs roll at 64 MiB, so 1 TiB leaves room and keeps every
+// sum of offset, record and fingerprints far from overflow.
+inline constexpr uint64_t kRecordBytesMin = kRecordHeaderSize + kTagSize;
+inline constexpr uint64_t kRecordBytesMax = kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize;
+inline constexpr uint64_t kPackBytesMax = 1ull << 40;
+static_assert(kPackBytesMax + kRecordBytesMax + (kMaxRecordPlainBytes / 4096) * 8 < (1ull << 63));
 // Never a real fingerprint (those are odd) nor zero: matches nothing, so the block is resent.
 inline constexpr uint64_t kFingerprintUnknown = 2;
 

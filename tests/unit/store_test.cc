@@ -200,6 +200,7 @@ IndexEntry At(uint16_t vol, uint64_t offset, uint32_t length, uint32_t pack) {
   e.length = length;
   e.pack = pack;
   e.record_bytes = length + 80;
+  e.pack_offset = kPackHeaderSize;  // Validate holds entries to real record places
   return e;
 }
 
@@ -284,6 +285,8 @@ TEST(BuildPointIndex, RandomChainsMatchModel) {
         e.offset = first * kBlock;
         e.length = static_cast<uint32_t>(blocks * kBlock);
         e.pack = next_record++;  // stands for "which record"
+        e.record_bytes = e.length + 80;
+        e.pack_offset = kPackHeaderSize;
         xs.push_back({e, zero});
         for (uint64_t b = 0; b < blocks; ++b)
           model[first + b] = zero ? std::pair<uint32_t, uint32_t>{0, 0}

@@ -270,5 +270,71 @@ TEST_F(TamperTest, EditedPointTimeIsCaught) {
   EXPECT_EQ(VerifyDamage(chain.key_file()).size(), 1u);
 }
 
+// An index entry whose pack offset is near 2^64 (its end wrapped around, and a restore died of
+// SIGSEGV) or whose record claims 4 GiB: refused in one clear error before any pack is read, by
+// restore and by verify.
+TEST_F(TamperTest, ImpossibleRecordPlaceIsRefused) {
+  int n = 0;
+  for (auto edit : {std::function<void(store::IndexEntry&)>([](store::IndexEntry& e) { e.pack_offset = ~0ull - 0xffff; }),
+                    std::function<void(store::IndexEntry&)>([](store::IndexEntry& e) { e.record_bytes = 0xfffffff0u; })}) {
+    std::string root = root_ + "/" + std::to_string(++n);
+    Chain chain(root);
+    chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+    ForgeIndex(chain, 1, [&](store::PointIndex& idx) { edit(idx.entries.at(2)); });
+    Status st = RestorePoint(chain, 1);
+    EXPECT_EQ(st.code(), Code::kDataLoss);
+    EXPECT_NE(st.message().find("names an impossible record"), std::string::npos) << st.message();
+    EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
+    recovery::VerifyRequest rq{root, kServer, chain.key_file()};
+    auto reports = recovery::Verify(rq);
+    ASSERT_TRUE(reports.ok()) << reports.status().message();
+    ASSERT_EQ(reports->size(), 1u);
+    EXPECT_FALSE((*reports)[0].clean());
+    EXPECT_NE((*reports)[0].unreadable.find("names an impossible record"), std::string::npos) << (*reports)[0].unreadable;
+  }
+}
+
+// An entry reaching past its record's 1 MiB of plaintext cannot be real either.
+TEST_F(TamperTest, EntryPastItsRecordIsRefused) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  ForgeIndex(chain, 1, [](store::PointIndex& idx) { idx.entries.at(1).offset_in_record = kMaxRecordPlainBytes; });
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  EXPECT_NE(st.message().find("reaches past its record's plaintext"), std::string::npos) << st.message();
+}
+
+// A symbolic link planted at the restore's temporary name (vol-0.img.partial -> victim) used to
+// make the restore overwrite the victim. Now the link is removed, not followed: the victim keeps
+// its bytes and the image is restored.
+TEST_F(TamperTest, PlantedPartialLinkIsNotFollowed) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::string victim = root_ + "/victim", out = root_ + "/out";
+  const std::string kVictim = "precious bytes";
+  ASSERT_TRUE(WriteFileAtomic(victim, ByteSpan(reinterpret_cast<const uint8_t*>(kVictim.data()), kVictim.size())).ok());
+  ASSERT_EQ(mkdir(out.c_str(), 0700), 0);
+  ASSERT_EQ(symlink(victim.c_str(), (out + "/vol-0.img.partial").c_str()), 0);
+  EXPECT_EQ(chain.RestoreHash(1), chain.expected_hash(1));
+  Bytes after = Must(ReadFileBytes(victim, 1024));
+  EXPECT_EQ(std::string(after.begin(), after.end()), kVictim);
+}
+
+// A link planted at the image's final name in --output (vol-0.img -> a device or a file) is
+// refused in one line; nothing is written through it.
+TEST_F(TamperTest, PlantedImageLinkIsRefused) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::string out = root_ + "/out";
+  ASSERT_EQ(mkdir(out.c_str(), 0700), 0);
+  ASSERT_EQ(symlink("/dev/null", (out + "/vol-0.img").c_str()), 0);
+  Status st = RestorePoint(chain, 1);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("is not a regular file (a symbolic link or a device)"), std::string::npos) << st.message();
+  struct stat lst{};
+  ASSERT_EQ(lstat((out + "/vol-0.img").c_str(), &lst), 0);
+  EXPECT_TRUE(S_ISLNK(lst.st_mode));
+}
+
 }  // namespace
 }  // namespace blockrep
