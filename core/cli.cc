@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -106,12 +107,30 @@ Result<uint64_t> ParseDurationNs(const std::string& text, const char* flag) {
   return static_cast<uint64_t>(v * mult);
 }
 
+std::string Printable(std::string_view text, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes) + 4);
+  for (size_t i = 0; i < text.size() && i < max_bytes; ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char esc[5];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      out += esc;
+    }
+  }
+  if (text.size() > max_bytes) out += "...";
+  return out;
+}
+
 void Log(const char* prog, const std::string& message) {
   uint64_t now = NowUtcNs();
   std::string ts = FormatUtc(now);
   ts.pop_back();
-  std::fprintf(stderr, "%s.%03uZ %s: %s\n", ts.c_str(),
-               static_cast<unsigned>((now / 1000000ull) % 1000), prog, message.c_str());
+  // Messages are ours, but may quote a peer's words; UTF-8 beyond ASCII is escaped too.
+  std::fprintf(stderr, "%s.%03uZ %s: %s\n", ts.c_str(), static_cast<unsigned>((now / 1000000ull) % 1000), prog,
+               Printable(message, 64 * 1024).c_str());
 }
 
 int ReportFatal(const char* prog, const Status& status) {

@@ -5,8 +5,11 @@
 #include <openssl/hmac.h>
 
 #include <bit>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "blockrep/tls.h"  // TakeOpenSslError
 
 namespace blockrep {
 namespace {
@@ -129,7 +132,13 @@ std::array<uint8_t, kSealMacBytes> SealKeys::Mac(const VolumeSeal& seal) const {
   msg.resize(msg.size() - kSealMacBytes);  // the MAC field is not part of what it covers
   std::array<uint8_t, kSealMacBytes> out{};
   unsigned len = 0;
-  HMAC(EVP_sha256(), mac_key_.data(), static_cast<int>(mac_key_.size()), msg.data(), msg.size(), out.data(), &len);
+  if (HMAC(EVP_sha256(), mac_key_.data(), static_cast<int>(mac_key_.size()), msg.data(), msg.size(), out.data(), &len) ==
+          nullptr ||
+      len != kSealMacBytes) {
+    // Fails only in a broken crypto library; an unchecked all-zero MAC would seal nothing.
+    std::fprintf(stderr, "blockrep: HMAC-SHA256 of a seal failed: %s\n", TakeOpenSslError().c_str());
+    std::abort();
+  }
   return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -197,8 +198,18 @@ void TlsSession::Shutdown() {
 std::string TlsSession::PeerCommonName() const {
   X509* cert = SSL_get1_peer_certificate(ssl_);
   if (cert == nullptr) return "";
-  char cn[256] = {0};
-  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  // Exactly one CN, taken whole: a CN with an embedded NUL ("web1\0evil") or a second CN gives
+  // "", which no server-id matches, instead of a prefix or a pick.
+  X509_NAME* name = X509_get_subject_name(cert);
+  std::string cn;
+  int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (at >= 0 && X509_NAME_get_index_by_NID(name, NID_commonName, at) < 0) {
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+    unsigned char* utf8 = nullptr;
+    int n = ASN1_STRING_to_UTF8(&utf8, data);
+    if (n > 0 && static_cast<size_t>(n) == std::strlen(reinterpret_cast<char*>(utf8))) cn.assign(reinterpret_cast<char*>(utf8), n);
+    OPENSSL_free(utf8);
+  }
   X509_free(cert);
   return cn;
 }

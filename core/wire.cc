@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "blockrep/cli.h"
+
 namespace blockrep::wire {
 namespace {
 
@@ -40,12 +42,12 @@ void AppendFrame(Bytes* out, MsgType type, ByteSpan payload) {
 
 Status ValidateServerId(const std::string& id) {
   if (id.empty() || id.size() > kMaxServerIdLen || id == "." || id == "..")
-    return InvalidArgument("server-id '" + id + "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+    return InvalidArgument("server-id '" + Printable(id, 80) + "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-';
     if (!ok)
-      return InvalidArgument("server-id '" + id +
+      return InvalidArgument("server-id '" + Printable(id, 80) +
                              "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
   }
   return Status::Ok();

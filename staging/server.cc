@@ -478,7 +478,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   std::string cn = s.ch->tls().PeerCommonName();
   if (cn != h.server_id) {
     Fail(s, wire::ErrorCode::kIdentity,
-         PermissionDenied("the agent's certificate belongs to server-id '" + cn +
+         PermissionDenied("the agent's certificate belongs to server-id '" + Printable(cn, 80) +
                           "' but it claims server-id '" + h.server_id +
                           "' (use that server's certificate, from blockrep-keygen)"));
     return Status::Ok();

@@ -56,7 +56,7 @@ Result<Cert> Issue(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY*
   Cert cert(X509_new());
   X509_set_version(cert.get(), 2);
   uint8_t serial[16];
-  RAND_bytes(serial, sizeof(serial));
+  if (RAND_bytes(serial, sizeof(serial)) != 1) return Internal("RAND_bytes failed: no entropy for a certificate serial");
   serial[0] &= 0x7f;
   BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
   BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));

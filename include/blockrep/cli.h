@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "blockrep/status.h"
 
@@ -35,7 +36,11 @@ Result<uint64_t> ParseRate(const std::string& text, const char* flag);
 Result<uint64_t> ParseDurationNs(const std::string& text, const char* flag);
 
 // "prog: message" on stderr, one line, prefixed with a UTC timestamp.
+// One line on stderr: a timestamp, `prog` and `message` with control characters escaped, so text
+// a peer chose (a server-id, a certificate's name) cannot forge further log lines.
 void Log(const char* prog, const std::string& message);
+// `text` with bytes outside printable ASCII as \xNN, cut to `max_bytes` of input ("..." after).
+std::string Printable(std::string_view text, size_t max_bytes = 256);
 // Prints "prog: error: message" and returns the exit status for it (2 for usage errors, 1 else).
 int ReportFatal(const char* prog, const Status& status);
 

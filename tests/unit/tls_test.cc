@@ -1,8 +1,12 @@
 // TLS engine tests: two TlsSessions joined by copying ciphertext between their memory BIOs.
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "blockrep/tls.h"
 
@@ -47,9 +51,57 @@ class TlsTest : public ::testing::Test {
     }
     return Status::Ok();
   }
+  // keygen's agent certificate for web1 with its subject replaced by CNs of the given bytes and
+  // signed again by the CA (what a CA that signs whatever it is sent would issue); its files.
+  static TlsFiles AgentWithCns(const std::string& name, const std::vector<std::string>& cns) {
+    auto read_pem = [](const std::string& path, auto reader) {
+      FILE* f = std::fopen(path.c_str(), "r");
+      EXPECT_NE(f, nullptr) << path;
+      auto* v = reader(f, nullptr, nullptr, nullptr);
+      std::fclose(f);
+      return v;
+    };
+    X509* cert = read_pem(dir_ + "/pki/agent-web1.crt", PEM_read_X509);
+    EVP_PKEY* ca_key = read_pem(dir_ + "/pki/ca.key", PEM_read_PrivateKey);
+    X509_NAME* subject = X509_NAME_new();
+    for (const std::string& cn : cns)
+      EXPECT_EQ(X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
+                                           reinterpret_cast<const unsigned char*>(cn.data()), static_cast<int>(cn.size()), -1, 0),
+                1);
+    EXPECT_EQ(X509_set_subject_name(cert, subject), 1);
+    EXPECT_GT(X509_sign(cert, ca_key, EVP_sha256()), 0);
+    std::string path = dir_ + "/" + name + ".crt";
+    FILE* out = std::fopen(path.c_str(), "w");
+    EXPECT_EQ(PEM_write_X509(out, cert), 1);
+    std::fclose(out);
+    X509_NAME_free(subject);
+    EVP_PKEY_free(ca_key);
+    X509_free(cert);
+    return {path, dir_ + "/pki/agent-web1.key", dir_ + "/pki/ca.crt"};
+  }
+  // The server-id the staging reads from a client presenting `files`.
+  static std::string PeerIdentity(const TlsFiles& files) {
+    auto sctx = TlsContext::Create(Staging(), true);
+    auto cctx = TlsContext::Create(files, false);
+    EXPECT_TRUE(sctx.ok() && cctx.ok()) << sctx.status().message() << cctx.status().message();
+    auto server = TlsSession::Create(sctx->get(), "");
+    auto client = TlsSession::Create(cctx->get(), "127.0.0.1");
+    EXPECT_TRUE((*client)->Handshake().ok());
+    EXPECT_TRUE(Pump(**client, **server).ok());
+    EXPECT_TRUE((*server)->handshake_done());
+    return (*server)->PeerCommonName();
+  }
   static std::string dir_;
 };
 std::string TlsTest::dir_;
+
+// The identity is the certificate's one CN, whole: a CN with an embedded NUL is not cut to the
+// part before it, and a certificate with two CNs names nobody (a server-id can be neither).
+TEST_F(TlsTest, CommonNameIsTakenWholeOrNotAtAll) {
+  EXPECT_EQ(PeerIdentity(AgentWithCns("plain", {"web1"})), "web1");
+  EXPECT_EQ(PeerIdentity(AgentWithCns("nul", {std::string("web1\0db1", 8)})), "");
+  EXPECT_EQ(PeerIdentity(AgentWithCns("two", {"web1", "db1"})), "");
+}
 
 // Mutual authentication succeeds with keygen's PKI; the staging learns the agent's server-id.
 TEST_F(TlsTest, HandshakeAndDataBothWays) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "blockrep/cli.h"
 #include "blockrep/wire.h"
 
 namespace blockrep::wire {
@@ -220,6 +221,23 @@ TEST(Wire, ServerIdValidation) {
   for (const char* bad : {"", ".", "..", "a/b", "../x", "has space", "x\n"})
     EXPECT_FALSE(ValidateServerId(bad).ok()) << bad;
   EXPECT_FALSE(ValidateServerId(std::string(65, 'a')).ok());
+}
+
+}  // namespace
+}  // namespace blockrep::wire
+
+namespace blockrep::wire {
+namespace {
+
+// A server-id a peer sent is quoted escaped and cut short: a newline in it cannot start a forged
+// log line, and a megabyte of it does not fill the log.
+TEST(Wire, InvalidServerIdIsQuotedEscaped) {
+  Status st = ValidateServerId("web1\n2026-11-27T00:00:00.000Z blockrep-staging: server 'db1': point 9 committed");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("web1\\x0a2026"), std::string::npos) << st.message();
+  EXPECT_EQ(Printable(std::string(1000, 'a'), 80), std::string(80, 'a') + "...");
+  EXPECT_EQ(Printable(std::string("a\0b\x7f\xc3", 5)), "a\\x00b\\x7f\\xc3");
 }
 
 }  // namespace
