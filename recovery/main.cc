@@ -97,7 +97,8 @@ int RestoreCmd(int argc, char** argv) {
   po::options_description desc("restore options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))(
-      "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")("help,h", "");
+      "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")(
+      "expect-point", po::value(&req.expect_point))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -153,13 +154,13 @@ int VerifyCmd(int argc, char** argv) {
   recovery::VerifyRequest req;
   po::options_description desc("verify options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
-      "key", po::value(&req.key_file))("help,h", "");
+      "key", po::value(&req.key_file))("expect-point", po::value(&req.expect_point))("help,h", "");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty()) return ReportFatal(kProg, InvalidArgument("verify needs --store DIR"));
   auto reports = recovery::Verify(req);
   if (!reports.ok()) return ReportFatal(kProg, reports.status());
-  size_t damaged = 0, unreadable = 0;
+  size_t damaged = 0, unreadable = 0, rolled_back = 0;
   for (const auto& r : *reports) {
     std::printf("server '%s': %llu point(s), %llu record(s), %.1f MiB stored, %s", r.server_id.c_str(),
                 static_cast<unsigned long long>(r.points), static_cast<unsigned long long>(r.records),
@@ -171,10 +172,16 @@ int VerifyCmd(int argc, char** argv) {
     std::printf(": %s\n", r.clean() ? "ok" : "DAMAGED");
     if (!r.note.empty()) std::printf("  note: %s\n", r.note.c_str());
     if (!r.unreadable.empty()) std::printf("  unreadable: %s\n", r.unreadable.c_str());
+    if (!r.rolled_back.empty()) std::printf("  ROLLED BACK: %s\n", r.rolled_back.c_str());
     for (const auto& d : r.damage) std::printf("  damaged: %s\n", recovery::DescribeDamage(r.server_id, d).c_str());
     damaged += r.damage.size();
     unreadable += r.unreadable.empty() ? 0 : 1;
+    rolled_back += r.rolled_back.empty() ? 0 : 1;
   }
+  if (rolled_back != 0)
+    return ReportFatal(kProg, DataLoss(std::to_string(rolled_back) + " server(s) end before --expect-point (ROLLED BACK above)" +
+                                       (damaged + unreadable ? "; and damage is listed above" : "") +
+                                       ": find out what happened to the store before trusting it"));
   if (damaged == 0 && unreadable == 0) return 0;
   return ReportFatal(kProg, DataLoss("verify found " + std::to_string(damaged) + " damaged extent(s)" +
                                      (unreadable ? " and " + std::to_string(unreadable) + " unreadable server(s)" : "") +

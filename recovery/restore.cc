@@ -284,6 +284,16 @@ Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::strin
   return *best;
 }
 
+Status CheckChainHead(const store::Manifest& m, uint64_t expect_point) {
+  uint64_t head = m.last_point_id();
+  if (expect_point == 0 || head >= expect_point) return Status::Ok();
+  return DataLoss("server '" + m.server_id + "': the chain ends at " +
+                  (head == 0 ? std::string("no point") : "point " + std::to_string(head) + " (" +
+                                                             FormatUtc(m.points.back().time_ns) + ")") +
+                  ", older than point " + std::to_string(expect_point) +
+                  " (--expect-point): the store was rolled back or replaced; nothing was restored");
+}
+
 Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::string& server_id, store::PointInfo& point,
                                      store::PackReader* packs, bool allow_damaged) {
   constexpr int kAttempts = 5;
@@ -330,6 +340,7 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
     return PermissionDenied("key file " + req.key_file + " is not the data key of server '" +
                             req.server_id + "' (use the data-" + req.server_id +
                             ".key its agent replicates with)");
+  BR_RETURN_IF_ERROR(CheckChainHead(m, req.expect_point));
   RestoreSummary sum;
   BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
   BR_ASSIGN_OR_RETURN(store::PointIndex idx, source->OpenPoint(sum.point, req.allow_damaged));

@@ -15,6 +15,11 @@ namespace blockrep::recovery {
 // "latest", a point id, or an ISO-8601 UTC time (newest point at or before it).
 Result<store::PointInfo> ResolvePoint(const store::Manifest& manifest, const std::string& spec);
 
+// --expect-point N: the operator knows point N was acknowledged (the agent's status.json, its
+// log); a chain whose newest point is older was rolled back or replaced (data loss, one line).
+// Point ids are never reused, so a head at or past N is the chain N belongs to, or its rescan.
+Status CheckChainHead(const store::Manifest& manifest, uint64_t expect_point);
+
 // Loads the point's index and opens every pack it names, so that a compaction running on the
 // staging meanwhile (which rewrites indexes and deletes packs) cannot pull a pack from under the
 // reader: an open file outlives its unlink. If the manifest no longer names the index loaded by
@@ -37,6 +42,7 @@ struct RestoreRequest {
   // Failback: read each target first and write only the 4 KiB blocks that differ from the point
   // (delta.h); targets must exist.
   bool delta = false;
+  uint64_t expect_point = 0;  // CheckChainHead before anything is written; 0: no expectation
   SourceSpec Source() const;
 };
 

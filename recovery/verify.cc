@@ -8,6 +8,7 @@
 #include "blockrep/fingerprint.h"
 #include "blockrep/keyfile.h"
 #include "blockrep/seal.h"
+#include "restore.h"  // CheckChainHead
 
 namespace blockrep::recovery {
 namespace {
@@ -140,7 +141,7 @@ void NoteDamage(std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Da
 }
 
 ServerVerifyReport VerifyServer(const std::string& root, const std::string& server_id,
-                                const std::optional<DataKey>& key) {
+                                const std::optional<DataKey>& key, uint64_t expect_point) {
   ServerVerifyReport report;
   report.server_id = server_id;
   auto st = store::ServerStore::Open(root, server_id, false);
@@ -150,6 +151,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   }
   const store::Manifest& m = (*st)->manifest();
   report.points = m.points.size();
+  if (Status head = CheckChainHead(m, expect_point); !head.ok()) report.rolled_back = head.message();
   std::unique_ptr<RecordOpener> opener;
   std::optional<BlockFingerprinter> fingerprinter;
   std::unique_ptr<SealKeys> seal_keys;
@@ -294,7 +296,7 @@ Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
   for (const std::string& id : servers) {
     ServerVerifyReport r;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      r = VerifyServer(req.store_dir, id, key);
+      r = VerifyServer(req.store_dir, id, key, req.expect_point);
       if (!r.raced) break;
     }
     if (r.raced) r.unreadable = "the staging kept rewriting this server's chain (compaction) during verify; run it again";

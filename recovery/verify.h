@@ -36,6 +36,7 @@ struct VerifyRequest {
   std::string store_dir;
   std::string server_id;  // empty: every server in the store
   std::string key_file;   // empty: structure and checksums only
+  uint64_t expect_point = 0;  // a chain ending before this point is reported (restore.h, CheckChainHead)
 };
 
 struct ServerVerifyReport {
@@ -50,7 +51,8 @@ struct ServerVerifyReport {
   std::vector<Damage> damage;
   std::string note;  // e.g. why the key was not used for this server
   bool raced = false;  // the chain changed under the check (a compaction on the staging)
-  bool clean() const { return unreadable.empty() && damage.empty(); }
+  std::string rolled_back;  // --expect-point: the chain ends before the point expected
+  bool clean() const { return unreadable.empty() && damage.empty() && rolled_back.empty(); }
 };
 
 // Fails only when the request itself is wrong (no such store or server, unreadable key file, a

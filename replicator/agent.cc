@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "blockrep/fingerprint.h"
 #include "blockrep/fs.h"
@@ -76,7 +77,29 @@ Status Agent::Prepare() {
   // Reported with the point (one line), so that a failing run prints only its error.
   BR_RETURN_IF_ERROR(OpenTracker());
   PlanFreezes();
+  if (!opts_.state_dir.empty()) {
+    BR_ASSIGN_OR_RETURN(auto acked, ReadAckedPoint(opts_.state_dir, opts_.server_id));
+    std::tie(known_point_id_, known_point_time_ns_) = acked;
+  }
+  if (tracker_ && tracker_->synced_point() > known_point_id_) {
+    known_point_id_ = tracker_->synced_point();  // acknowledged to this host; its time is not kept there
+    known_point_time_ns_ = 0;
+  }
   return Status::Ok();
+}
+
+std::string Agent::ChainAlarm(const wire::HelloOk& h) const {
+  if (known_point_id_ == 0) return "";
+  auto when = [](uint64_t t) { return t == 0 ? std::string() : " (" + FormatUtc(t) + ")"; };
+  std::string acked = "point " + std::to_string(known_point_id_) + when(known_point_time_ns_);
+  if (h.last_point_id < known_point_id_)
+    return "the staging's chain ends at " +
+           (h.last_point_id == 0 ? std::string("no point") : "point " + std::to_string(h.last_point_id) + when(h.last_time_ns)) +
+           ", but it acknowledged " + acked + " to this agent: its store was rolled back or replaced";
+  if (h.last_point_id == known_point_id_ && known_point_time_ns_ != 0 && h.last_time_ns != known_point_time_ns_)
+    return "the staging's point " + std::to_string(h.last_point_id) + " is dated " + FormatUtc(h.last_time_ns) +
+           ", but the " + acked + " it acknowledged to this agent is another: its chain forked (store replaced or edited)";
+  return "";
 }
 
 void Agent::PlanFreezes() {
@@ -136,7 +159,9 @@ Status Agent::OpenTracker() {
 void Agent::PlanPoint(uint64_t last_point) {
   full_point_ = true;
   work_.assign(volumes_.size(), {});
-  if (!tracker_) {
+  if (alarm_rescan_) {
+    summary_.mode_reason = "ALARM: the staging's chain is not the one this agent saw acknowledged";
+  } else if (!tracker_) {
     summary_.mode_reason = "no change tracker";
   } else if (tracker_->synced_point() == 0) {
     summary_.mode_reason = tracker_->resumed() ? "no point synced since tracking began" : "tracking just started";
@@ -704,6 +729,7 @@ void Agent::WriteStatus(bool force) {
   j += "  \"server_id\": " + JsonString(opts_.server_id) + ",\n";
   j += "  \"state\": \"" + std::string(StateName(state_)) + "\",\n";
   j += "  \"reason\": " + JsonString(state_reason_) + ",\n";
+  j += "  \"alarm\": " + JsonString(alarm_) + ",\n";  // "" or why the staging's chain cannot be trusted
   j += "  \"updated\": \"" + FormatUtc(NowUtcNs()) + "\",\n";
   j += "  \"last_point\": " + std::to_string(last_acked_point_) + ",\n";
   j += "  \"lag_ms\": " + std::to_string(lag_ms) + ",\n";
@@ -886,10 +912,10 @@ Status Agent::FinishBaseLoad() {
 Status Agent::StartPoint(uint64_t last_point) {
   rescan_ = false;
   resealing_ = false;
-  point_id_ = last_point + 1;
+  point_id_ = std::max(last_point, known_point_id_) + 1;  // never an id acknowledged before
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
-  if (hello_ok_ && PlanResume(last_point)) {
+  if (hello_ok_ && !alarm_rescan_ && PlanResume(last_point)) {
     summary_.base_point = last_point;
     summary_.resumed = true;
     point_time_ns_ = hello_ok_->pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it
@@ -947,6 +973,14 @@ Status Agent::Session(const Signals& sig, bool once) {
   BR_RETURN_IF_ERROR(Handshake(sig));
   BR_ASSIGN_OR_RETURN(sealer_, ParallelSealer::Create(key_, opts_.server_id));
   uint64_t last = hello_ok_->last_point_id;
+  if (std::string alarm = ChainAlarm(*hello_ok_); !alarm.empty()) {
+    // Never a quiet resync: say so, keep saying so (status.json), and protect the volumes again
+    // with a rescan under an id the staging never acknowledged before.
+    alarm_ = alarm;
+    alarm_rescan_ = true;
+    Log(kProg, "ALARM: server '" + opts_.server_id + "': " + alarm + "; sending a rescan as point " +
+                   std::to_string(std::max(last, known_point_id_) + 1) + " (an acknowledged point id is never reused)");
+  }
   for (;;) {
     BR_RETURN_IF_ERROR(StartPoint(last));
     uint64_t now = MonotonicNs();
@@ -1034,6 +1068,10 @@ Status Agent::Session(const Signals& sig, bool once) {
     }
     last = point_id_;
     last_acked_point_ = point_id_;
+    known_point_id_ = point_id_;
+    known_point_time_ns_ = point_time_ns_;
+    alarm_rescan_ = false;
+    summary_.alarm = alarm_;
     point_seal_->Committed(point_id_);
     if (rescan_) {
       rescan_ = false;
@@ -1195,9 +1233,41 @@ void Agent::Teardown() {
 Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
                         uint64_t time_ns) {
   std::string text = "server-id " + server_id + "\nlast-acked-point " + std::to_string(point_id) +
-                     "\nlast-acked-time " + FormatUtc(time_ns) + "\n";
+                     "\nlast-acked-time " + FormatUtc(time_ns) + "\nlast-acked-time-ns " + std::to_string(time_ns) + "\n";
   return WriteFileAtomic(state_dir + "/last-point",
                          ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+}  // namespace blockrep::agent
+
+namespace blockrep::agent {
+
+Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
+  std::string path = state_dir + "/last-point";
+  if (!PathExists(path)) return std::pair<uint64_t, uint64_t>{0, 0};
+  BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 4096));
+  std::string id;
+  uint64_t point = 0, time_ns = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    start = nl == std::string::npos ? text.size() : nl + 1;
+    size_t sp = line.find(' ');
+    std::string key = line.substr(0, sp), value = sp == std::string::npos ? "" : line.substr(sp + 1);
+    char* end = nullptr;
+    if (key == "server-id") {
+      id = value;
+    } else if (key == "last-acked-point" || key == "last-acked-time-ns") {
+      unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0')
+        return DataLoss(path + ": '" + Printable(line, 80) + "' is not a number; remove the file (the agent then "
+                        "cannot tell a rolled-back staging this once)");
+      (key == "last-acked-point" ? point : time_ns) = v;
+    }
+  }
+  if (id != server_id) return std::pair<uint64_t, uint64_t>{0, 0};
+  return std::pair<uint64_t, uint64_t>{point, time_ns};
 }
 
 }  // namespace blockrep::agent

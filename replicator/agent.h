@@ -69,6 +69,9 @@ struct SyncSummary {
   uint64_t records = 0;
   uint64_t records_raw = 0;       // incompressible, stored raw
   double seconds = 0;
+  // The staging's chain was behind, or differed from, what this agent saw acknowledged: the point
+  // was sent as a rescan under a new id, and --once exits non-zero with this line.
+  std::string alarm;
 };
 
 class Agent {
@@ -177,6 +180,15 @@ class Agent {
   std::string state_reason_;
   uint64_t status_written_ns_ = 0;
   uint64_t last_acked_point_ = 0;
+  // The newest point this agent (this state directory, or this pinned tracker) saw acknowledged,
+  // and its time when known: a staging whose chain ends before it, or holds another point under
+  // its id, was rolled back or replaced (ChainAlarm). Point ids go on from here, never reused.
+  uint64_t known_point_id_ = 0;
+  uint64_t known_point_time_ns_ = 0;
+  std::string alarm_;          // sticky for the process: status.json "alarm"
+  // "" when the staging's chain (HELLO_OK) holds the newest point this agent saw acknowledged.
+  std::string ChainAlarm(const wire::HelloOk& h) const;
+  bool alarm_rescan_ = false;  // the next point must be a rescan against whatever the staging holds
   // Rates for the forecast: bytes found dirty vs bytes acknowledged, smoothed.
   double write_rate_bps_ = 0, ship_rate_bps_ = 0;
   uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
@@ -225,5 +237,8 @@ class Agent {
 // Writes the last acknowledged point into the state directory (atomically).
 Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
                         uint64_t time_ns);
+// Reads it back: {id, time_ns}, {0, 0} when there is none or it is another server's. A damaged file
+// is an error (losing the record would silence rollback detection).
+Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_dir, const std::string& server_id);
 
 }  // namespace blockrep::agent

@@ -216,5 +216,12 @@ int main(int argc, char** argv) {
   std::printf("  on the wire %10.1f MiB before TLS\n", s.bytes_wire / mib);
   std::printf("  time        %10.2f s  (%.1f MB/s read)\n", s.seconds,
               s.seconds > 0 ? s.bytes_read / 1e6 / s.seconds : 0.0);
+  if (!s.alarm.empty()) {
+    // The volumes are protected again, but the staging lost acknowledged history: not a success.
+    std::fprintf(stderr, "%s: error: ALARM: %s; point %llu now holds the volumes (rescan), but find out what "
+                 "happened to the staging's store before trusting its older points\n",
+                 kProg, s.alarm.c_str(), static_cast<unsigned long long>(s.point_id));
+    return 3;
+  }
   return 0;
 }

@@ -650,18 +650,21 @@ Status Server::OnDrillReport(Session& s, ByteSpan payload) {
 Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
   if (s.point) return ProtocolError("BEGIN_POINT while a point is open");
   BR_ASSIGN_OR_RETURN(wire::BeginPoint b, wire::BeginPoint::Decode(payload));
-  uint64_t expected = s.server->store->manifest().last_point_id() + 1;
-  if (b.point_id != expected) {
+  // Ids only grow. Usually by one; more when an agent found this chain behind the points it saw
+  // acknowledged (a rolled-back store): it never reuses their ids (PROTOCOL.md, Rollback).
+  uint64_t last = s.server->store->manifest().last_point_id();
+  if (b.point_id <= last || b.point_id - last > wire::kPointIdGapMax) {
     Fail(s, wire::ErrorCode::kBadPoint,
          InvalidArgument("point " + std::to_string(b.point_id) + " does not follow the chain (expected " +
-                         std::to_string(expected) + ")"));
+                         std::to_string(last + 1) + ", or at most " + std::to_string(wire::kPointIdGapMax) +
+                         " past it)"));
     return Status::Ok();
   }
-  if (b.base_point != 0 && b.base_point != expected - 1) {
+  if (b.base_point != 0 && b.base_point != last) {
     Fail(s, wire::ErrorCode::kBadPoint,
          InvalidArgument("incremental point " + std::to_string(b.point_id) + " is based on point " +
-                         std::to_string(b.base_point) + ", but the chain ends at " +
-                         std::to_string(expected - 1) + " (the agent must rescan)"));
+                         std::to_string(b.base_point) + ", but the chain ends at " + std::to_string(last) +
+                         " (the agent must rescan)"));
     return Status::Ok();
   }
   // A point's time orders the chain and decides retention, so it is the staging's: later than

@@ -71,6 +71,9 @@ enum class ErrorCode : uint16_t {
   kBadTime = 8,  // BEGIN_POINT's time is not after the chain's last, or too far from the staging's clock
 };
 
+// How far past the chain's last point a BEGIN_POINT's id may jump (an agent that saw later points
+// acknowledged than the chain holds goes on after those), so ids can never run out.
+inline constexpr uint64_t kPointIdGapMax = 1ull << 20;
 // How far a BEGIN_POINT's time may be from the staging's clock (either way).
 inline constexpr uint64_t kPointClockSkewNs = 300ull * 1000000000ull;
 
