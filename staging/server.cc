@@ -43,6 +43,14 @@ constexpr uint64_t kPackRollBytes = 64ull << 20;
 // A reader (recovery over --staging) pipelines READ_REQUESTs; the staging stops taking them while
 // this much of its answers waits to be sent, which bounds its memory per reader.
 constexpr size_t kReaderUnsentMax = 4u << 20;
+// Per session, one agent cannot hold the loop or the memory every session shares: once this much
+// of its replies are unsent (it does not read them), its requests wait in its inbox (bounded,
+// kInboxBytesMax) and then in its socket. Readers stream READ_DATA, so they get kReaderUnsentMax.
+constexpr size_t kAgentUnsentMax = 1u << 20;
+// A session handles at most this many frames, and for at most this long, per loop turn; what is
+// left waits for the next turn, after every other session had its own.
+constexpr unsigned kFramesPerTurnMax = 256;
+constexpr uint64_t kTurnBudgetNs = 2000000;  // 2 ms
 // Manifest and index bytes a reader is being served, per session (one object at a time each).
 constexpr size_t kReaderSnapshotsMax = 4;
 
@@ -306,7 +314,9 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
     }
     if (stopping_ && sessions_.empty() && !accept_inflight_ && ring_->inflight() == 0) break;
     if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
-    auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, true, 500);
+    bool more = more_work_;
+    more_work_ = false;
+    auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, !more, 500);
     if (!n.ok()) return n.status();
   }
   Log(kProg, "stopped");
@@ -331,9 +341,15 @@ void Server::Service(Session& s) {
 
 Status Server::HandleFrames(Session& s) {
   if (!s.ch->handshake_done()) return Status::Ok();
-  while (!s.failed && s.batch.size() < kBatchBytesMax && !(s.reader && s.ch->unsent_bytes() > kReaderUnsentMax)) {
+  const size_t unsent_max = s.reader ? kReaderUnsentMax : kAgentUnsentMax;
+  const uint64_t start_ns = MonotonicNs();
+  for (unsigned n = 0; !s.failed && s.batch.size() < kBatchBytesMax && s.ch->unsent_bytes() <= unsent_max; ++n) {
     BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
     if (!frame) break;
+    if (n == kFramesPerTurnMax || (n > 0 && MonotonicNs() - start_ns > kTurnBudgetNs)) {
+      more_work_ = true;  // the loop comes back without waiting for a completion
+      break;
+    }
     size_t consumed = frame->total_size;
     BR_RETURN_IF_ERROR(HandleFrame(s, *frame));
     s.ch->Consume(consumed);

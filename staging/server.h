@@ -103,6 +103,7 @@ class Server {
 
   Options opts_;
   SystemClock system_clock_;
+  bool more_work_ = false;  // a session left frames for the next loop turn (its budget ran out)
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<TlsContext> tls_;
   UniqueFd listen_fd_;

@@ -5,9 +5,13 @@
 //           each in a session of its own, and prints one line per point:
 //             "point ID time NS: acknowledged" or "point ID time NS: refused: MESSAGE"
 //           --time is NS (UTC nanoseconds), "now", "now-SECONDS" or "now+SECONDS".
-// Usage: blockrep_hostile_peer points --staging HOST:PORT --server-id ID --key FILE
-//          --tls-cert F --tls-key F --tls-ca F --volume-bytes N [--volume-bytes N ...]
-//          --time T [--time T ...]
+//   flood   sends --requests FINGERPRINT_REQUESTs (64 MiB of volume 0 each) and never reads a
+//           reply, holding the session open for --hold-seconds; prints "flooded N requests".
+//   ping    a well-behaved session of another server that sends a PING every 20 ms for
+//           --seconds and prints "pings N p50 MS p99 MS max MS" (round trips).
+// Usage: blockrep_hostile_peer MODE --staging HOST:PORT --server-id ID --key FILE
+//          --tls-cert F --tls-key F --tls-ca F [--volume-bytes N ...] [--time T ...]
+//          [--requests N] [--hold-seconds S] [--seconds S]
 // Blocking sockets and plain OpenSSL: it is a test's attacker, not part of the product.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +47,7 @@ struct Options {
   std::string mode, staging, server_id, key, cert, tls_key, ca;
   std::vector<uint64_t> volume_bytes;
   std::vector<std::string> times;
+  uint64_t requests = 10000, hold_seconds = 5, seconds = 5;
 };
 
 // One TLS session to the staging over a blocking socket.
@@ -60,11 +66,16 @@ class Peer {
     SSL_free(ssl_);
     close(fd_);
   }
+  int fd() const { return fd_; }
   void Send(wire::MsgType type, ByteSpan payload) {
     Bytes frame;
     wire::AppendFrame(&frame, type, payload);
     if (SSL_write(ssl_, frame.data(), static_cast<int>(frame.size())) != static_cast<int>(frame.size()))
       Die("TLS write failed: " + TakeOpenSslError());
+  }
+  // False when the write failed or timed out (SO_SNDTIMEO): the staging stopped reading.
+  bool TrySend(const Bytes& frame) {
+    return SSL_write(ssl_, frame.data(), static_cast<int>(frame.size())) == static_cast<int>(frame.size());
   }
   // The next frame; nullopt when the staging closed the session.
   std::optional<std::pair<wire::MsgType, Bytes>> Receive() {
@@ -158,6 +169,60 @@ void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const Dat
   }
 }
 
+// HELLO as o.server_id; dies unless the staging answers HELLO_OK.
+std::unique_ptr<Peer> Open(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  auto peer = std::make_unique<Peer>(ctx, hp);
+  wire::Hello h;
+  h.server_id = o.server_id;
+  h.key_id = key.key_id;
+  peer->Send(wire::MsgType::kHello, h.Encode());
+  auto reply = peer->Receive();
+  if (!reply || reply->first != wire::MsgType::kHelloOk) Die("the staging did not accept HELLO");
+  return peer;
+}
+
+void Flood(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  auto peer = Open(ctx, hp, o, key);
+  // Blocking writes: once the staging stops reading us, they stop too. A writer thread is not
+  // needed; an alarm ends a write stuck for good.
+  wire::FingerprintRequest rq;
+  rq.volume = 0;
+  rq.offset = 0;
+  rq.length = wire::kMaxFingerprintSpan;
+  Bytes enc = rq.Encode();
+  timeval tv{static_cast<time_t>(o.hold_seconds), 0};
+  setsockopt(peer->fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  uint64_t sent = 0;
+  for (; sent < o.requests; ++sent) {
+    Bytes frame;
+    wire::AppendFrame(&frame, wire::MsgType::kFingerprintRequest, enc);
+    if (!peer->TrySend(frame)) break;
+  }
+  std::printf("flooded %llu requests\n", static_cast<unsigned long long>(sent));
+  std::fflush(stdout);
+  sleep(static_cast<unsigned>(o.hold_seconds));
+}
+
+void Ping(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  auto peer = Open(ctx, hp, o, key);
+  std::vector<double> rtt_ms;
+  uint64_t end = NowUtcNs() + o.seconds * 1000000000ull;
+  while (NowUtcNs() < end) {
+    uint64_t t0 = MonotonicNs();
+    peer->Send(wire::MsgType::kPing, ByteSpan());
+    for (;;) {
+      auto f = peer->Receive();
+      if (!f) Die("the staging closed the pinging session");
+      if (f->first == wire::MsgType::kPong) break;
+    }
+    rtt_ms.push_back(static_cast<double>(MonotonicNs() - t0) / 1e6);
+    usleep(20000);
+  }
+  std::sort(rtt_ms.begin(), rtt_ms.end());
+  auto pct = [&](double q) { return rtt_ms[std::min(rtt_ms.size() - 1, static_cast<size_t>(q * rtt_ms.size()))]; };
+  std::printf("pings %zu p50 %.2f p99 %.2f max %.2f\n", rtt_ms.size(), pct(0.5), pct(0.99), rtt_ms.back());
+}
+
 Options Parse(int argc, char** argv) {
   Options o;
   if (argc < 2) Die("usage: blockrep_hostile_peer points --staging HOST:PORT ... (see the source)");
@@ -174,10 +239,13 @@ Options Parse(int argc, char** argv) {
     else if (a == "--tls-ca") o.ca = v;
     else if (a == "--volume-bytes") o.volume_bytes.push_back(std::stoull(v));
     else if (a == "--time") o.times.push_back(v);
+    else if (a == "--requests") o.requests = std::stoull(v);
+    else if (a == "--hold-seconds") o.hold_seconds = std::stoull(v);
+    else if (a == "--seconds") o.seconds = std::stoull(v);
     else Die("unknown flag " + a);
   }
-  if (o.mode != "points") Die("unknown mode " + o.mode + " (points)");
-  if (o.volume_bytes.empty() || o.times.empty()) Die("points needs --volume-bytes and --time");
+  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping") Die("unknown mode " + o.mode + " (points, flood, ping)");
+  if (o.mode == "points" && (o.volume_bytes.empty() || o.times.empty())) Die("points needs --volume-bytes and --time");
   return o;
 }
 
@@ -193,6 +261,14 @@ int main(int argc, char** argv) {
   if (!key.ok()) Die(key.status().message());
   auto ctx = TlsContext::Create(TlsFiles{o.cert, o.tls_key, o.ca}, false);
   if (!ctx.ok()) Die(ctx.status().message());
+  if (o.mode == "flood") {
+    Flood(ctx->get(), *hp, o, *key);
+    return 0;
+  }
+  if (o.mode == "ping") {
+    Ping(ctx->get(), *hp, o, *key);
+    return 0;
+  }
   for (const std::string& t : o.times) {
     ForgePoint(ctx->get(), *hp, o, *key, t);
     std::fflush(stdout);
