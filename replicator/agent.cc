@@ -296,8 +296,9 @@ Status Agent::HandleInbox() {
       }
       case wire::MsgType::kError: {
         BR_ASSIGN_OR_RETURN(auto e, wire::ErrorMsg::Decode(f.payload));
+        if (e.code == wire::ErrorCode::kAtCapacity) refused_retryable_ = true;
         Code code = e.code == wire::ErrorCode::kStoreFull ? Code::kNoSpace
-                    : e.code == wire::ErrorCode::kBusy    ? Code::kUnavailable
+                    : e.code == wire::ErrorCode::kBusy || e.code == wire::ErrorCode::kAtCapacity ? Code::kUnavailable
                     : (e.code == wire::ErrorCode::kIdentity || e.code == wire::ErrorCode::kKeyMismatch)
                         ? Code::kPermissionDenied
                         : Code::kProtocol;
@@ -420,6 +421,7 @@ Status Agent::Handshake(const Signals& sig) {
   while (!ch_->handshake_done()) {
     if (*sig.term) return Unavailable("interrupted");
     Status st = Step(true);
+    if (!st.ok() && st.code() == Code::kUnavailable) refused_retryable_ = true;  // cut off mid-handshake
     if (!st.ok()) return st.Annotate("cannot establish TLS with staging " + opts_.staging.host);
   }
   wire::Hello h;
@@ -434,9 +436,11 @@ Status Agent::Handshake(const Signals& sig) {
       if (st.code() == Code::kUnauthenticated)
         return Unauthenticated("the staging rejected our TLS certificate (" + st.message() +
                                "); is it signed by the staging's CA? check --tls-cert/--tls-ca");
-      if (st.message().find("closed by peer") != std::string::npos)
+      if (st.message().find("closed by peer") != std::string::npos) {
+        refused_retryable_ = true;  // at capacity, or evicted from the handshake budget: try again
         return Unavailable("the staging closed the connection before accepting us (it may have "
                            "rejected our TLS certificate; see the staging's log)");
+      }
       return st;
     }
   }
@@ -963,6 +967,7 @@ Status Agent::StartPoint(uint64_t last_point) {
 Status Agent::Session(const Signals& sig, bool once) {
   hello_ok_.reset();
   peer_error_.reset();
+  refused_retryable_ = false;
   next_seq_ = 1;
   acked_seq_ = 0;
   unacked_.clear();
@@ -1103,9 +1108,18 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
   Status st = Session(sig, true);
   // A full staging heals when its operator frees space: wait for it (STALLED) as the continuous
   // agent does, keeping the point's dirty state. While waiting, "busy" (the staging is still
-  // closing our last session) is waited out too; every other failure ends --once at once.
+  // closing our last session) is waited out too. A staging at capacity, or one that cut our
+  // handshake (its budget for unauthenticated connections evicts the oldest), is tried again a
+  // few times. Every other failure ends --once at once.
   bool stalled = st.code() == Code::kNoSpace;
-  while (stalled && !st.ok() && (st.code() == Code::kNoSpace || st.code() == Code::kUnavailable) && !*sig.term) {
+  int refusals = 0;
+  auto again = [&] {
+    if (st.ok() || *sig.term) return false;
+    if (st.code() == Code::kNoSpace) stalled = true;
+    if (stalled) return st.code() == Code::kNoSpace || st.code() == Code::kUnavailable;
+    return st.code() == Code::kUnavailable && refused_retryable_ && ++refusals <= kOnceRefusalsMax;
+  };
+  while (again()) {
     Teardown();
     WaitBeforeReconnect(sig, st, rng, &backoff_ms);
     if (*sig.term) break;

@@ -186,6 +186,9 @@ class Agent {
   uint64_t known_point_id_ = 0;
   uint64_t known_point_time_ns_ = 0;
   std::string alarm_;          // sticky for the process: status.json "alarm"
+  // This session was refused in a way that heals by itself (at capacity, handshake evicted).
+  bool refused_retryable_ = false;
+  static constexpr int kOnceRefusalsMax = 8;
   // "" when the staging's chain (HELLO_OK) holds the newest point this agent saw acknowledged.
   std::string ChainAlarm(const wire::HelloOk& h) const;
   bool alarm_rescan_ = false;  // the next point must be a rescan against whatever the staging holds

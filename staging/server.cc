@@ -32,6 +32,16 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 // A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
 // cannot hold session slots.
 constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
+// Connections that have not yet finished TLS and HELLO cost the staging memory and turns but prove
+// nothing: they get a budget of their own, apart from authenticated sessions (opts.max_sessions),
+// in total and per peer address. A new connection over budget evicts the oldest waiting one (an
+// agent's handshake takes milliseconds; what waits longest is what is idle or slow on purpose).
+constexpr size_t kPreAuthMax = 256;
+constexpr size_t kPreAuthPerAddressMax = 64;
+// Events about unauthenticated connections (evictions, deadlines, TLS failures) are logged at most
+// kPreAuthLogLines a window; the rest are counted and summed up in one line.
+constexpr unsigned kPreAuthLogLines = 10;
+constexpr uint64_t kPreAuthLogWindowNs = 10ull * 1000000000ull;
 // A refused session waits this long for the agent to read its ERROR and hang up, then closes
 // anyway: an agent that never hangs up must not hold its server-id's session slot.
 constexpr uint64_t kRefusedLingerNs = 5ull * 1000000000ull;
@@ -181,7 +191,7 @@ Status Server::Start() {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
     return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
-  if (listen(fd, 128) != 0) return ErrnoStatus("listen", errno);
+  if (listen(fd, 1024) != 0) return ErrnoStatus("listen", errno);
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
@@ -191,6 +201,45 @@ Status Server::Start() {
                  opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
                  opts_.retention.ToString());
   return PostAccept();
+}
+
+void Server::MakePreAuthRoom(const std::string& host) {
+  size_t total = 0, same = 0;
+  Session *oldest = nullptr, *oldest_same = nullptr;  // sessions_ is ordered by id: first is oldest
+  for (auto& [id, s] : sessions_) {
+    if (s->hello_done || s->ch->closing()) continue;
+    ++total;
+    if (oldest == nullptr) oldest = s.get();
+    if (s->peer == host) {
+      ++same;
+      if (oldest_same == nullptr) oldest_same = s.get();
+    }
+  }
+  Session* victim = same >= kPreAuthPerAddressMax ? oldest_same : total >= kPreAuthMax ? oldest : nullptr;
+  if (victim == nullptr) return;
+  PreAuthEvent("evicted a connection from " + victim->peer + " that had not finished TLS and HELLO in " +
+               std::to_string((MonotonicNs() - victim->accepted_ns) / 1000000) + " ms (budget: " +
+               std::to_string(kPreAuthMax) + " such connections, " + std::to_string(kPreAuthPerAddressMax) +
+               " per address; oldest first)");
+  Close(*victim);
+}
+
+void Server::PreAuthEvent(const std::string& line) {
+  uint64_t now = MonotonicNs();
+  if (now - preauth_window_ns_ > kPreAuthLogWindowNs) {
+    if (preauth_suppressed_ > 0)
+      Log(kProg, std::to_string(preauth_suppressed_) + " more event(s) about unauthenticated connections in the last " +
+                     std::to_string(kPreAuthLogWindowNs / 1000000000ull) + " s not logged one by one");
+    preauth_window_ns_ = now;
+    preauth_logged_ = 0;
+    preauth_suppressed_ = 0;
+  }
+  if (preauth_logged_ < kPreAuthLogLines) {
+    ++preauth_logged_;
+    Log(kProg, line);
+  } else {
+    ++preauth_suppressed_;
+  }
 }
 
 Status Server::PostAccept() {
@@ -208,11 +257,20 @@ void Server::OnAccept(int res) {
     if (res != -ECANCELED && res != -EINVAL) Log(kProg, ErrnoStatus("accept", -res).message());
     return;
   }
-  if (stopping_ || sessions_.size() >= opts_.max_sessions) {
-    Log(kProg, "refusing a connection: " + std::to_string(sessions_.size()) + " sessions open");
+  if (stopping_) {
     close(res);
     return;
   }
+  sockaddr_storage peer{};
+  socklen_t plen = sizeof(peer);
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (getpeername(res, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+    if (peer.ss_family == AF_INET)
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, host, sizeof(host));
+    else if (peer.ss_family == AF_INET6)
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, host, sizeof(host));
+  }
+  MakePreAuthRoom(host);
   int one = 1;
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   auto tls = TlsSession::Create(tls_.get(), "");
@@ -225,11 +283,6 @@ void Server::OnAccept(int res) {
   s->id = next_session_id_++;
   s->accepted_ns = MonotonicNs();
   s->last_heard_ns = s->accepted_ns;
-  sockaddr_storage peer{};
-  socklen_t plen = sizeof(peer);
-  char host[64] = "?";
-  if (getpeername(res, reinterpret_cast<sockaddr*>(&peer), &plen) == 0 && peer.ss_family == AF_INET)
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, host, sizeof(host));
   s->peer = host;
   s->ch = std::make_unique<Channel>(ring_.get(), res, std::move(tls).value(), s->id, kInboxBytesMax);
   sessions_[s->id] = std::move(s);
@@ -256,13 +309,11 @@ void Server::OnCompletion(uint64_t ud, int res) {
     } else if (!st.ok() && !s.ch->closing()) {
       // Frames that arrived before the close still count (an agent's last END_POINT, say).
       HandleFrames(s).IgnoreError();  // a protocol error here only adds to the close below
-      if (st.code() == Code::kUnavailable) {
-        Log(kProg, "session " + std::to_string(s.id) + " (" +
-                       (s.server_id.empty() ? s.peer : s.server_id) + ") closed: " + st.message());
-      } else {
-        Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
-        s.ch->FlushBestEffort();  // the agent should see the TLS alert that explains the refusal
-      }
+      std::string line = "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
+                         (st.code() == Code::kUnavailable ? ") closed: " : "): ") + st.message();
+      if (st.code() != Code::kUnavailable) s.ch->FlushBestEffort();  // the peer should see the TLS alert that explains it
+      if (s.hello_done) Log(kProg, line);
+      else PreAuthEvent(line);
       Close(s);
     }
     return;
@@ -290,8 +341,7 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       // On stop, a session finishes the point it is committing, then closes.
       if (stopping_ && !s.commit_inflight && !s.end) Close(s);
       if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
-        Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer +
-                       "): no TLS handshake and HELLO within 10 s; closing");
+        PreAuthEvent("session " + std::to_string(s.id) + " (" + s.peer + "): no TLS handshake and HELLO within 10 s; closing");
         Close(s);
       }
       if (s.hello_done && !s.ch->closing() && MonotonicNs() - s.last_heard_ns > wire::kAgentSilentNs) {
@@ -497,6 +547,13 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
          PermissionDenied("the agent's certificate belongs to server-id '" + Printable(cn, 80) +
                           "' but it claims server-id '" + h.server_id +
                           "' (use that server's certificate, from blockrep-keygen)"));
+    return Status::Ok();
+  }
+  size_t authenticated = 0;
+  for (const auto& [id, other] : sessions_) authenticated += other->hello_done && !other->ch->closing() ? 1 : 0;
+  if (authenticated >= opts_.max_sessions) {
+    Fail(s, wire::ErrorCode::kAtCapacity,
+         Unavailable("staging at capacity (" + std::to_string(authenticated) + " sessions): retry later"));
     return Status::Ok();
   }
   if (h.role == wire::Role::kReader) return OnReaderHello(s, h);

@@ -24,7 +24,7 @@ struct Options {
   HostPort listen;
   std::string store_dir;
   TlsFiles tls;
-  unsigned max_sessions = 256;
+  unsigned max_sessions = 256;  // authenticated sessions (agents and readers); more get "at capacity"
   RetentionPolicy retention;  // applied after every committed point and at startup
   Clock* clock = nullptr;     // point times and ages; the system clock when null
 };
@@ -100,10 +100,18 @@ class Server {
   // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
+  // Before a new connection is taken on: evicts the oldest one still before TLS and HELLO if the
+  // budget (in total, or for `host`) is spent.
+  void MakePreAuthRoom(const std::string& host);
+  void PreAuthEvent(const std::string& line);  // logs it, at most kPreAuthLogLines a window
 
   Options opts_;
   SystemClock system_clock_;
   bool more_work_ = false;  // a session left frames for the next loop turn (its budget ran out)
+  // Rate limit of the log lines about unauthenticated connections (PreAuthEvent).
+  uint64_t preauth_window_ns_ = 0;
+  unsigned preauth_logged_ = 0;
+  uint64_t preauth_suppressed_ = 0;
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<TlsContext> tls_;
   UniqueFd listen_fd_;

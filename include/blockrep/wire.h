@@ -69,6 +69,7 @@ enum class ErrorCode : uint16_t {
   kStoreError = 6,
   kBadPoint = 7,
   kBadTime = 8,  // BEGIN_POINT's time is not after the chain's last, or too far from the staging's clock
+  kAtCapacity = 9,  // the staging holds its maximum of sessions: retry later
 };
 
 // How far past the chain's last point a BEGIN_POINT's id may jump (an agent that saw later points
