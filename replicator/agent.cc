@@ -33,6 +33,12 @@ constexpr uint64_t kWindowBytesMax = 32u << 20; // unacknowledged record bytes
 // stored raw, never expanded). Without that, 16 reads completing together pushed the queue to
 // 24 MiB and the two buffers that hold it (TLS output, socket send) to 83 MiB at peak.
 constexpr size_t kUnsentBytesMax = 8u << 20;
+// While filesystems are frozen, the last blocks are read and queued at once, up to this much: the
+// writers wait on the disk, not on the link, the staging's window or --bandwidth-limit (the
+// limiter's debt is paid after the thaw). Past it (a final take this large is rare: it is what was
+// written since the last poll), reads wait on the link again and the 5 s watchdog bounds the freeze.
+constexpr size_t kFrozenUnsentBytesMax = 64u << 20;
+static_assert(kFrozenUnsentBytesMax >= kUnsentBytesMax);
 constexpr size_t kInboxBytesMax = 1u << 20;     // staging sends small frames only
 constexpr uint8_t kOpRead = 3;
 constexpr uint64_t kChannelId = 1;
@@ -486,10 +492,13 @@ Status Agent::IssueReads() {
       if (fp_received_end_[v] < volumes_[v]->size_bytes) return Status::Ok();
     BR_RETURN_IF_ERROR(FinishBaseLoad());
   }
-  while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) &&
-         ThrottleWaitNs() == 0 &&
-         unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
-         ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kUnsentBytesMax) {
+  const bool frozen = freeze_ && freeze_->frozen();
+  auto room = [&] {
+    if (frozen) return ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kFrozenUnsentBytesMax;
+    return ThrottleWaitNs() == 0 && unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
+           ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kUnsentBytesMax;
+  };
+  while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) && room()) {
     const std::vector<Extent>& runs = work_[cur_volume_];
     if (cur_run_ >= runs.size()) {
       ++cur_volume_;
