@@ -76,6 +76,23 @@ Result<uint64_t> ParseUtc(const std::string& text) {
   return static_cast<uint64_t>(secs) * 1000000000ull + 999999999ull;
 }
 
+Result<uint64_t> ParseSizeBytes(const std::string& text, const char* flag) {
+  const std::string hint = std::string(flag) + " " + text + ": expected a size like 512M, 64G or 2T (K, M, G, T = 1024^n)";
+  if (text.empty() || !(text[0] >= '0' && text[0] <= '9')) return InvalidArgument(hint);
+  size_t used = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &used);
+  } catch (...) {
+    return InvalidArgument(hint);
+  }
+  std::string suffix = text.substr(used);
+  unsigned shift = suffix.empty() ? 0 : suffix == "K" ? 10 : suffix == "M" ? 20 : suffix == "G" ? 30 : suffix == "T" ? 40 : 64;
+  if (shift == 64) return InvalidArgument(hint);
+  if (shift > 0 && v > (~0ull >> shift)) return InvalidArgument(hint + " (too large)");
+  return static_cast<uint64_t>(v) << shift;
+}
+
 Result<uint64_t> ParseRate(const std::string& text, const char* flag) {
   char* end = nullptr;
   double v = std::strtod(text.c_str(), &end);

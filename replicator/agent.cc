@@ -303,7 +303,7 @@ Status Agent::HandleInbox() {
       case wire::MsgType::kError: {
         BR_ASSIGN_OR_RETURN(auto e, wire::ErrorMsg::Decode(f.payload));
         if (e.code == wire::ErrorCode::kAtCapacity) refused_retryable_ = true;
-        Code code = e.code == wire::ErrorCode::kStoreFull ? Code::kNoSpace
+        Code code = e.code == wire::ErrorCode::kStoreFull || e.code == wire::ErrorCode::kQuotaExceeded ? Code::kNoSpace
                     : e.code == wire::ErrorCode::kBusy || e.code == wire::ErrorCode::kAtCapacity ? Code::kUnavailable
                     : (e.code == wire::ErrorCode::kIdentity || e.code == wire::ErrorCode::kKeyMismatch)
                         ? Code::kPermissionDenied
@@ -1172,7 +1172,9 @@ void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, std::mt19
   // Full jitter in [backoff/2, backoff]: agents cut off together do not return together.
   uint64_t wait_ms = *backoff_ms / 2 + rng() % (*backoff_ms / 2 + 1);
   SetState(why.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
-           why.code() == Code::kNoSpace ? "staging full: " + why.message() : why.message());
+           why.code() == Code::kNoSpace && why.message().find("quota exceeded") == std::string::npos
+               ? "staging full: " + why.message()
+               : why.message());
   Log(kProg, "reconnecting in " + std::to_string(wait_ms) + " ms");
   for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) usleep(50000);
   *backoff_ms = std::min(*backoff_ms * 2, kBackoffMaxMs);

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca, retention, min_retention = "0";
+  std::string listen, store, cert, key, ca, retention, min_retention = "0", quota_bytes = "0";
+  uint64_t quota_records = 64ull << 20;
   uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
@@ -34,7 +35,12 @@ int main(int argc, char** argv) {
       "keep-last", po::value(&keep_last)->default_value(0), "also keep the newest N points, whatever their age")(
       "min-retention", po::value(&min_retention)->default_value("0"),
       "no point younger than this expires, whatever the tiers or the agent say (e.g. 7d): history a "
-      "compromised agent cannot erase; 0 = off");
+      "compromised agent cannot erase; 0 = off")(
+      "quota-bytes", po::value(&quota_bytes)->default_value("0"),
+      "per server: the most its packs may hold (e.g. 500G); past it only that server is refused, "
+      "with \"quota exceeded\", and its agent waits; 0 = no quota")(
+      "quota-records-per-point", po::value(&quota_records)->default_value(64ull << 20),
+      "per server: the most records one point may hold (64 KiB each: 64 Mi records is 4 TiB)");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
@@ -50,7 +56,13 @@ int main(int argc, char** argv) {
     policy->min_retention_ns = *min_ns;
   }
 
+  auto quota = ParseSizeBytes(quota_bytes, "--quota-bytes");
+  if (!quota.ok()) return ReportFatal(kProg, quota.status());
+  if (quota_records == 0)
+    return ReportFatal(kProg, InvalidArgument("--quota-records-per-point 0 would refuse every point; give at least 1"));
   staging::Options opts;
+  opts.quota_bytes = *quota;
+  opts.quota_records_per_point = quota_records;
   opts.retention = *policy;
   opts.listen = *hp;
   opts.store_dir = store;

@@ -180,6 +180,7 @@ Status Server::Start() {
     state.store = std::move(st).value();
     LoadPending(state, id);
     ApplyRetention(id, state, true);
+    state.pack_bytes = CountPackBytes(*state.store);
   }
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
@@ -572,6 +573,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     }
     st.store = std::move(opened).value();
     LoadPending(st, h.server_id);
+    st.pack_bytes = CountPackBytes(*st.store);
   }
   uint64_t chain_key = st.store->manifest().key_id;
   if (chain_key != 0 && chain_key != h.key_id) {
@@ -804,7 +806,11 @@ Status Server::OpenPack(Session& s) {
 
 Status Server::OnRecord(Session& s, ByteSpan payload) {
   if (!s.point || s.end) return ProtocolError("RECORD outside a point");
-  if (s.session_records >= (64u << 20)) return ProtocolError("more than 64 Mi records in one point");
+  if (s.session_records >= opts_.quota_records_per_point) {
+    FailQuota(s, "point " + std::to_string(s.point->point_id) + " has reached " + std::to_string(opts_.quota_records_per_point) +
+                     " records (--quota-records-per-point)");
+    return Status::Ok();
+  }
   BR_ASSIGN_OR_RETURN(wire::RecordMsg m, wire::RecordMsg::Decode(payload));
   if (m.seq != s.next_seq)
     return ProtocolError("RECORD sequence " + std::to_string(m.seq) + ", expected " +
@@ -821,6 +827,12 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   if (m.fingerprints.size() != fp_bytes)
     return ProtocolError("RECORD carries " + std::to_string(m.fingerprints.size()) + " bytes of fingerprints, expected " +
                          std::to_string(fp_bytes));
+  uint64_t stored = s.server->pack_bytes + s.batch.size() + m.record.size() + m.fingerprints.size();
+  if (opts_.quota_bytes != 0 && stored > opts_.quota_bytes) {
+    FailQuota(s, "its packs would hold " + std::to_string(stored) + " bytes, over its quota of " +
+                     std::to_string(opts_.quota_bytes) + " (--quota-bytes)");
+    return Status::Ok();
+  }
   if (s.pack_fd.valid() && s.pack_end >= kPackRollBytes && s.batch.empty() && !s.commit_inflight) s.pack_fd.Reset();
   if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
 
@@ -925,6 +937,7 @@ void Server::StartCommit(Session& s) {
   if (!ring_->HasRoom(2)) return;  // retried on the next loop turn
   s.commit_buf.swap(s.batch);
   s.batch.clear();
+  s.server->pack_bytes += s.commit_buf.size();
   s.commit_offset = s.pack_end;
   s.pack_end += s.commit_buf.size();
   s.commit_written = 0;
@@ -971,6 +984,25 @@ void Server::OnCommitDone(Session& s) {
   }
   Status st = MaybeCommitPoint(s);
   if (!st.ok() && !s.ch->closing()) FailStore(s, st);
+}
+
+void Server::FailQuota(Session& s, const std::string& what) {
+  // Like a full store, for this server only: the agent backs off keeping its dirty state, and
+  // finishes once retention frees space or the operator raises the quota.
+  Fail(s, wire::ErrorCode::kQuotaExceeded,
+       NoSpace("quota exceeded: server '" + s.server_id + "': " + what +
+               "; nothing acknowledged is lost (the agent waits): let retention free space or raise the quota"));
+}
+
+uint64_t Server::CountPackBytes(const store::ServerStore& store) {
+  uint64_t total = 0;
+  auto names = ListDir(store.dir() + "/packs");
+  if (!names.ok()) return 0;  // no packs directory yet: nothing stored
+  for (const std::string& n : *names) {
+    struct stat st{};
+    if (stat((store.dir() + "/packs/" + n).c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+  }
+  return total;
 }
 
 void Server::FailStore(Session& s, const Status& st) {
@@ -1033,6 +1065,7 @@ void Server::ApplyRetention(const std::string& server_id, ServerState& st, bool 
   const std::string who = "server '" + server_id + "': ";
   RetentionRun run = EnforceRetention(*st.store, opts_.retention, clock.NowUtcNs(), PinnedPacks(st), startup,
                                       &st.expired_bytes);
+  if (run.compacted) st.pack_bytes = CountPackBytes(*st.store);
   if (!run.expired.empty()) {
     std::string ids;
     for (size_t i = 0; i < run.expired.size() && i < 8; ++i) ids += (i ? "," : "") + std::to_string(run.expired[i]);

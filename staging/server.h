@@ -25,6 +25,10 @@ struct Options {
   std::string store_dir;
   TlsFiles tls;
   unsigned max_sessions = 256;  // authenticated sessions (agents and readers); more get "at capacity"
+  // Per server (--quota-bytes, --quota-records-per-point): past them only that server's session is
+  // refused ("quota exceeded"), as a full store would refuse it; 0 bytes: no quota.
+  uint64_t quota_bytes = 0;
+  uint64_t quota_records_per_point = 64ull << 20;
   RetentionPolicy retention;  // applied after every committed point and at startup
   Clock* clock = nullptr;     // point times and ages; the system clock when null
 };
@@ -56,7 +60,11 @@ class Server {
     // of the garbage waiting, so that compaction (which reads every retained index) runs only
     // when it can reclaim a worthwhile share.
     uint64_t expired_bytes = 0;
+    // Bytes of this server's pack files (the quota's measure): counted when the store is opened
+    // and after each retention run, grown by each commit in between.
+    uint64_t pack_bytes = 0;
   };
+  static uint64_t CountPackBytes(const store::ServerStore& store);
   struct Session;
 
   Status PostAccept();
@@ -100,6 +108,7 @@ class Server {
   // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
+  void FailQuota(Session& s, const std::string& what);
   // Before a new connection is taken on: evicts the oldest one still before TLS and HELLO if the
   // budget (in total, or for `host`) is spent.
   void MakePreAuthRoom(const std::string& host);

@@ -32,10 +32,12 @@ Result<uint64_t> ParseUtc(const std::string& text);
 // "50M" bytes per second: decimal suffixes K, M, G (as network rates are quoted); "0" = unlimited.
 Result<uint64_t> ParseRate(const std::string& text, const char* flag);
 
+// "64G" bytes: binary suffixes K, M, G, T (1024^n), as disk sizes are quoted; a bare number is bytes.
+Result<uint64_t> ParseSizeBytes(const std::string& text, const char* flag);
+
 // "500ms", "30s", "10m", "1h", "7d" (a bare number is seconds).
 Result<uint64_t> ParseDurationNs(const std::string& text, const char* flag);
 
-// "prog: message" on stderr, one line, prefixed with a UTC timestamp.
 // One line on stderr: a timestamp, `prog` and `message` with control characters escaped, so text
 // a peer chose (a server-id, a certificate's name) cannot forge further log lines.
 void Log(const char* prog, const std::string& message);

@@ -70,6 +70,7 @@ enum class ErrorCode : uint16_t {
   kBadPoint = 7,
   kBadTime = 8,  // BEGIN_POINT's time is not after the chain's last, or too far from the staging's clock
   kAtCapacity = 9,  // the staging holds its maximum of sessions: retry later
+  kQuotaExceeded = 10,  // this server is over its quota: back off keeping dirty state, like kStoreFull
 };
 
 // How far past the chain's last point a BEGIN_POINT's id may jump (an agent that saw later points

@@ -42,9 +42,10 @@ need_root() {
 
 make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/null; }
 
-# start_staging [extra args]: starts on an ephemeral port and waits for it to listen.
+# start_staging [extra args]: starts on an ephemeral port (or on $STAGING_LISTEN_PORT: a restart
+# that agents already running must find again) and waits for it to listen.
 start_staging() {
-  "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$STORE" --tls-cert "$KEYS/staging.crt" \
+  "$BIN/blockrep-staging" --listen "127.0.0.1:${STAGING_LISTEN_PORT:-0}" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
     --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention "${STAGING_RETENTION:-all}" "$@" \
     >>"$WORK/staging.log" 2>&1 &
   STAGING_PID=$!
