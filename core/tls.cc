@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -27,6 +29,47 @@ std::string TakeOpenSslError() {
 }
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+namespace {
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
+  char* hex = bn != nullptr ? BN_bn2hex(bn) : nullptr;
+  std::string out = hex != nullptr ? hex : "";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  return out;
+}
+}  // namespace
+
+Status TlsContext::LoadCrl(const TlsFiles& files) {
+  FILE* f = std::fopen(files.crl.c_str(), "r");
+  if (f == nullptr) return ErrnoStatus("CRL " + files.crl, errno).Annotate("--tls-crl (blockrep-keygen --revoke writes ca.crl)");
+  X509_CRL* crl = PEM_read_X509_CRL(f, nullptr, nullptr, nullptr);
+  std::fclose(f);
+  if (crl == nullptr) return InvalidArgument("--tls-crl " + files.crl + " is not a PEM CRL: " + TakeOpenSslError());
+  // Signed by our CA, or every client would fail verification with an obscure error.
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+  X509_OBJECT* ca = nullptr;
+  STACK_OF(X509_OBJECT)* objs = X509_STORE_get0_objects(store);
+  for (int i = 0; i < sk_X509_OBJECT_num(objs); ++i) {
+    X509_OBJECT* o = sk_X509_OBJECT_value(objs, i);
+    if (X509_OBJECT_get_type(o) == X509_LU_X509) ca = o;
+  }
+  EVP_PKEY* ca_key = ca != nullptr ? X509_get0_pubkey(X509_OBJECT_get0_X509(ca)) : nullptr;
+  if (ca_key == nullptr || X509_CRL_verify(crl, ca_key) != 1) {
+    X509_CRL_free(crl);
+    return InvalidArgument("--tls-crl " + files.crl + " is not signed by the CA in " + files.ca +
+                           " (write it with blockrep-keygen --revoke in that CA's directory)");
+  }
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl);
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i)
+    revoked_.push_back(SerialHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i))));
+  int added = X509_STORE_add_crl(store, crl);
+  X509_CRL_free(crl);
+  if (added != 1) return Internal("cannot use CRL " + files.crl + ": " + TakeOpenSslError());
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);  // the client's certificate (the CA is ours)
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsFiles& files, bool server) {
   for (const std::string* f : {&files.cert, &files.key, &files.ca}) {
@@ -55,6 +98,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsFiles& files, bo
   SSL_CTX_set_verify(t->ctx_, mode, nullptr);
   // No session tickets: every connection authenticates with certificates.
   SSL_CTX_set_num_tickets(t->ctx_, 0);
+  if (server && !files.crl.empty()) BR_RETURN_IF_ERROR(t->LoadCrl(files));
   return t;
 }
 
@@ -193,6 +237,14 @@ Status TlsSession::WritePlaintext(ByteSpan data) {
 void TlsSession::Shutdown() {
   SSL_shutdown(ssl_);
   DrainWriteBio().IgnoreError();  // cannot fail for a memory BIO
+}
+
+std::string TlsSession::PeerSerialHex() const {
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return "";
+  std::string out = SerialHex(X509_get0_serialNumber(cert));
+  X509_free(cert);
+  return out;
 }
 
 std::string TlsSession::PeerCommonName() const {

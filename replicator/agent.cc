@@ -439,6 +439,9 @@ Status Agent::Handshake(const Signals& sig) {
     Status st = Step(true);
     if (!st.ok()) {
       // In TLS 1.3 a rejected client certificate surfaces only at our first read.
+      if (st.code() == Code::kUnauthenticated && st.message().find("revoked") != std::string::npos)
+        return Unauthenticated("the staging refused our TLS certificate: it was revoked (" + st.message() +
+                               "); issue a new one with blockrep-keygen --server-id " + opts_.server_id);
       if (st.code() == Code::kUnauthenticated)
         return Unauthenticated("the staging rejected our TLS certificate (" + st.message() +
                                "); is it signed by the staging's CA? check --tls-cert/--tls-ca");

@@ -12,7 +12,9 @@ using namespace blockrep;
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
+volatile std::sig_atomic_t g_reload = 0;
 void OnSignal(int) { g_stop = 1; }
+void OnHangup(int) { g_reload = 1; }
 constexpr const char* kProg = "blockrep-staging";
 }  // namespace
 
@@ -20,7 +22,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca, retention, min_retention = "0", quota_bytes = "0";
+  std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", quota_bytes = "0";
   uint64_t quota_records = 64ull << 20;
   uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")(
@@ -29,6 +31,9 @@ int main(int argc, char** argv) {
       "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
       "tls-key", po::value(&key), "staging private key (PEM)")(
       "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates")(
+      "tls-crl", po::value(&crl),
+      "revoked agent certificates (ca.crl from blockrep-keygen --revoke); re-read with the other TLS "
+      "files on SIGHUP, which also closes sessions of newly revoked certificates")(
       "retention", po::value(&retention)->default_value(kDefaultRetention),
       "recovery points kept per server: EVERY:FOR tiers (one point per EVERY of UTC time, for FOR), "
       "or all, or none")(
@@ -66,13 +71,17 @@ int main(int argc, char** argv) {
   opts.retention = *policy;
   opts.listen = *hp;
   opts.store_dir = store;
-  opts.tls = TlsFiles{cert, key, ca};
+  opts.tls = TlsFiles{cert, key, ca, crl};
+  opts.reload = &g_reload;
   staging::Server server(std::move(opts));
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa{};
   sa.sa_handler = OnSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  struct sigaction hup{};
+  hup.sa_handler = OnHangup;
+  sigaction(SIGHUP, &hup, nullptr);
   Status st = server.Start();
   if (!st.ok()) return ReportFatal(kProg, st);
   st = server.Run(&g_stop);

@@ -171,6 +171,8 @@ Status Server::Start() {
   if (flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
     return Unavailable("store " + opts_.store_dir +
                        " is in use by another blockrep-staging (stop it, or use another --store)");
+  // TLS files first: a mistake there is reported before the store is touched (retention runs below).
+  BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
   BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir));
   for (const std::string& id : servers) {
     auto st = store::ServerStore::Open(opts_.store_dir, id, false);
@@ -182,7 +184,6 @@ Status Server::Start() {
     ApplyRetention(id, state, true);
     state.pack_bytes = CountPackBytes(*state.store);
   }
-  BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
 
   int fd = socket(opts_.listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -202,6 +203,26 @@ Status Server::Start() {
                  opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
                  opts_.retention.ToString());
   return PostAccept();
+}
+
+void Server::ReloadTls() {
+  auto fresh = TlsContext::Create(opts_.tls, true);
+  if (!fresh.ok()) {
+    Log(kProg, "SIGHUP: keeping the TLS files in use: " + fresh.status().message());
+    return;
+  }
+  tls_ = std::move(fresh).value();  // sessions keep their own reference to the old context
+  const std::vector<std::string>& revoked = tls_->revoked_serials();
+  Log(kProg, "SIGHUP: TLS files re-read" +
+                 (opts_.tls.crl.empty() ? std::string(" (no CRL)") : "; the CRL revokes " + std::to_string(revoked.size()) + " certificate(s)"));
+  for (auto& [id, s] : sessions_) {
+    if (!s->ch->handshake_done() || s->ch->closing()) continue;
+    std::string serial = s->ch->tls().PeerSerialHex();
+    if (std::find(revoked.begin(), revoked.end(), serial) == revoked.end()) continue;
+    Fail(*s, wire::ErrorCode::kIdentity,
+         PermissionDenied("the certificate of " + (s->server_id.empty() ? s->peer : "server '" + s->server_id + "'") +
+                          " (serial " + serial + ") was revoked"));
+  }
 }
 
 void Server::MakePreAuthRoom(const std::string& host) {
@@ -365,6 +386,10 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
     }
     if (stopping_ && sessions_.empty() && !accept_inflight_ && ring_->inflight() == 0) break;
     if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
+    if (opts_.reload != nullptr && *opts_.reload) {
+      *opts_.reload = 0;
+      ReloadTls();
+    }
     bool more = more_work_;
     more_work_ = false;
     auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, !more, 500);

@@ -31,6 +31,8 @@ struct Options {
   uint64_t quota_records_per_point = 64ull << 20;
   RetentionPolicy retention;  // applied after every committed point and at startup
   Clock* clock = nullptr;     // point times and ages; the system clock when null
+  // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
+  volatile std::sig_atomic_t* reload = nullptr;
 };
 
 class Server {
@@ -109,6 +111,7 @@ class Server {
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
   void FailQuota(Session& s, const std::string& what);
+  void ReloadTls();
   // Before a new connection is taken on: evicts the oldest one still before TLS and HELLO if the
   // budget (in total, or for `host`) is spent.
   void MakePreAuthRoom(const std::string& host);

@@ -1,6 +1,8 @@
 // blockrep-keygen: a quick-start PKI and data keys. Writes ca.crt/ca.key (reused when present),
 // staging.crt/staging.key, and per server agent-ID.crt/agent-ID.key (TLS, CN = server-id) and
-// data-ID.key (the AES data key, mode 0600). Never overwrites an existing file.
+// data-ID.key (the AES data key, mode 0600; an existing one is kept). Never overwrites an existing
+// file. --revoke ID adds agent-ID.crt to ca.crl (the staging's --tls-crl) and moves the
+// certificate and its key aside (agent-ID.crt.revoked-SERIAL), so that --server-id ID issues anew.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -153,10 +155,91 @@ Status Run(const std::string& dir, const std::vector<std::string>& ids,
                                        {NID_ext_key_usage, "clientAuth"}}));
     BR_RETURN_IF_ERROR(WritePem(dir + "/agent-" + id + ".key", nullptr, k.get()));
     BR_RETURN_IF_ERROR(WritePem(dir + "/agent-" + id + ".crt", c.get(), nullptr));
-    BR_RETURN_IF_ERROR(WriteNewDataKey(dir + "/data-" + id + ".key"));
-    std::printf("wrote %s/agent-%s.crt, agent-%s.key, data-%s.key (mode 0600)\n", dir.c_str(), id.c_str(),
-                id.c_str(), id.c_str());
+    // A certificate issued again after --revoke keeps the server's data key: its chain stays its own.
+    bool keep_key = PathExists(dir + "/data-" + id + ".key");
+    if (!keep_key) BR_RETURN_IF_ERROR(WriteNewDataKey(dir + "/data-" + id + ".key"));
+    std::printf("wrote %s/agent-%s.crt, agent-%s.key%s\n", dir.c_str(), id.c_str(), id.c_str(),
+                keep_key ? (" (kept data-" + id + ".key)").c_str() : (", data-" + id + ".key (mode 0600)").c_str());
   }
+  return FsyncDir(dir);
+}
+
+struct CrlFree { void operator()(X509_CRL* c) const { X509_CRL_free(c); } };
+using Crl = std::unique_ptr<X509_CRL, CrlFree>;
+
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
+  char* hex = bn != nullptr ? BN_bn2hex(bn) : nullptr;
+  std::string out = hex != nullptr ? hex : "";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  return out;
+}
+
+Result<Cert> ReadCert(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return ErrnoStatus("certificate " + path, errno);
+  X509* c = PEM_read_X509(f, nullptr, nullptr, nullptr);
+  std::fclose(f);
+  if (c == nullptr) return InvalidArgument(path + " is not a PEM certificate");
+  return Cert(c);
+}
+
+// Adds each server's current agent certificate to <dir>/ca.crl (created, or extended), signed by
+// the CA, and moves the certificate and key aside.
+Status Revoke(const std::string& dir, const std::vector<std::string>& ids) {
+  for (const auto& id : ids) BR_RETURN_IF_ERROR(wire::ValidateServerId(id));
+  if (!PathExists(dir + "/ca.crt") || !PathExists(dir + "/ca.key"))
+    return InvalidArgument("no CA in " + dir + " (ca.crt, ca.key): --revoke needs the directory that issued the certificates");
+  bool created = false;
+  BR_ASSIGN_OR_RETURN(auto ca, LoadOrCreateCa(dir, &created));
+  std::string crl_path = dir + "/ca.crl";
+  Crl crl;
+  if (PathExists(crl_path)) {
+    FILE* f = std::fopen(crl_path.c_str(), "r");
+    crl.reset(f != nullptr ? PEM_read_X509_CRL(f, nullptr, nullptr, nullptr) : nullptr);
+    if (f != nullptr) std::fclose(f);
+    if (!crl || X509_CRL_verify(crl.get(), ca.second.get()) != 1)
+      return InvalidArgument(crl_path + " is not a CRL of this CA; move it away and revoke again");
+  } else {
+    crl.reset(X509_CRL_new());
+    X509_CRL_set_version(crl.get(), 1);  // v2
+    X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.first.get()));
+  }
+  for (const auto& id : ids) {
+    std::string crt = dir + "/agent-" + id + ".crt", key = dir + "/agent-" + id + ".key";
+    BR_ASSIGN_OR_RETURN(Cert cert, ReadCert(crt));
+    X509_REVOKED* r = X509_REVOKED_new();
+    ASN1_TIME* now = X509_gmtime_adj(nullptr, 0);
+    X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert.get()));
+    X509_REVOKED_set_revocationDate(r, now);
+    ASN1_TIME_free(now);
+    X509_CRL_add0_revoked(crl.get(), r);
+    std::string serial = SerialHex(X509_get0_serialNumber(cert.get()));
+    for (const std::string& from : {crt, key})
+      if (PathExists(from) && rename(from.c_str(), (from + ".revoked-" + serial).c_str()) != 0)
+        return ErrnoStatus("move aside " + from, errno);
+    std::printf("revoked %s (serial %s): moved to %s.revoked-%s; issue a new one with --server-id %s\n", crt.c_str(),
+                serial.c_str(), crt.c_str(), serial.c_str(), id.c_str());
+  }
+  ASN1_TIME* last = X509_gmtime_adj(nullptr, 0);
+  ASN1_TIME* next = X509_gmtime_adj(nullptr, kValidDays * 24 * 3600);
+  X509_CRL_set1_lastUpdate(crl.get(), last);
+  X509_CRL_set1_nextUpdate(crl.get(), next);
+  ASN1_TIME_free(last);
+  ASN1_TIME_free(next);
+  X509_CRL_sort(crl.get());
+  if (X509_CRL_sign(crl.get(), ca.second.get(), EVP_sha256()) == 0) return Internal("signing the CRL failed: " + TakeOpenSslError());
+  BIO* mem = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509_CRL(mem, crl.get());
+  char* data = nullptr;
+  long n = BIO_get_mem_data(mem, &data);
+  Status st = WriteFileAtomic(crl_path, ByteSpan(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(n)));
+  BIO_free(mem);
+  BR_RETURN_IF_ERROR(st);
+  if (chmod(crl_path.c_str(), 0644) != 0) return ErrnoStatus("chmod " + crl_path, errno);
+  std::printf("wrote %s (%d revoked); give it to the staging as --tls-crl and send it SIGHUP\n", crl_path.c_str(),
+              sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())));
   return FsyncDir(dir);
 }
 
@@ -164,16 +247,20 @@ Status Run(const std::string& dir, const std::vector<std::string>& ids,
 
 int main(int argc, char** argv) {
   std::string out;
-  std::vector<std::string> ids, names;
-  po::options_description desc("Usage: blockrep-keygen --out DIR --server-id ID [--server-id ID ...]\nOptions");
+  std::vector<std::string> ids, names, revoke;
+  po::options_description desc(
+      "Usage: blockrep-keygen --out DIR --server-id ID [--server-id ID ...]\n"
+      "       blockrep-keygen --out DIR --revoke ID [--revoke ID ...]\nOptions");
   desc.add_options()("help,h", "show this help")("out", po::value(&out), "directory for the files")(
       "server-id", po::value(&ids), "a server to issue an agent certificate and a data key for")(
+      "revoke", po::value(&revoke), "a server whose agent certificate to revoke (adds it to DIR/ca.crl)")(
       "staging-name", po::value(&names), "extra DNS name or IP for the staging certificate");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (out.empty() || ids.empty())
-    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id are required"));
-  Status st = Run(out, ids, names);
+  if (out.empty() || (ids.empty() && revoke.empty()))
+    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id or --revoke are required"));
+  Status st = revoke.empty() ? Status::Ok() : Revoke(out, revoke);
+  if (st.ok() && !ids.empty()) st = Run(out, ids, names);
   if (!st.ok()) return ReportFatal(kProg, st);
   return 0;
 }

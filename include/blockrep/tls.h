@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "blockrep/bytes.h"
 #include "blockrep/status.h"
@@ -19,6 +20,9 @@ struct TlsFiles {
   std::string cert;
   std::string key;
   std::string ca;
+  // Server only: a CRL signed by `ca` (blockrep-keygen --revoke); certificates it lists are refused.
+  // Empty: none.
+  std::string crl;
 };
 
 class TlsContext {
@@ -29,11 +33,15 @@ class TlsContext {
   ~TlsContext();
   SSL_CTX* ctx() { return ctx_; }
   bool server() const { return server_; }
+  // Serial numbers (hex) the CRL revokes; empty without one.
+  const std::vector<std::string>& revoked_serials() const { return revoked_; }
 
  private:
   TlsContext() = default;
+  Status LoadCrl(const TlsFiles& files);
   SSL_CTX* ctx_ = nullptr;
   bool server_ = false;
+  std::vector<std::string> revoked_;
 };
 
 class TlsSession {
@@ -62,6 +70,8 @@ class TlsSession {
 
   // The common name of the verified peer certificate ("" before the handshake).
   std::string PeerCommonName() const;
+  // Its serial number in hex ("" before the handshake).
+  std::string PeerSerialHex() const;
 
  private:
   TlsSession() = default;

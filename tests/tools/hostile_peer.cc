@@ -259,7 +259,7 @@ int main(int argc, char** argv) {
   if (!hp.ok()) Die(hp.status().message());
   auto key = LoadDataKey(o.key);
   if (!key.ok()) Die(key.status().message());
-  auto ctx = TlsContext::Create(TlsFiles{o.cert, o.tls_key, o.ca}, false);
+  auto ctx = TlsContext::Create(TlsFiles{o.cert, o.tls_key, o.ca, ""}, false);
   if (!ctx.ok()) Die(ctx.status().message());
   if (o.mode == "flood") {
     Flood(ctx->get(), *hp, o, *key);

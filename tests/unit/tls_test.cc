@@ -26,10 +26,10 @@ class TlsTest : public ::testing::Test {
   static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
 
   static TlsFiles Agent(const std::string& pki) {
-    return {dir_ + "/" + pki + "/agent-web1.crt", dir_ + "/" + pki + "/agent-web1.key", dir_ + "/pki/ca.crt"};
+    return {dir_ + "/" + pki + "/agent-web1.crt", dir_ + "/" + pki + "/agent-web1.key", dir_ + "/pki/ca.crt", ""};
   }
   static TlsFiles Staging() {
-    return {dir_ + "/pki/staging.crt", dir_ + "/pki/staging.key", dir_ + "/pki/ca.crt"};
+    return {dir_ + "/pki/staging.crt", dir_ + "/pki/staging.key", dir_ + "/pki/ca.crt", ""};
   }
 
   // Shuttles ciphertext until both sides stop producing it. Returns the first error.
@@ -77,7 +77,7 @@ class TlsTest : public ::testing::Test {
     X509_NAME_free(subject);
     EVP_PKEY_free(ca_key);
     X509_free(cert);
-    return {path, dir_ + "/pki/agent-web1.key", dir_ + "/pki/ca.crt"};
+    return {path, dir_ + "/pki/agent-web1.key", dir_ + "/pki/ca.crt", ""};
   }
   // The server-id the staging reads from a client presenting `files`.
   static std::string PeerIdentity(const TlsFiles& files) {
