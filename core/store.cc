@@ -292,16 +292,31 @@ Status ServerStore::CommitPoint(const PointInfo& info, const PointIndex& index, 
   if (!manifest_.points.empty() && info.time_ns <= manifest_.points.back().time_ns)
     return Internal("point " + std::to_string(info.id) + " is not later in time than the chain's last");
   Bytes enc = index.Encode();
+  // Nothing is committed (and so acknowledged) that a reader would refuse to load back.
+  if (enc.size() > kMaxIndexBytes)
+    return NoSpace("point " + std::to_string(info.id) + "'s index would take " + std::to_string(enc.size()) +
+                   " bytes, over the " + std::to_string(kMaxIndexBytes) + " a reader loads (" +
+                   std::to_string(index.entries.size()) + " extents): not committed");
   PointInfo p = info;
   p.index_checksum = Checksum64(enc);
-  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
   Manifest next = manifest_;
   next.points.push_back(p);
   next.key_id = key_id;
+  BR_RETURN_IF_ERROR(CheckManifestSize(next));  // before the index is written: no orphan either
+  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
   return CommitManifest(std::move(next));
 }
 
+Status ServerStore::CheckManifestSize(const Manifest& next) const {
+  size_t bytes = next.EncodedSize();
+  if (bytes <= kMaxManifestBytes) return Status::Ok();
+  return NoSpace("server '" + manifest_.server_id + "': a manifest of " + std::to_string(next.points.size()) +
+                 " points would take " + std::to_string(bytes) + " bytes, over the " +
+                 std::to_string(kMaxManifestBytes) + " a reader loads: not committed; let retention expire points");
+}
+
 Status ServerStore::CommitManifest(Manifest next) {
+  BR_RETURN_IF_ERROR(CheckManifestSize(next));
   Bytes menc = next.Encode();
   BR_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/MANIFEST", menc));
   manifest_ = std::move(next);

@@ -83,7 +83,10 @@ struct Manifest {
   uint64_t key_id = 0;  // data key the chain is sealed with; 0 before the first point
   std::vector<PointInfo> points;  // ascending id
 
+  static constexpr size_t kPointBytes = 40;  // id, time, flags, volume count, bytes added, index checksum
   Bytes Encode() const;
+  // Encode().size(), without encoding: magic, server-id, key id, count, points, checksum.
+  size_t EncodedSize() const { return 8 + 2 + server_id.size() + 8 + 8 + points.size() * kPointBytes + 8; }
   static Result<Manifest> Decode(ByteSpan data);
   uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
 };
@@ -166,6 +169,8 @@ class ServerStore {
 
  private:
   Status CommitManifest(Manifest next);
+  // kNoSpace when `next` would pass kMaxManifestBytes (a reader could not load it back).
+  Status CheckManifestSize(const Manifest& next) const;
   std::string dir_;
   Manifest manifest_;
 };

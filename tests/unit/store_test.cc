@@ -97,6 +97,37 @@ TEST_F(StoreTest, CommitThenReopen) {
   EXPECT_EQ(idx->entries.size(), 3u);
 }
 
+// Nothing is committed that a reader would refuse to load: a point whose manifest would pass
+// kMaxManifestBytes is refused (no space: retention must expire points), leaving the chain, and
+// no orphan index, behind.
+TEST_F(StoreTest, ManifestOverTheReadersCapIsNotCommitted) {
+  ASSERT_TRUE(InitStoreRoot(root_, true).ok());
+  Manifest m;
+  m.server_id = "web1";
+  m.key_id = 42;
+  EXPECT_EQ(m.EncodedSize(), m.Encode().size());
+  size_t fit = (kMaxManifestBytes - m.EncodedSize()) / Manifest::kPointBytes;
+  m.points.reserve(fit);
+  for (uint64_t i = 1; i <= fit; ++i) m.points.push_back(PointInfo{i, i * 1000, 0, 2, 100, 0});
+  EXPECT_EQ(m.EncodedSize(), m.Encode().size());
+  ASSERT_LE(m.EncodedSize(), kMaxManifestBytes);
+  {
+    auto s = ServerStore::Open(root_, "web1", true);  // creates the directories
+    ASSERT_TRUE(s.ok());
+  }
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/servers/web1/MANIFEST", m.Encode()).ok());
+  auto s = ServerStore::Open(root_, "web1", false);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  PointInfo next{fit + 1, (fit + 1) * 1000, 0, 2, 100, 0};
+  Status st = (*s)->CommitPoint(next, SampleIndex(fit + 1), 42);
+  EXPECT_EQ(st.code(), Code::kNoSpace);
+  EXPECT_NE(st.message().find("a reader loads: not committed"), std::string::npos) << st.message();
+  EXPECT_EQ((*s)->manifest().points.size(), fit);
+  auto orphans = ListDir(root_ + "/servers/web1/index");
+  ASSERT_TRUE(orphans.ok());
+  EXPECT_TRUE(orphans->empty());
+}
+
 // Files the manifest does not reference (a crash between index and manifest) are removed.
 TEST_F(StoreTest, OrphansAreRemoved) {
   ASSERT_TRUE(InitStoreRoot(root_, true).ok());
