@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -124,6 +125,8 @@ Result<std::pair<Cert, Pkey>> LoadOrCreateCa(const std::string& dir, bool* creat
   return std::make_pair(std::move(c), std::move(k));
 }
 
+Status Revoke(const std::string& dir, const std::vector<std::string>& ids);
+
 Status Run(const std::string& dir, const std::vector<std::string>& ids,
            const std::vector<std::string>& staging_names) {
   for (const auto& id : ids) BR_RETURN_IF_ERROR(wire::ValidateServerId(id));
@@ -131,6 +134,9 @@ Status Run(const std::string& dir, const std::vector<std::string>& ids,
   bool created = false;
   BR_ASSIGN_OR_RETURN(auto ca, LoadOrCreateCa(dir, &created));
   std::printf("%s %s/ca.crt, %s/ca.key\n", created ? "wrote" : "reusing", dir.c_str(), dir.c_str());
+  // An empty CRL from the start, so the staging can always run with --tls-crl (and a revocation
+  // later needs only a SIGHUP).
+  if (!PathExists(dir + "/ca.crl")) BR_RETURN_IF_ERROR(Revoke(dir, {}));
   if (!PathExists(dir + "/staging.crt")) {
     std::string san = "DNS:localhost,IP:127.0.0.1,IP:::1";
     for (const auto& n : staging_names) {
@@ -186,7 +192,8 @@ Result<Cert> ReadCert(const std::string& path) {
 }
 
 // Adds each server's current agent certificate to <dir>/ca.crl (created, or extended), signed by
-// the CA, and moves the certificate and key aside.
+// the CA, and moves the certificate and key aside. With no ids: writes the CRL as it is (empty
+// when new).
 Status Revoke(const std::string& dir, const std::vector<std::string>& ids) {
   for (const auto& id : ids) BR_RETURN_IF_ERROR(wire::ValidateServerId(id));
   if (!PathExists(dir + "/ca.crt") || !PathExists(dir + "/ca.key"))
@@ -238,8 +245,9 @@ Status Revoke(const std::string& dir, const std::vector<std::string>& ids) {
   BIO_free(mem);
   BR_RETURN_IF_ERROR(st);
   if (chmod(crl_path.c_str(), 0644) != 0) return ErrnoStatus("chmod " + crl_path, errno);
-  std::printf("wrote %s (%d revoked); give it to the staging as --tls-crl and send it SIGHUP\n", crl_path.c_str(),
-              sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())));
+  int revoked = std::max(0, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())));
+  std::printf("wrote %s (%d revoked)%s\n", crl_path.c_str(), revoked,
+              ids.empty() ? "" : "; give it to the staging as --tls-crl and send it SIGHUP");
   return FsyncDir(dir);
 }
 
