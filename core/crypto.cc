@@ -198,15 +198,18 @@ Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volum
 }
 
 RecordOpener::RecordOpener(const DataKey& key, std::string server_id)
-    : key_(key), server_id_(std::move(server_id)), ctx_(EVP_CIPHER_CTX_new()) {}
+    : RecordOpener(std::vector<DataKey>{key}, std::move(server_id)) {}
+
+RecordOpener::RecordOpener(std::vector<DataKey> keys, std::string server_id)
+    : keys_(std::move(keys)), server_id_(std::move(server_id)), ctx_(EVP_CIPHER_CTX_new()) {}
 
 RecordOpener::~RecordOpener() {
   EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(ctx_));
-  OPENSSL_cleanse(key_.bytes.data(), key_.bytes.size());
-  for (auto& [id, k] : session_keys_) OPENSSL_cleanse(k.data(), k.size());
+  for (DataKey& k : keys_) OPENSSL_cleanse(k.bytes.data(), k.bytes.size());
+  for (auto& [id, k] : session_keys_) OPENSSL_cleanse(k.key.data(), k.key.size());
 }
 
-Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
+Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain, size_t* key_index) {
   if (ctx_ == nullptr) return Internal("EVP_CIPHER_CTX_new failed");
   BR_ASSIGN_OR_RETURN(*header, RecordHeader::Decode(record));
   const RecordHeader& h = *header;
@@ -214,11 +217,34 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
     return DataLoss("record length " + std::to_string(record.size()) + " does not match header (" +
                     std::to_string(h.total_size()) + ")");
   auto it = session_keys_.find(h.session);
-  if (it == session_keys_.end()) {
-    std::array<uint8_t, 32> k{};
-    BR_RETURN_IF_ERROR(DeriveSessionKey(key_, h.session, &k));
-    it = session_keys_.emplace(h.session, k).first;
+  if (it != session_keys_.end()) {
+    BR_RETURN_IF_ERROR(Decrypt(it->second.key, record, h));
+    if (key_index != nullptr) *key_index = it->second.data_key;
+  } else {
+    // A session not seen yet: the newest key first (most records are under it), then older ones.
+    Status last = Unauthenticated("record failed authentication (no data key given)");
+    for (size_t i = keys_.size(); i-- > 0;) {
+      std::array<uint8_t, 32> k{};
+      BR_RETURN_IF_ERROR(DeriveSessionKey(keys_[i], h.session, &k));
+      last = Decrypt(k, record, h);
+      if (last.ok()) {
+        session_keys_.emplace(h.session, SessionKey{k, i});
+        if (key_index != nullptr) *key_index = i;
+        break;
+      }
+      OPENSSL_cleanse(k.data(), k.size());
+      if (last.code() != Code::kUnauthenticated) return last;
+    }
+    BR_RETURN_IF_ERROR(last);
   }
+  if (h.zero()) {
+    plain->assign(h.plain_len, 0);
+    return Status::Ok();
+  }
+  return Decompress(h.codec, scratch_, h.plain_len, plain);
+}
+
+Status RecordOpener::Decrypt(const std::array<uint8_t, 32>& session_key, ByteSpan record, const RecordHeader& h) {
   Bytes aad;
   BuildAad(server_id_, record.data(), &aad);
   uint8_t nonce[12];
@@ -227,7 +253,7 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
   scratch_.resize(h.stored_len);
   const uint8_t* ct = record.data() + kRecordHeaderSize;
   int len = 0;
-  if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, it->second.data(), nonce) != 1 ||
+  if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, session_key.data(), nonce) != 1 ||
       EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
       (h.stored_len > 0 &&
        EVP_DecryptUpdate(ctx, scratch_.data(), &len, ct, static_cast<int>(h.stored_len)) != 1) ||
@@ -239,11 +265,7 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain) {
   uint8_t final_out[kTagSize];
   if (EVP_DecryptFinal_ex(ctx, final_out, &len) != 1)
     return Unauthenticated("record failed authentication (wrong data key, or the record was altered)");
-  if (h.zero()) {
-    plain->assign(h.plain_len, 0);
-    return Status::Ok();
-  }
-  return Decompress(h.codec, scratch_, h.plain_len, plain);
+  return Status::Ok();
 }
 
 }  // namespace blockrep

@@ -67,6 +67,8 @@ Bytes Hello::Encode() const {
   w.String(server_id);
   w.U64(key_id);
   w.U8(static_cast<uint8_t>(role));
+  w.U8(static_cast<uint8_t>(retired_key_ids.size()));
+  for (uint64_t id : retired_key_ids) w.U64(id);
   return b;
 }
 
@@ -81,6 +83,9 @@ Result<Hello> Hello::Decode(ByteSpan p) {
   uint8_t role = r.U8();
   if (r.ok() && role > static_cast<uint8_t>(Role::kReader)) return ProtocolError("HELLO names an unknown role");
   h.role = static_cast<Role>(role);
+  uint8_t retired = r.U8();
+  if (r.ok() && retired > kMaxRetiredKeys) return ProtocolError("HELLO names more than 63 retired keys");
+  for (uint8_t i = 0; i < retired && r.ok(); ++i) h.retired_key_ids.push_back(r.U64());
   BR_RETURN_IF_ERROR(Finish(r, "HELLO"));
   return h;
 }
@@ -94,6 +99,7 @@ Bytes HelloOk::Encode() const {
   w.U64(pending_base_point);
   w.U64(pending_time_ns);
   w.U64(last_time_ns);
+  w.U64(chain_key_id);
   return b;
 }
 
@@ -106,6 +112,7 @@ Result<HelloOk> HelloOk::Decode(ByteSpan p) {
   h.pending_base_point = r.U64();
   h.pending_time_ns = r.U64();
   h.last_time_ns = r.U64();
+  h.chain_key_id = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "HELLO_OK"));
   if (h.pending_point_id != 0 && h.pending_point_id != h.last_point_id + 1)
     return ProtocolError("HELLO_OK names a pending point that does not follow the chain");

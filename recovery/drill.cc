@@ -376,10 +376,10 @@ std::string DrillReport::ToJson() const {
 Result<DrillReport> Drill(const DrillRequest& req) {
   uint64_t start_ns = MonotonicNs();
   uint64_t start_utc = NowUtcNs();
-  BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
+  BR_ASSIGN_OR_RETURN(std::vector<DataKey> keys, LoadDataKeys(req.key_file));
   SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file};
   if (!spec.staging.empty()) FillTlsDefaults(&spec);
-  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, key.key_id));
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, keys));
   BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());
   BR_ASSIGN_OR_RETURN(store::PointInfo point, ResolvePoint(manifest, req.point_spec));
   if (!req.hook.empty() && access(req.hook.c_str(), X_OK) != 0)

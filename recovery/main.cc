@@ -51,21 +51,21 @@ int List(int argc, char** argv) {
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   Status flags = recovery::CheckSourceFlags(spec, "list");
   if (!flags.ok()) return ReportFatal(kProg, flags);
-  uint64_t key_id = 0;
+  std::vector<DataKey> keys;
   if (!spec.staging.empty()) {
     // The staging checks the reader's key id (its data key stays here): list needs --key then.
     // Listing needs no data key; the agent's TLS files default beside --key when it is given.
     if (!spec.key_file.empty()) {
-      auto key = LoadDataKey(spec.key_file);
-      if (!key.ok()) return ReportFatal(kProg, key.status());
-      key_id = key->key_id;
+      auto loaded = LoadDataKeys(spec.key_file);
+      if (!loaded.ok()) return ReportFatal(kProg, loaded.status());
+      keys = std::move(loaded).value();
       recovery::FillTlsDefaults(&spec);
     } else if (spec.tls.cert.empty() || spec.tls.key.empty() || spec.tls.ca.empty()) {
       return ReportFatal(kProg, InvalidArgument("list --staging needs the agent's TLS files: --key FILE (they sit beside "
                                                 "it) or --tls-cert, --tls-key and --tls-ca"));
     }
   }
-  auto source = recovery::OpenSource(spec, key_id);
+  auto source = recovery::OpenSource(spec, keys);
   if (!source.ok()) return ReportFatal(kProg, source.status());
   auto manifest = (*source)->LoadManifest();
   if (!manifest.ok()) return ReportFatal(kProg, manifest.status());

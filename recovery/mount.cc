@@ -33,13 +33,11 @@ constexpr uint64_t kManifestRefreshNs = 1'000'000'000;
 
 class PointsFs {
  public:
-  PointsFs(MountRequest req, std::unique_ptr<PointSource> source, DataKey key, std::unique_ptr<SealKeys> seal_keys,
-           BlockFingerprinter fingerprinter)
+  PointsFs(MountRequest req, std::unique_ptr<PointSource> source, std::unique_ptr<KeyChain> keys)
       : req_(std::move(req)),
         source_(std::move(source)),
-        seal_keys_(std::move(seal_keys)),
-        fingerprinter_(fingerprinter),
-        opener_(key, req_.server_id),
+        keys_(std::move(keys)),
+        opener_(keys_->keys(), req_.server_id),
         cache_(req_.cache_bytes) {}
 
   Status LoadPoints() {
@@ -95,7 +93,7 @@ class PointsFs {
   Result<PointImage*> Image(uint64_t point) {
     auto it = images_.find(point);
     if (it != images_.end()) return it->second.get();
-    ReadKeys keys{seal_keys_.get(), &fingerprinter_, &opener_};
+    ReadKeys keys{keys_.get(), &opener_};
     BR_ASSIGN_OR_RETURN(auto img, PointImage::Open(source_.get(), req_.server_id, points_.at(point), keys, &cache_));
     PointImage* raw = img.get();
     images_[point] = std::move(img);
@@ -129,8 +127,7 @@ class PointsFs {
  private:
   MountRequest req_;
   std::unique_ptr<PointSource> source_;
-  std::unique_ptr<SealKeys> seal_keys_;
-  BlockFingerprinter fingerprinter_;
+  std::unique_ptr<KeyChain> keys_;
   RecordOpener opener_;
   RegionCache cache_;
   std::map<uint64_t, store::PointInfo> points_;
@@ -317,21 +314,17 @@ void* FsInit(struct fuse_conn_info*, struct fuse_config* cfg) {
 }  // namespace
 
 Status Mount(const MountRequest& req, const std::function<void(const std::string&)>& ready) {
-  BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
+  BR_ASSIGN_OR_RETURN(auto keys, KeyChain::Load(req.key_file, req.server_id));
   SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file};
   if (!spec.staging.empty()) FillTlsDefaults(&spec);
-  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, key.key_id));
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, keys->keys()));
   BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());
-  if (manifest.key_id != 0 && manifest.key_id != key.key_id)
-    return PermissionDenied("key file " + req.key_file + " is not the data key of server '" + req.server_id +
-                            "' (use the data-" + req.server_id + ".key its agent replicates with)");
+  BR_RETURN_IF_ERROR(CheckKeyFile(manifest, *keys, req.key_file, req.server_id));
   struct stat mp{};
   if (stat(req.mountpoint.c_str(), &mp) != 0 || !S_ISDIR(mp.st_mode))
     return InvalidArgument("mount point " + req.mountpoint + " is not a directory (create it first)");
   if (!req.overlay_dir.empty()) BR_RETURN_IF_ERROR(MakeDirs(req.overlay_dir, 0700));
-  BR_ASSIGN_OR_RETURN(auto seal_keys, SealKeys::Create(key, req.server_id));
-  BR_ASSIGN_OR_RETURN(BlockFingerprinter fingerprinter, BlockFingerprinter::Create(key));
-  PointsFs fs(req, std::move(source), key, std::move(seal_keys), fingerprinter);
+  PointsFs fs(req, std::move(source), std::move(keys));
   BR_RETURN_IF_ERROR(fs.LoadPoints());
 
   fuse_operations ops{};

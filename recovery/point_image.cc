@@ -43,6 +43,7 @@ Result<std::unique_ptr<PointImage>> PointImage::Open(PointSource* source, const 
   std::unique_ptr<PointImage> img(new PointImage(source, server_id, point, keys, cache));
   BR_ASSIGN_OR_RETURN(img->index_, source->OpenPoint(img->point_, false));
   const store::PointIndex& idx = img->index_;
+  img->point_key_ = &keys.chain->ForIndex(idx);
   img->seal_problems_.assign(idx.volume_sizes.size(), "");
   for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v) {
     std::string& problem = img->seal_problems_[v];
@@ -51,7 +52,7 @@ Result<std::unique_ptr<PointImage>> PointImage::Open(PointSource* source, const 
       continue;
     }
     const VolumeSeal& seal = idx.seals[v];
-    if (!keys.seal_keys->Authentic(seal))
+    if (!img->point_key_->seal_keys->Authentic(seal))
       problem = "the point's seal does not verify with this data key (forged or damaged seal)";
     else if (seal.time_ns != img->point_.time_ns || seal.flags != img->point_.flags)
       problem = "the manifest says time " + FormatUtc(img->point_.time_ns) + " but the agent sealed time " +
@@ -106,7 +107,7 @@ Status PointImage::DecodeRegion(uint16_t volume, uint64_t region, Bytes* out) {
     }
     return Status::Ok();
   }));
-  Digest128 got = DigestOfRegion(*keys_.seal_keys, *keys_.fingerprinter, start, ByteSpan(out->data(), out->size()));
+  Digest128 got = DigestOfRegion(*point_key_->seal_keys, point_key_->fingerprinter, start, ByteSpan(out->data(), out->size()));
   if (!(got == seal.regions[region]))
     return DataLoss(Where(volume) + " bytes " + std::to_string(start) + ".." + std::to_string(end) +
                     ": the data does not match the point's seal (a record the agent sent there is missing, "

@@ -23,6 +23,7 @@
 #include "blockrep/seal.h"
 #include "blockrep/status.h"
 #include "blockrep/store.h"
+#include "keys.h"
 #include "source.h"
 
 namespace blockrep::recovery {
@@ -49,9 +50,8 @@ class RegionCache {
 
 // The keys a reader needs, for one server's chain.
 struct ReadKeys {
-  const SealKeys* seal_keys;
-  const BlockFingerprinter* fingerprinter;
-  RecordOpener* opener;  // not thread-safe: a PointImage is used from one thread
+  const KeyChain* chain;  // the point's own key (its seal's) is picked from it when it opens
+  RecordOpener* opener;   // not thread-safe: a PointImage is used from one thread
 };
 
 class PointImage {
@@ -80,6 +80,7 @@ class PointImage {
   std::string server_id_;
   store::PointInfo point_;
   ReadKeys keys_;
+  const KeyChain::Derived* point_key_ = nullptr;  // the key this point is sealed under
   RegionCache* cache_;
   store::PointIndex index_;
   // Per volume: empty when its seal is authentic and names this point's time and flags; else

@@ -284,6 +284,13 @@ Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::strin
   return *best;
 }
 
+Status CheckKeyFile(const store::Manifest& m, const KeyChain& keys, const std::string& key_file,
+                    const std::string& server_id) {
+  if (m.key_id == 0 || keys.Holds(m.key_id)) return Status::Ok();
+  return PermissionDenied("key file " + key_file + " does not hold the data key of server '" + server_id +
+                          "' (use the data-" + server_id + ".key its agent replicates with)");
+}
+
 Status CheckChainHead(const store::Manifest& m, uint64_t expect_point) {
   uint64_t head = m.last_point_id();
   if (expect_point == 0 || head >= expect_point) return Status::Ok();
@@ -333,13 +340,10 @@ SourceSpec RestoreRequest::Source() const {
 
 Result<RestoreSummary> Restore(const RestoreRequest& req) {
   uint64_t start = MonotonicNs();
-  BR_ASSIGN_OR_RETURN(DataKey key, LoadDataKey(req.key_file));
-  BR_ASSIGN_OR_RETURN(auto source, OpenSource(req.Source(), key.key_id));
+  BR_ASSIGN_OR_RETURN(auto keys, KeyChain::Load(req.key_file, req.server_id));
+  BR_ASSIGN_OR_RETURN(auto source, OpenSource(req.Source(), keys->keys()));
   BR_ASSIGN_OR_RETURN(store::Manifest m, source->LoadManifest());
-  if (m.key_id != 0 && m.key_id != key.key_id)
-    return PermissionDenied("key file " + req.key_file + " is not the data key of server '" +
-                            req.server_id + "' (use the data-" + req.server_id +
-                            ".key its agent replicates with)");
+  BR_RETURN_IF_ERROR(CheckKeyFile(m, *keys, req.key_file, req.server_id));
   BR_RETURN_IF_ERROR(CheckChainHead(m, req.expect_point));
   RestoreSummary sum;
   BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
@@ -358,10 +362,11 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
                              std::to_string(sum.point.id) + " has only " +
                              std::to_string(idx.volume_sizes.size()) + " volume(s)");
 
-  RecordOpener opener(key, req.server_id);
-  BR_ASSIGN_OR_RETURN(auto seal_keys, SealKeys::Create(key, req.server_id));
-  BR_ASSIGN_OR_RETURN(BlockFingerprinter fingerprinter, BlockFingerprinter::Create(key));
-  SealCheck check{seal_keys.get(), &fingerprinter};
+  const KeyChain::Derived& point_key = keys->ForIndex(idx);  // the key this point is sealed under
+  RecordOpener opener(keys->keys(), req.server_id);
+  const SealKeys* seal_keys = point_key.seal_keys.get();
+  const BlockFingerprinter& fingerprinter = point_key.fingerprinter;
+  SealCheck check{seal_keys, &fingerprinter};
   if (req.delta) {
     for (const auto& [vol, path] : targets) {
       BR_RETURN_IF_ERROR(RestoreDelta(*source, req.server_id, sum.point, idx, vol, path, opener, *seal_keys,

@@ -7,6 +7,7 @@
 
 #include "blockrep/status.h"
 #include "blockrep/store.h"
+#include "keys.h"
 #include "source.h"
 #include "verify.h"
 
@@ -19,6 +20,11 @@ Result<store::PointInfo> ResolvePoint(const store::Manifest& manifest, const std
 // log); a chain whose newest point is older was rolled back or replaced (data loss, one line).
 // Point ids are never reused, so a head at or past N is the chain N belongs to, or its rescan.
 Status CheckChainHead(const store::Manifest& manifest, uint64_t expect_point);
+
+// The chain's current key (the manifest's) must be among the key file's (keys.h), or the file is
+// another server's: one line naming the fix.
+Status CheckKeyFile(const store::Manifest& manifest, const KeyChain& keys, const std::string& key_file,
+                    const std::string& server_id);
 
 // Loads the point's index and opens every pack it names, so that a compaction running on the
 // staging meanwhile (which rewrites indexes and deletes packs) cannot pull a pack from under the

@@ -135,8 +135,8 @@ constexpr int kStepTimeoutMs = 1000;
 
 class RemoteSource : public PointSource {
  public:
-  static Result<std::unique_ptr<RemoteSource>> Connect(const SourceSpec& spec, uint64_t key_id) {
-    std::unique_ptr<RemoteSource> r(new RemoteSource(spec, key_id));
+  static Result<std::unique_ptr<RemoteSource>> Connect(const SourceSpec& spec, std::vector<uint64_t> key_ids) {
+    std::unique_ptr<RemoteSource> r(new RemoteSource(spec, std::move(key_ids)));
     BR_ASSIGN_OR_RETURN(r->hp_, ParseHostPort(spec.staging, "--staging"));
     BR_ASSIGN_OR_RETURN(r->tls_ctx_, TlsContext::Create(spec.tls, false));
     BR_ASSIGN_OR_RETURN(r->ring_, Ring::Create(64));
@@ -300,7 +300,7 @@ class RemoteSource : public PointSource {
   }
 
  private:
-  RemoteSource(SourceSpec spec, uint64_t key_id) : spec_(std::move(spec)), key_id_(key_id) {}
+  RemoteSource(SourceSpec spec, std::vector<uint64_t> key_ids) : spec_(std::move(spec)), key_ids_(std::move(key_ids)) {}
 
   Status Open() {
     int fd = socket(hp_.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -324,7 +324,10 @@ class RemoteSource : public PointSource {
     }
     wire::Hello h;
     h.server_id = spec_.server_id;
-    h.key_id = key_id_;
+    if (!key_ids_.empty()) {
+      h.key_id = key_ids_.back();
+      h.retired_key_ids.assign(key_ids_.begin(), key_ids_.end() - 1);
+    }
     h.role = wire::Role::kReader;
     BR_RETURN_IF_ERROR(Send(wire::MsgType::kHello, h.Encode()));
     BR_ASSIGN_OR_RETURN(auto f, NextFrame());
@@ -513,7 +516,7 @@ class RemoteSource : public PointSource {
   }
 
   SourceSpec spec_;
-  uint64_t key_id_;
+  std::vector<uint64_t> key_ids_;  // the key file's, oldest first (HELLO); empty: no key
   HostPort hp_;
   std::unique_ptr<TlsContext> tls_ctx_;
   std::unique_ptr<Ring> ring_;
@@ -558,9 +561,11 @@ Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& inde
   });
 }
 
-Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, uint64_t key_id) {
+Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys) {
   if (!spec.store_dir.empty()) return std::unique_ptr<PointSource>(new LocalSource(spec.store_dir, spec.server_id));
-  BR_ASSIGN_OR_RETURN(auto remote, RemoteSource::Connect(spec, key_id));
+  std::vector<uint64_t> ids;
+  for (const DataKey& k : keys) ids.push_back(k.key_id);
+  BR_ASSIGN_OR_RETURN(auto remote, RemoteSource::Connect(spec, std::move(ids)));
   return std::unique_ptr<PointSource>(std::move(remote));
 }
 

@@ -66,7 +66,8 @@ class PointSource {
 Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& index, uint16_t volume,
                               std::vector<uint64_t>* out);
 
-// Opens the source `spec` names. For a staging: connects, TLS, HELLO as a reader with `key_id`.
-Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, uint64_t key_id);
+// Opens the source `spec` names. For a staging: connects, TLS, HELLO as a reader naming the ids of
+// `keys` (a key file's, oldest first; none: a reader without a key, e.g. list).
+Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys);
 
 }  // namespace blockrep::recovery

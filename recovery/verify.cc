@@ -28,8 +28,8 @@ std::string Where(const store::IndexEntry& e) {
   return "record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset);
 }
 
-void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFingerprinter* fingerprinter,
-                 RecordFacts* f, ServerVerifyReport* report) {
+void CheckRecord(store::PackReader& packs, RecordOpener* opener, const KeyChain* keys, RecordFacts* f,
+                 ServerVerifyReport* report) {
   Bytes stored, plain;
   const store::IndexEntry& e = f->entry;
   Status s = packs.Read(e, &stored);  // presence, length and checksum
@@ -52,7 +52,8 @@ void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFing
   }
   if (opener == nullptr) return;
   RecordHeader opened;
-  s = opener->Open(stored, &opened, &plain);
+  size_t key_index = 0;
+  s = opener->Open(stored, &opened, &plain, &key_index);
   if (!s.ok()) {
     f->problem = Where(e) + ": " + s.message();
     return;
@@ -60,7 +61,7 @@ void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFing
   report->plain_bytes += plain.size();
   // The fingerprints stored after the record steer rescans; they must describe its data.
   Bytes expect, got(FingerprintCount(opened.plain_len) * kFingerprintBytes);
-  fingerprinter->Append(opened.offset, plain, &expect);
+  keys->at(key_index).fingerprinter.Append(opened.offset, plain, &expect);  // keyed as its agent session was
   auto fd = packs.Fd(e.pack);
   s = fd.ok() ? PreadAll(*fd, e.pack_offset + e.record_bytes, got.data(), got.size()) : fd.status();
   if (!s.ok())
@@ -77,7 +78,7 @@ void CheckRecord(store::PackReader& packs, RecordOpener* opener, const BlockFing
 // data (the fingerprints of the records its index names). Regions holding damage already
 // reported for this point are not reported again.
 void CheckSeals(const store::PointInfo& p, const store::PointIndex& idx, const std::map<RecordKey, RecordFacts>& records,
-                const SealKeys* keys, std::vector<Damage>* out, uint64_t* matched) {
+                const KeyChain* chain, std::vector<Damage>* out, uint64_t* matched) {
   auto whole = [&](uint16_t v, const std::string& problem) {
     out->push_back(Damage{v, 0, idx.volume_sizes[v], {p.id}, problem});
   };
@@ -86,7 +87,8 @@ void CheckSeals(const store::PointInfo& p, const store::PointIndex& idx, const s
       whole(v, "the point carries no seal from the agent (dropped by the staging, or older than seals)");
     return;
   }
-  if (keys == nullptr) return;
+  if (chain == nullptr) return;
+  const SealKeys* keys = chain->ForIndex(idx).seal_keys.get();  // the key the point is sealed under
   for (uint16_t v = 0; v < idx.volume_sizes.size(); ++v) {
     const VolumeSeal& seal = idx.seals[v];
     if (!keys->Authentic(seal)) {
@@ -141,7 +143,7 @@ void NoteDamage(std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Da
 }
 
 ServerVerifyReport VerifyServer(const std::string& root, const std::string& server_id,
-                                const std::optional<DataKey>& key, uint64_t expect_point) {
+                                const std::vector<DataKey>& keys, uint64_t expect_point) {
   ServerVerifyReport report;
   report.server_id = server_id;
   auto st = store::ServerStore::Open(root, server_id, false);
@@ -153,24 +155,18 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   report.points = m.points.size();
   if (Status head = CheckChainHead(m, expect_point); !head.ok()) report.rolled_back = head.message();
   std::unique_ptr<RecordOpener> opener;
-  std::optional<BlockFingerprinter> fingerprinter;
-  std::unique_ptr<SealKeys> seal_keys;
-  if (key && m.key_id != 0 && m.key_id != key->key_id) {
+  std::unique_ptr<KeyChain> chain;
+  bool holds = std::any_of(keys.begin(), keys.end(), [&](const DataKey& k) { return k.key_id == m.key_id; });
+  if (!keys.empty() && m.key_id != 0 && !holds) {
     report.note = "not its data key: checked without it (structure and checksums only)";
-  } else if (key) {
-    auto fp = BlockFingerprinter::Create(*key);
-    if (!fp.ok()) {
-      report.unreadable = fp.status().message();
+  } else if (!keys.empty()) {
+    auto c = KeyChain::Create(keys, server_id);
+    if (!c.ok()) {
+      report.unreadable = c.status().message();
       return report;
     }
-    fingerprinter = *fp;
-    auto keys = SealKeys::Create(*key, server_id);
-    if (!keys.ok()) {
-      report.unreadable = keys.status().message();
-      return report;
-    }
-    seal_keys = std::move(*keys);
-    opener = std::make_unique<RecordOpener>(*key, server_id);
+    chain = std::move(c).value();
+    opener = std::make_unique<RecordOpener>(keys, server_id);
     report.authenticated = true;
   }
 
@@ -206,7 +202,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   pinned.status().IgnoreError();  // a missing pack is reported below, record by record, with the points using it
   for (auto& [k, f] : records) {
     (void)k;
-    if (f.entry.record_bytes != 0) CheckRecord(packs, opener.get(), fingerprinter ? &*fingerprinter : nullptr, &f, &report);
+    if (f.entry.record_bytes != 0) CheckRecord(packs, opener.get(), chain.get(), &f, &report);
     ++report.records;
   }
 
@@ -228,7 +224,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
       }
       if (!problem.empty()) NoteDamage(&damage, e, p.id, problem);
     }
-    CheckSeals(p, *idx, records, seal_keys.get(), &report.damage, &report.seals_matched);
+    CheckSeals(p, *idx, records, chain.get(), &report.damage, &report.seals_matched);
   }
   for (auto& [k, d] : damage) {
     (void)k;
@@ -288,21 +284,21 @@ Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
     BR_ASSIGN_OR_RETURN(servers, store::ListServers(req.store_dir));
     if (servers.empty()) return NotFound("store " + req.store_dir + " holds no servers yet");
   }
-  std::optional<DataKey> key;
+  std::vector<DataKey> keys;  // none: structure and checksums only
   if (!req.key_file.empty()) {
-    BR_ASSIGN_OR_RETURN(key, LoadDataKey(req.key_file));
+    BR_ASSIGN_OR_RETURN(keys, LoadDataKeys(req.key_file));
   }
   std::vector<ServerVerifyReport> reports;
   for (const std::string& id : servers) {
     ServerVerifyReport r;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      r = VerifyServer(req.store_dir, id, key, req.expect_point);
+      r = VerifyServer(req.store_dir, id, keys, req.expect_point);
       if (!r.raced) break;
     }
     if (r.raced) r.unreadable = "the staging kept rewriting this server's chain (compaction) during verify; run it again";
     reports.push_back(std::move(r));
   }
-  if (key) {
+  if (!keys.empty()) {
     bool used = false;
     for (const auto& r : reports) used = used || r.authenticated;
     if (!used)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -64,7 +65,12 @@ Agent::~Agent() { Teardown(); }
 
 Status Agent::Prepare() {
   BR_RETURN_IF_ERROR(wire::ValidateServerId(opts_.server_id));
-  BR_ASSIGN_OR_RETURN(key_, LoadDataKey(opts_.key_file));
+  {
+    BR_ASSIGN_OR_RETURN(std::vector<DataKey> keys, LoadDataKeys(opts_.key_file));
+    key_ = keys.back();  // the current key seals; older ones only tell the staging the chain is ours
+    for (size_t i = 0; i + 1 < keys.size(); ++i) retired_key_ids_.push_back(keys[i].key_id);
+    for (DataKey& k : keys) OPENSSL_cleanse(k.bytes.data(), k.bytes.size());
+  }
   if (opts_.volumes.empty()) return InvalidArgument("no --volume given: name at least one device or image");
   if (opts_.volumes.size() > wire::kMaxVolumes)
     return InvalidArgument("at most " + std::to_string(wire::kMaxVolumes) + " volumes per server");
@@ -165,7 +171,11 @@ Status Agent::OpenTracker() {
 void Agent::PlanPoint(uint64_t last_point) {
   full_point_ = true;
   work_.assign(volumes_.size(), {});
-  if (alarm_rescan_) {
+  if (KeyRotated()) {
+    summary_.mode_reason = "the data key was rotated: the chain's last point is sealed under key " +
+                           std::to_string(hello_ok_->chain_key_id) + ", this point under key " +
+                           std::to_string(key_.key_id) + " (older points stay restorable with the same key file)";
+  } else if (alarm_rescan_) {
     summary_.mode_reason = "ALARM: the staging's chain is not the one this agent saw acknowledged";
   } else if (!tracker_) {
     summary_.mode_reason = "no change tracker";
@@ -197,9 +207,10 @@ void Agent::PlanPoint(uint64_t last_point) {
   work_bytes_left_ = 0;
   last_take_ns_ = MonotonicNs();
   rescan_ = false;
-  if (full_point_ && last_point != 0) {
+  if (full_point_ && last_point != 0 && !KeyRotated()) {
     // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint
-    // differs from its last point (an incremental point on it).
+    // differs from its last point (an incremental point on it). (Not after a key rotation: the
+    // staging's fingerprints are keyed with the old key, so every block would differ anyway.)
     uint64_t fps_bytes = 0;
     for (const auto& v : volumes_) fps_bytes += (v->size_bytes / kFingerprintBlockBytes + 1) * 8;
     if (fps_bytes <= kRescanFingerprintBytesMax) {
@@ -433,6 +444,7 @@ Status Agent::Handshake(const Signals& sig) {
   wire::Hello h;
   h.server_id = opts_.server_id;
   h.key_id = key_.key_id;
+  h.retired_key_ids = retired_key_ids_;
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kHello, h.Encode()));
   while (!hello_ok_) {
     if (*sig.term) return Unavailable("interrupted");
@@ -931,7 +943,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   point_id_ = std::max(last_point, known_point_id_) + 1;  // never an id acknowledged before
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
-  if (hello_ok_ && !alarm_rescan_ && PlanResume(last_point)) {
+  if (hello_ok_ && !alarm_rescan_ && !KeyRotated() && PlanResume(last_point)) {
     summary_.base_point = last_point;
     summary_.resumed = true;
     point_time_ns_ = hello_ok_->pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it

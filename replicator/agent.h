@@ -186,6 +186,9 @@ class Agent {
   uint64_t known_point_id_ = 0;
   uint64_t known_point_time_ns_ = 0;
   std::string alarm_;          // sticky for the process: status.json "alarm"
+  std::vector<uint64_t> retired_key_ids_;  // older keys of the key file (HELLO: the chain may be under one)
+  // The chain's last point is sealed under a retired key: this point is a full one under key_.
+  bool KeyRotated() const { return hello_ok_ && hello_ok_->chain_key_id != 0 && hello_ok_->chain_key_id != key_.key_id; }
   // This session was refused in a way that heals by itself (at capacity, handshake evicted).
   bool refused_retryable_ = false;
   static constexpr int kOnceRefusalsMax = 8;

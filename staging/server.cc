@@ -601,10 +601,12 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     st.pack_bytes = CountPackBytes(*st.store);
   }
   uint64_t chain_key = st.store->manifest().key_id;
-  if (chain_key != 0 && chain_key != h.key_id) {
+  // The chain's key, or (after blockrep-keygen --rotate-key) a key file that still holds it as a
+  // retired key: then the next point is a full one under the new key (OnBeginPoint).
+  if (chain_key != 0 && !h.Holds(chain_key)) {
     Fail(s, wire::ErrorCode::kKeyMismatch,
          PermissionDenied("the agent's data key is not the key server '" + h.server_id +
-                          "' has replicated with so far (check --key)"));
+                          "' has replicated with so far, nor among its retired keys (check --key)"));
     return Status::Ok();
   }
   st.active = true;
@@ -614,6 +616,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
   wire::HelloOk ok;
   ok.last_point_id = st.store->manifest().last_point_id();
   if (!st.store->manifest().points.empty()) ok.last_time_ns = st.store->manifest().points.back().time_ns;
+  ok.chain_key_id = chain_key;
   if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
     ok.pending_point_id = st.pending->begin.point_id;
     ok.pending_base_point = st.pending->begin.base_point;
@@ -650,9 +653,9 @@ Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
   // A reader without a key (list) sends key id 0: it can read only ciphertext and metadata of its
   // own server, which its certificate already entitles it to. A key that is given must be right.
   uint64_t chain_key = st.store->manifest().key_id;
-  if (chain_key != 0 && h.key_id != 0 && chain_key != h.key_id) {
+  if (chain_key != 0 && h.key_id != 0 && !h.Holds(chain_key)) {
     Fail(s, wire::ErrorCode::kKeyMismatch,
-         PermissionDenied("the reader's data key is not the key server '" + h.server_id +
+         PermissionDenied("the reader's key file does not hold the key server '" + h.server_id +
                           "' replicates with (check --key)"));
     return Status::Ok();
   }
@@ -758,6 +761,14 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
          InvalidArgument("point " + std::to_string(b.point_id) + " does not follow the chain (expected " +
                          std::to_string(last + 1) + ", or at most " + std::to_string(wire::kPointIdGapMax) +
                          " past it)"));
+    return Status::Ok();
+  }
+  uint64_t chain_key = s.server->store->manifest().key_id;
+  if (b.base_point != 0 && chain_key != 0 && chain_key != s.key_id) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("incremental point " + std::to_string(b.point_id) + " is sealed under data key " +
+                         std::to_string(s.key_id) + ", its base under " + std::to_string(chain_key) +
+                         ": after a key rotation the first point must be full"));
     return Status::Ok();
   }
   if (b.base_point != 0 && b.base_point != last) {

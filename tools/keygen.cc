@@ -3,6 +3,8 @@
 // data-ID.key (the AES data key, mode 0600; an existing one is kept). Never overwrites an existing
 // file. --revoke ID adds agent-ID.crt to ca.crl (the staging's --tls-crl) and moves the
 // certificate and its key aside (agent-ID.crt.revoked-SERIAL), so that --server-id ID issues anew.
+// --rotate-key ID appends a new data key to data-ID.key: the agent seals with it from its next point
+// (a full one), and the older keys stay in the file so that every older point restores.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -255,19 +257,38 @@ Status Revoke(const std::string& dir, const std::vector<std::string>& ids) {
 
 int main(int argc, char** argv) {
   std::string out;
-  std::vector<std::string> ids, names, revoke;
+  std::vector<std::string> ids, names, revoke, rotate;
   po::options_description desc(
       "Usage: blockrep-keygen --out DIR --server-id ID [--server-id ID ...]\n"
-      "       blockrep-keygen --out DIR --revoke ID [--revoke ID ...]\nOptions");
+      "       blockrep-keygen --out DIR --revoke ID [--revoke ID ...]\n"
+      "       blockrep-keygen --out DIR --rotate-key ID [--rotate-key ID ...]\nOptions");
   desc.add_options()("help,h", "show this help")("out", po::value(&out), "directory for the files")(
       "server-id", po::value(&ids), "a server to issue an agent certificate and a data key for")(
       "revoke", po::value(&revoke), "a server whose agent certificate to revoke (adds it to DIR/ca.crl)")(
+      "rotate-key", po::value(&rotate),
+      "a server whose data key to rotate: a new key is appended to DIR/data-ID.key (copy the file to the agent "
+      "and to wherever you recover; older points need the older keys it keeps)")(
       "staging-name", po::value(&names), "extra DNS name or IP for the staging certificate");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (out.empty() || (ids.empty() && revoke.empty()))
-    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id or --revoke are required"));
+  if (out.empty() || (ids.empty() && revoke.empty() && rotate.empty()))
+    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id, --revoke or --rotate-key are required"));
   Status st = revoke.empty() ? Status::Ok() : Revoke(out, revoke);
+  for (const std::string& id : rotate) {
+    if (!st.ok()) break;
+    st = wire::ValidateServerId(id);
+    if (!st.ok()) break;
+    std::string path = out + "/data-" + id + ".key";
+    auto fresh = RotateDataKey(path);
+    if (!fresh.ok()) {
+      st = fresh.status();
+      break;
+    }
+    auto all = LoadDataKeys(path);
+    std::printf("rotated %s: new current key id %016llx, %zu key(s) held; the agent's next point is a full one "
+                "under it\n",
+                path.c_str(), static_cast<unsigned long long>(fresh->key_id), all.ok() ? all->size() : 0);
+  }
   if (st.ok() && !ids.empty()) st = Run(out, ids, names);
   if (!st.ok()) return ReportFatal(kProg, st);
   return 0;

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "blockrep/bytes.h"
 #include "blockrep/codec.h"
@@ -93,18 +94,28 @@ class RecordSealer {
 class RecordOpener {
  public:
   RecordOpener(const DataKey& key, std::string server_id);
+  // Several data keys (a key file after rotation): each record opens with the one its agent
+  // session sealed it under, found once per session (a wrong key fails the tag) and remembered.
+  RecordOpener(std::vector<DataKey> keys, std::string server_id);
   ~RecordOpener();
   RecordOpener(const RecordOpener&) = delete;
   RecordOpener& operator=(const RecordOpener&) = delete;
 
-  // `record` is a whole stored record. On success `plain` holds header.plain_len bytes.
-  // A failed tag check is kUnauthenticated; malformed input is kDataLoss.
-  Status Open(ByteSpan record, RecordHeader* header, Bytes* plain);
+  // `record` is a whole stored record. On success `plain` holds header.plain_len bytes, and
+  // `*key_index` (if given) the index of the key that opened it. A failed tag check is
+  // kUnauthenticated; malformed input is kDataLoss.
+  Status Open(ByteSpan record, RecordHeader* header, Bytes* plain, size_t* key_index = nullptr);
 
  private:
-  DataKey key_;
+  // Decrypts with one session key; a failed tag is kUnauthenticated.
+  Status Decrypt(const std::array<uint8_t, 32>& session_key, ByteSpan record, const RecordHeader& h);
+  std::vector<DataKey> keys_;
   std::string server_id_;
-  std::map<SessionId, std::array<uint8_t, 32>> session_keys_;
+  struct SessionKey {
+    std::array<uint8_t, 32> key;
+    size_t data_key;  // index in keys_
+  };
+  std::map<SessionId, SessionKey> session_keys_;
   Bytes scratch_;
   void* ctx_ = nullptr;
 };

@@ -6,6 +6,7 @@
 // the session with a protocol error. Every message decoder checks every length it reads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,7 +20,9 @@
 namespace blockrep::wire {
 
 // v6: seals of up to kSealRegionsMax = 32768 regions (1 MiB regions up to 32 GiB volumes).
-inline constexpr uint16_t kVersion = 6;
+// v7: data keys rotate: HELLO lists the sender's retired key ids, HELLO_OK the chain's key id.
+inline constexpr uint16_t kVersion = 7;
+inline constexpr size_t kMaxRetiredKeys = 63;  // a key file holds at most 64 keys
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/fingerprint.h).
 inline constexpr uint32_t kMaxFramePayload = 8 + 4 + kRecordHeaderSize + kMaxRecordPlainBytes + kTagSize +
@@ -96,8 +99,14 @@ struct Hello {
   uint16_t version_min = kVersion;
   uint16_t version_max = kVersion;
   std::string server_id;
-  uint64_t key_id = 0;
+  uint64_t key_id = 0;        // the current data key's (readers without a key: 0)
   Role role = Role::kAgent;  // v6
+  // v7: the ids of the older keys of the sender's key file (rotated out, still held): the chain may
+  // be sealed under one of them.
+  std::vector<uint64_t> retired_key_ids;
+  bool Holds(uint64_t id) const {
+    return id == key_id || std::find(retired_key_ids.begin(), retired_key_ids.end(), id) != retired_key_ids.end();
+  }
   Bytes Encode() const;
   static Result<Hello> Decode(ByteSpan p);
 };
@@ -110,6 +119,7 @@ struct HelloOk {
   uint64_t pending_base_point = 0;
   uint64_t pending_time_ns = 0;  // v5: the pending point's BEGIN_POINT time (its seal binds it)
   uint64_t last_time_ns = 0;     // v6: the last committed point's time (0: none)
+  uint64_t chain_key_id = 0;     // v7: the key id the chain's last point is sealed under (0: none)
   Bytes Encode() const;
   static Result<HelloOk> Decode(ByteSpan p);
 };

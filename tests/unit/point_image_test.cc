@@ -19,25 +19,22 @@ class PointImageTest : public ChainTest {
  protected:
   struct Reader {
     std::unique_ptr<recovery::PointSource> source;
-    std::unique_ptr<SealKeys> seal_keys;
-    std::optional<BlockFingerprinter> fingerprinter;
+    std::unique_ptr<recovery::KeyChain> keys;
     std::unique_ptr<RecordOpener> opener;
     recovery::RegionCache cache{8u << 20};
   };
   std::unique_ptr<Reader> MakeReader(const Chain& chain) {
     auto r = std::make_unique<Reader>();
-    DataKey key = Must(LoadDataKey(chain.key_file()));
-    r->source = Must(recovery::OpenSource({root_, "", {}, kServer, chain.key_file()}, key.key_id));
-    r->seal_keys = Must(SealKeys::Create(key, kServer));
-    r->fingerprinter.emplace(Must(BlockFingerprinter::Create(key)));
-    r->opener = std::make_unique<RecordOpener>(key, kServer);
+    r->keys = Must(recovery::KeyChain::Load(chain.key_file(), kServer));
+    r->source = Must(recovery::OpenSource({root_, "", {}, kServer, chain.key_file()}, r->keys->keys()));
+    r->opener = std::make_unique<RecordOpener>(r->keys->keys(), kServer);
     return r;
   }
   std::unique_ptr<recovery::PointImage> Open(Reader& r, uint64_t id) {
     store::PointInfo info;
     for (const auto& p : Must(r.source->LoadManifest()).points)
       if (p.id == id) info = p;
-    recovery::ReadKeys keys{r.seal_keys.get(), &*r.fingerprinter, r.opener.get()};
+    recovery::ReadKeys keys{r.keys.get(), r.opener.get()};
     return Must(recovery::PointImage::Open(r.source.get(), kServer, info, keys, &r.cache));
   }
   // A --delta restore of `point` onto a file that holds `image` now.

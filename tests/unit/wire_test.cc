@@ -49,11 +49,14 @@ TEST(Wire, MessagesRoundTripAndTruncationsFail) {
   Hello h;
   h.server_id = "web-01.prod";
   h.key_id = 0x1122334455667788ull;
+  h.retired_key_ids = {7, 0x99};
   Bytes enc = h.Encode();
   auto back = Hello::Decode(enc);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->server_id, h.server_id);
   EXPECT_EQ(back->key_id, h.key_id);
+  EXPECT_EQ(back->retired_key_ids, h.retired_key_ids);
+  EXPECT_TRUE(back->Holds(0x99) && back->Holds(h.key_id) && !back->Holds(8));
   for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(Hello::Decode(ByteSpan(enc).first(n)).ok()) << n;
 
   BeginPoint b;
