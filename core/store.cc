@@ -265,13 +265,17 @@ Result<UniqueFd> ServerStore::CreatePack(uint32_t* pack_id) const {
 }
 
 Result<uint32_t> ServerStore::NextPackId() const {
-  BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/packs"));
-  uint32_t next = 1;
-  for (const std::string& n : names) {
-    unsigned long v = std::strtoul(n.c_str(), nullptr, 10);
-    if (v >= next) next = static_cast<uint32_t>(v + 1);
+  if (next_pack_id_ == 0) {  // once per process: the directory is listed, then counted on
+    BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/packs"));
+    uint32_t next = 1;
+    for (const std::string& n : names) {
+      unsigned long v = std::strtoul(n.c_str(), nullptr, 10);
+      if (v >= next) next = static_cast<uint32_t>(v + 1);
+    }
+    next_pack_id_ = next;
   }
-  return next;
+  if (next_pack_id_ == UINT32_MAX) return NoSpace("server directory " + dir_ + " has used every pack number");
+  return next_pack_id_++;
 }
 
 Result<PointIndex> ServerStore::LoadIndex(const PointInfo& point) const {

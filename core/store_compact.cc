@@ -95,9 +95,19 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
 
   // 3. Copy the live records (and the fingerprints stored after each) into one new pack.
   std::map<std::pair<uint32_t, uint64_t>, Location> moved;
+  // Until the manifest commit begins, no index the manifest names refers to the new pack: a
+  // failure before it (a full disk, most likely) removes the pack again rather than leaving its
+  // partial copy to take the space the next attempt needs.
+  struct RemoveUnlessKept {
+    std::string path;
+    ~RemoveUnlessKept() {
+      if (!path.empty()) unlink(path.c_str());
+    }
+  } new_pack;
   if (copy_budget > 0) {
     uint32_t new_id = 0;
     BR_ASSIGN_OR_RETURN(UniqueFd out, CreatePack(&new_id));
+    new_pack.path = PackPath(new_id);
     uint64_t out_end = kPackHeaderSize;
     Bytes buf;
     PackReader reader(dir_);
@@ -147,6 +157,7 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
     BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
     ++stats.indexes_rewritten;
   }
+  new_pack.path.clear();  // from here the manifest may name it, even if the commit fails half-way
   if (stats.indexes_rewritten > 0) BR_RETURN_IF_ERROR(CommitManifest(std::move(next)));
 
   // 5. Garbage from here on.

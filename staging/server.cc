@@ -142,6 +142,7 @@ struct Server::Session {
   UniqueFd pack_fd;
   uint32_t pack_id = 0;
   uint64_t pack_end = 0;
+  uint64_t pack_durable_end = 0;  // end of the last write + fsync that completed
   Bytes batch;
   uint64_t batch_last_seq = 0;
   Bytes commit_buf;
@@ -836,7 +837,7 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
 
 Status Server::OpenPack(Session& s) {
   BR_ASSIGN_OR_RETURN(s.pack_fd, s.server->store->CreatePack(&s.pack_id));
-  s.pack_end = store::kPackHeaderSize;
+  s.pack_end = s.pack_durable_end = store::kPackHeaderSize;
   return Status::Ok();
 }
 
@@ -996,7 +997,12 @@ void Server::OnCommitDone(Session& s) {
   if (s.commit_error != 0) {
     Status st = ErrnoStatus("write pack " + s.server->store->PackPath(s.pack_id), s.commit_error);
     if (!s.ch->closing()) FailStore(s, st);
-    // Nothing past durable_seq is acknowledged; further writes to this pack are abandoned.
+    // Nothing past durable_seq is acknowledged; further writes to this pack are abandoned, and
+    // what the failed write left past the last durable commit is cut off (best effort: it is
+    // garbage either way, but on a full disk it is the space the retry needs).
+    if (ftruncate(s.pack_fd.get(), static_cast<off_t>(s.pack_durable_end)) != 0) {
+      // Ignored on purpose: the tail is unreferenced; compaction reclaims it if it stays.
+    }
     s.pack_fd.Reset();
     s.batch.clear();
     return;
@@ -1013,6 +1019,7 @@ void Server::OnCommitDone(Session& s) {
     return;
   }
   s.durable_seq = s.commit_last_seq;
+  s.pack_durable_end = s.commit_offset + s.commit_buf.size();
   s.commit_buf.clear();
   if (!s.ch->closing()) {
     wire::Ack ack{s.durable_seq};

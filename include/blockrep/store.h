@@ -129,7 +129,8 @@ class ServerStore {
   // Creates the next pack (header written and fsync'd, directory fsync'd), open for appending.
   Result<UniqueFd> CreatePack(uint32_t* pack_id) const;
 
-  // The next unused pack number (larger than every pack file present).
+  // The next unused pack number: larger than every pack file present when first asked (one
+  // directory listing per process), and never handed out twice, even for a pack since deleted.
   Result<uint32_t> NextPackId() const;
   Result<PointIndex> LoadIndex(const PointInfo& point) const;
   // Records referenced by `index` must already be durable. Writes the index, then the manifest.
@@ -173,6 +174,7 @@ class ServerStore {
   Status CheckManifestSize(const Manifest& next) const;
   std::string dir_;
   Manifest manifest_;
+  mutable uint32_t next_pack_id_ = 0;  // 0: not counted yet
 };
 
 // Reads stored records by location, keeping pack files open.

@@ -59,7 +59,7 @@ expect_error "staging unreachable" "cannot connect to staging.*refused" \
 expect_error "volume path missing" "volume .*/missing.img.*No such file" \
   "${A[@]/$WORK\/vol.img/$WORK/missing.img}" --server-id web1 --key "$KEYS/data-web1.key" "${T[@]}"
 
-expect_error "restore with the wrong data key" "not the data key of server 'web1'" \
+expect_error "restore with the wrong data key" "does not hold the data key of server 'web1'" \
   "$BIN/blockrep-recover" restore --store "$STORE" --server-id web1 --key "$KEYS/data-other.key" \
   --point latest --output "$WORK/restore"
 
