@@ -30,7 +30,6 @@ std::string TakeOpenSslError() {
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
-namespace {
 std::string SerialHex(const ASN1_INTEGER* serial) {
   BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
   char* hex = bn != nullptr ? BN_bn2hex(bn) : nullptr;
@@ -39,7 +38,6 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   BN_free(bn);
   return out;
 }
-}  // namespace
 
 Status TlsContext::LoadCrl(const TlsFiles& files) {
   FILE* f = std::fopen(files.crl.c_str(), "r");

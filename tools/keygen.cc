@@ -175,15 +175,6 @@ Status Run(const std::string& dir, const std::vector<std::string>& ids,
 struct CrlFree { void operator()(X509_CRL* c) const { X509_CRL_free(c); } };
 using Crl = std::unique_ptr<X509_CRL, CrlFree>;
 
-std::string SerialHex(const ASN1_INTEGER* serial) {
-  BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
-  char* hex = bn != nullptr ? BN_bn2hex(bn) : nullptr;
-  std::string out = hex != nullptr ? hex : "";
-  OPENSSL_free(hex);
-  BN_free(bn);
-  return out;
-}
-
 Result<Cert> ReadCert(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "r");
   if (f == nullptr) return ErrnoStatus("certificate " + path, errno);

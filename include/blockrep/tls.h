@@ -13,6 +13,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
+typedef struct asn1_string_st ASN1_INTEGER;
 
 namespace blockrep {
 
@@ -84,6 +85,9 @@ class TlsSession {
   bool handshake_done_ = false;
   bool server_ = false;
 };
+
+// A certificate serial number in upper-case hex, as CRLs and logs name it.
+std::string SerialHex(const ASN1_INTEGER* serial);
 
 // One line describing the last OpenSSL error(s) on this thread, and clears the queue.
 std::string TakeOpenSslError();

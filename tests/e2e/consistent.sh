@@ -8,13 +8,9 @@
 # not consistent.
 source "$(dirname "$0")/lib.sh"
 need_root "consistent"
-command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+need_fio
 
-ID=cons$$
-make_keys "$ID"
-PINS+=("$ID")
-ext4_loop 256M
-dev=$DEV
+tracked_ext4 cons 256M
 mount_dev
 cp -r /usr/include/linux "$WORK/mnt/src"
 start_staging
@@ -50,12 +46,10 @@ APID=$!
 PIDS+=("$APID")
 wait "$WPID" || fail "filesystem workload failed"
 wait "$FPID" || fail "fio failed"
-kill -TERM "$APID"
-wait "$APID" || fail "agent did not exit 0 on SIGTERM: $(tail -n 3 "$WORK/agent.log")"
-field() { grep -o "\"$1\": [0-9]*" "$STATE/status.json" | grep -o '[0-9]*$'; }
-freezes=$(field freezes)
-p50=$(field freeze_ms_p50)
-p99=$(field freeze_ms_p99)
+stop_agent
+freezes=$(status_field freezes)
+p50=$(status_field freeze_ms_p50)
+p99=$(status_field freeze_ms_p99)
 [[ ${freezes:-0} -ge 5 ]] || fail "only ${freezes:-0} freezes: $(grep -m1 'sending point' "$WORK/agent.log")"
 
 list=$(recover list --store "$STORE" --server-id "$ID" --json)

@@ -5,13 +5,9 @@
 # byte-identical to the device and passes e2fsck; no acknowledged point is lost.
 source "$(dirname "$0")/lib.sh"
 need_root "continuous"
-command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+need_fio
 
-ID=cont$$
-make_keys "$ID"
-PINS+=("$ID")
-ext4_loop 256M
-dev=$DEV
+tracked_ext4 cont 256M
 mount_dev
 start_staging
 

@@ -6,11 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 need_root "ebpf_incremental"
 
-ID=ebpf$$
-make_keys "$ID"
-PINS+=("$ID")
-ext4_loop 256M
-dev=$DEV
+tracked_ext4 ebpf 256M
 mount_dev
 cp -r /usr/include/linux "$WORK/mnt/include"
 head -c 40M /dev/urandom >"$WORK/mnt/big.bin"

@@ -6,13 +6,9 @@
 # clean without a journal replay.
 source "$(dirname "$0")/lib.sh"
 need_root "freeze_limit"
-command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+need_fio
 
-ID=frz$$
-make_keys "$ID"
-PINS+=("$ID")
-ext4_loop 128M
-dev=$DEV
+tracked_ext4 frz 128M
 mount_dev
 start_staging
 # One full sync first, unlimited, so that the limited run starts from an incremental chain.
@@ -28,13 +24,11 @@ STATE=$WORK/agent-state
 APID=$!
 PIDS+=("$APID")
 wait "$FPID" || fail "fio failed: $(tail -n 3 "$WORK/fio.out")"
-kill -TERM "$APID"
-wait "$APID" || fail "agent did not exit 0 on SIGTERM: $(tail -n 3 "$WORK/agent.log")"
-field() { grep -o "\"$1\": [0-9]*" "$STATE/status.json" | grep -o '[0-9]*$'; }
-freezes=$(field freezes)
-p50=$(field freeze_ms_p50)
-p99=$(field freeze_ms_p99)
-shipped=$(grep -o '"wire_bytes": [0-9]*' "$STATE/status.json" | grep -o '[0-9]*$')
+stop_agent
+freezes=$(status_field freezes)
+p50=$(status_field freeze_ms_p50)
+p99=$(status_field freeze_ms_p99)
+shipped=$(status_field wire_bytes)
 echo "freezes: $freezes, p50 $p50 ms, p99 $p99 ms, with --bandwidth-limit 1M under 2 MB/s of writes ($((shipped / 1048576)) MiB sent)"
 [[ ${freezes:-0} -ge 3 ]] || fail "only ${freezes:-0} freezes in ${seconds} s"
 ((p99 < 200)) || fail "freeze p99 $p99 ms with --bandwidth-limit 1M (target < 200 ms)"

@@ -5,7 +5,7 @@
 # most 1.1 x 4 MiB + 1 % of the volume. The final point restores identical and e2fsck-clean.
 source "$(dirname "$0")/lib.sh"
 need_root "kill_loop"
-command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+need_fio
 
 ID=killloop$$
 make_keys "$ID"

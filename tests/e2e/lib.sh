@@ -40,6 +40,29 @@ need_root() {
   fi
 }
 
+# status_field NAME: a number from the agent's $STATE/status.json.
+status_field() { grep -o "\"$1\": [0-9]*" "$STATE/status.json" | grep -o '[0-9]*$'; }
+
+# stop_agent: SIGTERM to the continuous agent $APID; it must finish its point and exit 0.
+stop_agent() {
+  kill -TERM "$APID"
+  wait "$APID" || fail "agent did not exit 0 on SIGTERM: $(tail -n 3 "$WORK/agent.log")"
+}
+
+need_fio() {
+  command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+}
+
+# tracked_ext4 PREFIX SIZE: a server PREFIX$$ (keys made, its eBPF pin removed by cleanup, ID set)
+# whose one volume is a fresh ext4 of SIZE on a loop device (dev set).
+tracked_ext4() {
+  ID=$1$$
+  make_keys "$ID"
+  PINS+=("$ID")
+  ext4_loop "$2"
+  dev=$DEV
+}
+
 make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/null; }
 
 # start_staging [extra args]: starts on an ephemeral port (or on $STAGING_LISTEN_PORT: a restart

@@ -5,7 +5,7 @@
 # run for SCAN_SECONDS (30 by default); the final point restores byte-identical and e2fsck-clean.
 source "$(dirname "$0")/lib.sh"
 need_root "scan"
-command -v fio >/dev/null || { echo "SKIP: fio is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
+need_fio
 
 ID=scan$$
 make_keys "$ID"
