@@ -76,6 +76,12 @@ uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes) {
   return id;
 }
 
+std::string KeyIdHex(uint64_t key_id) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(key_id));
+  return hex;
+}
+
 void RecordHeader::Encode(uint8_t out[kRecordHeaderSize]) const {
   std::memset(out, 0, kRecordHeaderSize);
   Bytes tmp;

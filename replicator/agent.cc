@@ -173,8 +173,8 @@ void Agent::PlanPoint(uint64_t last_point) {
   work_.assign(volumes_.size(), {});
   if (KeyRotated()) {
     summary_.mode_reason = "the data key was rotated: the chain's last point is sealed under key " +
-                           std::to_string(hello_ok_->chain_key_id) + ", this point under key " +
-                           std::to_string(key_.key_id) + " (older points stay restorable with the same key file)";
+                           KeyIdHex(hello_ok_->chain_key_id) + ", this point under key " +
+                           KeyIdHex(key_.key_id) + " (older points stay restorable with the same key file)";
   } else if (alarm_rescan_) {
     summary_.mode_reason = "ALARM: the staging's chain is not the one this agent saw acknowledged";
   } else if (!tracker_) {
@@ -1277,10 +1277,6 @@ Status RecordAckedPoint(const std::string& state_dir, const std::string& server_
   return WriteFileAtomic(state_dir + "/last-point",
                          ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
-
-}  // namespace blockrep::agent
-
-namespace blockrep::agent {
 
 Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
   std::string path = state_dir + "/last-point";

@@ -768,7 +768,7 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
   if (b.base_point != 0 && chain_key != 0 && chain_key != s.key_id) {
     Fail(s, wire::ErrorCode::kBadPoint,
          InvalidArgument("incremental point " + std::to_string(b.point_id) + " is sealed under data key " +
-                         std::to_string(s.key_id) + ", its base under " + std::to_string(chain_key) +
+                         KeyIdHex(s.key_id) + ", its base under " + KeyIdHex(chain_key) +
                          ": after a key rotation the first point must be full"));
     return Status::Ok();
   }
@@ -864,7 +864,8 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   if (m.fingerprints.size() != fp_bytes)
     return ProtocolError("RECORD carries " + std::to_string(m.fingerprints.size()) + " bytes of fingerprints, expected " +
                          std::to_string(fp_bytes));
-  uint64_t stored = s.server->pack_bytes + s.batch.size() + m.record.size() + m.fingerprints.size();
+  uint64_t stored = s.server->pack_bytes + (s.commit_inflight ? s.commit_buf.size() : 0) + s.batch.size() +
+                    m.record.size() + m.fingerprints.size();
   if (opts_.quota_bytes != 0 && stored > opts_.quota_bytes) {
     FailQuota(s, "its packs would hold " + std::to_string(stored) + " bytes, over its quota of " +
                      std::to_string(opts_.quota_bytes) + " (--quota-bytes)");
@@ -974,7 +975,6 @@ void Server::StartCommit(Session& s) {
   if (!ring_->HasRoom(2)) return;  // retried on the next loop turn
   s.commit_buf.swap(s.batch);
   s.batch.clear();
-  s.server->pack_bytes += s.commit_buf.size();
   s.commit_offset = s.pack_end;
   s.pack_end += s.commit_buf.size();
   s.commit_written = 0;
@@ -1019,7 +1019,9 @@ void Server::OnCommitDone(Session& s) {
     return;
   }
   s.durable_seq = s.commit_last_seq;
-  s.pack_durable_end = s.commit_offset + s.commit_buf.size();
+  uint64_t durable_end = s.commit_offset + s.commit_buf.size();
+  s.server->pack_bytes += durable_end - s.pack_durable_end;  // counted once, also after a short write
+  s.pack_durable_end = durable_end;
   s.commit_buf.clear();
   if (!s.ch->closing()) {
     wire::Ack ack{s.durable_seq};

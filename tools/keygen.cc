@@ -276,9 +276,8 @@ int main(int argc, char** argv) {
       break;
     }
     auto all = LoadDataKeys(path);
-    std::printf("rotated %s: new current key id %016llx, %zu key(s) held; the agent's next point is a full one "
-                "under it\n",
-                path.c_str(), static_cast<unsigned long long>(fresh->key_id), all.ok() ? all->size() : 0);
+    std::printf("rotated %s: new current key id %s, %zu key(s) held; the agent's next point is a full one under it\n",
+                path.c_str(), KeyIdHex(fresh->key_id).c_str(), all.ok() ? all->size() : 0);
   }
   if (st.ok() && !ids.empty()) st = Run(out, ids, names);
   if (!st.ok()) return ReportFatal(kProg, st);

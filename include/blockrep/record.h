@@ -45,6 +45,8 @@ Status HkdfSha256(ByteSpan key, ByteSpan salt, const std::string& info, uint8_t*
 
 // Computes key_id for raw key bytes.
 uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes);
+// A key id as every message names it: 16 hex digits.
+std::string KeyIdHex(uint64_t key_id);
 
 enum RecordFlags : uint8_t {
   kRecordIncompressible = 1,  // compression was requested but did not help; stored raw

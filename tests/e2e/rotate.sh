@@ -26,7 +26,7 @@ point "incremental on point 1"
 cp -p "$KEYS/data-web1.key" "$WORK/old.key"
 "$BIN/blockrep-keygen" --out "$KEYS" --rotate-key web1 | tee "$WORK/rotate.out"
 grep -q "2 key(s) held" "$WORK/rotate.out" || fail "the key file does not hold both keys"
-point "full \(the data key was rotated: the chain's last point is sealed under key [0-9]+, this point under key [0-9]+"
+point "full \(the data key was rotated: the chain's last point is sealed under key [0-9a-f]{16}, this point under key [0-9a-f]{16}"
 point "incremental on point 3"
 
 restore_all() {  # source args...
