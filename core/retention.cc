@@ -94,7 +94,7 @@ std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points
 
 RetentionRun EnforceRetention(store::ServerStore& store, const RetentionPolicy& policy, uint64_t now_ns,
                               const std::vector<uint32_t>& pinned_packs, bool compact_fully,
-                              uint64_t* expired_bytes_waiting) {
+                              uint64_t* expired_bytes_waiting, bool merge_small_packs) {
   RetentionRun run;
   run.expired = PointsToExpire(store.manifest().points, policy, now_ns);
   if (!run.expired.empty()) {
@@ -115,6 +115,7 @@ RetentionRun EnforceRetention(store::ServerStore& store, const RetentionPolicy& 
     return run;
   store::ServerStore::CompactionOptions options;
   options.pinned_packs = pinned_packs;
+  options.merge_small_packs = merge_small_packs;
   uint64_t start = MonotonicNs();
   run.compacted = true;
   for (;;) {

@@ -74,8 +74,13 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
     u.live_records.emplace(where.second, &rec.first);
   }
 
-  // 2. Which packs: mostly garbage, not pinned, until the copy budget is spent.
+  // 2. Which packs: mostly garbage, or (with merge_small_packs) small ones to merge, not pinned,
+  // until the copy budget is spent.
   std::set<uint32_t> pinned(options.pinned_packs.begin(), options.pinned_packs.end());
+  size_t small_packs = 0;
+  for (const auto& [id, u] : packs)
+    if (pinned.count(id) == 0 && u.file_bytes < kSmallPackBytes) ++small_packs;
+  const bool merge_small = options.merge_small_packs && small_packs >= kSmallPacksToMerge;
   std::vector<uint32_t> victims;
   uint64_t copy_budget = 0;
   for (const auto& [id, u] : packs) {
@@ -83,7 +88,7 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
     uint64_t garbage = u.file_bytes > kPackHeaderSize + u.live_bytes ? u.file_bytes - kPackHeaderSize - u.live_bytes : 0;
     bool worth = u.live_bytes == 0 || (garbage > 0 && static_cast<double>(garbage) >=
                                                           options.garbage_share_min * static_cast<double>(u.file_bytes));
-    if (!worth) continue;
+    if (!worth && !(merge_small && u.file_bytes < kSmallPackBytes)) continue;
     if (u.live_bytes > 0 && copy_budget + u.live_bytes > options.copy_bytes_max && copy_budget > 0) {
       stats.more = true;
       continue;

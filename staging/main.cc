@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
   std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", quota_bytes = "0";
-  uint64_t quota_records = 64ull << 20;
+  uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
@@ -45,7 +45,10 @@ int main(int argc, char** argv) {
       "per server: the most its packs may hold (e.g. 500G); past it only that server is refused, "
       "with \"quota exceeded\", and its agent waits; 0 = no quota")(
       "quota-records-per-point", po::value(&quota_records)->default_value(64ull << 20),
-      "per server: the most records one point may hold (64 KiB each: 64 Mi records is 4 TiB)");
+      "per server: the most records one point may hold (64 KiB each: 64 Mi records is 4 TiB)")(
+      "quota-packs", po::value(&quota_packs)->default_value(0),
+      "per server: the most pack files (each session writes at least one; reaching it compacts, "
+      "merging small packs, and the agent waits meanwhile); 0 = no quota, else at least 16");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
@@ -65,7 +68,12 @@ int main(int argc, char** argv) {
   if (!quota.ok()) return ReportFatal(kProg, quota.status());
   if (quota_records == 0)
     return ReportFatal(kProg, InvalidArgument("--quota-records-per-point 0 would refuse every point; give at least 1"));
+  if (quota_packs != 0 && quota_packs < 2 * store::ServerStore::kSmallPacksToMerge)
+    return ReportFatal(kProg, InvalidArgument("--quota-packs " + std::to_string(quota_packs) +
+                                              " leaves compaction no room to merge small packs; give 0 (no quota) or at least " +
+                                              std::to_string(2 * store::ServerStore::kSmallPacksToMerge)));
   staging::Options opts;
+  opts.quota_packs = quota_packs;
   opts.quota_bytes = *quota;
   opts.quota_records_per_point = quota_records;
   opts.retention = *policy;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -24,7 +25,11 @@ constexpr const char* kProg = "blockrep-staging";
 constexpr uint8_t kOpAccept = 1;
 constexpr uint8_t kOpPackWrite = 3;
 constexpr uint8_t kOpPackFsync = 4;
+constexpr uint8_t kOpWake = 5;
+constexpr uint8_t kOpWakeCancel = 6;
 constexpr uint64_t kListenerId = 0;
+// The StoreWorker's eventfd read: an id no session reaches (they count from 1).
+constexpr uint64_t kWorkerId = 1ull << 55;
 // Group commit: records gather in `batch` while one write+fsync is in flight; reading from the
 // socket pauses once a batch holds this much, which bounds staging memory per session.
 constexpr size_t kBatchBytesMax = 8u << 20;
@@ -154,11 +159,18 @@ struct Server::Session {
   bool commit_inflight = false;
   uint64_t durable_seq = 0;
 
-  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST (rescans); a
-  // compaction that rewrites it changes its checksum, which makes the session reload it.
-  std::optional<store::PointIndex> fp_index;
-  uint64_t fp_index_checksum = 0;
-  std::unique_ptr<store::PackReader> fp_reader;
+  bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
+  bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed
+
+  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST or SEAL_REQUEST
+  // (rescans); a compaction that rewrites it changes its checksum, which makes it reload. Owned by
+  // the session; lent to the StoreWorker while a query runs (PostIndexQuery).
+  struct IndexCache {
+    std::optional<store::PointIndex> index;
+    uint64_t checksum = 0;
+    std::unique_ptr<store::PackReader> reader;
+  };
+  std::shared_ptr<IndexCache> last_index;
 };
 
 Server::Server(Options opts) : opts_(std::move(opts)) {}
@@ -183,9 +195,11 @@ Status Server::Start() {
     state.store = std::move(st).value();
     LoadPending(state, id);
     ApplyRetention(id, state, true);
-    state.pack_bytes = CountPackBytes(*state.store);
+    SetPackUsage(state, CountPacks(*state.store));
   }
   BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
+  BR_ASSIGN_OR_RETURN(worker_, StoreWorker::Create(opts_.store_threads));
+  BR_RETURN_IF_ERROR(PostWake());
 
   int fd = socket(opts_.listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ErrnoStatus("socket", errno);
@@ -265,6 +279,22 @@ void Server::PreAuthEvent(const std::string& line) {
   }
 }
 
+Status Server::PostWake() {
+  if (wake_inflight_ || !ring_->HasRoom()) return Status::Ok();  // no room: posted on a later turn
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_read(sqe, worker_->event_fd(), &wake_buf_, sizeof(wake_buf_), 0);
+  io_uring_sqe_set_data64(sqe, UserData(kWorkerId, kOpWake));
+  wake_inflight_ = true;
+  return Status::Ok();
+}
+
+bool Server::PostJob(ServerState& st, StoreWorker::Work work) {
+  assert(st.jobs == 0);  // one job of a server at a time: its sessions wait while it runs
+  if (!worker_->Post(std::move(work))) return false;
+  ++st.jobs;
+  return true;
+}
+
 Status Server::PostAccept() {
   if (accept_inflight_ || stopping_ || !ring_->HasRoom()) return Status::Ok();
   io_uring_sqe* sqe = ring_->Sqe();
@@ -316,6 +346,14 @@ void Server::OnCompletion(uint64_t ud, int res) {
   uint8_t op = UserDataOp(ud);
   if (id == kListenerId) {
     OnAccept(res);
+    return;
+  }
+  if (id == kWorkerId) {
+    if (op == kOpWakeCancel) return;
+    wake_inflight_ = false;
+    if (res < 0 && res != -ECANCELED && res != -EAGAIN && res != -EINTR)
+      Log(kProg, ErrnoStatus("read the store worker's eventfd", -res).message());
+    worker_->RunCompletions();  // also when the read failed: a job may have finished meanwhile
     return;
   }
   auto it = sessions_.find(id);
@@ -377,7 +415,9 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
                        "): the agent did not hang up within 5 s of being refused; closing");
         Close(s);
       }
-      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight) {
+      // A session of a server whose job runs stays: the job's completion may still need it, and
+      // KeepInterruptedPoint must not keep a point that is being committed.
+      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight && !(s.server != nullptr && s.server->jobs > 0)) {
         KeepInterruptedPoint(s);
         if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
         it = sessions_.erase(it);
@@ -385,8 +425,16 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
         ++it;
       }
     }
-    if (stopping_ && sessions_.empty() && !accept_inflight_ && ring_->inflight() == 0) break;
+    if (stopping_ && sessions_.empty() && !accept_inflight_ && worker_->outstanding() == 0) {
+      if (wake_inflight_ && ring_->inflight() == 1 && ring_->HasRoom()) {  // only the eventfd read is left: cancel it
+        io_uring_sqe* c = ring_->Sqe();
+        io_uring_prep_cancel64(c, UserData(kWorkerId, kOpWake), 0);
+        io_uring_sqe_set_data64(c, UserData(kWorkerId, kOpWakeCancel));
+      }
+      if (ring_->inflight() == 0) break;
+    }
     if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
+    if (!stopping_ || worker_->outstanding() > 0) BR_RETURN_IF_ERROR(PostWake());
     if (opts_.reload != nullptr && *opts_.reload) {
       *opts_.reload = 0;
       ReloadTls();
@@ -408,6 +456,10 @@ void Server::Service(Session& s) {
     return;
   }
   if (!s.commit_inflight && !s.batch.empty()) StartCommit(s);
+  if (s.end && !s.committing && !s.ch->closing()) {  // a commit that waited for its server's job
+    Status commit = MaybeCommitPoint(s);
+    if (!commit.ok()) FailStore(s, commit);
+  }
   if (s.failed) s.ch->Consume(s.ch->inbox().size());  // refused: keep reading only to see the hang-up
   st = s.ch->Pump();
   if (!st.ok()) {
@@ -421,6 +473,9 @@ Status Server::HandleFrames(Session& s) {
   const size_t unsent_max = s.reader ? kReaderUnsentMax : kAgentUnsentMax;
   const uint64_t start_ns = MonotonicNs();
   for (unsigned n = 0; !s.failed && s.batch.size() < kBatchBytesMax && s.ch->unsent_bytes() <= unsent_max; ++n) {
+    // While a job of its server runs (a commit, a query), the session waits; the job's
+    // completion wakes the loop, which services it again.
+    if (s.server != nullptr && s.server->jobs > 0) break;
     BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
     if (!frame) break;
     if (n == kFramesPerTurnMax || (n > 0 && MonotonicNs() - start_ns > kTurnBudgetNs)) {
@@ -429,6 +484,10 @@ Status Server::HandleFrames(Session& s) {
     }
     size_t consumed = frame->total_size;
     BR_RETURN_IF_ERROR(HandleFrame(s, *frame));
+    if (s.defer_frame) {  // handled again on a later turn
+      s.defer_frame = false;
+      break;
+    }
     s.ch->Consume(consumed);
   }
   return Status::Ok();
@@ -583,6 +642,11 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
          Unavailable("staging at capacity (" + std::to_string(authenticated) + " sessions): retry later"));
     return Status::Ok();
   }
+  auto known = servers_.find(h.server_id);
+  if (known != servers_.end() && known->second.jobs > 0) {
+    s.defer_frame = true;  // its store is with the StoreWorker: this HELLO waits for the job
+    return Status::Ok();
+  }
   if (h.role == wire::Role::kReader) return OnReaderHello(s, h);
   ServerState& st = servers_[h.server_id];
   if (st.active) {
@@ -599,7 +663,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     }
     st.store = std::move(opened).value();
     LoadPending(st, h.server_id);
-    st.pack_bytes = CountPackBytes(*st.store);
+    SetPackUsage(st, CountPacks(*st.store));
   }
   uint64_t chain_key = st.store->manifest().key_id;
   // The chain's key, or (after blockrep-keygen --rotate-key) a key file that still holds it as a
@@ -838,6 +902,8 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
 Status Server::OpenPack(Session& s) {
   BR_ASSIGN_OR_RETURN(s.pack_fd, s.server->store->CreatePack(&s.pack_id));
   s.pack_end = s.pack_durable_end = store::kPackHeaderSize;
+  ++s.server->pack_count;
+  s.server->pack_bytes += store::kPackHeaderSize;
   return Status::Ok();
 }
 
@@ -872,7 +938,17 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
     return Status::Ok();
   }
   if (s.pack_fd.valid() && s.pack_end >= kPackRollBytes && s.batch.empty() && !s.commit_inflight) s.pack_fd.Reset();
-  if (!s.pack_fd.valid()) BR_RETURN_IF_ERROR(OpenPack(s));
+  if (!s.pack_fd.valid()) {
+    if (opts_.quota_packs != 0 && s.server->pack_count >= opts_.quota_packs) {
+      // Short sessions leave a small pack each: a compaction merges them (EnforceRetention with
+      // compact_fully), which may free the room by the time the agent retries.
+      FailQuota(s, "it has " + std::to_string(s.server->pack_count) + " pack files, its quota (--quota-packs " +
+                       std::to_string(opts_.quota_packs) + "); compacting to merge small ones");
+      if (s.server->jobs == 0) PostRetention(s.server_id, *s.server, true, true);
+      return Status::Ok();
+    }
+    BR_RETURN_IF_ERROR(OpenPack(s));
+  }
 
   store::NewExtent x;
   x.zero = hdr->zero();
@@ -929,46 +1005,77 @@ Status Server::OnSeal(Session& s, ByteSpan payload) {
   return Status::Ok();
 }
 
-Status Server::LoadLastIndex(Session& s, const char* what) {
-  const store::ServerStore& st = *s.server->store;
-  if (st.manifest().points.empty()) return ProtocolError(std::string(what) + " without a committed point");
-  const store::PointInfo& last = st.manifest().points.back();
-  if (!s.fp_index || s.fp_index->point_id != last.id || s.fp_index_checksum != last.index_checksum) {
-    auto loaded = st.LoadIndex(last);
-    if (!loaded.ok()) return loaded.status().Annotate("cannot load point " + std::to_string(last.id) + " for " + what);
-    s.fp_index = std::move(loaded).value();
-    s.fp_index_checksum = last.index_checksum;
-    s.fp_reader = std::make_unique<store::PackReader>(st.dir());
-  }
+Status Server::PostIndexQuery(Session& s, const char* what, wire::MsgType reply, IndexQuery fn) {
+  const store::ServerStore* store = s.server->store.get();
+  if (store->manifest().points.empty()) return ProtocolError(std::string(what) + " without a committed point");
+  if (!s.last_index) s.last_index = std::make_shared<Session::IndexCache>();
+  std::shared_ptr<Session::IndexCache> cache = std::move(s.last_index);  // lent to the job
+  ServerState* st = s.server;
+  const uint64_t session_id = s.id;
+  std::string what_s = what;
+  bool posted = PostJob(*st, [this, store, cache, st, session_id, what_s, reply, fn = std::move(fn)]() -> StoreWorker::Done {
+    // Worker thread: the server's store is ours until `done` runs (its sessions wait).
+    const store::PointInfo& last = store->manifest().points.back();
+    Status loaded = Status::Ok();
+    if (!cache->index || cache->index->point_id != last.id || cache->checksum != last.index_checksum) {
+      auto idx = store->LoadIndex(last);
+      if (idx.ok()) {
+        cache->index = std::move(idx).value();
+        cache->checksum = last.index_checksum;
+        cache->reader = std::make_unique<store::PackReader>(store->dir());
+      } else {
+        cache->index.reset();
+        loaded = idx.status().Annotate("cannot load point " + std::to_string(last.id) + " for " + what_s);
+      }
+    }
+    Result<Bytes> answer = loaded.ok() ? fn(*cache->index, *cache->reader) : Result<Bytes>(loaded);
+    return [this, cache, st, session_id, reply, answer = std::move(answer)]() mutable {
+      --st->jobs;
+      auto it = sessions_.find(session_id);
+      if (it == sessions_.end()) return;
+      Session& s = *it->second;
+      s.last_index = cache;
+      if (s.ch->closing() || s.failed) return;
+      if (!answer.ok()) {
+        Fail(s, answer.status().code() == Code::kNoSpace ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kProtocol,
+             answer.status());
+        return;
+      }
+      SendFrame(s, reply, *answer);
+    };
+  });
+  if (!posted) return Unavailable(std::string(what) + ": the staging's store worker is saturated; retry later");
   return Status::Ok();
 }
 
 Status Server::OnSealRequest(Session& s, ByteSpan payload) {
   BR_ASSIGN_OR_RETURN(wire::SealRequest rq, wire::SealRequest::Decode(payload));
-  BR_RETURN_IF_ERROR(LoadLastIndex(s, "SEAL_REQUEST"));
-  wire::BaseSeal reply;
-  reply.volume = rq.volume;
-  if (rq.volume < s.fp_index->seals.size()) reply.seal = s.fp_index->seals[rq.volume];
-  SendFrame(s, wire::MsgType::kBaseSeal, reply.Encode());
-  return Status::Ok();
+  return PostIndexQuery(s, "SEAL_REQUEST", wire::MsgType::kBaseSeal,
+                        [rq](const store::PointIndex& index, store::PackReader&) -> Result<Bytes> {
+                          wire::BaseSeal reply;
+                          reply.volume = rq.volume;
+                          if (rq.volume < index.seals.size()) reply.seal = index.seals[rq.volume];
+                          return reply.Encode();
+                        });
 }
 
 Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
   BR_ASSIGN_OR_RETURN(wire::FingerprintRequest rq, wire::FingerprintRequest::Decode(payload));
-  BR_RETURN_IF_ERROR(LoadLastIndex(s, "FINGERPRINT_REQUEST"));
-  wire::Fingerprints reply;
-  reply.volume = rq.volume;
-  reply.offset = rq.offset;
-  reply.values.assign((rq.length + 4095) / 4096, store::kFingerprintUnknown);
-  // A volume the point lacks, or the part past its end, has nothing to compare with.
-  uint64_t size = rq.volume < s.fp_index->volume_sizes.size() ? s.fp_index->volume_sizes[rq.volume] : 0;
-  if (rq.offset < size) {
-    std::vector<uint64_t> known((std::min(rq.length, size - rq.offset) + 4095) / 4096);
-    BR_RETURN_IF_ERROR(s.fp_reader->ReadFingerprints(*s.fp_index, rq.volume, rq.offset, &known));
-    std::copy(known.begin(), known.end(), reply.values.begin());
-  }
-  SendFrame(s, wire::MsgType::kFingerprints, reply.Encode());
-  return Status::Ok();
+  return PostIndexQuery(s, "FINGERPRINT_REQUEST", wire::MsgType::kFingerprints,
+                        [rq](const store::PointIndex& index, store::PackReader& reader) -> Result<Bytes> {
+                          wire::Fingerprints reply;
+                          reply.volume = rq.volume;
+                          reply.offset = rq.offset;
+                          reply.values.assign((rq.length + 4095) / 4096, store::kFingerprintUnknown);
+                          // A volume the point lacks, or the part past its end, has nothing to compare with.
+                          uint64_t size = rq.volume < index.volume_sizes.size() ? index.volume_sizes[rq.volume] : 0;
+                          if (rq.offset < size) {
+                            std::vector<uint64_t> known((std::min(rq.length, size - rq.offset) + 4095) / 4096);
+                            BR_RETURN_IF_ERROR(reader.ReadFingerprints(index, rq.volume, rq.offset, &known));
+                            std::copy(known.begin(), known.end(), reply.values.begin());
+                          }
+                          return reply.Encode();
+                        });
 }
 
 void Server::StartCommit(Session& s) {
@@ -1039,15 +1146,17 @@ void Server::FailQuota(Session& s, const std::string& what) {
                "; nothing acknowledged is lost (the agent waits): let retention free space or raise the quota"));
 }
 
-uint64_t Server::CountPackBytes(const store::ServerStore& store) {
-  uint64_t total = 0;
+Server::PackUsage Server::CountPacks(const store::ServerStore& store) {
+  PackUsage u;
   auto names = ListDir(store.dir() + "/packs");
-  if (!names.ok()) return 0;  // no packs directory yet: nothing stored
+  if (!names.ok()) return u;  // no packs directory yet: nothing stored
   for (const std::string& n : *names) {
     struct stat st{};
-    if (stat((store.dir() + "/packs/" + n).c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+    if (stat((store.dir() + "/packs/" + n).c_str(), &st) != 0) continue;
+    u.bytes += static_cast<uint64_t>(st.st_size);
+    ++u.count;
   }
-  return total;
+  return u;
 }
 
 void Server::FailStore(Session& s, const Status& st) {
@@ -1057,31 +1166,80 @@ void Server::FailStore(Session& s, const Status& st) {
 }
 
 Status Server::MaybeCommitPoint(Session& s) {
-  if (!s.end || !s.point) return Status::Ok();
+  if (!s.end || !s.point || s.committing) return Status::Ok();
   if (s.end->last_seq > s.durable_seq) return Status::Ok();  // records still on their way to disk
-  const store::ServerStore& st = *s.server->store;
-  std::optional<store::PointIndex> base;
-  if (s.point->base_point != 0) {
-    auto loaded = st.LoadIndex(st.manifest().points.back());
-    if (!loaded.ok()) return loaded.status().Annotate("cannot load the base of an incremental point");
-    base = std::move(loaded).value();
-  }
-  store::PointIndex idx = store::BuildPointIndex(s.point->point_id, s.point->volume_sizes,
-                                                 base ? &*base : nullptr, s.extents);
-  for (const auto& seal : s.seals) idx.seals.push_back(*seal);  // all present: OnEndPoint checked
-  Status valid = idx.Validate();
-  if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
-  store::PointInfo info;
+  if (s.server->jobs > 0) return Status::Ok();  // Service tries again once the server's job is done
+  struct Commit {
+    store::PointInfo info;
+    wire::BeginPoint begin;
+    std::vector<store::NewExtent> extents;
+    std::vector<VolumeSeal> seals;
+    uint64_t key_id = 0;
+  };
+  auto c = std::make_shared<Commit>();
+  c->begin = *s.point;
+  c->extents = std::move(s.extents);  // the job's now; a failed commit refuses the session anyway
+  for (auto& seal : s.seals) c->seals.push_back(std::move(*seal));  // all present: OnEndPoint checked
+  c->key_id = s.key_id;
+  store::PointInfo& info = c->info;
   info.id = s.point->point_id;
   info.time_ns = s.point->time_ns;
   info.flags = s.end->flags & store::kPointConsistent;  // known only at the end (freeze)
   info.volume_count = static_cast<uint32_t>(s.point->volume_sizes.size());
   info.bytes_added = s.point_bytes;
-  BR_RETURN_IF_ERROR(s.server->store->CommitPoint(info, idx, s.key_id));
-  Log(kProg, "server '" + s.server_id + "': point " + std::to_string(info.id) + " committed (" +
-                 std::to_string(s.extents.size()) + " records, " + std::to_string(s.point_bytes) +
-                 " bytes)");
-  wire::PointAck pa{info.id};
+  store::ServerStore* store = s.server->store.get();
+  ServerState* st = s.server;
+  const uint64_t session_id = s.id;
+  s.committing = true;
+  bool posted = PostJob(*st, [this, c, store, st, session_id, server_id = s.server_id]() -> StoreWorker::Done {
+    // Worker thread: load the base, merge, validate, write index then manifest.
+    auto commit = [&]() -> Status {
+      std::optional<store::PointIndex> base;
+      if (c->begin.base_point != 0) {
+        auto loaded = store->LoadIndex(store->manifest().points.back());
+        if (!loaded.ok()) return loaded.status().Annotate("cannot load the base of an incremental point");
+        base = std::move(loaded).value();
+      }
+      store::PointIndex idx = store::BuildPointIndex(c->info.id, c->begin.volume_sizes, base ? &*base : nullptr, c->extents);
+      base.reset();
+      idx.seals = std::move(c->seals);
+      Status valid = idx.Validate();
+      if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
+      return store->CommitPoint(c->info, idx, c->key_id);
+    };
+    Status status = commit();
+    return [this, c, st, session_id, server_id, status]() {
+      --st->jobs;
+      if (status.ok())
+        Log(kProg, "server '" + server_id + "': point " + std::to_string(c->info.id) + " committed (" +
+                       std::to_string(c->extents.size()) + " records, " + std::to_string(c->info.bytes_added) + " bytes)");
+      OnPointCommitted(session_id, *st, status);
+    };
+  });
+  if (!posted) {
+    s.committing = false;
+    s.extents = std::move(c->extents);
+    return Unavailable("the staging's store worker is saturated; retry later");
+  }
+  return Status::Ok();
+}
+
+void Server::OnPointCommitted(uint64_t session_id, ServerState& st, const Status& status) {
+  auto it = sessions_.find(session_id);
+  assert(it != sessions_.end());  // a session of a server with a job in flight is never erased
+  Session& s = *it->second;
+  s.committing = false;
+  if (!status.ok()) {
+    // Nothing was acknowledged: the agent sends the point again once the cause is gone.
+    if (!s.ch->closing()) {
+      if (status.code() == Code::kProtocol) Fail(s, wire::ErrorCode::kProtocol, status);
+      else FailStore(s, status);
+    }
+    s.point.reset();
+    s.end.reset();
+    return;
+  }
+  wire::PointAck pa{s.point->point_id};
   s.point.reset();
   s.end.reset();
   s.extents.clear();
@@ -1089,8 +1247,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   s.seals.clear();
   s.session_records = 0;
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
-  ApplyRetention(s.server_id, *s.server, false);
-  return Status::Ok();
+  ApplyRetention(s.server_id, st, false);
 }
 
 std::vector<uint32_t> Server::PinnedPacks(const ServerState& st) const {
@@ -1106,11 +1263,44 @@ std::vector<uint32_t> Server::PinnedPacks(const ServerState& st) const {
 }
 
 void Server::ApplyRetention(const std::string& server_id, ServerState& st, bool startup) {
+  if (startup) {  // before any session: on this thread
+    Clock& clock = opts_.clock ? *opts_.clock : system_clock_;
+    RetentionRun run = EnforceRetention(*st.store, opts_.retention, clock.NowUtcNs(), PinnedPacks(st), true,
+                                        &st.expired_bytes);
+    if (run.compacted) SetPackUsage(st, CountPacks(*st.store));
+    LogRetention(server_id, st, run);
+    return;
+  }
+  PostRetention(server_id, st, false, false);
+}
+
+void Server::PostRetention(const std::string& server_id, ServerState& st, bool compact_fully, bool merge_small_packs) {
   Clock& clock = opts_.clock ? *opts_.clock : system_clock_;
+  const uint64_t now_ns = clock.NowUtcNs();
+  std::vector<uint32_t> pinned = PinnedPacks(st);
+  store::ServerStore* store = st.store.get();
+  ServerState* state = &st;
+  uint64_t expired_bytes = st.expired_bytes;
+  bool posted = PostJob(st, [this, store, state, server_id, now_ns, pinned, expired_bytes, compact_fully,
+                             merge_small_packs]() mutable -> StoreWorker::Done {
+    RetentionRun run =
+        EnforceRetention(*store, opts_.retention, now_ns, pinned, compact_fully, &expired_bytes, merge_small_packs);
+    // A recount after a compaction replaces the running figure; it may miss what a commit of
+    // this server's open pack adds meanwhile, until the next recount (the quota is that loose).
+    std::optional<PackUsage> usage;
+    if (run.compacted) usage = CountPacks(*store);
+    return [this, state, server_id, expired_bytes, usage, run = std::move(run)]() {
+      --state->jobs;
+      state->expired_bytes = expired_bytes;
+      if (usage) SetPackUsage(*state, *usage);
+      LogRetention(server_id, *state, run);
+    };
+  });
+  if (!posted) Log(kProg, "server '" + server_id + "': retention skipped (the store worker is saturated); tried after the next point");
+}
+
+void Server::LogRetention(const std::string& server_id, const ServerState& st, const RetentionRun& run) {
   const std::string who = "server '" + server_id + "': ";
-  RetentionRun run = EnforceRetention(*st.store, opts_.retention, clock.NowUtcNs(), PinnedPacks(st), startup,
-                                      &st.expired_bytes);
-  if (run.compacted) st.pack_bytes = CountPackBytes(*st.store);
   if (!run.expired.empty()) {
     std::string ids;
     for (size_t i = 0; i < run.expired.size() && i < 8; ++i) ids += (i ? "," : "") + std::to_string(run.expired[i]);

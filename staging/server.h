@@ -1,9 +1,12 @@
 // blockrep-staging: accepts agents over TLS, appends their sealed records to per-server packs and
-// commits recovery points. One thread, one io_uring: socket I/O, pack writes and fsyncs all go
-// through the ring; index and manifest writes (once per point) are synchronous.
+// commits recovery points. One loop thread, one io_uring: socket I/O, pack writes and fsyncs all
+// go through the ring. What can take long (point commits, index loads and fingerprint preads,
+// retention and compaction) runs on a StoreWorker's threads, while the loop serves the other
+// servers' sessions.
 #pragma once
 
 #include <csignal>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +20,7 @@
 #include "blockrep/tls.h"
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
+#include "store_worker.h"
 
 namespace blockrep::staging {
 
@@ -29,8 +33,12 @@ struct Options {
   // refused ("quota exceeded"), as a full store would refuse it; 0 bytes: no quota.
   uint64_t quota_bytes = 0;
   uint64_t quota_records_per_point = 64ull << 20;
+  // Per server (--quota-packs): pack files at most; 0: no quota. Reaching it starts a compaction
+  // (small packs are merged) and refuses the session meanwhile.
+  uint64_t quota_packs = 0;
   RetentionPolicy retention;  // applied after every committed point and at startup
   Clock* clock = nullptr;     // point times and ages; the system clock when null
+  unsigned store_threads = 2;  // StoreWorker threads: commits, index loads, retention of several servers at once
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };
@@ -65,8 +73,19 @@ class Server {
     // Bytes of this server's pack files (the quota's measure): counted when the store is opened
     // and after each retention run, grown by each commit in between.
     uint64_t pack_bytes = 0;
+    uint64_t pack_count = 0;  // its pack files (--quota-packs): counted with pack_bytes, grown by OpenPack
+    // StoreWorker jobs of this server in flight (0 or 1). While one runs it owns `store`: no
+    // session of this server is serviced, and a HELLO naming it waits.
+    unsigned jobs = 0;
   };
-  static uint64_t CountPackBytes(const store::ServerStore& store);
+  struct PackUsage {
+    uint64_t bytes = 0, count = 0;
+  };
+  static PackUsage CountPacks(const store::ServerStore& store);
+  static void SetPackUsage(ServerState& st, const PackUsage& u) {
+    st.pack_bytes = u.bytes;
+    st.pack_count = u.count;
+  }
   struct Session;
 
   Status PostAccept();
@@ -95,15 +114,29 @@ class Server {
   Status OnFingerprintRequest(Session& s, ByteSpan payload);
   Status OnSeal(Session& s, ByteSpan payload);
   Status OnSealRequest(Session& s, ByteSpan payload);
-  // Loads (or keeps) the last committed point's index in s.fp_index.
-  Status LoadLastIndex(Session& s, const char* what);
   Status OpenPack(Session& s);
   void StartCommit(Session& s);
   void OnCommitDone(Session& s);
+  // Once END_POINT came and every record is durable: hands the point to the StoreWorker (index
+  // build, index and manifest writes); OnPointCommitted acknowledges it on the loop.
   Status MaybeCommitPoint(Session& s);
+  void OnPointCommitted(uint64_t session_id, ServerState& st, const Status& status);
+  // Runs `fn` on the last committed point's index (loaded on the worker, kept by the session) on
+  // a worker thread, then sends the frame it returns to the session.
+  using IndexQuery = std::function<Result<Bytes>(const store::PointIndex&, store::PackReader&)>;
+  Status PostIndexQuery(Session& s, const char* what, wire::MsgType reply, IndexQuery fn);
+  // Counts a job of `st` in flight and posts it; false when the worker's queue is full.
+  [[nodiscard]] bool PostJob(ServerState& st, StoreWorker::Work work);
+  Status PostWake();
   // Expires what the retention policy no longer keeps, then compacts when enough is garbage
   // (always at startup). Failures are logged: they cost space, never a retained point.
+  // At startup on this thread; later as a StoreWorker job.
   void ApplyRetention(const std::string& server_id, ServerState& st, bool startup);
+  // The StoreWorker job of ApplyRetention; with `compact_fully`, compaction goes on until nothing
+  // is worth it (as at startup), also without an expiry; `merge_small_packs` (at the pack quota)
+  // merges small packs too.
+  void PostRetention(const std::string& server_id, ServerState& st, bool compact_fully, bool merge_small_packs);
+  void LogRetention(const std::string& server_id, const ServerState& st, const RetentionRun& run);
   std::vector<uint32_t> PinnedPacks(const ServerState& st) const;
   void Fail(Session& s, wire::ErrorCode code, const Status& status);
   void SendFrame(Session& s, wire::MsgType type, const Bytes& payload);
@@ -124,6 +157,11 @@ class Server {
   uint64_t preauth_window_ns_ = 0;
   unsigned preauth_logged_ = 0;
   uint64_t preauth_suppressed_ = 0;
+  // Declared before ring_, so destroyed after it: the ring's teardown ends a read still in flight
+  // into wake_buf_ before the buffer and the eventfd go.
+  std::unique_ptr<StoreWorker> worker_;
+  uint64_t wake_buf_ = 0;  // the eventfd read's target
+  bool wake_inflight_ = false;
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<TlsContext> tls_;
   UniqueFd listen_fd_;

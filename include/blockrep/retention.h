@@ -86,6 +86,6 @@ inline constexpr double kCompactWhenExpiredShare = 0.125;
 // `compact_fully` (startup).
 RetentionRun EnforceRetention(store::ServerStore& store, const RetentionPolicy& policy, uint64_t now_ns,
                               const std::vector<uint32_t>& pinned_packs, bool compact_fully,
-                              uint64_t* expired_bytes_waiting);
+                              uint64_t* expired_bytes_waiting, bool merge_small_packs = false);
 
 }  // namespace blockrep

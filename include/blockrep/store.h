@@ -143,6 +143,9 @@ class ServerStore {
   // does not depend on the data; the records only they used become garbage for Compact.
   Status ExpirePoints(const std::vector<uint64_t>& ids);
 
+  // Packs smaller than this are merged into one once there are kSmallPacksToMerge of them.
+  static constexpr uint64_t kSmallPackBytes = 4ull << 20;
+  static constexpr size_t kSmallPacksToMerge = 8;
   struct CompactionOptions {
     // A pack is rewritten once at least this share of its bytes is garbage (or all of it is).
     double garbage_share_min = 0.25;
@@ -151,6 +154,11 @@ class ServerStore {
     // Packs still being appended or referenced from outside the manifest (a live session's open
     // point, PENDING): never touched.
     std::vector<uint32_t> pinned_packs;
+    // Also copy small packs (under kSmallPackBytes) into one, garbage or not, once there are
+    // kSmallPacksToMerge of them: short sessions leave a pack each, and a server at its pack
+    // quota needs fewer files. Off by default: merged packs would hold garbage below
+    // garbage_share_min for longer, and live data would be copied again for no space.
+    bool merge_small_packs = false;
   };
   struct CompactionStats {
     uint32_t packs_rewritten = 0;  // live records copied out, then deleted

@@ -7,11 +7,15 @@
 //           --time is NS (UTC nanoseconds), "now", "now-SECONDS" or "now+SECONDS".
 //   flood   sends --requests FINGERPRINT_REQUESTs (64 MiB of volume 0 each) and never reads a
 //           reply, holding the session open for --hold-seconds; prints "flooded N requests".
+//   big     one session that commits a point of --records 4 KiB records (genuinely sealed, one
+//           per 8 KiB of volume 0, so none coalesce), then --points empty incremental points on
+//           top: each commit loads and rebuilds an index of --records entries. Prints
+//           "point ID: N records acknowledged in MS ms" per point.
 //   ping    a well-behaved session of another server that sends a PING every 20 ms for
-//           --seconds and prints "pings N p50 MS p99 MS max MS" (round trips).
+//           --seconds (or until SIGINT or SIGTERM) and prints "pings N p50 MS p99 MS max MS" (round trips).
 // Usage: blockrep_hostile_peer MODE --staging HOST:PORT --server-id ID --key FILE
 //          --tls-cert F --tls-key F --tls-ca F [--volume-bytes N ...] [--time T ...]
-//          [--requests N] [--hold-seconds S] [--seconds S]
+//          [--requests N] [--hold-seconds S] [--seconds S] [--records N] [--points N]
 // Blocking sockets and plain OpenSSL: it is a test's attacker, not part of the product.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,7 +34,9 @@
 #include <vector>
 
 #include "blockrep/cli.h"
+#include "blockrep/fingerprint.h"
 #include "blockrep/keyfile.h"
+#include "blockrep/record.h"
 #include "blockrep/seal.h"
 #include "blockrep/store.h"
 #include "blockrep/tls.h"
@@ -47,7 +54,7 @@ struct Options {
   std::string mode, staging, server_id, key, cert, tls_key, ca;
   std::vector<uint64_t> volume_bytes;
   std::vector<std::string> times;
-  uint64_t requests = 10000, hold_seconds = 5, seconds = 5;
+  uint64_t requests = 10000, hold_seconds = 5, seconds = 5, records = 100000, points = 3;
 };
 
 // One TLS session to the staging over a blocking socket.
@@ -170,7 +177,8 @@ void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const Dat
 }
 
 // HELLO as o.server_id; dies unless the staging answers HELLO_OK.
-std::unique_ptr<Peer> Open(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+std::unique_ptr<Peer> Open(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key,
+                           uint64_t* last_point_id = nullptr) {
   auto peer = std::make_unique<Peer>(ctx, hp);
   wire::Hello h;
   h.server_id = o.server_id;
@@ -178,6 +186,11 @@ std::unique_ptr<Peer> Open(TlsContext* ctx, const HostPort& hp, const Options& o
   peer->Send(wire::MsgType::kHello, h.Encode());
   auto reply = peer->Receive();
   if (!reply || reply->first != wire::MsgType::kHelloOk) Die("the staging did not accept HELLO");
+  if (last_point_id != nullptr) {
+    auto ok = wire::HelloOk::Decode(reply->second);
+    if (!ok.ok()) Die("bad HELLO_OK: " + ok.status().message());
+    *last_point_id = ok->last_point_id;
+  }
   return peer;
 }
 
@@ -203,11 +216,79 @@ void Flood(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey&
   sleep(static_cast<unsigned>(o.hold_seconds));
 }
 
+void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  uint64_t last = 0;
+  auto peer = Open(ctx, hp, o, key, &last);
+  auto sealer = RecordSealer::Create(key, o.server_id);
+  if (!sealer.ok()) Die(sealer.status().message());
+  uint64_t seq = 0;
+  for (uint64_t p = 0; p <= o.points; ++p) {
+    uint64_t t0 = MonotonicNs();
+    wire::BeginPoint b;
+    b.point_id = ++last;
+    b.time_ns = NowUtcNs();
+    b.base_point = p == 0 ? 0 : b.point_id - 1;
+    b.flags = store::kPointConsistent;
+    b.volume_sizes = {o.records * 8192};
+    peer->Send(wire::MsgType::kBeginPoint, b.Encode());
+    uint64_t n = p == 0 ? o.records : 0;
+    Bytes plain(4096, 0x5a), scratch, record, frame, fps(kFingerprintBytes, 0);  // never all zero
+    wire::EndPoint e;
+    for (uint64_t i = 0; i < n; ++i) {
+      std::memcpy(plain.data(), &i, sizeof i);  // lz4 makes the rest small: the index is the load
+      record.clear();
+      auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &scratch, &record);
+      if (!h.ok()) Die(h.status().message());
+      wire::RecordMsg::AppendEncoded(&frame, ++seq, record, fps);
+      if (frame.size() >= (1u << 20) || i + 1 == n) {
+        if (!peer->TrySend(frame)) Die("the staging stopped reading records");
+        frame.clear();
+      }
+    }
+    e.point_id = b.point_id;
+    e.flags = b.flags;
+    e.record_count = n;
+    e.last_seq = seq;  // sequence numbers run on through the session
+    // SEALs, then END_POINT once every record is acknowledged durable (as an agent does).
+    for (size_t v = 0; v < b.volume_sizes.size(); ++v) {
+      wire::SealMsg m;
+      m.seal.point_id = b.point_id;
+      m.seal.time_ns = b.time_ns;
+      m.seal.flags = b.flags;
+      m.seal.volume = static_cast<uint16_t>(v);
+      m.seal.volume_count = static_cast<uint16_t>(b.volume_sizes.size());
+      m.seal.volume_bytes = b.volume_sizes[v];
+      m.seal.region_bytes = SealRegionBytes(b.volume_sizes[v]);
+      m.seal.regions.assign(SealRegionCount(b.volume_sizes[v]), Digest128{});
+      m.seal.region_points.assign(m.seal.regions.size(), 0);
+      peer->Send(wire::MsgType::kSeal, m.Encode());
+    }
+    peer->Send(wire::MsgType::kEndPoint, e.Encode());
+    for (;;) {
+      auto f = peer->Receive();
+      if (!f) Die("the staging closed the session during point " + std::to_string(b.point_id));
+      if (f->first == wire::MsgType::kError) {
+        auto err = wire::ErrorMsg::Decode(f->second);
+        Die("point " + std::to_string(b.point_id) + " refused: " + (err.ok() ? err->message : "?"));
+      }
+      if (f->first == wire::MsgType::kPointAck) break;
+    }
+    std::printf("point %llu: %llu records acknowledged in %.0f ms\n", static_cast<unsigned long long>(b.point_id),
+                static_cast<unsigned long long>(n), static_cast<double>(MonotonicNs() - t0) / 1e6);
+    std::fflush(stdout);
+    usleep(100000);  // point times only move forward; and the pinging session gets a clean window
+  }
+}
+
+volatile std::sig_atomic_t g_ping_stop = 0;
+
 void Ping(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
   auto peer = Open(ctx, hp, o, key);
+  std::signal(SIGINT, [](int) { g_ping_stop = 1; });  // end the run early, still with its line
+  std::signal(SIGTERM, [](int) { g_ping_stop = 1; });
   std::vector<double> rtt_ms;
   uint64_t end = NowUtcNs() + o.seconds * 1000000000ull;
-  while (NowUtcNs() < end) {
+  while (NowUtcNs() < end && !g_ping_stop) {
     uint64_t t0 = MonotonicNs();
     peer->Send(wire::MsgType::kPing, ByteSpan());
     for (;;) {
@@ -242,9 +323,12 @@ Options Parse(int argc, char** argv) {
     else if (a == "--requests") o.requests = std::stoull(v);
     else if (a == "--hold-seconds") o.hold_seconds = std::stoull(v);
     else if (a == "--seconds") o.seconds = std::stoull(v);
+    else if (a == "--records") o.records = std::stoull(v);
+    else if (a == "--points") o.points = std::stoull(v);
     else Die("unknown flag " + a);
   }
-  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping") Die("unknown mode " + o.mode + " (points, flood, ping)");
+  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping" && o.mode != "big")
+    Die("unknown mode " + o.mode + " (points, flood, ping, big)");
   if (o.mode == "points" && (o.volume_bytes.empty() || o.times.empty())) Die("points needs --volume-bytes and --time");
   return o;
 }
@@ -267,6 +351,10 @@ int main(int argc, char** argv) {
   }
   if (o.mode == "ping") {
     Ping(ctx->get(), *hp, o, *key);
+    return 0;
+  }
+  if (o.mode == "big") {
+    BigPoint(ctx->get(), *hp, o, *key);
     return 0;
   }
   for (const std::string& t : o.times) {

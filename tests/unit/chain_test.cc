@@ -158,6 +158,36 @@ TEST_F(ChainTest, ExpireMiddleOfThree) {
   EXPECT_NE(chain.RestoreHash(1), chain.RestoreHash(3));
 }
 
+// Short sessions leave a small pack each; asked to merge them (a server at its pack quota), once
+// there are eight or more unpinned, compaction copies them into one though none holds garbage,
+// and every point still restores identical. Not asked, it leaves them.
+TEST_F(ChainTest, SmallPacksAreMerged) {
+  Chain chain(root_);
+  for (int i = 0; i < 10; ++i) chain.AddPoint(kT0 + static_cast<uint64_t>(i) * kMinuteNs, true, {{static_cast<uint64_t>(i) * 65536, 4096, false}});
+  ASSERT_FALSE(HasFatalFailure());
+  store::ServerStore::CompactionOptions options;  // defaults: nothing is garbage here
+  options.pinned_packs = {10};                     // a live session's pack stays where it is
+  // Point 1's pack is mostly unindexed zero records (garbage): the first pass takes that one.
+  ASSERT_TRUE(chain.store().Compact(options).ok());
+  auto untouched = chain.store().Compact(options);
+  ASSERT_TRUE(untouched.ok());
+  EXPECT_EQ(untouched->packs_rewritten + untouched->packs_deleted, 0u);
+  size_t before = Must(ListDir(chain.store().dir() + "/packs")).size();
+  EXPECT_EQ(before, 10u);
+  options.merge_small_packs = true;
+  auto stats = chain.store().Compact(options);
+  ASSERT_TRUE(stats.ok()) << stats.status().message();
+  EXPECT_EQ(stats->packs_rewritten, 9u);
+  EXPECT_EQ(Must(ListDir(chain.store().dir() + "/packs")).size(), 2u);  // the merged one and the pinned one
+  EXPECT_TRUE(PathExists(chain.store().PackPath(10)));
+  for (const store::PointInfo& p : chain.store().manifest().points)
+    EXPECT_EQ(chain.RestoreHash(p.id), chain.expected_hash(p.id)) << "point " << p.id;
+  // Two packs now: a second pass finds too few small ones and changes nothing.
+  auto again = chain.store().Compact(options);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->packs_rewritten + again->packs_deleted, 0u);
+}
+
 // A reader that opened every pack of a point before a compaction deleted some of them reads the
 // whole point afterwards, every record authentic (what a restore racing the staging relies on).
 TEST_F(ChainTest, OpenPacksOutliveCompaction) {
