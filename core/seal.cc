@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
@@ -14,7 +15,7 @@
 namespace blockrep {
 namespace {
 
-constexpr char kMacLabel[] = "blockrep seal v1";
+constexpr char kMacLabel[] = "blockrep seal v2";
 
 }  // namespace
 
@@ -24,6 +25,10 @@ namespace {
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 }  // namespace
+
+bool SealLink::KnowsMac() const {
+  return std::any_of(mac.begin(), mac.end(), [](uint8_t b) { return b != 0; });
+}
 
 uint64_t SealRegionBytes(uint64_t volume_bytes) {
   uint64_t region = kSealRegionBytesMin;
@@ -44,6 +49,8 @@ void VolumeSeal::AppendEncoded(ByteWriter* w) const {
   w->U16(volume_count);
   w->U64(volume_bytes);
   w->U64(region_bytes);
+  w->U64(prev.point_id);
+  w->Raw(prev.mac.data(), prev.mac.size());
   w->U32(static_cast<uint32_t>(regions.size()));
   for (size_t i = 0; i < regions.size(); ++i) {
     w->U64(regions[i].lo);
@@ -70,8 +77,13 @@ Result<VolumeSeal> VolumeSeal::Read(ByteReader* r) {
   s.volume_count = r->U16();
   s.volume_bytes = r->U64();
   s.region_bytes = r->U64();
+  s.prev.point_id = r->U64();
+  r->Raw(s.prev.mac.data(), s.prev.mac.size());
   uint32_t n = r->U32();
   if (!r->ok()) return DataLoss("seal is truncated");
+  if (s.prev.point_id >= s.point_id)
+    return DataLoss("seal of point " + std::to_string(s.point_id) + " says it follows point " +
+                    std::to_string(s.prev.point_id));
   if (s.volume_count == 0 || s.volume >= s.volume_count)
     return DataLoss("seal names volume " + std::to_string(s.volume) + " of " + std::to_string(s.volume_count));
   if (s.region_bytes != SealRegionBytes(s.volume_bytes) || n != SealRegionCount(s.volume_bytes))
@@ -236,7 +248,8 @@ Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerp
 }
 
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
-                    uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points) {
+                    uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points,
+                    const SealLink& prev) {
   digests->Flush();
   VolumeSeal s;
   s.point_id = point_id;
@@ -249,6 +262,7 @@ VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, u
   s.regions = digests->regions();
   region_points.resize(s.regions.size(), 0);
   s.region_points = std::move(region_points);
+  s.prev = prev;
   s.mac = keys.Mac(s);
   return s;
 }

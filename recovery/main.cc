@@ -10,6 +10,7 @@
 #include "blockrep/store.h"
 #include "drill.h"
 #include "mount.h"
+#include "descent.h"
 #include "restore.h"
 #include "verify.h"
 
@@ -94,14 +95,20 @@ int List(int argc, char** argv) {
 int RestoreCmd(int argc, char** argv) {
   recovery::RestoreRequest req;
   std::vector<std::string> targets;
+  std::string expect;
   po::options_description desc("restore options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))(
       "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")(
-      "expect-point", po::value(&req.expect_point))("help,h", "");
+      "expect-point", po::value(&expect))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (!expect.empty()) {
+    auto e = recovery::ParseExpectPoint(expect);
+    if (!e.ok()) return ReportFatal(kProg, e.status());
+    req.expect_point = *e;
+  }
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
     return ReportFatal(kProg, InvalidArgument("restore needs exactly one of --store DIR or --staging HOST:PORT, and --server-id and --key"));
   if (req.output_dir.empty() == targets.empty())
@@ -152,11 +159,17 @@ int RestoreCmd(int argc, char** argv) {
 
 int VerifyCmd(int argc, char** argv) {
   recovery::VerifyRequest req;
+  std::string expect;
   po::options_description desc("verify options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
-      "key", po::value(&req.key_file))("expect-point", po::value(&req.expect_point))("help,h", "");
+      "key", po::value(&req.key_file))("expect-point", po::value(&expect))("help,h", "");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (!expect.empty()) {
+    auto e = recovery::ParseExpectPoint(expect);
+    if (!e.ok()) return ReportFatal(kProg, e.status());
+    req.expect_point = *e;
+  }
   if (req.store_dir.empty()) return ReportFatal(kProg, InvalidArgument("verify needs --store DIR"));
   auto reports = recovery::Verify(req);
   if (!reports.ok()) return ReportFatal(kProg, reports.status());
@@ -179,7 +192,7 @@ int VerifyCmd(int argc, char** argv) {
     rolled_back += r.rolled_back.empty() ? 0 : 1;
   }
   if (rolled_back != 0)
-    return ReportFatal(kProg, DataLoss(std::to_string(rolled_back) + " server(s) end before --expect-point (ROLLED BACK above)" +
+    return ReportFatal(kProg, DataLoss(std::to_string(rolled_back) + " server(s) end before --expect-point or do not descend from it (ROLLED BACK above)" +
                                        (damaged + unreadable ? "; and damage is listed above" : "") +
                                        ": find out what happened to the store before trusting it"));
   if (damaged == 0 && unreadable == 0) return 0;

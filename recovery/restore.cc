@@ -17,6 +17,7 @@
 #include "blockrep/record.h"
 #include "blockrep/seal.h"
 #include "delta.h"
+#include "descent.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -344,7 +345,12 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   BR_ASSIGN_OR_RETURN(auto source, OpenSource(req.Source(), keys->keys()));
   BR_ASSIGN_OR_RETURN(store::Manifest m, source->LoadManifest());
   BR_RETURN_IF_ERROR(CheckKeyFile(m, *keys, req.key_file, req.server_id));
-  BR_RETURN_IF_ERROR(CheckChainHead(m, req.expect_point));
+  BR_RETURN_IF_ERROR(CheckDescent(m, req.expect_point, *keys, [&](const store::PointInfo& p) -> Result<VolumeSeal> {
+    store::PointInfo point = p;
+    BR_ASSIGN_OR_RETURN(store::PointIndex idx, source->OpenPoint(point, false));
+    if (idx.seals.empty()) return DataLoss("point " + std::to_string(p.id) + " has no seal");
+    return idx.seals.front();
+  }));
   RestoreSummary sum;
   BR_ASSIGN_OR_RETURN(sum.point, ResolvePoint(m, req.point_spec));
   BR_ASSIGN_OR_RETURN(store::PointIndex idx, source->OpenPoint(sum.point, req.allow_damaged));

@@ -48,7 +48,7 @@ struct RestoreRequest {
   // Failback: read each target first and write only the 4 KiB blocks that differ from the point
   // (delta.h); targets must exist.
   bool delta = false;
-  uint64_t expect_point = 0;  // CheckChainHead before anything is written; 0: no expectation
+  SealLink expect_point;  // CheckDescent before anything is written; id 0: no expectation
   SourceSpec Source() const;
 };
 

@@ -8,6 +8,7 @@
 #include "blockrep/fingerprint.h"
 #include "blockrep/keyfile.h"
 #include "blockrep/seal.h"
+#include "descent.h"
 #include "restore.h"  // CheckChainHead
 
 namespace blockrep::recovery {
@@ -143,7 +144,7 @@ void NoteDamage(std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Da
 }
 
 ServerVerifyReport VerifyServer(const std::string& root, const std::string& server_id,
-                                const std::vector<DataKey>& keys, uint64_t expect_point) {
+                                const std::vector<DataKey>& keys, const SealLink& expect_point) {
   ServerVerifyReport report;
   report.server_id = server_id;
   auto st = store::ServerStore::Open(root, server_id, false);
@@ -153,7 +154,7 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   }
   const store::Manifest& m = (*st)->manifest();
   report.points = m.points.size();
-  if (Status head = CheckChainHead(m, expect_point); !head.ok()) report.rolled_back = head.message();
+  if (Status head = CheckChainHead(m, expect_point.point_id); !head.ok()) report.rolled_back = head.message();
   std::unique_ptr<RecordOpener> opener;
   std::unique_ptr<KeyChain> chain;
   bool holds = std::any_of(keys.begin(), keys.end(), [&](const DataKey& k) { return k.key_id == m.key_id; });
@@ -168,6 +169,15 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
     chain = std::move(c).value();
     opener = std::make_unique<RecordOpener>(keys, server_id);
     report.authenticated = true;
+  }
+  // With the key, --expect-point also follows the seals' links from the head down to it.
+  if (chain && expect_point.point_id != 0 && report.rolled_back.empty()) {
+    Status descent = CheckDescent(m, expect_point, *chain, [&](const store::PointInfo& p) -> Result<VolumeSeal> {
+      BR_ASSIGN_OR_RETURN(store::PointIndex idx, (*st)->LoadIndex(p));
+      if (idx.seals.empty()) return DataLoss("point " + std::to_string(p.id) + " has no seal");
+      return idx.seals.front();
+    });
+    if (!descent.ok()) report.rolled_back = descent.message();
   }
 
   // Pass 1: every distinct record any retained point names, each read once (in pack order).

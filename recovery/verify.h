@@ -36,7 +36,9 @@ struct VerifyRequest {
   std::string store_dir;
   std::string server_id;  // empty: every server in the store
   std::string key_file;   // empty: structure and checksums only
-  uint64_t expect_point = 0;  // a chain ending before this point is reported (restore.h, CheckChainHead)
+  // A chain ending before this point is reported (restore.h, CheckChainHead); with a key, one that
+  // does not descend from it too (descent.h). Id 0: no expectation.
+  SealLink expect_point;
 };
 
 struct ServerVerifyReport {

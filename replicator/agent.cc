@@ -90,12 +90,15 @@ Status Agent::Prepare() {
   BR_RETURN_IF_ERROR(OpenTracker());
   PlanFreezes();
   if (!opts_.state_dir.empty()) {
-    BR_ASSIGN_OR_RETURN(auto acked, ReadAckedPoint(opts_.state_dir, opts_.server_id));
-    std::tie(known_point_id_, known_point_time_ns_) = acked;
+    BR_ASSIGN_OR_RETURN(AckedPoint acked, ReadAckedPoint(opts_.state_dir, opts_.server_id));
+    known_point_id_ = acked.id;
+    known_point_time_ns_ = acked.time_ns;
+    known_seal_mac_ = acked.seal_mac;
   }
   if (tracker_ && tracker_->synced_point() > known_point_id_) {
     known_point_id_ = tracker_->synced_point();  // acknowledged to this host; its time is not kept there
     known_point_time_ns_ = 0;
+    known_seal_mac_.fill(0);
   }
   return Status::Ok();
 }
@@ -889,6 +892,10 @@ Status Agent::FinishBaseLoad() {
   uint64_t base = point_id_ - 1;
   std::string why = point_seal_->AdoptBase(base, VolumeSizes(), &staging_fps_, base_seals_);
   if (why.empty()) {
+    // The base's seals are ours (AdoptBase checked their MACs): the link gets its MAC.
+    if (!chain_link_.KnowsMac() && !base_seals_.empty() && base_seals_[0] &&
+        base_seals_[0]->point_id == chain_link_.point_id)
+      chain_link_.mac = base_seals_[0]->mac;
     base_seals_.clear();
     std::vector<std::vector<uint64_t>>().swap(staging_fps_);
     Log(kProg, "point " + std::to_string(base) + "'s fingerprints " +
@@ -941,6 +948,13 @@ Status Agent::StartPoint(uint64_t last_point) {
   rescan_ = false;
   resealing_ = false;
   point_id_ = std::max(last_point, known_point_id_) + 1;  // never an id acknowledged before
+  // The link is this agent's history: the newest point it saw acknowledged, which after a
+  // rollback is newer than the chain's head (the points between are lost; this one supersedes
+  // them), else the chain's head (its MAC once the base's seals are loaded, FinishBaseLoad).
+  if (known_point_id_ != 0 && known_point_id_ >= last_point)
+    chain_link_ = SealLink{known_point_id_, known_seal_mac_};
+  else
+    chain_link_ = SealLink{last_point, {}};
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
   if (hello_ok_ && !alarm_rescan_ && !KeyRotated() && PlanResume(last_point)) {
@@ -1069,7 +1083,9 @@ Status Agent::Session(const Signals& sig, bool once) {
             if (!opts_.post_hook.empty()) RunHook(opts_.post_hook, "post-hook");
           }
           uint32_t flags = point_consistent_ ? 1u : 0u;
-          for (const VolumeSeal& seal : point_seal_->Seals(point_id_, point_time_ns_, flags))
+          std::vector<VolumeSeal> seals = point_seal_->Seals(point_id_, point_time_ns_, flags, chain_link_);
+          sent_seal_mac_ = seals.front().mac;  // a server has at least one volume
+          for (const VolumeSeal& seal : seals)
             BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSeal, wire::SealMsg{seal}.Encode()));
           wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, flags};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
@@ -1099,6 +1115,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     last_acked_point_ = point_id_;
     known_point_id_ = point_id_;
     known_point_time_ns_ = point_time_ns_;
+    known_seal_mac_ = sent_seal_mac_;
     alarm_rescan_ = false;
     summary_.alarm = alarm_;
     point_seal_->Committed(point_id_);
@@ -1108,7 +1125,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     }
     if (tracker_) tracker_->MarkSynced(point_id_);
     if (!opts_.state_dir.empty())
-      BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, point_id_, point_time_ns_));
+      BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, {point_id_, point_time_ns_, sent_seal_mac_}));
     Log(kProg, "point " + std::to_string(point_id_) + " acknowledged (durable on staging)");
     WriteStatus(true);
     if (once || term_taken) {
@@ -1270,20 +1287,21 @@ void Agent::Teardown() {
   ch_.reset();
 }
 
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                        uint64_t time_ns) {
-  std::string text = "server-id " + server_id + "\nlast-acked-point " + std::to_string(point_id) +
-                     "\nlast-acked-time " + FormatUtc(time_ns) + "\nlast-acked-time-ns " + std::to_string(time_ns) + "\n";
+Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point) {
+  std::string text = "server-id " + server_id + "\nlast-acked-point " + std::to_string(point.id) +
+                     "\nlast-acked-time " + FormatUtc(point.time_ns) + "\nlast-acked-time-ns " +
+                     std::to_string(point.time_ns) + "\nlast-acked-seal-mac " +
+                     HexEncode(ByteSpan(point.seal_mac.data(), point.seal_mac.size())) + "\n";
   return WriteFileAtomic(state_dir + "/last-point",
                          ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
-Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
+Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
   std::string path = state_dir + "/last-point";
-  if (!PathExists(path)) return std::pair<uint64_t, uint64_t>{0, 0};
+  if (!PathExists(path)) return AckedPoint{};
   BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 4096));
   std::string id;
-  uint64_t point = 0, time_ns = 0;
+  AckedPoint acked;
   size_t start = 0;
   while (start < text.size()) {
     size_t nl = text.find('\n', start);
@@ -1299,11 +1317,17 @@ Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_di
       if (value.empty() || *end != '\0')
         return DataLoss(path + ": '" + Printable(line, 80) + "' is not a number; remove the file (the agent then "
                         "cannot tell a rolled-back staging this once)");
-      (key == "last-acked-point" ? point : time_ns) = v;
+      (key == "last-acked-point" ? acked.id : acked.time_ns) = v;
+    } else if (key == "last-acked-seal-mac") {
+      Bytes mac;
+      if (!HexDecode(value, &mac) || mac.size() != acked.seal_mac.size())
+        return DataLoss(path + ": '" + Printable(line, 80) + "' is not a seal MAC (64 hex digits); remove the file (the "
+                        "agent then cannot tell a rolled-back staging this once)");
+      std::copy(mac.begin(), mac.end(), acked.seal_mac.begin());
     }
   }
-  if (id != server_id) return std::pair<uint64_t, uint64_t>{0, 0};
-  return std::pair<uint64_t, uint64_t>{point, time_ns};
+  if (id != server_id) return AckedPoint{};
+  return acked;
 }
 
 }  // namespace blockrep::agent

@@ -185,6 +185,11 @@ class Agent {
   // its id, was rolled back or replaced (ChainAlarm). Point ids go on from here, never reused.
   uint64_t known_point_id_ = 0;
   uint64_t known_point_time_ns_ = 0;
+  std::array<uint8_t, kSealMacBytes> known_seal_mac_{};  // of known_point_id_'s volume-0 seal; zero: unknown
+  // What the point being sent follows (its seals' `prev`): the newest point this agent saw
+  // acknowledged, or the chain's head when that is newer; with its seal MAC when known.
+  SealLink chain_link_;
+  std::array<uint8_t, kSealMacBytes> sent_seal_mac_{};  // volume 0's seal of the point being sent
   std::string alarm_;          // sticky for the process: status.json "alarm"
   std::vector<uint64_t> retired_key_ids_;  // older keys of the key file (HELLO: the chain may be under one)
   // The chain's last point is sealed under a retired key: this point is a full one under key_.
@@ -240,11 +245,17 @@ class Agent {
   SyncSummary summary_;
 };
 
-// Writes the last acknowledged point into the state directory (atomically).
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                        uint64_t time_ns);
-// Reads it back: {id, time_ns}, {0, 0} when there is none or it is another server's. A damaged file
-// is an error (losing the record would silence rollback detection).
-Result<std::pair<uint64_t, uint64_t>> ReadAckedPoint(const std::string& state_dir, const std::string& server_id);
+// The last point the staging acknowledged to this agent: id, time and its volume-0 seal's MAC
+// (what the next point's seals link to; all zero when not known).
+struct AckedPoint {
+  uint64_t id = 0;
+  uint64_t time_ns = 0;
+  std::array<uint8_t, kSealMacBytes> seal_mac{};
+};
+// Writes it into the state directory (atomically).
+Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point);
+// Reads it back; all zero when there is none or it is another server's. A damaged file is an
+// error (losing the record would silence rollback detection).
+Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id);
 
 }  // namespace blockrep::agent

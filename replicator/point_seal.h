@@ -38,7 +38,8 @@ class PointSeal {
   void Sent(size_t volume, uint64_t offset, uint64_t length);
   // The point just sent was committed: it is the base from now on.
   void Committed(uint64_t point);
-  std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags);
+  // `prev`: the chain's head, which the point follows (VolumeSeal::prev).
+  std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags, const SealLink& prev = {});
   // The block fingerprints of base_point() (after Committed: of the point just committed).
   const std::vector<std::vector<uint64_t>>& fingerprints() const { return fps_; }
   const std::vector<uint64_t>& volume_bytes() const { return volume_bytes_; }

@@ -1001,6 +1001,12 @@ Status Server::OnSeal(Session& s, ByteSpan payload) {
     return ProtocolError("SEAL of volume " + std::to_string(seal.volume) + " says " + std::to_string(seal.volume_bytes) +
                          " bytes, BEGIN_POINT " + std::to_string(b.volume_sizes[seal.volume]));
   if (s.seals[seal.volume]) return ProtocolError("a second SEAL for volume " + std::to_string(seal.volume));
+  // The link to the point it follows: the chain's head, or a later point the agent saw
+  // acknowledged (a rolled-back store lost it). Its MAC is the agent's to check, its id is ours.
+  uint64_t head = s.server->store->manifest().last_point_id();
+  if (seal.prev.point_id < head)
+    return ProtocolError("SEAL of point " + std::to_string(seal.point_id) + " says it follows point " +
+                         std::to_string(seal.prev.point_id) + ", but the chain already ends at point " + std::to_string(head));
   s.seals[seal.volume] = std::move(m.seal);
   return Status::Ok();
 }

@@ -14,6 +14,11 @@
 // whose terms add up to the same sum. The seal of a volume (its region digests, the point's id,
 // time and flags, the volume's index, count and size) is MAC'd with HMAC-SHA256 under Km, bound
 // to the server-id. Kr and Km are derived from the data key (HKDF), so the staging has neither.
+//
+// Each seal also names the point it follows on the chain (the chain's head when the agent
+// started it) and that point's volume-0 seal MAC, under the same MAC: a link the staging cannot
+// forge, so that a recovery told which point an agent last saw acknowledged can tell whether the
+// chain it reads descends from it (recovery/descent.h).
 #pragma once
 
 #include <array>
@@ -36,7 +41,7 @@ inline constexpr uint64_t kSealRegionBytesMin = 1u << 20;
 inline constexpr uint32_t kSealRegionsMax = 32768;
 inline constexpr size_t kSealMacBytes = 32;
 // The encoded size of a seal with `regions` regions.
-inline constexpr size_t SealEncodedSize(size_t regions) { return 44 + regions * 24 + kSealMacBytes; }
+inline constexpr size_t SealEncodedSize(size_t regions) { return 84 + regions * 24 + kSealMacBytes; }
 inline constexpr size_t kSealEncodedBytesMax = SealEncodedSize(kSealRegionsMax);
 
 // Bytes per region for a volume of `volume_bytes`: the smallest power of two ≥ 1 MiB that needs
@@ -59,6 +64,14 @@ struct Digest128 {
   bool operator==(const Digest128&) const = default;
 };
 
+// The point a seal's point follows, and the MAC of that point's volume-0 seal (all zero when the
+// agent did not know it: then only the id links them). Point 0: the chain was empty.
+struct SealLink {
+  uint64_t point_id = 0;
+  std::array<uint8_t, kSealMacBytes> mac{};
+  bool KnowsMac() const;
+};
+
 struct VolumeSeal {
   uint64_t point_id = 0;
   uint64_t time_ns = 0;  // the point's time (BEGIN_POINT)
@@ -71,6 +84,7 @@ struct VolumeSeal {
   // Per region, the newest point in which the agent sent a record there (0: not known), so that
   // a mismatch can say which point's record is missing.
   std::vector<uint64_t> region_points;
+  SealLink prev;  // prev.point_id < point_id
   std::array<uint8_t, kSealMacBytes> mac{};
 
   void AppendEncoded(ByteWriter* w) const;
@@ -135,7 +149,8 @@ Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerp
 
 // Finishes a seal: fills the digests (flushed), the region points (all 0 when empty) and the MAC.
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
-                    uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points = {});
+                    uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points = {},
+                    const SealLink& prev = {});
 
 // Indexes of the regions where `seal` and `computed` differ (all of them if the counts differ).
 std::vector<uint32_t> MismatchedRegions(const VolumeSeal& seal, const std::vector<Digest128>& computed);

@@ -3,7 +3,9 @@
 # quiet resync: the agent names what it saw acknowledged and what the staging holds, sends a rescan
 # under a new point id (an acknowledged id is never reused), shows the alarm in status.json and
 # --once exits 3. restore and verify with --expect-point refuse a chain that ends before the point
-# the operator knows was acknowledged.
+# the operator knows was acknowledged, or that does not descend from it by the links the agent
+# seals into every point (id and seal MAC of the point it follows; --expect-point N:MAC also names
+# the MAC, from the agent's state file).
 source "$(dirname "$0")/lib.sh"
 
 make_keys web1
@@ -87,3 +89,38 @@ grep -q "ALARM: server 'web1': the staging's point 6 is dated .*, but the point 
   "$WORK/agent.err" || fail "no fork alarm: $(cat "$WORK/agent.err")"
 grep -q "^point 7 acknowledged" "$WORK/agent.out" || fail "expected point 7 after the fork: $(cat "$WORK/agent.out")"
 pass "fork: the same id under another time is an alarm too; point 7 follows"
+
+# The links. Our point 7 follows our point 6, not the other agent's point 6 the store holds now:
+# --expect-point 6 is refused as a fork (the head check alone would pass it). Point 7, named with
+# the MAC from our state file, is our history: accepted.
+mac=$(awk '/^last-acked-seal-mac / {print $2}' "$STATE/last-point")
+[[ ${#mac} -eq 64 ]] || fail "no seal MAC in the state file: $(cat "$STATE/last-point")"
+rc=0
+recover verify --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --expect-point 6 >"$WORK/x.out" 2>"$WORK/x.err" || rc=$?
+[[ $rc -ne 0 ]] || fail "verify --expect-point 6 accepted a chain whose point 6 is not the one point 7 follows"
+grep -q "the chain forked: a later point follows a point 6 other than the one stored under that id" "$WORK/x.out" ||
+  fail "verify did not name the fork: $(cat "$WORK/x.out")"
+echo "verify --expect-point 6: $(grep ROLLED "$WORK/x.out")"
+recover verify --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --expect-point "7:$mac" >/dev/null ||
+  fail "verify --expect-point 7:MAC refused our own head"
+rm -rf "$WORK/out3"
+recover restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --point latest --output "$WORK/out3" \
+  --expect-point "7:$mac" >/dev/null || fail "restore --expect-point 7:MAC refused our own head"
+# The same id under another point: the store put back to its copy from after point 5 once more and
+# the other agent writes its point 6 and 7; by id alone that chain passes, by the MAC it does not.
+stop_staging
+rm -rf "$STORE"
+cp -a "$WORK/store.after5" "$STORE"
+start_staging
+for _ in 6 7; do change; agent web1 --volume "$WORK/vol.img" >/dev/null 2>"$WORK/other.err" || fail "another agent: $(tail -n1 "$WORK/other.err")"; done
+[[ $(listed) == *" 6 7" ]] || fail "expected the other agent's points 6 7: $(listed)"
+recover verify --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --expect-point 7 >/dev/null ||
+  fail "by id alone the other agent's chain should pass"
+rc=0
+recover restore --store "$STORE" --server-id web1 --key "$KEYS/data-web1.key" --point latest --output "$WORK/out4" \
+  --expect-point "7:$mac" >/dev/null 2>"$WORK/x.err" || rc=$?
+[[ $rc -ne 0 && ! -e $WORK/out4/vol-0.img ]] || fail "restore --expect-point 7:MAC accepted another agent's point 7"
+grep -q "the chain forked: its point 7 is another than the one the agent saw acknowledged" "$WORK/x.err" ||
+  fail "restore did not name the fork: $(cat "$WORK/x.err")"
+echo "restore --expect-point 7:MAC: $(cat "$WORK/x.err")"
+pass "seal links: a fork under the same ids is refused by --expect-point (by link, and by N:MAC)"

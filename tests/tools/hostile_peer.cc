@@ -149,6 +149,7 @@ void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const Dat
     m.seal.region_bytes = SealRegionBytes(o.volume_bytes[v]);
     m.seal.regions.assign(SealRegionCount(o.volume_bytes[v]), Digest128{});
     m.seal.region_points.assign(m.seal.regions.size(), 0);
+    m.seal.prev.point_id = ok->last_point_id;  // the staging checks the id (it cannot check the MAC)
     peer.Send(wire::MsgType::kSeal, m.Encode());
   }
   wire::EndPoint e;
@@ -261,6 +262,7 @@ void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataK
       m.seal.region_bytes = SealRegionBytes(b.volume_sizes[v]);
       m.seal.regions.assign(SealRegionCount(b.volume_sizes[v]), Digest128{});
       m.seal.region_points.assign(m.seal.regions.size(), 0);
+      m.seal.prev.point_id = b.point_id - 1;
       peer->Send(wire::MsgType::kSeal, m.Encode());
     }
     peer->Send(wire::MsgType::kEndPoint, e.Encode());

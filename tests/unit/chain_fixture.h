@@ -116,7 +116,9 @@ class Chain {
     for (const Write& w : sent)
       for (uint64_t r = w.offset / digests.region_bytes(); r <= (w.offset + w.length - 1) / digests.region_bytes(); ++r)
         region_points_[r] = id;
-    idx.seals.push_back(MakeSeal(*seal_keys_, id, time_ns, info.flags, 0, 1, &digests, region_points_));
+    idx.seals.push_back(MakeSeal(*seal_keys_, id, time_ns, info.flags, 0, 1, &digests, region_points_,
+                                 SealLink{id - 1, last_seal_mac_}));
+    last_seal_mac_ = idx.seals.back().mac;
     ASSERT_TRUE(idx.Validate().ok());
     info.volume_count = 1;
     info.bytes_added = end - store::kPackHeaderSize;
@@ -182,6 +184,7 @@ class Chain {
  private:
   std::string root_, server_id_, key_file_;
   DataKey key_;
+  std::array<uint8_t, kSealMacBytes> last_seal_mac_{};  // the previous point's, for the next seal's link
   std::unique_ptr<store::ServerStore> store_;
   std::unique_ptr<RecordSealer> sealer_;
   std::optional<BlockFingerprinter> fingerprinter_;
