@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "blockrep/fingerprint.h"
 
 #include "test_data.h"
@@ -43,6 +47,34 @@ TEST(Fingerprint, AppendCoversEveryBlock) {
   uint64_t second = 0;
   for (int i = 0; i < 8; ++i) second |= static_cast<uint64_t>(out[8 + i]) << (8 * i);
   EXPECT_EQ(second, f->Block(65536 + 4096, ByteSpan(data).subspan(4096, 4096)));
+}
+
+// Each thread keeps one AES context, re-keyed when another fingerprinter uses it: threads that
+// alternate between two keys get exactly the fingerprints one thread computes alone.
+TEST(Fingerprint, ThreadsAndKeysDoNotMix) {
+  auto a = BlockFingerprinter::Create(FilledKey(1));
+  auto b = BlockFingerprinter::Create(FilledKey(2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  Bytes data = RandomBytes(64 * 4096, 9);
+  std::vector<uint64_t> want_a, want_b;
+  for (size_t i = 0; i < 64; ++i) {
+    ByteSpan block(data.data() + i * 4096, 4096);
+    want_a.push_back(a->Block(i * 4096, block));
+    want_b.push_back(b->Block(i * 4096, block));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int round = 0; round < 50; ++round)
+        for (size_t i = 0; i < 64; ++i) {
+          ByteSpan block(data.data() + i * 4096, 4096);
+          if (a->Block(i * 4096, block) != want_a[i]) ++mismatches;
+          if (b->Block(i * 4096, block) != want_b[i]) ++mismatches;
+        }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 }  // namespace
