@@ -26,6 +26,7 @@ constexpr uint8_t kOpAccept = 1;
 constexpr uint8_t kOpPackWrite = 3;
 constexpr uint8_t kOpPackFsync = 4;
 constexpr uint8_t kOpWake = 5;
+constexpr uint8_t kOpReadPack = 7;  // a reader's pack read (READ_REQUEST kind pack)
 constexpr uint8_t kOpWakeCancel = 6;
 constexpr uint64_t kListenerId = 0;
 // The StoreWorker's eventfd read: an id no session reaches (they count from 1).
@@ -132,6 +133,12 @@ struct Server::Session {
   std::unique_ptr<store::PackReader> read_packs;
   std::unique_ptr<uint8_t[]> read_buf;  // a READ_DATA frame: head, then up to kMaxReadBytes read from a pack
   Bytes read_frame;
+  // The pack read in flight in the ring (one at a time, so answers stay in request order; the
+  // session's frames wait meanwhile): into read_buf after the head, read_done of read_want bytes.
+  bool read_inflight = false;
+  int read_fd = -1;  // owned by read_packs
+  uint64_t read_offset = 0;
+  uint32_t read_want = 0, read_done = 0;
 
   // The point being received.
   std::optional<wire::BeginPoint> point;
@@ -379,6 +386,10 @@ void Server::OnCompletion(uint64_t ud, int res) {
     }
     return;
   }
+  if (op == kOpReadPack) {
+    OnPackRead(s, res);
+    return;
+  }
   if (op == kOpPackWrite || op == kOpPackFsync) {
     --s.commit_ops;
     if (op == kOpPackWrite && res > 0) s.commit_written += static_cast<size_t>(res);
@@ -417,7 +428,8 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       }
       // A session of a server whose job runs stays: the job's completion may still need it, and
       // KeepInterruptedPoint must not keep a point that is being committed.
-      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight && !(s.server != nullptr && s.server->jobs > 0)) {
+      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight && !s.read_inflight &&
+          !(s.server != nullptr && s.server->jobs > 0)) {
         KeepInterruptedPoint(s);
         if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
         it = sessions_.erase(it);
@@ -476,6 +488,7 @@ Status Server::HandleFrames(Session& s) {
     // While a job of its server runs (a commit, a query), the session waits; the job's
     // completion wakes the loop, which services it again.
     if (s.server != nullptr && s.server->jobs > 0) break;
+    if (s.read_inflight) break;  // OnPackRead answers it, then the next request is taken
     BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
     if (!frame) break;
     if (n == kFramesPerTurnMax || (n > 0 && MonotonicNs() - start_ns > kTurnBudgetNs)) {
@@ -760,12 +773,14 @@ Status Server::OnReadRequest(Session& s, ByteSpan payload) {
     if (!s.read_buf) s.read_buf = std::make_unique<uint8_t[]>(wire::ReadData::kFrameBytes + wire::kMaxReadBytes);
     uint8_t* buf = s.read_buf.get();
     wire::ReadData::EncodeFrameHead(buf, rq.tag, size, wire::ReadStatus::kOk, static_cast<uint32_t>(n));
-    if (n > 0) BR_RETURN_IF_ERROR(PreadAll(*fd, rq.offset, buf + wire::ReadData::kFrameBytes, n));
-    Status sent = s.ch->Send(ByteSpan(buf, wire::ReadData::kFrameBytes + n));
-    if (!sent.ok()) {
-      Log(kProg, "session " + std::to_string(s.id) + ": " + sent.message());
-      Close(s);
-    }
+    s.read_fd = *fd;
+    s.read_offset = rq.offset;
+    s.read_want = static_cast<uint32_t>(n);
+    s.read_done = 0;
+    // In the ring, not in the loop: a cold 1 MiB read must not hold every other session.
+    if (n > 0 && ring_->HasRoom()) return PostPackRead(s);
+    if (n > 0) BR_RETURN_IF_ERROR(PreadAll(*fd, rq.offset, buf + wire::ReadData::kFrameBytes, n));  // ring full: rare
+    SendPackRead(s);
     return Status::Ok();
   }
   // Manifest and index bytes come from a snapshot taken at the first chunk (offset 0), so that
@@ -799,6 +814,50 @@ Status Server::OnReadRequest(Session& s, ByteSpan payload) {
   Status st_answer = answer(bytes.size(), wire::ReadStatus::kOk, ByteSpan(bytes).subspan(rq.offset >= bytes.size() ? bytes.size() : rq.offset, n));
   if (rq.offset + n >= bytes.size()) s.snapshots.erase(snap);  // served to the end
   return st_answer;
+}
+
+Status Server::PostPackRead(Session& s) {
+  assert(s.read_done < s.read_want && ring_->HasRoom());
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_read(sqe, s.read_fd, s.read_buf.get() + wire::ReadData::kFrameBytes + s.read_done,
+                     s.read_want - s.read_done, s.read_offset + s.read_done);
+  io_uring_sqe_set_data64(sqe, UserData(s.id, kOpReadPack));
+  s.read_inflight = true;
+  return Status::Ok();
+}
+
+void Server::OnPackRead(Session& s, int res) {
+  s.read_inflight = false;
+  if (res <= 0) {
+    // A pack shorter than it was a moment ago, or an I/O error: the reader's request fails whole.
+    Status st = res == 0 ? DataLoss("pack read ended early at offset " + std::to_string(s.read_offset + s.read_done))
+                         : ErrnoStatus("read pack", -res);
+    if (!s.ch->closing()) Fail(s, wire::ErrorCode::kStoreError, st.Annotate("reader session"));
+    return;
+  }
+  s.read_done += static_cast<uint32_t>(res);
+  if (s.read_done < s.read_want) {  // short read: ask for the rest
+    if (ring_->HasRoom()) {
+      PostPackRead(s).IgnoreError();  // cannot fail with room in the ring
+      return;
+    }
+    Status st = PreadAll(s.read_fd, s.read_offset + s.read_done,
+                         s.read_buf.get() + wire::ReadData::kFrameBytes + s.read_done, s.read_want - s.read_done);
+    if (!st.ok()) {
+      if (!s.ch->closing()) Fail(s, wire::ErrorCode::kStoreError, st.Annotate("reader session"));
+      return;
+    }
+    s.read_done = s.read_want;
+  }
+  if (!s.ch->closing()) SendPackRead(s);
+}
+
+void Server::SendPackRead(Session& s) {
+  Status sent = s.ch->Send(ByteSpan(s.read_buf.get(), wire::ReadData::kFrameBytes + s.read_want));
+  if (!sent.ok()) {
+    Log(kProg, "session " + std::to_string(s.id) + ": " + sent.message());
+    Close(s);
+  }
 }
 
 Status Server::OnDrillReport(Session& s, ByteSpan payload) {

@@ -101,6 +101,10 @@ class Server {
   // The session belongs to `st` from now on (agent or reader).
   void Admit(Session& s, ServerState& st, const wire::Hello& h);
   Status OnReadRequest(Session& s, ByteSpan payload);
+  // A reader's pack read runs in the ring (short reads resubmitted); its answer is sent on completion.
+  Status PostPackRead(Session& s);
+  void OnPackRead(Session& s, int res);
+  void SendPackRead(Session& s);
   Status OnDrillReport(Session& s, ByteSpan payload);
   Status OnBeginPoint(Session& s, ByteSpan payload);
   Status OnResumePoint(Session& s, ByteSpan payload);
