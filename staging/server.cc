@@ -749,21 +749,12 @@ Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
 
 Status Server::OnReadRequest(Session& s, ByteSpan payload) {
   BR_ASSIGN_OR_RETURN(wire::ReadRequest rq, wire::ReadRequest::Decode(payload));
-  const store::ServerStore& st = *s.server->store;
-  Bytes& frame = s.read_frame;  // reused: one answer at a time
-  frame.clear();
-  auto answer = [&](uint64_t object_bytes, wire::ReadStatus status, ByteSpan data) {
-    wire::ReadData::AppendEncoded(&frame, rq.tag, object_bytes, status, data);
-    Status sent = s.ch->Send(frame);
-    if (!sent.ok()) {
-      Log(kProg, "session " + std::to_string(s.id) + ": " + sent.message());
-      Close(s);
-    }
-    return Status::Ok();
-  };
   if (rq.kind == wire::ReadKind::kPack) {
     auto fd = s.read_packs->Fd(static_cast<uint32_t>(rq.id));
-    if (rq.id > UINT32_MAX || !fd.ok()) return answer(0, wire::ReadStatus::kNotFound, ByteSpan());
+    if (rq.id > UINT32_MAX || !fd.ok()) {
+      SendReadAnswer(s, rq, 0, wire::ReadStatus::kNotFound, ByteSpan());
+      return Status::Ok();
+    }
     struct stat sb{};
     if (fstat(*fd, &sb) != 0) return ErrnoStatus("stat pack " + std::to_string(rq.id), errno);
     uint64_t size = static_cast<uint64_t>(sb.st_size);
@@ -784,36 +775,77 @@ Status Server::OnReadRequest(Session& s, ByteSpan payload) {
     return Status::Ok();
   }
   // Manifest and index bytes come from a snapshot taken at the first chunk (offset 0), so that
-  // the reader gets one version whole; an index read also pins every pack the index names.
+  // the reader gets one version whole; an index read also pins every pack the index names. The
+  // snapshot is taken on the StoreWorker (an index file may be large), the session waiting.
   auto key = std::make_pair(static_cast<uint8_t>(rq.kind), rq.id);
   auto snap = s.snapshots.find(key);
-  if (snap == s.snapshots.end() || rq.offset == 0) {
-    Bytes bytes;
-    if (rq.kind == wire::ReadKind::kManifest) {
-      bytes = st.manifest().Encode();
-    } else {
+  if (snap != s.snapshots.end() && rq.offset != 0) return AnswerFromSnapshot(s, rq);
+  if (s.snapshots.size() >= kReaderSnapshotsMax && snap == s.snapshots.end())
+    return ProtocolError("more than " + std::to_string(kReaderSnapshotsMax) + " manifests and indexes read at once");
+  const store::ServerStore* store = s.server->store.get();
+  store::PackReader* packs = s.read_packs.get();  // the session's; it waits while the job runs
+  ServerState* state = s.server;
+  const uint64_t session_id = s.id;
+  bool posted = PostJob(*state, [this, store, packs, state, session_id, rq]() -> StoreWorker::Done {
+    // nullopt: no such point (answered "not found").
+    auto take = [&]() -> Result<std::optional<Bytes>> {
+      if (rq.kind == wire::ReadKind::kManifest) return std::optional<Bytes>(store->manifest().Encode());
       const store::PointInfo* point = nullptr;
-      for (const auto& p : st.manifest().points)
+      for (const auto& p : store->manifest().points)
         if (p.id == rq.id) point = &p;
-      if (point == nullptr) return answer(0, wire::ReadStatus::kNotFound, ByteSpan());
+      if (point == nullptr) return std::optional<Bytes>();
       // The file's own bytes: the reader checks them against the manifest's checksum.
-      auto data = ReadFileBytes(st.IndexPath(*point), store::kMaxIndexBytes);
+      auto data = ReadFileBytes(store->IndexPath(*point), store::kMaxIndexBytes);
       if (!data.ok()) return data.status().Annotate("index of point " + std::to_string(rq.id));
       auto index = store::PointIndex::Decode(*data);
       if (!index.ok()) return index.status().Annotate("index of point " + std::to_string(rq.id));
-      auto pinned = s.read_packs->OpenAll(*index);
+      auto pinned = packs->OpenAll(*index);
       if (!pinned.ok()) return pinned.status().Annotate("pinning the packs of point " + std::to_string(rq.id));
-      bytes = std::move(data).value();
-    }
-    if (s.snapshots.size() >= kReaderSnapshotsMax && snap == s.snapshots.end())
-      return ProtocolError("more than " + std::to_string(kReaderSnapshotsMax) + " manifests and indexes read at once");
-    snap = s.snapshots.insert_or_assign(key, std::move(bytes)).first;
+      return std::optional<Bytes>(std::move(data).value());
+    };
+    auto taken = std::make_shared<Result<std::optional<Bytes>>>(take());
+    return [this, state, session_id, rq, taken]() {
+      --state->jobs;
+      auto it = sessions_.find(session_id);
+      if (it == sessions_.end() || it->second->ch->closing() || it->second->failed) return;
+      Session& s = *it->second;
+      if (!taken->ok()) {
+        Fail(s, wire::ErrorCode::kStoreError, taken->status().Annotate("reader session"));
+        return;
+      }
+      if (!taken->value()) {
+        SendReadAnswer(s, rq, 0, wire::ReadStatus::kNotFound, ByteSpan());
+        return;
+      }
+      s.snapshots.insert_or_assign(std::make_pair(static_cast<uint8_t>(rq.kind), rq.id), std::move(*taken->value()));
+      AnswerFromSnapshot(s, rq).IgnoreError();  // it only fails by closing the session, which it logs
+    };
+  });
+  if (!posted) return Unavailable("the staging's store worker is saturated; retry later");
+  return Status::Ok();
+}
+
+void Server::SendReadAnswer(Session& s, const wire::ReadRequest& rq, uint64_t object_bytes, wire::ReadStatus status,
+                            ByteSpan data) {
+  Bytes& frame = s.read_frame;  // reused: one answer at a time
+  frame.clear();
+  wire::ReadData::AppendEncoded(&frame, rq.tag, object_bytes, status, data);
+  Status sent = s.ch->Send(frame);
+  if (!sent.ok()) {
+    Log(kProg, "session " + std::to_string(s.id) + ": " + sent.message());
+    Close(s);
   }
+}
+
+Status Server::AnswerFromSnapshot(Session& s, const wire::ReadRequest& rq) {
+  auto snap = s.snapshots.find(std::make_pair(static_cast<uint8_t>(rq.kind), rq.id));
+  assert(snap != s.snapshots.end());
   const Bytes& bytes = snap->second;
   uint64_t n = rq.offset >= bytes.size() ? 0 : std::min<uint64_t>(rq.length, bytes.size() - rq.offset);
-  Status st_answer = answer(bytes.size(), wire::ReadStatus::kOk, ByteSpan(bytes).subspan(rq.offset >= bytes.size() ? bytes.size() : rq.offset, n));
+  SendReadAnswer(s, rq, bytes.size(), wire::ReadStatus::kOk,
+                 ByteSpan(bytes).subspan(rq.offset >= bytes.size() ? bytes.size() : rq.offset, n));
   if (rq.offset + n >= bytes.size()) s.snapshots.erase(snap);  // served to the end
-  return st_answer;
+  return Status::Ok();
 }
 
 Status Server::PostPackRead(Session& s) {

@@ -101,6 +101,10 @@ class Server {
   // The session belongs to `st` from now on (agent or reader).
   void Admit(Session& s, ServerState& st, const wire::Hello& h);
   Status OnReadRequest(Session& s, ByteSpan payload);
+  void SendReadAnswer(Session& s, const wire::ReadRequest& rq, uint64_t object_bytes, wire::ReadStatus status,
+                      ByteSpan data);
+  // Answers `rq` from the session's snapshot of its object (which must exist).
+  Status AnswerFromSnapshot(Session& s, const wire::ReadRequest& rq);
   // A reader's pack read runs in the ring (short reads resubmitted); its answer is sent on completion.
   Status PostPackRead(Session& s);
   void OnPackRead(Session& s, int res);
