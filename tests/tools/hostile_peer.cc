@@ -115,6 +115,25 @@ uint64_t ParseTime(const std::string& t, uint64_t now_ns) {
   return std::stoull(t);
 }
 
+// The SEALs of point `b`, one per volume, linked to point `prev`: well formed, but their MACs are
+// not the agent's (zeros), which only a recovery with the key can tell.
+void SendSeals(Peer& peer, const wire::BeginPoint& b, uint64_t prev) {
+  for (size_t v = 0; v < b.volume_sizes.size(); ++v) {
+    wire::SealMsg m;
+    m.seal.point_id = b.point_id;
+    m.seal.time_ns = b.time_ns;
+    m.seal.flags = b.flags;
+    m.seal.volume = static_cast<uint16_t>(v);
+    m.seal.volume_count = static_cast<uint16_t>(b.volume_sizes.size());
+    m.seal.volume_bytes = b.volume_sizes[v];
+    m.seal.region_bytes = SealRegionBytes(b.volume_sizes[v]);
+    m.seal.regions.assign(SealRegionCount(b.volume_sizes[v]), Digest128{});
+    m.seal.region_points.assign(m.seal.regions.size(), 0);
+    m.seal.prev.point_id = prev;  // the staging checks the id (it cannot check the MAC)
+    peer.Send(wire::MsgType::kSeal, m.Encode());
+  }
+}
+
 // One forged point in a session of its own; prints its line.
 void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key, const std::string& time) {
   Peer peer(ctx, hp);
@@ -138,20 +157,7 @@ void ForgePoint(TlsContext* ctx, const HostPort& hp, const Options& o, const Dat
   b.flags = store::kPointConsistent;
   b.volume_sizes = o.volume_bytes;
   peer.Send(wire::MsgType::kBeginPoint, b.Encode());
-  for (size_t v = 0; v < o.volume_bytes.size(); ++v) {
-    wire::SealMsg m;  // well formed, but its MAC is not the agent's: only a restore can tell
-    m.seal.point_id = b.point_id;
-    m.seal.time_ns = b.time_ns;
-    m.seal.flags = b.flags;
-    m.seal.volume = static_cast<uint16_t>(v);
-    m.seal.volume_count = static_cast<uint16_t>(o.volume_bytes.size());
-    m.seal.volume_bytes = o.volume_bytes[v];
-    m.seal.region_bytes = SealRegionBytes(o.volume_bytes[v]);
-    m.seal.regions.assign(SealRegionCount(o.volume_bytes[v]), Digest128{});
-    m.seal.region_points.assign(m.seal.regions.size(), 0);
-    m.seal.prev.point_id = ok->last_point_id;  // the staging checks the id (it cannot check the MAC)
-    peer.Send(wire::MsgType::kSeal, m.Encode());
-  }
+  SendSeals(peer, b, ok->last_point_id);
   wire::EndPoint e;
   e.point_id = b.point_id;
   e.flags = b.flags;
@@ -250,21 +256,7 @@ void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataK
     e.flags = b.flags;
     e.record_count = n;
     e.last_seq = seq;  // sequence numbers run on through the session
-    // SEALs, then END_POINT once every record is acknowledged durable (as an agent does).
-    for (size_t v = 0; v < b.volume_sizes.size(); ++v) {
-      wire::SealMsg m;
-      m.seal.point_id = b.point_id;
-      m.seal.time_ns = b.time_ns;
-      m.seal.flags = b.flags;
-      m.seal.volume = static_cast<uint16_t>(v);
-      m.seal.volume_count = static_cast<uint16_t>(b.volume_sizes.size());
-      m.seal.volume_bytes = b.volume_sizes[v];
-      m.seal.region_bytes = SealRegionBytes(b.volume_sizes[v]);
-      m.seal.regions.assign(SealRegionCount(b.volume_sizes[v]), Digest128{});
-      m.seal.region_points.assign(m.seal.regions.size(), 0);
-      m.seal.prev.point_id = b.point_id - 1;
-      peer->Send(wire::MsgType::kSeal, m.Encode());
-    }
+    SendSeals(*peer, b, b.point_id - 1);  // the staging commits once the records are durable
     peer->Send(wire::MsgType::kEndPoint, e.Encode());
     for (;;) {
       auto f = peer->Receive();
