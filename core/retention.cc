@@ -58,7 +58,13 @@ Result<RetentionPolicy> RetentionPolicy::Parse(const std::string& text, uint32_t
 std::string RetentionPolicy::ToString() const {
   if (keep_all) return "all";
   std::string s;
-  for (const RetentionTier& t : tiers) s += (s.empty() ? "" : ",") + FormatDuration(t.every_ns) + ":" + FormatDuration(t.keep_ns);
+  for (const RetentionTier& t : tiers) {
+    // Appended piece by piece: GCC 12's -Wrestrict misfires on `"," + std::string&&` at -O3.
+    if (!s.empty()) s += ',';
+    s += FormatDuration(t.every_ns);
+    s += ':';
+    s += FormatDuration(t.keep_ns);
+  }
   if (s.empty()) s = "none";
   if (keep_last) s += " + keep-last " + std::to_string(keep_last);
   if (min_retention_ns) s += " + min-retention " + FormatDuration(min_retention_ns);

@@ -256,7 +256,10 @@ std::string PointRanges(const std::vector<uint64_t>& points) {
     while (j + 1 < points.size() && points[j + 1] == points[j] + 1) ++j;
     if (!s.empty()) s += ",";
     s += std::to_string(points[i]);
-    if (j > i) s += "-" + std::to_string(points[j]);
+    if (j > i) {
+      s += '-';  // not `"-" + std::string&&`: GCC 12's -Wrestrict misfires on it at -O3
+      s += std::to_string(points[j]);
+    }
     i = j + 1;
   }
   return s;

@@ -16,6 +16,7 @@
 
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
+#include "blockrep/pending.h"
 #include "blockrep/record.h"
 
 namespace blockrep::staging {
@@ -51,8 +52,6 @@ constexpr uint64_t kPreAuthLogWindowNs = 10ull * 1000000000ull;
 // A refused session waits this long for the agent to read its ERROR and hang up, then closes
 // anyway: an agent that never hangs up must not hold its server-id's session slot.
 constexpr uint64_t kRefusedLingerNs = 5ull * 1000000000ull;
-constexpr uint64_t kPendingMagic = 0x32444e4550524242ull;  // "BBRPEND2"
-constexpr size_t kPendingExtentsMax = 4u << 20;           // a memory bound: beyond it the agent resends
 // A session starts a new pack past this size (between group commits), so that a long-lived
 // session's older records can be compacted: the pack being appended never is.
 constexpr uint64_t kPackRollBytes = 64ull << 20;
@@ -69,47 +68,6 @@ constexpr unsigned kFramesPerTurnMax = 256;
 constexpr uint64_t kTurnBudgetNs = 2000000;  // 2 ms
 // Manifest and index bytes a reader is being served, per session (one object at a time each).
 constexpr size_t kReaderSnapshotsMax = 4;
-
-// <server dir>/PENDING (docs/FORMAT.md): the durable part of an interrupted point, so that a
-// restarted staging can still offer it for resumption.
-Bytes EncodePending(const wire::BeginPoint& begin, const std::vector<store::NewExtent>& extents, uint64_t bytes) {
-  Bytes b;
-  ByteWriter w(&b);
-  w.U64(kPendingMagic);
-  Bytes bp = begin.Encode();
-  w.U32(static_cast<uint32_t>(bp.size()));
-  w.Raw(bp);
-  w.U64(bytes);
-  w.U32(static_cast<uint32_t>(extents.size()));
-  for (const store::NewExtent& x : extents) {
-    store::AppendIndexEntry(&w, x.entry);
-    w.U8(x.zero ? 1 : 0);
-  }
-  w.U64(Checksum64(b));
-  return b;
-}
-
-Status DecodePending(ByteSpan data, wire::BeginPoint* begin, std::vector<store::NewExtent>* extents,
-                     uint64_t* bytes) {
-  if (data.size() < 16 || Checksum64(data.first(data.size() - 8)) != ByteReader(data.subspan(data.size() - 8)).U64())
-    return DataLoss("checksum mismatch");
-  ByteReader r(data.first(data.size() - 8));
-  if (r.U64() != kPendingMagic) return DataLoss("bad magic");
-  uint32_t bp_len = r.U32();
-  ByteSpan bp = r.Span(bp_len);
-  if (!r.ok()) return DataLoss("truncated");
-  BR_ASSIGN_OR_RETURN(*begin, wire::BeginPoint::Decode(bp));
-  *bytes = r.U64();
-  uint32_t n = r.U32();
-  if (!r.ok() || n > kPendingExtentsMax) return DataLoss("bad extent count");
-  extents->resize(n);
-  for (store::NewExtent& x : *extents) {
-    x.entry = store::ReadIndexEntry(&r);
-    x.zero = r.U8() != 0;
-  }
-  if (!r.ok() || r.remaining() != 0) return DataLoss("truncated");
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -572,7 +530,7 @@ void Server::Close(Session& s) {
 
 void Server::KeepInterruptedPoint(Session& s) {
   if (!s.point || s.failed || s.server == nullptr) return;
-  PendingPoint p;
+  store::PendingPoint p;
   p.begin = *s.point;
   for (size_t i = 0; i < s.extents.size(); ++i) {
     if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
@@ -580,14 +538,14 @@ void Server::KeepInterruptedPoint(Session& s) {
     p.bytes += s.extents[i].entry.record_bytes;
   }
   std::string what = "server '" + s.server_id + "': point " + std::to_string(p.begin.point_id) + " interrupted";
-  if (p.extents.empty() || p.extents.size() > kPendingExtentsMax) {
+  if (p.extents.empty() || p.extents.size() > store::kPendingExtentsMax) {
     Log(kProg, what + "; nothing kept (never visible)");
   } else {
     Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" +
                    std::to_string(p.bytes) + " bytes) kept for the agent to resume");
     // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
     // only: the agent then resends after a restart, which costs bytes, not correctness.
-    Status saved = WriteFileAtomic(s.server->store->dir() + "/PENDING", EncodePending(p.begin, p.extents, p.bytes));
+    Status saved = WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
     if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
     s.server->pending = std::move(p);
   }
@@ -597,31 +555,29 @@ void Server::KeepInterruptedPoint(Session& s) {
 void Server::DropPending(ServerState& st) {
   st.pending.reset();
   if (!st.store) return;
-  std::string path = st.store->dir() + "/PENDING";
+  std::string path = st.store->PendingPath();
   if (unlink(path.c_str()) != 0 && errno != ENOENT)
     Log(kProg, "warning: cannot remove " + path + ": " + std::strerror(errno) +
                    " (a restarted staging would offer a stale point; it checks the chain first)");
 }
 
 void Server::LoadPending(ServerState& st, const std::string& server_id) {
-  std::string path = st.store->dir() + "/PENDING";
+  std::string path = st.store->PendingPath();
   if (!PathExists(path)) return;
-  auto data = ReadSmallFile(path, 1u << 30);
-  wire::BeginPoint begin;
-  std::vector<store::NewExtent> extents;
-  uint64_t bytes = 0;
-  Status st_decode = data.ok() ? DecodePending(ByteSpan(reinterpret_cast<const uint8_t*>(data->data()), data->size()),
-                                               &begin, &extents, &bytes)
-                               : data.status();
-  if (!st_decode.ok() || begin.point_id != st.store->manifest().last_point_id() + 1 ||
-      begin.base_point != st.store->manifest().last_point_id()) {
+  auto data = ReadSmallFile(path, store::kPendingFileBytesMax);
+  Result<store::PendingPoint> kept =
+      data.ok() ? store::DecodePending(ByteSpan(reinterpret_cast<const uint8_t*>(data->data()), data->size()))
+                : Result<store::PendingPoint>(data.status());
+  Status st_decode = kept.ok() ? Status::Ok() : kept.status();
+  if (!kept.ok() || kept->begin.point_id != st.store->manifest().last_point_id() + 1 ||
+      kept->begin.base_point != st.store->manifest().last_point_id()) {
     Log(kProg, "server '" + server_id + "': ignoring " + path +
                    (st_decode.ok() ? " (it no longer follows the chain)" : " (" + st_decode.message() + ")"));
     DropPending(st);
     return;
   }
-  st.pending = PendingPoint{begin, std::move(extents), bytes};
-  Log(kProg, "server '" + server_id + "': interrupted point " + std::to_string(begin.point_id) + " found with " +
+  st.pending = std::move(kept).value();
+  Log(kProg, "server '" + server_id + "': interrupted point " + std::to_string(st.pending->begin.point_id) + " found with " +
                  std::to_string(st.pending->extents.size()) + " durable records; the agent may resume it");
 }
 
@@ -974,7 +930,7 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
 Status Server::OnResumePoint(Session& s, ByteSpan payload) {
   if (s.point) return ProtocolError("RESUME_POINT while a point is open");
   BR_ASSIGN_OR_RETURN(wire::ResumePoint m, wire::ResumePoint::Decode(payload));
-  PendingPoint* p = s.server->pending ? &*s.server->pending : nullptr;
+  store::PendingPoint* p = s.server->pending ? &*s.server->pending : nullptr;
   if (p == nullptr || p->begin.point_id != m.point_id)
     return ProtocolError("RESUME_POINT " + std::to_string(m.point_id) + " names no interrupted point");
   s.point = p->begin;
@@ -1400,7 +1356,10 @@ void Server::LogRetention(const std::string& server_id, const ServerState& st, c
   const std::string who = "server '" + server_id + "': ";
   if (!run.expired.empty()) {
     std::string ids;
-    for (size_t i = 0; i < run.expired.size() && i < 8; ++i) ids += (i ? "," : "") + std::to_string(run.expired[i]);
+    for (size_t i = 0; i < run.expired.size() && i < 8; ++i) {
+      if (i) ids += ',';  // appended apart: GCC 12's -Wrestrict misfires on `"," + std::string&&`
+      ids += std::to_string(run.expired[i]);
+    }
     if (run.expired.size() > 8) ids += ",...";
     Log(kProg, who + "expired " + std::to_string(run.expired.size()) + " point(s) [" + ids + "] by retention " +
                    opts_.retention.ToString() + "; " + std::to_string(st.store->manifest().points.size()) +

@@ -15,6 +15,7 @@
 #include "blockrep/channel.h"
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
+#include "blockrep/pending.h"
 #include "blockrep/retention.h"
 #include "blockrep/store.h"
 #include "blockrep/tls.h"
@@ -53,19 +54,13 @@ class Server {
   uint16_t bound_port() const { return bound_port_; }
 
  private:
-  // The durable part of a point whose session ended before END_POINT: its records are in a
-  // pack, fsync'd and acknowledged. Kept (in memory, and in <server dir>/PENDING for a restart)
-  // so the agent can resume the point instead of sending them again. A kill -9 while the point's
-  // session is still live leaves no PENDING: the agent then sends the point anew.
-  struct PendingPoint {
-    wire::BeginPoint begin;
-    std::vector<store::NewExtent> extents;
-    uint64_t bytes = 0;
-  };
   struct ServerState {
     std::unique_ptr<store::ServerStore> store;
     bool active = false;
-    std::optional<PendingPoint> pending;
+    // The durable part of a point whose session ended before END_POINT (blockrep/pending.h), kept
+    // in memory and in the server's PENDING file so the agent can resume it. A kill -9 while the
+    // point's session is still live leaves no PENDING: the agent then sends the point anew.
+    std::optional<store::PendingPoint> pending;
     // Stored bytes the points expired since the last compaction had added: a cheap upper bound
     // of the garbage waiting, so that compaction (which reads every retained index) runs only
     // when it can reclaim a worthwhile share.

@@ -125,6 +125,8 @@ class ServerStore {
   // Named by point id and index checksum, so a rewritten index (compaction) never replaces the
   // file the committed manifest names: the manifest commit is what switches to it.
   std::string IndexPath(const PointInfo& point) const;
+  // <server dir>/PENDING: an interrupted point's durable records (blockrep/pending.h).
+  std::string PendingPath() const { return dir_ + "/PENDING"; }
 
   // Creates the next pack (header written and fsync'd, directory fsync'd), open for appending.
   Result<UniqueFd> CreatePack(uint32_t* pack_id) const;

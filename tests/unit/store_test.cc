@@ -7,6 +7,7 @@
 
 #include "blockrep/checksum.h"
 #include "blockrep/fs.h"
+#include "blockrep/pending.h"
 #include "blockrep/store.h"
 
 namespace blockrep::store {
@@ -236,6 +237,40 @@ IndexEntry At(uint16_t vol, uint64_t offset, uint32_t length, uint32_t pack) {
 }
 
 // A write inside an older extent splits it; the right part points further into the old record.
+// PENDING round-trips, and any flipped byte or cut end is refused, never half-read.
+TEST(Pending, RoundTripAndDamage) {
+  PendingPoint p;
+  p.begin.point_id = 7;
+  p.begin.base_point = 6;
+  p.begin.time_ns = 123456789;
+  p.begin.volume_sizes = {1 << 20, 2 << 20};
+  p.bytes = 4242;
+  for (uint32_t i = 0; i < 3; ++i) {
+    NewExtent x;
+    x.entry = {static_cast<uint16_t>(i % 2), 4096, i * 65536ull, 2, 200, 16 + i * 200, 0, 0x1234 + i};
+    x.zero = i == 1;
+    p.extents.push_back(x);
+  }
+  Bytes enc = EncodePending(p);
+  auto back = DecodePending(enc);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->begin.Encode(), p.begin.Encode());
+  EXPECT_EQ(back->bytes, 4242u);
+  ASSERT_EQ(back->extents.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(back->extents[i].zero, p.extents[i].zero);
+    EXPECT_EQ(back->extents[i].entry.pack_offset, p.extents[i].entry.pack_offset);
+    EXPECT_EQ(back->extents[i].entry.checksum, p.extents[i].entry.checksum);
+  }
+  for (size_t at = 0; at < enc.size(); at += 7) {
+    Bytes bad = enc;
+    bad[at] ^= 0x20;
+    EXPECT_EQ(DecodePending(bad).status().code(), Code::kDataLoss) << "byte " << at;
+  }
+  EXPECT_FALSE(DecodePending(ByteSpan(enc).first(enc.size() - 1)).ok());
+  EXPECT_FALSE(DecodePending(ByteSpan()).ok());
+}
+
 TEST(BuildPointIndex, OverwriteSplitsOlderExtent) {
   PointIndex base;
   base.point_id = 1;
