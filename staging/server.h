@@ -2,7 +2,9 @@
 // commits recovery points. One loop thread, one io_uring: socket I/O, pack writes and fsyncs all
 // go through the ring. What can take long (point commits, index loads and fingerprint preads,
 // retention and compaction) runs on a StoreWorker's threads, while the loop serves the other
-// servers' sessions.
+// servers' sessions. The class's rooms: server.cc (loop, listener, budgets, lifecycle),
+// agent_session.cc, pack_writer.cc, reader_session.cc, store_jobs.cc; session.h holds a
+// session's state and the limits they share.
 #pragma once
 
 #include <csignal>

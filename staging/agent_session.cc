@@ -1,0 +1,301 @@
+// An agent's session: HELLO, the point it sends (BEGIN_POINT, RESUME_POINT, SEAL, END_POINT), and
+// what an interrupted point leaves (PENDING). Records and their group commit: pack_writer.cc.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "blockrep/checksum.h"
+#include "blockrep/fingerprint.h"
+#include "blockrep/pending.h"
+#include "blockrep/record.h"
+#include "server.h"
+#include "session.h"
+
+namespace blockrep::staging {
+
+void Server::KeepInterruptedPoint(Session& s) {
+  if (!s.point || s.failed || s.server == nullptr) return;
+  store::PendingPoint p;
+  p.begin = *s.point;
+  for (size_t i = 0; i < s.extents.size(); ++i) {
+    if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
+    p.extents.push_back(s.extents[i]);
+    p.bytes += s.extents[i].entry.record_bytes;
+  }
+  std::string what = "server '" + s.server_id + "': point " + std::to_string(p.begin.point_id) + " interrupted";
+  if (p.extents.empty() || p.extents.size() > store::kPendingExtentsMax) {
+    Log(kProg, what + "; nothing kept (never visible)");
+  } else {
+    Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" +
+                   std::to_string(p.bytes) + " bytes) kept for the agent to resume");
+    // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
+    // only: the agent then resends after a restart, which costs bytes, not correctness.
+    Status saved = WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
+    if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
+    s.server->pending = std::move(p);
+  }
+  s.point.reset();
+}
+
+void Server::DropPending(ServerState& st) {
+  st.pending.reset();
+  if (!st.store) return;
+  std::string path = st.store->PendingPath();
+  if (unlink(path.c_str()) != 0 && errno != ENOENT)
+    Log(kProg, "warning: cannot remove " + path + ": " + std::strerror(errno) +
+                   " (a restarted staging would offer a stale point; it checks the chain first)");
+}
+
+void Server::LoadPending(ServerState& st, const std::string& server_id) {
+  std::string path = st.store->PendingPath();
+  if (!PathExists(path)) return;
+  auto data = ReadSmallFile(path, store::kPendingFileBytesMax);
+  Result<store::PendingPoint> kept =
+      data.ok() ? store::DecodePending(ByteSpan(reinterpret_cast<const uint8_t*>(data->data()), data->size()))
+                : Result<store::PendingPoint>(data.status());
+  Status st_decode = kept.ok() ? Status::Ok() : kept.status();
+  if (!kept.ok() || kept->begin.point_id != st.store->manifest().last_point_id() + 1 ||
+      kept->begin.base_point != st.store->manifest().last_point_id()) {
+    Log(kProg, "server '" + server_id + "': ignoring " + path +
+                   (st_decode.ok() ? " (it no longer follows the chain)" : " (" + st_decode.message() + ")"));
+    DropPending(st);
+    return;
+  }
+  st.pending = std::move(kept).value();
+  Log(kProg, "server '" + server_id + "': interrupted point " + std::to_string(st.pending->begin.point_id) + " found with " +
+                 std::to_string(st.pending->extents.size()) + " durable records; the agent may resume it");
+}
+
+Status Server::OnHello(Session& s, ByteSpan payload) {
+  if (s.hello_done) return ProtocolError("second HELLO");
+  BR_ASSIGN_OR_RETURN(wire::Hello h, wire::Hello::Decode(payload));
+  if (h.version_min > wire::kVersion || h.version_max < wire::kVersion) {
+    Fail(s, wire::ErrorCode::kProtocol,
+         ProtocolError("agent speaks protocol versions " + std::to_string(h.version_min) + ".." +
+                       std::to_string(h.version_max) + "; this staging speaks " +
+                       std::to_string(wire::kVersion) + " (upgrade one side)"));
+    return Status::Ok();
+  }
+  Status valid = wire::ValidateServerId(h.server_id);
+  if (!valid.ok()) {
+    Fail(s, wire::ErrorCode::kIdentity, valid);
+    return Status::Ok();
+  }
+  std::string cn = s.ch->tls().PeerCommonName();
+  if (cn != h.server_id) {
+    Fail(s, wire::ErrorCode::kIdentity,
+         PermissionDenied("the agent's certificate belongs to server-id '" + Printable(cn, 80) +
+                          "' but it claims server-id '" + h.server_id +
+                          "' (use that server's certificate, from blockrep-keygen)"));
+    return Status::Ok();
+  }
+  size_t authenticated = 0;
+  for (const auto& [id, other] : sessions_) authenticated += other->hello_done && !other->ch->closing() ? 1 : 0;
+  if (authenticated >= opts_.max_sessions) {
+    Fail(s, wire::ErrorCode::kAtCapacity,
+         Unavailable("staging at capacity (" + std::to_string(authenticated) + " sessions): retry later"));
+    return Status::Ok();
+  }
+  auto known = servers_.find(h.server_id);
+  if (known != servers_.end() && known->second.jobs > 0) {
+    s.defer_frame = true;  // its store is with the StoreWorker: this HELLO waits for the job
+    return Status::Ok();
+  }
+  if (h.role == wire::Role::kReader) return OnReaderHello(s, h);
+  ServerState& st = servers_[h.server_id];
+  if (st.active) {
+    Fail(s, wire::ErrorCode::kBusy,
+         Unavailable("server-id '" + h.server_id + "' already has an active session on this staging"));
+    return Status::Ok();
+  }
+  if (!st.store) {
+    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, true);
+    if (!opened.ok()) {
+      servers_.erase(h.server_id);
+      FailStore(s, opened.status());
+      return Status::Ok();
+    }
+    st.store = std::move(opened).value();
+    LoadPending(st, h.server_id);
+    SetPackUsage(st, CountPacks(*st.store));
+  }
+  uint64_t chain_key = st.store->manifest().key_id;
+  // The chain's key, or (after blockrep-keygen --rotate-key) a key file that still holds it as a
+  // retired key: then the next point is a full one under the new key (OnBeginPoint).
+  if (chain_key != 0 && !h.Holds(chain_key)) {
+    Fail(s, wire::ErrorCode::kKeyMismatch,
+         PermissionDenied("the agent's data key is not the key server '" + h.server_id +
+                          "' has replicated with so far, nor among its retired keys (check --key)"));
+    return Status::Ok();
+  }
+  st.active = true;
+  Admit(s, st, h);
+  Log(kProg, "session " + std::to_string(s.id) + ": server '" + s.server_id + "' connected from " +
+                 s.peer + " (last point " + std::to_string(st.store->manifest().last_point_id()) + ")");
+  wire::HelloOk ok;
+  ok.last_point_id = st.store->manifest().last_point_id();
+  if (!st.store->manifest().points.empty()) ok.last_time_ns = st.store->manifest().points.back().time_ns;
+  ok.chain_key_id = chain_key;
+  if (st.pending && st.pending->begin.point_id == ok.last_point_id + 1) {
+    ok.pending_point_id = st.pending->begin.point_id;
+    ok.pending_base_point = st.pending->begin.base_point;
+    ok.pending_time_ns = st.pending->begin.time_ns;
+  } else if (st.pending) {
+    DropPending(st);
+  }
+  SendFrame(s, wire::MsgType::kHelloOk, ok.Encode());
+  return Status::Ok();
+}
+
+void Server::Admit(Session& s, ServerState& st, const wire::Hello& h) {
+  s.server = &st;
+  s.server_id = h.server_id;
+  s.key_id = h.key_id;
+  s.hello_done = true;
+}
+
+Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
+  if (s.point) return ProtocolError("BEGIN_POINT while a point is open");
+  BR_ASSIGN_OR_RETURN(wire::BeginPoint b, wire::BeginPoint::Decode(payload));
+  // Ids only grow. Usually by one; more when an agent found this chain behind the points it saw
+  // acknowledged (a rolled-back store): it never reuses their ids (PROTOCOL.md, Rollback).
+  uint64_t last = s.server->store->manifest().last_point_id();
+  if (b.point_id <= last || b.point_id - last > wire::kPointIdGapMax) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("point " + std::to_string(b.point_id) + " does not follow the chain (expected " +
+                         std::to_string(last + 1) + ", or at most " + std::to_string(wire::kPointIdGapMax) +
+                         " past it)"));
+    return Status::Ok();
+  }
+  uint64_t chain_key = s.server->store->manifest().key_id;
+  if (b.base_point != 0 && chain_key != 0 && chain_key != s.key_id) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("incremental point " + std::to_string(b.point_id) + " is sealed under data key " +
+                         KeyIdHex(s.key_id) + ", its base under " + KeyIdHex(chain_key) +
+                         ": after a key rotation the first point must be full"));
+    return Status::Ok();
+  }
+  if (b.base_point != 0 && b.base_point != last) {
+    Fail(s, wire::ErrorCode::kBadPoint,
+         InvalidArgument("incremental point " + std::to_string(b.point_id) + " is based on point " +
+                         std::to_string(b.base_point) + ", but the chain ends at " + std::to_string(last) +
+                         " (the agent must rescan)"));
+    return Status::Ok();
+  }
+  // A point's time orders the chain and decides retention, so it is the staging's: later than
+  // the chain's last point and within wire::kPointClockSkewNs of this clock (a hostile agent cannot
+  // backdate points to outrank genuine ones in their retention slots).
+  Clock& clock = opts_.clock ? *opts_.clock : system_clock_;
+  uint64_t now_ns = clock.NowUtcNs();
+  const auto& points = s.server->store->manifest().points;
+  uint64_t skew_ns = b.time_ns > now_ns ? b.time_ns - now_ns : now_ns - b.time_ns;
+  if (skew_ns > wire::kPointClockSkewNs) {
+    Fail(s, wire::ErrorCode::kBadTime,
+         InvalidArgument("point " + std::to_string(b.point_id) + " is dated " + FormatUtc(b.time_ns) + ", " +
+                         std::to_string(skew_ns / 1000000000ull) + " s " + (b.time_ns > now_ns ? "ahead of" : "behind") +
+                         " the staging's clock (" + FormatUtc(now_ns) + "; at most " +
+                         std::to_string(wire::kPointClockSkewNs / 1000000000ull) +
+                         " s apart): set the clocks of the agent and the staging (NTP)"));
+    return Status::Ok();
+  }
+  if (!points.empty() && b.time_ns <= points.back().time_ns) {
+    Fail(s, wire::ErrorCode::kBadTime,
+         InvalidArgument("point " + std::to_string(b.point_id) + " is dated " + FormatUtc(b.time_ns) +
+                         ", not after the chain's last point " + std::to_string(points.back().id) + " (" +
+                         FormatUtc(points.back().time_ns) + "): point times only move forward"));
+    return Status::Ok();
+  }
+  if (s.server->pending) {
+    Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
+                   " afresh; the interrupted one is dropped");
+    DropPending(*s.server);
+  }
+  s.point = std::move(b);
+  s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
+  s.extents.clear();
+  s.extent_seqs.clear();
+  s.session_records = 0;
+  s.point_bytes = 0;
+  return Status::Ok();
+}
+
+Status Server::OnResumePoint(Session& s, ByteSpan payload) {
+  if (s.point) return ProtocolError("RESUME_POINT while a point is open");
+  BR_ASSIGN_OR_RETURN(wire::ResumePoint m, wire::ResumePoint::Decode(payload));
+  store::PendingPoint* p = s.server->pending ? &*s.server->pending : nullptr;
+  if (p == nullptr || p->begin.point_id != m.point_id)
+    return ProtocolError("RESUME_POINT " + std::to_string(m.point_id) + " names no interrupted point");
+  s.point = p->begin;
+  s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
+  s.extents = std::move(p->extents);
+  s.extent_seqs.assign(s.extents.size(), 0);
+  s.session_records = 0;
+  s.point_bytes = p->bytes;
+  // From here its records live in this session (and are saved again if it is interrupted).
+  DropPending(*s.server);
+  Log(kProg, "server '" + s.server_id + "': point " + std::to_string(m.point_id) + " resumed with " +
+                 std::to_string(s.extents.size()) + " durable records");
+  return Status::Ok();
+}
+
+Status Server::OnEndPoint(Session& s, ByteSpan payload) {
+  if (!s.point || s.end) return ProtocolError("END_POINT outside a point");
+  BR_ASSIGN_OR_RETURN(wire::EndPoint e, wire::EndPoint::Decode(payload));
+  if (e.point_id != s.point->point_id) return ProtocolError("END_POINT names another point");
+  if (e.last_seq != s.next_seq - 1 || e.record_count != s.session_records)
+    return ProtocolError("END_POINT says " + std::to_string(e.record_count) + " records up to sequence " +
+                         std::to_string(e.last_seq) + ", but " + std::to_string(s.session_records) +
+                         " arrived up to " + std::to_string(s.next_seq - 1));
+  for (size_t v = 0; v < s.seals.size(); ++v) {
+    if (!s.seals[v]) return ProtocolError("END_POINT " + std::to_string(e.point_id) + " before the SEAL of volume " + std::to_string(v));
+    if (s.seals[v]->flags != e.flags)
+      return ProtocolError("the SEAL of volume " + std::to_string(v) + " says flags " + std::to_string(s.seals[v]->flags) +
+                           ", END_POINT " + std::to_string(e.flags));
+  }
+  s.end = e;
+  return MaybeCommitPoint(s);
+}
+
+Status Server::OnSeal(Session& s, ByteSpan payload) {
+  if (!s.point || s.end) return ProtocolError("SEAL outside a point");
+  BR_ASSIGN_OR_RETURN(wire::SealMsg m, wire::SealMsg::Decode(payload));
+  const VolumeSeal& seal = m.seal;
+  const wire::BeginPoint& b = *s.point;
+  if (seal.point_id != b.point_id || seal.time_ns != b.time_ns || seal.volume_count != b.volume_sizes.size())
+    return ProtocolError("SEAL names point " + std::to_string(seal.point_id) + " of " + std::to_string(seal.volume_count) +
+                         " volumes at time " + std::to_string(seal.time_ns) + ", not the open point");
+  if (seal.volume_bytes != b.volume_sizes[seal.volume])
+    return ProtocolError("SEAL of volume " + std::to_string(seal.volume) + " says " + std::to_string(seal.volume_bytes) +
+                         " bytes, BEGIN_POINT " + std::to_string(b.volume_sizes[seal.volume]));
+  if (s.seals[seal.volume]) return ProtocolError("a second SEAL for volume " + std::to_string(seal.volume));
+  // The link to the point it follows: the chain's head, or a later point the agent saw
+  // acknowledged (a rolled-back store lost it). Its MAC is the agent's to check, its id is ours.
+  uint64_t head = s.server->store->manifest().last_point_id();
+  if (seal.prev.point_id < head)
+    return ProtocolError("SEAL of point " + std::to_string(seal.point_id) + " says it follows point " +
+                         std::to_string(seal.prev.point_id) + ", but the chain already ends at point " + std::to_string(head));
+  s.seals[seal.volume] = std::move(m.seal);
+  return Status::Ok();
+}
+
+void Server::FailQuota(Session& s, const std::string& what) {
+  // Like a full store, for this server only: the agent backs off keeping its dirty state, and
+  // finishes once retention frees space or the operator raises the quota.
+  Fail(s, wire::ErrorCode::kQuotaExceeded,
+       NoSpace("quota exceeded: server '" + s.server_id + "': " + what +
+               "; nothing acknowledged is lost (the agent waits): let retention free space or raise the quota"));
+}
+
+void Server::FailStore(Session& s, const Status& st) {
+  bool full = st.code() == Code::kNoSpace;
+  Fail(s, full ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kStoreError,
+       st.Annotate(full ? "staging store is full" : "staging cannot write its store"));
+}
+
+}  // namespace blockrep::staging

@@ -1,0 +1,138 @@
+// The staging's internals shared by its rooms (server.cc: the loop, listener and session
+// lifecycle; agent_session.cc, pack_writer.cc, reader_session.cc, store_jobs.cc: what a session
+// asks for): its limits, the ring's operation codes, and the state of one session. Not a public
+// header: only staging/ includes it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "blockrep/channel.h"
+#include "blockrep/seal.h"
+#include "blockrep/store.h"
+#include "blockrep/wire.h"
+#include "server.h"
+
+namespace blockrep::staging {
+
+inline constexpr const char* kProg = "blockrep-staging";
+inline constexpr uint8_t kOpAccept = 1;
+inline constexpr uint8_t kOpPackWrite = 3;
+inline constexpr uint8_t kOpPackFsync = 4;
+inline constexpr uint8_t kOpWake = 5;
+inline constexpr uint8_t kOpWakeCancel = 6;
+inline constexpr uint8_t kOpReadPack = 7;  // a reader's pack read (READ_REQUEST kind pack)
+inline constexpr uint64_t kListenerId = 0;
+// The StoreWorker's eventfd read: an id no session reaches (they count from 1).
+inline constexpr uint64_t kWorkerId = 1ull << 55;
+// Group commit: records gather in `batch` while one write+fsync is in flight; reading from the
+// socket pauses once a batch holds this much, which bounds staging memory per session.
+inline constexpr size_t kBatchBytesMax = 8u << 20;
+inline constexpr size_t kInboxBytesMax = 4u << 20;
+// A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
+// cannot hold session slots.
+inline constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
+// Connections that have not yet finished TLS and HELLO cost the staging memory and turns but prove
+// nothing: they get a budget of their own, apart from authenticated sessions (opts.max_sessions),
+// in total and per peer address. A new connection over budget evicts the oldest waiting one (an
+// agent's handshake takes milliseconds; what waits longest is what is idle or slow on purpose).
+inline constexpr size_t kPreAuthMax = 256;
+inline constexpr size_t kPreAuthPerAddressMax = 64;
+// Events about unauthenticated connections (evictions, deadlines, TLS failures) are logged at most
+// kPreAuthLogLines a window; the rest are counted and summed up in one line.
+inline constexpr unsigned kPreAuthLogLines = 10;
+inline constexpr uint64_t kPreAuthLogWindowNs = 10ull * 1000000000ull;
+// A refused session waits this long for the agent to read its ERROR and hang up, then closes
+// anyway: an agent that never hangs up must not hold its server-id's session slot.
+inline constexpr uint64_t kRefusedLingerNs = 5ull * 1000000000ull;
+// A session starts a new pack past this size (between group commits), so that a long-lived
+// session's older records can be compacted: the pack being appended never is.
+inline constexpr uint64_t kPackRollBytes = 64ull << 20;
+// A reader (recovery over --staging) pipelines READ_REQUESTs; the staging stops taking them while
+// this much of its answers waits to be sent, which bounds its memory per reader.
+inline constexpr size_t kReaderUnsentMax = 4u << 20;
+// Per session, one agent cannot hold the loop or the memory every session shares: once this much
+// of its replies are unsent (it does not read them), its requests wait in its inbox (bounded,
+// kInboxBytesMax) and then in its socket. Readers stream READ_DATA, so they get kReaderUnsentMax.
+inline constexpr size_t kAgentUnsentMax = 1u << 20;
+// A session handles at most this many frames, and for at most this long, per loop turn; what is
+// left waits for the next turn, after every other session had its own.
+inline constexpr unsigned kFramesPerTurnMax = 256;
+inline constexpr uint64_t kTurnBudgetNs = 2000000;  // 2 ms
+// Manifest and index bytes a reader is being served, per session (one object at a time each).
+inline constexpr size_t kReaderSnapshotsMax = 4;
+
+struct Server::Session {
+  uint64_t id = 0;
+  std::unique_ptr<Channel> ch;
+  std::string peer;
+  uint64_t accepted_ns = 0;
+  std::string server_id;
+  ServerState* server = nullptr;
+  bool hello_done = false;
+  bool failed = false;
+  uint64_t failed_ns = 0;  // when it was refused
+  uint64_t last_heard_ns = 0;  // last bytes from the agent (liveness: wire::kAgentSilentNs)
+  uint64_t key_id = 0;
+  bool reader = false;  // a recovery tool (wire::Role::kReader): reads only, never holds the server's slot
+
+  // Reader: the manifest or index bytes being served, by (kind, id), and the packs pinned by the
+  // indexes it read (open files outlive a compaction's unlink).
+  std::map<std::pair<uint8_t, uint64_t>, Bytes> snapshots;
+  std::unique_ptr<store::PackReader> read_packs;
+  std::unique_ptr<uint8_t[]> read_buf;  // a READ_DATA frame: head, then up to kMaxReadBytes read from a pack
+  Bytes read_frame;
+  // The pack read in flight in the ring (one at a time, so answers stay in request order; the
+  // session's frames wait meanwhile): into read_buf after the head, read_done of read_want bytes.
+  bool read_inflight = false;
+  int read_fd = -1;  // owned by read_packs
+  uint64_t read_offset = 0;
+  uint32_t read_want = 0, read_done = 0;
+
+  // The point being received.
+  std::optional<wire::BeginPoint> point;
+  std::vector<store::NewExtent> extents;  // arrival order
+  std::vector<uint64_t> extent_seqs;       // seq of each extent; 0: durable from an earlier session
+  uint64_t session_records = 0;            // records of the open point received in this session
+  uint64_t point_bytes = 0;
+  uint64_t next_seq = 1;
+  std::optional<wire::EndPoint> end;
+  std::vector<std::optional<VolumeSeal>> seals;  // per volume of the open point, as SEALs arrive
+
+  // Pack being appended. pack_end counts bytes handed to the kernel (durable or in flight).
+  UniqueFd pack_fd;
+  uint32_t pack_id = 0;
+  uint64_t pack_end = 0;
+  uint64_t pack_durable_end = 0;  // end of the last write + fsync that completed
+  Bytes batch;
+  uint64_t batch_last_seq = 0;
+  Bytes commit_buf;
+  uint64_t commit_offset = 0;  // file offset of commit_buf[0]
+  size_t commit_written = 0;
+  uint64_t commit_last_seq = 0;
+  int commit_ops = 0;  // write + fsync completions still expected
+  int commit_error = 0;
+  bool commit_inflight = false;
+  uint64_t durable_seq = 0;
+
+  bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
+  bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed
+
+  // The last committed point's index, loaded on the first FINGERPRINT_REQUEST or SEAL_REQUEST
+  // (rescans); a compaction that rewrites it changes its checksum, which makes it reload. Owned by
+  // the session; lent to the StoreWorker while a query runs (PostIndexQuery).
+  struct IndexCache {
+    std::optional<store::PointIndex> index;
+    uint64_t checksum = 0;
+    std::unique_ptr<store::PackReader> reader;
+  };
+  std::shared_ptr<IndexCache> last_index;
+};
+
+}  // namespace blockrep::staging
