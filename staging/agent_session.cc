@@ -24,7 +24,7 @@ void Server::KeepInterruptedPoint(Session& s) {
   store::PendingPoint p;
   p.begin = *s.point;
   for (size_t i = 0; i < s.extents.size(); ++i) {
-    if (s.extent_seqs[i] > s.durable_seq) continue;  // never made durable: the agent sends it again
+    if (s.extent_seqs[i] > s.pack.durable_seq()) continue;  // never made durable: the agent sends it again
     p.extents.push_back(s.extents[i]);
     p.bytes += s.extents[i].entry.record_bytes;
   }

@@ -233,10 +233,8 @@ void Server::OnCompletion(uint64_t ud, int res) {
     return;
   }
   if (op == kOpPackWrite || op == kOpPackFsync) {
-    --s.commit_ops;
-    if (op == kOpPackWrite && res > 0) s.commit_written += static_cast<size_t>(res);
-    if (res < 0 && res != -ECANCELED && s.commit_error == 0) s.commit_error = -res;
-    if (s.commit_ops == 0) OnCommitDone(s);
+    auto done = s.pack.OnCompletion(op == kOpPackWrite ? store::PackAppender::Op::kWrite : store::PackAppender::Op::kFsync, res);
+    if (done != store::PackAppender::Done::kNo) OnCommitDone(s, done);
     return;
   }
   Log(kProg, "completion with unknown op " + std::to_string(op));
@@ -253,7 +251,7 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       Session& s = *it->second;
       Service(s);
       // On stop, a session finishes the point it is committing, then closes.
-      if (stopping_ && !s.commit_inflight && !s.end) Close(s);
+      if (stopping_ && !s.pack.inflight() && !s.end) Close(s);
       if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
         PreAuthEvent("session " + std::to_string(s.id) + " (" + s.peer + "): no TLS handshake and HELLO within 10 s; closing");
         Close(s);
@@ -270,7 +268,7 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
       }
       // A session of a server whose job runs stays: the job's completion may still need it, and
       // KeepInterruptedPoint must not keep a point that is being committed.
-      if (s.ch->closing() && s.ch->idle() && !s.commit_inflight && !s.read_inflight &&
+      if (s.ch->closing() && s.ch->idle() && !s.pack.inflight() && !s.read_inflight &&
           !(s.server != nullptr && s.server->jobs > 0)) {
         KeepInterruptedPoint(s);
         if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
@@ -309,7 +307,9 @@ void Server::Service(Session& s) {
     Fail(s, st.code() == Code::kNoSpace ? wire::ErrorCode::kStoreFull : wire::ErrorCode::kProtocol, st);
     return;
   }
-  if (!s.commit_inflight && !s.batch.empty()) StartCommit(s);
+  // Group commit: what gathered while the last write + fsync ran goes out now (or, without room in
+  // the ring, on a later turn).
+  s.pack.StartCommit(*ring_, UserData(s.id, kOpPackWrite), UserData(s.id, kOpPackFsync));
   if (s.end && !s.committing && !s.ch->closing()) {  // a commit that waited for its server's job
     Status commit = MaybeCommitPoint(s);
     if (!commit.ok()) FailStore(s, commit);
@@ -326,7 +326,7 @@ Status Server::HandleFrames(Session& s) {
   if (!s.ch->handshake_done()) return Status::Ok();
   const size_t unsent_max = s.reader ? kReaderUnsentMax : kAgentUnsentMax;
   const uint64_t start_ns = MonotonicNs();
-  for (unsigned n = 0; !s.failed && s.batch.size() < kBatchBytesMax && s.ch->unsent_bytes() <= unsent_max; ++n) {
+  for (unsigned n = 0; !s.failed && s.pack.batch_bytes() < kBatchBytesMax && s.ch->unsent_bytes() <= unsent_max; ++n) {
     // While a job of its server runs (a commit, a query), the session waits; the job's
     // completion wakes the loop, which services it again.
     if (s.server != nullptr && s.server->jobs > 0) break;

@@ -17,6 +17,7 @@
 #include "blockrep/channel.h"
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
+#include "blockrep/pack_appender.h"
 #include "blockrep/pending.h"
 #include "blockrep/retention.h"
 #include "blockrep/store.h"
@@ -120,8 +121,8 @@ class Server {
   Status OnSeal(Session& s, ByteSpan payload);
   Status OnSealRequest(Session& s, ByteSpan payload);
   Status OpenPack(Session& s);
-  void StartCommit(Session& s);
-  void OnCommitDone(Session& s);
+  // A group commit of the session's pack completed (durable or failed): ACK, or refuse the session.
+  void OnCommitDone(Session& s, store::PackAppender::Done done);
   // Once END_POINT came and every record is durable: hands the point to the StoreWorker (index
   // build, index and manifest writes); OnPointCommitted acknowledges it on the loop.
   Status MaybeCommitPoint(Session& s);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "blockrep/channel.h"
+#include "blockrep/pack_appender.h"
 #include "blockrep/seal.h"
 #include "blockrep/store.h"
 #include "blockrep/wire.h"
@@ -105,21 +106,9 @@ struct Server::Session {
   std::optional<wire::EndPoint> end;
   std::vector<std::optional<VolumeSeal>> seals;  // per volume of the open point, as SEALs arrive
 
-  // Pack being appended. pack_end counts bytes handed to the kernel (durable or in flight).
-  UniqueFd pack_fd;
-  uint32_t pack_id = 0;
-  uint64_t pack_end = 0;
-  uint64_t pack_durable_end = 0;  // end of the last write + fsync that completed
-  Bytes batch;
-  uint64_t batch_last_seq = 0;
-  Bytes commit_buf;
-  uint64_t commit_offset = 0;  // file offset of commit_buf[0]
-  size_t commit_written = 0;
-  uint64_t commit_last_seq = 0;
-  int commit_ops = 0;  // write + fsync completions still expected
-  int commit_error = 0;
-  bool commit_inflight = false;
-  uint64_t durable_seq = 0;
+  // The pack being appended, with its group commit; durable_seq() is what ACK acknowledges.
+  store::PackAppender pack;
+  uint64_t pack_bytes_counted = 0;  // of the pack's durable bytes, those in ServerState::pack_bytes
 
   bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
   bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed

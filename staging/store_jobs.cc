@@ -94,7 +94,7 @@ Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
 
 Status Server::MaybeCommitPoint(Session& s) {
   if (!s.end || !s.point || s.committing) return Status::Ok();
-  if (s.end->last_seq > s.durable_seq) return Status::Ok();  // records still on their way to disk
+  if (s.end->last_seq > s.pack.durable_seq()) return Status::Ok();  // records still on their way to disk
   if (s.server->jobs > 0) return Status::Ok();  // Service tries again once the server's job is done
   struct Commit {
     store::PointInfo info;
@@ -181,7 +181,7 @@ std::vector<uint32_t> Server::PinnedPacks(const ServerState& st) const {
   std::set<uint32_t> pinned;
   for (const auto& [id, s] : sessions_) {
     if (s->server != &st) continue;
-    if (s->pack_id != 0) pinned.insert(s->pack_id);
+    if (s->pack.pack_id() != 0) pinned.insert(s->pack.pack_id());
     for (const store::NewExtent& x : s->extents) pinned.insert(x.entry.pack);
   }
   if (st.pending)

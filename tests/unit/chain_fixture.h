@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <random>
@@ -20,8 +21,10 @@
 #include "blockrep/fs.h"
 #include "blockrep/keyfile.h"
 #include "blockrep/record.h"
+#include "blockrep/pack_appender.h"
 #include "blockrep/seal.h"
 #include "blockrep/store.h"
+#include "blockrep/uring.h"
 #include "restore.h"
 
 namespace blockrep::chain_fixture {
@@ -82,26 +85,37 @@ class Chain {
       sent.clear();
       for (uint64_t off = 0; off < kVolumeBytes; off += kExtentBytes) sent.push_back({off, kExtentBytes, false});
     }
-    uint32_t pack = 0;
-    UniqueFd fd = std::move(store_->CreatePack(&pack)).value();
-    uint64_t end = store::kPackHeaderSize;
+    // The staging's own pack writer (group commit through an io_uring), one commit per point.
+    store::PackAppender appender;
+    ASSERT_TRUE(appender.Open(*store_).ok());
+    const uint32_t pack = appender.pack_id();
     std::vector<store::NewExtent> extents;
-    Bytes scratch, out;
+    Bytes scratch, out, fps;
     for (const Write& w : sent) {
       out.clear();
+      fps.clear();
       ByteSpan plain(image_.data() + w.offset, w.length);
       auto hdr = sealer_->Seal(CodecChoice{}, 0, w.offset, id, plain, &scratch, &out);
       ASSERT_TRUE(hdr.ok());
       store::NewExtent x;
       x.zero = hdr->zero();
-      x.entry = {0, static_cast<uint32_t>(w.length), w.offset, pack, static_cast<uint32_t>(out.size()), end, 0,
+      if (!x.zero) fingerprinter_->Append(w.offset, plain, &fps);
+      uint64_t at = appender.Append(out, fps, ++seq_);
+      x.entry = {0, static_cast<uint32_t>(w.length), w.offset, pack, static_cast<uint32_t>(out.size()), at, 0,
                  Checksum64(out)};
-      if (!x.zero) fingerprinter_->Append(w.offset, plain, &out);
-      ASSERT_TRUE(WriteAll(fd.get(), out).ok());
-      end += out.size();
       extents.push_back(x);
     }
-    ASSERT_EQ(fsync(fd.get()), 0);
+    for (auto done = store::PackAppender::Done::kNo; done != store::PackAppender::Done::kDurable;) {
+      if (!appender.inflight()) {
+        ASSERT_TRUE(appender.StartCommit(*ring_, 1, 2));
+      }
+      ASSERT_TRUE(ring_->Reap([&](uint64_t ud, int res, uint32_t) {
+        done = appender.OnCompletion(ud == 1 ? store::PackAppender::Op::kWrite : store::PackAppender::Op::kFsync, res);
+      }, true).ok());
+      ASSERT_NE(done, store::PackAppender::Done::kFailed) << std::strerror(appender.error());
+    }
+    const uint64_t end = appender.durable_end();
+    ASSERT_EQ(appender.durable_seq(), seq_);
     pack_bytes_written_ += end;
     std::optional<store::PointIndex> base;
     if (id > 1) base = std::move(store_->LoadIndex(store_->manifest().points.back())).value();
@@ -184,6 +198,8 @@ class Chain {
  private:
   std::string root_, server_id_, key_file_;
   DataKey key_;
+  std::unique_ptr<Ring> ring_ = std::move(Ring::Create(8)).value();
+  uint64_t seq_ = 0;  // the appender's sequence numbers
   std::array<uint8_t, kSealMacBytes> last_seal_mac_{};  // the previous point's, for the next seal's link
   std::unique_ptr<store::ServerStore> store_;
   std::unique_ptr<RecordSealer> sealer_;
