@@ -60,7 +60,7 @@ struct Agent::Read {
   size_t got = 0;
 };
 
-Agent::Agent(Options opts) : opts_(std::move(opts)) {}
+Agent::Agent(Options opts) : opts_(std::move(opts)) { bucket_.SetRate(opts_.bandwidth_bps); }
 Agent::~Agent() { Teardown(); }
 
 Status Agent::Prepare() {
@@ -473,20 +473,6 @@ Status Agent::Handshake(const Signals& sig) {
   return Status::Ok();
 }
 
-uint64_t Agent::ThrottleWaitNs() {
-  uint64_t rate = opts_.bandwidth_bps;
-  if (rate == 0) return 0;
-  uint64_t now = MonotonicNs();
-  if (tokens_at_ns_ != 0) {
-    // The bucket holds at most a tenth of a second, so bursts stay short.
-    double burst = std::max(static_cast<double>(rate) / 10, 65536.0);
-    tokens_ = std::min(burst, tokens_ + static_cast<double>(rate) * static_cast<double>(now - tokens_at_ns_) / 1e9);
-  }
-  tokens_at_ns_ = now;
-  if (tokens_ > 0) return 0;
-  return static_cast<uint64_t>(-tokens_ / static_cast<double>(rate) * 1e9) + 1000000;
-}
-
 void Agent::ReloadSettings() {
   if (opts_.state_dir.empty()) return;
   auto text = ReadSmallFile(opts_.state_dir + "/bandwidth-limit", 64);
@@ -499,7 +485,7 @@ void Agent::ReloadSettings() {
     return;
   }
   opts_.bandwidth_bps = *rate;
-  tokens_ = 0;
+  bucket_.SetRate(*rate);
   Log(kProg, "bandwidth limit now " + (*rate ? std::to_string(*rate) + " bytes/s" : std::string("unlimited")));
 }
 
@@ -513,7 +499,7 @@ Status Agent::IssueReads() {
   const bool frozen = freeze_ && freeze_->frozen();
   auto room = [&] {
     if (frozen) return ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kFrozenUnsentBytesMax;
-    return ThrottleWaitNs() == 0 && unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
+    return bucket_.WaitNs(MonotonicNs()) == 0 && unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
            ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kUnsentBytesMax;
   };
   while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) && room()) {
@@ -554,7 +540,7 @@ Status Agent::IssueReads() {
     work_bytes_left_ -= std::min<uint64_t>(work_bytes_left_, r.want);
     // Reserve the read's size now (refunded to what it really produces in ProcessRead), so a
     // bucket in credit lets one read through, not a burst of all the slots.
-    if (opts_.bandwidth_bps != 0) tokens_ -= static_cast<double>(r.want);
+    bucket_.Reserve(r.want);
   }
   return Status::Ok();
 }
@@ -615,7 +601,7 @@ Status Agent::ProcessRead(Read& r) {
   if (resealing_) {
     summary_.bytes_reread_to_seal += r.want;
     r.busy = false;
-    if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want);  // nothing was produced
+    bucket_.Settle(r.want, 0);  // nothing was produced
     return Status::Ok();
   }
   summary_.bytes_read += r.want;
@@ -654,7 +640,7 @@ Status Agent::ProcessRead(Read& r) {
   // The records point into r.buf: sealed before the buffer is handed back.
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
   r.busy = false;
-  if (opts_.bandwidth_bps != 0) tokens_ += static_cast<double>(r.want) - static_cast<double>(frames_.size());
+  bucket_.Settle(r.want, frames_.size());
   if (frames_.empty()) return Status::Ok();
   return ch_->Send(frames_);
 }
@@ -1101,7 +1087,7 @@ Status Agent::Session(const Signals& sig, bool once) {
       }
       int timeout_ms = idle && !closing ? static_cast<int>((next_poll - std::min(next_poll, now)) / 1000000) + 1 : 100;
       if (!idle) {
-        uint64_t throttle_ns = ThrottleWaitNs();
+        uint64_t throttle_ns = bucket_.WaitNs(MonotonicNs());
         if (throttle_ns > 0) timeout_ms = std::min<int>(timeout_ms, static_cast<int>(throttle_ns / 1000000) + 1);
       }
       BR_RETURN_IF_ERROR(Step(true, timeout_ms));

@@ -22,6 +22,7 @@
 #include "freeze.h"
 #include "parallel_sealer.h"
 #include "point_seal.h"
+#include "token_bucket.h"
 #include "volume.h"
 
 namespace blockrep::agent {
@@ -104,8 +105,6 @@ class Agent {
   // Replaces the work with newly dirty blocks; false when there were none. The final take of a
   // point also marks every pending write and reads whole volumes whose tracking had a gap.
   bool PollTracker(bool with_inflight, bool final_take);
-  // Token bucket on produced wire bytes: how long until another read may start (0: now).
-  uint64_t ThrottleWaitNs();
   void ReloadSettings();
   void SetState(AgentState s, const std::string& reason);
   void WriteStatus(bool force);
@@ -204,8 +203,7 @@ class Agent {
   double write_rate_bps_ = 0, ship_rate_bps_ = 0;
   uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
   bool warned_outrun_ = false;
-  double tokens_ = 0;  // bytes that may be produced now; negative while paying off a burst
-  uint64_t tokens_at_ns_ = 0;
+  TokenBucket bucket_;  // --bandwidth-limit
 
   // Read pipeline: per volume, the extents this point ships, walked in order.
   bool full_point_ = true;
