@@ -208,7 +208,7 @@ void Agent::PlanPoint(uint64_t last_point) {
   cur_volume_ = cur_run_ = 0;
   cur_offset_ = 0;
   work_bytes_left_ = 0;
-  last_take_ns_ = MonotonicNs();
+  status_.Restart(MonotonicNs());
   rescan_ = false;
   if (full_point_ && last_point != 0 && !KeyRotated()) {
     // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint
@@ -265,13 +265,8 @@ bool Agent::PollTracker(bool with_inflight, bool final_take) {
   cur_volume_ = cur_run_ = 0;
   cur_offset_ = 0;
   work_bytes_left_ = found;
-  rate_dirty_bytes_ += found;
-  if (found == 0) return false;
-  // The reads of this batch end with sequence numbers after next_seq_; the batch is durable when
-  // the ACK passes the last of them, which we learn once it is queued (see ProcessRead).
-  lag_pending_.emplace_back(UINT64_MAX, last_take_ns_);
-  last_take_ns_ = now;
-  return true;
+  status_.NoteTake(now, found);  // lag: the batch is durable once the ACK passes its last record
+  return found != 0;
 }
 
 Status Agent::Connect() {
@@ -336,7 +331,7 @@ Status Agent::HandleInbox() {
           acked_bytes_total_ += unacked_.front().second;
           unacked_.pop_front();
         }
-        NoteAcked();
+        status_.NoteAcked(acked_seq_, MonotonicNs());
         break;
       }
       case wire::MsgType::kPong:
@@ -666,120 +661,32 @@ void Agent::SetState(AgentState st, const std::string& reason) {
   WriteStatus(true);
 }
 
-void Agent::NoteAcked() {
-  uint64_t now = MonotonicNs();
-  while (!lag_pending_.empty() && lag_pending_.front().first <= acked_seq_) {
-    lag_samples_.emplace_back(now, (now - lag_pending_.front().second) / 1000000);
-    lag_pending_.pop_front();
-  }
-  constexpr uint64_t kLagWindowNs = 60ull * 1000000000ull;
-  constexpr size_t kLagSamplesMax = 4096;  // 60 s of 100 ms polls fits with room to spare
-  while (!lag_samples_.empty() &&
-         (now - lag_samples_.front().first > kLagWindowNs || lag_samples_.size() > kLagSamplesMax))
-    lag_samples_.pop_front();
-}
-
-namespace {
-std::string JsonString(const std::string& in) {
-  std::string out = "\"";
-  for (char c : in) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-}  // namespace
-
 void Agent::WriteStatus(bool force) {
   if (opts_.state_dir.empty()) return;
   uint64_t now = MonotonicNs();
-  if (!force && now - status_written_ns_ < 250000000ull) return;  // 4 updates a second
-  // Rates over the interval since the last status, smoothed; they drive the RPO forecast.
-  if (rate_at_ns_ != 0 && now > rate_at_ns_) {
-    double secs = static_cast<double>(now - rate_at_ns_) / 1e9;
-    double w = static_cast<double>(rate_dirty_bytes_) / secs;
-    double sh = static_cast<double>(acked_bytes_total_ - rate_acked_bytes_) / secs;
-    write_rate_bps_ = 0.7 * write_rate_bps_ + 0.3 * w;
-    ship_rate_bps_ = 0.7 * ship_rate_bps_ + 0.3 * sh;
-  }
-  rate_at_ns_ = now;
-  rate_dirty_bytes_ = 0;
-  rate_acked_bytes_ = acked_bytes_total_;
-  status_written_ns_ = now;
-
-  uint64_t lag_ms = lag_pending_.empty() ? 0 : (now - lag_pending_.front().second) / 1000000;
-  std::vector<uint64_t> sorted;
-  for (const auto& [when, ms] : lag_samples_) sorted.push_back(ms);
-  std::sort(sorted.begin(), sorted.end());
-  auto pct = [&](double q) -> uint64_t {
-    return sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()))];
-  };
+  if (!status_.Due(now, force)) return;
   uint64_t backlog = unacked_bytes_ + work_bytes_left_;
-  if (state_ == AgentState::kContinuous || state_ == AgentState::kBacklog) {
-    // Forecast: with writes outrunning shipping, the backlog grows at the difference; warn
-    // while there is still time before the lag passes the RPO target.
-    bool outrun = write_rate_bps_ > ship_rate_bps_ * 1.05 && backlog > (4u << 20);
-    if (outrun && !warned_outrun_) {
-      double growth = write_rate_bps_ - ship_rate_bps_;
-      double secs_to_breach =
-          ship_rate_bps_ > 0 ? (static_cast<double>(opts_.rpo_target_ns) / 1e9) - backlog / ship_rate_bps_ : 0;
-      Log(kProg, "warning: writes (" + std::to_string(static_cast<uint64_t>(write_rate_bps_ / 1e6)) +
-                     " MB/s) outrun shipping (" + std::to_string(static_cast<uint64_t>(ship_rate_bps_ / 1e6)) +
-                     " MB/s); backlog grows by " + std::to_string(static_cast<uint64_t>(growth / 1e6)) +
-                     " MB/s and lag will pass the RPO target of " +
-                     std::to_string(opts_.rpo_target_ns / 1000000000ull) + " s in about " +
-                     std::to_string(static_cast<int64_t>(std::max(0.0, secs_to_breach))) + " s");
-      warned_outrun_ = true;
-      SetState(AgentState::kBacklog, "writes outrun shipping");
-    } else if (!outrun && warned_outrun_) {
-      warned_outrun_ = false;
-      SetState(AgentState::kContinuous, "caught up");
-    }
+  bool forecast = state_ == AgentState::kContinuous || state_ == AgentState::kBacklog;
+  auto outrun = status_.UpdateRates(now, acked_bytes_total_, backlog, opts_.rpo_target_ns, forecast);
+  if (outrun && !outrun->empty()) {
+    Log(kProg, "warning: " + *outrun);
+    SetState(AgentState::kBacklog, "writes outrun shipping");
+  } else if (outrun) {
+    SetState(AgentState::kContinuous, "caught up");
   }
-  std::string j = "{\n";
-  j += "  \"server_id\": " + JsonString(opts_.server_id) + ",\n";
-  j += "  \"state\": \"" + std::string(StateName(state_)) + "\",\n";
-  j += "  \"reason\": " + JsonString(state_reason_) + ",\n";
-  j += "  \"alarm\": " + JsonString(alarm_) + ",\n";  // "" or why the staging's chain cannot be trusted
-  j += "  \"updated\": \"" + FormatUtc(NowUtcNs()) + "\",\n";
-  j += "  \"last_point\": " + std::to_string(last_acked_point_) + ",\n";
-  j += "  \"lag_ms\": " + std::to_string(lag_ms) + ",\n";
-  j += "  \"lag_ms_p50\": " + std::to_string(pct(0.50)) + ",\n";
-  j += "  \"lag_ms_p99\": " + std::to_string(pct(0.99)) + ",\n";
-  j += "  \"backlog_bytes\": " + std::to_string(backlog) + ",\n";
-  j += "  \"wire_bytes\": " + std::to_string(wire_bytes_total_ + summary_.bytes_wire) + ",\n";
-  j += "  \"write_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(write_rate_bps_)) + ",\n";
-  j += "  \"ship_bytes_per_s\": " + std::to_string(static_cast<uint64_t>(ship_rate_bps_)) + ",\n";
-  {
-    std::vector<uint64_t> fz(freeze_ms_samples_.begin(), freeze_ms_samples_.end());
-    std::sort(fz.begin(), fz.end());
-    auto fpct = [&](double q) -> uint64_t {
-      return fz.empty() ? 0 : fz[std::min(fz.size() - 1, static_cast<size_t>(q * fz.size()))];
-    };
-    j += "  \"freeze_ms_p50\": " + std::to_string(fpct(0.50)) + ",\n";
-    j += "  \"freeze_ms_p99\": " + std::to_string(fpct(0.99)) + ",\n";
-    j += "  \"freezes\": " + std::to_string(fz.size()) + ",\n";
-  }
-  // Writes the kernel never reported complete, caught from their issue record (TRACKING.md).
-  j += "  \"tracker_unreported_completions\": " + std::to_string(tracker_ ? tracker_->UnreportedCompletions() : 0) + ",\n";
-  j += "  \"volumes\": [";
-  for (size_t v = 0; v < volumes_.size(); ++v) {
-    j += std::string(v ? ", " : "") + "{\"index\": " + std::to_string(v) + ", \"path\": " + JsonString(volumes_[v]->path) +
-         ", \"shipped_bytes\": " + std::to_string(v < shipped_by_volume_.size() ? shipped_by_volume_[v] : 0) + "}";
-  }
-  j += "]\n}\n";
-  std::string tmp = opts_.state_dir + "/status.json.tmp";
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd.valid() || !WriteAll(fd.get(), ByteSpan(reinterpret_cast<const uint8_t*>(j.data()), j.size())).ok() ||
-      rename(tmp.c_str(), (opts_.state_dir + "/status.json").c_str()) != 0) {
+  AgentStatus::Fields f;
+  f.server_id = opts_.server_id;
+  f.state = StateName(state_);
+  f.reason = state_reason_;
+  f.alarm = alarm_;
+  f.last_point = last_acked_point_;
+  f.backlog_bytes = backlog;
+  f.wire_bytes = wire_bytes_total_ + summary_.bytes_wire;
+  f.tracker_unreported_completions = tracker_ ? tracker_->UnreportedCompletions() : 0;
+  for (size_t v = 0; v < volumes_.size(); ++v)
+    f.volumes.emplace_back(volumes_[v]->path, v < shipped_by_volume_.size() ? shipped_by_volume_[v] : 0);
+  if (!AgentStatus::Write(opts_.state_dir, status_.Json(f, now, FormatUtc(NowUtcNs()))))
     Log(kProg, "warning: cannot write " + opts_.state_dir + "/status.json: " + std::strerror(errno));
-  }
 }
 
 bool Agent::PlanResume(uint64_t last_point) {
@@ -811,7 +718,7 @@ bool Agent::PlanResume(uint64_t last_point) {
   cur_volume_ = cur_run_ = 0;
   cur_offset_ = 0;
   work_bytes_left_ = found;
-  last_take_ns_ = MonotonicNs();
+  status_.Restart(MonotonicNs());
   summary_.mode_reason = "resuming point " + std::to_string(h.pending_point_id) +
                          ": its durable records are kept on the staging" +
                          (resealing_ ? "; re-reading the blocks taken since point " + std::to_string(last_point) +
@@ -996,7 +903,7 @@ Status Agent::Session(const Signals& sig, bool once) {
   acked_seq_ = 0;
   unacked_.clear();
   unacked_bytes_ = 0;
-  lag_pending_.clear();
+  status_.ForgetBatches();
   point_acked_ = 0;
   BR_RETURN_IF_ERROR(Connect());
   BR_RETURN_IF_ERROR(Handshake(sig));
@@ -1035,8 +942,7 @@ Status Agent::Session(const Signals& sig, bool once) {
       if (now >= point_due) closing = true;
       BR_RETURN_IF_ERROR(IssueReads());
       bool idle = !loading_base_ && cur_volume_ >= work_.size() && reads_inflight_ == 0;
-      if (idle && !lag_pending_.empty() && lag_pending_.back().first == UINT64_MAX)
-        lag_pending_.back().first = next_seq_ - 1;  // the batch is queued up to here
+      if (idle) status_.BatchQueued(next_seq_ - 1);  // the newest batch is queued up to here
       if (idle && resealing_) {
         // The kept records are accounted for: now the point's own work.
         resealing_ = false;
@@ -1205,8 +1111,7 @@ void Agent::EndFreeze() {
     return;
   }
   uint64_t ms = t->frozen_ns / 1000000;
-  freeze_ms_samples_.push_back(ms);
-  if (freeze_ms_samples_.size() > 1024) freeze_ms_samples_.pop_front();
+  status_.NoteFreeze(ms);
   if (t->overran) {
     Log(kProg, "warning: the freeze for point " + std::to_string(point_id_) + " passed its limit of " +
                    std::to_string(kFreezeLimitNs / 1000000) + " ms and was lifted; the point is not consistent");

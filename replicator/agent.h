@@ -19,6 +19,7 @@
 #include "blockrep/tracker.h"
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
+#include "agent_status.h"
 #include "freeze.h"
 #include "parallel_sealer.h"
 #include "point_seal.h"
@@ -108,7 +109,6 @@ class Agent {
   void ReloadSettings();
   void SetState(AgentState s, const std::string& reason);
   void WriteStatus(bool force);
-  void NoteAcked();
   Status Connect();
   Status Handshake(const Signals& sig);
   Status Step(bool wait, int timeout_ms = 1000);
@@ -153,7 +153,6 @@ class Agent {
   std::string freeze_note_;
   bool point_consistent_ = false;
   bool pre_hook_ok_ = true;
-  std::deque<uint64_t> freeze_ms_samples_;
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;
@@ -170,14 +169,9 @@ class Agent {
   uint64_t acked_bytes_total_ = 0;
   uint64_t wire_bytes_total_ = 0;  // frame bytes of sessions before the current one
 
-  // Lag: each batch of blocks taken from the tracker holds writes made since the previous take;
-  // once the staging acknowledges the batch's last record, its age is one lag sample.
-  std::deque<std::pair<uint64_t, uint64_t>> lag_pending_;  // (last seq of batch, previous take ns)
-  std::deque<std::pair<uint64_t, uint64_t>> lag_samples_;  // (when, lag ms), the last 60 s
-  uint64_t last_take_ns_ = 0;
+  AgentStatus status_;  // lag, rates and the RPO forecast, freeze times; status.json
   AgentState state_ = AgentState::kDisconnected;
   std::string state_reason_;
-  uint64_t status_written_ns_ = 0;
   uint64_t last_acked_point_ = 0;
   // The newest point this agent (this state directory, or this pinned tracker) saw acknowledged,
   // and its time when known: a staging whose chain ends before it, or holds another point under
@@ -199,10 +193,6 @@ class Agent {
   // "" when the staging's chain (HELLO_OK) holds the newest point this agent saw acknowledged.
   std::string ChainAlarm(const wire::HelloOk& h) const;
   bool alarm_rescan_ = false;  // the next point must be a rescan against whatever the staging holds
-  // Rates for the forecast: bytes found dirty vs bytes acknowledged, smoothed.
-  double write_rate_bps_ = 0, ship_rate_bps_ = 0;
-  uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
-  bool warned_outrun_ = false;
   TokenBucket bucket_;  // --bandwidth-limit
 
   // Read pipeline: per volume, the extents this point ships, walked in order.

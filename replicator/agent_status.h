@@ -1,0 +1,73 @@
+// What the agent tells its operator: lag (the age of the oldest write not yet durable on the
+// staging, from the tracker's takes and the staging's ACKs), write and ship rates with the RPO
+// forecast, freeze times, and <state-dir>/status.json, written atomically at most 4 times a
+// second (README, status.json). Times are passed in; the class has no clock of its own.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace blockrep::agent {
+
+class AgentStatus {
+ public:
+  // The fields of status.json that the agent's other rooms own.
+  struct Fields {
+    std::string server_id, state, reason, alarm;
+    uint64_t last_point = 0;
+    uint64_t backlog_bytes = 0;
+    uint64_t wire_bytes = 0;
+    uint64_t tracker_unreported_completions = 0;
+    std::vector<std::pair<std::string, uint64_t>> volumes;  // path, bytes shipped
+  };
+
+  // The tracker handed out a batch of dirty blocks at `now_ns`, holding writes made since the
+  // previous take (or since `Restart`); `dirty_bytes` of them.
+  void NoteTake(uint64_t now_ns, uint64_t dirty_bytes);
+  // A take whose reads are not batched for lag (a new point's plan): only the take time moves.
+  void Restart(uint64_t now_ns) { last_take_ns_ = now_ns; }
+  // Every record of the newest batch is queued, up to sequence number `last_seq`.
+  void BatchQueued(uint64_t last_seq);
+  // The staging acknowledged up to `acked_seq` at `now_ns`: batches wholly durable give lag samples.
+  void NoteAcked(uint64_t acked_seq, uint64_t now_ns);
+  // A new connection: sequence numbers start over, batches in flight are read again.
+  void ForgetBatches() { lag_pending_.clear(); }
+  void NoteFreeze(uint64_t frozen_ms);
+
+  // Whether status.json is due at `now_ns` (4 times a second, or at once when `force`).
+  bool Due(uint64_t now_ns, bool force) const { return force || now_ns - written_ns_ >= kIntervalNs; }
+  // Updates the smoothed rates from `acked_bytes_total` (all bytes acknowledged so far). When
+  // `forecast`, returns a warning once writes outrun shipping (and "" once they no longer do):
+  // the caller logs it and shows BACKLOG / CONTINUOUS; nullopt when nothing changed.
+  std::optional<std::string> UpdateRates(uint64_t now_ns, uint64_t acked_bytes_total, uint64_t backlog_bytes,
+                                         uint64_t rpo_target_ns, bool forecast);
+  // status.json's text (UTC time `now_utc`, as FormatUtc makes it).
+  std::string Json(const Fields& f, uint64_t now_ns, const std::string& now_utc) const;
+  // Writes `json` to <state_dir>/status.json atomically; false (errno set) on failure.
+  static bool Write(const std::string& state_dir, const std::string& json);
+
+ private:
+  static constexpr uint64_t kIntervalNs = 250000000;          // 4 updates a second
+  static constexpr uint64_t kLagWindowNs = 60ull * 1000000000;  // lag percentiles over the last minute
+  static constexpr size_t kLagSamplesMax = 4096;               // 60 s of 100 ms polls, with room
+  static constexpr size_t kFreezeSamplesMax = 1024;
+  static constexpr uint64_t kPendingSeq = UINT64_MAX;  // a batch whose last record is not queued yet
+
+  // Lag: each batch of blocks taken from the tracker holds writes made since the previous take;
+  // once the staging acknowledges the batch's last record, its age is one lag sample.
+  std::deque<std::pair<uint64_t, uint64_t>> lag_pending_;  // (last seq of batch, previous take ns)
+  std::deque<std::pair<uint64_t, uint64_t>> lag_samples_;  // (when, lag ms)
+  uint64_t last_take_ns_ = 0;
+  // Rates for the forecast: bytes found dirty vs bytes acknowledged, smoothed.
+  double write_bps_ = 0, ship_bps_ = 0;
+  uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
+  bool warned_outrun_ = false;
+  std::deque<uint64_t> freeze_ms_;
+  uint64_t written_ns_ = 0;
+};
+
+}  // namespace blockrep::agent
