@@ -89,32 +89,9 @@ Status Agent::Prepare() {
   // Reported with the point (one line), so that a failing run prints only its error.
   BR_RETURN_IF_ERROR(OpenTracker());
   PlanFreezes();
-  if (!opts_.state_dir.empty()) {
-    BR_ASSIGN_OR_RETURN(AckedPoint acked, ReadAckedPoint(opts_.state_dir, opts_.server_id));
-    known_point_id_ = acked.id;
-    known_point_time_ns_ = acked.time_ns;
-    known_seal_mac_ = acked.seal_mac;
-  }
-  if (tracker_ && tracker_->synced_point() > known_point_id_) {
-    known_point_id_ = tracker_->synced_point();  // acknowledged to this host; its time is not kept there
-    known_point_time_ns_ = 0;
-    known_seal_mac_.fill(0);
-  }
+  BR_RETURN_IF_ERROR(chain_.Load(opts_.state_dir, opts_.server_id));
+  if (tracker_) chain_.RaiseTo(tracker_->synced_point());
   return Status::Ok();
-}
-
-std::string Agent::ChainAlarm(const wire::HelloOk& h) const {
-  if (known_point_id_ == 0) return "";
-  auto when = [](uint64_t t) { return t == 0 ? std::string() : " (" + FormatUtc(t) + ")"; };
-  std::string acked = "point " + std::to_string(known_point_id_) + when(known_point_time_ns_);
-  if (h.last_point_id < known_point_id_)
-    return "the staging's chain ends at " +
-           (h.last_point_id == 0 ? std::string("no point") : "point " + std::to_string(h.last_point_id) + when(h.last_time_ns)) +
-           ", but it acknowledged " + acked + " to this agent: its store was rolled back or replaced";
-  if (h.last_point_id == known_point_id_ && known_point_time_ns_ != 0 && h.last_time_ns != known_point_time_ns_)
-    return "the staging's point " + std::to_string(h.last_point_id) + " is dated " + FormatUtc(h.last_time_ns) +
-           ", but the " + acked + " it acknowledged to this agent is another: its chain forked (store replaced or edited)";
-  return "";
 }
 
 void Agent::PlanFreezes() {
@@ -178,7 +155,7 @@ void Agent::PlanPoint(uint64_t last_point) {
     summary_.mode_reason = "the data key was rotated: the chain's last point is sealed under key " +
                            KeyIdHex(hello_ok_->chain_key_id) + ", this point under key " +
                            KeyIdHex(key_.key_id) + " (older points stay restorable with the same key file)";
-  } else if (alarm_rescan_) {
+  } else if (chain_.rescan_due()) {
     summary_.mode_reason = "ALARM: the staging's chain is not the one this agent saw acknowledged";
   } else if (!tracker_) {
     summary_.mode_reason = "no change tracker";
@@ -678,7 +655,7 @@ void Agent::WriteStatus(bool force) {
   f.server_id = opts_.server_id;
   f.state = StateName(state_);
   f.reason = state_reason_;
-  f.alarm = alarm_;
+  f.alarm = chain_.alarm();
   f.last_point = last_acked_point_;
   f.backlog_bytes = backlog;
   f.wire_bytes = wire_bytes_total_ + summary_.bytes_wire;
@@ -840,17 +817,14 @@ Status Agent::FinishBaseLoad() {
 Status Agent::StartPoint(uint64_t last_point) {
   rescan_ = false;
   resealing_ = false;
-  point_id_ = std::max(last_point, known_point_id_) + 1;  // never an id acknowledged before
+  point_id_ = chain_.NextPointId(last_point);  // never an id acknowledged before
   // The link is this agent's history: the newest point it saw acknowledged, which after a
   // rollback is newer than the chain's head (the points between are lost; this one supersedes
   // them), else the chain's head (its MAC once the base's seals are loaded, FinishBaseLoad).
-  if (known_point_id_ != 0 && known_point_id_ >= last_point)
-    chain_link_ = SealLink{known_point_id_, known_seal_mac_};
-  else
-    chain_link_ = SealLink{last_point, {}};
+  chain_link_ = chain_.LinkFor(last_point);
   summary_.point_id = point_id_;
   work_.assign(volumes_.size(), {});
-  if (hello_ok_ && !alarm_rescan_ && !KeyRotated() && PlanResume(last_point)) {
+  if (hello_ok_ && !chain_.rescan_due() && !KeyRotated() && PlanResume(last_point)) {
     summary_.base_point = last_point;
     summary_.resumed = true;
     point_time_ns_ = hello_ok_->pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it
@@ -909,13 +883,11 @@ Status Agent::Session(const Signals& sig, bool once) {
   BR_RETURN_IF_ERROR(Handshake(sig));
   BR_ASSIGN_OR_RETURN(sealer_, ParallelSealer::Create(key_, opts_.server_id));
   uint64_t last = hello_ok_->last_point_id;
-  if (std::string alarm = ChainAlarm(*hello_ok_); !alarm.empty()) {
+  if (std::string alarm = chain_.Check(*hello_ok_); !alarm.empty()) {
     // Never a quiet resync: say so, keep saying so (status.json), and protect the volumes again
     // with a rescan under an id the staging never acknowledged before.
-    alarm_ = alarm;
-    alarm_rescan_ = true;
     Log(kProg, "ALARM: server '" + opts_.server_id + "': " + alarm + "; sending a rescan as point " +
-                   std::to_string(std::max(last, known_point_id_) + 1) + " (an acknowledged point id is never reused)");
+                   std::to_string(chain_.NextPointId(last)) + " (an acknowledged point id is never reused)");
   }
   for (;;) {
     BR_RETURN_IF_ERROR(StartPoint(last));
@@ -1005,19 +977,14 @@ Status Agent::Session(const Signals& sig, bool once) {
     }
     last = point_id_;
     last_acked_point_ = point_id_;
-    known_point_id_ = point_id_;
-    known_point_time_ns_ = point_time_ns_;
-    known_seal_mac_ = sent_seal_mac_;
-    alarm_rescan_ = false;
-    summary_.alarm = alarm_;
+    summary_.alarm = chain_.alarm();
     point_seal_->Committed(point_id_);
     if (rescan_) {
       rescan_ = false;
       std::vector<std::vector<uint64_t>>().swap(staging_fps_);  // up to 64 MiB: give it back
     }
     if (tracker_) tracker_->MarkSynced(point_id_);
-    if (!opts_.state_dir.empty())
-      BR_RETURN_IF_ERROR(RecordAckedPoint(opts_.state_dir, opts_.server_id, {point_id_, point_time_ns_, sent_seal_mac_}));
+    BR_RETURN_IF_ERROR(chain_.Acked({point_id_, point_time_ns_, sent_seal_mac_}, opts_.state_dir, opts_.server_id));
     Log(kProg, "point " + std::to_string(point_id_) + " acknowledged (durable on staging)");
     WriteStatus(true);
     if (once || term_taken) {
@@ -1176,49 +1143,6 @@ void Agent::Teardown() {
   for (auto& r : reads_) r->busy = false;
   reads_inflight_ = 0;
   ch_.reset();
-}
-
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point) {
-  std::string text = "server-id " + server_id + "\nlast-acked-point " + std::to_string(point.id) +
-                     "\nlast-acked-time " + FormatUtc(point.time_ns) + "\nlast-acked-time-ns " +
-                     std::to_string(point.time_ns) + "\nlast-acked-seal-mac " +
-                     HexEncode(ByteSpan(point.seal_mac.data(), point.seal_mac.size())) + "\n";
-  return WriteFileAtomic(state_dir + "/last-point",
-                         ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
-Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
-  std::string path = state_dir + "/last-point";
-  if (!PathExists(path)) return AckedPoint{};
-  BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 4096));
-  std::string id;
-  AckedPoint acked;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t nl = text.find('\n', start);
-    std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-    start = nl == std::string::npos ? text.size() : nl + 1;
-    size_t sp = line.find(' ');
-    std::string key = line.substr(0, sp), value = sp == std::string::npos ? "" : line.substr(sp + 1);
-    char* end = nullptr;
-    if (key == "server-id") {
-      id = value;
-    } else if (key == "last-acked-point" || key == "last-acked-time-ns") {
-      unsigned long long v = std::strtoull(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0')
-        return DataLoss(path + ": '" + Printable(line, 80) + "' is not a number; remove the file (the agent then "
-                        "cannot tell a rolled-back staging this once)");
-      (key == "last-acked-point" ? acked.id : acked.time_ns) = v;
-    } else if (key == "last-acked-seal-mac") {
-      Bytes mac;
-      if (!HexDecode(value, &mac) || mac.size() != acked.seal_mac.size())
-        return DataLoss(path + ": '" + Printable(line, 80) + "' is not a seal MAC (64 hex digits); remove the file (the "
-                        "agent then cannot tell a rolled-back staging this once)");
-      std::copy(mac.begin(), mac.end(), acked.seal_mac.begin());
-    }
-  }
-  if (id != server_id) return AckedPoint{};
-  return acked;
 }
 
 }  // namespace blockrep::agent

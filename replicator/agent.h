@@ -20,6 +20,7 @@
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
 #include "agent_status.h"
+#include "chain_memory.h"
 #include "freeze.h"
 #include "parallel_sealer.h"
 #include "point_seal.h"
@@ -173,26 +174,17 @@ class Agent {
   AgentState state_ = AgentState::kDisconnected;
   std::string state_reason_;
   uint64_t last_acked_point_ = 0;
-  // The newest point this agent (this state directory, or this pinned tracker) saw acknowledged,
-  // and its time when known: a staging whose chain ends before it, or holds another point under
-  // its id, was rolled back or replaced (ChainAlarm). Point ids go on from here, never reused.
-  uint64_t known_point_id_ = 0;
-  uint64_t known_point_time_ns_ = 0;
-  std::array<uint8_t, kSealMacBytes> known_seal_mac_{};  // of known_point_id_'s volume-0 seal; zero: unknown
+  ChainMemory chain_;  // the newest point acknowledged to this agent: rollback alarms, ids, seal links
   // What the point being sent follows (its seals' `prev`): the newest point this agent saw
   // acknowledged, or the chain's head when that is newer; with its seal MAC when known.
   SealLink chain_link_;
   std::array<uint8_t, kSealMacBytes> sent_seal_mac_{};  // volume 0's seal of the point being sent
-  std::string alarm_;          // sticky for the process: status.json "alarm"
   std::vector<uint64_t> retired_key_ids_;  // older keys of the key file (HELLO: the chain may be under one)
   // The chain's last point is sealed under a retired key: this point is a full one under key_.
   bool KeyRotated() const { return hello_ok_ && hello_ok_->chain_key_id != 0 && hello_ok_->chain_key_id != key_.key_id; }
   // This session was refused in a way that heals by itself (at capacity, handshake evicted).
   bool refused_retryable_ = false;
   static constexpr int kOnceRefusalsMax = 8;
-  // "" when the staging's chain (HELLO_OK) holds the newest point this agent saw acknowledged.
-  std::string ChainAlarm(const wire::HelloOk& h) const;
-  bool alarm_rescan_ = false;  // the next point must be a rescan against whatever the staging holds
   TokenBucket bucket_;  // --bandwidth-limit
 
   // Read pipeline: per volume, the extents this point ships, walked in order.
@@ -232,18 +224,5 @@ class Agent {
   Bytes frames_;
   SyncSummary summary_;
 };
-
-// The last point the staging acknowledged to this agent: id, time and its volume-0 seal's MAC
-// (what the next point's seals link to; all zero when not known).
-struct AckedPoint {
-  uint64_t id = 0;
-  uint64_t time_ns = 0;
-  std::array<uint8_t, kSealMacBytes> seal_mac{};
-};
-// Writes it into the state directory (atomically).
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point);
-// Reads it back; all zero when there is none or it is another server's. A damaged file is an
-// error (losing the record would silence rollback detection).
-Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id);
 
 }  // namespace blockrep::agent
