@@ -45,7 +45,6 @@ constexpr uint8_t kOpRead = 3;
 constexpr uint64_t kChannelId = 1;
 constexpr uint64_t kReadIdBase = 16;
 // A freeze longer than this is cut short by the watchdog; the point is then not consistent.
-constexpr uint64_t kFreezeLimitNs = 5ull * 1000000000ull;
 // Fingerprints a rescan holds (8 bytes per 4 KiB: 32 GiB of volumes); larger sets read in full.
 constexpr uint64_t kRescanFingerprintBytesMax = 64u << 20;
 
@@ -88,34 +87,12 @@ Status Agent::Prepare() {
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
   // Reported with the point (one line), so that a failing run prints only its error.
   BR_RETURN_IF_ERROR(OpenTracker());
-  PlanFreezes();
+  std::vector<std::string> paths;
+  for (const auto& v : volumes_) paths.push_back(v->path);
+  freeze_.Plan(tracker_ != nullptr, paths, opts_.pre_hook, opts_.post_hook);
   BR_RETURN_IF_ERROR(chain_.Load(opts_.state_dir, opts_.server_id));
   if (tracker_) chain_.RaiseTo(tracker_->synced_point());
   return Status::Ok();
-}
-
-void Agent::PlanFreezes() {
-  // A freeze helps only where the bitmap knows what was written up to it: eBPF tracking.
-  if (!tracker_) {
-    freeze_note_ = "points are not consistent: without eBPF tracking there is no freeze";
-    return;
-  }
-  auto mountinfo = ReadMountInfo();
-  if (!mountinfo.ok()) {
-    freeze_note_ = "points are not consistent: " + mountinfo.status().message();
-    return;
-  }
-  std::vector<std::string> paths, unmounted;
-  for (const auto& v : volumes_) paths.push_back(v->path);
-  std::vector<MountedFs> mounts = FindMounts(paths, *mountinfo, &unmounted);
-  if (!unmounted.empty()) {
-    freeze_note_ = "points are not consistent: " + unmounted.front() + " has no mounted filesystem to freeze";
-    return;
-  }
-  std::string where;
-  for (const MountedFs& m : mounts) where += (where.empty() ? "" : ", ") + m.mountpoint;
-  freeze_note_ = "each point ends with " + where + " frozen";
-  freeze_ = std::make_unique<FreezeSet>(std::move(mounts));
 }
 
 Status Agent::OpenTracker() {
@@ -468,7 +445,7 @@ Status Agent::IssueReads() {
       if (fp_received_end_[v] < volumes_[v]->size_bytes) return Status::Ok();
     BR_RETURN_IF_ERROR(FinishBaseLoad());
   }
-  const bool frozen = freeze_ && freeze_->frozen();
+  const bool frozen = freeze_.frozen();
   auto room = [&] {
     if (frozen) return ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kFrozenUnsentBytesMax;
     return bucket_.WaitNs(MonotonicNs()) == 0 && unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
@@ -860,7 +837,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_id_) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
                  (full_point_ ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
-                 summary_.mode_reason + "; tracker " + tracker_note_ + "; " + freeze_note_ + ")");
+                 summary_.mode_reason + "; tracker " + tracker_note_ + "; " + freeze_.note() + ")");
   if (full_point_ || rescan_) {
     SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
   } else if (state_ != AgentState::kBacklog) {
@@ -931,22 +908,12 @@ Status Agent::Session(const Signals& sig, bool once) {
         if (closing && !final_take_done) {
           final_take_done = true;
           term_taken = *sig.term != 0;
-          point_consistent_ = false;
-          if (freeze_) {
-            pre_hook_ok_ = opts_.pre_hook.empty() || RunHook(opts_.pre_hook, "pre-hook");
-            // Writers stop here; what the last take finds is read before they resume, so the
-            // point holds the volumes as of this instant.
-            Status fz = freeze_->Freeze(kFreezeLimitNs);
-            if (!fz.ok()) Log(kProg, "warning: " + fz.message() + "; point " + std::to_string(point_id_) + " will not be consistent");
-          }
+          freeze_.Begin(point_id_);  // pre-hook, then writers stop until the take is read
           if (PollTracker(false, true)) continue;
         } else if (closing) {
-          if (freeze_ && freeze_->frozen()) {
-            EndFreeze();
-            if (!pre_hook_ok_) point_consistent_ = false;  // applications may not have quiesced
-            if (!opts_.post_hook.empty()) RunHook(opts_.post_hook, "post-hook");
-          }
-          uint32_t flags = point_consistent_ ? 1u : 0u;
+          PointFreeze::Result fz = freeze_.Finish(point_id_);
+          if (fz.frozen_ms) status_.NoteFreeze(*fz.frozen_ms);
+          uint32_t flags = fz.consistent ? 1u : 0u;
           std::vector<VolumeSeal> seals = point_seal_->Seals(point_id_, point_time_ns_, flags, chain_link_);
           sent_seal_mac_ = seals.front().mac;  // a server has at least one volume
           for (const VolumeSeal& seal : seals)
@@ -1071,58 +1038,8 @@ void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, std::mt19
   *backoff_ms = std::min(*backoff_ms * 2, kBackoffMaxMs);
 }
 
-void Agent::EndFreeze() {
-  auto t = freeze_->Thaw();
-  if (!t.ok()) {
-    Log(kProg, "warning: " + t.status().message() + "; point " + std::to_string(point_id_) + " is not consistent");
-    return;
-  }
-  uint64_t ms = t->frozen_ns / 1000000;
-  status_.NoteFreeze(ms);
-  if (t->overran) {
-    Log(kProg, "warning: the freeze for point " + std::to_string(point_id_) + " passed its limit of " +
-                   std::to_string(kFreezeLimitNs / 1000000) + " ms and was lifted; the point is not consistent");
-    return;
-  }
-  point_consistent_ = true;
-  Log(kProg, "point " + std::to_string(point_id_) + ": filesystems frozen for " + std::to_string(ms) + " ms");
-}
-
-bool Agent::RunHook(const std::string& path, const char* what) {
-  constexpr int kHookLimitMs = 30000;
-  pid_t pid = fork();
-  if (pid < 0) {
-    Log(kProg, std::string("warning: cannot fork the ") + what + ": " + std::strerror(errno));
-    return false;
-  }
-  if (pid == 0) {
-    setenv("BLOCKREP_POINT_ID", std::to_string(point_id_).c_str(), 1);
-    execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  for (int waited = 0;; waited += 10) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0 && errno != EINTR) return false;
-    if (waited >= kHookLimitMs) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      Log(kProg, std::string("warning: ") + what + " " + path + " ran over " + std::to_string(kHookLimitMs / 1000) +
-                     " s and was killed; point " + std::to_string(point_id_) + " is not consistent");
-      return false;
-    }
-    usleep(10000);
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-  Log(kProg, std::string("warning: ") + what + " " + path + " failed (" +
-                 (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : std::string("killed by a signal")) +
-                 "); point " + std::to_string(point_id_) + " is not consistent");
-  return false;
-}
-
 void Agent::Teardown() {
-  if (freeze_ && freeze_->frozen()) freeze_->Thaw().status().IgnoreError();  // never leave writers blocked
+  freeze_.ThawIfFrozen();
   if (!ch_) return;
   // Shut the socket, then reap every request still in flight before buffers go away.
   ch_->tls().Shutdown();

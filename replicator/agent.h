@@ -21,7 +21,7 @@
 #include "blockrep/wire.h"
 #include "agent_status.h"
 #include "chain_memory.h"
-#include "freeze.h"
+#include "point_freeze.h"
 #include "parallel_sealer.h"
 #include "point_seal.h"
 #include "token_bucket.h"
@@ -91,12 +91,6 @@ class Agent {
  private:
   struct Read;
   Status OpenTracker();
-  // Finds the filesystems to freeze at the end of each point (all volumes mounted, eBPF).
-  void PlanFreezes();
-  // Thaws after the last reads of a point; the point is consistent if the freeze held.
-  void EndFreeze();
-  // Runs a hook with BLOCKREP_POINT_ID set, killing it after 30 s; false on failure (logged).
-  bool RunHook(const std::string& path, const char* what);
   // Chooses full or incremental for the next point and fills `work_`.
   void PlanPoint(uint64_t last_point);
   // One connection: points until `once` is satisfied or SIGTERM. Ok means a clean finish.
@@ -150,10 +144,7 @@ class Agent {
   std::unique_ptr<ParallelSealer> sealer_;  // one per session: new session ids on reconnect
   std::unique_ptr<EbpfTracker> tracker_;
   std::string tracker_note_;
-  std::unique_ptr<FreezeSet> freeze_;
-  std::string freeze_note_;
-  bool point_consistent_ = false;
-  bool pre_hook_ok_ = true;
+  PointFreeze freeze_;  // freezes and hooks around each point's last take
 
   // Protocol state.
   std::optional<wire::HelloOk> hello_ok_;

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 
 #include "shell.h"
 #include "freeze.h"
+#include "point_freeze.h"
 
 namespace blockrep::agent {
 namespace {
@@ -95,6 +97,41 @@ TEST_F(FreezeTest, KilledAgentLeavesNothingFrozen) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFSIGNALED(status));
   EXPECT_TRUE(WritableWithin(2000));  // long before the 30 s limit
+}
+
+// PointFreeze runs the pre-hook (with BLOCKREP_POINT_ID), freezes, thaws and runs the post-hook;
+// the point is consistent only when the pre-hook succeeded and the freeze held.
+TEST_F(FreezeTest, PointFreezeRunsHooksAroundTheFreeze) {
+  std::string log = dir_ + "/hooks.log";
+  auto hook = [&](const std::string& name, int rc) {
+    std::string path = dir_ + "/" + name;
+    std::string body = "#!/bin/sh\necho " + name + " $BLOCKREP_POINT_ID >> " + log + "\nexit " + std::to_string(rc) + "\n";
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::fputs(body.c_str(), f);
+    std::fclose(f);
+    chmod(path.c_str(), 0700);
+    return path;
+  };
+  PointFreeze pf;
+  pf.Plan(true, {dev_}, hook("pre", 0), hook("post", 0));
+  EXPECT_NE(pf.note().find("frozen"), std::string::npos) << pf.note();
+  pf.Begin(7);
+  EXPECT_TRUE(pf.frozen());
+  EXPECT_FALSE(WritableWithin(100));
+  PointFreeze::Result r = pf.Finish(7);
+  EXPECT_TRUE(r.consistent);
+  ASSERT_TRUE(r.frozen_ms.has_value());
+  EXPECT_GE(*r.frozen_ms, 100u);
+  EXPECT_FALSE(pf.frozen());
+  EXPECT_EQ(testing_util::Shell("cat " + log), "pre 7\npost 7");
+  pf.Plan(true, {dev_}, hook("failing-pre", 3), "");
+  pf.Begin(8);
+  EXPECT_FALSE(pf.Finish(8).consistent) << "applications may not have quiesced";
+  pf.Plan(false, {dev_}, "", "");
+  EXPECT_NE(pf.note().find("without eBPF tracking"), std::string::npos) << pf.note();
+  pf.Begin(9);
+  EXPECT_FALSE(pf.frozen());
+  EXPECT_FALSE(pf.Finish(9).consistent);
 }
 
 }  // namespace
