@@ -276,16 +276,8 @@ Status Agent::HandleInbox() {
       }
       case wire::MsgType::kAck: {
         BR_ASSIGN_OR_RETURN(auto a, wire::Ack::Decode(f.payload));
-        if (a.durable_seq < acked_seq_ || a.durable_seq >= next_seq_)
-          return ProtocolError("staging acknowledged sequence " + std::to_string(a.durable_seq) +
-                               " out of order");
-        acked_seq_ = a.durable_seq;
-        while (!unacked_.empty() && unacked_.front().first <= acked_seq_) {
-          unacked_bytes_ -= unacked_.front().second;
-          acked_bytes_total_ += unacked_.front().second;
-          unacked_.pop_front();
-        }
-        status_.NoteAcked(acked_seq_, MonotonicNs());
+        BR_RETURN_IF_ERROR(window_.Acked(a.durable_seq));
+        status_.NoteAcked(window_.acked(), MonotonicNs());
         break;
       }
       case wire::MsgType::kPong:
@@ -448,7 +440,7 @@ Status Agent::IssueReads() {
   const bool frozen = freeze_.frozen();
   auto room = [&] {
     if (frozen) return ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kFrozenUnsentBytesMax;
-    return bucket_.WaitNs(MonotonicNs()) == 0 && unacked_bytes_ + reads_inflight_ * kReadBytes < kWindowBytesMax &&
+    return bucket_.WaitNs(MonotonicNs()) == 0 && window_.unacked_bytes() + reads_inflight_ * kReadBytes < kWindowBytesMax &&
            ch_->unsent_bytes() + reads_inflight_ * kReadBytes < kUnsentBytesMax;
   };
   while (cur_volume_ < work_.size() && reads_inflight_ < kReadsMax && ring_->HasRoom(2) && room()) {
@@ -522,11 +514,10 @@ Status Agent::SealAndFrameQueued() {
       for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(job.plain.size())); ++b) w.U64(seal_job_fps_[i][b]);
     }
     size_t before = frames_.size();
-    wire::RecordMsg::AppendEncoded(&frames_, next_seq_, job.record, fingerprints_);
-    uint64_t frame_bytes = frames_.size() - before;
-    unacked_.emplace_back(next_seq_, frame_bytes);
-    unacked_bytes_ += frame_bytes;
-    ++next_seq_;
+    const uint64_t seq = window_.last_sent() + 1;
+    wire::RecordMsg::AppendEncoded(&frames_, seq, job.record, fingerprints_);
+    const uint64_t frame_bytes = frames_.size() - before;
+    window_.Sent(frame_bytes);
     ++summary_.records;
     if (h.flags & kRecordIncompressible) ++summary_.records_raw;
     summary_.bytes_shipped_plain += job.plain.size();
@@ -619,9 +610,9 @@ void Agent::WriteStatus(bool force) {
   if (opts_.state_dir.empty()) return;
   uint64_t now = MonotonicNs();
   if (!status_.Due(now, force)) return;
-  uint64_t backlog = unacked_bytes_ + work_bytes_left_;
+  uint64_t backlog = window_.unacked_bytes() + work_bytes_left_;
   bool forecast = state_ == AgentState::kContinuous || state_ == AgentState::kBacklog;
-  auto outrun = status_.UpdateRates(now, acked_bytes_total_, backlog, opts_.rpo_target_ns, forecast);
+  auto outrun = status_.UpdateRates(now, window_.acked_bytes_total(), backlog, opts_.rpo_target_ns, forecast);
   if (outrun && !outrun->empty()) {
     Log(kProg, "warning: " + *outrun);
     SetState(AgentState::kBacklog, "writes outrun shipping");
@@ -850,10 +841,7 @@ Status Agent::Session(const Signals& sig, bool once) {
   hello_ok_.reset();
   peer_error_.reset();
   refused_retryable_ = false;
-  next_seq_ = 1;
-  acked_seq_ = 0;
-  unacked_.clear();
-  unacked_bytes_ = 0;
+  window_.Reset();
   status_.ForgetBatches();
   point_acked_ = 0;
   BR_RETURN_IF_ERROR(Connect());
@@ -891,7 +879,7 @@ Status Agent::Session(const Signals& sig, bool once) {
       if (now >= point_due) closing = true;
       BR_RETURN_IF_ERROR(IssueReads());
       bool idle = !loading_base_ && cur_volume_ >= work_.size() && reads_inflight_ == 0;
-      if (idle) status_.BatchQueued(next_seq_ - 1);  // the newest batch is queued up to here
+      if (idle) status_.BatchQueued(window_.last_sent());  // the newest batch is queued up to here
       if (idle && resealing_) {
         // The kept records are accounted for: now the point's own work.
         resealing_ = false;
@@ -918,7 +906,7 @@ Status Agent::Session(const Signals& sig, bool once) {
           sent_seal_mac_ = seals.front().mac;  // a server has at least one volume
           for (const VolumeSeal& seal : seals)
             BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSeal, wire::SealMsg{seal}.Encode()));
-          wire::EndPoint e{point_id_, next_seq_ - 1, summary_.records, flags};
+          wire::EndPoint e{point_id_, window_.last_sent(), summary_.records, flags};
           BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kEndPoint, e.Encode()));
           end_sent = true;
         } else if (now >= next_poll) {
@@ -938,7 +926,7 @@ Status Agent::Session(const Signals& sig, bool once) {
       BR_RETURN_IF_ERROR(Step(true, timeout_ms));
       // Caught up: nothing left to read, every record sent is acknowledged, so the latest read of
       // every taken block is durable on the staging.
-      if (tracker_ && !loading_base_ && !resealing_ && cur_volume_ >= work_.size() && reads_inflight_ == 0 && unacked_.empty())
+      if (tracker_ && !loading_base_ && !resealing_ && cur_volume_ >= work_.size() && reads_inflight_ == 0 && window_.empty())
         tracker_->MarkCaughtUp();
       WriteStatus(false);
     }

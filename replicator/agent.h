@@ -19,6 +19,7 @@
 #include "blockrep/tracker.h"
 #include "blockrep/uring.h"
 #include "blockrep/wire.h"
+#include "ack_window.h"
 #include "agent_status.h"
 #include "chain_memory.h"
 #include "point_freeze.h"
@@ -154,11 +155,7 @@ class Agent {
   uint64_t point_id_ = 0;
   uint64_t point_time_ns_ = 0;
   uint64_t point_acked_ = 0;
-  uint64_t next_seq_ = 1;
-  uint64_t acked_seq_ = 0;
-  std::deque<std::pair<uint64_t, uint64_t>> unacked_;  // (seq, frame bytes)
-  uint64_t unacked_bytes_ = 0;
-  uint64_t acked_bytes_total_ = 0;
+  AckWindow window_;  // RECORDs not yet acknowledged durable
   uint64_t wire_bytes_total_ = 0;  // frame bytes of sessions before the current one
 
   AgentStatus status_;  // lag, rates and the RPO forecast, freeze times; status.json
