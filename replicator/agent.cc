@@ -285,22 +285,14 @@ Status Agent::HandleInbox() {
         break;
       case wire::MsgType::kFingerprints: {
         BR_ASSIGN_OR_RETURN(auto fps, wire::Fingerprints::Decode(f.payload));
-        if (!(rescan_ || loading_base_) || fps.volume >= volumes_.size() || fps.offset != fp_received_end_[fps.volume])
-          return ProtocolError("staging sent fingerprints nobody asked for");
-        std::vector<uint64_t>& dst = staging_fps_[fps.volume];
-        uint64_t first = fps.offset / kFingerprintBlockBytes;
-        if (first + fps.values.size() > dst.size()) return ProtocolError("staging sent too many fingerprints");
-        std::copy(fps.values.begin(), fps.values.end(), dst.begin() + static_cast<ptrdiff_t>(first));
-        fp_received_end_[fps.volume] =
-            std::min(volumes_[fps.volume]->size_bytes, fps.offset + fps.values.size() * kFingerprintBlockBytes);
+        if (!(rescan_ || loading_base_)) return ProtocolError("staging sent fingerprints nobody asked for");
+        BR_RETURN_IF_ERROR(base_.OnFingerprints(fps));
         break;
       }
       case wire::MsgType::kBaseSeal: {
         BR_ASSIGN_OR_RETURN(auto b, wire::BaseSeal::Decode(f.payload));
-        if (!loading_base_ || b.volume >= base_seals_.size() || base_seals_received_ != b.volume)
-          return ProtocolError("staging sent a seal nobody asked for");
-        base_seals_[b.volume] = std::move(b.seal);
-        ++base_seals_received_;
+        if (!loading_base_) return ProtocolError("staging sent a seal nobody asked for");
+        BR_RETURN_IF_ERROR(base_.OnSeal(std::move(b)));
         break;
       }
       case wire::MsgType::kPointAck: {
@@ -432,9 +424,7 @@ void Agent::ReloadSettings() {
 
 Status Agent::IssueReads() {
   if (loading_base_) {
-    if (base_seals_received_ < volumes_.size()) return Status::Ok();
-    for (size_t v = 0; v < volumes_.size(); ++v)
-      if (fp_received_end_[v] < volumes_[v]->size_bytes) return Status::Ok();
+    if (!base_.SealsComplete() || !base_.FingerprintsComplete()) return Status::Ok();
     BR_RETURN_IF_ERROR(FinishBaseLoad());
   }
   const bool frozen = freeze_.frozen();
@@ -458,7 +448,7 @@ Status Agent::IssueReads() {
       continue;
     }
     // A rescan reads a range only once the staging's fingerprints for it have arrived.
-    if (rescan_ && run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > fp_received_end_[cur_volume_])
+    if (rescan_ && run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > base_.known_end(cur_volume_))
       break;
     Volume& v = *volumes_[cur_volume_];
     size_t slot = 0;
@@ -552,7 +542,7 @@ Status Agent::ProcessRead(Read& r) {
     if (zero) summary_.bytes_zero += len;
     if (rescan_) {
       // Ship only the runs of blocks whose fingerprint differs from the staging's last point.
-      const std::vector<uint64_t>& theirs = staging_fps_[r.volume];
+      const std::vector<uint64_t>& theirs = base_.of(r.volume);
       size_t run_start = SIZE_MAX;
       for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
         size_t at = b * kFingerprintBlockBytes;
@@ -673,11 +663,9 @@ bool Agent::PlanResume(uint64_t last_point) {
 }
 
 Status Agent::RequestFingerprints() {
-  staging_fps_.assign(volumes_.size(), {});
-  fp_received_end_.assign(volumes_.size(), 0);
+  base_.ExpectFingerprints(VolumeSizes());
   for (size_t v = 0; v < volumes_.size(); ++v) {
     uint64_t size = volumes_[v]->size_bytes;
-    staging_fps_[v].assign((size + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, store::kFingerprintUnknown);
     // All requests at once: the replies come back in order, and the channel's inbox limit
     // paces them.
     for (uint64_t off = 0; off < size; off += wire::kMaxFingerprintSpan) {
@@ -696,8 +684,7 @@ std::vector<uint64_t> Agent::VolumeSizes() const {
 
 Status Agent::StartBaseLoad() {
   loading_base_ = true;
-  base_seals_.assign(volumes_.size(), std::nullopt);
-  base_seals_received_ = 0;
+  base_.ExpectSeals(volumes_.size());
   for (size_t v = 0; v < volumes_.size(); ++v)
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
   base_from_cache_ = false;
@@ -706,8 +693,7 @@ Status Agent::StartBaseLoad() {
     auto cached = LoadFingerprintCache(opts_.state_dir, opts_.server_id, point_id_ - 1, VolumeSizes(), &why);
     if (cached) {
       // Checked against the base's seal in FinishBaseLoad, like the staging's copy would be.
-      staging_fps_ = std::move(*cached);
-      fp_received_end_ = VolumeSizes();
+      base_.TakeFingerprints(std::move(*cached), VolumeSizes());
       base_from_cache_ = true;
       return Status::Ok();
     }
@@ -728,14 +714,14 @@ void Agent::SaveFingerprints() {
 Status Agent::FinishBaseLoad() {
   loading_base_ = false;
   uint64_t base = point_id_ - 1;
-  std::string why = point_seal_->AdoptBase(base, VolumeSizes(), &staging_fps_, base_seals_);
+  std::string why = point_seal_->AdoptBase(base, VolumeSizes(), base_.mutable_fingerprints(), base_.seals());
   if (why.empty()) {
     // The base's seals are ours (AdoptBase checked their MACs): the link gets its MAC.
-    if (!chain_link_.KnowsMac() && !base_seals_.empty() && base_seals_[0] &&
-        base_seals_[0]->point_id == chain_link_.point_id)
-      chain_link_.mac = base_seals_[0]->mac;
-    base_seals_.clear();
-    std::vector<std::vector<uint64_t>>().swap(staging_fps_);
+    const auto& seals = base_.seals();
+    if (!chain_link_.KnowsMac() && !seals.empty() && seals[0] && seals[0]->point_id == chain_link_.point_id)
+      chain_link_.mac = seals[0]->mac;
+    base_.ReleaseSeals();
+    base_.ReleaseFingerprints();
     Log(kProg, "point " + std::to_string(base) + "'s fingerprints " +
                    (base_from_cache_ ? "in " + opts_.state_dir + " match its seal" : "on the staging match its seal") +
                    ": sealing point " + std::to_string(point_id_) + " on it");
@@ -749,7 +735,7 @@ Status Agent::FinishBaseLoad() {
     loading_base_ = true;
     return RequestFingerprints();
   }
-  base_seals_.clear();
+  base_.ReleaseSeals();
   // The staging's copy of the base is not what we sealed (damaged, or not ours): compare every
   // block with it instead of trusting it, so this point is whole whatever it holds.
   Log(kProg, "warning: point " + std::to_string(base) + " on the staging does not match its seal (" + why +
@@ -759,9 +745,7 @@ Status Agent::FinishBaseLoad() {
     // A resumed point: the kept records may hold any block taken since the base, whatever the
     // staging's base says, so those are sent whatever their fingerprint.
     for (size_t v = 0; v < volumes_.size(); ++v)
-      for (const Extent& e : work_[v])
-        for (uint64_t b = e.offset / kFingerprintBlockBytes; b * kFingerprintBlockBytes < e.offset + e.length; ++b)
-          staging_fps_[v][b] = store::kFingerprintUnknown;
+      for (const Extent& e : work_[v]) base_.MarkUnknown(v, e.offset, e.length);
     resealing_ = false;
     send_work_.clear();
   }
@@ -936,7 +920,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     point_seal_->Committed(point_id_);
     if (rescan_) {
       rescan_ = false;
-      std::vector<std::vector<uint64_t>>().swap(staging_fps_);  // up to 64 MiB: give it back
+      base_.ReleaseFingerprints();  // up to 64 MiB: give it back
     }
     if (tracker_) tracker_->MarkSynced(point_id_);
     BR_RETURN_IF_ERROR(chain_.Acked({point_id_, point_time_ns_, sent_seal_mac_}, opts_.state_dir, opts_.server_id));

@@ -21,6 +21,7 @@
 #include "blockrep/wire.h"
 #include "ack_window.h"
 #include "agent_status.h"
+#include "base_inbox.h"
 #include "chain_memory.h"
 #include "point_freeze.h"
 #include "parallel_sealer.h"
@@ -180,8 +181,6 @@ class Agent {
   bool sweeping_ = true;  // the first pass of a full point: all-zero extents need not be sent
   // Rescan: every block is read and shipped only if its fingerprint differs from the staging's.
   bool rescan_ = false;
-  std::vector<std::vector<uint64_t>> staging_fps_;  // per volume, per 4 KiB block
-  std::vector<uint64_t> fp_received_end_;           // per volume: fingerprints known up to here
   std::optional<BlockFingerprinter> fingerprinter_;
   Bytes fingerprints_;
   std::vector<uint64_t> read_fps_;  // per 4 KiB block of the read being processed
@@ -189,9 +188,8 @@ class Agent {
   std::unique_ptr<SealKeys> seal_keys_;
   std::unique_ptr<PointSeal> point_seal_;
   bool loading_base_ = false;
-  bool base_from_cache_ = false;  // the base's fingerprints came from <state-dir>/fingerprints
-  std::vector<std::optional<VolumeSeal>> base_seals_;
-  size_t base_seals_received_ = 0;
+  bool base_from_cache_ = false;
+  BaseInbox base_;  // the staging's fingerprints and seals of the base, as they arrive  // the base's fingerprints came from <state-dir>/fingerprints
   // Resuming a kept point in a process that did not read its records: first every block taken
   // since the base is read again (nothing sent) so the seal knows what the kept records hold —
   // a block not written since its take reads as it was sent; one written since is dirty and is

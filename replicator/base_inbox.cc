@@ -1,0 +1,70 @@
+#include "base_inbox.h"
+
+#include <algorithm>
+
+#include "blockrep/fingerprint.h"
+#include "blockrep/store.h"
+
+namespace blockrep::agent {
+
+void BaseInbox::ExpectFingerprints(const std::vector<uint64_t>& volume_bytes) {
+  volume_bytes_ = volume_bytes;
+  fps_.assign(volume_bytes.size(), {});
+  known_end_.assign(volume_bytes.size(), 0);
+  for (size_t v = 0; v < volume_bytes.size(); ++v)
+    fps_[v].assign((volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, store::kFingerprintUnknown);
+}
+
+void BaseInbox::TakeFingerprints(std::vector<std::vector<uint64_t>> fps, const std::vector<uint64_t>& volume_bytes) {
+  volume_bytes_ = volume_bytes;
+  fps_ = std::move(fps);
+  known_end_ = volume_bytes;
+}
+
+void BaseInbox::ExpectSeals(size_t volumes) {
+  seals_.assign(volumes, std::nullopt);
+  seals_received_ = 0;
+}
+
+Status BaseInbox::OnFingerprints(const wire::Fingerprints& m) {
+  if (m.volume >= fps_.size() || m.offset != known_end_[m.volume])
+    return ProtocolError("staging sent fingerprints nobody asked for");
+  std::vector<uint64_t>& dst = fps_[m.volume];
+  uint64_t first = m.offset / kFingerprintBlockBytes;
+  if (first + m.values.size() > dst.size()) return ProtocolError("staging sent too many fingerprints");
+  std::copy(m.values.begin(), m.values.end(), dst.begin() + static_cast<ptrdiff_t>(first));
+  known_end_[m.volume] = std::min(volume_bytes_[m.volume], m.offset + m.values.size() * kFingerprintBlockBytes);
+  return Status::Ok();
+}
+
+Status BaseInbox::OnSeal(wire::BaseSeal m) {
+  if (m.volume >= seals_.size() || seals_received_ != m.volume) return ProtocolError("staging sent a seal nobody asked for");
+  seals_[m.volume] = std::move(m.seal);
+  ++seals_received_;
+  return Status::Ok();
+}
+
+bool BaseInbox::FingerprintsComplete() const {
+  for (size_t v = 0; v < known_end_.size(); ++v)
+    if (known_end_[v] < volume_bytes_[v]) return false;
+  return true;
+}
+
+void BaseInbox::MarkUnknown(size_t volume, uint64_t offset, uint64_t length) {
+  std::vector<uint64_t>& f = fps_[volume];
+  for (uint64_t b = offset / kFingerprintBlockBytes; b * kFingerprintBlockBytes < offset + length && b < f.size(); ++b)
+    f[b] = store::kFingerprintUnknown;
+}
+
+void BaseInbox::ReleaseSeals() {
+  seals_.clear();
+  seals_received_ = 0;
+}
+
+void BaseInbox::ReleaseFingerprints() {
+  std::vector<std::vector<uint64_t>>().swap(fps_);
+  known_end_.clear();
+  volume_bytes_.clear();
+}
+
+}  // namespace blockrep::agent
