@@ -1,5 +1,7 @@
 #include "blockrep/channel.h"
 
+#include "blockrep/check.h"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,10 +21,9 @@ Channel::~Channel() {
 }
 
 void Channel::Consume(size_t n) {
-  if (n > inbox_.size() - inbox_start_) {  // a caller bug: it would corrupt the stream
-    std::fprintf(stderr, "Channel::Consume(%zu) with %zu bytes held\n", n, inbox_.size() - inbox_start_);
-    std::abort();
-  }
+  // More than is held would corrupt the stream: a caller bug.
+  BR_CHECK_MSG(n <= inbox_.size() - inbox_start_,
+               "Channel::Consume(" + std::to_string(n) + ") with " + std::to_string(inbox_.size() - inbox_start_) + " bytes held");
   inbox_start_ += n;
   if (inbox_start_ == inbox_.size()) {
     inbox_.clear();

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "blockrep/check.h"
 #include "blockrep/record.h"
 #include "blockrep/tls.h"
 
@@ -63,14 +64,11 @@ uint64_t ComputeKeyId(const std::array<uint8_t, kDataKeyBytes>& bytes) {
   static const char kLabel[] = "blockrep key id v1";
   uint8_t mac[EVP_MAX_MD_SIZE];
   unsigned mac_len = 0;
-  if (HMAC(EVP_sha256(), bytes.data(), static_cast<int>(bytes.size()), reinterpret_cast<const uint8_t*>(kLabel),
-           sizeof(kLabel) - 1, mac, &mac_len) == nullptr ||
-      mac_len < 8) {
-    // HMAC-SHA256 over a few bytes fails only in a broken crypto library: no key id is better
-    // than a wrong one.
-    std::fprintf(stderr, "blockrep: HMAC-SHA256 failed computing a key id: %s\n", TakeOpenSslError().c_str());
-    std::abort();
-  }
+  // HMAC-SHA256 over a few bytes fails only in a broken crypto library: no key id is better
+  // than a wrong one.
+  bool ok = HMAC(EVP_sha256(), bytes.data(), static_cast<int>(bytes.size()), reinterpret_cast<const uint8_t*>(kLabel),
+                 sizeof(kLabel) - 1, mac, &mac_len) != nullptr;
+  BR_CHECK_MSG(ok && mac_len >= 8, "HMAC-SHA256 of a key id: " + TakeOpenSslError());
   uint64_t id = 0;
   for (int i = 0; i < 8; ++i) id = (id << 8) | mac[i];
   return id;

@@ -1,8 +1,9 @@
 #include "blockrep/fingerprint.h"
 
+#include "blockrep/check.h"
+
 #include <openssl/evp.h>
 
-#include <cstdlib>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -21,14 +22,15 @@ void EncryptBlock(const std::array<uint8_t, 32>& key, uint64_t key_id, const uin
   thread_local ThreadCipher cipher;
   // Failures here mean a broken crypto library or no memory: a fingerprint must never be
   // computed some other way, so they are fatal.
-  if (cipher.ctx == nullptr && (cipher.ctx = EVP_CIPHER_CTX_new()) == nullptr) std::abort();
+  if (cipher.ctx == nullptr) cipher.ctx = EVP_CIPHER_CTX_new();
+  BR_CHECK(cipher.ctx != nullptr);
   if (cipher.key_id != key_id) {
-    if (EVP_EncryptInit_ex(cipher.ctx, EVP_aes_256_ecb(), nullptr, key.data(), nullptr) != 1) std::abort();
+    BR_CHECK(EVP_EncryptInit_ex(cipher.ctx, EVP_aes_256_ecb(), nullptr, key.data(), nullptr) == 1);
     EVP_CIPHER_CTX_set_padding(cipher.ctx, 0);
     cipher.key_id = key_id;
   }
   int len = 0;
-  if (EVP_EncryptUpdate(cipher.ctx, out, &len, in, 16) != 1 || len != 16) std::abort();
+  BR_CHECK(EVP_EncryptUpdate(cipher.ctx, out, &len, in, 16) == 1 && len == 16);
 }
 
 }  // namespace

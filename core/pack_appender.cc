@@ -1,15 +1,16 @@
 #include "blockrep/pack_appender.h"
 
+#include "blockrep/check.h"
+
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 
 namespace blockrep::store {
 
 Status PackAppender::Open(const ServerStore& store) {
-  assert(!inflight_);
+  BR_CHECK(!inflight_);
   BR_ASSIGN_OR_RETURN(fd_, store.CreatePack(&pack_id_));
   end_ = durable_end_ = kPackHeaderSize;
   batch_.clear();
@@ -18,7 +19,7 @@ Status PackAppender::Open(const ServerStore& store) {
 }
 
 uint64_t PackAppender::Append(ByteSpan record, ByteSpan after, uint64_t seq) {
-  assert(open() && seq > batch_last_seq_ && seq > durable_seq_);
+  BR_CHECK(open() && seq > batch_last_seq_ && seq > durable_seq_);
   uint64_t at = end_ + batch_.size();
   batch_.insert(batch_.end(), record.begin(), record.end());
   batch_.insert(batch_.end(), after.begin(), after.end());
@@ -48,7 +49,7 @@ bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fs
 }
 
 PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
-  assert(inflight_ && commit_ops_ > 0);
+  BR_CHECK(inflight_ && commit_ops_ > 0);
   --commit_ops_;
   if (op == Op::kWrite && res > 0) commit_written_ += static_cast<size_t>(res);
   // A short write cancels the linked fsync (-ECANCELED): not an error, the rest is written again.

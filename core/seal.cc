@@ -1,5 +1,7 @@
 #include "blockrep/seal.h"
 
+#include "blockrep/check.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -144,13 +146,10 @@ std::array<uint8_t, kSealMacBytes> SealKeys::Mac(const VolumeSeal& seal) const {
   msg.resize(msg.size() - kSealMacBytes);  // the MAC field is not part of what it covers
   std::array<uint8_t, kSealMacBytes> out{};
   unsigned len = 0;
-  if (HMAC(EVP_sha256(), mac_key_.data(), static_cast<int>(mac_key_.size()), msg.data(), msg.size(), out.data(), &len) ==
-          nullptr ||
-      len != kSealMacBytes) {
-    // Fails only in a broken crypto library; an unchecked all-zero MAC would seal nothing.
-    std::fprintf(stderr, "blockrep: HMAC-SHA256 of a seal failed: %s\n", TakeOpenSslError().c_str());
-    std::abort();
-  }
+  // Fails only in a broken crypto library; an unchecked all-zero MAC would seal nothing.
+  bool ok = HMAC(EVP_sha256(), mac_key_.data(), static_cast<int>(mac_key_.size()), msg.data(), msg.size(), out.data(),
+                 &len) != nullptr;
+  BR_CHECK_MSG(ok && len == kSealMacBytes, "HMAC-SHA256 of a seal: " + TakeOpenSslError());
   return out;
 }
 
@@ -162,9 +161,8 @@ bool SealKeys::Authentic(const VolumeSeal& seal) const {
 void SealKeys::Encrypt(uint8_t* terms, size_t count) const {
   int out_len = 0;
   // ECB on whole 16-byte blocks with padding off cannot fail short of a broken library.
-  if (EVP_EncryptUpdate(static_cast<EVP_CIPHER_CTX*>(ctx_), terms, &out_len, terms, static_cast<int>(count * 16)) != 1 ||
-      out_len != static_cast<int>(count * 16))
-    std::abort();
+  bool ok = EVP_EncryptUpdate(static_cast<EVP_CIPHER_CTX*>(ctx_), terms, &out_len, terms, static_cast<int>(count * 16)) == 1;
+  BR_CHECK_MSG(ok && out_len == static_cast<int>(count * 16), "AES-256-ECB of seal terms: " + TakeOpenSslError());
 }
 
 RegionDigests::RegionDigests(const SealKeys* keys, uint64_t volume_bytes)
@@ -175,7 +173,7 @@ void RegionDigests::Note(uint64_t block, uint64_t fp, bool remove) {
   if (fp == 0) return;
   uint64_t region = block * kFingerprintBlockBytes / region_bytes_;
   // A block past the end would be a bookkeeping bug in the caller: a seal must never hide it.
-  if (region >= regions_.size()) std::abort();
+  BR_CHECK(region < regions_.size());
   size_t at = batch_.size();
   batch_.resize(at + 16);
   for (int i = 0; i < 8; ++i) {

@@ -1,9 +1,21 @@
 #include "blockrep/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <cerrno>
 #include <cstring>
 
+#include "blockrep/check.h"
+
 namespace blockrep {
+
+void CheckFailed(const char* condition, const std::string& message, const char* file, int line) {
+  std::fprintf(stderr, "blockrep: internal error at %s:%d: check failed: %s%s%s\n", file, line, condition,
+               message.empty() ? "" : ": ", message.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
 
 const char* CodeName(Code code) {
   switch (code) {

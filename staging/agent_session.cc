@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <set>
 
+#include "blockrep/check.h"
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
 #include "blockrep/pending.h"

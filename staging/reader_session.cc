@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <set>
 
+#include "blockrep/check.h"
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
 #include "blockrep/pending.h"
@@ -145,7 +145,7 @@ void Server::SendReadAnswer(Session& s, const wire::ReadRequest& rq, uint64_t ob
 
 Status Server::AnswerFromSnapshot(Session& s, const wire::ReadRequest& rq) {
   auto snap = s.snapshots.find(std::make_pair(static_cast<uint8_t>(rq.kind), rq.id));
-  assert(snap != s.snapshots.end());
+  BR_CHECK(snap != s.snapshots.end());
   const Bytes& bytes = snap->second;
   uint64_t n = rq.offset >= bytes.size() ? 0 : std::min<uint64_t>(rq.length, bytes.size() - rq.offset);
   SendReadAnswer(s, rq, bytes.size(), wire::ReadStatus::kOk,
@@ -155,7 +155,7 @@ Status Server::AnswerFromSnapshot(Session& s, const wire::ReadRequest& rq) {
 }
 
 Status Server::PostPackRead(Session& s) {
-  assert(s.read_done < s.read_want && ring_->HasRoom());
+  BR_CHECK(s.read_done < s.read_want && ring_->HasRoom());
   io_uring_sqe* sqe = ring_->Sqe();
   io_uring_prep_read(sqe, s.read_fd, s.read_buf.get() + wire::ReadData::kFrameBytes + s.read_done,
                      s.read_want - s.read_done, s.read_offset + s.read_done);

@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <set>
 
+#include "blockrep/check.h"
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
 #include "blockrep/pending.h"
@@ -138,7 +138,7 @@ Status Server::PostWake() {
 }
 
 bool Server::PostJob(ServerState& st, StoreWorker::Work work) {
-  assert(st.jobs == 0);  // one job of a server at a time: its sessions wait while it runs
+  BR_CHECK_MSG(st.jobs == 0, "one job of a server at a time: its sessions wait while it runs");
   if (!worker_->Post(std::move(work))) return false;
   ++st.jobs;
   return true;

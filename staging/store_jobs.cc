@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <set>
 
+#include "blockrep/check.h"
 #include "blockrep/checksum.h"
 #include "blockrep/fingerprint.h"
 #include "blockrep/pending.h"
@@ -153,7 +153,7 @@ Status Server::MaybeCommitPoint(Session& s) {
 
 void Server::OnPointCommitted(uint64_t session_id, ServerState& st, const Status& status) {
   auto it = sessions_.find(session_id);
-  assert(it != sessions_.end());  // a session of a server with a job in flight is never erased
+  BR_CHECK_MSG(it != sessions_.end(), "a session of a server with a job in flight is never erased");
   Session& s = *it->second;
   s.committing = false;
   if (!status.ok()) {

@@ -3,8 +3,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cassert>
 #include <cerrno>
+#include <cstring>
+
+#include "blockrep/check.h"
 
 namespace blockrep::staging {
 
@@ -29,7 +31,7 @@ StoreWorker::~StoreWorker() {
 }
 
 bool StoreWorker::Post(Work work) {
-  assert(work);
+  BR_CHECK(work);
   if (outstanding_ >= kJobsMax) return false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -46,7 +48,7 @@ size_t StoreWorker::RunCompletions() {
     std::lock_guard<std::mutex> lock(mu_);
     done.swap(finished_);
   }
-  assert(done.size() <= outstanding_);
+  BR_CHECK(done.size() <= outstanding_);
   for (Done& d : done) {
     --outstanding_;  // before `d`, which may post the next job
     if (d) d();
@@ -70,11 +72,10 @@ void StoreWorker::ThreadMain() {
       finished_.push_back(std::move(done));
     }
     uint64_t one = 1;
-    // The counter only saturates after 2^64-2 unread wake-ups; a failed write would leave the
-    // loop asleep with a finished job, so it is fatal in debug builds and retried otherwise.
-    while (write(event_fd_.get(), &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
-      assert(errno == EINTR || errno == EAGAIN);
-    }
+    // The counter only saturates after 2^64-2 unread wake-ups (EAGAIN: retried); any other
+    // failure would leave the loop asleep with a finished job.
+    while (write(event_fd_.get(), &one, sizeof one) != static_cast<ssize_t>(sizeof one))
+      BR_CHECK_MSG(errno == EINTR || errno == EAGAIN, std::string("write the store worker's eventfd: ") + std::strerror(errno));
   }
 }
 
