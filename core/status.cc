@@ -34,6 +34,25 @@ const char* CodeName(Code code) {
   return "unknown";
 }
 
+bool Retryable(Code code) {
+  switch (code) {
+    case Code::kUnavailable:
+    case Code::kNoSpace:
+    case Code::kProtocol:  // a damaged or cut connection: a new one may carry the data intact
+    case Code::kIoError:
+    case Code::kNotFound:
+      return true;
+    case Code::kOk:
+    case Code::kInvalidArgument:
+    case Code::kPermissionDenied:
+    case Code::kUnauthenticated:
+    case Code::kDataLoss:
+    case Code::kInternal:
+      return false;
+  }
+  return false;
+}
+
 std::string Status::ToString() const {
   if (ok()) return "ok";
   return message_;

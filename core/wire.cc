@@ -435,4 +435,16 @@ Result<DrillReport> DrillReport::Decode(ByteSpan p) {
   return m;
 }
 
+Code AgentStatusCode(ErrorCode e) {
+  switch (e) {
+    case ErrorCode::kStoreFull:
+    case ErrorCode::kQuotaExceeded: return Code::kNoSpace;
+    case ErrorCode::kBusy:
+    case ErrorCode::kAtCapacity: return Code::kUnavailable;
+    case ErrorCode::kIdentity:
+    case ErrorCode::kKeyMismatch: return Code::kPermissionDenied;
+    default: return Code::kProtocol;
+  }
+}
+
 }  // namespace blockrep::wire

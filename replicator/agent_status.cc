@@ -34,6 +34,18 @@ uint64_t Quantile(std::vector<uint64_t> v, double q) {
 
 }  // namespace
 
+const char* StateName(AgentState s) {
+  switch (s) {
+    case AgentState::kInitialSync: return "INITIAL_SYNC";
+    case AgentState::kRescan: return "RESCAN";
+    case AgentState::kContinuous: return "CONTINUOUS";
+    case AgentState::kBacklog: return "BACKLOG";
+    case AgentState::kDisconnected: return "DISCONNECTED";
+    case AgentState::kStalled: return "STALLED";
+  }
+  return "?";
+}
+
 void AgentStatus::NoteTake(uint64_t now_ns, uint64_t dirty_bytes) {
   rate_dirty_bytes_ += dirty_bytes;
   if (dirty_bytes == 0) return;

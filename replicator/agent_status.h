@@ -13,6 +13,10 @@
 
 namespace blockrep::agent {
 
+// What the agent is doing, as status.json and the log show it.
+enum class AgentState { kInitialSync, kRescan, kContinuous, kBacklog, kDisconnected, kStalled };
+const char* StateName(AgentState s);
+
 class AgentStatus {
  public:
   // The fields of status.json that the agent's other rooms own.

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "blockrep/cli.h"
+#include "blockrep/fs.h"
+
 namespace blockrep::agent {
 
 void TokenBucket::SetRate(uint64_t bytes_per_second) {
@@ -27,6 +30,26 @@ void TokenBucket::Reserve(uint64_t bytes) {
 
 void TokenBucket::Settle(uint64_t reserved, uint64_t produced) {
   if (rate_bps_ != 0) tokens_ += static_cast<double>(reserved) - static_cast<double>(produced);
+}
+
+std::optional<uint64_t> ReadRateFile(const std::string& state_dir) {
+  if (state_dir.empty()) return std::nullopt;
+  const std::string path = state_dir + "/bandwidth-limit";
+  auto text = ReadSmallFile(path, 64);
+  if (!text.ok()) {
+    if (text.status().code() != Code::kNotFound)
+      Log("blockrep-agent", "warning: cannot read " + path + ": " + text.status().message());
+    return std::nullopt;
+  }
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  auto rate = ParseRate(t, "bandwidth-limit file");
+  if (!rate.ok()) {
+    Log("blockrep-agent", "warning: ignoring " + path + ": " + rate.status().message());
+    return std::nullopt;
+  }
+  Log("blockrep-agent", "bandwidth limit now " + (*rate ? std::to_string(*rate) + " bytes/s" : std::string("unlimited")));
+  return *rate;
 }
 
 }  // namespace blockrep::agent

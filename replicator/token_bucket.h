@@ -6,8 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
 namespace blockrep::agent {
+
+// <state_dir>/bandwidth-limit (a rate like --bandwidth-limit's), read on SIGHUP: the new rate, or
+// nullopt when there is no such file or it is wrong (then one warning line says why).
+std::optional<uint64_t> ReadRateFile(const std::string& state_dir);
 
 class TokenBucket {
  public:

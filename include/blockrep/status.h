@@ -10,6 +10,8 @@
 #include <string_view>
 #include <utility>
 
+#include "blockrep/check.h"
+
 namespace blockrep {
 
 enum class Code {
@@ -27,6 +29,12 @@ enum class Code {
 };
 
 const char* CodeName(Code code);
+
+// Whether an operation that failed with `code` may succeed if tried again unchanged (the peer
+// comes back, space returns, a damaged connection is replaced). False for what needs an operator
+// or means something is broken: bad input, refused identities, failed authentication, damaged
+// data, programming errors. The one place that says so: callers do not keep their own lists.
+bool Retryable(Code code);
 
 class [[nodiscard]] Status {
  public:
@@ -68,16 +76,33 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
+  // An error. An OK status without a value is a programming error.
+  Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
+    BR_CHECK_MSG(!status_.ok(), "Result built from an OK status without a value");
+  }
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { return *value_; }
-  const T& value() const& { return *value_; }
-  T&& value() && { return std::move(*value_); }
-  T* operator->() { return &*value_; }
-  const T* operator->() const { return &*value_; }
-  T& operator*() & { return *value_; }
+  // The value; asking for it when there is none (an error) is a programming error.
+  T& value() & { return Checked(); }
+  const T& value() const& { return Checked(); }
+  T&& value() && { return std::move(Checked()); }
+  T* operator->() { return &Checked(); }
+  const T* operator->() const { return &Checked(); }
+  T& operator*() & { return Checked(); }
+  const T& operator*() const& { return Checked(); }
+
+ private:
+  T& Checked() {
+    BR_CHECK_MSG(value_.has_value(), "value() of a failed Result: " + status_.ToString());
+    return *value_;
+  }
+  const T& Checked() const {
+    BR_CHECK_MSG(value_.has_value(), "value() of a failed Result: " + status_.ToString());
+    return *value_;
+  }
+
+ public:
 
  private:
   Status status_;

@@ -76,6 +76,10 @@ enum class ErrorCode : uint16_t {
   kAtCapacity = 9,  // the staging holds its maximum of sessions: retry later
   kQuotaExceeded = 10,  // this server is over its quota: back off keeping dirty state, like kStoreFull
 };
+// What an agent makes of the staging's ERROR: kNoSpace (full or over quota: back off, keep the
+// dirty state), kUnavailable (busy or at capacity: try again), kPermissionDenied (identity or key:
+// the operator must act), kProtocol otherwise.
+Code AgentStatusCode(ErrorCode e);
 
 // How far past the chain's last point a BEGIN_POINT's id may jump (an agent that saw later points
 // acknowledged than the chain holds goes on after those), so ids can never run out.

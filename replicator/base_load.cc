@@ -1,0 +1,82 @@
+#include "base_load.h"
+
+#include "blockrep/check.h"
+#include "blockrep/cli.h"
+#include "fingerprint_cache.h"
+
+namespace blockrep::agent {
+namespace {
+constexpr const char* kProg = "blockrep-agent";
+}  // namespace
+
+Status BaseLoad::RequestFingerprints(const std::vector<uint64_t>& volume_bytes, const SendFn& send) {
+  inbox_.ExpectFingerprints(volume_bytes);
+  for (size_t v = 0; v < volume_bytes.size(); ++v) {
+    // All requests at once: the replies come back in order, and the channel's inbox limit paces them.
+    for (uint64_t off = 0; off < volume_bytes[v]; off += wire::kMaxFingerprintSpan) {
+      wire::FingerprintRequest rq{static_cast<uint16_t>(v), off,
+                                  std::min(wire::kMaxFingerprintSpan, volume_bytes[v] - off)};
+      BR_RETURN_IF_ERROR(send(wire::MsgType::kFingerprintRequest, rq.Encode()));
+    }
+  }
+  return Status::Ok();
+}
+
+Status BaseLoad::Start(uint64_t base, const std::vector<uint64_t>& volume_bytes, const std::string& state_dir,
+                       const std::string& server_id, const SendFn& send) {
+  loading_ = true;
+  base_ = base;
+  volume_bytes_ = volume_bytes;
+  state_dir_ = state_dir;
+  from_cache_ = false;
+  inbox_.ExpectSeals(volume_bytes.size());
+  for (size_t v = 0; v < volume_bytes.size(); ++v)
+    BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
+  if (!state_dir.empty()) {
+    std::string why;
+    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why);
+    if (cached) {
+      // Checked against the base's seal in Finish, like the staging's copy would be.
+      inbox_.TakeFingerprints(std::move(*cached), volume_bytes);
+      from_cache_ = true;
+      return Status::Ok();
+    }
+    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
+  }
+  return RequestFingerprints(volume_bytes, send);
+}
+
+Result<BaseLoad::Outcome> BaseLoad::Finish(PointSeal* seal, SealLink* link, const SendFn& send) {
+  BR_CHECK(ready());
+  loading_ = false;
+  std::string why = seal->AdoptBase(base_, volume_bytes_, inbox_.mutable_fingerprints(), inbox_.seals());
+  if (why.empty()) {
+    // The base's seals are ours (AdoptBase checked their MACs): the link gets its MAC.
+    const auto& seals = inbox_.seals();
+    if (!link->KnowsMac() && !seals.empty() && seals[0] && seals[0]->point_id == link->point_id)
+      link->mac = seals[0]->mac;
+    inbox_.ReleaseSeals();
+    inbox_.ReleaseFingerprints();
+    Log(kProg, "point " + std::to_string(base_) + "'s fingerprints " +
+                   (from_cache_ ? "in " + state_dir_ + " match its seal" : "on the staging match its seal") +
+                   ": sealing the next point on it");
+    return Outcome::kAdopted;
+  }
+  if (from_cache_) {
+    // Our own copy is stale or damaged: the staging's is the one to judge.
+    Log(kProg, "fingerprint cache in " + state_dir_ + " does not match point " + std::to_string(base_) +
+                   "'s seal (" + why + "); fetching them from the staging");
+    from_cache_ = false;
+    loading_ = true;
+    BR_RETURN_IF_ERROR(RequestFingerprints(volume_bytes_, send));
+    return Outcome::kRefetching;
+  }
+  inbox_.ReleaseSeals();
+  // The staging's copy of the base is not what we sealed (damaged, or not ours): the caller
+  // compares every block with it instead of trusting it, so the point is whole whatever it holds.
+  Log(kProg, "warning: point " + std::to_string(base_) + " on the staging does not match its seal (" + why +
+                 "); rescanning every volume against it (blockrep-recover verify on the staging host names the damage)");
+  return Outcome::kUntrusted;
+}
+
+}  // namespace blockrep::agent

@@ -1,0 +1,117 @@
+#include "point_plan.h"
+
+#include "blockrep/fingerprint.h"
+#include "blockrep/keyfile.h"
+
+namespace blockrep::agent {
+namespace {
+
+// The staging's interrupted point can be continued: it follows the chain's last point, the
+// tracker's bitmap covers everything since that point, and tracking had no gap.
+bool CanResume(const PlanFacts& f) {
+  if (f.rescan_due || f.key_rotated) return false;
+  if (f.pending_point != f.last_point + 1 || f.pending_base_point == 0 || f.pending_base_point != f.last_point)
+    return false;
+  if (!f.has_tracker || f.tracker_synced_point == 0 || f.last_point < f.tracker_synced_point) return false;
+  return f.overflowed_volume.empty();
+}
+
+}  // namespace
+
+const char* PointModeName(PointMode m) {
+  switch (m) {
+    case PointMode::kResume: return "resume";
+    case PointMode::kIncremental: return "incremental";
+    case PointMode::kRescan: return "rescan";
+    case PointMode::kFull: return "full";
+  }
+  return "?";
+}
+
+const char* PhaseName(PointPhase p) {
+  switch (p) {
+    case PointPhase::kIdle: return "idle";
+    case PointPhase::kLoadingBase: return "loading base";
+    case PointPhase::kResealing: return "resealing";
+    case PointPhase::kReading: return "reading";
+    case PointPhase::kFinalTake: return "final take";
+    case PointPhase::kEnded: return "ended";
+  }
+  return "?";
+}
+
+PointPlan DecidePoint(const PlanFacts& f) {
+  if (CanResume(f)) return {PointMode::kResume, ""};
+  PointPlan p;
+  p.mode = PointMode::kFull;
+  if (f.key_rotated) {
+    p.reason = "the data key was rotated: the chain's last point is sealed under key " + f.chain_key_hex +
+               ", this point under key " + f.our_key_hex + " (older points stay restorable with the same key file)";
+  } else if (f.rescan_due) {
+    p.reason = "ALARM: the staging's chain is not the one this agent saw acknowledged";
+  } else if (!f.has_tracker) {
+    p.reason = "no change tracker";
+  } else if (f.tracker_synced_point == 0) {
+    p.reason = f.tracker_resumed ? "no point synced since tracking began" : "tracking just started";
+  } else if (f.last_point < f.tracker_synced_point) {
+    p.reason = "the staging's chain (point " + std::to_string(f.last_point) + ") is behind the tracker (point " +
+               std::to_string(f.tracker_synced_point) + ")";
+  } else if (f.last_point > f.tracker_synced_point + 1 ||
+             (f.last_point == f.tracker_synced_point + 1 && !f.tracker_sent_last_point)) {
+    // Another agent of this server-id (a failover host replicating the recovered volume) moved
+    // the chain on: the bitmap knows what changed here since point S, not what differs from L.
+    p.reason = "the staging's chain moved on from point " + std::to_string(f.tracker_synced_point) + " to " +
+               std::to_string(f.last_point) +
+               " without this tracker (another agent of this server-id, after a failover?)";
+  } else if (!f.overflowed_volume.empty()) {
+    p.reason = "a request on " + f.overflowed_volume + " was too large to track";
+  } else {
+    p.mode = PointMode::kIncremental;
+    p.reason = "changes tracked by eBPF since point " + std::to_string(f.tracker_synced_point);
+    return p;
+  }
+  // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint
+  // differs from its last point (an incremental point on it). Not after a key rotation: the
+  // staging's fingerprints are keyed with the old key, so every block would differ anyway.
+  if (f.last_point != 0 && !f.key_rotated) {
+    if (f.rescan_fingerprint_bytes <= f.rescan_fingerprint_bytes_max) {
+      p.mode = PointMode::kRescan;
+      p.reason = "rescan against point " + std::to_string(f.last_point) + " (" + p.reason + ")";
+    } else {
+      p.reason += "; volumes too large to rescan in memory";
+    }
+  }
+  return p;
+}
+
+PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
+                       const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
+                       uint64_t rescan_fingerprint_bytes_max) {
+  PlanFacts f;
+  f.last_point = last_point;
+  if (hello) {
+    f.pending_point = hello->pending_point_id;
+    f.pending_base_point = hello->pending_base_point;
+    f.key_rotated = hello->chain_key_id != 0 && hello->chain_key_id != our_key_id;
+    f.chain_key_hex = KeyIdHex(hello->chain_key_id);
+  }
+  f.our_key_hex = KeyIdHex(our_key_id);
+  f.rescan_due = rescan_due;
+  f.has_tracker = tracker != nullptr;
+  if (tracker) {
+    f.tracker_resumed = tracker->resumed();
+    f.tracker_synced_point = tracker->synced_point();
+    f.tracker_sent_last_point = hello && tracker->SentPoint(hello->last_time_ns);
+    for (size_t v = 0; v < volumes.size(); ++v) {
+      if (tracker->overflowed(v)) {
+        f.overflowed_volume = volumes[v]->path;
+        break;
+      }
+    }
+  }
+  for (const auto& v : volumes) f.rescan_fingerprint_bytes += (v->size_bytes / kFingerprintBlockBytes + 1) * 8;
+  f.rescan_fingerprint_bytes_max = rescan_fingerprint_bytes_max;
+  return f;
+}
+
+}  // namespace blockrep::agent

@@ -1,0 +1,235 @@
+#include "read_pipeline.h"
+
+#include <algorithm>
+
+#include "blockrep/check.h"
+#include "blockrep/wire.h"
+
+namespace blockrep::agent {
+namespace {
+constexpr uint8_t kOpRead = 3;
+}  // namespace
+
+const char* ReadModeName(ReadMode m) {
+  switch (m) {
+    case ReadMode::kSweep: return "sweep";
+    case ReadMode::kShip: return "ship";
+    case ReadMode::kRescan: return "rescan";
+    case ReadMode::kReseal: return "reseal";
+  }
+  return "?";
+}
+
+ReadPipeline::ReadPipeline(Deps deps, uint64_t id_base) : deps_(std::move(deps)), id_base_(id_base) {
+  BR_CHECK(deps_.ring && deps_.volumes && deps_.fingerprinter && deps_.seal && deps_.base && deps_.bucket &&
+           deps_.counters);
+  for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
+  ResetShipped();
+}
+
+void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window) {
+  BR_CHECK(inflight_ == 0);
+  sealer_ = sealer;
+  window_ = window;
+}
+
+void ReadPipeline::SetWork(std::vector<std::vector<Extent>> work, ReadMode mode) {
+  BR_CHECK(work.size() == deps_.volumes->size());
+  work_ = std::move(work);
+  mode_ = mode;
+  cur_volume_ = cur_run_ = 0;
+  cur_offset_ = 0;
+  bytes_left_ = 0;
+  for (const auto& runs : work_)
+    for (const Extent& e : runs) bytes_left_ += e.length;
+}
+
+void ReadPipeline::SetWholeVolumes(ReadMode mode) {
+  std::vector<std::vector<Extent>> work;
+  for (const auto& v : *deps_.volumes) work.push_back({Extent{0, v->size_bytes}});
+  SetWork(std::move(work), mode);
+}
+
+std::vector<std::vector<Extent>> ReadPipeline::TakeWork() {
+  std::vector<std::vector<Extent>> w = std::move(work_);
+  SetWork(std::vector<std::vector<Extent>>(deps_.volumes->size()), mode_);
+  return w;
+}
+
+void ReadPipeline::SubmitRead(size_t slot, size_t len) {
+  Read& r = *reads_[slot];
+  io_uring_sqe* sqe = deps_.ring->Sqe();
+  io_uring_prep_read(sqe, (*deps_.volumes)[r.volume]->fd.get(), r.buf.data() + r.got, static_cast<unsigned>(len),
+                     r.offset + r.got);
+  io_uring_sqe_set_data64(sqe, UserData(id_base_ + slot, kOpRead));
+  ++inflight_;
+}
+
+Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& room) {
+  while (cur_volume_ < work_.size() && inflight_ < kReadsMax && deps_.ring->HasRoom(2) &&
+         room(uint64_t{inflight_} * kReadBytes)) {
+    const std::vector<Extent>& runs = work_[cur_volume_];
+    if (cur_run_ >= runs.size()) {
+      ++cur_volume_;
+      cur_run_ = 0;
+      cur_offset_ = 0;
+      continue;
+    }
+    const Extent& run = runs[cur_run_];
+    if (cur_offset_ >= run.length) {
+      ++cur_run_;
+      cur_offset_ = 0;
+      continue;
+    }
+    if (mode_ == ReadMode::kRescan &&
+        run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > deps_.base->known_end(cur_volume_))
+      break;
+    size_t slot = 0;
+    while (slot < reads_.size() && reads_[slot]->busy) ++slot;
+    BR_CHECK_MSG(slot < reads_.size(), "no free read slot with " + std::to_string(inflight_) + " reads in flight");
+    Read& r = *reads_[slot];
+    r.busy = true;
+    r.volume = cur_volume_;
+    r.offset = run.offset + cur_offset_;
+    r.want = static_cast<size_t>(std::min<uint64_t>(kReadBytes, run.length - cur_offset_));
+    r.got = 0;
+    // O_DIRECT: whole blocks; the end of the volume shortens the read.
+    SubmitRead(slot, (r.want + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
+    cur_offset_ += r.want;
+    bytes_left_ -= std::min<uint64_t>(bytes_left_, r.want);
+    // Reserve the read's size now (settled at what it really produces in Process), so a bucket
+    // in credit lets one read through, not a burst of all the slots.
+    deps_.bucket->Reserve(r.want);
+  }
+  return Status::Ok();
+}
+
+Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
+  BR_CHECK(Owns(id) && inflight_ > 0);
+  size_t slot = id - id_base_;
+  Read& r = *reads_[slot];
+  BR_CHECK(r.busy);
+  --inflight_;
+  const Volume& v = *(*deps_.volumes)[r.volume];
+  if (res < 0) return ErrnoStatus("read volume " + v.path, -res);
+  if (res == 0 && r.got < r.want)
+    return DataLoss("volume " + v.path + " ended early at byte " + std::to_string(r.offset + r.got) +
+                    " (did it shrink?)");
+  r.got += static_cast<size_t>(res);
+  if (r.got < r.want) {
+    // Short read: ask for the rest (O_DIRECT keeps block alignment: got is a multiple).
+    SubmitRead(slot, ((r.want - r.got) + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
+    return ByteSpan();
+  }
+  frames_.clear();
+  BR_RETURN_IF_ERROR(Process(r));
+  return ByteSpan(frames_);
+}
+
+void ReadPipeline::Abandon() {
+  for (auto& r : reads_) r->busy = false;
+  inflight_ = 0;
+}
+
+void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
+  if (seal_jobs_queued_ == seal_jobs_.size()) {
+    seal_jobs_.emplace_back();
+    seal_job_fps_.push_back(nullptr);
+  }
+  SealJob& job = seal_jobs_[seal_jobs_queued_];
+  job.volume = static_cast<uint16_t>(volume);
+  job.offset = offset;
+  job.plain = data;
+  seal_job_fps_[seal_jobs_queued_] = fps;
+  ++seal_jobs_queued_;
+}
+
+Status ReadPipeline::SealAndFrameQueued() {
+  BR_CHECK(sealer_ && window_);
+  size_t queued = seal_jobs_queued_;
+  seal_jobs_queued_ = 0;
+  sealer_->SealAll(deps_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued));
+  ReadCounters& c = *deps_.counters;
+  for (size_t i = 0; i < queued; ++i) {
+    const SealJob& job = seal_jobs_[i];
+    BR_RETURN_IF_ERROR(job.status);
+    const RecordHeader& h = job.header;
+    deps_.seal->Sent(job.volume, job.offset, job.plain.size());
+    fingerprints_.clear();
+    if (!h.zero()) {
+      ByteWriter w(&fingerprints_);
+      for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(job.plain.size())); ++b) w.U64(seal_job_fps_[i][b]);
+    }
+    size_t before = frames_.size();
+    const uint64_t seq = window_->last_sent() + 1;
+    wire::RecordMsg::AppendEncoded(&frames_, seq, job.record, fingerprints_);
+    const uint64_t frame_bytes = frames_.size() - before;
+    window_->Sent(frame_bytes);
+    ++c.records;
+    if (h.flags & kRecordIncompressible) ++c.records_raw;
+    c.bytes_shipped_plain += job.plain.size();
+    shipped_by_volume_[job.volume] += job.plain.size();
+    c.bytes_stored += job.record.size();
+    c.bytes_wire += frame_bytes;
+  }
+  return Status::Ok();
+}
+
+Status ReadPipeline::Process(Read& r) {
+  ReadCounters& c = *deps_.counters;
+  // Each block's fingerprint, once: the seal needs every block read, records carry theirs.
+  size_t blocks = (r.want + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
+  read_fps_.resize(blocks);
+  for (size_t b = 0; b < blocks; ++b) {
+    size_t at = b * kFingerprintBlockBytes;
+    read_fps_[b] = deps_.fingerprinter->Block(
+        r.offset + at, ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
+  }
+  deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
+  if (mode_ == ReadMode::kReseal) {
+    c.bytes_reread_to_seal += r.want;
+    r.busy = false;
+    deps_.bucket->Settle(r.want, 0);  // nothing was produced
+    return Status::Ok();
+  }
+  c.bytes_read += r.want;
+  for (size_t pos = 0; pos < r.want; pos += kRecordBytes) {
+    size_t len = std::min(kRecordBytes, r.want - pos);
+    ByteSpan extent(r.buf.data() + pos, len);
+    bool zero = IsAllZero(extent);
+    if (zero) c.bytes_zero += len;
+    if (mode_ == ReadMode::kRescan) {
+      // Ship only the runs of blocks whose fingerprint differs from the staging's last point.
+      const std::vector<uint64_t>& theirs = deps_.base->of(r.volume);
+      size_t run_start = SIZE_MAX;
+      for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
+        size_t at = b * kFingerprintBlockBytes;
+        uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
+        uint64_t ours = read_fps_[(pos + at) / kFingerprintBlockBytes];
+        bool same = block_index < theirs.size() && theirs[block_index] == ours;
+        if (!same && run_start == SIZE_MAX) run_start = at;
+        if (same && run_start != SIZE_MAX) {
+          QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
+                      &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
+          run_start = SIZE_MAX;
+        }
+      }
+      if (run_start != SIZE_MAX)
+        QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
+                    &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
+      continue;
+    }
+    // Absent from a full point means zero, but only during its first sweep: a tracker batch
+    // (incremental point, or a block re-read later in a full one) may be zeroing a range that
+    // holds data, so it is sent as a zero record.
+    if (zero && mode_ == ReadMode::kSweep) continue;
+    QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]);
+  }
+  // The records point into r.buf: sealed before the buffer is handed back.
+  BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  r.busy = false;
+  deps_.bucket->Settle(r.want, frames_.size());
+  return Status::Ok();
+}
+
+}  // namespace blockrep::agent

@@ -1,0 +1,137 @@
+// The agent's read pipeline: the extents a point must read, walked in order by up to kReadsMax
+// io_uring reads of kReadBytes; each whole read is fingerprinted (for the point's seal), cut into
+// records of at most kRecordBytes, sealed on two threads and framed as numbered RECORDs, ready to
+// send. What a read ships depends on the point's ReadMode. The pipeline owns its buffers and its
+// cursor; the agent owns the ring, the connection and the decision of what to read (point_plan.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "blockrep/codec.h"
+#include "blockrep/fingerprint.h"
+#include "blockrep/fs.h"
+#include "blockrep/tracker.h"
+#include "blockrep/uring.h"
+#include "ack_window.h"
+#include "base_inbox.h"
+#include "parallel_sealer.h"
+#include "point_seal.h"
+#include "token_bucket.h"
+#include "volume.h"
+
+namespace blockrep::agent {
+
+enum class ReadMode {
+  kSweep,   // a full point's first pass: all-zero extents are absent from it, so not sent
+  kShip,    // tracker batches: every extent is sent, an all-zero one as a zero record
+  kRescan,  // only runs of blocks whose fingerprint differs from the staging's base are sent
+  kReseal,  // blocks are read again for the seal only (a resumed point's kept records): nothing sent
+};
+const char* ReadModeName(ReadMode m);
+
+// What the reads of a point did (SyncSummary).
+struct ReadCounters {
+  uint64_t bytes_read = 0;
+  uint64_t bytes_reread_to_seal = 0;  // kReseal: kept records' blocks read, not sent
+  uint64_t bytes_zero = 0;            // all-zero extents read
+  uint64_t bytes_shipped_plain = 0;
+  uint64_t bytes_stored = 0;  // sealed record bytes
+  uint64_t bytes_wire = 0;    // frame bytes before TLS
+  uint64_t records = 0;
+  uint64_t records_raw = 0;  // incompressible, stored raw
+};
+
+class ReadPipeline {
+ public:
+  static constexpr size_t kReadBytes = 1u << 20;     // one io_uring read
+  static constexpr size_t kRecordBytes = 64u << 10;  // one record's plaintext extent
+  static constexpr unsigned kReadsMax = 8;           // reads in flight (8 MiB of buffers)
+  static_assert(kReadBytes % kRecordBytes == 0 && kRecordBytes % kFingerprintBlockBytes == 0);
+  static_assert(kReadBytes % kTrackBlockBytes == 0, "O_DIRECT reads stay block-aligned");
+
+  struct Deps {
+    Ring* ring = nullptr;
+    const std::vector<std::unique_ptr<Volume>>* volumes = nullptr;
+    const BlockFingerprinter* fingerprinter = nullptr;
+    PointSeal* seal = nullptr;
+    const BaseInbox* base = nullptr;  // kRescan: the staging's fingerprints
+    TokenBucket* bucket = nullptr;
+    ReadCounters* counters = nullptr;
+    CodecChoice codec;
+  };
+  // Reads use io_uring user-data ids [id_base, id_base + kReadsMax).
+  ReadPipeline(Deps deps, uint64_t id_base);
+
+  // A new connection: records are sealed by `sealer` and numbered in `window`.
+  void StartSession(ParallelSealer* sealer, AckWindow* window);
+  void set_point(uint64_t point_id) { point_id_ = point_id; }
+
+  // The extents to read next, per volume, replacing what was left; the cursor starts over.
+  void SetWork(std::vector<std::vector<Extent>> work, ReadMode mode);
+  // Every block of every volume.
+  void SetWholeVolumes(ReadMode mode);
+  // Hands the work over (a resumed point keeps its own work aside while it re-reads).
+  std::vector<std::vector<Extent>> TakeWork();
+  const std::vector<std::vector<Extent>>& work() const { return work_; }
+  ReadMode mode() const { return mode_; }
+
+  // Starts reads while slots are free and `room(bytes)` allows `bytes` more in flight (the
+  // caller's window, send queue and bandwidth limit). kRescan: a range is read only once the
+  // staging's fingerprints for it have arrived.
+  Status Issue(const std::function<bool(uint64_t inflight_bytes)>& room);
+  bool Owns(uint64_t id) const { return id >= id_base_ && id < id_base_ + kReadsMax; }
+  // A read's completion: a short read is resubmitted; a whole one is processed, and its frames
+  // (possibly none) are returned, valid until the next completion.
+  Result<ByteSpan> OnCompletion(uint64_t id, int res);
+  // The connection died: reads still in flight are reaped by the caller (OnAbandoned), and
+  // every slot is free again. Their blocks stay in the tracker's in-flight bits.
+  void OnAbandoned() { if (inflight_ > 0) --inflight_; }
+  void Abandon();
+
+  // Nothing left to read and nothing in flight.
+  bool idle() const { return cur_volume_ >= work_.size() && inflight_ == 0; }
+  unsigned inflight() const { return inflight_; }
+  uint64_t bytes_left() const { return bytes_left_; }
+  const std::vector<uint64_t>& shipped_by_volume() const { return shipped_by_volume_; }
+  void ResetShipped() { shipped_by_volume_.assign(deps_.volumes->size(), 0); }
+
+ private:
+  struct Read {
+    AlignedBuffer buf{kReadBytes};
+    bool busy = false;
+    size_t volume = 0;
+    uint64_t offset = 0;
+    size_t want = 0;  // bytes of the volume this read covers
+    size_t got = 0;
+  };
+  void SubmitRead(size_t slot, size_t len);
+  Status Process(Read& r);
+  void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
+  // Seals the queued records on two threads, then frames them in order into `frames_`.
+  Status SealAndFrameQueued();
+
+  Deps deps_;
+  uint64_t id_base_;
+  ParallelSealer* sealer_ = nullptr;
+  AckWindow* window_ = nullptr;
+  uint64_t point_id_ = 0;
+  ReadMode mode_ = ReadMode::kSweep;
+  std::vector<std::vector<Extent>> work_;
+  size_t cur_volume_ = 0, cur_run_ = 0;
+  uint64_t cur_offset_ = 0;  // within the current run
+  uint64_t bytes_left_ = 0;
+  std::vector<std::unique_ptr<Read>> reads_;
+  unsigned inflight_ = 0;
+  std::vector<uint64_t> read_fps_;  // per 4 KiB block of the read being processed
+  std::vector<SealJob> seal_jobs_;  // the read's records; [0, seal_jobs_queued_) in use
+  std::vector<const uint64_t*> seal_job_fps_;
+  size_t seal_jobs_queued_ = 0;
+  Bytes fingerprints_;
+  Bytes frames_;
+  std::vector<uint64_t> shipped_by_volume_;
+};
+
+}  // namespace blockrep::agent

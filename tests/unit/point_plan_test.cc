@@ -1,0 +1,109 @@
+// DecidePoint (replicator/point_plan.h): what the next recovery point reads, from the facts alone.
+#include <gtest/gtest.h>
+
+#include "point_plan.h"
+
+namespace blockrep::agent {
+namespace {
+
+// A tracker in step with a chain at point 7: the common case, an incremental point.
+PlanFacts InStep() {
+  PlanFacts f;
+  f.last_point = 7;
+  f.has_tracker = true;
+  f.tracker_synced_point = 7;
+  f.rescan_fingerprint_bytes = 1 << 20;
+  f.rescan_fingerprint_bytes_max = 64 << 20;
+  return f;
+}
+
+// A tracker synced to the chain's last point ships what it tracked.
+TEST(PointPlanTest, TrackerInStepIsIncremental) {
+  PointPlan p = DecidePoint(InStep());
+  EXPECT_EQ(p.mode, PointMode::kIncremental);
+  EXPECT_EQ(p.reason, "changes tracked by eBPF since point 7");
+}
+
+// The staging kept an interrupted point on the chain's last one: it is continued.
+TEST(PointPlanTest, PendingPointOnTheLastIsResumed) {
+  PlanFacts f = InStep();
+  f.pending_point = 8;
+  f.pending_base_point = 7;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kResume);
+  f.pending_base_point = 6;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kIncremental) << "a pending point on another base is not resumed";
+  f.pending_base_point = 7;
+  f.overflowed_volume = "/dev/loop0";
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "tracking had a gap: neither resume nor incremental";
+  f.overflowed_volume.clear();
+  f.rescan_due = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "an alarm never resumes";
+}
+
+// No tracker: the first point is full, later ones rescan against the chain.
+TEST(PointPlanTest, NoTrackerFullThenRescan) {
+  PlanFacts f;
+  f.rescan_fingerprint_bytes_max = 64 << 20;
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kFull);
+  EXPECT_EQ(p.reason, "no change tracker");
+  f.last_point = 3;
+  p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kRescan);
+  EXPECT_EQ(p.reason, "rescan against point 3 (no change tracker)");
+}
+
+// Volumes whose fingerprints would not fit in memory are read and sent in full.
+TEST(PointPlanTest, TooLargeToRescanIsFull) {
+  PlanFacts f;
+  f.last_point = 3;
+  f.rescan_fingerprint_bytes = (64 << 20) + 1;
+  f.rescan_fingerprint_bytes_max = 64 << 20;
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kFull);
+  EXPECT_EQ(p.reason, "no change tracker; volumes too large to rescan in memory");
+}
+
+// After a key rotation every block differs under the new key: a full point, never a rescan.
+TEST(PointPlanTest, KeyRotationIsFull) {
+  PlanFacts f = InStep();
+  f.key_rotated = true;
+  f.chain_key_hex = "00000000000000aa";
+  f.our_key_hex = "00000000000000bb";
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kFull);
+  EXPECT_NE(p.reason.find("sealed under key 00000000000000aa, this point under key 00000000000000bb"), std::string::npos);
+}
+
+// A chain that moved on without this tracker (another agent of the server-id) is rescanned.
+TEST(PointPlanTest, ChainMovedOnIsRescanned) {
+  PlanFacts f = InStep();
+  f.last_point = 9;
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kRescan);
+  EXPECT_NE(p.reason.find("moved on from point 7 to 9"), std::string::npos);
+  f.last_point = 8;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "point 8 was not begun by this tracker";
+  f.tracker_sent_last_point = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kIncremental) << "this tracker began point 8 (acked while we were away)";
+}
+
+// A chain behind the tracker, or a tracker synced to nothing, never gives an incremental point.
+TEST(PointPlanTest, ChainBehindOrTrackerUnsynced) {
+  PlanFacts f = InStep();
+  f.last_point = 5;
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kRescan);
+  EXPECT_NE(p.reason.find("is behind the tracker (point 7)"), std::string::npos);
+  f = InStep();
+  f.tracker_synced_point = 0;
+  f.tracker_resumed = true;
+  p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kRescan);
+  EXPECT_NE(p.reason.find("no point synced since tracking began"), std::string::npos);
+  f.last_point = 0;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "an empty chain has nothing to rescan against";
+}
+
+}  // namespace
+}  // namespace blockrep::agent

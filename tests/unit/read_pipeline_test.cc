@@ -1,0 +1,183 @@
+// ReadPipeline (replicator/read_pipeline.h) on an image file through a real io_uring, without
+// root: what each ReadMode sends, checked by opening every record it framed.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "read_pipeline.h"
+#include "temp_dir.h"
+#include "test_data.h"
+
+namespace blockrep::agent {
+namespace {
+
+constexpr uint64_t kVolume = (3u << 20) + 8192;
+constexpr uint64_t kZeroAt = 1u << 20, kZeroBytes = 512u << 10;  // an all-zero range
+
+class ReadPipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    image_ = RandomBytes(kVolume, 9);
+    std::fill_n(image_.begin() + kZeroAt, kZeroBytes, 0);
+    std::string path = dir_ / "vol.img";
+    int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, image_.data(), image_.size(), 0), static_cast<ssize_t>(image_.size()));
+    close(fd);
+    volumes_.push_back(std::move(Volume::Open(path)).value());
+    ring_ = std::move(Ring::Create(64)).value();
+    seal_.StartEmpty({kVolume});
+    sealer_ = std::move(ParallelSealer::Create(FilledKey(3), "web1")).value();
+    pipeline_ = std::make_unique<ReadPipeline>(
+        ReadPipeline::Deps{.ring = ring_.get(), .volumes = &volumes_, .fingerprinter = &fingerprinter_,
+                           .seal = &seal_, .base = &base_, .bucket = &bucket_, .counters = &counters_,
+                           .codec = CodecChoice{}},
+        16);
+    pipeline_->StartSession(sealer_.get(), &window_);
+    pipeline_->set_point(1);
+  }
+  // Reads everything set, returning the frames produced in order.
+  Bytes Drain() {
+    Bytes frames;
+    for (;;) {
+      EXPECT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
+      if (pipeline_->idle()) return frames;
+      auto n = ring_->Reap(
+          [&](uint64_t ud, int res, uint32_t) {
+            auto out = pipeline_->OnCompletion(UserDataId(ud), res);
+            ASSERT_TRUE(out.ok()) << out.status().ToString();
+            frames.insert(frames.end(), out->begin(), out->end());
+          },
+          true, 1000);
+      EXPECT_TRUE(n.ok());
+    }
+  }
+  // Opens every RECORD in `frames`: the extents they carry, as (offset, plaintext).
+  std::vector<std::pair<uint64_t, Bytes>> Open(const Bytes& frames) {
+    std::vector<std::pair<uint64_t, Bytes>> out;
+    RecordOpener opener(FilledKey(3), "web1");
+    ByteSpan rest(frames);
+    uint64_t seq = 0;
+    while (!rest.empty()) {
+      auto f = wire::ParseFrame(rest);
+      EXPECT_TRUE(f.ok() && f->has_value());
+      if (!f.ok() || !f->has_value()) break;
+      EXPECT_EQ((**f).type, wire::MsgType::kRecord);
+      auto m = wire::RecordMsg::Decode((**f).payload);
+      EXPECT_TRUE(m.ok());
+      EXPECT_EQ(m->seq, ++seq) << "numbered in order";
+      RecordHeader h;
+      Bytes plain;
+      EXPECT_TRUE(opener.Open(m->record, &h, &plain).ok());
+      if (h.zero()) plain.assign(h.plain_len, 0);
+      out.emplace_back(h.offset, std::move(plain));
+      rest = rest.subspan((**f).total_size);
+    }
+    return out;
+  }
+  std::vector<uint64_t> Fingerprints() const {
+    std::vector<uint64_t> fps;
+    for (uint64_t off = 0; off < kVolume; off += 4096)
+      fps.push_back(fingerprinter_.Block(off, ByteSpan(image_.data() + off, 4096)));
+    return fps;
+  }
+
+  TempDir dir_{"readpipe"};
+  Bytes image_;
+  std::vector<std::unique_ptr<Volume>> volumes_;
+  std::unique_ptr<Ring> ring_;
+  BlockFingerprinter fingerprinter_ = std::move(BlockFingerprinter::Create(FilledKey(3))).value();
+  std::unique_ptr<SealKeys> keys_ = std::move(SealKeys::Create(FilledKey(3), "web1")).value();
+  PointSeal seal_{keys_.get()};
+  BaseInbox base_;
+  TokenBucket bucket_;
+  ReadCounters counters_;
+  std::unique_ptr<ParallelSealer> sealer_;
+  AckWindow window_;
+  std::unique_ptr<ReadPipeline> pipeline_;
+};
+
+// A full point's sweep sends every non-zero extent, byte-identical, and leaves zero ones out.
+TEST_F(ReadPipelineTest, SweepSendsDataAndSkipsZeros) {
+  pipeline_->SetWholeVolumes(ReadMode::kSweep);
+  EXPECT_EQ(pipeline_->bytes_left(), kVolume);
+  auto records = Open(Drain());
+  Bytes rebuilt(kVolume, 0);
+  for (const auto& [offset, plain] : records) {
+    EXPECT_FALSE(offset < kZeroAt + kZeroBytes && offset + plain.size() > kZeroAt) << "a record in the zero range";
+    std::copy(plain.begin(), plain.end(), rebuilt.begin() + static_cast<ptrdiff_t>(offset));
+  }
+  EXPECT_TRUE(rebuilt == image_);
+  EXPECT_EQ(counters_.bytes_read, kVolume);
+  EXPECT_EQ(counters_.bytes_zero, kZeroBytes);
+  EXPECT_EQ(counters_.records, records.size());
+  EXPECT_EQ(window_.last_sent(), records.size());
+  EXPECT_EQ(pipeline_->shipped_by_volume()[0], kVolume - kZeroBytes);
+  EXPECT_EQ(pipeline_->bytes_left(), 0u);
+}
+
+// A tracker batch sends what it names even when it is all zero (the base may hold data there).
+TEST_F(ReadPipelineTest, ShipSendsZeroExtentsAsZeroRecords) {
+  pipeline_->SetWork({{Extent{kZeroAt, 128u << 10}}}, ReadMode::kShip);
+  auto records = Open(Drain());
+  ASSERT_EQ(records.size(), 2u);  // two 64 KiB records
+  EXPECT_EQ(records[0].first, kZeroAt);
+  EXPECT_EQ(records[1].first, kZeroAt + (64u << 10));
+  EXPECT_EQ(records[1].second, Bytes(64u << 10, 0));
+}
+
+// A rescan sends exactly the blocks whose fingerprint differs from the staging's base.
+TEST_F(ReadPipelineTest, RescanSendsOnlyDifferingBlocks) {
+  std::vector<uint64_t> theirs = Fingerprints();
+  theirs[10] ^= 2;
+  theirs[11] ^= 2;
+  theirs[700] ^= 2;
+  base_.TakeFingerprints({theirs}, {kVolume});
+  pipeline_->SetWholeVolumes(ReadMode::kRescan);
+  auto records = Open(Drain());
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].first, 10u * 4096);
+  EXPECT_EQ(records[0].second.size(), 2u * 4096);
+  EXPECT_EQ(records[1].first, 700u * 4096);
+  EXPECT_TRUE(std::equal(records[1].second.begin(), records[1].second.end(), image_.begin() + 700 * 4096));
+}
+
+// A rescan reads a range only once the staging's fingerprints for it have arrived.
+TEST_F(ReadPipelineTest, RescanWaitsForFingerprints) {
+  base_.ExpectFingerprints({kVolume});
+  pipeline_->SetWholeVolumes(ReadMode::kRescan);
+  ASSERT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
+  EXPECT_EQ(pipeline_->inflight(), 0u);
+  EXPECT_FALSE(pipeline_->idle());
+}
+
+// Re-reading for the seal sends nothing and counts what it read apart.
+TEST_F(ReadPipelineTest, ResealSendsNothing) {
+  pipeline_->SetWork({{Extent{0, 1u << 20}}}, ReadMode::kReseal);
+  EXPECT_TRUE(Drain().empty());
+  EXPECT_EQ(counters_.bytes_reread_to_seal, 1u << 20);
+  EXPECT_EQ(counters_.bytes_read, 0u);
+  EXPECT_EQ(window_.last_sent(), 0u);
+}
+
+// A volume that ends before the work does is data loss, never a silent short point.
+TEST_F(ReadPipelineTest, ShrunkVolumeIsDataLoss) {
+  ASSERT_EQ(truncate((dir_ / "vol.img").c_str(), 1u << 20), 0);
+  pipeline_->SetWork({{Extent{(1u << 20) - 4096, 8192}}}, ReadMode::kShip);
+  ASSERT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
+  Status seen;
+  while (pipeline_->inflight() > 0) {
+    auto n = ring_->Reap(
+        [&](uint64_t ud, int res, uint32_t) {
+          auto out = pipeline_->OnCompletion(UserDataId(ud), res);
+          if (!out.ok()) seen = out.status();
+        },
+        true, 1000);
+    ASSERT_TRUE(n.ok());
+  }
+  EXPECT_EQ(seen.code(), Code::kDataLoss) << seen.ToString();
+}
+
+}  // namespace
+}  // namespace blockrep::agent
