@@ -107,7 +107,7 @@ Status Channel::OnCompletion(uint8_t op, int res) {
         tls_->PushCiphertext(ByteSpan(recv_buf_.data(), static_cast<size_t>(res))));
     return DrainTls();
   }
-  return Internal("channel got a completion for unknown op " + std::to_string(op));
+  BR_UNREACHABLE("channel got a completion for unknown op " + std::to_string(op));
 }
 
 void Channel::FlushBestEffort() {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <set>
 
+#include "blockrep/check.h"
 #include "blockrep/cli.h"
 #include "blockrep/fs.h"
 #include "blockrep/tracker.h"
@@ -351,6 +352,17 @@ uint32_t EbpfTracker::SendingStamp() const {
 }
 
 namespace {
+// Updates and lookups of keys the tracker created itself (array slots, its volumes' entries in a
+// map pinned by it) fail only when the kernel or the pin is broken: the tracker's state would then
+// be unknown, so the agent stops rather than trust it.
+void MapUpdate(int fd, const void* key, const void* value, uint64_t flags) {
+  int rc = bpf_map_update_elem(fd, key, value, flags);
+  BR_CHECK_MSG(rc == 0, std::string("bpf_map_update_elem on the tracker's own key: ") + std::strerror(errno));
+}
+void MapLookup(int fd, const void* key, void* value) {
+  int rc = bpf_map_lookup_elem(fd, key, value);
+  BR_CHECK_MSG(rc == 0, std::string("bpf_map_lookup_elem on the tracker's own key: ") + std::strerror(errno));
+}
 uint32_t StampOf(uint64_t time_ns) {
   uint32_t stamp = static_cast<uint32_t>(time_ns / 1000000);
   return stamp == 0 ? 1 : stamp;  // 0 means "none"
@@ -360,7 +372,7 @@ uint32_t StampOf(uint64_t time_ns) {
 void EbpfTracker::NoteSending(uint64_t time_ns) {
   Meta m = impl_->ExpectedMeta(synced_point(), StampOf(time_ns));
   uint32_t key = 0;
-  bpf_map_update_elem(impl_->fd_meta, &key, &m, BPF_ANY);
+  MapUpdate(impl_->fd_meta, &key, &m, BPF_ANY);
 }
 
 bool EbpfTracker::SentPoint(uint64_t time_ns) const {
@@ -422,7 +434,7 @@ size_t EbpfTracker::MarkPendingWrites(bool all) {
 uint64_t EbpfTracker::UnreportedCompletions() const {
   uint64_t in_kernel = 0;
   uint32_t k2 = 2;
-  bpf_map_lookup_elem(impl_->fd_stats, &k2, &in_kernel);
+  MapLookup(impl_->fd_stats, &k2, &in_kernel);
   return in_kernel + impl_->unreported_marked;
 }
 
@@ -500,7 +512,7 @@ void EbpfTracker::ClearDirty() {
   im.skips_handled = im.KernelSkips();
   Meta m = im.ExpectedMeta(synced_point(), SendingStamp());
   uint32_t key = 0;
-  bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
+  MapUpdate(im.fd_meta, &key, &m, BPF_ANY);
   for (uint64_t i = 0; i < im.total_words; ++i) {
     __atomic_store_n(&im.dirty[i], 0, __ATOMIC_RELEASE);
     im.inflight[i] = 0;
@@ -509,7 +521,7 @@ void EbpfTracker::ClearDirty() {
   im.undurable_touched.clear();
   for (size_t v = 0; v < im.vols.size(); ++v) {
     VolumeSlot slot{im.word_base[v], im.vols[v].start_sector, im.vols[v].nr_sectors, 0};
-    bpf_map_update_elem(im.fd_volumes, &im.vols[v].kernel_dev, &slot, BPF_EXIST);
+    MapUpdate(im.fd_volumes, &im.vols[v].kernel_dev, &slot, BPF_EXIST);
   }
 }
 
@@ -520,14 +532,14 @@ void EbpfTracker::MarkSynced(uint64_t point_id) {
   im.undurable_touched.clear();
   Meta m = im.ExpectedMeta(point_id);
   uint32_t key = 0;
-  bpf_map_update_elem(im.fd_meta, &key, &m, BPF_ANY);
+  MapUpdate(im.fd_meta, &key, &m, BPF_ANY);
 }
 
 std::pair<uint64_t, uint64_t> EbpfTracker::Stats() const {
   uint64_t marked = 0, seen = 0;
   uint32_t k0 = 0, k1 = 1;
-  bpf_map_lookup_elem(impl_->fd_stats, &k0, &marked);
-  bpf_map_lookup_elem(impl_->fd_stats, &k1, &seen);
+  MapLookup(impl_->fd_stats, &k0, &marked);
+  MapLookup(impl_->fd_stats, &k1, &seen);
   return {marked, seen};
 }
 

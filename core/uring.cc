@@ -1,5 +1,7 @@
 #include "blockrep/uring.h"
 
+#include "blockrep/check.h"
+
 #include <cerrno>
 #include <cstring>
 
@@ -85,7 +87,7 @@ Result<int> Ring::RunOne(io_uring_sqe* sqe) {
 }
 
 Status Ring::ReadFull(int fd, uint8_t* buf, size_t len, uint64_t offset) {
-  if (inflight_ != 0) return Internal("Ring::ReadFull with requests in flight");
+  BR_CHECK_MSG(inflight_ == 0, "Ring::ReadFull with requests in flight");
   size_t done = 0;
   while (done < len) {
     io_uring_sqe* sqe = Sqe();
@@ -100,7 +102,7 @@ Status Ring::ReadFull(int fd, uint8_t* buf, size_t len, uint64_t offset) {
 }
 
 Status Ring::WriteFull(int fd, const uint8_t* buf, size_t len, uint64_t offset) {
-  if (inflight_ != 0) return Internal("Ring::WriteFull with requests in flight");
+  BR_CHECK_MSG(inflight_ == 0, "Ring::WriteFull with requests in flight");
   size_t done = 0;
   while (done < len) {
     io_uring_sqe* sqe = Sqe();
@@ -115,7 +117,7 @@ Status Ring::WriteFull(int fd, const uint8_t* buf, size_t len, uint64_t offset) 
 }
 
 Status Ring::Fsync(int fd) {
-  if (inflight_ != 0) return Internal("Ring::Fsync with requests in flight");
+  BR_CHECK_MSG(inflight_ == 0, "Ring::Fsync with requests in flight");
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_fsync(sqe, fd, 0);
   BR_ASSIGN_OR_RETURN(int res, RunOne(sqe));

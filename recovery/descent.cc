@@ -1,5 +1,7 @@
 #include "descent.h"
 
+#include "blockrep/check.h"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -81,7 +83,7 @@ Status CheckDescent(const store::Manifest& m, const SealLink& expect, const KeyC
     at = next;
     expected = &link;
   }
-  return Internal(who + "the seal links loop");  // unreachable: ids strictly decrease (VolumeSeal::Read)
+  BR_UNREACHABLE(who + "the seal links loop: ids strictly decrease (VolumeSeal::Read)");
 }
 
 }  // namespace blockrep::recovery

@@ -307,13 +307,15 @@ class RemoteSource : public PointSource {
     if (fd < 0) return ErrnoStatus("socket", errno);
     UniqueFd owned(fd);
     timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));  // bounds connect()
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)  // bounds connect()
+      return ErrnoStatus("setsockopt SO_SNDTIMEO", errno);
     if (connect(fd, reinterpret_cast<const sockaddr*>(&hp_.addr), hp_.addr_len) != 0) {
       Status st = ErrnoStatus("cannot connect to staging " + spec_.staging, errno == EINPROGRESS ? ETIMEDOUT : errno);
       return Status(st.code(), st.message() + " (is blockrep-staging running there? check --staging)");
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+      return ErrnoStatus("setsockopt TCP_NODELAY", errno);
     BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_ctx_.get(), hp_.host));
     ch_ = std::make_unique<Channel>(ring_.get(), owned.Release(), std::move(tls), kChannelId, kInboxBytesMax);
     last_heard_ns_ = MonotonicNs();

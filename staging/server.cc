@@ -54,7 +54,7 @@ Status Server::Start() {
   if (fd < 0) return ErrnoStatus("socket", errno);
   listen_fd_ = UniqueFd(fd);
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) return ErrnoStatus("setsockopt SO_REUSEADDR", errno);
   if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
     return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
   if (listen(fd, 1024) != 0) return ErrnoStatus("listen", errno);
@@ -174,7 +174,11 @@ void Server::OnAccept(int res) {
   }
   MakePreAuthRoom(host);
   int one = 1;
-  setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+    Log(kProg, "connection from " + std::string(host) + " closed: setsockopt TCP_NODELAY: " + std::strerror(errno));
+    close(res);
+    return;
+  }
   auto tls = TlsSession::Create(tls_.get(), "");
   if (!tls.ok()) {
     Log(kProg, tls.status().message());

@@ -4,6 +4,7 @@
 //
 //   BR_CHECK(cond);              // the condition is the message
 //   BR_CHECK_MSG(cond, message); // plus what it means (a std::string or C string)
+//   BR_UNREACHABLE(message);     // a branch the invariants rule out
 //
 // Not for anything a peer, a file or an operator can cause: those get a Status (status.h).
 #pragma once
@@ -19,3 +20,4 @@ namespace blockrep {
 #define BR_CHECK(cond) ((cond) ? static_cast<void>(0) : ::blockrep::CheckFailed(#cond, std::string(), __FILE__, __LINE__))
 #define BR_CHECK_MSG(cond, message) \
   ((cond) ? static_cast<void>(0) : ::blockrep::CheckFailed(#cond, (message), __FILE__, __LINE__))
+#define BR_UNREACHABLE(message) ::blockrep::CheckFailed("unreachable", (message), __FILE__, __LINE__)
