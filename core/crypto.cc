@@ -158,8 +158,8 @@ RecordSealer::~RecordSealer() {
 Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volume, uint64_t offset,
                                         uint64_t point_id, ByteSpan plain, Bytes* scratch,
                                         Bytes* out) {
-  BR_CHECK_MSG(!plain.empty() && plain.size() <= kMaxRecordPlainBytes,
-               "record plaintext size " + std::to_string(plain.size()) + " out of bounds");
+  if (plain.empty() || plain.size() > kMaxRecordPlainBytes)
+    return InvalidArgument("record plaintext size " + std::to_string(plain.size()) + " out of bounds");
   RecordHeader h;
   if (IsAllZero(plain)) {
     scratch->clear();
