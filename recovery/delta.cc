@@ -11,8 +11,8 @@
 #include <cerrno>
 #include <thread>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
 #include "verify.h"
 
 namespace blockrep::recovery {

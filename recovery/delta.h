@@ -9,11 +9,11 @@
 
 #include <string>
 
-#include "blockrep/fingerprint.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 #include "restore.h"
 #include "source.h"
 

@@ -1,6 +1,6 @@
 #include "descent.h"
 
-#include "blockrep/check.h"
+#include "blockrep/base/check.h"
 
 #include <openssl/crypto.h>
 

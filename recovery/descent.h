@@ -1,5 +1,5 @@
 // Whether a chain descends from a point an agent saw acknowledged (`--expect-point N`), by the
-// links the agent MAC'd into every seal (blockrep/seal.h, VolumeSeal::prev; docs/FORMAT.md, Seal
+// links the agent MAC'd into every seal (blockrep/crypto/seal.h, VolumeSeal::prev; docs/FORMAT.md, Seal
 // links). A staging cannot forge a link, so a store rolled back and then extended (a fork: the
 // ids after the rollback name other points than those the agent saw) is caught even where the
 // head's id is not older than N.
@@ -7,9 +7,9 @@
 
 #include <functional>
 
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 #include "keys.h"
 
 namespace blockrep::recovery {

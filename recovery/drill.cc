@@ -18,10 +18,10 @@
 #include <cstring>
 #include <ftw.h>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/store.h"
-#include "blockrep/keyfile.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/store/store.h"
+#include "blockrep/crypto/keyfile.h"
 #include "restore.h"
 #include "source.h"
 

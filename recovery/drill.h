@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/status.h"
-#include "blockrep/tls.h"
+#include "blockrep/base/status.h"
+#include "blockrep/net/tls.h"
 
 namespace blockrep::recovery {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "blockrep/keyfile.h"
+#include "blockrep/crypto/keyfile.h"
 
 namespace blockrep::recovery {
 

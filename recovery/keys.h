@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/fingerprint.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 
 namespace blockrep::recovery {
 

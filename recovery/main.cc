@@ -4,10 +4,10 @@
 #include <iostream>
 #include <unistd.h>
 
-#include "blockrep/cli.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/options.h"
-#include "blockrep/store.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/base/options.h"
+#include "blockrep/store/store.h"
 #include "drill.h"
 #include "mount.h"
 #include "descent.h"

@@ -16,9 +16,9 @@
 #include <memory>
 #include <set>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
 #include "overlay.h"
 #include "point_image.h"
 #include "restore.h"
@@ -297,8 +297,8 @@ int FsFsync(const char* path, int, struct fuse_file_info*) {
 
 int FsStatfs(const char*, struct statvfs* st) {
   std::memset(st, 0, sizeof(*st));
-  st->f_bsize = 4096;
-  st->f_frsize = 4096;
+  st->f_bsize = kBlockBytes;
+  st->f_frsize = kBlockBytes;
   st->f_namemax = 255;
   return 0;
 }

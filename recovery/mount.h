@@ -13,8 +13,8 @@
 #include <functional>
 #include <string>
 
-#include "blockrep/status.h"
-#include "blockrep/tls.h"
+#include "blockrep/base/status.h"
+#include "blockrep/net/tls.h"
 
 namespace blockrep::recovery {
 

@@ -14,16 +14,16 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/bytes.h"
-#include "blockrep/fs.h"
-#include "blockrep/status.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/status.h"
 #include "point_image.h"
 
 namespace blockrep::recovery {
 
 class Overlay {
  public:
-  static constexpr uint64_t kBlockBytes = 4096;
+  static constexpr uint64_t kBlockBytes = ::blockrep::kBlockBytes;
   static Result<std::unique_ptr<Overlay>> Open(const std::string& path, uint64_t volume_bytes);
 
   // Bytes [offset, offset + len) of the volume as written so far over `base`'s volume `volume`.

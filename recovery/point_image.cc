@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "blockrep/cli.h"
+#include "blockrep/base/cli.h"
 #include "verify.h"
 
 namespace blockrep::recovery {

@@ -17,12 +17,12 @@
 #include <tuple>
 #include <vector>
 
-#include "blockrep/bytes.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 #include "keys.h"
 #include "source.h"
 

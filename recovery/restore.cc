@@ -10,12 +10,12 @@
 #include <cerrno>
 #include <cstdio>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
 #include "delta.h"
 #include "descent.h"
 

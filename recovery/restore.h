@@ -5,8 +5,8 @@
 #include <map>
 #include <string>
 
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 #include "keys.h"
 #include "source.h"
 #include "verify.h"

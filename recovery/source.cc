@@ -11,12 +11,12 @@
 #include <map>
 #include <set>
 
-#include "blockrep/channel.h"
-#include "blockrep/checksum.h"
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/uring.h"
-#include "blockrep/wire.h"
+#include "blockrep/net/channel.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/net/uring.h"
+#include "blockrep/net/wire.h"
 #include "restore.h"
 
 namespace blockrep::recovery {
@@ -534,7 +534,7 @@ class RemoteSource : public PointSource {
 
 Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& index, uint16_t volume,
                               std::vector<uint64_t>* out) {
-  constexpr uint64_t kBlock = 4096;
+  constexpr uint64_t kBlock = kBlockBytes;
   out->assign((index.volume_sizes[volume] + kBlock - 1) / kBlock, 0);  // no entry: zeros
   std::vector<PointSource::PackRange> ranges;
   std::vector<uint64_t> first_block;

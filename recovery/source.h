@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/bytes.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
-#include "blockrep/tls.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/tls.h"
 
 namespace blockrep::recovery {
 

@@ -5,9 +5,9 @@
 #include <tuple>
 #include <utility>
 
-#include "blockrep/fingerprint.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/seal.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/seal.h"
 #include "descent.h"
 #include "restore.h"  // CheckChainHead
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/record.h"
-#include "blockrep/status.h"
-#include "blockrep/store.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
 
 namespace blockrep::recovery {
 

@@ -8,7 +8,7 @@
 #include <deque>
 #include <utility>
 
-#include "blockrep/status.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
 #include "fingerprint_cache.h"
 #include "tracker_choice.h"
 

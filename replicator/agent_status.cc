@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "blockrep/fs.h"
+#include "blockrep/base/fs.h"
 
 namespace blockrep::agent {
 namespace {

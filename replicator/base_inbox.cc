@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "blockrep/fingerprint.h"
-#include "blockrep/store.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/store/store.h"
 
 namespace blockrep::agent {
 

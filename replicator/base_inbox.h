@@ -9,9 +9,9 @@
 #include <optional>
 #include <vector>
 
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/wire.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep::agent {
 

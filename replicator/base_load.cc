@@ -1,7 +1,7 @@
 #include "base_load.h"
 
-#include "blockrep/check.h"
-#include "blockrep/cli.h"
+#include "blockrep/base/check.h"
+#include "blockrep/base/cli.h"
 #include "fingerprint_cache.h"
 
 namespace blockrep::agent {

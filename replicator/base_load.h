@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/seal.h"
-#include "blockrep/wire.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/net/wire.h"
 #include "base_inbox.h"
 #include "point_seal.h"
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
 
 namespace blockrep::agent {
 

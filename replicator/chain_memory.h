@@ -2,16 +2,16 @@
 // never a quiet resync (docs/PROTOCOL.md, Rollback and forks): the newest point the staging
 // acknowledged to it — id, time and volume-0 seal MAC, in <state-dir>/last-point; its id alone in
 // a pinned eBPF tracker. From it come the alarm, the next point's id (never one acknowledged
-// before) and the link each seal carries (blockrep/seal.h, VolumeSeal::prev).
+// before) and the link each seal carries (blockrep/crypto/seal.h, VolumeSeal::prev).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <string>
 
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
-#include "blockrep/wire.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep::agent {
 

@@ -7,10 +7,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "blockrep/bytes.h"
-#include "blockrep/checksum.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/fs.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/base/fs.h"
 
 namespace blockrep::agent {
 namespace {

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/status.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -13,7 +13,7 @@
 #include <set>
 #include <sstream>
 
-#include "blockrep/cli.h"
+#include "blockrep/base/cli.h"
 
 namespace blockrep::agent {
 namespace {

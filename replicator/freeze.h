@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/fs.h"
-#include "blockrep/status.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -6,9 +6,9 @@
 #include <iostream>
 
 #include "agent.h"
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/options.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/options.h"
 
 namespace po = boost::program_options;
 using namespace blockrep;

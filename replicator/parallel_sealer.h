@@ -14,9 +14,9 @@
 #include <span>
 #include <thread>
 
-#include "blockrep/codec.h"
-#include "blockrep/record.h"
-#include "blockrep/status.h"
+#include "blockrep/crypto/codec.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "blockrep/cli.h"
+#include "blockrep/base/cli.h"
 
 namespace blockrep::agent {
 namespace {

@@ -1,7 +1,7 @@
 #include "point_plan.h"
 
-#include "blockrep/fingerprint.h"
-#include "blockrep/keyfile.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/keyfile.h"
 
 namespace blockrep::agent {
 namespace {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/tracker.h"
-#include "blockrep/wire.h"
+#include "blockrep/tracking/tracker.h"
+#include "blockrep/net/wire.h"
 #include "volume.h"
 
 namespace blockrep::agent {

@@ -1,6 +1,6 @@
 #include "point_seal.h"
 
-#include "blockrep/fingerprint.h"
+#include "blockrep/crypto/fingerprint.h"
 
 namespace blockrep::agent {
 

@@ -1,4 +1,4 @@
-// What the agent knows of the point it is sending, for its seal (blockrep/seal.h): the keyed
+// What the agent knows of the point it is sending, for its seal (blockrep/crypto/seal.h): the keyed
 // fingerprint of every 4 KiB block the point will hold, and the region digests they add up to.
 //
 // Invariant: `fps_` is the state of committed point `base_point()` with every block read since
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/seal.h"
-#include "blockrep/status.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "blockrep/check.h"
-#include "blockrep/wire.h"
+#include "blockrep/base/check.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep::agent {
 namespace {

@@ -10,11 +10,11 @@
 #include <memory>
 #include <vector>
 
-#include "blockrep/codec.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/fs.h"
-#include "blockrep/tracker.h"
-#include "blockrep/uring.h"
+#include "blockrep/crypto/codec.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/tracking/tracker.h"
+#include "blockrep/net/uring.h"
 #include "ack_window.h"
 #include "base_inbox.h"
 #include "parallel_sealer.h"

@@ -5,8 +5,8 @@
 
 #include <cerrno>
 
-#include "blockrep/fs.h"
-#include "blockrep/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/cli.h"
 
 namespace blockrep::agent {
 

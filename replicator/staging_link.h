@@ -11,11 +11,11 @@
 #include <memory>
 #include <optional>
 
-#include "blockrep/channel.h"
-#include "blockrep/cli.h"
-#include "blockrep/tls.h"
-#include "blockrep/uring.h"
-#include "blockrep/wire.h"
+#include "blockrep/net/channel.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/net/tls.h"
+#include "blockrep/net/uring.h"
+#include "blockrep/net/wire.h"
 #include "ack_window.h"
 
 namespace blockrep::agent {

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
 
 namespace blockrep::agent {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/tracker.h"
+#include "blockrep/tracking/tracker.h"
 #include "volume.h"
 
 namespace blockrep::agent {

@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "blockrep/fs.h"
-#include "blockrep/status.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 

@@ -3,8 +3,8 @@
 #include <csignal>
 #include <iostream>
 
-#include "blockrep/cli.h"
-#include "blockrep/options.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/options.h"
 #include "server.h"
 
 namespace po = boost::program_options;

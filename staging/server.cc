@@ -13,11 +13,11 @@
 #include <cstring>
 #include <set>
 
-#include "blockrep/check.h"
-#include "blockrep/checksum.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/pending.h"
-#include "blockrep/record.h"
+#include "blockrep/base/check.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/store/pending.h"
+#include "blockrep/crypto/record.h"
 #include "session.h"
 
 namespace blockrep::staging {

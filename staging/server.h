@@ -14,16 +14,16 @@
 #include <optional>
 #include <string>
 
-#include "blockrep/channel.h"
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/pack_appender.h"
-#include "blockrep/pending.h"
-#include "blockrep/retention.h"
-#include "blockrep/store.h"
-#include "blockrep/tls.h"
-#include "blockrep/uring.h"
-#include "blockrep/wire.h"
+#include "blockrep/net/channel.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/store/pack_appender.h"
+#include "blockrep/store/pending.h"
+#include "blockrep/store/retention.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/tls.h"
+#include "blockrep/net/uring.h"
+#include "blockrep/net/wire.h"
 #include "store_worker.h"
 
 namespace blockrep::staging {
@@ -60,7 +60,7 @@ class Server {
   struct ServerState {
     std::unique_ptr<store::ServerStore> store;
     bool active = false;
-    // The durable part of a point whose session ended before END_POINT (blockrep/pending.h), kept
+    // The durable part of a point whose session ended before END_POINT (blockrep/store/pending.h), kept
     // in memory and in the server's PENDING file so the agent can resume it. A kill -9 while the
     // point's session is still live leaves no PENDING: the agent then sends the point anew.
     std::optional<store::PendingPoint> pending;

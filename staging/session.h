@@ -13,11 +13,11 @@
 #include <utility>
 #include <vector>
 
-#include "blockrep/channel.h"
-#include "blockrep/pack_appender.h"
-#include "blockrep/seal.h"
-#include "blockrep/store.h"
-#include "blockrep/wire.h"
+#include "blockrep/net/channel.h"
+#include "blockrep/store/pack_appender.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/wire.h"
 #include "server.h"
 
 namespace blockrep::staging {

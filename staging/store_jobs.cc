@@ -9,11 +9,11 @@
 #include <cstring>
 #include <set>
 
-#include "blockrep/check.h"
-#include "blockrep/checksum.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/pending.h"
-#include "blockrep/record.h"
+#include "blockrep/base/check.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/store/pending.h"
+#include "blockrep/crypto/record.h"
 #include "server.h"
 #include "session.h"
 
@@ -80,11 +80,11 @@ Status Server::OnFingerprintRequest(Session& s, ByteSpan payload) {
                           wire::Fingerprints reply;
                           reply.volume = rq.volume;
                           reply.offset = rq.offset;
-                          reply.values.assign((rq.length + 4095) / 4096, store::kFingerprintUnknown);
+                          reply.values.assign((rq.length + kBlockBytes - 1) / kBlockBytes, store::kFingerprintUnknown);
                           // A volume the point lacks, or the part past its end, has nothing to compare with.
                           uint64_t size = rq.volume < index.volume_sizes.size() ? index.volume_sizes[rq.volume] : 0;
                           if (rq.offset < size) {
-                            std::vector<uint64_t> known((std::min(rq.length, size - rq.offset) + 4095) / 4096);
+                            std::vector<uint64_t> known((std::min(rq.length, size - rq.offset) + kBlockBytes - 1) / kBlockBytes);
                             BR_RETURN_IF_ERROR(reader.ReadFingerprints(index, rq.volume, rq.offset, &known));
                             std::copy(known.begin(), known.end(), reply.values.begin());
                           }

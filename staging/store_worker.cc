@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "blockrep/check.h"
+#include "blockrep/base/check.h"
 
 namespace blockrep::staging {
 

@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "blockrep/fs.h"
-#include "blockrep/status.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/status.h"
 
 namespace blockrep::staging {
 

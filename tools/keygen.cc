@@ -18,12 +18,12 @@
 #include <iostream>
 #include <memory>
 
-#include "blockrep/cli.h"
-#include "blockrep/options.h"
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/tls.h"
-#include "blockrep/wire.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/options.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/net/tls.h"
+#include "blockrep/net/wire.h"
 
 namespace po = boost::program_options;
 using namespace blockrep;

@@ -1,6 +1,6 @@
 // Fuzzes the wire frame parser and every message decoder behind it, as the staging and the agent
 // run them on bytes from the network: a stream of frames, each dispatched by type.
-#include "blockrep/wire.h"
+#include "blockrep/net/wire.h"
 #include "roundtrip.h"
 
 using namespace blockrep;

@@ -1,6 +1,6 @@
 // Fuzzes the handshake messages (HELLO, HELLO_OK, RESUME_POINT, ERROR) and the server-id check
 // the staging applies to a HELLO before it looks at certificates or the store.
-#include "blockrep/wire.h"
+#include "blockrep/net/wire.h"
 #include "roundtrip.h"
 
 using namespace blockrep;

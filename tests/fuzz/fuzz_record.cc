@@ -4,8 +4,8 @@
 // rarely authenticates. Output must never exceed what the header announces (at most 1 MiB).
 #include <cstring>
 
-#include "blockrep/codec.h"
-#include "blockrep/record.h"
+#include "blockrep/crypto/codec.h"
+#include "blockrep/crypto/record.h"
 #include "fuzz_util.h"
 
 using namespace blockrep;

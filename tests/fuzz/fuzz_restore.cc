@@ -12,13 +12,13 @@
 #include <random>
 #include <string>
 
-#include "blockrep/checksum.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
-#include "blockrep/store.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/store/store.h"
 #include "fuzz_util.h"
 #include "restore.h"
 

@@ -2,8 +2,8 @@
 // staging host may have written. Selector bit 0 set: the input is a body and the target appends
 // its valid checksum trailer, so the fuzzer reaches the body parser instead of stopping at the
 // checksum.
-#include "blockrep/checksum.h"
-#include "blockrep/store.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/store/store.h"
 #include "roundtrip.h"
 
 using namespace blockrep;

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "blockrep/bytes.h"
+#include "blockrep/base/bytes.h"
 
 namespace blockrep::fuzz {
 

@@ -33,14 +33,14 @@
 #include <string>
 #include <vector>
 
-#include "blockrep/cli.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/record.h"
-#include "blockrep/seal.h"
-#include "blockrep/store.h"
-#include "blockrep/tls.h"
-#include "blockrep/wire.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/tls.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep {
 namespace {

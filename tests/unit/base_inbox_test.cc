@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "base_inbox.h"
-#include "blockrep/store.h"
+#include "blockrep/store/store.h"
 
 namespace blockrep::agent {
 namespace {

@@ -16,15 +16,15 @@
 #include <random>
 #include <set>
 
-#include "blockrep/checksum.h"
-#include "blockrep/fingerprint.h"
-#include "blockrep/fs.h"
-#include "blockrep/keyfile.h"
-#include "blockrep/record.h"
-#include "blockrep/pack_appender.h"
-#include "blockrep/seal.h"
-#include "blockrep/store.h"
-#include "blockrep/uring.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/crypto/fingerprint.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/record.h"
+#include "blockrep/store/pack_appender.h"
+#include "blockrep/crypto/seal.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/uring.h"
 #include "restore.h"
 
 namespace blockrep::chain_fixture {

@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "blockrep/fs.h"
+#include "blockrep/base/fs.h"
 #include "chain_memory.h"
 
 namespace blockrep::agent {

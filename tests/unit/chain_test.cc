@@ -3,7 +3,7 @@
 // packs the way the staging appends them (records, each followed by its fingerprints), then
 // committed with the store's own CommitPoint; retention runs through EnforceRetention, the
 // function the staging calls after each point.
-#include "blockrep/retention.h"
+#include "blockrep/store/retention.h"
 #include "chain_fixture.h"
 
 namespace blockrep {

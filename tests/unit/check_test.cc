@@ -1,10 +1,10 @@
-// BR_CHECK (blockrep/check.h): a broken invariant stops the process with one line naming it, in
+// BR_CHECK (blockrep/base/check.h): a broken invariant stops the process with one line naming it, in
 // every build type; the message is built only when the check fails.
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "blockrep/check.h"
+#include "blockrep/base/check.h"
 
 namespace blockrep {
 namespace {

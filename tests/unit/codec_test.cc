@@ -2,7 +2,7 @@
 
 #include <random>
 
-#include "blockrep/codec.h"
+#include "blockrep/crypto/codec.h"
 
 #include "test_data.h"
 

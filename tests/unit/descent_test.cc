@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "blockrep/seal.h"
+#include "blockrep/crypto/seal.h"
 #include "descent.h"
 #include "test_data.h"
 

@@ -3,8 +3,8 @@
 
 #include <cstdlib>
 
-#include "blockrep/checksum.h"
-#include "blockrep/fs.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/base/fs.h"
 #include "fingerprint_cache.h"
 
 namespace blockrep::agent {

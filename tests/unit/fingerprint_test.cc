@@ -4,7 +4,7 @@
 #include <thread>
 #include <vector>
 
-#include "blockrep/fingerprint.h"
+#include "blockrep/crypto/fingerprint.h"
 
 #include "test_data.h"
 

@@ -1,4 +1,4 @@
-// PackAppender (blockrep/pack_appender.h): the staging's pack writer, driven through a real
+// PackAppender (blockrep/store/pack_appender.h): the staging's pack writer, driven through a real
 // io_uring on a real store directory.
 #include <gtest/gtest.h>
 #include <fcntl.h>
@@ -8,10 +8,10 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "blockrep/fs.h"
-#include "blockrep/pack_appender.h"
-#include "blockrep/store.h"
-#include "blockrep/uring.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/store/pack_appender.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/uring.h"
 #include "test_data.h"
 
 namespace blockrep::store {

@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "blockrep/record.h"
+#include "blockrep/crypto/record.h"
 #include "parallel_sealer.h"
 #include "test_data.h"
 

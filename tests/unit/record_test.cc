@@ -4,8 +4,8 @@
 
 #include <set>
 
-#include "blockrep/keyfile.h"
-#include "blockrep/record.h"
+#include "blockrep/crypto/keyfile.h"
+#include "blockrep/crypto/record.h"
 
 #include "test_data.h"
 

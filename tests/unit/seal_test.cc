@@ -1,10 +1,10 @@
-// Point seals (blockrep/seal.h): the region digests and their MAC.
+// Point seals (blockrep/crypto/seal.h): the region digests and their MAC.
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <random>
 
-#include "blockrep/seal.h"
+#include "blockrep/crypto/seal.h"
 
 #include "test_data.h"
 

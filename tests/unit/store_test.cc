@@ -5,10 +5,10 @@
 #include <optional>
 #include <random>
 
-#include "blockrep/checksum.h"
-#include "blockrep/fs.h"
-#include "blockrep/pending.h"
-#include "blockrep/store.h"
+#include "blockrep/base/checksum.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/store/pending.h"
+#include "blockrep/store/store.h"
 
 namespace blockrep::store {
 namespace {

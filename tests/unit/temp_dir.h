@@ -8,7 +8,7 @@
 #include <string>
 #include <system_error>
 
-#include "blockrep/check.h"
+#include "blockrep/base/check.h"
 
 namespace blockrep {
 

@@ -3,8 +3,8 @@
 
 #include <random>
 
-#include "blockrep/bytes.h"
-#include "blockrep/record.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/crypto/record.h"
 
 namespace blockrep {
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "blockrep/tls.h"
+#include "blockrep/net/tls.h"
 
 namespace blockrep {
 namespace {

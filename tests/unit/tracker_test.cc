@@ -11,10 +11,10 @@
 #include <bpf/bpf.h>
 
 #include "shell.h"
-#include "blockrep/bytes.h"
-#include "blockrep/cli.h"
-#include "blockrep/fs.h"
-#include "blockrep/tracker.h"
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/tracking/tracker.h"
 
 namespace blockrep {
 namespace {

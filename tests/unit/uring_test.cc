@@ -2,8 +2,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "blockrep/fs.h"
-#include "blockrep/uring.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/net/uring.h"
 
 namespace blockrep {
 namespace {

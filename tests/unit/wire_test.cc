@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "blockrep/cli.h"
-#include "blockrep/wire.h"
+#include "blockrep/base/cli.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep::wire {
 namespace {

@@ -1,0 +1,89 @@
+#include "blockrep/crypto/codec.h"
+
+#include <lz4.h>
+#include <zstd.h>
+
+#include <charconv>
+
+namespace blockrep {
+
+Result<CodecChoice> ParseCodec(std::string_view text) {
+  CodecChoice c;
+  if (text == "lz4") {
+    c.codec = Codec::kLz4;
+  } else if (text == "none") {
+    c.codec = Codec::kNone;
+  } else if (text == "zstd" || text.starts_with("zstd:")) {
+    c.codec = Codec::kZstd;
+    if (text.size() > 4) {
+      std::string_view num = text.substr(5);
+      int level = 0;
+      auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), level);
+      if (ec != std::errc() || ptr != num.data() + num.size() || level < 1 || level > 19)
+        return InvalidArgument("--compress " + std::string(text) +
+                               ": zstd level must be a whole number from 1 to 19 (e.g. zstd:3)");
+      c.level = level;
+    }
+  } else {
+    return InvalidArgument("--compress " + std::string(text) +
+                           ": unknown codec; use lz4, zstd, zstd:LEVEL or none");
+  }
+  return c;
+}
+
+const char* CodecName(Codec codec) {
+  switch (codec) {
+    case Codec::kNone: return "none";
+    case Codec::kLz4: return "lz4";
+    case Codec::kZstd: return "zstd";
+  }
+  return "?";
+}
+
+Codec Compress(const CodecChoice& choice, ByteSpan in, Bytes* out) {
+  size_t produced = 0;
+  if (choice.codec == Codec::kLz4) {
+    out->resize(static_cast<size_t>(LZ4_compressBound(static_cast<int>(in.size()))));
+    int n = LZ4_compress_default(reinterpret_cast<const char*>(in.data()),
+                                 reinterpret_cast<char*>(out->data()), static_cast<int>(in.size()),
+                                 static_cast<int>(out->size()));
+    produced = n > 0 ? static_cast<size_t>(n) : 0;
+  } else if (choice.codec == Codec::kZstd) {
+    out->resize(ZSTD_compressBound(in.size()));
+    size_t n = ZSTD_compress(out->data(), out->size(), in.data(), in.size(), choice.level);
+    produced = ZSTD_isError(n) ? 0 : n;
+  }
+  if (produced == 0 || produced >= in.size()) {
+    out->assign(in.begin(), in.end());
+    return Codec::kNone;
+  }
+  out->resize(produced);
+  return choice.codec;
+}
+
+Status Decompress(Codec codec, ByteSpan in, uint32_t plain_len, Bytes* out) {
+  out->resize(plain_len);
+  switch (codec) {
+    case Codec::kNone:
+      if (in.size() != plain_len) return DataLoss("raw record length does not match its header");
+      std::copy(in.begin(), in.end(), out->begin());
+      return Status::Ok();
+    case Codec::kLz4: {
+      int n = LZ4_decompress_safe(reinterpret_cast<const char*>(in.data()),
+                                  reinterpret_cast<char*>(out->data()), static_cast<int>(in.size()),
+                                  static_cast<int>(plain_len));
+      if (n < 0 || static_cast<uint32_t>(n) != plain_len)
+        return DataLoss("lz4 record does not decompress to its announced length");
+      return Status::Ok();
+    }
+    case Codec::kZstd: {
+      size_t n = ZSTD_decompress(out->data(), plain_len, in.data(), in.size());
+      if (ZSTD_isError(n) || n != plain_len)
+        return DataLoss("zstd record does not decompress to its announced length");
+      return Status::Ok();
+    }
+  }
+  return DataLoss("unknown codec " + std::to_string(static_cast<int>(codec)));
+}
+
+}  // namespace blockrep

@@ -1,0 +1,87 @@
+#include "blockrep/store/pack_appender.h"
+
+#include "blockrep/base/check.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace blockrep::store {
+
+Status PackAppender::Open(const ServerStore& store) {
+  BR_CHECK(!inflight_);
+  BR_ASSIGN_OR_RETURN(fd_, store.CreatePack(&pack_id_));
+  end_ = durable_end_ = kPackHeaderSize;
+  batch_.clear();
+  error_ = 0;
+  return Status::Ok();
+}
+
+uint64_t PackAppender::Append(ByteSpan record, ByteSpan after, uint64_t seq) {
+  BR_CHECK(open() && seq > batch_last_seq_ && seq > durable_seq_);
+  uint64_t at = end_ + batch_.size();
+  batch_.insert(batch_.end(), record.begin(), record.end());
+  batch_.insert(batch_.end(), after.begin(), after.end());
+  batch_last_seq_ = seq;
+  return at;
+}
+
+bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
+  if (inflight_ || batch_.empty() || !open() || !ring.HasRoom(2)) return false;
+  commit_.swap(batch_);
+  batch_.clear();
+  commit_offset_ = end_;
+  end_ += commit_.size();
+  commit_written_ = 0;
+  commit_last_seq_ = batch_last_seq_;
+  error_ = 0;
+  inflight_ = true;
+  commit_ops_ = 2;
+  io_uring_sqe* w = ring.Sqe();
+  io_uring_prep_write(w, fd_.get(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
+  io_uring_sqe_set_data64(w, write_user_data);
+  w->flags |= IOSQE_IO_LINK;  // the fsync runs only after the write succeeded in full
+  io_uring_sqe* f = ring.Sqe();
+  io_uring_prep_fsync(f, fd_.get(), IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(f, fsync_user_data);
+  return true;
+}
+
+PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
+  BR_CHECK(inflight_ && commit_ops_ > 0);
+  --commit_ops_;
+  if (op == Op::kWrite && res > 0) commit_written_ += static_cast<size_t>(res);
+  // A short write cancels the linked fsync (-ECANCELED): not an error, the rest is written again.
+  if (res < 0 && res != -ECANCELED && error_ == 0) error_ = -res;
+  if (commit_ops_ > 0) return Done::kNo;
+  inflight_ = false;
+  if (error_ != 0) {
+    // Nothing past durable_seq was acknowledged; what the failed write left past the durable end
+    // is cut off (best effort: it is garbage either way, but on a full disk it is the space the
+    // retry needs), and the pack is abandoned.
+    if (ftruncate(fd_.get(), static_cast<off_t>(durable_end_)) != 0) {
+      // Ignored on purpose: the tail is unreferenced; compaction reclaims it if it stays.
+    }
+    fd_.Reset();
+    batch_.clear();
+    commit_.clear();
+    end_ = durable_end_;
+    return Done::kFailed;
+  }
+  if (commit_written_ < commit_.size()) {
+    Bytes rest(commit_.begin() + static_cast<ptrdiff_t>(commit_written_), commit_.end());
+    rest.insert(rest.end(), batch_.begin(), batch_.end());
+    batch_.swap(rest);
+    end_ = commit_offset_ + commit_written_;
+    batch_last_seq_ = std::max(batch_last_seq_, commit_last_seq_);
+    commit_.clear();
+    return Done::kNo;
+  }
+  durable_seq_ = commit_last_seq_;
+  durable_end_ = commit_offset_ + commit_.size();
+  commit_.clear();
+  return Done::kDurable;
+}
+
+}  // namespace blockrep::store

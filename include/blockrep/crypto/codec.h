@@ -1,0 +1,33 @@
+// Record compression. A record whose compressed form is not smaller than its plaintext is stored
+// raw: the codec never expands data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/status.h"
+
+namespace blockrep {
+
+enum class Codec : uint8_t { kNone = 0, kLz4 = 1, kZstd = 2 };
+
+struct CodecChoice {
+  Codec codec = Codec::kLz4;
+  int level = 3;  // zstd only
+};
+
+// Parses "lz4", "none", "zstd" or "zstd:N" (N in 1..19).
+Result<CodecChoice> ParseCodec(std::string_view text);
+const char* CodecName(Codec codec);
+
+// Compresses `in` into `out` (resized). Returns the codec actually used: kNone when compression
+// did not make the data smaller, in which case `out` holds a copy of `in`.
+Codec Compress(const CodecChoice& choice, ByteSpan in, Bytes* out);
+
+// Decompresses exactly `plain_len` bytes; anything else is kDataLoss. Output never exceeds
+// plain_len, so a hostile record cannot make us allocate more than its header announces.
+Status Decompress(Codec codec, ByteSpan in, uint32_t plain_len, Bytes* out);
+
+}  // namespace blockrep

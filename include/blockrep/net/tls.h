@@ -1,0 +1,95 @@
+// TLS 1.3 with mutual certificate authentication, as a pure in-memory engine: ciphertext goes in
+// and out through memory BIOs, so all socket I/O stays on io_uring. After every SSL_* call the
+// write BIO is drained into `outgoing()`, which the channel sends.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/status.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+typedef struct bio_st BIO;
+typedef struct asn1_string_st ASN1_INTEGER;
+
+namespace blockrep {
+
+struct TlsFiles {
+  std::string cert;
+  std::string key;
+  std::string ca;
+  // Server only: a CRL signed by `ca` (blockrep-keygen --revoke); certificates it lists are refused.
+  // Empty: none.
+  std::string crl;
+};
+
+class TlsContext {
+ public:
+  // Server: requires a client certificate signed by `ca`. Client: requires the server's
+  // certificate to be signed by `ca` and to match the host it dials.
+  static Result<std::unique_ptr<TlsContext>> Create(const TlsFiles& files, bool server);
+  ~TlsContext();
+  SSL_CTX* ctx() { return ctx_; }
+  bool server() const { return server_; }
+  // Serial numbers (hex) the CRL revokes; empty without one.
+  const std::vector<std::string>& revoked_serials() const { return revoked_; }
+
+ private:
+  TlsContext() = default;
+  Status LoadCrl(const TlsFiles& files);
+  SSL_CTX* ctx_ = nullptr;
+  bool server_ = false;
+  std::vector<std::string> revoked_;
+};
+
+class TlsSession {
+ public:
+  // `peer_host` (client only) is checked against the server certificate's names.
+  static Result<std::unique_ptr<TlsSession>> Create(TlsContext* ctx, const std::string& peer_host);
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Advances the handshake; true once it is complete.
+  Result<bool> Handshake();
+  bool handshake_done() const { return handshake_done_; }
+
+  // Ciphertext received from the socket.
+  Status PushCiphertext(ByteSpan data);
+  // Appends decrypted bytes to `out` (at most `max` more). A clean close_notify from the peer is
+  // reported as kUnavailable "peer closed".
+  Status ReadPlaintext(Bytes* out, size_t max);
+  Status WritePlaintext(ByteSpan data);
+  // Queues close_notify.
+  void Shutdown();
+
+  // Ciphertext waiting for the socket; the channel consumes it from the front.
+  Bytes& outgoing() { return outgoing_; }
+
+  // The common name of the verified peer certificate ("" before the handshake).
+  std::string PeerCommonName() const;
+  // Its serial number in hex ("" before the handshake).
+  std::string PeerSerialHex() const;
+
+ private:
+  TlsSession() = default;
+  Status DrainWriteBio();
+  Status ErrorFor(int rc, const char* what);
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // owned by ssl_
+  BIO* wbio_ = nullptr;  // owned by ssl_
+  Bytes outgoing_;
+  bool handshake_done_ = false;
+  bool server_ = false;
+};
+
+// A certificate serial number in upper-case hex, as CRLs and logs name it.
+std::string SerialHex(const ASN1_INTEGER* serial);
+
+// One line describing the last OpenSSL error(s) on this thread, and clears the queue.
+std::string TakeOpenSslError();
+
+}  // namespace blockrep

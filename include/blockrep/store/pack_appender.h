@@ -1,0 +1,70 @@
+// The pack one writer appends records to, with group commit through an io_uring (docs/FORMAT.md,
+// Packs): records gather in a batch while one write + fsync (linked) is in flight; when both
+// complete in full, everything up to the batch's last sequence number is durable. A short write
+// is queued again in front of what gathered since; a failed write or fsync cuts the file back to
+// its durable end and closes the pack (nothing past that end was durable, so nothing is lost).
+// The staging appends with it; the store tests write their packs with it too.
+#pragma once
+
+#include <cstdint>
+
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/fs.h"
+#include "blockrep/base/status.h"
+#include "blockrep/store/store.h"
+#include "blockrep/net/uring.h"
+
+namespace blockrep::store {
+
+class PackAppender {
+ public:
+  enum class Op : uint8_t { kWrite, kFsync };
+  enum class Done : uint8_t {
+    kNo,       // the other completion is still to come, or a short write waits for StartCommit
+    kDurable,  // durable_seq() and durable_end() moved on
+    kFailed,   // error() says why; the pack is closed
+  };
+
+  bool open() const { return fd_.valid(); }
+  uint32_t pack_id() const { return pack_id_; }
+  int fd() const { return fd_.get(); }
+  uint64_t end() const { return end_; }  // bytes handed to the kernel, durable or in flight
+  uint64_t durable_end() const { return durable_end_; }
+  uint64_t durable_seq() const { return durable_seq_; }
+  size_t batch_bytes() const { return batch_.size(); }
+  bool inflight() const { return inflight_; }
+  size_t inflight_bytes() const { return inflight_ ? commit_.size() : 0; }
+  int error() const { return error_; }
+
+  // Creates the store's next pack (header written and fsync'd) and appends to it from now on.
+  Status Open(const ServerStore& store);
+  // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
+  bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_.empty() && !inflight_; }
+  void Close() { fd_.Reset(); }
+  // Gathers a record and the bytes stored after it (its fingerprints) under sequence number
+  // `seq` (increasing); returns the record's offset in the pack. Needs open().
+  uint64_t Append(ByteSpan record, ByteSpan after, uint64_t seq);
+  // Starts the write + fsync of what gathered; false when there is nothing to start, a commit is
+  // in flight, or `ring` has no room for two requests (call again later).
+  bool StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data);
+  // One completion of the commit in flight.
+  Done OnCompletion(Op op, int res);
+
+ private:
+  UniqueFd fd_;
+  uint32_t pack_id_ = 0;
+  uint64_t end_ = 0;
+  uint64_t durable_end_ = 0;  // end of the last write + fsync that completed
+  uint64_t durable_seq_ = 0;
+  Bytes batch_;
+  uint64_t batch_last_seq_ = 0;
+  Bytes commit_;               // in flight
+  uint64_t commit_offset_ = 0;  // file offset of commit_[0]
+  size_t commit_written_ = 0;
+  uint64_t commit_last_seq_ = 0;
+  int commit_ops_ = 0;  // completions still expected (write, fsync)
+  int error_ = 0;
+  bool inflight_ = false;
+};
+
+}  // namespace blockrep::store
