@@ -1,5 +1,7 @@
 #include "blockrep/base/fs.h"
 
+#include "blockrep/base/env.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -86,12 +88,6 @@ Status FsyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-static std::string ParentDir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
 
 Status WriteFileAtomic(const std::string& path, ByteSpan data) {
   std::string tmp = path + ".tmp";

@@ -11,7 +11,7 @@ namespace blockrep::store {
 
 Status PackAppender::Open(const ServerStore& store) {
   BR_CHECK(!inflight_);
-  BR_ASSIGN_OR_RETURN(fd_, store.CreatePack(&pack_id_));
+  BR_ASSIGN_OR_RETURN(file_, store.CreatePack(&pack_id_));
   end_ = durable_end_ = kPackHeaderSize;
   batch_.clear();
   error_ = 0;
@@ -27,8 +27,8 @@ uint64_t PackAppender::Append(ByteSpan record, ByteSpan after, uint64_t seq) {
   return at;
 }
 
-bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
-  if (inflight_ || batch_.empty() || !open() || !ring.HasRoom(2)) return false;
+bool PackAppender::TakeBatch() {
+  if (inflight_ || batch_.empty() || !open()) return false;
   commit_.swap(batch_);
   batch_.clear();
   commit_offset_ = end_;
@@ -38,12 +38,18 @@ bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fs
   error_ = 0;
   inflight_ = true;
   commit_ops_ = 2;
+  return true;
+}
+
+bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
+  BR_CHECK(fd() >= 0);
+  if (!ring.HasRoom(2) || !TakeBatch()) return false;
   io_uring_sqe* w = ring.Sqe();
-  io_uring_prep_write(w, fd_.get(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
+  io_uring_prep_write(w, fd(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
   io_uring_sqe_set_data64(w, write_user_data);
   w->flags |= IOSQE_IO_LINK;  // the fsync runs only after the write succeeded in full
   io_uring_sqe* f = ring.Sqe();
-  io_uring_prep_fsync(f, fd_.get(), IORING_FSYNC_DATASYNC);
+  io_uring_prep_fsync(f, fd(), IORING_FSYNC_DATASYNC);
   io_uring_sqe_set_data64(f, fsync_user_data);
   return true;
 }
@@ -60,10 +66,9 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
     // Nothing past durable_seq was acknowledged; what the failed write left past the durable end
     // is cut off (best effort: it is garbage either way, but on a full disk it is the space the
     // retry needs), and the pack is abandoned.
-    if (ftruncate(fd_.get(), static_cast<off_t>(durable_end_)) != 0) {
-      // Ignored on purpose: the tail is unreferenced; compaction reclaims it if it stays.
-    }
-    fd_.Reset();
+    // Ignored on purpose: the tail is unreferenced; compaction reclaims it if it stays.
+    file_->Truncate(durable_end_).IgnoreError();
+    file_.reset();
     batch_.clear();
     commit_.clear();
     end_ = durable_end_;
@@ -82,6 +87,18 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
   durable_end_ = commit_offset_ + commit_.size();
   commit_.clear();
   return Done::kDurable;
+}
+
+PackAppender::Done PackAppender::CommitBlocking() {
+  if (!TakeBatch()) return Done::kNo;
+  // The errno each failure stands for, as io_uring would have reported it.
+  auto as_res = [](const Status& st) { return st.code() == Code::kNoSpace ? -ENOSPC : -EIO; };
+  Status wrote = file_->WriteAt(commit_offset_, commit_);
+  Done d = OnCompletion(Op::kWrite, wrote.ok() ? static_cast<int>(commit_.size()) : as_res(wrote));
+  BR_CHECK(d == Done::kNo);  // the sync's completion is still expected
+  if (!wrote.ok()) return OnCompletion(Op::kFsync, -ECANCELED);  // a linked fsync is cancelled
+  Status synced = file_->Sync();
+  return OnCompletion(Op::kFsync, synced.ok() ? 0 : as_res(synced));
 }
 
 }  // namespace blockrep::store

@@ -1,5 +1,7 @@
 #include "blockrep/store/store.h"
 
+#include "blockrep/base/check.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -158,24 +160,25 @@ Result<Manifest> Manifest::Decode(ByteSpan data) {
   return m;
 }
 
-Status InitStoreRoot(const std::string& root, bool create) {
+Status InitStoreRoot(const std::string& root, bool create, Env* env) {
   std::string format = root + "/FORMAT";
-  if (!PathExists(format)) {
+  if (!env->Exists(format)) {
     if (!create)
       return NotFound("no blockrep store at " + root + " (wrong --store, or nothing replicated yet)");
-    BR_RETURN_IF_ERROR(MakeDirs(root + "/servers", 0700));
+    BR_RETURN_IF_ERROR(env->MakeDirs(root + "/servers", 0700));
     std::string line = kFormatLine;
-    return WriteFileAtomic(format, ByteSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+    return env->WriteFileAtomic(format, ByteSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
   }
-  BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(format, 256));
+  BR_ASSIGN_OR_RETURN(Bytes raw, env->ReadFile(format, 256));
+  std::string text(raw.begin(), raw.end());
   if (text != kFormatLine)
     return InvalidArgument(root + " holds an unsupported store format: " + text.substr(0, 40));
   return Status::Ok();
 }
 
-Result<std::vector<std::string>> ListServers(const std::string& root) {
-  BR_RETURN_IF_ERROR(InitStoreRoot(root, false));
-  return ListDir(root + "/servers");
+Result<std::vector<std::string>> ListServers(const std::string& root, Env* env) {
+  BR_RETURN_IF_ERROR(InitStoreRoot(root, false, env));
+  return env->ListDir(root + "/servers");
 }
 
 void AppendIndexEntry(ByteWriter* w, const IndexEntry& e) {
@@ -215,24 +218,25 @@ Bytes EncodePackHeader(uint32_t pack_id) {
   return b;
 }
 
-Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& root,
-                                                       const std::string& server_id, bool create) {
+Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& root, const std::string& server_id,
+                                                       bool create, Env* env) {
   BR_RETURN_IF_ERROR(wire::ValidateServerId(server_id));
   auto s = std::make_unique<ServerStore>();
+  s->env_ = env;
   s->dir_ = root + "/servers/" + server_id;
   std::string manifest_path = s->dir_ + "/MANIFEST";
-  if (!PathExists(manifest_path)) {
+  if (!env->Exists(manifest_path)) {
     if (!create)
       return NotFound("server '" + server_id + "' has no recovery points in store " + root +
                       " (check --server-id; blockrep-recover list shows what is there)");
-    BR_RETURN_IF_ERROR(MakeDirs(s->dir_ + "/packs", 0700));
-    BR_RETURN_IF_ERROR(MakeDirs(s->dir_ + "/index", 0700));
+    BR_RETURN_IF_ERROR(env->MakeDirs(s->dir_ + "/packs", 0700));
+    BR_RETURN_IF_ERROR(env->MakeDirs(s->dir_ + "/index", 0700));
     s->manifest_.server_id = server_id;
     Bytes enc = s->manifest_.Encode();
-    BR_RETURN_IF_ERROR(WriteFileAtomic(manifest_path, enc));
+    BR_RETURN_IF_ERROR(env->WriteFileAtomic(manifest_path, enc));
     return s;
   }
-  BR_ASSIGN_OR_RETURN(Bytes data, ReadFileBytes(manifest_path, kMaxManifestBytes));
+  BR_ASSIGN_OR_RETURN(Bytes data, env->ReadFile(manifest_path, kMaxManifestBytes));
   auto m = Manifest::Decode(data);
   if (!m.ok()) return m.status().Annotate(manifest_path);
   if (m->server_id != server_id)
@@ -253,20 +257,19 @@ std::string ServerStore::IndexPath(const PointInfo& point) const {
   return dir_ + "/index/" + name;
 }
 
-Result<UniqueFd> ServerStore::CreatePack(uint32_t* pack_id) const {
+Result<std::unique_ptr<File>> ServerStore::CreatePack(uint32_t* pack_id) const {
   BR_ASSIGN_OR_RETURN(*pack_id, NextPackId());
   std::string path = PackPath(*pack_id);
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!fd.valid()) return ErrnoStatus("create pack " + path, errno);
-  BR_RETURN_IF_ERROR(WriteAll(fd.get(), EncodePackHeader(*pack_id)).Annotate(path));
-  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
-  BR_RETURN_IF_ERROR(FsyncDir(dir_ + "/packs"));
-  return fd;
+  BR_ASSIGN_OR_RETURN(auto file, env_->Open(path, OpenMode::kCreateExclusive));
+  BR_RETURN_IF_ERROR(file->WriteAt(0, EncodePackHeader(*pack_id)));
+  BR_RETURN_IF_ERROR(file->Sync());
+  BR_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/packs"));
+  return file;
 }
 
 Result<uint32_t> ServerStore::NextPackId() const {
   if (next_pack_id_ == 0) {  // once per process: the directory is listed, then counted on
-    BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/packs"));
+    BR_ASSIGN_OR_RETURN(auto names, env_->ListDir(dir_ + "/packs"));
     uint32_t next = 1;
     for (const std::string& n : names) {
       unsigned long v = std::strtoul(n.c_str(), nullptr, 10);
@@ -280,7 +283,7 @@ Result<uint32_t> ServerStore::NextPackId() const {
 
 Result<PointIndex> ServerStore::LoadIndex(const PointInfo& point) const {
   std::string path = IndexPath(point);
-  BR_ASSIGN_OR_RETURN(Bytes data, ReadFileBytes(path, kMaxIndexBytes));
+  BR_ASSIGN_OR_RETURN(Bytes data, env_->ReadFile(path, kMaxIndexBytes));
   if (Checksum64(data) != point.index_checksum)
     return DataLoss(path + " does not match the checksum the manifest holds for point " +
                     std::to_string(point.id));
@@ -307,7 +310,7 @@ Status ServerStore::CommitPoint(const PointInfo& info, const PointIndex& index, 
   next.points.push_back(p);
   next.key_id = key_id;
   BR_RETURN_IF_ERROR(CheckManifestSize(next));  // before the index is written: no orphan either
-  BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
+  BR_RETURN_IF_ERROR(env_->WriteFileAtomic(IndexPath(p), enc));
   return CommitManifest(std::move(next));
 }
 
@@ -322,7 +325,7 @@ Status ServerStore::CheckManifestSize(const Manifest& next) const {
 Status ServerStore::CommitManifest(Manifest next) {
   BR_RETURN_IF_ERROR(CheckManifestSize(next));
   Bytes menc = next.Encode();
-  BR_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/MANIFEST", menc));
+  BR_RETURN_IF_ERROR(env_->WriteFileAtomic(dir_ + "/MANIFEST", menc));
   manifest_ = std::move(next);
   return Status::Ok();
 }
@@ -341,37 +344,43 @@ Status ServerStore::ExpirePoints(const std::vector<uint64_t>& ids) {
   // From here the points are gone; an index file left behind is an orphan RemoveOrphans deletes.
   for (const PointInfo& p : gone) {
     std::string path = IndexPath(p);
-    if (unlink(path.c_str()) != 0 && errno != ENOENT)
-      return ErrnoStatus("remove the index of expired point " + std::to_string(p.id) + " (" + path + ")", errno);
+    Status st = env_->Remove(path);
+    if (!st.ok() && st.code() != Code::kNotFound)
+      return st.Annotate("remove the index of expired point " + std::to_string(p.id));
   }
-  return FsyncDir(dir_ + "/index");
+  return env_->SyncDir(dir_ + "/index");
 }
 
 Status ServerStore::RemoveOrphans() {
   std::set<std::string> wanted;
   for (const PointInfo& p : manifest_.points) wanted.insert(IndexPath(p));
-  BR_ASSIGN_OR_RETURN(auto names, ListDir(dir_ + "/index"));
+  BR_ASSIGN_OR_RETURN(auto names, env_->ListDir(dir_ + "/index"));
   for (const std::string& n : names) {
     std::string path = dir_ + "/index/" + n;
-    if (wanted.count(path) == 0 && unlink(path.c_str()) != 0)
-      return ErrnoStatus("remove orphan " + path, errno);
+    if (wanted.count(path) == 0) BR_RETURN_IF_ERROR(env_->Remove(path).Annotate("remove orphan"));
   }
   std::string tmp = dir_ + "/MANIFEST.tmp";
-  if (PathExists(tmp) && unlink(tmp.c_str()) != 0) return ErrnoStatus("remove " + tmp, errno);
-  return FsyncDir(dir_ + "/index");
+  if (env_->Exists(tmp)) BR_RETURN_IF_ERROR(env_->Remove(tmp));
+  return env_->SyncDir(dir_ + "/index");
 }
 
-Result<int> PackReader::Fd(uint32_t pack) {
-  auto it = fds_.find(pack);
-  if (it == fds_.end()) {
+Result<File*> PackReader::Pack(uint32_t pack) {
+  auto it = files_.find(pack);
+  if (it == files_.end()) {
     char name[32];
     std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);
     std::string path = dir_ + "/packs/" + name;
-    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return ErrnoStatus("open pack " + path, errno).Annotate("store damaged");
-    it = fds_.emplace(pack, std::move(fd)).first;
+    auto file = env_->Open(path, OpenMode::kRead);
+    if (!file.ok()) return file.status().Annotate("store damaged: open pack");
+    it = files_.emplace(pack, std::move(file).value()).first;
   }
   return it->second.get();
+}
+
+Result<int> PackReader::Fd(uint32_t pack) {
+  BR_ASSIGN_OR_RETURN(File* f, Pack(pack));
+  BR_CHECK_MSG(f->fd() >= 0, "PackReader::Fd on an Env without file descriptors");
+  return f->fd();
 }
 
 Result<bool> PackReader::OpenAll(const PointIndex& index) {
@@ -385,7 +394,7 @@ Result<bool> PackReader::OpenAll(const PointIndex& index) {
     if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return ErrnoStatus("setrlimit", errno);
   }
   if (lim.rlim_cur < want) return false;
-  for (uint32_t p : packs) BR_RETURN_IF_ERROR(Fd(p).status());
+  for (uint32_t p : packs) BR_RETURN_IF_ERROR(Pack(p).status());
   return true;
 }
 
@@ -393,9 +402,9 @@ Status PackReader::Read(const IndexEntry& e, Bytes* out) {
   if (e.record_bytes > kRecordBytesMax)
     return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": a record of " +
                     std::to_string(e.record_bytes) + " bytes cannot exist");
-  BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
+  BR_ASSIGN_OR_RETURN(File* f, Pack(e.pack));
   out->resize(e.record_bytes);
-  Status s = PreadAll(fd, e.pack_offset, out->data(), out->size());
+  Status s = f->ReadExact(e.pack_offset, out->data(), out->size());
   if (!s.ok())
     return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
                     ": " + s.message());
@@ -415,11 +424,11 @@ Status PackReader::ReadInOrder(const IndexEntry& e, uint64_t read_until, Bytes* 
                 e.pack_offset - window_offset_ <= window_.size() &&
                 e.record_bytes <= window_.size() - (e.pack_offset - window_offset_);
   if (!inside) {
-    BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
+    BR_ASSIGN_OR_RETURN(File* f, Pack(e.pack));
     uint64_t want = std::clamp<uint64_t>(read_until > e.pack_offset ? read_until - e.pack_offset : 0, e.record_bytes,
                                          std::max<uint64_t>(kWindowBytes, e.record_bytes));
     window_.resize(static_cast<size_t>(want));
-    Result<size_t> got = PreadUpTo(fd, e.pack_offset, window_.data(), window_.size());
+    Result<size_t> got = f->ReadAt(e.pack_offset, window_.data(), window_.size());
     if (!got.ok())
       return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": " +
                       got.status().message());
@@ -460,9 +469,9 @@ Status PackReader::ReadFingerprints(const PointIndex& index, uint16_t volume, ui
     }
     uint64_t first = (from - e.offset) / kBlock, count = (to - from + kBlock - 1) / kBlock;
     uint64_t at = e.pack_offset + e.record_bytes + (e.offset_in_record / kBlock + first) * 8;
-    BR_ASSIGN_OR_RETURN(int fd, Fd(e.pack));
+    BR_ASSIGN_OR_RETURN(File* f, Pack(e.pack));
     raw.resize(count * 8);
-    Status s = PreadAll(fd, at, raw.data(), raw.size());
+    Status s = f->ReadExact(at, raw.data(), raw.size());
     if (!s.ok()) return DataLoss("fingerprints in pack " + std::to_string(e.pack) + ": " + s.message());
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t v = 0;

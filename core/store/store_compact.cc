@@ -46,14 +46,12 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
   // time; only one entry per live record is kept.
   std::map<uint32_t, PackUse> packs;
   {
-    auto names = ListDir(dir_ + "/packs");
+    auto names = env_->ListDir(dir_ + "/packs");
     if (!names.ok()) return names.status();
     for (const std::string& n : *names) {
       if (n.size() != 13 || n.compare(8, 5, ".pack") != 0) continue;
       uint32_t id = static_cast<uint32_t>(std::strtoul(n.c_str(), nullptr, 10));
-      struct stat st{};
-      if (stat(PackPath(id).c_str(), &st) != 0) return ErrnoStatus("stat " + PackPath(id), errno);
-      packs[id].file_bytes = static_cast<uint64_t>(st.st_size);
+      BR_ASSIGN_OR_RETURN(packs[id].file_bytes, env_->FileSize(PackPath(id)));
     }
   }
   // (pack, pack_offset) -> one entry naming the record, and how far into its plaintext any reaches
@@ -104,18 +102,20 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
   // failure before it (a full disk, most likely) removes the pack again rather than leaving its
   // partial copy to take the space the next attempt needs.
   struct RemoveUnlessKept {
+    Env* env;
     std::string path;
     ~RemoveUnlessKept() {
-      if (!path.empty()) unlink(path.c_str());
+      // Best effort: an orphan pack left behind is garbage the next compaction deletes.
+      if (!path.empty()) env->Remove(path).IgnoreError();
     }
-  } new_pack;
+  } new_pack{env_, ""};
   if (copy_budget > 0) {
     uint32_t new_id = 0;
-    BR_ASSIGN_OR_RETURN(UniqueFd out, CreatePack(&new_id));
+    BR_ASSIGN_OR_RETURN(std::unique_ptr<File> out, CreatePack(&new_id));
     new_pack.path = PackPath(new_id);
     uint64_t out_end = kPackHeaderSize;
     Bytes buf;
-    PackReader reader(dir_);
+    PackReader reader(dir_, env_);
     for (uint32_t id : victims) {
       for (const auto& [offset, e] : packs[id].live_records) {
         Status read = reader.Read(*e, &buf);  // checks the record's checksum
@@ -127,17 +127,17 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
         size_t fp_bytes = hdr->zero() ? 0 : FingerprintCount(hdr->plain_len) * kFingerprintBytes;
         size_t rec = buf.size();
         buf.resize(rec + fp_bytes);
-        BR_ASSIGN_OR_RETURN(int fd, reader.Fd(id));
-        BR_RETURN_IF_ERROR(PreadAll(fd, offset + rec, buf.data() + rec, fp_bytes)
+        BR_ASSIGN_OR_RETURN(File* in, reader.Pack(id));
+        BR_RETURN_IF_ERROR(in->ReadExact(offset + rec, buf.data() + rec, fp_bytes)
                                .Annotate("fingerprints in pack " + std::to_string(id)));
-        BR_RETURN_IF_ERROR(WriteAll(out.get(), buf).Annotate(PackPath(new_id)));
+        BR_RETURN_IF_ERROR(out->WriteAt(out_end, buf).Annotate(PackPath(new_id)));
         moved[{id, offset}] = Location{new_id, out_end};
         out_end += buf.size();
         stats.bytes_copied += buf.size();
         ++stats.records_copied;
       }
     }
-    if (fsync(out.get()) != 0) return ErrnoStatus("fsync " + PackPath(new_id), errno);
+    BR_RETURN_IF_ERROR(out->Sync());
   }
 
   // 4. New indexes for every point that names a compacted pack, then one manifest commit.
@@ -159,24 +159,27 @@ Result<ServerStore::CompactionStats> ServerStore::Compact(const CompactionOption
     Bytes enc = idx.Encode();
     old_indexes.push_back(IndexPath(p));
     p.index_checksum = Checksum64(enc);
-    BR_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(p), enc));
+    BR_RETURN_IF_ERROR(env_->WriteFileAtomic(IndexPath(p), enc));
     ++stats.indexes_rewritten;
   }
   new_pack.path.clear();  // from here the manifest may name it, even if the commit fails half-way
   if (stats.indexes_rewritten > 0) BR_RETURN_IF_ERROR(CommitManifest(std::move(next)));
 
   // 5. Garbage from here on.
-  for (const std::string& path : old_indexes)
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove replaced index " + path, errno);
+  for (const std::string& path : old_indexes) {
+    Status st = env_->Remove(path);
+    if (!st.ok() && st.code() != Code::kNotFound) return st.Annotate("remove replaced index");
+  }
   uint64_t deleted_bytes = 0;
   for (uint32_t id : victims) {
-    if (unlink(PackPath(id).c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove compacted pack " + PackPath(id), errno);
+    Status st = env_->Remove(PackPath(id));
+    if (!st.ok() && st.code() != Code::kNotFound) return st.Annotate("remove compacted pack");
     deleted_bytes += packs[id].file_bytes;
     if (packs[id].live_bytes > 0) ++stats.packs_rewritten;
     else ++stats.packs_deleted;
   }
-  BR_RETURN_IF_ERROR(FsyncDir(dir_ + "/packs"));
-  BR_RETURN_IF_ERROR(FsyncDir(dir_ + "/index"));
+  BR_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/packs"));
+  BR_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/index"));
   uint64_t added = stats.bytes_copied > 0 ? stats.bytes_copied + kPackHeaderSize : 0;
   stats.bytes_reclaimed = deleted_bytes > added ? deleted_bytes - added : 0;
   return stats;

@@ -63,7 +63,7 @@ World* Build() {
   for (uint64_t i = 0; i < kVolumeBytes; ++i)
     if (i / kExtentBytes != 2) w->image[i] = static_cast<uint8_t>(rng() % 7);  // compressible
   uint32_t pack = 0;
-  UniqueFd fd = Need(st->CreatePack(&pack));
+  std::unique_ptr<File> pack_file = Need(st->CreatePack(&pack));
   uint64_t end = store::kPackHeaderSize;
   std::vector<store::NewExtent> extents;
   Bytes scratch, out;
@@ -76,7 +76,7 @@ World* Build() {
     x.entry = {0, static_cast<uint32_t>(kExtentBytes), off, pack, static_cast<uint32_t>(out.size()), end, 0,
                Checksum64(out)};
     if (!x.zero) fingerprinter.Append(off, plain, &out);
-    FUZZ_CHECK(WriteAll(fd.get(), out).ok());
+    FUZZ_CHECK(pack_file->WriteAt(end, out).ok());
     end += out.size();
     extents.push_back(x);
   }

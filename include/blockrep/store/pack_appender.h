@@ -25,9 +25,9 @@ class PackAppender {
     kFailed,   // error() says why; the pack is closed
   };
 
-  bool open() const { return fd_.valid(); }
+  bool open() const { return file_ != nullptr; }
   uint32_t pack_id() const { return pack_id_; }
-  int fd() const { return fd_.get(); }
+  int fd() const { return file_ ? file_->fd() : -1; }
   uint64_t end() const { return end_; }  // bytes handed to the kernel, durable or in flight
   uint64_t durable_end() const { return durable_end_; }
   uint64_t durable_seq() const { return durable_seq_; }
@@ -40,7 +40,7 @@ class PackAppender {
   Status Open(const ServerStore& store);
   // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
   bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_.empty() && !inflight_; }
-  void Close() { fd_.Reset(); }
+  void Close() { file_.reset(); }
   // Gathers a record and the bytes stored after it (its fingerprints) under sequence number
   // `seq` (increasing); returns the record's offset in the pack. Needs open().
   uint64_t Append(ByteSpan record, ByteSpan after, uint64_t seq);
@@ -49,9 +49,15 @@ class PackAppender {
   bool StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data);
   // One completion of the commit in flight.
   Done OnCompletion(Op op, int res);
+  // The same commit without a ring: the write, then the sync, through the pack's File, and their
+  // results fed to OnCompletion. For stores on an Env without descriptors (tests' FaultEnv);
+  // kNo when there is nothing to commit.
+  Done CommitBlocking();
 
  private:
-  UniqueFd fd_;
+  // Takes what gathered as the commit in flight.
+  bool TakeBatch();
+  std::unique_ptr<File> file_;
   uint32_t pack_id_ = 0;
   uint64_t end_ = 0;
   uint64_t durable_end_ = 0;  // end of the last write + fsync that completed

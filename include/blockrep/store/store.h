@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "blockrep/base/bytes.h"
+#include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/crypto/seal.h"
 #include "blockrep/base/status.h"
@@ -106,8 +107,8 @@ PointIndex BuildPointIndex(uint64_t point_id, const std::vector<uint64_t>& volum
                            const PointIndex* base, const std::vector<NewExtent>& extents);
 
 // Opens (and with `create`, initialises) a store root directory.
-Status InitStoreRoot(const std::string& root, bool create);
-Result<std::vector<std::string>> ListServers(const std::string& root);
+Status InitStoreRoot(const std::string& root, bool create, Env* env = Env::Default());
+Result<std::vector<std::string>> ListServers(const std::string& root, Env* env = Env::Default());
 
 Bytes EncodePackHeader(uint32_t pack_id);
 // One index entry in its kIndexEntrySize-byte stored form (docs/FORMAT.md, Point index).
@@ -116,8 +117,10 @@ IndexEntry ReadIndexEntry(ByteReader* r);
 
 class ServerStore {
  public:
-  static Result<std::unique_ptr<ServerStore>> Open(const std::string& root,
-                                                   const std::string& server_id, bool create);
+  // Every file operation goes through `env` (the real filesystem unless a test says otherwise).
+  static Result<std::unique_ptr<ServerStore>> Open(const std::string& root, const std::string& server_id,
+                                                   bool create, Env* env = Env::Default());
+  Env* env() const { return env_; }
 
   const Manifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
@@ -129,7 +132,7 @@ class ServerStore {
   std::string PendingPath() const { return dir_ + "/PENDING"; }
 
   // Creates the next pack (header written and fsync'd, directory fsync'd), open for appending.
-  Result<UniqueFd> CreatePack(uint32_t* pack_id) const;
+  Result<std::unique_ptr<File>> CreatePack(uint32_t* pack_id) const;
 
   // The next unused pack number: larger than every pack file present when first asked (one
   // directory listing per process), and never handed out twice, even for a pack since deleted.
@@ -182,6 +185,7 @@ class ServerStore {
   Status CommitManifest(Manifest next);
   // kNoSpace when `next` would pass kMaxManifestBytes (a reader could not load it back).
   Status CheckManifestSize(const Manifest& next) const;
+  Env* env_ = Env::Default();
   std::string dir_;
   Manifest manifest_;
   mutable uint32_t next_pack_id_ = 0;  // 0: not counted yet
@@ -190,7 +194,7 @@ class ServerStore {
 // Reads stored records by location, keeping pack files open.
 class PackReader {
  public:
-  explicit PackReader(std::string server_dir) : dir_(std::move(server_dir)) {}
+  explicit PackReader(std::string server_dir, Env* env = Env::Default()) : env_(env), dir_(std::move(server_dir)) {}
   // Opens every pack `index` names now (raising the open-file limit if it must). An open pack
   // stays readable after a compaction deletes it, so a reader that opened them all and then
   // finds the manifest still naming the same index reads a consistent point to the end. Returns
@@ -212,11 +216,14 @@ class PackReader {
   Status ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset, std::vector<uint64_t>* out);
 
   // The open pack file, for reading the bytes stored after a record.
+  Result<File*> Pack(uint32_t pack);
+  // Its descriptor, for io_uring (the real Env only).
   Result<int> Fd(uint32_t pack);
 
  private:
+  Env* env_;
   std::string dir_;
-  std::map<uint32_t, UniqueFd> fds_;
+  std::map<uint32_t, std::unique_ptr<File>> files_;
   // ReadInOrder's window: bytes [window_offset_, window_offset_ + window_.size()) of window_pack_.
   uint32_t window_pack_ = 0;
   uint64_t window_offset_ = 0;
