@@ -42,7 +42,7 @@ bool PackAppender::TakeBatch() {
 }
 
 bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
-  BR_CHECK(fd() >= 0);
+  BR_CHECK_MSG(!open() || fd() >= 0, "a ring commit needs a pack with a file descriptor (CommitBlocking otherwise)");
   if (!ring.HasRoom(2) || !TakeBatch()) return false;
   io_uring_sqe* w = ring.Sqe();
   io_uring_prep_write(w, fd(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
