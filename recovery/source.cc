@@ -14,6 +14,7 @@
 #include "blockrep/net/channel.h"
 #include "blockrep/base/checksum.h"
 #include "blockrep/base/cli.h"
+#include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/net/uring.h"
 #include "blockrep/net/wire.h"
@@ -109,12 +110,7 @@ class LocalSource : public PointSource {
     if (server_dir_.empty()) BR_RETURN_IF_ERROR(LoadManifest().status());
     std::string path = server_dir_ + "/drills.jsonl";
     std::string text = line + "\n";
-    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    if (!fd.valid()) return ErrnoStatus("open " + path, errno);
-    if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
-      return ErrnoStatus("append to " + path, errno);
-    if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
-    return Status::Ok();
+    return Env::Default()->AppendDurably(path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
   }
 
  private:

@@ -10,7 +10,7 @@ namespace blockrep::agent {
 
 Status ChainMemory::Load(const std::string& state_dir, const std::string& server_id) {
   if (state_dir.empty()) return Status::Ok();
-  BR_ASSIGN_OR_RETURN(known_, ReadAckedPoint(state_dir, server_id));
+  BR_ASSIGN_OR_RETURN(known_, ReadAckedPoint(state_dir, server_id, env_));
   return Status::Ok();
 }
 
@@ -47,22 +47,24 @@ Status ChainMemory::Acked(const AckedPoint& point, const std::string& state_dir,
   known_ = point;
   rescan_due_ = false;
   if (state_dir.empty()) return Status::Ok();
-  return RecordAckedPoint(state_dir, server_id, point);
+  return RecordAckedPoint(state_dir, server_id, point, env_);
 }
 
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point) {
+Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point,
+                        Env* env) {
   std::string text = "server-id " + server_id + "\nlast-acked-point " + std::to_string(point.id) +
                      "\nlast-acked-time " + FormatUtc(point.time_ns) + "\nlast-acked-time-ns " +
                      std::to_string(point.time_ns) + "\nlast-acked-seal-mac " +
                      HexEncode(ByteSpan(point.seal_mac.data(), point.seal_mac.size())) + "\n";
-  return WriteFileAtomic(state_dir + "/last-point",
-                         ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  return env->WriteFileAtomic(state_dir + "/last-point",
+                              ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
-Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id) {
+Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id, Env* env) {
   std::string path = state_dir + "/last-point";
-  if (!PathExists(path)) return AckedPoint{};
-  BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 4096));
+  if (!env->Exists(path)) return AckedPoint{};
+  BR_ASSIGN_OR_RETURN(Bytes raw, env->ReadFile(path, 4096));
+  std::string text(raw.begin(), raw.end());
   std::string id;
   AckedPoint acked;
   size_t start = 0;

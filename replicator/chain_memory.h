@@ -10,6 +10,7 @@
 #include <string>
 
 #include "blockrep/crypto/seal.h"
+#include "blockrep/base/env.h"
 #include "blockrep/base/status.h"
 #include "blockrep/net/wire.h"
 
@@ -22,13 +23,17 @@ struct AckedPoint {
   std::array<uint8_t, kSealMacBytes> seal_mac{};  // all zero: not known
 };
 // <state_dir>/last-point, written atomically.
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point);
+Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point,
+                        Env* env = Env::Default());
 // Reads it back; all zero when there is none or it is another server's. A damaged file is an
 // error (losing the record would silence rollback detection).
-Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id);
+Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id,
+                                  Env* env = Env::Default());
 
 class ChainMemory {
  public:
+  // The state directory is reached through `env`.
+  explicit ChainMemory(Env* env = Env::Default()) : env_(env) {}
   // From <state_dir>/last-point (none when `state_dir` is empty).
   Status Load(const std::string& state_dir, const std::string& server_id);
   // A pinned tracker synced up to `point`: acknowledged to this host, its time and MAC unknown.
@@ -49,6 +54,7 @@ class ChainMemory {
   bool rescan_due() const { return rescan_due_; }       // an alarm's rescan is not acknowledged yet
 
  private:
+  Env* env_;
   AckedPoint known_;
   std::string alarm_;
   bool rescan_due_ = false;

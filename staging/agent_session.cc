@@ -36,7 +36,7 @@ void Server::KeepInterruptedPoint(Session& s) {
                    std::to_string(p.bytes) + " bytes) kept for the agent to resume");
     // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
     // only: the agent then resends after a restart, which costs bytes, not correctness.
-    Status saved = WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
+    Status saved = s.server->store->env()->WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
     if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
     s.server->pending = std::move(p);
   }
@@ -47,18 +47,18 @@ void Server::DropPending(ServerState& st) {
   st.pending.reset();
   if (!st.store) return;
   std::string path = st.store->PendingPath();
-  if (unlink(path.c_str()) != 0 && errno != ENOENT)
-    Log(kProg, "warning: cannot remove " + path + ": " + std::strerror(errno) +
+  Status removed = st.store->env()->Remove(path);
+  if (!removed.ok() && removed.code() != Code::kNotFound)
+    Log(kProg, "warning: cannot remove " + path + ": " + removed.message() +
                    " (a restarted staging would offer a stale point; it checks the chain first)");
 }
 
 void Server::LoadPending(ServerState& st, const std::string& server_id) {
   std::string path = st.store->PendingPath();
-  if (!PathExists(path)) return;
-  auto data = ReadSmallFile(path, store::kPendingFileBytesMax);
+  if (!st.store->env()->Exists(path)) return;
+  auto data = st.store->env()->ReadFile(path, store::kPendingFileBytesMax);
   Result<store::PendingPoint> kept =
-      data.ok() ? store::DecodePending(ByteSpan(reinterpret_cast<const uint8_t*>(data->data()), data->size()))
-                : Result<store::PendingPoint>(data.status());
+      data.ok() ? store::DecodePending(*data) : Result<store::PendingPoint>(data.status());
   Status st_decode = kept.ok() ? Status::Ok() : kept.status();
   if (!kept.ok() || kept->begin.point_id != st.store->manifest().last_point_id() + 1 ||
       kept->begin.base_point != st.store->manifest().last_point_id()) {

@@ -202,11 +202,8 @@ Status Server::OnDrillReport(Session& s, ByteSpan payload) {
   BR_ASSIGN_OR_RETURN(wire::DrillReport r, wire::DrillReport::Decode(payload));
   std::string path = s.server->store->dir() + "/drills.jsonl";
   std::string line = r.line + "\n";
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!fd.valid()) return ErrnoStatus("open " + path, errno);
-  if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-    return ErrnoStatus("append to " + path, errno);
-  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + path, errno);
+  BR_RETURN_IF_ERROR(s.server->store->env()->AppendDurably(
+      path, ByteSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size())));
   Log(kProg, "server '" + s.server_id + "': drill report appended to drills.jsonl");
   SendFrame(s, wire::MsgType::kDrillReportOk, Bytes());
   return Status::Ok();

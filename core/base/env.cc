@@ -40,11 +40,24 @@ Status Env::WriteFileAtomic(const std::string& path, ByteSpan data) {
   std::string tmp = path + ".tmp";
   {
     BR_ASSIGN_OR_RETURN(auto f, Open(tmp, OpenMode::kCreateTruncate));
-    BR_RETURN_IF_ERROR(f->WriteAt(0, data).Annotate(tmp));
+    BR_RETURN_IF_ERROR(f->Append(data).Annotate(tmp));  // write(2), from offset 0 of the empty file
     BR_RETURN_IF_ERROR(f->Sync().Annotate(tmp));
   }
   BR_RETURN_IF_ERROR(Rename(tmp, path));
   return SyncDir(ParentDir(path));
+}
+
+Status File::Append(ByteSpan data) {
+  BR_ASSIGN_OR_RETURN(uint64_t end, Size());
+  return WriteAt(end, data);
+}
+
+Status Env::AppendDurably(const std::string& path, ByteSpan data) {
+  const bool fresh = !Exists(path);
+  BR_ASSIGN_OR_RETURN(auto f, Open(path, OpenMode::kAppend));
+  BR_RETURN_IF_ERROR(f->Append(data));
+  BR_RETURN_IF_ERROR(f->Sync());
+  return fresh ? SyncDir(ParentDir(path)) : Status::Ok();
 }
 
 namespace {
@@ -55,6 +68,7 @@ class PosixFile final : public File {
   Status WriteAt(uint64_t offset, ByteSpan data) override {
     return PwriteAll(fd_.get(), offset, data.data(), data.size()).Annotate(path_);
   }
+  Status Append(ByteSpan data) override { return WriteAll(fd_.get(), data).Annotate("append to " + path_); }
   Result<size_t> ReadAt(uint64_t offset, uint8_t* dst, size_t len) override {
     return PreadUpTo(fd_.get(), offset, dst, len);
   }
@@ -88,6 +102,8 @@ class PosixEnv final : public Env {
       case OpenMode::kCreateExclusive: flags |= O_RDWR | O_CREAT | O_EXCL; what = "create"; break;
       case OpenMode::kCreateTruncate: flags |= O_RDWR | O_CREAT | O_TRUNC; what = "create"; break;
       case OpenMode::kReadWrite: flags |= O_RDWR; break;
+      case OpenMode::kCreateOrOpen: flags |= O_RDWR | O_CREAT; what = "create"; break;
+      case OpenMode::kAppend: flags |= O_WRONLY | O_CREAT | O_APPEND; what = "open"; break;
     }
     UniqueFd fd(open(path.c_str(), flags, 0600));
     if (!fd.valid()) return ErrnoStatus(std::string(what) + " " + path, errno);

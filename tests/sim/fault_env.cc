@@ -142,6 +142,10 @@ Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& raw, OpenMode mo
     case OpenMode::kReadWrite:
       if (it == files_.end()) return NotFound("open " + path + ": No such file or directory");
       return std::unique_ptr<File>(new MemFile(this, it->second, path, mode == OpenMode::kReadWrite));
+    case OpenMode::kCreateOrOpen:
+    case OpenMode::kAppend:
+      if (it != files_.end()) return std::unique_ptr<File>(new MemFile(this, it->second, path, true));
+      break;
     case OpenMode::kCreateExclusive:
     case OpenMode::kCreateTruncate:
       break;
@@ -149,7 +153,7 @@ Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& raw, OpenMode mo
   if (dirs_.count(ParentDir(path)) == 0) return NotFound("create " + path + ": No such file or directory");
   if (mode == OpenMode::kCreateExclusive && it != files_.end()) return IoError("create " + path + ": File exists");
   BR_RETURN_IF_ERROR(Mutate("create", path));
-  if (it == files_.end() || mode == OpenMode::kCreateExclusive) {
+  if (it == files_.end()) {
     it = files_.insert_or_assign(path, std::make_shared<Inode>()).first;
   } else {
     it->second->data.clear();

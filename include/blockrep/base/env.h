@@ -26,6 +26,9 @@ class File {
   virtual Status WriteAt(uint64_t offset, ByteSpan data) = 0;
   // Reads up to `len` bytes at `offset`: fewer only at end of file.
   virtual Result<size_t> ReadAt(uint64_t offset, uint8_t* dst, size_t len) = 0;
+  // Adds `data` at the end of the file (one write: other processes appending to the same file
+  // never split it, on the real Env).
+  virtual Status Append(ByteSpan data);
   // Makes every byte written so far durable (fsync).
   virtual Status Sync() = 0;
   virtual Status Truncate(uint64_t size) = 0;
@@ -42,6 +45,8 @@ enum class OpenMode {
   kCreateExclusive,  // a new file (kNotFound never; an existing one is an error), read-write
   kCreateTruncate,   // created or emptied, read-write
   kReadWrite,        // an existing file, read-write
+  kCreateOrOpen,     // created if absent, kept if present, read-write
+  kAppend,           // created if absent; File::Append adds at the end even with other appenders
 };
 
 class Env {
@@ -67,6 +72,9 @@ class Env {
   Result<Bytes> ReadFile(const std::string& path, size_t max_bytes);
   // <path>.tmp written and synced, renamed over `path`, the directory synced.
   Status WriteFileAtomic(const std::string& path, ByteSpan data);
+  // Appends `data` to `path` (created if absent, its name then synced too) and syncs it: a log
+  // whose lines, once this returns, survive a power loss.
+  Status AppendDurably(const std::string& path, ByteSpan data);
 };
 
 // The directory part of `path` ("." when there is none).
