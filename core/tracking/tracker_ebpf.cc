@@ -115,7 +115,7 @@ struct EbpfTracker::Impl {
   uint64_t* dirty = nullptr;
   uint64_t* inflight = nullptr;
   uint64_t* undurable = nullptr;
-  std::vector<uint64_t> undurable_touched;  // words set in `undurable` since it was last cleared
+  DirtyMap map;  // the bookkeeping of dirty, inflight and undurable, over the mmapped maps
   size_t map_bytes = 0;
   dirty_tracker* skel = nullptr;
 
@@ -144,6 +144,7 @@ struct EbpfTracker::Impl {
     void* u = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_undurable, 0);
     if (u == MAP_FAILED) return ErrnoStatus("mmap the undurable bitmap", errno);
     undurable = static_cast<uint64_t*>(u);
+    map.Attach(dirty, inflight, undurable, total_words);  // undurable bits from before a restart count
     return Status::Ok();
   }
 
@@ -156,11 +157,6 @@ struct EbpfTracker::Impl {
       if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) total += info.recursion_misses;
     }
     return total;
-  }
-
-  void SetBits(uint64_t word_base, uint64_t first, uint64_t last) {
-    for (uint64_t b = first; b <= last; ++b)
-      __atomic_fetch_or(&dirty[word_base + b / 64], uint64_t{1} << (b % 64), __ATOMIC_ACQ_REL);
   }
 
   Meta ExpectedMeta(uint64_t synced, uint32_t stamp = 0) const {
@@ -211,8 +207,6 @@ struct EbpfTracker::Impl {
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd_dirty, &info, &len) != 0 || info.max_entries != total_words) return false;
     if (!MapBitmaps().ok()) return false;
-    for (uint64_t w = 0; w < total_words; ++w)
-      if (undurable[w] != 0) undurable_touched.push_back(w);  // from before the restart
     return true;
   }
 
@@ -423,7 +417,7 @@ size_t EbpfTracker::MarkPendingWrites(bool all) {
     // By age once per write (a request never reused would otherwise be re-read at every poll);
     // at the end of a point, every entry, every time.
     if (!all && (!old || aged_before)) continue;
-    im.SetBits(p.word_base, p.first_block, p.last_block);
+    im.map.Mark(p.word_base, p.first_block, p.last_block);
     ++marked;
     if (old && !aged_before) ++im.unreported_marked;
   }
@@ -440,71 +434,15 @@ uint64_t EbpfTracker::UnreportedCompletions() const {
 
 std::vector<Extent> EbpfTracker::TakeDirty(size_t v, bool with_inflight) {
   Impl& im = *impl_;
-  const uint64_t base = im.word_base[v];
-  const uint64_t words = WordsFor(im.vols[v]);
-  const uint64_t volume_bytes = im.vols[v].nr_sectors * 512;
-  std::vector<Extent> runs;
-  uint64_t run_start = 0;
-  bool in_run = false;
-  for (uint64_t w = 0; w < words; ++w) {
-    uint64_t* word = &im.dirty[base + w];
-    uint64_t seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    // Copy to inflight (and undurable) first, then clear only what we copied: a bit is never in
-    // neither map.
-    while (seen != 0) {
-      im.inflight[base + w] |= seen;
-      if ((im.undurable[base + w] | seen) != im.undurable[base + w]) {
-        if (im.undurable[base + w] == 0) im.undurable_touched.push_back(base + w);
-        im.undurable[base + w] |= seen;
-      }
-      if (__atomic_compare_exchange_n(word, &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
-    }
-    uint64_t bits = with_inflight ? im.inflight[base + w] : seen;
-    for (int b = 0; b < 64; ++b) {
-      bool set = (bits >> b) & 1;
-      uint64_t block = w * 64 + static_cast<uint64_t>(b);
-      if (set && !in_run) {
-        run_start = block;
-        in_run = true;
-      } else if (!set && in_run) {
-        runs.push_back({run_start * kTrackBlockBytes, (block - run_start) * kTrackBlockBytes});
-        in_run = false;
-      }
-    }
-  }
-  if (in_run) runs.push_back({run_start * kTrackBlockBytes, (words * 64 - run_start) * kTrackBlockBytes});
-  // The last block of a volume whose size is not a multiple of 4 KiB is shorter.
-  while (!runs.empty() && runs.back().offset >= volume_bytes) runs.pop_back();
-  if (!runs.empty() && runs.back().offset + runs.back().length > volume_bytes)
-    runs.back().length = volume_bytes - runs.back().offset;
-  return runs;
+  return im.map.Take(im.word_base[v], WordsFor(im.vols[v]), im.vols[v].nr_sectors * 512, with_inflight);
 }
 
 std::vector<Extent> EbpfTracker::UndurableRuns(size_t v) const {
   const Impl& im = *impl_;
-  const uint64_t base = im.word_base[v];
-  const uint64_t words = WordsFor(im.vols[v]);
-  const uint64_t volume_bytes = im.vols[v].nr_sectors * 512;
-  std::vector<Extent> runs;
-  for (uint64_t w = 0; w < words; ++w) {
-    uint64_t bits = im.undurable[base + w];
-    for (int b = 0; bits != 0 && b < 64; ++b) {
-      if (!((bits >> b) & 1)) continue;
-      uint64_t off = (w * 64 + static_cast<uint64_t>(b)) * kTrackBlockBytes;
-      if (off >= volume_bytes) break;
-      uint64_t len = std::min(kTrackBlockBytes, volume_bytes - off);
-      if (!runs.empty() && runs.back().offset + runs.back().length == off) runs.back().length += len;
-      else runs.push_back({off, len});
-    }
-  }
-  return runs;
+  return im.map.Undurable(im.word_base[v], WordsFor(im.vols[v]), im.vols[v].nr_sectors * 512);
 }
 
-void EbpfTracker::MarkCaughtUp() {
-  Impl& im = *impl_;
-  for (uint64_t w : im.undurable_touched) im.undurable[w] = 0;
-  im.undurable_touched.clear();
-}
+void EbpfTracker::MarkCaughtUp() { impl_->map.CaughtUp(); }
 
 void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
@@ -513,12 +451,7 @@ void EbpfTracker::ClearDirty() {
   Meta m = im.ExpectedMeta(synced_point(), SendingStamp());
   uint32_t key = 0;
   MapUpdate(im.fd_meta, &key, &m, BPF_ANY);
-  for (uint64_t i = 0; i < im.total_words; ++i) {
-    __atomic_store_n(&im.dirty[i], 0, __ATOMIC_RELEASE);
-    im.inflight[i] = 0;
-    im.undurable[i] = 0;
-  }
-  im.undurable_touched.clear();
+  im.map.Clear();
   for (size_t v = 0; v < im.vols.size(); ++v) {
     VolumeSlot slot{im.word_base[v], im.vols[v].start_sector, im.vols[v].nr_sectors, 0};
     MapUpdate(im.fd_volumes, &im.vols[v].kernel_dev, &slot, BPF_EXIST);
@@ -527,9 +460,7 @@ void EbpfTracker::ClearDirty() {
 
 void EbpfTracker::MarkSynced(uint64_t point_id) {
   Impl& im = *impl_;
-  std::memset(im.inflight, 0, im.total_words * 8);
-  std::memset(im.undurable, 0, im.total_words * 8);  // every record of the point is durable
-  im.undurable_touched.clear();
+  im.map.Synced();  // every record of the point is durable
   Meta m = im.ExpectedMeta(point_id);
   uint32_t key = 0;
   MapUpdate(im.fd_meta, &key, &m, BPF_ANY);

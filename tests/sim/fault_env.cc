@@ -18,6 +18,7 @@ class MemFile final : public File {
       return NoSpace("write " + path_ + ": No space left on device");
     if (inode_->data.size() < end) inode_->data.resize(end, 0);
     std::copy(data.begin(), data.end(), inode_->data.begin() + static_cast<ptrdiff_t>(offset));
+    inode_->Changed(static_cast<size_t>(offset), static_cast<size_t>(end));
     return Status::Ok();
   }
   Result<size_t> ReadAt(uint64_t offset, uint8_t* dst, size_t len) override {
@@ -30,13 +31,23 @@ class MemFile final : public File {
   Status Sync() override {
     BR_RETURN_IF_ERROR(Alive());
     BR_RETURN_IF_ERROR(env_->Mutate("fsync", path_));
-    inode_->synced = inode_->data;
+    FaultEnv::Inode& n = *inode_;
+    n.synced.resize(n.data.size(), 0);
+    if (n.changed_from < n.changed_to) {
+      size_t to = std::min(n.changed_to, n.data.size());
+      if (n.changed_from < to)
+        std::copy(n.data.begin() + static_cast<ptrdiff_t>(n.changed_from), n.data.begin() + static_cast<ptrdiff_t>(to),
+                  n.synced.begin() + static_cast<ptrdiff_t>(n.changed_from));
+    }
+    n.changed_from = SIZE_MAX;
+    n.changed_to = 0;
     return Status::Ok();
   }
   Status Truncate(uint64_t size) override {
     BR_RETURN_IF_ERROR(Alive());
     BR_RETURN_IF_ERROR(env_->Mutate("truncate", path_));
     inode_->data.resize(static_cast<size_t>(size), 0);
+    inode_->Changed(static_cast<size_t>(size), static_cast<size_t>(size));  // Sync then fixes the length
     return Status::Ok();
   }
   Result<uint64_t> Size() override {
@@ -114,6 +125,8 @@ void FaultEnv::Reboot() {
     if (!seen.insert(inode.get()).second) continue;
     Bytes& now = inode->data;
     const Bytes& old = inode->synced;
+    inode->changed_from = SIZE_MAX;
+    inode->changed_to = 0;
     if (!tear_ || now == old) {
       now = old;
       continue;
@@ -157,6 +170,7 @@ Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& raw, OpenMode mo
     it = files_.insert_or_assign(path, std::make_shared<Inode>()).first;
   } else {
     it->second->data.clear();
+    it->second->Changed(0, 0);
   }
   return std::unique_ptr<File>(new MemFile(this, it->second, path, true));
 }

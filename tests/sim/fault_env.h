@@ -5,6 +5,7 @@
 // same seed and the same calls give the same state.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -51,6 +52,12 @@ class FaultEnv final : public Env {
   struct Inode {
     Bytes data;
     Bytes synced;  // what survives a power loss (if its name does)
+    // Bytes [changed_from, changed_to) of data may differ from synced (a Sync copies only those).
+    size_t changed_from = SIZE_MAX, changed_to = 0;
+    void Changed(size_t from, size_t to) {
+      changed_from = std::min(changed_from, from);
+      changed_to = std::max(changed_to, to);
+    }
   };
   // Runs before every mutating operation: counts it, and applies a planned failure or power loss.
   Status Mutate(const char* what, const std::string& path);

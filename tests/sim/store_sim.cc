@@ -8,10 +8,7 @@
 //     expired is listed, and
 //   - every listed point restores — records read, checksums and AES-GCM tags checked — to
 //     exactly the volume the workload had when the point was taken: nothing partial, nothing lost.
-// A failing scenario prints its seed and the command that replays it.
-//
-//   blockrep_simulation --scenarios N [--first-seed S]   N scenarios, seeds S, S+1, ...
-//   blockrep_simulation --seed S --verbose               one scenario, every step logged
+// tests/sim/simulation.cc runs scenarios by seed.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +27,7 @@
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/store.h"
 #include "fault_env.h"
+#include "scenarios.h"
 
 namespace blockrep::sim {
 namespace {
@@ -222,47 +220,11 @@ class Scenario {
   std::set<uint64_t> maybe_gone_;       // expired (or being expired when the fault came)
 };
 
-int Main(int argc, char** argv) {
-  uint64_t scenarios = 1, first = 1;
-  bool verbose = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> uint64_t {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "blockrep_simulation: %s needs a number\n", a.c_str());
-        std::exit(2);
-      }
-      return std::strtoull(argv[++i], nullptr, 10);
-    };
-    if (a == "--scenarios") scenarios = next();
-    else if (a == "--first-seed") first = next();
-    else if (a == "--seed") { first = next(); scenarios = 1; }
-    else if (a == "--verbose") verbose = true;
-    else {
-      std::fprintf(stderr, "blockrep_simulation: unknown argument %s (use --scenarios N [--first-seed S] | --seed S [--verbose])\n", a.c_str());
-      return 2;
-    }
-  }
-  uint64_t failed = 0, ops = 0, ran = 0;
-  for (uint64_t s = first; s < first + scenarios; ++s) {
-    Outcome o = Scenario(s, verbose).Run();
-    ++ran;
-    ops += o.ops;
-    if (!o.ok) {
-      ++failed;
-      std::printf("FAIL seed %llu: %s\n  replay: blockrep_simulation --seed %llu --verbose\n",
-                  static_cast<unsigned long long>(s), o.why.c_str(), static_cast<unsigned long long>(s));
-      if (failed >= 5) break;
-    }
-  }
-  std::printf("%llu scenarios (seeds %llu..%llu), %llu I/O operations, %llu failed%s\n",
-              static_cast<unsigned long long>(ran), static_cast<unsigned long long>(first),
-              static_cast<unsigned long long>(first + ran - 1), static_cast<unsigned long long>(ops),
-              static_cast<unsigned long long>(failed), failed >= 5 ? " (stopped after 5 failures)" : "");
-  return failed == 0 ? 0 : 1;
+}  // namespace
+
+SimOutcome RunStoreScenario(uint64_t seed, bool verbose) {
+  Outcome o = Scenario(seed, verbose).Run();
+  return SimOutcome{o.ok, o.why, o.ops};
 }
 
-}  // namespace
 }  // namespace blockrep::sim
-
-int main(int argc, char** argv) { return blockrep::sim::Main(argc, argv); }

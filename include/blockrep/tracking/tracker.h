@@ -16,6 +16,7 @@
 
 #include "blockrep/base/limits.h"
 #include "blockrep/base/status.h"
+#include "blockrep/tracking/dirty_map.h"
 
 namespace blockrep {
 
@@ -26,11 +27,6 @@ struct TrackedVolume {
   uint32_t kernel_dev = 0;    // dev_t of the whole disk, kernel encoding (major << 20 | minor)
   uint64_t start_sector = 0;  // partition start on that disk
   uint64_t nr_sectors = 0;
-};
-
-struct Extent {
-  uint64_t offset = 0;
-  uint64_t length = 0;
 };
 
 // Describes a block device for tracking, or says why it cannot be tracked with eBPF.

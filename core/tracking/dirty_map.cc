@@ -1,0 +1,111 @@
+#include "blockrep/tracking/dirty_map.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "blockrep/base/check.h"
+
+namespace blockrep {
+namespace {
+
+// Bit runs of `bits` (one per block, word `w` of a volume) appended to `runs` as byte extents.
+void AppendRuns(uint64_t bits, uint64_t w, bool* in_run, uint64_t* run_start, std::vector<Extent>* runs) {
+  for (int b = 0; b < 64; ++b) {
+    bool set = (bits >> b) & 1;
+    uint64_t block = w * 64 + static_cast<uint64_t>(b);
+    if (set && !*in_run) {
+      *run_start = block;
+      *in_run = true;
+    } else if (!set && *in_run) {
+      runs->push_back({*run_start * kBlockBytes, (block - *run_start) * kBlockBytes});
+      *in_run = false;
+    }
+  }
+}
+
+// The last block of a volume whose size is not a multiple of the block is shorter.
+void TrimToVolume(uint64_t volume_bytes, std::vector<Extent>* runs) {
+  while (!runs->empty() && runs->back().offset >= volume_bytes) runs->pop_back();
+  if (!runs->empty() && runs->back().offset + runs->back().length > volume_bytes)
+    runs->back().length = volume_bytes - runs->back().offset;
+}
+
+}  // namespace
+
+void DirtyMap::Attach(uint64_t* dirty, uint64_t* inflight, uint64_t* undurable, uint64_t total_words) {
+  BR_CHECK(dirty && inflight && undurable);
+  dirty_ = dirty;
+  inflight_ = inflight;
+  undurable_ = undurable;
+  total_words_ = total_words;
+  undurable_touched_.clear();
+  for (uint64_t w = 0; w < total_words_; ++w)
+    if (undurable_[w] != 0) undurable_touched_.push_back(w);  // from before a restart
+}
+
+void DirtyMap::Mark(uint64_t word_base, uint64_t first_block, uint64_t last_block) {
+  BR_CHECK(word_base + last_block / 64 < total_words_ && first_block <= last_block);
+  for (uint64_t b = first_block; b <= last_block; ++b)
+    __atomic_fetch_or(&dirty_[word_base + b / 64], uint64_t{1} << (b % 64), __ATOMIC_ACQ_REL);
+}
+
+std::vector<Extent> DirtyMap::Take(uint64_t word_base, uint64_t words, uint64_t volume_bytes, bool with_inflight) {
+  BR_CHECK(word_base + words <= total_words_);
+  std::vector<Extent> runs;
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t w = 0; w < words; ++w) {
+    const uint64_t i = word_base + w;
+    uint64_t seen = __atomic_load_n(&dirty_[i], __ATOMIC_ACQUIRE);
+    // Copy to inflight (and undurable) first, then clear only what was copied: a bit is never in
+    // neither map.
+    while (seen != 0) {
+      inflight_[i] |= seen;
+      if ((undurable_[i] | seen) != undurable_[i]) {
+        if (undurable_[i] == 0) undurable_touched_.push_back(i);
+        undurable_[i] |= seen;
+      }
+      if (__atomic_compare_exchange_n(&dirty_[i], &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+    }
+    // Blocks read again for a new point (or a new try at one) are undurable again, whatever an
+    // earlier catch-up said: that catch-up was about records of a point the staging may since
+    // have lost (a staging restart drops an open point), and the new reads are not durable yet.
+    if (with_inflight && (undurable_[i] | inflight_[i]) != undurable_[i]) {
+      if (undurable_[i] == 0) undurable_touched_.push_back(i);
+      undurable_[i] |= inflight_[i];
+    }
+    AppendRuns(with_inflight ? inflight_[i] : seen, w, &in_run, &run_start, &runs);
+  }
+  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
+  TrimToVolume(volume_bytes, &runs);
+  return runs;
+}
+
+std::vector<Extent> DirtyMap::Undurable(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const {
+  BR_CHECK(word_base + words <= total_words_);
+  std::vector<Extent> runs;
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t w = 0; w < words; ++w) AppendRuns(undurable_[word_base + w], w, &in_run, &run_start, &runs);
+  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
+  TrimToVolume(volume_bytes, &runs);
+  return runs;
+}
+
+void DirtyMap::CaughtUp() {
+  for (uint64_t w : undurable_touched_) undurable_[w] = 0;
+  undurable_touched_.clear();
+}
+
+void DirtyMap::Synced() {
+  std::memset(inflight_, 0, total_words_ * 8);
+  std::memset(undurable_, 0, total_words_ * 8);  // every record of the point is durable
+  undurable_touched_.clear();
+}
+
+void DirtyMap::Clear() {
+  for (uint64_t i = 0; i < total_words_; ++i) __atomic_store_n(&dirty_[i], 0, __ATOMIC_RELEASE);
+  Synced();
+}
+
+}  // namespace blockrep
