@@ -151,7 +151,7 @@ void Agent::StartResume(uint64_t last_point) {
 Status Agent::StartPoint(uint64_t last_point) {
   point_.id = chain_.NextPointId(last_point);  // never an id acknowledged before
   point_.acked = false;
-  point_.phase = PointPhase::kIdle;
+  SetPhase(PointPhase::kIdle);
   reads_->set_point(point_.id);
   // The link is this agent's history: the newest point it saw acknowledged, which after a
   // rollback is newer than the chain's head (the points between are lost; this one supersedes
@@ -412,7 +412,7 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
 Status Agent::Session(const Signals& sig, bool once) {
   status_.ForgetBatches();
   point_.acked = false;
-  point_.phase = PointPhase::kIdle;
+  SetPhase(PointPhase::kIdle);
   BR_RETURN_IF_ERROR(link_->Connect());
   wire::Hello h;
   h.server_id = opts_.server_id;

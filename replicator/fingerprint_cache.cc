@@ -1,8 +1,5 @@
 #include "fingerprint_cache.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -27,19 +24,19 @@ uint64_t BlockCount(uint64_t volume_bytes) { return (volume_bytes + kFingerprint
 }  // namespace
 
 Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps) {
+                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps,
+                            Env* env) {
   if (fps.size() != volume_bytes.size()) return Internal("fingerprint cache: volume count differs");
   for (size_t v = 0; v < fps.size(); ++v)
     if (fps[v].size() != BlockCount(volume_bytes[v]))
       return Internal("fingerprint cache: volume " + std::to_string(v) + " has the wrong block count");
   std::string path = CachePath(state_dir), tmp = path + ".tmp";
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd.valid()) return ErrnoStatus("create " + tmp, errno);
+  BR_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->Open(tmp, OpenMode::kCreateTruncate));
   Checksum64Stream sum;
   Bytes chunk;
   auto flush = [&]() -> Status {
     sum.Update(chunk);
-    Status st = WriteAll(fd.get(), chunk).Annotate(tmp);
+    Status st = file->Append(chunk).Annotate(tmp);
     chunk.clear();
     return st;
   };
@@ -56,24 +53,25 @@ Status SaveFingerprintCache(const std::string& state_dir, const std::string& ser
     }
   BR_RETURN_IF_ERROR(flush());
   w.U64(sum.Digest());
-  BR_RETURN_IF_ERROR(WriteAll(fd.get(), chunk).Annotate(tmp));
-  if (fsync(fd.get()) != 0) return ErrnoStatus("fsync " + tmp, errno);
-  fd.Reset();
-  if (rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + tmp, errno);
-  return FsyncDir(state_dir);
+  BR_RETURN_IF_ERROR(file->Append(chunk).Annotate(tmp));
+  BR_RETURN_IF_ERROR(file->Sync());
+  file.reset();
+  BR_RETURN_IF_ERROR(env->Rename(tmp, path));
+  return env->SyncDir(state_dir);
 }
 
 std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
                                                                        const std::string& server_id, uint64_t point_id,
                                                                        const std::vector<uint64_t>& volume_bytes,
-                                                                       std::string* why) {
+                                                                       std::string* why, Env* env) {
   why->clear();
   std::string path = CachePath(state_dir);
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno != ENOENT) *why = ErrnoStatus("open " + path, errno).message();
+  auto opened = env->Open(path, OpenMode::kRead);
+  if (!opened.ok()) {
+    if (opened.status().code() != Code::kNotFound) *why = opened.status().message();
     return std::nullopt;
   }
+  std::unique_ptr<File> file = std::move(opened).value();
   // The file is read front to back in chunks; everything but the last 8 bytes is checksummed.
   Checksum64Stream sum;
   Bytes buf;
@@ -88,7 +86,7 @@ std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std
     pos = 0;
     size_t have = buf.size();
     buf.resize(have + std::max(n, kChunkBytes));
-    Result<size_t> got = PreadUpTo(fd.get(), file_offset, buf.data() + have, buf.size() - have);
+    Result<size_t> got = file->ReadAt(file_offset, buf.data() + have, buf.size() - have);
     if (!got.ok()) {
       *why = path + ": " + got.status().message();
       failed = true;

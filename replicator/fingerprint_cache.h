@@ -19,19 +19,21 @@
 #include <string>
 #include <vector>
 
+#include "blockrep/base/env.h"
 #include "blockrep/base/status.h"
 
 namespace blockrep::agent {
 
 // Writes the cache atomically (temporary file, rename).
 Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps);
+                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps,
+                            Env* env = Env::Default());
 
 // The cached fingerprints if the file exists, is whole, and is of `point_id` of this server with
 // these volume sizes; nullopt otherwise, with `why` saying why not (empty when there is no file).
 std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
                                                                        const std::string& server_id, uint64_t point_id,
                                                                        const std::vector<uint64_t>& volume_bytes,
-                                                                       std::string* why);
+                                                                       std::string* why, Env* env = Env::Default());
 
 }  // namespace blockrep::agent

@@ -12,6 +12,7 @@
 #include "scenarios.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -67,6 +68,10 @@ class Replication {
     cut_per_mille_ = kCutRates[rng_() % 4];
     restart_per_mille_ = kRestartRates[rng_() % 3];
     if (rng_() % 2) env_.PowerLossAtOp(20 + rng_() % 600);
+    if (rng_() % 4 == 0) {
+      full_from_ = 1 + rng_() % kStepsMax;
+      full_steps_ = 1 + rng_() % 100;
+    }
     env_.set_tear(rng_() % 4 != 0);
     Status st = Setup();
     for (int step = 0; st.ok() && step < kStepsMax; ++step) st = Step();
@@ -143,7 +148,10 @@ class Replication {
     if (!open_) return Status::Ok();
     if (pack_.batch_bytes() > 0) {
       store::PackAppender::Done d = pack_.CommitBlocking();
-      if (d == store::PackAppender::Done::kFailed) return IoError("pack commit failed");
+      if (d == store::PackAppender::Done::kFailed) {
+        std::string why = "pack commit failed: " + std::string(std::strerror(pack_.error()));
+        return pack_.error() == ENOSPC ? NoSpace(why) : IoError(why);
+      }
       uint64_t durable = pack_.durable_seq();
       for (auto it = open_->by_seq.begin(); it != open_->by_seq.end() && it->first <= durable;)
         it = open_->by_seq.erase(it);
@@ -162,6 +170,33 @@ class Replication {
           " extents)");
       to_agent_point_ack_ = open_->id;
       open_.reset();
+      BR_RETURN_IF_ERROR(Housekeeping());
+    }
+    return Status::Ok();
+  }
+
+  // Retention and compaction, as the staging runs them between points: an older point may expire
+  // (never the newest: the next point's base), and packs mostly garbage are rewritten — never the
+  // pack being appended, nor those a kept point's records are in.
+  Status Housekeeping() {
+    const auto& points = store_->manifest().points;
+    if (points.size() >= 3 && rng_() % 4 == 0) {
+      uint64_t victim = points[rng_() % (points.size() - 1)].id;
+      expired_.insert(victim);  // from the moment its manifest commit may have happened
+      BR_RETURN_IF_ERROR(store_->ExpirePoints({victim}));
+      Log("staging: point " + std::to_string(victim) + " expired");
+    }
+    if (rng_() % 4 == 0) {
+      store::ServerStore::CompactionOptions opts;
+      opts.garbage_share_min = 0.05 * static_cast<double>(1 + rng_() % 10);
+      if (pack_.open()) opts.pinned_packs.push_back(pack_.pack_id());
+      if (kept_)
+        for (const store::NewExtent& x : kept_->extents) opts.pinned_packs.push_back(x.entry.pack);
+      opts.merge_small_packs = rng_() % 2 == 0;
+      BR_ASSIGN_OR_RETURN(auto stats, store_->Compact(opts));
+      if (stats.packs_rewritten + stats.packs_deleted > 0)
+        Log("staging: compaction rewrote " + std::to_string(stats.packs_rewritten) + " pack(s), deleted " +
+            std::to_string(stats.packs_deleted));
     }
     return Status::Ok();
   }
@@ -272,7 +307,17 @@ class Replication {
   // --- the scheduler -------------------------------------------------------------------------
 
   Status Step() {
+    if (full_from_ != 0 && step_ == full_from_) env_.SetCapacity(env_.used_bytes() + rng_() % (64 * kBlockBytes));
+    if (full_from_ != 0 && step_ == full_from_ + full_steps_) env_.SetCapacity(UINT64_MAX);  // space freed
+    ++step_;
     Status st = Schedule();
+    if (!st.ok() && st.code() == Code::kNoSpace && env_.powered()) {
+      // The staging refuses the session and keeps nothing it could not make durable; the agent
+      // backs off (STALLED) and comes back, keeping its dirty state.
+      Log("staging full: " + st.ToString());
+      Cut();
+      return Status::Ok();
+    }
     if (st.ok() || env_.powered()) return st;
     // The staging lost power: it restarts on what its store durably holds.
     Log("staging power lost: " + st.ToString());
@@ -359,7 +404,7 @@ class Replication {
       }
     }
     for (uint64_t id : acked_points_)
-      if (listed.count(id) == 0) return "acknowledged point " + std::to_string(id) + " is gone";
+      if (listed.count(id) == 0 && expired_.count(id) == 0) return "acknowledged point " + std::to_string(id) + " is gone";
     return "";
   }
 
@@ -368,6 +413,7 @@ class Replication {
   FaultEnv env_;
   bool verbose_;
   uint64_t cut_per_mille_ = 0, restart_per_mille_ = 0;  // per step
+  uint64_t step_ = 0, full_from_ = 0, full_steps_ = 0;  // the disk is full for steps [from, from + steps)
   DataKey key_ = SimKey();
   std::unique_ptr<RecordSealer> sealer_ = std::move(RecordSealer::Create(key_, kServer)).value();
   BlockFingerprinter fingerprinter_ = std::move(BlockFingerprinter::Create(key_)).value();
@@ -404,6 +450,7 @@ class Replication {
   // The oracle's record.
   std::map<uint64_t, Bytes> expected_;  // point id -> the volume at its last take
   std::set<uint64_t> acked_points_;
+  std::set<uint64_t> expired_;  // by retention (or being expired when a fault came)
 };
 
 }  // namespace
