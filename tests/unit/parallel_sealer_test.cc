@@ -19,8 +19,8 @@ TEST(ParallelSealer, EveryRecordOpensToItsExtentAndNoNonceRepeats) {
   RecordOpener opener(FilledKey(3), "web1");
   Bytes data = RandomBytes(16 * 65536, 11);
   for (size_t i = 0; i < data.size() / 2; ++i) data[i] = static_cast<uint8_t>(i % 7);  // half compressible
-  std::set<std::pair<std::vector<uint8_t>, uint64_t>> nonces;
-  std::set<std::vector<uint8_t>> sessions;
+  std::set<std::pair<SessionId, uint64_t>> nonces;
+  std::set<SessionId> sessions;
   std::vector<SealJob> jobs(16);
   for (uint64_t batch = 0; batch < 50; ++batch) {
     size_t count = 1 + batch % jobs.size();  // 1..16 jobs: alone and shared
@@ -40,9 +40,8 @@ TEST(ParallelSealer, EveryRecordOpensToItsExtentAndNoNonceRepeats) {
       EXPECT_EQ(h.point_id, 9u);
       ASSERT_EQ(plain.size(), 65536u);
       EXPECT_TRUE(std::equal(plain.begin(), plain.end(), data.begin() + j * 65536)) << "batch " << batch << " job " << j;
-      std::vector<uint8_t> session(h.session.begin(), h.session.end());
-      sessions.insert(session);
-      EXPECT_TRUE(nonces.emplace(session, h.counter).second) << "nonce reused: batch " << batch << " job " << j;
+      sessions.insert(h.session);
+      EXPECT_TRUE(nonces.emplace(h.session, h.counter).second) << "nonce reused: batch " << batch << " job " << j;
     }
   }
   EXPECT_EQ(sessions.size(), 2u);
