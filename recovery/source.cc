@@ -16,6 +16,7 @@
 #include "blockrep/base/cli.h"
 #include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
+#include "blockrep/net/tcp.h"
 #include "blockrep/net/uring.h"
 #include "blockrep/net/wire.h"
 #include "restore.h"
@@ -299,19 +300,7 @@ class RemoteSource : public PointSource {
   RemoteSource(SourceSpec spec, std::vector<uint64_t> key_ids) : spec_(std::move(spec)), key_ids_(std::move(key_ids)) {}
 
   Status Open() {
-    int fd = socket(hp_.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return ErrnoStatus("socket", errno);
-    UniqueFd owned(fd);
-    timeval tv{10, 0};
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)  // bounds connect()
-      return ErrnoStatus("setsockopt SO_SNDTIMEO", errno);
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&hp_.addr), hp_.addr_len) != 0) {
-      Status st = ErrnoStatus("cannot connect to staging " + spec_.staging, errno == EINPROGRESS ? ETIMEDOUT : errno);
-      return Status(st.code(), st.message() + " (is blockrep-staging running there? check --staging)");
-    }
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
-      return ErrnoStatus("setsockopt TCP_NODELAY", errno);
+    BR_ASSIGN_OR_RETURN(UniqueFd owned, ConnectToStaging(hp_, spec_.staging));
     BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_ctx_.get(), hp_.host));
     ch_ = std::make_unique<Channel>(ring_.get(), owned.Release(), std::move(tls), kChannelId, kInboxBytesMax);
     last_heard_ns_ = MonotonicNs();

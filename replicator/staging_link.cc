@@ -1,11 +1,7 @@
 #include "staging_link.h"
 
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
-#include <cerrno>
-
 #include "blockrep/base/fs.h"
+#include "blockrep/net/tcp.h"
 #include "blockrep/base/cli.h"
 
 namespace blockrep::agent {
@@ -23,23 +19,8 @@ Status StagingLink::Connect() {
   peer_error_.reset();
   refused_retryable_ = false;
   window_.Reset();
-  const HostPort& hp = staging_;
-  std::string where = hp.host + ":" + std::to_string(hp.port);
-  int fd = socket(hp.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus("socket", errno);
-  UniqueFd owned(fd);
-  timeval tv{10, 0};
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)  // bounds connect()
-    return ErrnoStatus("setsockopt SO_SNDTIMEO", errno);
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&hp.addr), hp.addr_len) != 0) {
-    int err = errno;
-    Status st = ErrnoStatus("cannot connect to staging " + where, err == EINPROGRESS ? ETIMEDOUT : err);
-    return Status(st.code(), st.message() + " (is blockrep-staging running there? check --staging)");
-  }
-  int one = 1;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
-    return ErrnoStatus("setsockopt TCP_NODELAY", errno);
-  BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), hp.host));
+  BR_ASSIGN_OR_RETURN(UniqueFd owned, ConnectToStaging(staging_, staging_.host + ":" + std::to_string(staging_.port)));
+  BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), staging_.host));
   ch_ = std::make_unique<Channel>(ring_, owned.Release(), std::move(tls), kChannelId, kInboxBytesMax);
   ch_->ReserveSend(send_reserve_);
   return Status::Ok();

@@ -28,6 +28,7 @@
 #include "blockrep/store/store.h"
 #include "blockrep/tracking/dirty_map.h"
 #include "fault_env.h"
+#include "oracle.h"
 
 namespace blockrep::sim {
 namespace {
@@ -84,9 +85,7 @@ class Replication {
   }
 
  private:
-  void Log(const std::string& line) {
-    if (verbose_) std::fprintf(stderr, "seed %llu: %s\n", static_cast<unsigned long long>(seed_), line.c_str());
-  }
+  void Log(const std::string& line) { Trace(verbose_, seed_, line); }
 
   // --- the staging ---------------------------------------------------------------------------
 
@@ -370,42 +369,10 @@ class Replication {
   // --- the oracle ----------------------------------------------------------------------------
 
   std::string Check() {
-    auto opened = store::ServerStore::Open(kRoot, kServer, false, &env_);
-    if (!opened.ok()) {
-      if (acked_points_.empty() && opened.status().code() == Code::kNotFound) return "";
-      return "the store does not open after the power cut: " + opened.status().ToString();
-    }
-    auto& store = *opened;
-    std::set<uint64_t> listed;
-    RecordOpener opener(key_, kServer);
-    store::PackReader reader(store->dir(), &env_);
-    for (const store::PointInfo& p : store->manifest().points) {
-      listed.insert(p.id);
-      auto want = expected_.find(p.id);
-      if (want == expected_.end()) return "point " + std::to_string(p.id) + " is listed but never ended";
-      auto idx = store->LoadIndex(p);
-      if (!idx.ok()) return "listed point " + std::to_string(p.id) + ": " + idx.status().ToString();
-      Bytes image(kVolumeBytes, 0), rec, plain;
-      for (const store::IndexEntry& e : idx->entries) {
-        if (Status st = reader.Read(e, &rec); !st.ok())
-          return "listed point " + std::to_string(p.id) + " is partial: " + st.ToString();
-        RecordHeader h;
-        if (Status st = opener.Open(rec, &h, &plain); !st.ok())
-          return "listed point " + std::to_string(p.id) + ": a record does not authenticate: " + st.ToString();
-        std::copy_n(plain.begin() + e.offset_in_record, e.length, image.begin() + static_cast<ptrdiff_t>(e.offset));
-      }
-      if (image != want->second) {
-        uint64_t b = 0;
-        while (b < kBlocks && std::memcmp(image.data() + b * kBlockBytes, want->second.data() + b * kBlockBytes,
-                                          kBlockBytes) == 0)
-          ++b;
-        return "point " + std::to_string(p.id) + " restores to other bytes than the volume held at its last take "
-               "(first differing block " + std::to_string(b) + ")";
-      }
-    }
+    std::set<uint64_t> must;
     for (uint64_t id : acked_points_)
-      if (listed.count(id) == 0 && expired_.count(id) == 0) return "acknowledged point " + std::to_string(id) + " is gone";
-    return "";
+      if (expired_.count(id) == 0) must.insert(id);
+    return CheckStore(&env_, kRoot, kServer, key_, kVolumeBytes, expected_, must);
   }
 
   uint64_t seed_;

@@ -27,6 +27,7 @@
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/store.h"
 #include "fault_env.h"
+#include "oracle.h"
 #include "scenarios.h"
 
 namespace blockrep::sim {
@@ -69,18 +70,13 @@ class Scenario {
     Outcome out;
     out.ops = env_.ops();
     env_.Reboot();  // power is lost at the end whatever happened: only the durable state counts
-    std::string why = Check();
-    if (!why.empty()) {
-      out.ok = false;
-      out.why = why;
-    }
+    out.why = Check();
+    out.ok = out.why.empty();
     return out;
   }
 
  private:
-  void Log(const std::string& line) {
-    if (verbose_) std::fprintf(stderr, "seed %llu: %s\n", static_cast<unsigned long long>(seed_), line.c_str());
-  }
+  void Log(const std::string& line) { Trace(verbose_, seed_, line); }
 
   // The workload: points of random writes, committed one after another, with expiry and compaction.
   Status Work() {
@@ -171,43 +167,13 @@ class Scenario {
     return Status::Ok();
   }
 
-  // The oracle, on the store as the power cut left it.
+  // The oracle, on the store as the power cut left it: acknowledged points not expired must be
+  // listed.
   std::string Check() {
-    if (!env_.Exists(std::string(kRoot) + "/servers/" + kServer + "/MANIFEST")) {
-      if (!acked_.empty()) return "the store lost its manifest, with points acknowledged";
-      return "";
-    }
-    auto opened = store::ServerStore::Open(kRoot, kServer, false, &env_);
-    if (!opened.ok()) return "the store does not open after the power cut: " + opened.status().ToString();
-    auto& store = *opened;
-    if (Status st = store->RemoveOrphans(); !st.ok()) return "removing orphans failed: " + st.ToString();
-    std::set<uint64_t> listed;
-    RecordOpener opener(key_, kServer);
-    store::PackReader reader(store->dir(), &env_);
-    for (const store::PointInfo& p : store->manifest().points) {
-      listed.insert(p.id);
-      auto want = expected_.find(p.id);
-      if (want == expected_.end()) return "point " + std::to_string(p.id) + " is listed but was never written";
-      auto idx = store->LoadIndex(p);
-      if (!idx.ok()) return "listed point " + std::to_string(p.id) + " has no readable index: " + idx.status().ToString();
-      Bytes image(kVolumeBytes, 0);
-      Bytes rec, plain;
-      for (const store::IndexEntry& e : idx->entries) {
-        if (Status st = reader.Read(e, &rec); !st.ok())
-          return "listed point " + std::to_string(p.id) + " is partial: " + st.ToString();
-        RecordHeader h;
-        if (Status st = opener.Open(rec, &h, &plain); !st.ok())
-          return "listed point " + std::to_string(p.id) + ": a record does not authenticate: " + st.ToString();
-        if (e.offset_in_record + e.length > plain.size() || e.offset + e.length > kVolumeBytes)
-          return "listed point " + std::to_string(p.id) + ": an index entry points outside its record";
-        std::copy_n(plain.begin() + e.offset_in_record, e.length, image.begin() + static_cast<ptrdiff_t>(e.offset));
-      }
-      if (image != want->second) return "point " + std::to_string(p.id) + " restores to other bytes than were written";
-    }
+    std::set<uint64_t> must;
     for (uint64_t id : acked_)
-      if (listed.count(id) == 0 && maybe_gone_.count(id) == 0)
-        return "acknowledged point " + std::to_string(id) + " is gone after the power cut";
-    return "";
+      if (maybe_gone_.count(id) == 0) must.insert(id);
+    return CheckStore(&env_, kRoot, kServer, key_, kVolumeBytes, expected_, must);
   }
 
   uint64_t seed_;
