@@ -194,6 +194,9 @@ Status Agent::StartPoint(uint64_t last_point) {
     }
     reads_->SetWholeVolumes(plan.mode == PointMode::kFull ? ReadMode::kSweep : ReadMode::kRescan);
   } else {
+    // Every block since the last acknowledged point is read again, and is undurable until its
+    // new record is acknowledged (a staging restart may have dropped the point that held it).
+    tracker_.tracker->MarkInflightUndurable();
     PollTracker(true, false);
   }
   wire::BeginPoint b;

@@ -67,13 +67,6 @@ std::vector<Extent> DirtyMap::Take(uint64_t word_base, uint64_t words, uint64_t 
       }
       if (__atomic_compare_exchange_n(&dirty_[i], &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
     }
-    // Blocks read again for a new point (or a new try at one) are undurable again, whatever an
-    // earlier catch-up said: that catch-up was about records of a point the staging may since
-    // have lost (a staging restart drops an open point), and the new reads are not durable yet.
-    if (with_inflight && (undurable_[i] | inflight_[i]) != undurable_[i]) {
-      if (undurable_[i] == 0) undurable_touched_.push_back(i);
-      undurable_[i] |= inflight_[i];
-    }
     AppendRuns(with_inflight ? inflight_[i] : seen, w, &in_run, &run_start, &runs);
   }
   if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
@@ -90,6 +83,14 @@ std::vector<Extent> DirtyMap::Undurable(uint64_t word_base, uint64_t words, uint
   if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
   TrimToVolume(volume_bytes, &runs);
   return runs;
+}
+
+void DirtyMap::InflightUndurable() {
+  for (uint64_t i = 0; i < total_words_; ++i) {
+    if ((undurable_[i] | inflight_[i]) == undurable_[i]) continue;
+    if (undurable_[i] == 0) undurable_touched_.push_back(i);
+    undurable_[i] |= inflight_[i];
+  }
 }
 
 void DirtyMap::CaughtUp() {

@@ -444,6 +444,8 @@ std::vector<Extent> EbpfTracker::UndurableRuns(size_t v) const {
 
 void EbpfTracker::MarkCaughtUp() { impl_->map.CaughtUp(); }
 
+void EbpfTracker::MarkInflightUndurable() { impl_->map.InflightUndurable(); }
+
 void EbpfTracker::ClearDirty() {
   Impl& im = *impl_;
   // The full read that follows covers whatever the skipped runs would have marked.

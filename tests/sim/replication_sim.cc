@@ -235,6 +235,7 @@ class Replication {
       work_.assign(runs.begin(), runs.end());
     } else if (last != 0 && (synced_ == last || synced_ + 1 == last)) {
       base_ = last;
+      map_.InflightUndurable();  // read again: undurable until acknowledged again (agent.cc, StartPoint)
       auto runs = map_.Take(0, kWords, kVolumeBytes, true);  // dirty and inflight: all since synced
       work_.assign(runs.begin(), runs.end());
     } else {

@@ -64,6 +64,19 @@ TEST_F(DirtyMapTest, RewrittenBlockIsUndurableAgain) {
   EXPECT_EQ(Runs(map_.Undurable(0, kWords, kVolume)).size(), 1u);
 }
 
+// A new point reads inflight blocks again: undurable again after an earlier catch-up; a take
+// with inflight alone (a resume re-reading for its seal) leaves them as they were.
+TEST_F(DirtyMapTest, InflightUndurableAgainForANewPoint) {
+  map_.Mark(0, 20, 21);
+  map_.Take(0, kWords, kVolume, false);
+  map_.CaughtUp();
+  map_.Take(0, kWords, kVolume, true);
+  EXPECT_TRUE(map_.Undurable(0, kWords, kVolume).empty()) << "a take does not make old blocks undurable";
+  map_.InflightUndurable();
+  EXPECT_EQ(Runs(map_.Undurable(0, kWords, kVolume)),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{20, 2 * kBlockBytes}}));
+}
+
 // A new attachment (an agent restarted on the pinned maps) still forgets old undurable bits on
 // its first catch-up.
 TEST_F(DirtyMapTest, UndurableFromBeforeARestartIsForgottenOnCatchUp) {

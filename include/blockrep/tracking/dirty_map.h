@@ -33,11 +33,14 @@ class DirtyMap {
   // Takes the dirty bits of one volume (words [word_base, word_base + words)): each word is
   // copied into inflight and undurable, then cleared if unchanged since (a write completing
   // meanwhile keeps its bit). Returns the runs to read as byte extents of a volume of
-  // `volume_bytes`: the bits just taken, or with `with_inflight` every inflight bit — which are
-  // then all undurable again (they are about to be read for a new point).
+  // `volume_bytes`: the bits just taken, or with `with_inflight` every inflight bit.
   std::vector<Extent> Take(uint64_t word_base, uint64_t words, uint64_t volume_bytes, bool with_inflight);
   // The undurable blocks of one volume, taking nothing.
   std::vector<Extent> Undurable(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const;
+  // A new point (or a new try at one, after the staging dropped the last) reads every inflight
+  // block again: they are all undurable again, whatever an earlier catch-up said — it spoke of
+  // records of a point the staging no longer holds. (Not for a resume: the staging kept those.)
+  void InflightUndurable();
   // Every block taken so far was read, sent and acknowledged durable: undurable is empty.
   void CaughtUp();
   // The point is acknowledged: inflight and undurable are empty.

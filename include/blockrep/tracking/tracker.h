@@ -65,6 +65,8 @@ class EbpfTracker {
   std::vector<Extent> UndurableRuns(size_t v) const;
   // Everything taken so far has been read, sent and durably acknowledged.
   void MarkCaughtUp();
+  // A new point reads every inflight block again (DirtyMap::InflightUndurable).
+  void MarkInflightUndurable();
   // Before a full read: forgets what is dirty (the read covers it) — bits set from now on count.
   void ClearDirty();
   // The staging durably holds `point_id`: inflight bits are no longer needed.
