@@ -96,14 +96,12 @@ class Replication {
 
   // (Re)starts the staging on what the store holds: its memory (open point, kept records) is gone.
   Status StagingStart() {
-    staging_up_ = false;
     pack_.Close();
     store_.reset();
     open_.reset();
     kept_.reset();
     BR_ASSIGN_OR_RETURN(store_, store::ServerStore::Open(kRoot, kServer, true, &env_));
     BR_RETURN_IF_ERROR(store_->RemoveOrphans());
-    staging_up_ = true;
     return Status::Ok();
   }
 
@@ -223,7 +221,6 @@ class Replication {
     const bool resume = kept_ && kept_->id == last + 1 && kept_->base == last && last != 0 && synced_ == last;
     point_ = last + 1;
     sent_.clear();
-    acked_seq_ = 0;
     next_seq_ = 1;
     to_agent_acks_.clear();
     to_agent_point_ack_.reset();
@@ -398,12 +395,11 @@ class Replication {
   bool full_ = false, sweeping_ = true, final_taken_ = false, end_sent_ = false;
   std::deque<Extent> work_;
   std::deque<uint64_t> sent_;  // sequence numbers not yet acknowledged
-  uint64_t next_seq_ = 1, acked_seq_ = 0;
+  uint64_t next_seq_ = 1;
   std::vector<uint64_t> to_agent_acks_;
   std::optional<uint64_t> to_agent_point_ack_;
 
   // The staging.
-  bool staging_up_ = false;
   std::unique_ptr<store::ServerStore> store_;
   store::PackAppender pack_;
   uint64_t pack_seq_ = 0;

@@ -45,17 +45,11 @@ DataKey SimKey() {
   return k;
 }
 
-struct Outcome {
-  bool ok = true;
-  std::string why;
-  uint64_t ops = 0;
-};
-
 class Scenario {
  public:
   Scenario(uint64_t seed, bool verbose) : seed_(seed), rng_(seed), env_(seed ^ 0x5eed), verbose_(verbose) {}
 
-  Outcome Run() {
+  SimOutcome Run() {
     // The fault: power lost at a random I/O, an operation failed, or a small disk; sometimes none.
     switch (rng_() % 8) {
       case 0: break;  // no fault until the end: the power is still lost then
@@ -67,7 +61,7 @@ class Scenario {
     Status st = Work();
     Log("workload stopped: " + (st.ok() ? std::string("finished") : st.ToString()) + " after " +
         std::to_string(env_.ops()) + " I/O operations");
-    Outcome out;
+    SimOutcome out;
     out.ops = env_.ops();
     env_.Reboot();  // power is lost at the end whatever happened: only the durable state counts
     out.why = Check();
@@ -189,8 +183,7 @@ class Scenario {
 }  // namespace
 
 SimOutcome RunStoreScenario(uint64_t seed, bool verbose) {
-  Outcome o = Scenario(seed, verbose).Run();
-  return SimOutcome{o.ok, o.why, o.ops};
+  return Scenario(seed, verbose).Run();
 }
 
 }  // namespace blockrep::sim
