@@ -60,8 +60,8 @@ Status Agent::Prepare() {
   seal_.fingerprinter = fp;
   BR_ASSIGN_OR_RETURN(seal_.keys, SealKeys::Create(keys_.current, opts_.server_id));
   seal_.point = std::make_unique<PointSeal>(seal_.keys.get());
-  BR_ASSIGN_OR_RETURN(ring_, Ring::Create(64));
-  link_ = std::make_unique<StagingLink>(ring_.get(), opts_.staging, kUnsentBytesMax + kReadBytes);
+  BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(64) : Ring::Create(64));
+  link_ = std::make_unique<StagingLink>(ring_.get(), opts_.staging, kUnsentBytesMax + kReadBytes, opts_.connect);
   BR_RETURN_IF_ERROR(link_->Init(opts_.tls));
   reads_ = std::make_unique<ReadPipeline>(
       ReadPipeline::Deps{.ring = ring_.get(), .volumes = &volumes_, .fingerprinter = &*seal_.fingerprinter,
@@ -572,7 +572,7 @@ void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, Backoff* 
                ? "staging full: " + why.message()
                : why.message());
   Log(kProg, "reconnecting in " + std::to_string(wait_ms) + " ms");
-  for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) usleep(50000);
+  for (uint64_t waited = 0; waited < wait_ms && !*sig.term; waited += 50) SleepNs(50000000);
 }
 
 void Agent::Teardown() {

@@ -57,6 +57,10 @@ struct Options {
   uint64_t rpo_target_ns = 30ull * 1000000000ull;       // warn before lag would pass this
   uint64_t bandwidth_bps = 0;                           // 0: unlimited
   std::string pre_hook, post_hook;                      // run around each point's freeze
+  // Seams of the deterministic simulation (tests/sim/): the ring, and the connection's socket.
+  // Unset: io_uring, and a TCP connect to `staging`.
+  RingFactory make_ring;
+  StagingLink::Connector connect;
 };
 
 struct SyncSummary : ReadCounters {

@@ -6,8 +6,8 @@
 
 namespace blockrep::agent {
 
-StagingLink::StagingLink(Ring* ring, HostPort staging, size_t send_reserve)
-    : ring_(ring), staging_(std::move(staging)), send_reserve_(send_reserve) {}
+StagingLink::StagingLink(Ring* ring, HostPort staging, size_t send_reserve, Connector connect)
+    : ring_(ring), staging_(std::move(staging)), connect_(std::move(connect)), send_reserve_(send_reserve) {}
 
 Status StagingLink::Init(const TlsFiles& tls) {
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(tls, false));
@@ -19,7 +19,8 @@ Status StagingLink::Connect() {
   peer_error_.reset();
   refused_retryable_ = false;
   window_.Reset();
-  BR_ASSIGN_OR_RETURN(UniqueFd owned, ConnectToStaging(staging_, staging_.host + ":" + std::to_string(staging_.port)));
+  std::string where = staging_.host + ":" + std::to_string(staging_.port);
+  BR_ASSIGN_OR_RETURN(UniqueFd owned, connect_ ? connect_() : ConnectToStaging(staging_, where));
   BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), staging_.host));
   ch_ = std::make_unique<Channel>(ring_, owned.Release(), std::move(tls), kChannelId, kInboxBytesMax);
   ch_->ReserveSend(send_reserve_);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 
+#include "blockrep/base/fs.h"
 #include "blockrep/net/channel.h"
 #include "blockrep/base/cli.h"
 #include "blockrep/net/tls.h"
@@ -25,8 +26,10 @@ class StagingLink {
   static constexpr uint64_t kChannelId = 1;             // io_uring user-data id of the channel
   static constexpr size_t kInboxBytesMax = 1u << 20;  // the staging sends small frames only
 
+  // Makes the connection's socket: a TCP connect to the staging unless a test replaces it.
+  using Connector = std::function<Result<UniqueFd>()>;
   // `send_reserve`: bytes of send buffer to keep (the most the agent queues at once).
-  StagingLink(Ring* ring, HostPort staging, size_t send_reserve);
+  StagingLink(Ring* ring, HostPort staging, size_t send_reserve, Connector connect = nullptr);
   Status Init(const TlsFiles& tls);
 
   // A new connection: TCP connected, the TLS session set up, the session's state forgotten.
@@ -64,6 +67,7 @@ class StagingLink {
  private:
   Ring* ring_;
   HostPort staging_;
+  Connector connect_;
   size_t send_reserve_;
   std::unique_ptr<TlsContext> tls_;
   std::unique_ptr<Channel> ch_;

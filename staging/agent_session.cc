@@ -115,7 +115,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
     return Status::Ok();
   }
   if (!st.store) {
-    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, true);
+    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, true, opts_.env);
     if (!opened.ok()) {
       servers_.erase(h.server_id);
       FailStore(s, opened.status());

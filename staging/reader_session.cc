@@ -23,7 +23,7 @@ Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
   auto it = servers_.find(h.server_id);
   if (it == servers_.end() || !it->second.store) {
     // Never creates anything for a reader: a server without a chain here has nothing to read.
-    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, false);
+    auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, false, opts_.env);
     if (!opened.ok()) {
       Fail(s, wire::ErrorCode::kBadPoint,
            NotFound("server '" + h.server_id + "' has no recovery points on this staging"));
@@ -45,7 +45,7 @@ Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
   }
   s.reader = true;
   Admit(s, st, h);
-  s.read_packs = std::make_unique<store::PackReader>(st.store->dir());
+  s.read_packs = std::make_unique<store::PackReader>(st.store->dir(), st.store->env());
   Log(kProg, "session " + std::to_string(s.id) + ": reader of server '" + s.server_id + "' connected from " + s.peer);
   wire::HelloOk ok;
   ok.last_point_id = st.store->manifest().last_point_id();

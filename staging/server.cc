@@ -22,22 +22,33 @@
 
 namespace blockrep::staging {
 
-Server::Server(Options opts) : opts_(std::move(opts)) {}
+Server::Server(Options opts) : opts_(std::move(opts)) {
+  if (opts_.listen_fd >= 0) listen_fd_ = UniqueFd(opts_.listen_fd);  // ours from now on, whatever Start says
+}
 Server::~Server() = default;
 
 Status Server::Start() {
-  BR_RETURN_IF_ERROR(store::InitStoreRoot(opts_.store_dir, true));
-  std::string lock_path = opts_.store_dir + "/LOCK";
-  lock_fd_ = UniqueFd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd_.valid()) return ErrnoStatus("open " + lock_path, errno);
-  if (flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
-    return Unavailable("store " + opts_.store_dir +
-                       " is in use by another blockrep-staging (stop it, or use another --store)");
+  BR_RETURN_IF_ERROR(store::InitStoreRoot(opts_.store_dir, true, opts_.env));
+  if (opts_.env == Env::Default()) {  // another Env (the simulation's, in memory) has no other process to keep out
+    std::string lock_path = opts_.store_dir + "/LOCK";
+    lock_fd_ = UniqueFd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock_fd_.valid()) return ErrnoStatus("open " + lock_path, errno);
+    if (flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
+      return Unavailable("store " + opts_.store_dir +
+                         " is in use by another blockrep-staging (stop it, or use another --store)");
+  }
   // TLS files first: a mistake there is reported before the store is touched (retention runs below).
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
-  BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir));
+  BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir, opts_.env));
   for (const std::string& id : servers) {
-    auto st = store::ServerStore::Open(opts_.store_dir, id, false);
+    auto st = store::ServerStore::Open(opts_.store_dir, id, false, opts_.env);
+    if (!st.ok() && st.status().code() == Code::kNotFound) {
+      // A crash cut the server's first HELLO short, before its empty manifest was written: it has
+      // never had a point. Its agent's next HELLO completes the directory.
+      Log(kProg, "server '" + id + "': its store was being created when the staging stopped (no MANIFEST yet); "
+                 "it is completed at its agent's next HELLO");
+      continue;
+    }
     if (!st.ok()) return st.status().Annotate("cannot open the store of server '" + id + "'");
     BR_RETURN_IF_ERROR((*st)->RemoveOrphans());
     ServerState& state = servers_[id];
@@ -46,23 +57,25 @@ Status Server::Start() {
     ApplyRetention(id, state, true);
     SetPackUsage(state, CountPacks(*state.store));
   }
-  BR_ASSIGN_OR_RETURN(ring_, Ring::Create(1024));
+  BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(1024) : Ring::Create(1024));
   BR_ASSIGN_OR_RETURN(worker_, StoreWorker::Create(opts_.store_threads));
   BR_RETURN_IF_ERROR(PostWake());
 
-  int fd = socket(opts_.listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus("socket", errno);
-  listen_fd_ = UniqueFd(fd);
-  int one = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) return ErrnoStatus("setsockopt SO_REUSEADDR", errno);
-  if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
-    return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
-  if (listen(fd, 1024) != 0) return ErrnoStatus("listen", errno);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof(bound);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-  bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (opts_.listen_fd < 0) {
+    int fd = socket(opts_.listen.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return ErrnoStatus("socket", errno);
+    listen_fd_ = UniqueFd(fd);
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) return ErrnoStatus("setsockopt SO_REUSEADDR", errno);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
+      return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
+    if (listen(fd, 1024) != 0) return ErrnoStatus("listen", errno);
+    sockaddr_storage bound{};
+    socklen_t len = sizeof(bound);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                    : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  }
   Log(kProg, "listening on " + opts_.listen.host + ":" + std::to_string(bound_port_) + ", store " +
                  opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
                  opts_.retention.ToString());
@@ -174,7 +187,8 @@ void Server::OnAccept(int res) {
   }
   MakePreAuthRoom(host);
   int one = 1;
-  if (setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+  bool tcp = peer.ss_family == AF_INET || peer.ss_family == AF_INET6;  // else the simulation's Unix socket
+  if (tcp && setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
     Log(kProg, "connection from " + std::string(host) + " closed: setsockopt TCP_NODELAY: " + std::strerror(errno));
     close(res);
     return;
@@ -246,62 +260,68 @@ void Server::OnCompletion(uint64_t ud, int res) {
 
 Status Server::Run(const volatile std::sig_atomic_t* stop) {
   for (;;) {
-    if (*stop && !stopping_) {
-      stopping_ = true;
-      Log(kProg, "stopping: draining " + std::to_string(sessions_.size()) + " session(s)");
-      shutdown(listen_fd_.get(), SHUT_RDWR);
-    }
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      Session& s = *it->second;
-      Service(s);
-      // On stop, a session finishes the point it is committing, then closes.
-      if (stopping_ && !s.pack.inflight() && !s.end) Close(s);
-      if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
-        PreAuthEvent("session " + std::to_string(s.id) + " (" + s.peer + "): no TLS handshake and HELLO within 10 s; closing");
-        Close(s);
-      }
-      if (s.hello_done && !s.ch->closing() && MonotonicNs() - s.last_heard_ns > wire::kAgentSilentNs) {
-        Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): nothing from the agent for " +
-                       std::to_string(wire::kAgentSilentNs / 1000000000) + " s (connection half-open?); closing");
-        Close(s);
-      }
-      if (s.failed && !s.ch->closing() && MonotonicNs() - s.failed_ns > kRefusedLingerNs) {
-        Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
-                       "): the agent did not hang up within 5 s of being refused; closing");
-        Close(s);
-      }
-      // A session of a server whose job runs stays: the job's completion may still need it, and
-      // KeepInterruptedPoint must not keep a point that is being committed.
-      if (s.ch->closing() && s.ch->idle() && !s.pack.inflight() && !s.read_inflight &&
-          !(s.server != nullptr && s.server->jobs > 0)) {
-        KeepInterruptedPoint(s);
-        if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
-        it = sessions_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (stopping_ && sessions_.empty() && !accept_inflight_ && worker_->outstanding() == 0) {
-      if (wake_inflight_ && ring_->inflight() == 1 && ring_->HasRoom()) {  // only the eventfd read is left: cancel it
-        io_uring_sqe* c = ring_->Sqe();
-        io_uring_prep_cancel64(c, UserData(kWorkerId, kOpWake), 0);
-        io_uring_sqe_set_data64(c, UserData(kWorkerId, kOpWakeCancel));
-      }
-      if (ring_->inflight() == 0) break;
-    }
-    if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
-    if (!stopping_ || worker_->outstanding() > 0) BR_RETURN_IF_ERROR(PostWake());
-    if (opts_.reload != nullptr && *opts_.reload) {
-      *opts_.reload = 0;
-      ReloadTls();
-    }
-    bool more = more_work_;
-    more_work_ = false;
-    auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, !more, 500);
-    if (!n.ok()) return n.status();
+    BR_ASSIGN_OR_RETURN(bool more, Turn(stop, true));
+    if (!more) break;
   }
   Log(kProg, "stopped");
   return Status::Ok();
+}
+
+Result<bool> Server::Turn(const volatile std::sig_atomic_t* stop, bool wait) {
+  if (*stop && !stopping_) {
+    stopping_ = true;
+    Log(kProg, "stopping: draining " + std::to_string(sessions_.size()) + " session(s)");
+    shutdown(listen_fd_.get(), SHUT_RDWR);
+  }
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    Session& s = *it->second;
+    Service(s);
+    // On stop, a session finishes the point it is committing, then closes.
+    if (stopping_ && !s.pack.inflight() && !s.end) Close(s);
+    if (!s.hello_done && !s.ch->closing() && MonotonicNs() - s.accepted_ns > kHelloDeadlineNs) {
+      PreAuthEvent("session " + std::to_string(s.id) + " (" + s.peer + "): no TLS handshake and HELLO within 10 s; closing");
+      Close(s);
+    }
+    if (s.hello_done && !s.ch->closing() && MonotonicNs() - s.last_heard_ns > wire::kAgentSilentNs) {
+      Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): nothing from the agent for " +
+                     std::to_string(wire::kAgentSilentNs / 1000000000) + " s (connection half-open?); closing");
+      Close(s);
+    }
+    if (s.failed && !s.ch->closing() && MonotonicNs() - s.failed_ns > kRefusedLingerNs) {
+      Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
+                     "): the agent did not hang up within 5 s of being refused; closing");
+      Close(s);
+    }
+    // A session of a server whose job runs stays: the job's completion may still need it, and
+    // KeepInterruptedPoint must not keep a point that is being committed.
+    if (s.ch->closing() && s.ch->idle() && !s.pack.inflight() && !s.read_inflight &&
+        !(s.server != nullptr && s.server->jobs > 0)) {
+      KeepInterruptedPoint(s);
+      if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
+      it = sessions_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (stopping_ && sessions_.empty() && !accept_inflight_ && worker_->outstanding() == 0) {
+    if (wake_inflight_ && ring_->inflight() == 1 && ring_->HasRoom()) {  // only the eventfd read is left: cancel it
+      io_uring_sqe* c = ring_->Sqe();
+      io_uring_prep_cancel64(c, UserData(kWorkerId, kOpWake), 0);
+      io_uring_sqe_set_data64(c, UserData(kWorkerId, kOpWakeCancel));
+    }
+    if (ring_->inflight() == 0) return false;
+  }
+  if (!stopping_) BR_RETURN_IF_ERROR(PostAccept());
+  if (!stopping_ || worker_->outstanding() > 0) BR_RETURN_IF_ERROR(PostWake());
+  if (opts_.reload != nullptr && *opts_.reload) {
+    *opts_.reload = 0;
+    ReloadTls();
+  }
+  bool more = more_work_;
+  more_work_ = false;
+  auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, wait && !more, 500);
+  if (!n.ok()) return n.status();
+  return true;
 }
 
 void Server::Service(Session& s) {

@@ -16,6 +16,7 @@
 
 #include "blockrep/net/channel.h"
 #include "blockrep/base/cli.h"
+#include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/pending.h"
@@ -43,6 +44,12 @@ struct Options {
   RetentionPolicy retention;  // applied after every committed point and at startup
   Clock* clock = nullptr;     // point times and ages; the system clock when null
   unsigned store_threads = 2;  // StoreWorker threads: commits, index loads, retention of several servers at once
+  // Seams of the deterministic simulation (tests/sim/): the store's files, the ring, and a
+  // listening socket made by the caller (adopted; `listen` is then only a name for the logs).
+  // With store_threads 0, store jobs run when the simulation says (store_worker()->RunQueuedJob).
+  Env* env = Env::Default();
+  RingFactory make_ring;
+  int listen_fd = -1;
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };
@@ -54,6 +61,9 @@ class Server {
   Status Start();
   // Runs until `*stop` becomes non-zero, then drains every session and returns.
   Status Run(const volatile std::sig_atomic_t* stop);
+  // One turn of Run's loop; `wait`: for a completion, at most 500 ms. False once stopped.
+  Result<bool> Turn(const volatile std::sig_atomic_t* stop, bool wait);
+  StoreWorker* store_worker() { return worker_.get(); }
   uint16_t bound_port() const { return bound_port_; }
 
  private:

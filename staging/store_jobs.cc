@@ -36,7 +36,7 @@ Status Server::PostIndexQuery(Session& s, const char* what, wire::MsgType reply,
       if (idx.ok()) {
         cache->index = std::move(idx).value();
         cache->checksum = last.index_checksum;
-        cache->reader = std::make_unique<store::PackReader>(store->dir());
+        cache->reader = std::make_unique<store::PackReader>(store->dir(), store->env());
       } else {
         cache->index.reset();
         loaded = idx.status().Annotate("cannot load point " + std::to_string(last.id) + " for " + what_s);

@@ -11,8 +11,7 @@
 namespace blockrep::staging {
 
 Result<std::unique_ptr<StoreWorker>> StoreWorker::Create(unsigned threads) {
-  if (threads == 0 || threads > kThreadsMax)
-    return InvalidArgument("store worker threads must be 1.." + std::to_string(kThreadsMax));
+  if (threads > kThreadsMax) return InvalidArgument("store worker threads must be 0.." + std::to_string(kThreadsMax));
   std::unique_ptr<StoreWorker> w(new StoreWorker());
   w->event_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!w->event_fd_.valid()) return ErrnoStatus("eventfd", errno);
@@ -56,6 +55,19 @@ size_t StoreWorker::RunCompletions() {
   return done.size();
 }
 
+bool StoreWorker::RunQueuedJob() {
+  BR_CHECK_MSG(threads_.empty(), "RunQueuedJob is for a worker without threads");
+  Work work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.empty()) return false;
+    work = std::move(queue_.front());
+    queue_.pop_front();
+  }
+  Finish(work());
+  return true;
+}
+
 void StoreWorker::ThreadMain() {
   for (;;) {
     Work work;
@@ -66,7 +78,11 @@ void StoreWorker::ThreadMain() {
       work = std::move(queue_.front());
       queue_.pop_front();
     }
-    Done done = work();
+    Finish(work());
+  }
+}
+
+void StoreWorker::Finish(Done done) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       finished_.push_back(std::move(done));
@@ -75,8 +91,7 @@ void StoreWorker::ThreadMain() {
     // The counter only saturates after 2^64-2 unread wake-ups (EAGAIN: retried); any other
     // failure would leave the loop asleep with a finished job.
     while (write(event_fd_.get(), &one, sizeof one) != static_cast<ssize_t>(sizeof one))
-      BR_CHECK_MSG(errno == EINTR || errno == EAGAIN, std::string("write the store worker's eventfd: ") + std::strerror(errno));
-  }
+    BR_CHECK_MSG(errno == EINTR || errno == EAGAIN, std::string("write the store worker's eventfd: ") + std::strerror(errno));
 }
 
 }  // namespace blockrep::staging

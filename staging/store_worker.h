@@ -35,6 +35,8 @@ class StoreWorker {
   static constexpr size_t kJobsMax = 4096;
   static constexpr unsigned kThreadsMax = 16;
 
+  // With 0 threads, jobs run only when RunQueuedJob is called (the deterministic simulation's
+  // scheduler decides when: tests/sim/).
   static Result<std::unique_ptr<StoreWorker>> Create(unsigned threads);
   ~StoreWorker();  // waits for running jobs; jobs still queued are dropped with their `done`
   StoreWorker(const StoreWorker&) = delete;
@@ -46,12 +48,16 @@ class StoreWorker {
   size_t RunCompletions();
   // Loop thread. Jobs posted whose `done` has not run yet.
   size_t outstanding() const { return outstanding_; }
+  // A worker without threads: runs the oldest queued job on this thread; false when none waits.
+  bool RunQueuedJob();
   // Readable (8 bytes, the eventfd counter) once a job finished.
   int event_fd() const { return event_fd_.get(); }
 
  private:
   StoreWorker() = default;
   void ThreadMain();
+  // A job's work returned `done`: queues it for the loop and wakes the loop.
+  void Finish(Done done);
 
   UniqueFd event_fd_;
   std::vector<std::thread> threads_;

@@ -1,5 +1,7 @@
 #include "blockrep/base/cli.h"
 
+#include "blockrep/base/clock.h"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 
@@ -44,17 +46,9 @@ Result<HostPort> ParseHostPort(const std::string& text, const char* flag) {
   return hp;
 }
 
-uint64_t NowUtcNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint64_t MonotonicNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
+uint64_t NowUtcNs() { return ProcessClock()->NowUtcNs(); }
+uint64_t MonotonicNs() { return ProcessClock()->MonotonicNs(); }
+void SleepNs(uint64_t ns) { ProcessClock()->SleepNs(ns); }
 
 std::string FormatUtc(uint64_t time_ns) {
   time_t secs = static_cast<time_t>(time_ns / 1000000000ull);
@@ -141,13 +135,25 @@ std::string Printable(std::string_view text, size_t max_bytes) {
   return out;
 }
 
+namespace {
+LogSink g_log_sink = nullptr;
+}  // namespace
+
+void SetLogSink(LogSink sink) { g_log_sink = sink; }
+
 void Log(const char* prog, const std::string& message) {
   uint64_t now = NowUtcNs();
   std::string ts = FormatUtc(now);
   ts.pop_back();
   // Messages are ours, but may quote a peer's words; UTF-8 beyond ASCII is escaped too.
-  std::fprintf(stderr, "%s.%03uZ %s: %s\n", ts.c_str(), static_cast<unsigned>((now / 1000000ull) % 1000), prog,
-               Printable(message, 64 * 1024).c_str());
+  char head[64];
+  std::snprintf(head, sizeof head, "%s.%03uZ ", ts.c_str(), static_cast<unsigned>((now / 1000000ull) % 1000));
+  std::string line = head + std::string(prog) + ": " + Printable(message, 64 * 1024);
+  if (g_log_sink != nullptr) {
+    g_log_sink(line);
+    return;
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 int ReportFatal(const char* prog, const Status& status) {

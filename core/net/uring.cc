@@ -7,8 +7,84 @@
 
 namespace blockrep {
 
+namespace {
+
+// The real ring: one io_uring instance.
+class UringRing final : public Ring {
+ public:
+  UringRing() : Ring(0) {}
+  ~UringRing() override {
+    if (initialized_) io_uring_queue_exit(&ring_);
+  }
+  void set_max_inflight(unsigned n) { max_inflight_ = n; }
+  io_uring ring_{};
+  bool initialized_ = false;
+
+  Status Submit() override {
+    int rc = io_uring_submit(&ring_);
+    if (rc < 0) return ErrnoStatus("io_uring_submit", -rc);
+    return Status::Ok();
+  }
+
+  Result<unsigned> Reap(const Handler& fn, bool wait, int timeout_ms) override {
+    io_uring_cqe* cqe = nullptr;
+    if (wait) {
+      int rc;
+      if (timeout_ms >= 0) {
+        __kernel_timespec ts{};
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
+        rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+      } else {
+        rc = io_uring_submit_and_wait(&ring_, 1);
+      }
+      if (rc < 0 && rc != -ETIME && rc != -EINTR) return ErrnoStatus("io_uring wait", -rc);
+    } else {
+      BR_RETURN_IF_ERROR(Submit());
+    }
+    unsigned handled = 0;
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+      uint64_t ud = cqe->user_data;
+      int res = cqe->res;
+      uint32_t flags = cqe->flags;
+      io_uring_cqe_seen(&ring_, cqe);
+      --inflight_;
+      ++handled;
+      fn(ud, res, flags);
+    }
+    return handled;
+  }
+
+ protected:
+  io_uring_sqe* NextSqe() override {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {
+      // SQ full: push what is queued to the kernel and retry; the SQ drains on submit.
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+
+  Result<int> RunOne(io_uring_sqe*) override {
+    BR_RETURN_IF_ERROR(Submit());
+    io_uring_cqe* cqe = nullptr;
+    int rc;
+    do {
+      rc = io_uring_wait_cqe(&ring_, &cqe);
+    } while (rc == -EINTR);
+    if (rc < 0) return ErrnoStatus("io_uring_wait_cqe", -rc);
+    int res = cqe->res;
+    io_uring_cqe_seen(&ring_, cqe);
+    --inflight_;
+    return res;
+  }
+};
+
+}  // namespace
+
 Result<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
-  std::unique_ptr<Ring> r(new Ring());
+  auto r = std::make_unique<UringRing>();
   io_uring_params params{};
   int rc = io_uring_queue_init_params(entries, &r->ring_, &params);
   if (rc < 0)
@@ -16,74 +92,8 @@ Result<std::unique_ptr<Ring>> Ring::Create(unsigned entries) {
                        "/proc/sys/kernel/io_uring_disabled)",
                        -rc);
   r->initialized_ = true;
-  r->max_inflight_ = params.cq_entries;
-  return r;
-}
-
-Ring::~Ring() {
-  if (initialized_) io_uring_queue_exit(&ring_);
-}
-
-io_uring_sqe* Ring::Sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    // SQ full: push what is queued to the kernel and retry; the SQ drains on submit.
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  if (sqe == nullptr) return nullptr;
-  ++inflight_;
-  return sqe;
-}
-
-Status Ring::Submit() {
-  int rc = io_uring_submit(&ring_);
-  if (rc < 0) return ErrnoStatus("io_uring_submit", -rc);
-  return Status::Ok();
-}
-
-Result<unsigned> Ring::Reap(const Handler& fn, bool wait, int timeout_ms) {
-  io_uring_cqe* cqe = nullptr;
-  if (wait) {
-    int rc;
-    if (timeout_ms >= 0) {
-      __kernel_timespec ts{};
-      ts.tv_sec = timeout_ms / 1000;
-      ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
-      rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
-    } else {
-      rc = io_uring_submit_and_wait(&ring_, 1);
-    }
-    if (rc < 0 && rc != -ETIME && rc != -EINTR) return ErrnoStatus("io_uring wait", -rc);
-  } else {
-    BR_RETURN_IF_ERROR(Submit());
-  }
-  unsigned handled = 0;
-  while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-    uint64_t ud = cqe->user_data;
-    int res = cqe->res;
-    uint32_t flags = cqe->flags;
-    io_uring_cqe_seen(&ring_, cqe);
-    --inflight_;
-    ++handled;
-    fn(ud, res, flags);
-  }
-  return handled;
-}
-
-Result<int> Ring::RunOne(io_uring_sqe* sqe) {
-  (void)sqe;
-  BR_RETURN_IF_ERROR(Submit());
-  io_uring_cqe* cqe = nullptr;
-  int rc;
-  do {
-    rc = io_uring_wait_cqe(&ring_, &cqe);
-  } while (rc == -EINTR);
-  if (rc < 0) return ErrnoStatus("io_uring_wait_cqe", -rc);
-  int res = cqe->res;
-  io_uring_cqe_seen(&ring_, cqe);
-  --inflight_;
-  return res;
+  r->set_max_inflight(params.cq_entries);
+  return std::unique_ptr<Ring>(std::move(r));
 }
 
 Status Ring::ReadFull(int fd, uint8_t* buf, size_t len, uint64_t offset) {

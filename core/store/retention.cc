@@ -22,8 +22,6 @@ std::string FormatDuration(uint64_t ns) {
 
 }  // namespace
 
-uint64_t SystemClock::NowUtcNs() { return blockrep::NowUtcNs(); }
-
 Result<RetentionPolicy> RetentionPolicy::Parse(const std::string& text, uint32_t keep_last) {
   RetentionPolicy p;
   p.keep_last = keep_last;

@@ -7,7 +7,12 @@ namespace blockrep::sim {
 class MemFile final : public File {
  public:
   MemFile(FaultEnv* env, std::shared_ptr<FaultEnv::Inode> inode, std::string path, bool writable)
-      : env_(env), inode_(std::move(inode)), path_(std::move(path)), writable_(writable), epoch_(env->epoch_) {}
+      : env_(env), inode_(std::move(inode)), path_(std::move(path)), writable_(writable), epoch_(env->epoch_),
+        fd_(env->next_fd_++) {
+    env_->open_fds_[fd_] = this;
+  }
+  ~MemFile() override { env_->open_fds_.erase(fd_); }
+  int fd() const override { return fd_; }
 
   Status WriteAt(uint64_t offset, ByteSpan data) override {
     BR_RETURN_IF_ERROR(Alive());
@@ -65,6 +70,7 @@ class MemFile final : public File {
   std::string path_;
   bool writable_;
   uint64_t epoch_;
+  int fd_;
 };
 
 std::string FaultEnv::Norm(const std::string& path) {

@@ -38,6 +38,14 @@ class FaultEnv final : public Env {
   // Lose power without tearing: unsynced writes are simply gone.
   void set_tear(bool tear) { tear_ = tear; }
 
+  // Files opened here answer fd() with a number no real descriptor has (kFdBase and up), so that
+  // the simulation's ring (sim_ring.h) can carry a ring's reads, writes and fsyncs to the file.
+  static constexpr int kFdBase = 1 << 28;
+  File* FileForFd(int fd) const {
+    auto it = open_fds_.find(fd);
+    return it == open_fds_.end() ? nullptr : it->second;
+  }
+
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenMode mode) override;
   Status Rename(const std::string& from, const std::string& to) override;
   Status Remove(const std::string& path) override;
@@ -75,6 +83,8 @@ class FaultEnv final : public Env {
   std::map<std::string, std::shared_ptr<Inode>> files_;    // names now
   std::map<std::string, std::shared_ptr<Inode>> durable_;  // names as of each directory's last sync
   std::set<std::string> dirs_, durable_dirs_;
+  int next_fd_ = kFdBase;
+  std::map<int, File*> open_fds_;
 };
 
 }  // namespace blockrep::sim

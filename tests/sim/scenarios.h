@@ -17,5 +17,7 @@ SimOutcome RunStoreScenario(uint64_t seed, bool verbose);
 // Replication: a tracked volume, an agent and a staging, with connection cuts, agent restarts
 // and staging power loss.
 SimOutcome RunReplicationScenario(uint64_t seed, bool verbose);
+// The whole system: the real agent and staging in one process (system_sim.cc).
+SimOutcome RunSystemScenario(uint64_t seed, bool verbose);
 
 }  // namespace blockrep::sim

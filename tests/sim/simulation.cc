@@ -1,8 +1,8 @@
 // The deterministic simulation's driver: runs seeded scenarios of one kind, prints a failing
 // scenario's seed with the command that replays it, and the count at the end.
 //
-//   blockrep_simulation store|replication --scenarios N [--first-seed S]
-//   blockrep_simulation store|replication --seed S --verbose    one scenario, every step logged
+//   blockrep_simulation store|replication|system --scenarios N [--first-seed S]
+//   blockrep_simulation store|replication|system --seed S --verbose    one scenario, every step logged
 #include <malloc.h>
 
 #include <cstdio>
@@ -19,14 +19,15 @@ int Main(int argc, char** argv) {
   // a fresh mmap each (that was half the run time, in page faults).
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  const char* usage = "usage: blockrep_simulation store|replication (--scenarios N [--first-seed S] | --seed S [--verbose])";
+  const char* usage = "usage: blockrep_simulation store|replication|system (--scenarios N [--first-seed S] | --seed S [--verbose])";
   if (argc < 2) {
     std::fprintf(stderr, "blockrep_simulation: name the kind of scenario\n%s\n", usage);
     return 2;
   }
   std::string kind = argv[1];
-  SimOutcome (*run)(uint64_t, bool) = kind == "store" ? RunStoreScenario
+  SimOutcome (*run)(uint64_t, bool) = kind == "store"         ? RunStoreScenario
                                       : kind == "replication" ? RunReplicationScenario
+                                      : kind == "system"      ? RunSystemScenario
                                                               : nullptr;
   if (run == nullptr) {
     std::fprintf(stderr, "blockrep_simulation: unknown kind '%s'\n%s\n", kind.c_str(), usage);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 
+#include "blockrep/base/check.h"
 #include "blockrep/base/status.h"
 
 namespace blockrep {
@@ -19,10 +20,14 @@ inline constexpr uint64_t UserData(uint64_t id, uint8_t op) { return (id << 8) |
 inline constexpr uint64_t UserDataId(uint64_t ud) { return ud >> 8; }
 inline constexpr uint8_t UserDataOp(uint64_t ud) { return static_cast<uint8_t>(ud & 0xff); }
 
+// The ring's interface: the staging and the agent prepare io_uring SQEs (io_uring_prep_*) into
+// what Sqe() hands out and learn results through Reap. Create() makes the real one (io_uring); the
+// deterministic simulation (tests/sim/sim_ring.h) carries the same SQEs out itself, in an order
+// and with failures its seed chooses.
 class Ring {
  public:
   static Result<std::unique_ptr<Ring>> Create(unsigned entries);
-  ~Ring();
+  virtual ~Ring() = default;
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
@@ -31,13 +36,18 @@ class Ring {
   unsigned inflight() const { return inflight_; }
 
   // Returns a zeroed SQE counted as in flight; callers must check HasRoom() first.
-  io_uring_sqe* Sqe();
-  Status Submit();
+  io_uring_sqe* Sqe() {
+    BR_CHECK_MSG(HasRoom(), "Ring::Sqe without room: check HasRoom() first");
+    io_uring_sqe* sqe = NextSqe();
+    if (sqe != nullptr) ++inflight_;
+    return sqe;
+  }
+  virtual Status Submit() = 0;
 
   // Waits for at least one completion if `wait` (bounded by timeout_ms if >= 0), then hands every
   // available completion to `fn(user_data, res, flags)`. Returns the number handled.
   using Handler = std::function<void(uint64_t user_data, int res, uint32_t flags)>;
-  Result<unsigned> Reap(const Handler& fn, bool wait, int timeout_ms = -1);
+  virtual Result<unsigned> Reap(const Handler& fn, bool wait, int timeout_ms = -1) = 0;
 
   // Synchronous single operations, for code paths with nothing else to overlap. Short reads and
   // writes are resubmitted. Only valid while no other request is in flight.
@@ -45,13 +55,18 @@ class Ring {
   Status WriteFull(int fd, const uint8_t* buf, size_t len, uint64_t offset);
   Status Fsync(int fd);
 
- private:
-  Ring() = default;
-  Result<int> RunOne(io_uring_sqe* sqe);
-  io_uring ring_{};
-  bool initialized_ = false;
-  unsigned inflight_ = 0;
-  unsigned max_inflight_ = 0;
+ protected:
+  explicit Ring(unsigned max_inflight) : max_inflight_(max_inflight) {}
+  // A zeroed SQE, or null when none can be had.
+  virtual io_uring_sqe* NextSqe() = 0;
+  // Submits `sqe` (the only request in flight), waits for its result and counts it out.
+  virtual Result<int> RunOne(io_uring_sqe* sqe) = 0;
+
+  unsigned inflight_ = 0;  // implementations count each completion they hand out
+  unsigned max_inflight_;
 };
+
+// Makes a ring with at least `entries` SQ entries; Ring::Create unless a test replaces it.
+using RingFactory = std::function<Result<std::unique_ptr<Ring>>(unsigned entries)>;
 
 }  // namespace blockrep

@@ -7,33 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "blockrep/base/clock.h"
 #include "blockrep/base/status.h"
 #include "blockrep/store/store.h"
 
 namespace blockrep {
-
-class Clock {
- public:
-  virtual ~Clock() = default;
-  virtual uint64_t NowUtcNs() = 0;
-};
-
-class SystemClock final : public Clock {
- public:
-  uint64_t NowUtcNs() override;
-};
-
-// A clock that moves only when told to.
-class ManualClock final : public Clock {
- public:
-  explicit ManualClock(uint64_t now_ns) : now_ns_(now_ns) {}
-  uint64_t NowUtcNs() override { return now_ns_; }
-  void Set(uint64_t now_ns) { now_ns_ = now_ns; }
-  void Advance(uint64_t delta_ns) { now_ns_ += delta_ns; }
-
- private:
-  uint64_t now_ns_;
-};
 
 // "EVERY:FOR": within FOR of now, one point per EVERY-long slot of UTC time (slots are aligned
 // to the epoch, so daily slots are UTC days).
