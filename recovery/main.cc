@@ -9,6 +9,7 @@
 #include "blockrep/base/options.h"
 #include "blockrep/store/store.h"
 #include "drill.h"
+#include "fleet.h"
 #include "mount.h"
 #include "descent.h"
 #include "restore.h"
@@ -39,6 +40,7 @@ constexpr const char* kUsage =
     "  blockrep-recover drill   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
     "                           [--point P] [--hook SCRIPT]\n"
     "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n"
+    "  blockrep-recover servers --store DIR [--json]\n"
     "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
     "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n";
 
@@ -89,6 +91,24 @@ int List(int argc, char** argv) {
                 FormatUtc(p.time_ns).c_str(), p.consistent() ? "yes" : "no", p.volume_count,
                 static_cast<unsigned long long>(p.bytes_added));
   if (points.empty()) std::printf("(no recovery points)\n");
+  return 0;
+}
+
+int ServersCmd(int argc, char** argv) {
+  std::string store_dir, staging;
+  po::options_description desc("servers options");
+  desc.add_options()("help,h", "")("store", po::value(&store_dir))("staging", po::value(&staging))("json", "");
+  po::variables_map vm;
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (!staging.empty())
+    return ReportFatal(kProg, InvalidArgument("servers --staging is not built yet (a certificate reads only its own "
+                                              "server); run it on the staging host with --store DIR, or scrape the "
+                                              "staging's --metrics"));
+  if (store_dir.empty()) return ReportFatal(kProg, InvalidArgument("servers needs --store DIR"));
+  auto rows = recovery::ReadFleet(store_dir);
+  if (!rows.ok()) return ReportFatal(kProg, rows.status());
+  std::string out = vm.count("json") ? recovery::FleetJson(*rows, NowUtcNs()) : recovery::FleetTable(*rows, NowUtcNs());
+  std::fputs(out.c_str(), stdout);
   return 0;
 }
 
@@ -284,5 +304,7 @@ int main(int argc, char** argv) {
   if (cmd == "verify") return VerifyCmd(argc - 1, argv + 1);
   if (cmd == "mount") return MountCmd(argc - 1, argv + 1);
   if (cmd == "drill") return DrillCmd(argc - 1, argv + 1);
-  return ReportFatal(kProg, InvalidArgument("unknown command '" + cmd + "' (commands: list, restore, verify, mount, drill)"));
+  if (cmd == "servers") return ServersCmd(argc - 1, argv + 1);
+  return ReportFatal(kProg, InvalidArgument("unknown command '" + cmd +
+                                            "' (commands: list, restore, verify, mount, drill, servers)"));
 }

@@ -140,6 +140,9 @@ class Agent {
   void SetPhase(PointPhase p);
   void SetState(AgentState s, const std::string& reason);
   void WriteStatus(bool force);
+  // AGENT_REPORT to the staging, every kReportEveryNs while a session is up (agent_report.cc).
+  void ReportToStaging(uint64_t now_ns, uint64_t backlog_bytes);
+  static constexpr uint64_t kReportEveryNs = 2000000000ull;
   std::vector<uint64_t> VolumeSizes() const;
   // The chain's last point is sealed under a retired key: this point is a full one under ours.
   bool KeyRotated() const;
@@ -167,6 +170,7 @@ class Agent {
   std::pair<AgentState, std::string> state_{AgentState::kDisconnected, ""};  // and why
   SyncSummary summary_;
   uint64_t wire_bytes_total_ = 0;  // frame bytes of sessions before the current one
+  uint64_t reported_ns_ = 0;       // the last AGENT_REPORT
 };
 
 }  // namespace blockrep::agent

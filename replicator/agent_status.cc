@@ -111,7 +111,7 @@ std::optional<std::string> AgentStatus::UpdateRates(uint64_t now_ns, uint64_t ac
 }
 
 std::string AgentStatus::Json(const Fields& f, uint64_t now_ns, const std::string& now_utc) const {
-  uint64_t lag_ms = lag_pending_.empty() ? 0 : (now_ns - lag_pending_.front().second) / 1000000;
+  uint64_t lag_ms = LagMs(now_ns);
   std::vector<uint64_t> lags;
   for (const auto& [when, ms] : lag_samples_) lags.push_back(ms);
   std::vector<uint64_t> freezes(freeze_ms_.begin(), freeze_ms_.end());

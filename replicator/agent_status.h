@@ -41,6 +41,10 @@ class AgentStatus {
   // A new connection: sequence numbers start over, batches in flight are read again.
   void ForgetBatches() { lag_pending_.clear(); }
   void NoteFreeze(uint64_t frozen_ms);
+  // The age of the oldest batch taken and not yet acknowledged (0: none): the lag now.
+  uint64_t LagMs(uint64_t now_ns) const {
+    return lag_pending_.empty() ? 0 : (now_ns - lag_pending_.front().second) / 1000000;
+  }
 
   // Whether status.json is due at `now_ns` (4 times a second, or at once when `force`).
   bool Due(uint64_t now_ns, bool force) const { return force || now_ns - written_ns_ >= kIntervalNs; }

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
   std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook;
   std::vector<std::string> volumes;
-  desc.add_options()("help,h", "show this help")(
+  desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "staging", po::value(&staging), "staging address HOST:PORT")(
       "server-id", po::value(&server_id), "this server's stable id (must match its certificate)")(
       "volume", po::value(&volumes), "block device or image file to protect (repeatable; index = order)")(

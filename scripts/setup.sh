@@ -9,6 +9,7 @@ PACKAGES=(
   libboost-program-options-dev libgtest-dev libbenchmark-dev
   libbpf-dev bpftool clang libclang-rt-14-dev
   libfuse3-dev fuse3 libblkid-dev
+  libmicrohttpd-dev prometheus curl
   e2fsprogs xfsprogs util-linux fio strace postgresql
 )
 # The peers bench/ measures blockrep against (issue 6): only with --bench.

@@ -22,10 +22,10 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", quota_bytes = "0";
+  std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", quota_bytes = "0", metrics;
   uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
-  desc.add_options()("help,h", "show this help")(
+  desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
       "store", po::value(&store), "store directory (created if missing)")(
       "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
@@ -48,7 +48,10 @@ int main(int argc, char** argv) {
       "per server: the most records one point may hold (64 KiB each: 64 Mi records is 4 TiB)")(
       "quota-packs", po::value(&quota_packs)->default_value(0),
       "per server: the most pack files (each session writes at least one; reaching it compacts, "
-      "merging small packs, and the agent waits meanwhile); 0 = no quota, else at least 16");
+      "merging small packs, and the agent waits meanwhile); 0 = no quota, else at least 16")(
+      "metrics", po::value(&metrics),
+      "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9400 (no authentication: "
+      "a loopback or monitoring-network address)");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (listen.empty() || store.empty())
@@ -73,6 +76,11 @@ int main(int argc, char** argv) {
                                               " leaves compaction no room to merge small packs; give 0 (no quota) or at least " +
                                               std::to_string(2 * store::ServerStore::kSmallPacksToMerge)));
   staging::Options opts;
+  if (!metrics.empty()) {
+    auto mhp = ParseHostPort(metrics, "--metrics");
+    if (!mhp.ok()) return ReportFatal(kProg, mhp.status());
+    opts.metrics = *mhp;
+  }
   opts.quota_packs = quota_packs;
   opts.quota_bytes = *quota;
   opts.quota_records_per_point = quota_records;

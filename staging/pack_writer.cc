@@ -84,6 +84,7 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
   s.extent_seqs.push_back(m.seq);
   ++s.session_records;
   s.point_bytes += m.record.size();
+  s.server->figures.ingested_bytes_total += m.record.size();
   ++s.next_seq;
   return Status::Ok();
 }
@@ -95,6 +96,7 @@ void Server::OnCommitDone(Session& s, store::PackAppender::Done done) {
     if (!s.ch->closing()) FailStore(s, st);
     return;
   }
+  if (s.commit_started_ns != 0) figures_.commit_seconds.Observe(static_cast<double>(MonotonicNs() - s.commit_started_ns) / 1e9);
   // The quota's measure grows by what became durable, counted once (also after a short write).
   s.server->pack_bytes += s.pack.durable_end() - s.pack_bytes_counted;
   s.pack_bytes_counted = s.pack.durable_end();

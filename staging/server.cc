@@ -79,6 +79,11 @@ Status Server::Start() {
   Log(kProg, "listening on " + opts_.listen.host + ":" + std::to_string(bound_port_) + ", store " +
                  opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
                  opts_.retention.ToString());
+  if (opts_.metrics) {
+    BR_ASSIGN_OR_RETURN(metrics_, metrics::HttpEndpoint::Start(*opts_.metrics, "--metrics"));
+    Log(kProg, "metrics at http://" + opts_.metrics->host + ":" + std::to_string(metrics_->port()) + "/metrics");
+    PublishMetrics(true);
+  }
   return PostAccept();
 }
 
@@ -116,6 +121,7 @@ void Server::MakePreAuthRoom(const std::string& host) {
   }
   Session* victim = same >= kPreAuthPerAddressMax ? oldest_same : total >= kPreAuthMax ? oldest : nullptr;
   if (victim == nullptr) return;
+  ++figures_.preauth_evicted;
   PreAuthEvent("evicted a connection from " + victim->peer + " that had not finished TLS and HELLO in " +
                std::to_string((MonotonicNs() - victim->accepted_ns) / 1000000) + " ms (budget: " +
                std::to_string(kPreAuthMax) + " such connections, " + std::to_string(kPreAuthPerAddressMax) +
@@ -230,7 +236,10 @@ void Server::OnCompletion(uint64_t ud, int res) {
   }
   Session& s = *it->second;
   if (op == Channel::kOpRecv || op == Channel::kOpSend) {
-    if (op == Channel::kOpRecv && res > 0) s.last_heard_ns = MonotonicNs();
+    if (op == Channel::kOpRecv && res > 0) {
+      s.last_heard_ns = MonotonicNs();
+      if (s.server != nullptr && !s.reader) s.server->figures.last_heard_utc_ns = NowUtcNs();
+    }
     Status st = s.ch->OnCompletion(op, res);
     if (!st.ok() && s.failed) {
       Close(s);  // the agent read our ERROR and hung up
@@ -317,6 +326,7 @@ Result<bool> Server::Turn(const volatile std::sig_atomic_t* stop, bool wait) {
     *opts_.reload = 0;
     ReloadTls();
   }
+  PublishMetrics(false);
   bool more = more_work_;
   more_work_ = false;
   auto n = ring_->Reap([this](uint64_t ud, int res, uint32_t) { OnCompletion(ud, res); }, wait && !more, 500);
@@ -333,7 +343,8 @@ void Server::Service(Session& s) {
   }
   // Group commit: what gathered while the last write + fsync ran goes out now (or, without room in
   // the ring, on a later turn).
-  s.pack.StartCommit(*ring_, UserData(s.id, kOpPackWrite), UserData(s.id, kOpPackFsync));
+  if (s.pack.StartCommit(*ring_, UserData(s.id, kOpPackWrite), UserData(s.id, kOpPackFsync)))
+    s.commit_started_ns = MonotonicNs();
   if (s.end && !s.committing && !s.ch->closing()) {  // a commit that waited for its server's job
     Status commit = MaybeCommitPoint(s);
     if (!commit.ok()) FailStore(s, commit);
@@ -395,6 +406,7 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     case MsgType::kFingerprintRequest: return OnFingerprintRequest(s, f.payload);
     case MsgType::kSeal: return OnSeal(s, f.payload);
     case MsgType::kSealRequest: return OnSealRequest(s, f.payload);
+    case MsgType::kAgentReport: return OnAgentReport(s, f.payload);
     default:
       return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
                            " from an agent");
@@ -414,6 +426,8 @@ void Server::SendFrame(Session& s, wire::MsgType type, const Bytes& payload) {
 void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
   if (s.failed) return;
   s.failed = true;
+  size_t code_index = static_cast<size_t>(code);
+  if (code_index < figures_.refused.size()) ++figures_.refused[code_index];
   s.failed_ns = MonotonicNs();
   Log(kProg, "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
                  ") refused: " + status.message());

@@ -7,6 +7,7 @@
 // session's state and the limits they share.
 #pragma once
 
+#include <array>
 #include <csignal>
 #include <functional>
 #include <map>
@@ -18,6 +19,8 @@
 #include "blockrep/base/cli.h"
 #include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
+#include "blockrep/metrics/exposition.h"
+#include "blockrep/metrics/http_endpoint.h"
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/pending.h"
 #include "blockrep/store/retention.h"
@@ -50,6 +53,8 @@ struct Options {
   Env* env = Env::Default();
   RingFactory make_ring;
   int listen_fd = -1;
+  // --metrics: Prometheus text at http://HOST:PORT/metrics (staging/metrics.cc); unset: none.
+  std::optional<HostPort> metrics;
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };
@@ -85,6 +90,20 @@ class Server {
     // StoreWorker jobs of this server in flight (0 or 1). While one runs it owns `store`: no
     // session of this server is serviced, and a HELLO naming it waits.
     unsigned jobs = 0;
+    // What /metrics shows of this server (staging/metrics.cc), kept by the loop.
+    struct Figures {
+      uint64_t ingested_bytes_total = 0;  // record bytes received
+      uint64_t points_committed_total = 0;
+      uint64_t last_heard_utc_ns = 0;  // its agent's last frame
+      // From its store, refreshed while no job owns the store.
+      uint64_t retained_points = 0, last_point_ns = 0, last_consistent_ns = 0;
+      // From its drills.jsonl, read again when the file's size changes.
+      uint64_t drills_bytes_seen = UINT64_MAX, last_drill_ns = 0;
+      int last_drill_pass = -1;  // -1: no drill on record
+      // Its agent's last AGENT_REPORT (received_utc_ns 0: none since the staging started).
+      wire::AgentReport report;
+      uint64_t report_utc_ns = 0;
+    } figures;
   };
   struct PackUsage {
     uint64_t bytes = 0, count = 0;
@@ -130,6 +149,8 @@ class Server {
   Status OnFingerprintRequest(Session& s, ByteSpan payload);
   Status OnSeal(Session& s, ByteSpan payload);
   Status OnSealRequest(Session& s, ByteSpan payload);
+  // The agent's state, lag and backlog, kept for /metrics (staging/metrics.cc).
+  Status OnAgentReport(Session& s, ByteSpan payload);
   Status OpenPack(Session& s);
   // A group commit of the session's pack completed (durable or failed): ACK, or refuse the session.
   void OnCommitDone(Session& s, store::PackAppender::Done done);
@@ -165,6 +186,10 @@ class Server {
   // budget (in total, or for `host`) is spent.
   void MakePreAuthRoom(const std::string& host);
   void PreAuthEvent(const std::string& line);  // logs it, at most kPreAuthLogLines a window
+  // /metrics (staging/metrics.cc): renders every figure into the endpoint, about once a second.
+  void PublishMetrics(bool force);
+  std::string RenderMetrics();
+  void RefreshFigures(ServerState& st);
 
   Options opts_;
   SystemClock system_clock_;
@@ -188,6 +213,15 @@ class Server {
   uint64_t next_session_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<std::string, ServerState> servers_;
+  // Process-wide figures for /metrics.
+  struct ProcessFigures {
+    std::array<uint64_t, 16> refused{};  // by wire::ErrorCode
+    uint64_t preauth_evicted = 0;
+    uint64_t compactions = 0, compaction_reclaimed_bytes = 0;
+    metrics::Histogram commit_seconds{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}};
+  } figures_;
+  std::unique_ptr<metrics::HttpEndpoint> metrics_;
+  uint64_t metrics_published_ns_ = 0;
 };
 
 }  // namespace blockrep::staging

@@ -110,6 +110,7 @@ struct Server::Session {
   store::PackAppender pack;
   uint64_t pack_bytes_counted = 0;  // of the pack's durable bytes, those in ServerState::pack_bytes
 
+  uint64_t commit_started_ns = 0;  // the pack's group commit in flight began (for /metrics)
   bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
   bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed
 

@@ -167,6 +167,7 @@ void Server::OnPointCommitted(uint64_t session_id, ServerState& st, const Status
     return;
   }
   wire::PointAck pa{s.point->point_id};
+  ++st.figures.points_committed_total;
   s.point.reset();
   s.end.reset();
   s.extents.clear();
@@ -228,6 +229,10 @@ void Server::PostRetention(const std::string& server_id, ServerState& st, bool c
 
 void Server::LogRetention(const std::string& server_id, const ServerState& st, const RetentionRun& run) {
   const std::string who = "server '" + server_id + "': ";
+  if (run.compacted) {
+    ++figures_.compactions;
+    figures_.compaction_reclaimed_bytes += run.compaction.bytes_reclaimed;
+  }
   if (!run.expired.empty()) {
     std::string ids;
     for (size_t i = 0; i < run.expired.size() && i < 8; ++i) {

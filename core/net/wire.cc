@@ -25,7 +25,7 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
     return ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                          std::to_string(kMaxFramePayload));
   if (reserved != 0) return ProtocolError("frame header has non-zero reserved bits");
-  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kDrillReportOk))
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(MsgType::kLast))
     return ProtocolError("unknown frame type " + std::to_string(type));
   if (buffer.size() - kFrameHeaderSize < len) return std::optional<Frame>();
   return std::optional<Frame>(
@@ -280,6 +280,28 @@ Result<Ack> Ack::Decode(ByteSpan p) {
   Ack m;
   m.durable_seq = r.U64();
   BR_RETURN_IF_ERROR(Finish(r, "ACK"));
+  return m;
+}
+
+Bytes AgentReport::Encode() const {
+  Bytes b;
+  ByteWriter w(&b);
+  w.U8(state);
+  w.U64(lag_ms);
+  w.U64(backlog_bytes);
+  w.U64(rpo_target_ms);
+  return b;
+}
+
+Result<AgentReport> AgentReport::Decode(ByteSpan p) {
+  ByteReader r(p);
+  AgentReport m;
+  m.state = r.U8();
+  m.lag_ms = r.U64();
+  m.backlog_bytes = r.U64();
+  m.rpo_target_ms = r.U64();
+  BR_RETURN_IF_ERROR(Finish(r, "AGENT_REPORT"));
+  if (m.state >= kStatesMax) return ProtocolError("AGENT_REPORT names state " + std::to_string(m.state));
   return m;
 }
 

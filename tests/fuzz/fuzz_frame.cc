@@ -26,6 +26,7 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kBaseSeal: RoundTrip<BaseSeal>(p); break;
     case MsgType::kReadRequest: RoundTrip<ReadRequest>(p); break;
     case MsgType::kDrillReport: RoundTrip<DrillReport>(p); break;
+    case MsgType::kAgentReport: RoundTrip<AgentReport>(p); break;
     case MsgType::kReadData: {
       auto m = ReadData::Decode(p);
       if (!m.ok()) return;
@@ -103,6 +104,7 @@ void WriteSeeds() {
   AppendFrame(&stream, MsgType::kPointAck, PointAck{7}.Encode());
   AppendFrame(&stream, MsgType::kPing, Bytes());
   AppendFrame(&stream, MsgType::kPong, Bytes());
+  AppendFrame(&stream, MsgType::kAgentReport, AgentReport{2, 150, 4096, 30000}.Encode());
   fuzz::WriteSeed("stream", stream);
   ErrorMsg err;
   err.code = ErrorCode::kStoreFull;

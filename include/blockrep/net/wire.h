@@ -22,7 +22,7 @@ namespace blockrep::wire {
 // v6: seals of up to kSealRegionsMax = 32768 regions (1 MiB regions up to 32 GiB volumes).
 // v7: data keys rotate: HELLO lists the sender's retired key ids, HELLO_OK the chain's key id.
 // v8: each SEAL links to the point it follows (VolumeSeal::prev: id and seal MAC, under the MAC).
-inline constexpr uint16_t kVersion = 8;
+inline constexpr uint16_t kVersion = 9;
 inline constexpr size_t kMaxRetiredKeys = 63;  // a key file holds at most 64 keys
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/crypto/fingerprint.h).
@@ -58,6 +58,8 @@ enum class MsgType : uint16_t {
   kReadData = 18,            // v6: the staging's answer
   kDrillReport = 19,         // v6: recovery tool -> staging: one drill report to append to drills.jsonl
   kDrillReportOk = 20,       // v6: the staging's answer: appended and fsync'd
+  kAgentReport = 21,         // v9: agent -> staging, about every 2 s: state, lag, backlog (no answer)
+  kLast = kAgentReport,      // ParseFrame refuses types past it
 };
 
 // Who opens a session (v6): an agent replicating, or a recovery tool reading its own server's
@@ -191,6 +193,18 @@ struct Ack {
   uint64_t durable_seq = 0;
   Bytes Encode() const;
   static Result<Ack> Decode(ByteSpan p);
+};
+
+// What the agent says of itself (v9), so that the DR side sees the RPO (metrics) even when the
+// source site goes quiet: then the report's age says how long it has been quiet.
+struct AgentReport {
+  static constexpr uint8_t kStatesMax = 16;  // AgentState codes (replicator/agent_status.h) are below this
+  uint8_t state = 0;
+  uint64_t lag_ms = 0;         // age of the oldest write not yet durable on the staging (0: none)
+  uint64_t backlog_bytes = 0;  // taken or dirty, not yet acknowledged
+  uint64_t rpo_target_ms = 0;  // the agent's --rpo-target
+  Bytes Encode() const;
+  static Result<AgentReport> Decode(ByteSpan p);
 };
 
 // Liveness (v4). A half-open connection (peer gone without a FIN, a middlebox that stopped

@@ -90,6 +90,12 @@ struct Manifest {
   size_t EncodedSize() const { return 8 + 2 + server_id.size() + 8 + 8 + points.size() * kPointBytes + 8; }
   static Result<Manifest> Decode(ByteSpan data);
   uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
+  // The newest consistent (frozen) point's time; 0 when there is none.
+  uint64_t last_consistent_time_ns() const {
+    for (auto it = points.rbegin(); it != points.rend(); ++it)
+      if (it->consistent()) return it->time_ns;
+    return 0;
+  }
 };
 
 // One record received for a point, in arrival order.

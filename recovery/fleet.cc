@@ -1,0 +1,121 @@
+#include "fleet.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "blockrep/base/cli.h"
+#include "blockrep/store/store.h"
+
+namespace blockrep::recovery {
+namespace {
+
+std::string Age(uint64_t then_ns, uint64_t now_ns) {
+  if (then_ns == 0) return "-";
+  uint64_t s = now_ns > then_ns ? (now_ns - then_ns) / 1000000000ull : 0;
+  char buf[32];
+  if (s < 120) std::snprintf(buf, sizeof buf, "%" PRIu64 "s", s);
+  else if (s < 7200) std::snprintf(buf, sizeof buf, "%" PRIu64 "m", s / 60);
+  else if (s < 172800) std::snprintf(buf, sizeof buf, "%" PRIu64 "h", s / 3600);
+  else std::snprintf(buf, sizeof buf, "%" PRIu64 "d", s / 86400);
+  return buf;
+}
+
+std::string Quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;  // ours and server ids: never control characters
+    out += c;
+  }
+  return out + "\"";
+}
+
+// "time" and "age_seconds" of an instant for JSON; null for none.
+std::string When(uint64_t then_ns, uint64_t now_ns) {
+  if (then_ns == 0) return "null";
+  uint64_t age = now_ns > then_ns ? (now_ns - then_ns) / 1000000000ull : 0;
+  return "{\"time\": " + Quoted(FormatUtc(then_ns)) + ", \"age_seconds\": " + std::to_string(age) + "}";
+}
+
+}  // namespace
+
+Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir) {
+  BR_ASSIGN_OR_RETURN(std::vector<std::string> ids, store::ListServers(store_dir));
+  std::vector<FleetRow> rows;
+  for (const std::string& id : ids) {
+    FleetRow row;
+    row.server_id = id;
+    auto opened = store::ServerStore::Open(store_dir, id, false);
+    if (!opened.ok()) {
+      row.problem = opened.status().message();
+      rows.push_back(std::move(row));
+      continue;
+    }
+    const store::Manifest& m = (*opened)->manifest();
+    row.points = m.points.size();
+    row.last_point_ns = m.points.empty() ? 0 : m.points.back().time_ns;
+    row.last_consistent_ns = m.last_consistent_time_ns();
+    Env* env = (*opened)->env();
+    std::string packs = (*opened)->dir() + "/packs";
+    if (auto names = env->ListDir(packs); names.ok()) {
+      for (const std::string& n : *names) {
+        auto size = env->FileSize(packs + "/" + n);
+        if (!size.ok()) continue;  // removed by a compaction meanwhile
+        row.stored_bytes += *size;
+        ++row.pack_files;
+      }
+    }
+    row.last_drill = store::LastDrill(env, (*opened)->dir() + "/drills.jsonl");
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::string FleetTable(const std::vector<FleetRow>& rows, uint64_t now_ns) {
+  char line[512];
+  std::snprintf(line, sizeof line, "%-24s %7s %10s %15s %14s %12s\n", "SERVER", "POINTS", "LAST AGE", "CONSISTENT AGE",
+                "STORED BYTES", "LAST DRILL");
+  std::string out = line;
+  for (const FleetRow& r : rows) {
+    if (!r.problem.empty()) {
+      std::snprintf(line, sizeof line, "%-24s unreadable: %s\n", r.server_id.c_str(), r.problem.c_str());
+      out += line;
+      continue;
+    }
+    std::string drill = r.last_drill ? std::string(r.last_drill->pass ? "pass " : "FAIL ") + Age(r.last_drill->started_ns, now_ns)
+                                     : "never";
+    std::snprintf(line, sizeof line, "%-24s %7" PRIu64 " %10s %15s %14" PRIu64 " %12s\n", r.server_id.c_str(), r.points,
+                  Age(r.last_point_ns, now_ns).c_str(), Age(r.last_consistent_ns, now_ns).c_str(), r.stored_bytes,
+                  drill.c_str());
+    out += line;
+  }
+  if (rows.empty()) out += "(no servers in this store)\n";
+  return out;
+}
+
+std::string FleetJson(const std::vector<FleetRow>& rows, uint64_t now_ns) {
+  std::string out = "[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const FleetRow& r = rows[i];
+    out += std::string(i ? "," : "") + "\n  {\"server\": " + Quoted(r.server_id);
+    if (!r.problem.empty()) {
+      out += ", \"problem\": " + Quoted(r.problem) + "}";
+      continue;
+    }
+    out += ", \"points\": " + std::to_string(r.points) + ", \"last_point\": " + When(r.last_point_ns, now_ns) +
+           ", \"last_consistent_point\": " + When(r.last_consistent_ns, now_ns) +
+           ", \"stored_bytes\": " + std::to_string(r.stored_bytes) + ", \"pack_files\": " + std::to_string(r.pack_files) +
+           ", \"last_drill\": ";
+    if (r.last_drill) {
+      uint64_t age = now_ns > r.last_drill->started_ns ? (now_ns - r.last_drill->started_ns) / 1000000000ull : 0;
+      out += "{\"started\": " + Quoted(FormatUtc(r.last_drill->started_ns)) + ", \"age_seconds\": " + std::to_string(age) +
+             ", \"result\": " + Quoted(r.last_drill->pass ? "pass" : "fail") + "}";
+    } else {
+      out += "null";
+    }
+    out += "}";
+  }
+  return out + (rows.empty() ? "]\n" : "\n]\n");
+}
+
+}  // namespace blockrep::recovery
