@@ -350,7 +350,11 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
   uint64_t now = MonotonicNs();
   uint64_t point_due = now + opts_.point_interval_ns;
   uint64_t next_poll = now + opts_.poll_interval_ns;
-  bool closing = once || *sig.term;  // the point ends after one last take
+  // The point ends after one last take: with --once, on SIGTERM, and for an initial sync or a
+  // rescan after tracking was lost, whose copy is a recovery point the moment its read is done
+  // (not at the next interval). With the scan tracker every point is a rescan: they keep it.
+  const bool whole = point_.mode == PointMode::kFull || (point_.mode == PointMode::kRescan && tracker_.tracker);
+  bool closing = once || *sig.term || whole;
   // *term_taken: whether this point's last take came after SIGTERM: only then does it hold every
   // write made before the signal. A SIGTERM (or SIGUSR1) that arrives after the last take is
   // served by the next point, or writes made just before it would be in no point.
