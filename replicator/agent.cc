@@ -49,6 +49,7 @@ Status Agent::Prepare() {
     for (DataKey& k : keys) OPENSSL_cleanse(k.bytes.data(), k.bytes.size());
   }
   if (opts_.volumes.empty()) return InvalidArgument("no --volume given: name at least one device or image");
+  BR_RETURN_IF_ERROR(StartMetrics());
   if (opts_.volumes.size() > wire::kMaxVolumes)
     return InvalidArgument("at most " + std::to_string(wire::kMaxVolumes) + " volumes per server");
   for (const std::string& path : opts_.volumes) {

@@ -14,6 +14,7 @@
 #include "blockrep/crypto/codec.h"
 #include "blockrep/crypto/fingerprint.h"
 #include "blockrep/crypto/record.h"
+#include "blockrep/metrics/http_endpoint.h"
 #include "blockrep/net/tls.h"
 #include "blockrep/tracking/tracker.h"
 #include "blockrep/net/uring.h"
@@ -57,6 +58,10 @@ struct Options {
   uint64_t rpo_target_ns = 30ull * 1000000000ull;       // warn before lag would pass this
   uint64_t bandwidth_bps = 0;                           // 0: unlimited
   std::string pre_hook, post_hook;                      // run around each point's freeze
+  // --metrics: Prometheus text at http://HOST:PORT/metrics; --metrics-textfile: the same text in
+  // a file for node_exporter's textfile collector (replaced about once a second). Unset: none.
+  std::optional<HostPort> metrics;
+  std::string metrics_textfile;
   // Seams of the deterministic simulation (tests/sim/): the ring, and the connection's socket.
   // Unset: io_uring, and a TCP connect to `staging`.
   RingFactory make_ring;
@@ -143,6 +148,12 @@ class Agent {
   // AGENT_REPORT to the staging, every kReportEveryNs while a session is up (agent_report.cc).
   void ReportToStaging(uint64_t now_ns, uint64_t backlog_bytes);
   static constexpr uint64_t kReportEveryNs = 2000000000ull;
+  // --metrics and --metrics-textfile (agent_report.cc): started by Prepare, published about once
+  // a second, and at once on a state change or an acknowledged point.
+  Status StartMetrics();
+  void PublishMetrics(uint64_t now_ns, uint64_t backlog_bytes, bool force);
+  std::string RenderMetrics(uint64_t now_ns, uint64_t backlog_bytes) const;
+  static constexpr uint64_t kPublishEveryNs = 1000000000ull;
   std::vector<uint64_t> VolumeSizes() const;
   // The chain's last point is sealed under a retired key: this point is a full one under ours.
   bool KeyRotated() const;
@@ -170,7 +181,12 @@ class Agent {
   std::pair<AgentState, std::string> state_{AgentState::kDisconnected, ""};  // and why
   SyncSummary summary_;
   uint64_t wire_bytes_total_ = 0;  // frame bytes of sessions before the current one
-  uint64_t reported_ns_ = 0;       // the last AGENT_REPORT
+  // What the agent tells others: the staging (AGENT_REPORT) and Prometheus (--metrics).
+  struct Reporting {
+    uint64_t reported_ns = 0;   // the last AGENT_REPORT
+    uint64_t published_ns = 0;  // the last metrics text
+    std::unique_ptr<metrics::HttpEndpoint> endpoint;
+  } reporting_;
 };
 
 }  // namespace blockrep::agent

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "agent.h"
+#include "blockrep/metrics/exposition.h"
 #include "fingerprint_cache.h"
 
 namespace blockrep::agent {
@@ -49,6 +50,7 @@ void Agent::WriteStatus(bool force) {
     SetState(AgentState::kContinuous, "caught up");
   }
   ReportToStaging(now, backlog);
+  PublishMetrics(now, backlog, force);
   if (opts_.state_dir.empty()) return;
   AgentStatus::Fields f;
   f.server_id = opts_.server_id;
@@ -66,8 +68,8 @@ void Agent::WriteStatus(bool force) {
 }
 
 void Agent::ReportToStaging(uint64_t now_ns, uint64_t backlog_bytes) {
-  if (!link_->connected() || !link_->hello() || now_ns - reported_ns_ < kReportEveryNs) return;
-  reported_ns_ = now_ns;
+  if (!link_->connected() || !link_->hello() || now_ns - reporting_.reported_ns < kReportEveryNs) return;
+  reporting_.reported_ns = now_ns;
   wire::AgentReport r;
   r.state = static_cast<uint8_t>(state_.first);
   r.lag_ms = status_.LagMs(now_ns);
@@ -75,6 +77,60 @@ void Agent::ReportToStaging(uint64_t now_ns, uint64_t backlog_bytes) {
   r.rpo_target_ms = opts_.rpo_target_ns / 1000000;
   // A failed send shows on the connection's next step, which ends the session.
   SendFrame(wire::MsgType::kAgentReport, r.Encode()).IgnoreError();
+}
+
+Status Agent::StartMetrics() {
+  if (!opts_.metrics_textfile.empty()) {
+    const std::string& p = opts_.metrics_textfile;
+    if (p.size() < 6 || p.compare(p.size() - 5, 5, ".prom") != 0)
+      return InvalidArgument("--metrics-textfile " + p + ": node_exporter's textfile collector reads only files named *.prom");
+  }
+  if (!opts_.metrics) return Status::Ok();
+  BR_ASSIGN_OR_RETURN(reporting_.endpoint, metrics::HttpEndpoint::Start(*opts_.metrics, "--metrics"));
+  Log(kProg, "metrics at http://" + opts_.metrics->host + ":" + std::to_string(reporting_.endpoint->port()) + "/metrics");
+  return Status::Ok();
+}
+
+void Agent::PublishMetrics(uint64_t now_ns, uint64_t backlog_bytes, bool force) {
+  if (!reporting_.endpoint && opts_.metrics_textfile.empty()) return;
+  if (!force && reporting_.published_ns != 0 && now_ns - reporting_.published_ns < kPublishEveryNs) return;
+  reporting_.published_ns = now_ns;
+  std::string text = RenderMetrics(now_ns, backlog_bytes);
+  if (!opts_.metrics_textfile.empty() && !AgentStatus::Replace(opts_.metrics_textfile, text, 0644))
+    Log(kProg, "warning: cannot write " + opts_.metrics_textfile + ": " + std::strerror(errno));
+  if (reporting_.endpoint) reporting_.endpoint->Publish(std::move(text));
+}
+
+std::string Agent::RenderMetrics(uint64_t now_ns, uint64_t backlog_bytes) const {
+  using metrics::Type;
+  const std::string& id = opts_.server_id;
+  metrics::Exposition e;
+  // The names the staging uses too (staging/metrics.cc) mean the same.
+  e.Family("blockrep_agent_state", Type::kGauge,
+           "The agent's state: 0 initial sync, 1 rescan, 2 continuous, 3 backlog, 4 disconnected, 5 stalled (staging full).");
+  e.Sample(static_cast<double>(state_.first), id);
+  e.Family("blockrep_agent_connected", Type::kGauge, "1 while the agent holds a session with the staging, else 0.");
+  e.Sample(link_->connected() && link_->hello() ? 1 : 0, id);
+  e.Family("blockrep_agent_lag_seconds", Type::kGauge,
+           "Replication lag: age of the oldest write taken and not yet durable on the staging (0: none).");
+  e.Sample(static_cast<double>(status_.LagMs(now_ns)) / 1e3, id);
+  e.Family("blockrep_agent_backlog_bytes", Type::kGauge, "Bytes taken or dirty and not yet acknowledged by the staging.");
+  e.Sample(static_cast<double>(backlog_bytes), id);
+  e.Family("blockrep_agent_rpo_target_seconds", Type::kGauge, "The agent's RPO target (--rpo-target).");
+  e.Sample(static_cast<double>(opts_.rpo_target_ns) / 1e9, id);
+  e.Family("blockrep_last_point_timestamp_seconds", Type::kGauge,
+           "Time of the newest recovery point the staging acknowledged to this agent (0: none yet).");
+  e.Sample(static_cast<double>(chain_.known().time_ns) / 1e9, id);
+  e.Family("blockrep_rollback_alarm", Type::kGauge,
+           "1 while the agent holds a rollback alarm: the staging's chain was behind, or forked from, the points it saw "
+           "acknowledged.");
+  e.Sample(chain_.alarm().empty() ? 0 : 1, id);
+  e.Family("blockrep_sent_bytes_total", Type::kCounter, "Frame bytes sent to the staging by this process.");
+  e.Sample(static_cast<double>(wire_bytes_total_ + summary_.bytes_wire), id);
+  e.Family("blockrep_shipped_bytes_total", Type::kCounter, "Volume bytes read and shipped by this process, per volume.");
+  const std::vector<uint64_t>& shipped = reads_->shipped_by_volume();
+  for (size_t v = 0; v < volumes_.size(); ++v) e.Sample(static_cast<double>(shipped[v]), id, std::to_string(v));
+  return e.text();
 }
 
 }  // namespace blockrep::agent

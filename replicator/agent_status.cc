@@ -143,10 +143,14 @@ std::string AgentStatus::Json(const Fields& f, uint64_t now_ns, const std::strin
 }
 
 bool AgentStatus::Write(const std::string& state_dir, const std::string& json) {
-  std::string tmp = state_dir + "/status.json.tmp";
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  return fd.valid() && WriteAll(fd.get(), ByteSpan(reinterpret_cast<const uint8_t*>(json.data()), json.size())).ok() &&
-         rename(tmp.c_str(), (state_dir + "/status.json").c_str()) == 0;
+  return Replace(state_dir + "/status.json", json, 0600);
+}
+
+bool AgentStatus::Replace(const std::string& path, const std::string& text, unsigned mode) {
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  return fd.valid() && WriteAll(fd.get(), ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size())).ok() &&
+         rename(tmp.c_str(), path.c_str()) == 0;
 }
 
 }  // namespace blockrep::agent

@@ -57,6 +57,9 @@ class AgentStatus {
   std::string Json(const Fields& f, uint64_t now_ns, const std::string& now_utc) const;
   // Writes `json` to <state_dir>/status.json atomically; false (errno set) on failure.
   static bool Write(const std::string& state_dir, const std::string& json);
+  // Replaces `path` with `text` (a temporary beside it, renamed; no fsync: a display that is
+  // rewritten every second). False (errno set) on failure.
+  static bool Replace(const std::string& path, const std::string& text, unsigned mode);
 
  private:
   static constexpr uint64_t kIntervalNs = 250000000;          // 4 updates a second

@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       "Usage: blockrep-agent --staging HOST:PORT --server-id ID --volume PATH [--volume PATH ...]\n"
       "                      --key FILE --once [options]\nOptions");
   std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
-  std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook;
+  std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook, metrics, metrics_textfile;
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "staging", po::value(&staging), "staging address HOST:PORT")(
@@ -115,6 +115,10 @@ int main(int argc, char** argv) {
       "pre-hook", po::value(&pre_hook), "executable run before each point's freeze (quiesce applications); "
       "BLOCKREP_POINT_ID is set; failing or taking over 30 s makes the point not consistent")(
       "post-hook", po::value(&post_hook), "executable run after each point's thaw")(
+      "metrics", po::value(&metrics),
+      "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9401 (no authentication)")(
+      "metrics-textfile", po::value(&metrics_textfile),
+      "write the same metrics to PATH (*.prom) about once a second, for node_exporter's textfile collector")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -156,6 +160,12 @@ int main(int argc, char** argv) {
   }
   opts.pre_hook = pre_hook;
   opts.post_hook = post_hook;
+  if (!metrics.empty()) {
+    auto mhp = ParseHostPort(metrics, "--metrics");
+    if (!mhp.ok()) return ReportFatal(kProg, mhp.status());
+    opts.metrics = *mhp;
+  }
+  opts.metrics_textfile = metrics_textfile;
 
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa{};

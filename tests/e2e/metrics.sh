@@ -3,7 +3,8 @@
 # volume, /metrics passes `promtool check metrics` and shows what happened — the points retained
 # and committed, the bytes ingested, the newest point's time, the pack commits timed, the last
 # drill's result (fail, then pass), the agent's own report (AGENT_REPORT) — and answers 404 for
-# anything but /metrics. `blockrep-recover servers` shows the same server from the store.
+# anything but /metrics. `blockrep-recover servers` shows the same server from the store; the
+# agent's own metrics (--metrics-textfile, --metrics) pass promtool and agree with the staging's.
 source "$(dirname "$0")/lib.sh"
 need_root "metrics"
 command -v promtool >/dev/null || { echo "SKIP: promtool is missing (scripts/setup.sh installs prometheus)" >&2; exit 77; }
@@ -19,7 +20,8 @@ URL=http://127.0.0.1:$port/metrics
 
 agent "$ID" --volume "$WORK/vol.img" >"$WORK/a1.out" 2>&1 || fail "first point: $(tail -n 1 "$WORK/a1.out")"
 dd if=/dev/urandom of="$WORK/vol.img" bs=64K count=16 seek=50 conv=notrunc status=none
-agent "$ID" --volume "$WORK/vol.img" >"$WORK/a2.out" 2>&1 || fail "second point: $(tail -n 1 "$WORK/a2.out")"
+agent "$ID" --volume "$WORK/vol.img" --metrics-textfile "$WORK/agent.prom" >"$WORK/a2.out" 2>&1 ||
+  fail "second point: $(tail -n 1 "$WORK/a2.out")"
 
 # metric NAME: the sample of NAME for this server (the first if several).
 scrape() { curl -fsS "$URL" >"$WORK/metrics.txt" || fail "GET $URL failed"; }
@@ -83,6 +85,37 @@ stored=$(grep -o '"stored_bytes": [0-9]*' "$WORK/servers.json" | grep -o '[0-9]*
 [[ $stored == $(metric blockrep_stored_bytes) ]] || fail "servers says $stored stored bytes, /metrics $(metric blockrep_stored_bytes)"
 recover servers --store "$STORE" >"$WORK/servers.txt" || fail "servers failed"
 pass "servers: $(tail -n 1 "$WORK/servers.txt")"
+
+# The agent's own metrics: the textfile its --once run left, and a continuous agent's endpoint.
+promtool check metrics <"$WORK/agent.prom" >"$WORK/promtool-agent.out" 2>&1 || fail "promtool (agent): $(cat "$WORK/promtool-agent.out")"
+[[ -s $WORK/promtool-agent.out ]] && fail "promtool has remarks on the agent's file: $(cat "$WORK/promtool-agent.out")"
+agent_point=$(grep -E "^blockrep_last_point_timestamp_seconds\{server=\"$ID\"\} " "$WORK/agent.prom" | awk '{print $2}')
+[[ $agent_point == "$(metric blockrep_last_point_timestamp_seconds)" ]] ||
+  fail "the agent's last point time $agent_point is not the staging's $(metric blockrep_last_point_timestamp_seconds)"
+grep -qE "^blockrep_shipped_bytes_total\{server=\"$ID\",volume=\"0\"\} [1-9]" "$WORK/agent.prom" || fail "no shipped bytes in $(cat "$WORK/agent.prom")"
+"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
+  --volume "$WORK/vol.img" --state-dir "$WORK/agent-state" --metrics 127.0.0.1:0 2>"$WORK/agent.log" &
+APID=$!
+PIDS+=("$APID")
+aport=
+for _ in $(seq 1 100); do
+  aport=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$WORK/agent.log" | grep -o '[0-9]*$' || true)
+  [[ -n $aport ]] && break
+  sleep 0.05
+done
+[[ -n $aport ]] || fail "the continuous agent did not say where its metrics are: $(tail -n 3 "$WORK/agent.log")"
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$aport/metrics" >"$WORK/agent-http.txt" || fail "GET the agent's /metrics failed"
+  grep -qE "^blockrep_agent_connected\{server=\"$ID\"\} 1$" "$WORK/agent-http.txt" && break
+  sleep 0.1
+done
+grep -qE "^blockrep_agent_connected\{server=\"$ID\"\} 1$" "$WORK/agent-http.txt" || fail "the agent never showed itself connected"
+promtool check metrics <"$WORK/agent-http.txt" >"$WORK/promtool-agent2.out" 2>&1 || fail "promtool (agent HTTP): $(cat "$WORK/promtool-agent2.out")"
+[[ -s $WORK/promtool-agent2.out ]] && fail "promtool has remarks on the agent's endpoint: $(cat "$WORK/promtool-agent2.out")"
+kill -TERM "$APID"
+wait "$APID" || fail "the continuous agent did not exit 0 on SIGTERM: $(tail -n 3 "$WORK/agent.log")"
+PIDS=()
+pass "the agent's metrics (textfile after --once, HTTP while continuous) pass promtool; last point time agrees with the staging's"
 
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/other")
 [[ $code == 404 ]] || fail "GET /other answered $code"
