@@ -19,6 +19,7 @@
 #include <ftw.h>
 
 #include "blockrep/base/cli.h"
+#include "blockrep/base/json.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/store/store.h"
 #include "blockrep/crypto/keyfile.h"
@@ -35,28 +36,6 @@ constexpr size_t kTailBytes = 2000;
 
 std::atomic<int> g_signal{0};
 void OnSignal(int sig) { g_signal.store(sig); }
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
 
 std::string Fixed(double v) {
   char buf[32];

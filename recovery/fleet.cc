@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "blockrep/base/cli.h"
+#include "blockrep/base/json.h"
 #include "blockrep/store/store.h"
 
 namespace blockrep::recovery {
@@ -20,21 +21,11 @@ std::string Age(uint64_t then_ns, uint64_t now_ns) {
   return buf;
 }
 
-std::string Quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;  // ours and server ids: never control characters
-    out += c;
-  }
-  return out + "\"";
-}
-
 // "time" and "age_seconds" of an instant for JSON; null for none.
 std::string When(uint64_t then_ns, uint64_t now_ns) {
   if (then_ns == 0) return "null";
   uint64_t age = now_ns > then_ns ? (now_ns - then_ns) / 1000000000ull : 0;
-  return "{\"time\": " + Quoted(FormatUtc(then_ns)) + ", \"age_seconds\": " + std::to_string(age) + "}";
+  return "{\"time\": " + JsonString(FormatUtc(then_ns)) + ", \"age_seconds\": " + std::to_string(age) + "}";
 }
 
 }  // namespace
@@ -97,9 +88,9 @@ std::string FleetJson(const std::vector<FleetRow>& rows, uint64_t now_ns) {
   std::string out = "[";
   for (size_t i = 0; i < rows.size(); ++i) {
     const FleetRow& r = rows[i];
-    out += std::string(i ? "," : "") + "\n  {\"server\": " + Quoted(r.server_id);
+    out += std::string(i ? "," : "") + "\n  {\"server\": " + JsonString(r.server_id);
     if (!r.problem.empty()) {
-      out += ", \"problem\": " + Quoted(r.problem) + "}";
+      out += ", \"problem\": " + JsonString(r.problem) + "}";
       continue;
     }
     out += ", \"points\": " + std::to_string(r.points) + ", \"last_point\": " + When(r.last_point_ns, now_ns) +
@@ -108,8 +99,8 @@ std::string FleetJson(const std::vector<FleetRow>& rows, uint64_t now_ns) {
            ", \"last_drill\": ";
     if (r.last_drill) {
       uint64_t age = now_ns > r.last_drill->started_ns ? (now_ns - r.last_drill->started_ns) / 1000000000ull : 0;
-      out += "{\"started\": " + Quoted(FormatUtc(r.last_drill->started_ns)) + ", \"age_seconds\": " + std::to_string(age) +
-             ", \"result\": " + Quoted(r.last_drill->pass ? "pass" : "fail") + "}";
+      out += "{\"started\": " + JsonString(FormatUtc(r.last_drill->started_ns)) + ", \"age_seconds\": " + std::to_string(age) +
+             ", \"result\": " + JsonString(r.last_drill->pass ? "pass" : "fail") + "}";
     } else {
       out += "null";
     }

@@ -6,24 +6,10 @@
 #include <algorithm>
 
 #include "blockrep/base/fs.h"
+#include "blockrep/base/json.h"
 
 namespace blockrep::agent {
 namespace {
-
-std::string JsonString(const std::string& in) {
-  std::string out = "\"";
-  for (char c : in) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 // The q-quantile of `v` (sorted here), 0 when empty.
 uint64_t Quantile(std::vector<uint64_t> v, double q) {

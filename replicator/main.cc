@@ -7,6 +7,7 @@
 
 #include "agent.h"
 #include "blockrep/base/cli.h"
+#include "blockrep/base/json.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/base/options.h"
 
@@ -27,6 +28,51 @@ std::string DirOf(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 }  // namespace
+
+// --once's summary, for a person.
+static void PrintSummary(const agent::SyncSummary& s) {
+  double mib = 1024.0 * 1024.0;
+  std::printf("point %llu acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id));
+  if (s.resumed)
+    std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
+                s.mode_reason.c_str());
+  else if (s.base_point != 0)
+    std::printf("  kind        incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
+                s.mode_reason.c_str());
+  else
+    std::printf("  kind        full (%s)\n", s.mode_reason.c_str());
+  std::printf("  tracker     %s\n", s.tracker.c_str());
+  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
+              s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
+  if (s.bytes_reread_to_seal != 0)
+    std::printf("  re-read     %10.1f MiB  (blocks of the kept records, to seal the resumed point; not sent)\n",
+                s.bytes_reread_to_seal / mib);
+  std::printf("  shipped     %10.1f MiB of data in %llu records (%llu stored raw: incompressible)\n",
+              s.bytes_shipped_plain / mib, static_cast<unsigned long long>(s.records),
+              static_cast<unsigned long long>(s.records_raw));
+  std::printf("  stored      %10.1f MiB sealed (ratio %.2f of shipped data)\n", s.bytes_stored / mib,
+              s.bytes_shipped_plain ? static_cast<double>(s.bytes_stored) / s.bytes_shipped_plain : 0.0);
+  std::printf("  on the wire %10.1f MiB before TLS\n", s.bytes_wire / mib);
+  std::printf("  time        %10.2f s  (%.1f MB/s read)\n", s.seconds,
+              s.seconds > 0 ? s.bytes_read / 1e6 / s.seconds : 0.0);
+}
+
+// --once --json: the same summary as one JSON object on stdout (the log stays on stderr).
+static void PrintSummaryJson(const agent::SyncSummary& s) {
+  const char* kind = s.resumed ? "resumed" : s.base_point != 0 ? "incremental" : "full";
+  auto u = [](uint64_t v) { return std::to_string(v); };
+  std::string j = "{\"point\": " + u(s.point_id) + ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +
+                  u(s.base_point) + ", \"reason\": " + JsonString(s.mode_reason) + ", \"tracker\": " +
+                  JsonString(s.tracker) + ", \"bytes_read\": " + u(s.bytes_read) + ", \"bytes_zero\": " +
+                  u(s.bytes_zero) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
+                  ", \"bytes_shipped\": " + u(s.bytes_shipped_plain) + ", \"records\": " + u(s.records) +
+                  ", \"records_raw\": " + u(s.records_raw) + ", \"bytes_stored\": " + u(s.bytes_stored) +
+                  ", \"bytes_wire\": " + u(s.bytes_wire);
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.3f", s.seconds);
+  j += std::string(", \"seconds\": ") + secs + ", \"alarm\": " + (s.alarm.empty() ? "null" : JsonString(s.alarm)) + "}\n";
+  std::fputs(j.c_str(), stdout);
+}
 
 int StatusCommand(int argc, char** argv) {
   std::string state_dir;
@@ -119,7 +165,8 @@ int main(int argc, char** argv) {
       "serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9401 (no authentication)")(
       "metrics-textfile", po::value(&metrics_textfile),
       "write the same metrics to PATH (*.prom) about once a second, for node_exporter's textfile collector")(
-      "once", "sync all volumes to one recovery point, wait for the durable ack, exit");
+      "once", "sync all volumes to one recovery point, wait for the durable ack, exit")(
+      "json", "with --once: print the summary as one JSON object");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (staging.empty() || server_id.empty() || key.empty())
@@ -202,30 +249,8 @@ int main(int argc, char** argv) {
   auto sum = a.SyncOnce(sig);
   if (!sum.ok()) return ReportFatal(kProg, sum.status());
   const agent::SyncSummary& s = *sum;
-  double mib = 1024.0 * 1024.0;
-  std::printf("point %llu acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id));
-  if (s.resumed)
-    std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
-                s.mode_reason.c_str());
-  else if (s.base_point != 0)
-    std::printf("  kind        incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
-                s.mode_reason.c_str());
-  else
-    std::printf("  kind        full (%s)\n", s.mode_reason.c_str());
-  std::printf("  tracker     %s\n", s.tracker.c_str());
-  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
-              s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
-  if (s.bytes_reread_to_seal != 0)
-    std::printf("  re-read     %10.1f MiB  (blocks of the kept records, to seal the resumed point; not sent)\n",
-                s.bytes_reread_to_seal / mib);
-  std::printf("  shipped     %10.1f MiB of data in %llu records (%llu stored raw: incompressible)\n",
-              s.bytes_shipped_plain / mib, static_cast<unsigned long long>(s.records),
-              static_cast<unsigned long long>(s.records_raw));
-  std::printf("  stored      %10.1f MiB sealed (ratio %.2f of shipped data)\n", s.bytes_stored / mib,
-              s.bytes_shipped_plain ? static_cast<double>(s.bytes_stored) / s.bytes_shipped_plain : 0.0);
-  std::printf("  on the wire %10.1f MiB before TLS\n", s.bytes_wire / mib);
-  std::printf("  time        %10.2f s  (%.1f MB/s read)\n", s.seconds,
-              s.seconds > 0 ? s.bytes_read / 1e6 / s.seconds : 0.0);
+  if (vm.count("json")) PrintSummaryJson(s);
+  else PrintSummary(s);
   if (!s.alarm.empty()) {
     // The volumes are protected again, but the staging lost acknowledged history: not a success.
     std::fprintf(stderr, "%s: error: ALARM: %s; point %llu now holds the volumes (rescan), but find out what "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # --config FILE: a staging and an agent started with a config file and no other flag replicate
-# (the agent's --once and its volumes come from the file too); a flag given beside the file wins;
+# (the agent's --once and its volumes come from the file too); a flag given beside the file wins
+# (and --json makes the summary one JSON object);
 # an unknown key, a value the option's type refuses, a switch given a value, a key without a
 # value and a key given twice are each one error line naming the file, the line and the key, with
 # exit status 2, and nothing starts. (Values checked after parsing, like a duration's text, are
@@ -52,9 +53,13 @@ pass "staging and agent ran from their config files alone (2 volumes, one point)
 
 # A flag beside the file wins: --state-dir on the command line is the one the agent uses.
 dd if=/dev/urandom of="$WORK/a.img" bs=64K count=4 conv=notrunc status=none
-"$BIN/blockrep-agent" --config "$WORK/agent.conf" --state-dir "$WORK/state2" >"$WORK/a2.out" 2>&1 ||
-  fail "second point: $(tail -n 2 "$WORK/a2.out")"
-grep -q "point 2 acknowledged" "$WORK/a2.out" || fail "no second point: $(cat "$WORK/a2.out")"
+"$BIN/blockrep-agent" --config "$WORK/agent.conf" --state-dir "$WORK/state2" --json >"$WORK/a2.json" 2>"$WORK/a2.err" ||
+  fail "second point: $(tail -n 2 "$WORK/a2.err")"
+grep -q '^{"point": 2, "kind": "incremental", "base_point": 1, ' "$WORK/a2.json" || fail "--once --json: $(cat "$WORK/a2.json")"
+[[ $(wc -l <"$WORK/a2.json") == 1 ]] || fail "--once --json printed more than one line: $(cat "$WORK/a2.json")"
+if command -v python3 >/dev/null; then
+  python3 -m json.tool "$WORK/a2.json" >/dev/null || fail "--once --json is not JSON: $(cat "$WORK/a2.json")"
+fi
 [[ -f $WORK/state2/status.json ]] || fail "the flag did not win over the file (no $WORK/state2/status.json)"
 pass "a flag beside the config file wins"
 
