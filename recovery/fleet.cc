@@ -46,17 +46,10 @@ Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir) {
     row.points = m.points.size();
     row.last_point_ns = m.points.empty() ? 0 : m.points.back().time_ns;
     row.last_consistent_ns = m.last_consistent_time_ns();
-    Env* env = (*opened)->env();
-    std::string packs = (*opened)->dir() + "/packs";
-    if (auto names = env->ListDir(packs); names.ok()) {
-      for (const std::string& n : *names) {
-        auto size = env->FileSize(packs + "/" + n);
-        if (!size.ok()) continue;  // removed by a compaction meanwhile
-        row.stored_bytes += *size;
-        ++row.pack_files;
-      }
-    }
-    row.last_drill = store::LastDrill(env, (*opened)->dir() + "/drills.jsonl");
+    store::ServerStore::PackUsage packs = (*opened)->CountPacks();
+    row.stored_bytes = packs.bytes;
+    row.pack_files = packs.count;
+    row.last_drill = store::LastDrill((*opened)->env(), (*opened)->dir() + "/drills.jsonl");
     rows.push_back(std::move(row));
   }
   return rows;

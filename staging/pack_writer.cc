@@ -1,7 +1,6 @@
 // The pack a session appends to: RECORDs gather in a batch; one write + fsync (linked, through
 // the ring) at a time makes them durable, after which they are acknowledged (group commit).
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,19 +105,6 @@ void Server::OnCommitDone(Session& s, store::PackAppender::Done done) {
   }
   Status st = MaybeCommitPoint(s);
   if (!st.ok() && !s.ch->closing()) FailStore(s, st);
-}
-
-Server::PackUsage Server::CountPacks(const store::ServerStore& store) {
-  PackUsage u;
-  auto names = ListDir(store.dir() + "/packs");
-  if (!names.ok()) return u;  // no packs directory yet: nothing stored
-  for (const std::string& n : *names) {
-    struct stat st{};
-    if (stat((store.dir() + "/packs/" + n).c_str(), &st) != 0) continue;
-    u.bytes += static_cast<uint64_t>(st.st_size);
-    ++u.count;
-  }
-  return u;
 }
 
 }  // namespace blockrep::staging

@@ -105,10 +105,8 @@ class Server {
       uint64_t report_utc_ns = 0;
     } figures;
   };
-  struct PackUsage {
-    uint64_t bytes = 0, count = 0;
-  };
-  static PackUsage CountPacks(const store::ServerStore& store);
+  using PackUsage = store::ServerStore::PackUsage;
+  static PackUsage CountPacks(const store::ServerStore& store) { return store.CountPacks(); }
   static void SetPackUsage(ServerState& st, const PackUsage& u) {
     st.pack_bytes = u.bytes;
     st.pack_count = u.count;

@@ -245,6 +245,19 @@ Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& root, 
   return s;
 }
 
+ServerStore::PackUsage ServerStore::CountPacks() const {
+  PackUsage u;
+  auto names = env_->ListDir(dir_ + "/packs");
+  if (!names.ok()) return u;  // no packs directory yet: nothing stored
+  for (const std::string& n : *names) {
+    auto size = env_->FileSize(dir_ + "/packs/" + n);
+    if (!size.ok()) continue;  // removed meanwhile (a compaction)
+    u.bytes += *size;
+    ++u.count;
+  }
+  return u;
+}
+
 std::string ServerStore::PackPath(uint32_t pack) const {
   char name[32];
   std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);

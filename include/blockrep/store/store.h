@@ -127,6 +127,11 @@ class ServerStore {
   static Result<std::unique_ptr<ServerStore>> Open(const std::string& root, const std::string& server_id,
                                                    bool create, Env* env = Env::Default());
   Env* env() const { return env_; }
+  // The server's pack files now: their bytes and count (the quota's measure, the fleet view's).
+  struct PackUsage {
+    uint64_t bytes = 0, count = 0;
+  };
+  PackUsage CountPacks() const;
 
   const Manifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
