@@ -49,8 +49,8 @@ Status RestoreDelta(PointSource& source, const std::string& server_id, const sto
   if (idx.seals.empty()) return DataLoss(where + ": the point carries no seal, so a delta restore cannot be checked");
   const VolumeSeal& seal = idx.seals[volume];
   if (!seal_keys.Authentic(seal)) return DataLoss(where + ": the point's seal does not verify with this data key");
-  if (seal.time_ns != point.time_ns || seal.flags != point.flags || seal.volume_bytes != size)
-    return DataLoss(where + ": the point's seal names another time, flags or size (manifest tampered?)");
+  if (!store::SealNamesPoint(seal, point) || seal.volume_bytes != size)
+    return DataLoss(where + ": the point's seal names another time, flags, label or size (manifest tampered?)");
 
   struct stat st{};
   if (stat(target.c_str(), &st) != 0)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "blockrep/base/cli.h"
+#include "blockrep/base/json.h"
 #include "blockrep/crypto/keyfile.h"
 #include "blockrep/base/options.h"
 #include "blockrep/store/store.h"
@@ -31,7 +32,7 @@ constexpr const char* kUsage =
     "Usage:\n"
     "  blockrep-recover list    (--store DIR | --staging HOST:PORT) --server-id ID [--key FILE] [--json]\n"
     "  blockrep-recover restore (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
-    "                           --point latest|ID|TIME --output DIR | --target VOLINDEX=PATH ...\n"
+    "                           --point latest|ID|TIME|LABEL --output DIR | --target VOLINDEX=PATH ...\n"
     "                           [--delta] [--allow-damaged]\n"
     "  blockrep-recover verify  --store DIR [--server-id ID] [--key FILE]\n"
     "  blockrep-recover mount   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
@@ -77,19 +78,20 @@ int List(int argc, char** argv) {
     std::printf("[");
     for (size_t i = 0; i < points.size(); ++i) {
       const auto& p = points[i];
-      std::printf("%s\n  {\"id\": %llu, \"time\": \"%s\", \"consistent\": %s, \"volumes\": %u, \"bytes\": %llu}",
+      std::printf("%s\n  {\"id\": %llu, \"time\": \"%s\", \"consistent\": %s, \"volumes\": %u, \"bytes\": %llu, "
+                  "\"label\": %s}",
                   i ? "," : "", static_cast<unsigned long long>(p.id), FormatUtc(p.time_ns).c_str(),
                   p.consistent() ? "true" : "false", p.volume_count,
-                  static_cast<unsigned long long>(p.bytes_added));
+                  static_cast<unsigned long long>(p.bytes_added), p.label.empty() ? "null" : JsonString(p.label).c_str());
     }
     std::printf("%s]\n", points.empty() ? "" : "\n");
     return 0;
   }
-  std::printf("%-8s %-21s %-11s %-8s %14s\n", "ID", "TIME (UTC)", "CONSISTENT", "VOLUMES", "BYTES");
+  std::printf("%-8s %-21s %-11s %-8s %14s  %s\n", "ID", "TIME (UTC)", "CONSISTENT", "VOLUMES", "BYTES", "LABEL");
   for (const auto& p : points)
-    std::printf("%-8llu %-21s %-11s %-8u %14llu\n", static_cast<unsigned long long>(p.id),
+    std::printf("%-8llu %-21s %-11s %-8u %14llu  %s\n", static_cast<unsigned long long>(p.id),
                 FormatUtc(p.time_ns).c_str(), p.consistent() ? "yes" : "no", p.volume_count,
-                static_cast<unsigned long long>(p.bytes_added));
+                static_cast<unsigned long long>(p.bytes_added), p.label.c_str());
   if (points.empty()) std::printf("(no recovery points)\n");
   return 0;
 }
@@ -162,8 +164,9 @@ int RestoreCmd(int argc, char** argv) {
                 static_cast<unsigned long long>(sum->seal_regions_matched));
     return 0;
   }
-  std::printf("restored point %llu (%s, %s) in %.2f s: %llu records, %.1f MiB of data, %.1f MiB fetched from %s\n",
-              static_cast<unsigned long long>(sum->point.id), FormatUtc(sum->point.time_ns).c_str(),
+  std::printf("restored point %llu%s (%s, %s) in %.2f s: %llu records, %.1f MiB of data, %.1f MiB fetched from %s\n",
+              static_cast<unsigned long long>(sum->point.id),
+              sum->point.label.empty() ? "" : (" '" + sum->point.label + "'").c_str(), FormatUtc(sum->point.time_ns).c_str(),
               sum->point.consistent() ? "consistent" : "not consistent", sum->seconds,
               static_cast<unsigned long long>(sum->records), sum->bytes_written / 1048576.0,
               sum->bytes_fetched / 1048576.0, req.staging.empty() ? "the store" : "the staging");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -61,9 +62,10 @@ class PointsFs {
     if (!st.ok()) Log(kProg, "reading the manifest again failed (keeping the last listing): " + st.ToString());
   }
 
-  // Path forms: "/", "/latest", "/<id>", "/<id>/vol-<i>.img".
+  // Path forms: "/", "/latest" and "/<label>" (symlinks to a point's directory), "/<id>",
+  // "/<id>/vol-<i>.img".
   struct Path {
-    enum class Kind { kRoot, kLatest, kPoint, kVolume, kNone } kind = Kind::kNone;
+    enum class Kind { kRoot, kLink, kPoint, kVolume, kNone } kind = Kind::kNone;
     uint64_t point = 0;
     uint16_t volume = 0;
   };
@@ -71,8 +73,17 @@ class PointsFs {
     Path p;
     std::string s(path);
     if (s == "/") return p.kind = Path::Kind::kRoot, p;
-    if (s == "/latest") return p.kind = points_.empty() ? Path::Kind::kNone : Path::Kind::kLatest, p;
     size_t slash = s.find('/', 1);
+    if (slash == std::string::npos && s.size() > 1 && std::isalpha(static_cast<unsigned char>(s[1]))) {
+      // "latest", or a label: the newest point carrying it (what --point LABEL picks).
+      for (auto it = points_.rbegin(); it != points_.rend(); ++it)
+        if (s == "/latest" || it->second.label == s.substr(1)) {
+          p.point = it->first;
+          p.kind = Path::Kind::kLink;
+          return p;
+        }
+      return p;
+    }
     std::string id = s.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
     if (id.empty() || id.size() > 20 || id.find_first_not_of("0123456789") != std::string::npos) return p;
     p.point = std::strtoull(id.c_str(), nullptr, 10);
@@ -161,10 +172,10 @@ int FsGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
       st->st_mode = S_IFDIR | 0500;
       st->st_nlink = 2;
       return 0;
-    case PointsFs::Path::Kind::kLatest:
+    case PointsFs::Path::Kind::kLink:
       st->st_mode = S_IFLNK | 0777;
       st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(std::to_string(fs->points().rbegin()->first).size());
+      st->st_size = static_cast<off_t>(std::to_string(p.point).size());
       return 0;
     case PointsFs::Path::Kind::kPoint: {
       const store::PointInfo& info = fs->points().at(p.point);
@@ -194,8 +205,9 @@ int FsGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
 
 int FsReadlink(const char* path, char* buf, size_t size) {
   PointsFs* fs = Fs();
-  if (fs->Parse(path).kind != PointsFs::Path::Kind::kLatest || size == 0) return -EINVAL;
-  std::string target = std::to_string(fs->points().rbegin()->first);
+  auto p = fs->Parse(path);
+  if (p.kind != PointsFs::Path::Kind::kLink || size == 0) return -EINVAL;
+  std::string target = std::to_string(p.point);
   std::snprintf(buf, size, "%s", target.c_str());
   return 0;
 }
@@ -212,6 +224,10 @@ int FsReaddir(const char* path, void* buf, fuse_fill_dir_t fill, off_t, struct f
     for (const auto& [id, info] : fs->points())
       fill(buf, std::to_string(id).c_str(), nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
     if (!fs->points().empty()) fill(buf, "latest", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+    std::set<std::string> labels;
+    for (const auto& [id, info] : fs->points())
+      if (!info.label.empty() && labels.insert(info.label).second)
+        fill(buf, info.label.c_str(), nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
     return 0;
   }
   for (uint32_t v = 0; v < fs->points().at(p.point).volume_count; ++v)

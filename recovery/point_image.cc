@@ -54,9 +54,9 @@ Result<std::unique_ptr<PointImage>> PointImage::Open(PointSource* source, const 
     const VolumeSeal& seal = idx.seals[v];
     if (!img->point_key_->seal_keys->Authentic(seal))
       problem = "the point's seal does not verify with this data key (forged or damaged seal)";
-    else if (seal.time_ns != img->point_.time_ns || seal.flags != img->point_.flags)
-      problem = "the manifest says time " + FormatUtc(img->point_.time_ns) + " but the agent sealed time " +
-                FormatUtc(seal.time_ns) + " (manifest tampered?)";
+    else if (!store::SealNamesPoint(seal, img->point_))
+      problem = "the manifest says time " + FormatUtc(img->point_.time_ns) + " label '" + img->point_.label +
+                "' but the agent sealed time " + FormatUtc(seal.time_ns) + " label '" + seal.label + "' (manifest tampered?)";
     else if (seal.volume_bytes != idx.volume_sizes[v])
       problem = "the seal is of a " + std::to_string(seal.volume_bytes) + "-byte volume, the index of a " +
                 std::to_string(idx.volume_sizes[v]) + "-byte one";

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 
@@ -131,10 +132,10 @@ Status CheckSeal(const std::string& server_id, const store::PointInfo& point, co
   const VolumeSeal& seal = idx.seals[vol];
   if (!check.keys->Authentic(seal))
     return refuse(0, size, "the point's seal does not verify with this data key (forged or damaged seal)");
-  if (seal.time_ns != point.time_ns || seal.flags != point.flags)
+  if (!store::SealNamesPoint(seal, point))
     return refuse(0, size, "the manifest says time " + FormatUtc(point.time_ns) + " flags " + std::to_string(point.flags) +
-                               " but the agent sealed time " + FormatUtc(seal.time_ns) + " flags " +
-                               std::to_string(seal.flags) + " (manifest tampered?)");
+                               " label '" + point.label + "' but the agent sealed time " + FormatUtc(seal.time_ns) +
+                               " flags " + std::to_string(seal.flags) + " label '" + seal.label + "' (manifest tampered?)");
   std::vector<uint32_t> mismatched = MismatchedRegions(seal, computed.regions());
   sum->seal_regions_matched += seal.regions.size() - mismatched.size();
   for (uint32_t region : mismatched) {
@@ -274,6 +275,15 @@ Result<store::PointInfo> ResolvePoint(const store::Manifest& m, const std::strin
       if (p.id == id) return p;
     return NotFound("server '" + m.server_id + "' has no recovery point " + spec +
                     " (blockrep-recover list shows the retained points)");
+  }
+  if (!spec.empty() && std::isalpha(static_cast<unsigned char>(spec[0]))) {
+    // A label (blockrep-agent point --label): the newest point carrying it. The restore then
+    // refuses the point unless its seal carries the same label (SealNamesPoint).
+    BR_RETURN_IF_ERROR(CheckPointLabel(spec));
+    for (auto it = m.points.rbegin(); it != m.points.rend(); ++it)
+      if (it->label == spec) return *it;
+    return NotFound("server '" + m.server_id + "' has no retained point labelled '" + spec +
+                    "' (blockrep-recover list shows the labels; --keep-labelled on the staging says how long they are kept)");
   }
   BR_ASSIGN_OR_RETURN(uint64_t t, ParseUtc(spec));
   const store::PointInfo* best = nullptr;

@@ -13,7 +13,8 @@
 
 namespace blockrep::recovery {
 
-// "latest", a point id, or an ISO-8601 UTC time (newest point at or before it).
+// "latest", a point id, an ISO-8601 UTC time (newest point at or before it), or a label (the newest
+// point carrying it).
 Result<store::PointInfo> ResolvePoint(const store::Manifest& manifest, const std::string& spec);
 
 // --expect-point N: the operator knows point N was acknowledged (the agent's status.json, its

@@ -96,8 +96,8 @@ void CheckSeals(const store::PointInfo& p, const store::PointIndex& idx, const s
       whole(v, "the point's seal does not verify with the data key (forged or damaged seal)");
       continue;
     }
-    if (seal.time_ns != p.time_ns || seal.flags != p.flags) {
-      whole(v, "the manifest's time or flags differ from what the agent sealed (manifest tampered?)");
+    if (!store::SealNamesPoint(seal, p)) {
+      whole(v, "the manifest's time, flags or label differ from what the agent sealed (manifest tampered?)");
       continue;
     }
     RegionDigests digests(keys, idx.volume_sizes[v]);

@@ -10,6 +10,7 @@
 #include "blockrep/base/fs.h"
 #include "blockrep/crypto/keyfile.h"
 #include "fingerprint_cache.h"
+#include "point_request.h"
 #include "tracker_choice.h"
 
 namespace blockrep::agent {
@@ -96,7 +97,7 @@ void Agent::SetPhase(PointPhase p) {
   point_.phase = p;
 }
 
-bool Agent::PollTracker(bool with_inflight, bool final_take) {
+bool Agent::PollTracker(bool with_inflight, bool final_take, bool append) {
   if (!tracker_.tracker) return false;
   uint64_t now = MonotonicNs();
   uint64_t found = 0;
@@ -117,7 +118,11 @@ bool Agent::PollTracker(bool with_inflight, bool final_take) {
   }
   // A tracker batch ships every block it names, in every kind of point: in a rescan, a block
   // written back to the base's content after the sweep sent it must be sent again too.
-  reads_->SetWork(std::move(work), ReadMode::kShip);
+  if (append) {
+    if (found != 0) reads_->AppendWork(std::move(work));
+  } else {
+    reads_->SetWork(std::move(work), ReadMode::kShip);
+  }
   status_.NoteTake(now, found);  // lag: the batch is durable once the ACK passes its last record
   return found != 0;
 }
@@ -179,7 +184,7 @@ Status Agent::StartPoint(uint64_t last_point) {
     }
     Log(kProg, "server '" + opts_.server_id + "': resuming point " + std::to_string(point_.id) + " (" +
                    summary_.mode_reason + ")");
-    SetState(AgentState::kContinuous, "");
+    SetState(status_.behind() ? AgentState::kBacklog : AgentState::kContinuous, "");
     return Status::Ok();
   }
   summary_.mode_reason = plan.reason;
@@ -227,7 +232,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   if (whole) {
     SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
   } else if (state_.first != AgentState::kBacklog) {
-    SetState(AgentState::kContinuous, "");
+    SetState(status_.behind() ? AgentState::kBacklog : AgentState::kContinuous, "");
   }
   return Status::Ok();
 }
@@ -336,8 +341,9 @@ Status Agent::Step(bool wait, int timeout_ms) {
 }
 
 Status Agent::EndPoint(bool consistent) {
-  uint32_t flags = consistent ? 1u : 0u;
-  std::vector<VolumeSeal> seals = seal_.point->Seals(point_.id, point_.time_ns, flags, point_.chain_link);
+  uint32_t flags = (consistent ? kSealFlagConsistent : 0u) | (point_.label.empty() ? 0u : kSealFlagLabelled);
+  point_.consistent = consistent;
+  std::vector<VolumeSeal> seals = seal_.point->Seals(point_.id, point_.time_ns, flags, point_.chain_link, point_.label);
   point_.sent_seal_mac = seals.front().mac;  // a server has at least one volume
   for (const VolumeSeal& seal : seals)
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kSeal, wire::SealMsg{seal}.Encode()));
@@ -351,10 +357,13 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
   uint64_t now = MonotonicNs();
   uint64_t point_due = now + opts_.point_interval_ns;
   uint64_t next_poll = now + opts_.poll_interval_ns;
+  uint64_t next_take = now + kBatchEveryNs;
   // The point ends after one last take: with --once, on SIGTERM, and for an initial sync or a
   // rescan after tracking was lost, whose copy is a recovery point the moment its read is done
   // (not at the next interval). With the scan tracker every point is a rescan: they keep it.
-  const bool whole = point_.mode == PointMode::kFull || (point_.mode == PointMode::kRescan && tracker_.tracker);
+  // With the scan tracker every point is such a read: Session waits for it to be due
+  // (AwaitScanPoint), so that it holds what the volumes hold then, not at the last interval.
+  const bool whole = point_.mode == PointMode::kFull || point_.mode == PointMode::kRescan || !tracker_.tracker;
   bool closing = once || *sig.term || whole;
   // *term_taken: whether this point's last take came after SIGTERM: only then does it hold every
   // write made before the signal. A SIGTERM (or SIGUSR1) that arrives after the last take is
@@ -365,14 +374,28 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
     const bool taking = point_.phase < PointPhase::kFinalTake;
     if (*sig.point_now && taking) {
       *sig.point_now = 0;
-      Log(kProg, "SIGUSR1: taking a recovery point now");
-      closing = true;
+      TakePointRequest();
+      Log(kProg, "SIGUSR1: taking a recovery point now" + (point_.label.empty() ? "" : " labelled '" + point_.label + "'"));
     }
+    if (point_.requested && taking) closing = true;
     if (*sig.term && !closing) {
       Log(kProg, "SIGTERM: finishing point " + std::to_string(point_.id) + ", then exiting");
       closing = true;
     }
     if (now >= point_due) closing = true;
+    if (reads_->BatchDrained()) {
+      status_.BatchQueued(link_->window().last_sent());  // the batch read ends here
+      reads_->StartNextBatch();
+    }
+    if (!closing && point_.phase == PointPhase::kReading && !reads_->idle() && reads_->mode() == ReadMode::kShip &&
+        now >= next_take && reads_->bytes_left() < kQueuedWorkBytesMax) {
+      // Behind (reads still going): a batch a second, read after the ones before it, so the lag
+      // of a write is known to within a second, not to one ever-growing batch. Past the bound
+      // the rest waits in the bitmap (bounded memory whatever the backlog). A closing point takes
+      // no more: its queued batches drain, then its final take ends it.
+      next_take = now + kBatchEveryNs;
+      PollTracker(false, false, true);
+    }
     BR_RETURN_IF_ERROR(IssueReads());
     const bool idle = point_.phase != PointPhase::kLoadingBase && reads_->idle();
     if (idle) status_.BatchQueued(link_->window().last_sent());  // the newest batch is queued up to here
@@ -391,6 +414,7 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
         if (PollTracker(false, true)) continue;
       } else if (now >= next_poll) {
         next_poll = now + opts_.poll_interval_ns;
+        next_take = now + kBatchEveryNs;
         if (PollTracker(false, false)) continue;
       }
     } else if (idle && point_.phase == PointPhase::kFinalTake) {
@@ -415,6 +439,61 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
     WriteStatus(false);
   }
   return Status::Ok();
+}
+
+Status Agent::AwaitScanPoint(const Signals& sig, bool* stop) {
+  const uint64_t due = MonotonicNs() + opts_.point_interval_ns;
+  for (;;) {
+    if (*sig.term) {
+      Log(kProg, "SIGTERM between points (scan tracker: no point open): exiting");
+      *stop = true;
+      return Status::Ok();
+    }
+    uint64_t now = MonotonicNs();
+    if (*sig.point_now || now >= due) return Status::Ok();  // SendPoint takes the request
+    if (sig.reload != nullptr && *sig.reload) {
+      *sig.reload = 0;
+      ReloadSettings();
+    }
+    BR_RETURN_IF_ERROR(Step(true, static_cast<int>(std::min<uint64_t>(due - now, 1000000000ull) / 1000000) + 1));
+    WriteStatus(false);
+  }
+}
+
+void Agent::TakePointRequest() {
+  point_.requested = true;
+  auto taken = agent::TakePointRequest(opts_.state_dir);
+  if (!taken.ok()) {
+    Log(kProg, "warning: " + taken.status().message() + "; taking an unlabelled point");
+    return;
+  }
+  if (!taken->has_value()) return;  // a plain SIGUSR1
+  if (!point_.request.empty()) {
+    // An earlier request still waits for its point, but its command let go of point.lock (it
+    // timed out or was killed), or this one could not have been written: the newest wins.
+    PointReply r;
+    r.request = point_.request;
+    r.error = "superseded by a later request before its point was acknowledged";
+    if (Status st = WritePointReply(opts_.state_dir, r); !st.ok()) Log(kProg, "warning: " + st.message());
+  }
+  point_.request = (*taken)->id;
+  point_.label = (*taken)->label;
+}
+
+void Agent::AnswerPointRequest() {
+  if (!point_.request.empty()) {
+    PointReply r;
+    r.request = point_.request;
+    r.point_id = point_.id;
+    r.consistent = point_.consistent;
+    r.time_ns = point_.time_ns;
+    r.label = point_.label;
+    if (Status st = WritePointReply(opts_.state_dir, r); !st.ok())
+      Log(kProg, "warning: cannot answer `blockrep-agent point`: " + st.message());
+  }
+  point_.requested = false;
+  point_.request.clear();
+  point_.label.clear();
 }
 
 Status Agent::Session(const Signals& sig, bool once) {
@@ -448,7 +527,10 @@ Status Agent::Session(const Signals& sig, bool once) {
     if (point_.mode == PointMode::kRescan) base_.inbox().ReleaseFingerprints();  // up to 64 MiB: give it back
     if (tracker_.tracker) tracker_.tracker->MarkSynced(point_.id);
     BR_RETURN_IF_ERROR(chain_.Acked({point_.id, point_.time_ns, point_.sent_seal_mac}, opts_.state_dir, opts_.server_id));
-    Log(kProg, "point " + std::to_string(point_.id) + " acknowledged (durable on staging)");
+    Log(kProg, "point " + std::to_string(point_.id) + (point_.label.empty() ? "" : " '" + point_.label + "'") +
+                   " acknowledged (durable on staging)");
+    summary_.label = point_.label;
+    AnswerPointRequest();
     WriteStatus(true);
     if (once || term_taken) {
       SaveFingerprints();  // the last point of this process: the next one starts from it
@@ -456,6 +538,11 @@ Status Agent::Session(const Signals& sig, bool once) {
     }
     if (*sig.term) Log(kProg, "SIGTERM came after point " + std::to_string(point_.id) + "'s last take: one more point, then exiting");
     summary_.records = 0;  // END_POINT counts the records of its own point
+    if (!tracker_.tracker) {
+      bool stop = false;
+      BR_RETURN_IF_ERROR(AwaitScanPoint(sig, &stop));
+      if (stop) break;
+    }
   }
   Teardown();
   return Status::Ok();
@@ -465,6 +552,7 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
   uint64_t start = MonotonicNs();
   summary_ = SyncSummary{};
   summary_.tracker = tracker_.note;
+  point_.label = opts_.label;  // --once --label
   reads_->ResetShipped();
   Backoff backoff(NowUtcNs());
   Status st = Session(sig, true);

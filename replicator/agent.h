@@ -58,6 +58,7 @@ struct Options {
   uint64_t rpo_target_ns = 30ull * 1000000000ull;       // warn before lag would pass this
   uint64_t bandwidth_bps = 0;                           // 0: unlimited
   std::string pre_hook, post_hook;                      // run around each point's freeze
+  std::string label;  // --once --label: the operator's label of the point (checked: CheckPointLabel)
   // --metrics: Prometheus text at http://HOST:PORT/metrics; --metrics-textfile: the same text in
   // a file for node_exporter's textfile collector (replaced about once a second). Unset: none.
   std::optional<HostPort> metrics;
@@ -71,6 +72,7 @@ struct Options {
 struct SyncSummary : ReadCounters {
   uint64_t point_id = 0;
   uint64_t base_point = 0;        // 0: full point
+  std::string label;              // the operator's label of the point (--label), if any
   bool resumed = false;           // continued an interrupted point the staging kept
   std::string tracker;            // which tracker ran, and why a full read happened if one did
   std::string mode_reason;
@@ -107,6 +109,12 @@ class Agent {
     // kResealing: the point's own work, read once the kept records' blocks are.
     std::vector<std::vector<Extent>> send_work;
     uint64_t last_acked = 0;  // the newest point acknowledged to this process (status.json)
+    // SIGUSR1 (or `blockrep-agent point`) asked for a point: the point being sent ends at once
+    // and carries `label` (sealed); `request` names the command waiting for it (point_request.h).
+    // Kept across reconnects until a point that holds them is acknowledged.
+    bool requested = false;
+    std::string label, request;
+    bool consistent = false;  // END_POINT's flag
   };
   struct Keys {
     DataKey current;                    // seals every new record
@@ -123,11 +131,24 @@ class Agent {
   Status Session(const Signals& sig, bool once);
   // Sends one point until the staging acknowledges it; `*term_taken`: its last take came after SIGTERM.
   Status SendPoint(const Signals& sig, bool once, bool* term_taken);
+  // With the scan tracker, between points: waits until the next one is due (--point-interval,
+  // SIGUSR1), so that its rescan reads the volumes then. `*stop`: SIGTERM came meanwhile.
+  Status AwaitScanPoint(const Signals& sig, bool* stop);
+  // SIGUSR1: takes <state-dir>/point-request, if any, into point_ (label, request).
+  void TakePointRequest();
+  // The point just acknowledged answers the request it carried (point-reply), then forgets it.
+  void AnswerPointRequest();
   Status StartPoint(uint64_t last_point);
   void StartResume(uint64_t last_point);
   // Replaces the work with newly dirty blocks; false when there were none. The final take of a
   // point also marks every pending write and reads whole volumes whose tracking had a gap.
-  bool PollTracker(bool with_inflight, bool final_take);
+  // With `append`, the batch is queued behind the reads in progress (none is made when nothing
+  // is dirty).
+  bool PollTracker(bool with_inflight, bool final_take, bool append = false);
+  // Behind, a new batch is taken this often while reads go on, up to kQueuedWorkBytesMax of
+  // queued reads (extents in memory: at most 16 bytes per 4 KiB block queued, 4 MiB).
+  static constexpr uint64_t kBatchEveryNs = 1000000000ull;
+  static constexpr uint64_t kQueuedWorkBytesMax = 1ull << 30;
   Status IssueReads();
   // The staging's copy of the base did not match its seal: the point becomes a rescan against it.
   void RescanUntrustedBase();
@@ -185,6 +206,7 @@ class Agent {
   struct Reporting {
     uint64_t reported_ns = 0;   // the last AGENT_REPORT
     uint64_t published_ns = 0;  // the last metrics text
+    uint64_t dirty_counted_ns = 0, dirty_bytes = 0;  // the tracker's bitmap, counted once a second
     std::unique_ptr<metrics::HttpEndpoint> endpoint;
   } reporting_;
 };

@@ -40,13 +40,24 @@ void Agent::SetState(AgentState st, const std::string& reason) {
 void Agent::WriteStatus(bool force) {
   uint64_t now = MonotonicNs();
   if (!status_.Due(now, force)) return;
-  uint64_t backlog = link_->window().unacked_bytes() + reads_->bytes_left();
+  // Backlog: what is dirty in the tracker (not taken yet), queued to read, and unacknowledged.
+  // The bitmap count walks the bitmap (32 MiB at 1 TiB): once a second, with the rate sample.
+  if (tracker_.tracker && now - reporting_.dirty_counted_ns >= 1000000000ull) {
+    reporting_.dirty_counted_ns = now;
+    reporting_.dirty_bytes = tracker_.tracker->DirtyBytes();
+  }
+  uint64_t backlog = link_->window().unacked_bytes() + reads_->bytes_left() + (tracker_.tracker ? reporting_.dirty_bytes : 0);
   bool forecast = state_.first == AgentState::kContinuous || state_.first == AgentState::kBacklog;
-  auto outrun = status_.UpdateRates(now, link_->window().acked_bytes_total(), backlog, opts_.rpo_target_ns, forecast);
-  if (outrun && !outrun->empty()) {
-    Log(kProg, "warning: " + *outrun);
-    SetState(AgentState::kBacklog, "writes outrun shipping");
-  } else if (outrun) {
+  AgentStatus::Counters c;
+  c.acked_bytes_total = link_->window().acked_bytes_total();
+  c.backlog_bytes = backlog;
+  if (uint64_t written = 0; tracker_.tracker && tracker_.tracker->WrittenBytes(&written)) c.written_bytes_total = written;
+  auto behind = status_.UpdateRates(now, c, opts_.rpo_target_ns, forecast);
+  if (behind && !behind->empty()) {
+    Log(kProg, "warning: " + *behind);
+    SetState(AgentState::kBacklog, behind->find("outrun") != std::string::npos ? "writes outrun shipping"
+                                                                                : "lag past the RPO target");
+  } else if (behind) {
     SetState(AgentState::kContinuous, "caught up");
   }
   ReportToStaging(now, backlog);

@@ -33,8 +33,12 @@ const char* StateName(AgentState s) {
 }
 
 void AgentStatus::NoteTake(uint64_t now_ns, uint64_t dirty_bytes) {
-  rate_dirty_bytes_ += dirty_bytes;
-  if (dirty_bytes == 0) return;
+  taken_bytes_total_ += dirty_bytes;
+  if (dirty_bytes == 0) {
+    // Nothing was dirty: every write not yet taken is younger than this take.
+    last_take_ns_ = now_ns;
+    return;
+  }
   // The reads of this batch end with sequence numbers not known yet: the batch is durable when
   // the ACK passes the last of them, which BatchQueued tells.
   lag_pending_.emplace_back(kPendingSeq, last_take_ns_);
@@ -42,7 +46,12 @@ void AgentStatus::NoteTake(uint64_t now_ns, uint64_t dirty_bytes) {
 }
 
 void AgentStatus::BatchQueued(uint64_t last_seq) {
-  if (!lag_pending_.empty() && lag_pending_.back().first == kPendingSeq) lag_pending_.back().first = last_seq;
+  // Batches are read in take order: the oldest one still open is the one that ended.
+  for (auto& [seq, taken_ns] : lag_pending_)
+    if (seq == kPendingSeq) {
+      seq = last_seq;
+      return;
+    }
 }
 
 void AgentStatus::NoteAcked(uint64_t acked_seq, uint64_t now_ns) {
@@ -60,37 +69,46 @@ void AgentStatus::NoteFreeze(uint64_t frozen_ms) {
   if (freeze_ms_.size() > kFreezeSamplesMax) freeze_ms_.pop_front();
 }
 
-std::optional<std::string> AgentStatus::UpdateRates(uint64_t now_ns, uint64_t acked_bytes_total, uint64_t backlog_bytes,
-                                                    uint64_t rpo_target_ns, bool forecast) {
-  // Rates over the interval since the last status, smoothed; they drive the RPO forecast.
-  if (rate_at_ns_ != 0 && now_ns > rate_at_ns_) {
-    double secs = static_cast<double>(now_ns - rate_at_ns_) / 1e9;
-    double w = static_cast<double>(rate_dirty_bytes_) / secs;
-    double sh = static_cast<double>(acked_bytes_total - rate_acked_bytes_) / secs;
-    write_bps_ = 0.7 * write_bps_ + 0.3 * w;
-    ship_bps_ = 0.7 * ship_bps_ + 0.3 * sh;
-  }
-  rate_at_ns_ = now_ns;
-  rate_dirty_bytes_ = 0;
-  rate_acked_bytes_ = acked_bytes_total;
+std::optional<std::string> AgentStatus::UpdateRates(uint64_t now_ns, const Counters& c, uint64_t rpo_target_ns,
+                                                    bool forecast) {
   written_ns_ = now_ns;
-  if (!forecast) return std::nullopt;
-  // With writes outrunning shipping, the backlog grows at the difference: warn while there is
-  // still time before the lag passes the RPO target.
-  const double backlog = static_cast<double>(backlog_bytes);
-  bool outrun = write_bps_ > ship_bps_ * 1.05 && backlog_bytes > (4u << 20);
-  if (outrun && !warned_outrun_) {
-    warned_outrun_ = true;
-    double growth = write_bps_ - ship_bps_;
-    double secs_to_breach = ship_bps_ > 0 ? (static_cast<double>(rpo_target_ns) / 1e9) - backlog / ship_bps_ : 0;
-    return "writes (" + std::to_string(static_cast<uint64_t>(write_bps_ / 1e6)) + " MB/s) outrun shipping (" +
-           std::to_string(static_cast<uint64_t>(ship_bps_ / 1e6)) + " MB/s); backlog grows by " +
-           std::to_string(static_cast<uint64_t>(growth / 1e6)) + " MB/s and lag will pass the RPO target of " +
-           std::to_string(rpo_target_ns / 1000000000ull) + " s in about " +
-           std::to_string(static_cast<int64_t>(std::max(0.0, secs_to_breach))) + " s";
+  if (!samples_.empty() && now_ns - samples_.back().at_ns < kSampleEveryNs) return std::nullopt;
+  // One sample a second: a status written at once (a state change, an ACK) moves no rate, so a
+  // rate is never a few bytes over a few microseconds.
+  samples_.push_back({now_ns, c.written_bytes_total.value_or(taken_bytes_total_), c.acked_bytes_total});
+  while (samples_.size() > kSamplesMax ||
+         (samples_.size() > 1 && now_ns - samples_[1].at_ns >= kRateWindowNs))
+    samples_.pop_front();
+  const Sample& from = samples_.front();
+  const Sample& to = samples_.back();
+  if (to.at_ns > from.at_ns) {
+    double secs = static_cast<double>(to.at_ns - from.at_ns) / 1e9;
+    write_bps_ = static_cast<double>(to.written - from.written) / secs;
+    ship_bps_ = static_cast<double>(to.acked - from.acked) / secs;
   }
-  if (!outrun && warned_outrun_) {
-    warned_outrun_ = false;
+  if (!forecast) return std::nullopt;
+  const double lag_s = static_cast<double>(LagMs(now_ns)) / 1e3;
+  const double target_s = static_cast<double>(rpo_target_ns) / 1e9;
+  const bool outrun = write_bps_ > ship_bps_ * 1.05 && c.backlog_bytes > (4u << 20);
+  const bool late = lag_s > target_s;
+  if ((outrun || late) && !behind_) {
+    behind_ = true;
+    auto mbps = [](double v) { return std::to_string(static_cast<uint64_t>(v / 1e6)); };
+    if (late)
+      return "lag " + std::to_string(static_cast<uint64_t>(lag_s)) + " s is past the RPO target of " +
+             std::to_string(rpo_target_ns / 1000000000ull) + " s (writes " + mbps(write_bps_) + " MB/s, shipping " +
+             mbps(ship_bps_) + " MB/s, backlog " + std::to_string(c.backlog_bytes >> 20) + " MiB)";
+    // Lag grows by (1 - ship/write) a second while writes outrun shipping (each second of
+    // writes takes write/ship seconds to ship), so it reaches the target in
+    // (target - lag) * write / (write - ship) seconds.
+    double secs_to_breach = (target_s - lag_s) * write_bps_ / (write_bps_ - ship_bps_);
+    return "writes (" + mbps(write_bps_) + " MB/s) outrun shipping (" + mbps(ship_bps_) + " MB/s); backlog " +
+           std::to_string(c.backlog_bytes >> 20) + " MiB grows by " + mbps(write_bps_ - ship_bps_) +
+           " MB/s and lag will pass the RPO target of " + std::to_string(rpo_target_ns / 1000000000ull) +
+           " s in about " + std::to_string(static_cast<int64_t>(std::max(0.0, secs_to_breach))) + " s";
+  }
+  if (!outrun && !late && behind_) {
+    behind_ = false;
     return std::string();
   }
   return std::nullopt;

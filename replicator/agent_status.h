@@ -48,11 +48,23 @@ class AgentStatus {
 
   // Whether status.json is due at `now_ns` (4 times a second, or at once when `force`).
   bool Due(uint64_t now_ns, bool force) const { return force || now_ns - written_ns_ >= kIntervalNs; }
-  // Updates the smoothed rates from `acked_bytes_total` (all bytes acknowledged so far). When
-  // `forecast`, returns a warning once writes outrun shipping (and "" once they no longer do):
-  // the caller logs it and shows BACKLOG / CONTINUOUS; nullopt when nothing changed.
-  std::optional<std::string> UpdateRates(uint64_t now_ns, uint64_t acked_bytes_total, uint64_t backlog_bytes,
-                                         uint64_t rpo_target_ns, bool forecast);
+  // What the rates are measured from, at one instant.
+  struct Counters {
+    uint64_t acked_bytes_total = 0;  // every byte the staging acknowledged so far
+    // Every byte written to the volumes so far, counted where writes are marked (the eBPF
+    // program); nullopt: unknown, and the bytes the tracker's takes found stand in for it.
+    std::optional<uint64_t> written_bytes_total;
+    uint64_t backlog_bytes = 0;  // dirty in the tracker, queued to read, or unacknowledged
+  };
+  // Samples the counters once a second (calls in between only write status.json), and measures
+  // the write and ship rates over the last kRateWindowNs. When `forecast`, returns a line once
+  // the agent is behind — writes outrun shipping (with the time left before the lag passes
+  // `rpo_target_ns`), or the lag is already past it — and "" once it is neither: the caller
+  // logs it and shows BACKLOG / CONTINUOUS; nullopt when nothing changed.
+  std::optional<std::string> UpdateRates(uint64_t now_ns, const Counters& c, uint64_t rpo_target_ns, bool forecast);
+  uint64_t write_bytes_per_s() const { return static_cast<uint64_t>(write_bps_); }
+  // The last verdict: writes outrun shipping, or the lag is past the target (BACKLOG, not CONTINUOUS).
+  bool behind() const { return behind_; }
   // status.json's text (UTC time `now_utc`, as FormatUtc makes it).
   std::string Json(const Fields& f, uint64_t now_ns, const std::string& now_utc) const;
   // Writes `json` to <state_dir>/status.json atomically; false (errno set) on failure.
@@ -73,10 +85,18 @@ class AgentStatus {
   std::deque<std::pair<uint64_t, uint64_t>> lag_pending_;  // (last seq of batch, previous take ns)
   std::deque<std::pair<uint64_t, uint64_t>> lag_samples_;  // (when, lag ms)
   uint64_t last_take_ns_ = 0;
-  // Rates for the forecast: bytes found dirty vs bytes acknowledged, smoothed.
+  // Rates: bytes written vs bytes acknowledged, over the last kRateWindowNs of one-second samples.
+  static constexpr uint64_t kSampleEveryNs = 1000000000;
+  static constexpr uint64_t kRateWindowNs = 2000000000;
+  static constexpr size_t kSamplesMax = 8;
+  static_assert(kRateWindowNs / kSampleEveryNs < kSamplesMax, "the window's samples are kept");
+  struct Sample {
+    uint64_t at_ns, written, acked;
+  };
+  std::deque<Sample> samples_;
+  uint64_t taken_bytes_total_ = 0;  // what the takes found dirty: the write count without eBPF's
   double write_bps_ = 0, ship_bps_ = 0;
-  uint64_t rate_at_ns_ = 0, rate_dirty_bytes_ = 0, rate_acked_bytes_ = 0;
-  bool warned_outrun_ = false;
+  bool behind_ = false;
   std::deque<uint64_t> freeze_ms_;
   uint64_t written_ns_ = 0;
 };

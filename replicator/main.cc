@@ -1,11 +1,17 @@
 // blockrep-agent: the protected-server side. See README.md.
 #include <boost/program_options.hpp>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/file.h>
+
 #include <csignal>
 #include <cstdio>
 #include <unistd.h>
 #include <iostream>
 
 #include "agent.h"
+#include "point_request.h"
+#include "blockrep/crypto/seal.h"
 #include "blockrep/base/cli.h"
 #include "blockrep/base/json.h"
 #include "blockrep/base/fs.h"
@@ -32,7 +38,8 @@ std::string DirOf(const std::string& path) {
 // --once's summary, for a person.
 static void PrintSummary(const agent::SyncSummary& s) {
   double mib = 1024.0 * 1024.0;
-  std::printf("point %llu acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id));
+  std::printf("point %llu%s acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id),
+              s.label.empty() ? "" : (" '" + s.label + "'").c_str());
   if (s.resumed)
     std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
                 s.mode_reason.c_str());
@@ -61,7 +68,8 @@ static void PrintSummary(const agent::SyncSummary& s) {
 static void PrintSummaryJson(const agent::SyncSummary& s) {
   const char* kind = s.resumed ? "resumed" : s.base_point != 0 ? "incremental" : "full";
   auto u = [](uint64_t v) { return std::to_string(v); };
-  std::string j = "{\"point\": " + u(s.point_id) + ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +
+ std::string j = "{\"point\": " + u(s.point_id) + ", \"label\": " + (s.label.empty() ? "null" : JsonString(s.label)) +
+                  ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +
                   u(s.base_point) + ", \"reason\": " + JsonString(s.mode_reason) + ", \"tracker\": " +
                   JsonString(s.tracker) + ", \"bytes_read\": " + u(s.bytes_read) + ", \"bytes_zero\": " +
                   u(s.bytes_zero) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
@@ -133,14 +141,66 @@ int SetBandwidthCommand(int argc, char** argv) {
   return 0;
 }
 
+// blockrep-agent point: a point now from the running agent, optionally labelled; waits for the
+// staging's durable acknowledgement (point_request.h).
+int PointCommand(int argc, char** argv) {
+  std::string state_dir, label, timeout = "10m";
+  po::options_description desc("Usage: blockrep-agent point --state-dir DIR [--label TEXT] [--no-wait]\nOptions");
+  desc.add_options()("help,h", "show this help")("state-dir", po::value(&state_dir), "the running agent's --state-dir")(
+      "label", po::value(&label),
+      "label the point (1..64 of A-Z a-z 0-9 . _ -, starting with a letter): kept beyond the retention tiers "
+      "(staging --keep-labelled) and named by it in restore, mount and drill --point")(
+      "timeout", po::value(&timeout)->default_value("10m"), "how long to wait for the acknowledgement")(
+      "no-wait", "return once the agent was asked, without waiting")("json", "print the result as one JSON object");
+  po::variables_map vm;
+  if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
+  if (state_dir.empty()) return ReportFatal(kProg, InvalidArgument("point needs --state-dir DIR (the running agent's)"));
+  if (!label.empty())
+    if (Status st = CheckPointLabel(label); !st.ok()) return ReportFatal(kProg, st.Annotate("--label"));
+  auto timeout_ns = ParseDurationNs(timeout, "--timeout");
+  if (!timeout_ns.ok()) return ReportFatal(kProg, timeout_ns.status());
+  auto pid_text = ReadSmallFile(state_dir + "/agent.pid", 64);
+  if (!pid_text.ok()) return ReportFatal(kProg, NotFound("no running agent with --state-dir " + state_dir + " (no agent.pid)"));
+  pid_t pid = static_cast<pid_t>(std::strtol(pid_text->c_str(), nullptr, 10));
+  // One request at a time per agent: a second command waits here for the first to finish.
+  UniqueFd lock(open((state_dir + "/point.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid() || flock(lock.get(), LOCK_EX) != 0)
+    return ReportFatal(kProg, ErrnoStatus("lock " + state_dir + "/point.lock", errno));
+  uint8_t raw[8];
+  if (RAND_bytes(raw, sizeof raw) != 1) return ReportFatal(kProg, Internal("RAND_bytes failed"));
+  agent::PointRequest rq;
+  rq.id = HexEncode(ByteSpan(raw, sizeof raw));
+  rq.label = label;
+  if (Status st = agent::SendPointRequest(state_dir, rq, pid); !st.ok()) return ReportFatal(kProg, st);
+  if (vm.count("no-wait")) {
+    std::printf("asked the agent (pid %d) for a point%s\n", static_cast<int>(pid),
+                label.empty() ? "" : (" labelled '" + label + "'").c_str());
+    return 0;
+  }
+  auto reply = agent::AwaitPointReply(state_dir, rq.id, pid, *timeout_ns);
+  if (!reply.ok()) return ReportFatal(kProg, reply.status());
+  if (!reply->error.empty()) return ReportFatal(kProg, Unavailable("the agent refused the request: " + reply->error));
+  if (vm.count("json")) {
+    std::printf("{\"point\": %llu, \"time\": \"%s\", \"consistent\": %s, \"label\": %s}\n",
+                static_cast<unsigned long long>(reply->point_id), FormatUtc(reply->time_ns).c_str(),
+                reply->consistent ? "true" : "false", reply->label.empty() ? "null" : JsonString(reply->label).c_str());
+  } else {
+    std::printf("point %llu%s acknowledged (durable on staging): %s, %s\n", static_cast<unsigned long long>(reply->point_id),
+                reply->label.empty() ? "" : (" '" + reply->label + "'").c_str(), FormatUtc(reply->time_ns).c_str(),
+                reply->consistent ? "consistent" : "not consistent");
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "status") return StatusCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::string(argv[1]) == "point") return PointCommand(argc - 1, argv + 1);
   if (argc > 1 && std::string(argv[1]) == "set-bandwidth") return SetBandwidthCommand(argc - 1, argv + 1);
   po::options_description desc(
       "Usage: blockrep-agent --staging HOST:PORT --server-id ID --volume PATH [--volume PATH ...]\n"
       "                      --key FILE --once [options]\nOptions");
   std::string staging, server_id, key, cert, tls_key, ca, state_dir, compress = "lz4", tracker = "auto";
-  std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook, metrics, metrics_textfile;
+  std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook, metrics, metrics_textfile, label;
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "staging", po::value(&staging), "staging address HOST:PORT")(
@@ -166,6 +226,7 @@ int main(int argc, char** argv) {
       "metrics-textfile", po::value(&metrics_textfile),
       "write the same metrics to PATH (*.prom) about once a second, for node_exporter's textfile collector")(
       "once", "sync all volumes to one recovery point, wait for the durable ack, exit")(
+      "label", po::value(&label), "with --once: label the point (kept beyond the retention tiers; restore --point LABEL)")(
       "json", "with --once: print the summary as one JSON object");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -191,6 +252,13 @@ int main(int argc, char** argv) {
   opts.codec = *codec;
   opts.tracker = tracker;
   opts.once = vm.count("once") > 0;
+  if (!label.empty()) {
+    if (!opts.once)
+      return ReportFatal(kProg, InvalidArgument("--label goes with --once; a running agent takes a labelled point with "
+                                                "`blockrep-agent point --state-dir DIR --label TEXT`"));
+    if (Status st = CheckPointLabel(label); !st.ok()) return ReportFatal(kProg, st.Annotate("--label"));
+    opts.label = label;
+  }
   auto interval = ParseDurationNs(point_interval, "--point-interval");
   if (!interval.ok()) return ReportFatal(kProg, interval.status());
   opts.point_interval_ns = *interval;

@@ -93,14 +93,15 @@ void PointSeal::Note(size_t volume, uint64_t offset, const uint64_t* fps, size_t
   }
 }
 
-std::vector<VolumeSeal> PointSeal::Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags, const SealLink& prev) {
+std::vector<VolumeSeal> PointSeal::Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags, const SealLink& prev,
+                                        const std::string& label) {
   std::vector<VolumeSeal> out;
   for (size_t v = 0; v < digests_.size(); ++v) {
     std::vector<uint64_t> points = region_points_[v];
     for (size_t r = 0; r < points.size(); ++r)
       if (sent_[v][r]) points[r] = point_id;
     out.push_back(MakeSeal(*keys_, point_id, time_ns, flags, static_cast<uint16_t>(v),
-                           static_cast<uint16_t>(digests_.size()), digests_[v].get(), std::move(points), prev));
+                           static_cast<uint16_t>(digests_.size()), digests_[v].get(), std::move(points), prev, label));
   }
   return out;
 }

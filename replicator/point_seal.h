@@ -39,7 +39,8 @@ class PointSeal {
   // The point just sent was committed: it is the base from now on.
   void Committed(uint64_t point);
   // `prev`: the chain's head, which the point follows (VolumeSeal::prev).
-  std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags, const SealLink& prev = {});
+  std::vector<VolumeSeal> Seals(uint64_t point_id, uint64_t time_ns, uint32_t flags, const SealLink& prev = {},
+                                const std::string& label = {});
   // The block fingerprints of base_point() (after Committed: of the point just committed).
   const std::vector<std::vector<uint64_t>>& fingerprints() const { return fps_; }
   const std::vector<uint64_t>& volume_bytes() const { return volume_bytes_; }

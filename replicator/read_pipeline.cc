@@ -36,12 +36,29 @@ void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window) {
 void ReadPipeline::SetWork(std::vector<std::vector<Extent>> work, ReadMode mode) {
   BR_CHECK(work.size() == deps_.volumes->size());
   work_ = std::move(work);
+  queued_.clear();
   mode_ = mode;
   cur_volume_ = cur_run_ = 0;
   cur_offset_ = 0;
   bytes_left_ = 0;
   for (const auto& runs : work_)
     for (const Extent& e : runs) bytes_left_ += e.length;
+}
+
+void ReadPipeline::AppendWork(std::vector<std::vector<Extent>> work) {
+  BR_CHECK(work.size() == deps_.volumes->size());
+  BR_CHECK(mode_ == ReadMode::kShip);
+  for (const auto& runs : work)
+    for (const Extent& e : runs) bytes_left_ += e.length;
+  queued_.push_back(std::move(work));
+}
+
+void ReadPipeline::StartNextBatch() {
+  BR_CHECK(BatchDrained());
+  work_ = std::move(queued_.front());
+  queued_.pop_front();
+  cur_volume_ = cur_run_ = 0;
+  cur_offset_ = 0;
 }
 
 void ReadPipeline::SetWholeVolumes(ReadMode mode) {
@@ -51,6 +68,7 @@ void ReadPipeline::SetWholeVolumes(ReadMode mode) {
 }
 
 std::vector<std::vector<Extent>> ReadPipeline::TakeWork() {
+  BR_CHECK(queued_.empty());  // only a resumed point's own work, never tracker batches
   std::vector<std::vector<Extent>> w = std::move(work_);
   SetWork(std::vector<std::vector<Extent>>(deps_.volumes->size()), mode_);
   return w;

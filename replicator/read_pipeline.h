@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -69,8 +70,18 @@ class ReadPipeline {
   void StartSession(ParallelSealer* sealer, AckWindow* window);
   void set_point(uint64_t point_id) { point_id_ = point_id; }
 
-  // The extents to read next, per volume, replacing what was left; the cursor starts over.
+  // The extents to read next, per volume, replacing what was left (and any queued batch); the
+  // cursor starts over.
   void SetWork(std::vector<std::vector<Extent>> work, ReadMode mode);
+  // kShip: a newer tracker batch, read once the current work and every batch queued before it
+  // are read (batches stay in take order, so each one's records end at a known sequence number:
+  // the lag of its writes).
+  void AppendWork(std::vector<std::vector<Extent>> work);
+  // The current batch is read and processed, and another is queued: the caller notes where the
+  // batch ended (its last sequence number), then StartNextBatch.
+  bool BatchDrained() const { return cur_volume_ >= work_.size() && inflight_ == 0 && !queued_.empty(); }
+  void StartNextBatch();
+  size_t queued_batches() const { return queued_.size(); }
   // Every block of every volume.
   void SetWholeVolumes(ReadMode mode);
   // Hands the work over (a resumed point keeps its own work aside while it re-reads).
@@ -91,8 +102,8 @@ class ReadPipeline {
   void OnAbandoned() { if (inflight_ > 0) --inflight_; }
   void Abandon();
 
-  // Nothing left to read and nothing in flight.
-  bool idle() const { return cur_volume_ >= work_.size() && inflight_ == 0; }
+  // Nothing left to read (no batch queued either) and nothing in flight.
+  bool idle() const { return cur_volume_ >= work_.size() && inflight_ == 0 && queued_.empty(); }
   unsigned inflight() const { return inflight_; }
   uint64_t bytes_left() const { return bytes_left_; }
   const std::vector<uint64_t>& shipped_by_volume() const { return shipped_by_volume_; }
@@ -120,6 +131,7 @@ class ReadPipeline {
   uint64_t point_id_ = 0;
   ReadMode mode_ = ReadMode::kSweep;
   std::vector<std::vector<Extent>> work_;
+  std::deque<std::vector<std::vector<Extent>>> queued_;  // AppendWork's batches, oldest first
   size_t cur_volume_ = 0, cur_run_ = 0;
   uint64_t cur_offset_ = 0;  // within the current run
   uint64_t bytes_left_ = 0;

@@ -257,6 +257,8 @@ Status Server::OnEndPoint(Session& s, ByteSpan payload) {
     if (s.seals[v]->flags != e.flags)
       return ProtocolError("the SEAL of volume " + std::to_string(v) + " says flags " + std::to_string(s.seals[v]->flags) +
                            ", END_POINT " + std::to_string(e.flags));
+    if (s.seals[v]->label != s.seals[0]->label)
+      return ProtocolError("the SEALs of volumes 0 and " + std::to_string(v) + " carry different labels");
   }
   s.end = e;
   return MaybeCommitPoint(s);

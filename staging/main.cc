@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");
-  std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", quota_bytes = "0", metrics;
+  std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", keep_labelled = "7d", quota_bytes = "0", metrics;
   uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
@@ -41,6 +41,10 @@ int main(int argc, char** argv) {
       "min-retention", po::value(&min_retention)->default_value("0"),
       "no point younger than this expires, whatever the tiers or the agent say (e.g. 7d): history a "
       "compromised agent cannot erase; 0 = off")(
+      "keep-labelled", po::value(&keep_labelled)->default_value("7d"),
+      "keep a labelled point (blockrep-agent point --label) this long beyond the longest --retention "
+      "tier (default: 7 d + 7 d = 14 d from its time), or 'forever'; the newest 256 labelled points of "
+      "a server are kept so; 0 = as long as the longest tier")(
       "quota-bytes", po::value(&quota_bytes)->default_value("0"),
       "per server: the most its packs may hold (e.g. 500G); past it only that server is refused, "
       "with \"quota exceeded\", and its agent waits; 0 = no quota")(
@@ -65,6 +69,15 @@ int main(int argc, char** argv) {
     auto min_ns = ParseDurationNs(min_retention, "--min-retention");
     if (!min_ns.ok()) return ReportFatal(kProg, min_ns.status());
     policy->min_retention_ns = *min_ns;
+  }
+  if (keep_labelled == "forever") {
+    policy->keep_labelled_ns = RetentionPolicy::kKeepForever;
+  } else if (keep_labelled == "0") {
+    policy->keep_labelled_ns = 0;  // kept as long as the longest tier only
+  } else {
+    auto keep_ns = ParseDurationNs(keep_labelled, "--keep-labelled");
+    if (!keep_ns.ok()) return ReportFatal(kProg, keep_ns.status());
+    policy->keep_labelled_ns = *keep_ns;
   }
 
   auto quota = ParseSizeBytes(quota_bytes, "--quota-bytes");

@@ -111,7 +111,9 @@ Status Server::MaybeCommitPoint(Session& s) {
   store::PointInfo& info = c->info;
   info.id = s.point->point_id;
   info.time_ns = s.point->time_ns;
-  info.flags = s.end->flags & store::kPointConsistent;  // known only at the end (freeze)
+  // Known only at the end (freeze, label); OnEndPoint checked that every seal says the same.
+  info.flags = s.end->flags & (store::kPointConsistent | store::kPointLabelled);
+  info.label = c->seals.front().label;
   info.volume_count = static_cast<uint32_t>(s.point->volume_sizes.size());
   info.bytes_added = s.point_bytes;
   store::ServerStore* store = s.server->store.get();

@@ -32,6 +32,19 @@ bool SealLink::KnowsMac() const {
   return std::any_of(mac.begin(), mac.end(), [](uint8_t b) { return b != 0; });
 }
 
+Status CheckPointLabel(const std::string& label) {
+  const char* rule = " (a label is 1..64 characters of A-Z a-z 0-9 . _ -, starting with a letter)";
+  if (label.empty() || label.size() > kPointLabelBytesMax)
+    return InvalidArgument("point label of " + std::to_string(label.size()) + " characters" + rule);
+  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!letter(label[0])) return InvalidArgument("point label '" + label + "' does not start with a letter" + rule);
+  for (char c : label)
+    if (!letter(c) && !(c >= '0' && c <= '9') && c != '.' && c != '_' && c != '-')
+      return InvalidArgument("point label '" + label + "' holds a character outside the allowed set" + rule);
+  if (label == "latest") return InvalidArgument("'latest' names the newest point; it cannot be a label" );
+  return Status::Ok();
+}
+
 uint64_t SealRegionBytes(uint64_t volume_bytes) {
   uint64_t region = kSealRegionBytesMin;
   // Terminates: at region = 2^63 any u64 needs at most 2 regions.
@@ -47,6 +60,11 @@ void VolumeSeal::AppendEncoded(ByteWriter* w) const {
   w->U64(point_id);
   w->U64(time_ns);
   w->U32(flags);
+  if (flags & kSealFlagLabelled) {
+    BR_CHECK(!label.empty() && label.size() <= kPointLabelBytesMax);
+    w->U8(static_cast<uint8_t>(label.size()));
+    w->Raw(label.data(), label.size());
+  }
   w->U16(volume);
   w->U16(volume_count);
   w->U64(volume_bytes);
@@ -64,7 +82,7 @@ void VolumeSeal::AppendEncoded(ByteWriter* w) const {
 
 Bytes VolumeSeal::Encode() const {
   Bytes out;
-  out.reserve(SealEncodedSize(regions.size()));
+  out.reserve(SealEncodedSize(regions.size(), label.size()));
   ByteWriter w(&out);
   AppendEncoded(&w);
   return out;
@@ -75,6 +93,15 @@ Result<VolumeSeal> VolumeSeal::Read(ByteReader* r) {
   s.point_id = r->U64();
   s.time_ns = r->U64();
   s.flags = r->U32();
+  if (!r->ok()) return DataLoss("seal is truncated");
+  if (s.flags & ~kSealFlagsKnown) return DataLoss("seal has unknown flags " + std::to_string(s.flags));
+  if (s.flags & kSealFlagLabelled) {
+    uint8_t n = r->U8();
+    if (!r->ok() || n > r->remaining()) return DataLoss("seal is truncated");
+    s.label.assign(n, '\0');
+    r->Raw(s.label.data(), n);
+    if (Status st = CheckPointLabel(s.label); !st.ok()) return DataLoss("seal carries a bad label: " + st.message());
+  }
   s.volume = r->U16();
   s.volume_count = r->U16();
   s.volume_bytes = r->U64();
@@ -247,12 +274,14 @@ Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerp
 
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
                     uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points,
-                    const SealLink& prev) {
+                    const SealLink& prev, const std::string& label) {
+  BR_CHECK(((flags & kSealFlagLabelled) != 0) == !label.empty());
   digests->Flush();
   VolumeSeal s;
   s.point_id = point_id;
   s.time_ns = time_ns;
   s.flags = flags;
+  s.label = label;
   s.volume = volume;
   s.volume_count = volume_count;
   s.volume_bytes = digests->volume_bytes();

@@ -66,7 +66,16 @@ std::string RetentionPolicy::ToString() const {
   if (s.empty()) s = "none";
   if (keep_last) s += " + keep-last " + std::to_string(keep_last);
   if (min_retention_ns) s += " + min-retention " + FormatDuration(min_retention_ns);
+  s += keep_labelled_ns == kKeepForever ? std::string(" + labelled points forever")
+                                        : " + labelled points " + FormatDuration(LabelledKeepNs());
   return s;
+}
+
+uint64_t RetentionPolicy::LabelledKeepNs() const {
+  if (keep_labelled_ns == kKeepForever) return kKeepForever;
+  uint64_t longest = 0;
+  for (const RetentionTier& t : tiers) longest = std::max(longest, t.keep_ns);
+  return longest > kKeepForever - keep_labelled_ns ? kKeepForever : longest + keep_labelled_ns;
 }
 
 std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points, const RetentionPolicy& policy,
@@ -77,6 +86,14 @@ std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points
     keep.insert(points.size() - 1 - i);
   for (size_t i = 0; policy.min_retention_ns > 0 && i < points.size(); ++i)
     if (now_ns < points[i].time_ns || now_ns - points[i].time_ns < policy.min_retention_ns) keep.insert(i);
+  const uint64_t labelled_ns = policy.LabelledKeepNs();
+  size_t labelled = 0;
+  for (size_t i = points.size(); i-- > 0 && labelled < RetentionPolicy::kLabelledPointsKept;) {
+    const store::PointInfo& p = points[i];
+    if (p.label.empty()) continue;
+    ++labelled;
+    if (now_ns < p.time_ns || now_ns - p.time_ns < labelled_ns) keep.insert(i);
+  }
   for (const RetentionTier& tier : policy.tiers) {
     // slot -> index of the point kept for it; points are in ascending id, so later wins.
     std::map<uint64_t, size_t> chosen;

@@ -20,7 +20,8 @@ namespace blockrep::store {
 namespace {
 
 constexpr uint64_t kIndexMagic = 0x3230305844495242ull;     // "BRIDX002"
-constexpr uint64_t kManifestMagic = 0x31304e414d524242ull;  // "BBRMAN01"
+constexpr uint64_t kManifestMagic = 0x32304e414d524242ull;    // "BBRMAN02": points carry a label
+constexpr uint64_t kManifestMagicV1 = 0x31304e414d524242ull;  // "BBRMAN01": read, never written
 constexpr uint64_t kPackMagic = 0x32304b4341505242ull;      // "BRPACK02": records, each followed by its fingerprints
 constexpr char kFormatLine[] = "blockrep-store v1\n";
 
@@ -129,6 +130,8 @@ Bytes Manifest::Encode() const {
     w.U32(p.volume_count);
     w.U64(p.bytes_added);
     w.U64(p.index_checksum);
+    w.U8(static_cast<uint8_t>(p.label.size()));
+    w.Raw(p.label.data(), p.label.size());
   }
   SealTrailer(&b);
   return b;
@@ -138,11 +141,14 @@ Result<Manifest> Manifest::Decode(ByteSpan data) {
   BR_ASSIGN_OR_RETURN(ByteSpan body, CheckTrailer(data, "manifest"));
   ByteReader r(body);
   Manifest m;
-  if (r.U64() != kManifestMagic) return DataLoss("manifest has a bad magic number");
+  uint64_t magic = r.U64();
+  if (magic != kManifestMagic && magic != kManifestMagicV1) return DataLoss("manifest has a bad magic number");
+  const bool labels = magic == kManifestMagic;
+  const size_t point_bytes = labels ? Manifest::kPointBytes : 40;
   m.server_id = r.String(wire::kMaxServerIdLen);
   m.key_id = r.U64();
   uint64_t n = r.U64();
-  if (!r.ok() || n > r.remaining() / 40 || r.remaining() != n * 40)
+  if (!r.ok() || n > r.remaining() / point_bytes || (!labels && r.remaining() != n * point_bytes))
     return DataLoss("manifest point count does not match its size");
   m.points.resize(n);
   uint64_t prev = 0;
@@ -153,10 +159,21 @@ Result<Manifest> Manifest::Decode(ByteSpan data) {
     p.volume_count = r.U32();
     p.bytes_added = r.U64();
     p.index_checksum = r.U64();
+    if (labels) {
+      uint8_t len = r.U8();
+      if (!r.ok() || len > r.remaining()) return DataLoss("manifest is truncated");
+      p.label.assign(len, '\0');
+      r.Raw(p.label.data(), len);
+    }
+    if (!r.ok()) return DataLoss("manifest is truncated");
     if (p.id <= prev) return DataLoss("manifest point ids are not ascending");
+    if (((p.flags & kPointLabelled) != 0) != !p.label.empty())
+      return DataLoss("manifest point " + std::to_string(p.id) + " has a label flag that does not match its label");
+    if (!p.label.empty() && !CheckPointLabel(p.label).ok())
+      return DataLoss("manifest point " + std::to_string(p.id) + " has a malformed label");
     prev = p.id;
   }
-  if (!r.ok()) return DataLoss("manifest is truncated");
+  if (r.remaining() != 0) return DataLoss("manifest has trailing bytes");
   return m;
 }
 

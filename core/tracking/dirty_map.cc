@@ -1,6 +1,7 @@
 #include "blockrep/tracking/dirty_map.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "blockrep/base/check.h"
@@ -31,6 +32,13 @@ void TrimToVolume(uint64_t volume_bytes, std::vector<Extent>* runs) {
 }
 
 }  // namespace
+
+uint64_t DirtyMap::DirtyBlocks() const {
+  uint64_t n = 0;
+  for (uint64_t w = 0; w < total_words_; ++w)
+    n += static_cast<uint64_t>(std::popcount(__atomic_load_n(&dirty_[w], __ATOMIC_RELAXED)));
+  return n;
+}
 
 void DirtyMap::Attach(uint64_t* dirty, uint64_t* inflight, uint64_t* undurable, uint64_t total_words) {
   BR_CHECK(dirty && inflight && undurable);

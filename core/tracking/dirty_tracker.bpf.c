@@ -102,10 +102,11 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 3);
+  __uint(max_entries, 4);
   __type(key, __u32);
   __type(value, __u64);
-} stats SEC(".maps");  // [0] requests marked, [1] requests seen, [2] completions never reported
+} stats SEC(".maps");  // [0] requests marked, [1] requests seen, [2] completions never reported,
+                       // [3] bytes of completed writes to protected volumes (the write rate)
 
 // Writes issued to a protected disk and not yet seen completing, keyed by request address. The
 // kernel does not report every completion (see TRACKING.md: about one write in 4000 completed
@@ -228,6 +229,9 @@ int BPF_PROG(blockrep_rq_complete, struct request *rq, int error, unsigned int n
   if (blocks_of(slot, BPF_CORE_READ(rq, __sector), nr_bytes >> 9, &first, &last)) {
     mark(slot, slot->word_base, first, last);
     count(0);
+    __u32 key = 3;
+    __u64 *written = bpf_map_lookup_elem(&stats, &key);
+    if (written) __sync_fetch_and_add(written, (__u64)nr_bytes);
   }
   // The trace comes before the request is updated: __data_len still holds what remained.
   if (nr_bytes >= BPF_CORE_READ(rq, __data_len)) {

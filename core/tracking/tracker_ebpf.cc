@@ -468,6 +468,13 @@ void EbpfTracker::MarkSynced(uint64_t point_id) {
   MapUpdate(im.fd_meta, &key, &m, BPF_ANY);
 }
 
+bool EbpfTracker::WrittenBytes(uint64_t* bytes) const {
+  uint32_t k3 = 3;
+  return bpf_map_lookup_elem(impl_->fd_stats, &k3, bytes) == 0;  // fails on a 3-entry map (older pin)
+}
+
+uint64_t EbpfTracker::DirtyBytes() const { return impl_->map.DirtyBlocks() * kTrackBlockBytes; }
+
 std::pair<uint64_t, uint64_t> EbpfTracker::Stats() const {
   uint64_t marked = 0, seen = 0;
   uint32_t k0 = 0, k1 = 1;

@@ -55,7 +55,7 @@ pass "staging and agent ran from their config files alone (2 volumes, one point)
 dd if=/dev/urandom of="$WORK/a.img" bs=64K count=4 conv=notrunc status=none
 "$BIN/blockrep-agent" --config "$WORK/agent.conf" --state-dir "$WORK/state2" --json >"$WORK/a2.json" 2>"$WORK/a2.err" ||
   fail "second point: $(tail -n 2 "$WORK/a2.err")"
-grep -q '^{"point": 2, "kind": "incremental", "base_point": 1, ' "$WORK/a2.json" || fail "--once --json: $(cat "$WORK/a2.json")"
+grep -q '^{"point": 2, "label": null, "kind": "incremental", "base_point": 1, ' "$WORK/a2.json" || fail "--once --json: $(cat "$WORK/a2.json")"
 [[ $(wc -l <"$WORK/a2.json") == 1 ]] || fail "--once --json printed more than one line: $(cat "$WORK/a2.json")"
 if command -v python3 >/dev/null; then
   python3 -m json.tool "$WORK/a2.json" >/dev/null || fail "--once --json is not JSON: $(cat "$WORK/a2.json")"

@@ -116,7 +116,7 @@ grep -E "expired|compacted" "$WORK/kill.log" | sed 's/^[^ ]* /  /'
 # the list ends where the staging logs that it listens (what follows is the SIGTERM shutdown).
 awk '{ name = $2; sub(/\(.*/, "", name); n = ++count[name] }
      /write\(2,.*listening on/ { exit }
-     /BBRMAN01/ { started = 1 }
+     /BBRMAN02/ { started = 1 }
      !started { next }
      name ~ /unlink/ && /\.idx"/ && phase == "" { unlinked = 1 }
      { p = (phase == "" ? "expiry" : phase) }

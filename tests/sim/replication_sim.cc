@@ -161,7 +161,7 @@ class Replication {
         base = std::move(b);
       }
       store::PointIndex idx = store::BuildPointIndex(open_->id, {kVolumeBytes}, base ? &*base : nullptr, open_->extents);
-      store::PointInfo info{open_->id, 1000 + open_->id, store::kPointConsistent, 1, 0, 0};
+      store::PointInfo info{open_->id, 1000 + open_->id, store::kPointConsistent, 1, 0, 0, ""};
       BR_RETURN_IF_ERROR(store_->CommitPoint(info, idx, key_.key_id));
       Log("staging: point " + std::to_string(open_->id) + " committed (" + std::to_string(open_->extents.size()) +
           " extents)");

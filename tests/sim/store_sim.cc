@@ -128,7 +128,7 @@ class Scenario {
       store::PointIndex idx = store::BuildPointIndex(static_cast<uint64_t>(p), {kVolumeBytes},
                                                      base ? &*base : nullptr, extents);
       store::PointInfo info{static_cast<uint64_t>(p), 1000 + static_cast<uint64_t>(p), store::kPointConsistent, 1,
-                            bytes_added, 0};
+                            bytes_added, 0, ""};
       BR_RETURN_IF_ERROR(store->CommitPoint(info, idx, key_.key_id));
       acked_.insert(static_cast<uint64_t>(p));
       Log("point " + std::to_string(p) + " committed (" + std::to_string(writes) + " writes, pack " +

@@ -74,7 +74,7 @@ class Chain {
 
   // Applies `writes` (random bytes, or zeros) to the image and commits them as the next point,
   // in a pack of its own. The first point carries the whole image.
-  void AddPoint(uint64_t time_ns, bool consistent, const std::vector<Write>& writes) {
+  void AddPoint(uint64_t time_ns, bool consistent, const std::vector<Write>& writes, const std::string& label = {}) {
     uint64_t id = store_->manifest().last_point_id() + 1;
     std::vector<Write> sent = writes;
     for (const Write& w : writes) {
@@ -123,7 +123,8 @@ class Chain {
     store::PointInfo info;
     info.id = id;
     info.time_ns = time_ns;
-    info.flags = consistent ? store::kPointConsistent : 0;
+    info.flags = (consistent ? store::kPointConsistent : 0) | (label.empty() ? 0 : store::kPointLabelled);
+    info.label = label;
     RegionDigests digests(seal_keys_.get(), kVolumeBytes);
     NoteData(*fingerprinter_, 0, image_, &digests);
     region_points_.resize(SealRegionCount(kVolumeBytes), 0);
@@ -131,7 +132,7 @@ class Chain {
       for (uint64_t r = w.offset / digests.region_bytes(); r <= (w.offset + w.length - 1) / digests.region_bytes(); ++r)
         region_points_[r] = id;
     idx.seals.push_back(MakeSeal(*seal_keys_, id, time_ns, info.flags, 0, 1, &digests, region_points_,
-                                 SealLink{id - 1, last_seal_mac_}));
+                                 SealLink{id - 1, last_seal_mac_}, label));
     last_seal_mac_ = idx.seals.back().mac;
     ASSERT_TRUE(idx.Validate().ok());
     info.volume_count = 1;
@@ -163,10 +164,13 @@ class Chain {
     return rq;
   }
 
-  // Restores `point` through the recovery library and returns the image's hash.
-  uint64_t RestoreHash(uint64_t point) {
+  // Restores `point` through the recovery library and returns the image's hash; `spec` names
+  // it instead when given (a label, a time).
+  uint64_t RestoreHash(uint64_t point, const std::string& spec = {}) {
     recovery::RestoreRequest rq = RestoreRequestFor(point);
+    if (!spec.empty()) rq.point_spec = spec;
     auto sum = recovery::Restore(rq);
+    if (sum.ok() && sum->point.id != point) ADD_FAILURE() << spec << " restored point " << sum->point.id;
     EXPECT_TRUE(sum.ok()) << "point " << point << ": " << sum.status().message();
     if (!sum.ok()) return 0;
     auto data = ReadFileBytes(rq.output_dir + "/vol-0.img", kVolumeBytes + 1);

@@ -14,10 +14,11 @@ using namespace blockrep::chain_fixture;
 // Monday 2026-01-05 00:00:00 UTC.
 constexpr uint64_t kT0 = 1767571200ull * kSecondNs;
 
-store::PointInfo At(uint64_t time_ns, bool consistent) {
+store::PointInfo At(uint64_t time_ns, bool consistent, std::string label = {}) {
   store::PointInfo p;
   p.time_ns = time_ns;
-  p.flags = consistent ? store::kPointConsistent : 0;
+  p.flags = (consistent ? store::kPointConsistent : 0) | (label.empty() ? 0 : store::kPointLabelled);
+  p.label = std::move(label);
   return p;
 }
 
@@ -28,7 +29,7 @@ TEST(RetentionPolicyTest, Parses) {
   ASSERT_EQ(p->tiers.size(), 3u);
   EXPECT_EQ(p->tiers[0].every_ns, 10 * kMinuteNs);
   EXPECT_EQ(p->tiers[2].keep_ns, 7 * kDayNs);
-  EXPECT_EQ(p->ToString(), "10m:1h,1h:1d,1d:7d + keep-last 3");
+  EXPECT_EQ(p->ToString(), "10m:1h,1h:1d,1d:7d + keep-last 3 + labelled points 14d");
   EXPECT_TRUE(RetentionPolicy::Parse("all", 0)->keep_all);
   EXPECT_TRUE(RetentionPolicy::Parse("none", 0)->tiers.empty());
   for (const char* bad : {"10m", "10m:1h,", "1h:10m", "x:1h", "10m:1y"}) {
@@ -58,13 +59,38 @@ TEST(RetentionPolicyTest, NewestConsistentPerSlot) {
 
 // --min-retention: no point younger than it expires, whatever the tiers, keep-last or the points'
 // consistent flags say; once older, the tiers decide again.
+// Labelled points are kept for the longest tier plus --keep-labelled, the newest 256 of them;
+// "forever" has no age limit; 0 keeps them as long as the longest tier.
+TEST(RetentionPolicyTest, LabelledPointsAreKeptBeyondTheTiers) {
+  RetentionPolicy none = Must(RetentionPolicy::Parse("none", 0));
+  std::vector<store::PointInfo> pts = {At(kT0, false, "a"), At(kT0 + kMinuteNs, false), At(kT0 + 2 * kMinuteNs, true)};
+  for (size_t i = 0; i < pts.size(); ++i) pts[i].id = i + 1;
+  EXPECT_EQ(PointsToExpire(pts, none, kT0 + 7 * kDayNs - 1), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(PointsToExpire(pts, none, kT0 + 7 * kDayNs), (std::vector<uint64_t>{1, 2}));
+  none.keep_labelled_ns = RetentionPolicy::kKeepForever;
+  EXPECT_EQ(none.ToString(), "none + labelled points forever");
+  EXPECT_EQ(PointsToExpire(pts, none, kT0 + 3650 * kDayNs), (std::vector<uint64_t>{2}));
+  none.keep_labelled_ns = 0;
+  EXPECT_EQ(PointsToExpire(pts, none, kT0 + kMinuteNs * 3), (std::vector<uint64_t>{1, 2}));
+  // The newest 256 labelled points are kept; the 257th from the end goes though it is young.
+  std::vector<store::PointInfo> many;
+  for (uint64_t i = 1; i <= 300; ++i) {
+    many.push_back(At(kT0 + i * kSecondNs, true, "l" + std::to_string(i)));
+    many.back().id = i;
+  }
+  RetentionPolicy def = Must(RetentionPolicy::Parse("none", 0));
+  std::vector<uint64_t> gone = PointsToExpire(many, def, kT0 + kHourNs);
+  ASSERT_EQ(gone.size(), 300u - RetentionPolicy::kLabelledPointsKept);
+  EXPECT_EQ(gone.back(), 300u - RetentionPolicy::kLabelledPointsKept);
+}
+
 TEST(RetentionPolicyTest, MinRetentionKeepsEveryYoungPoint) {
   std::vector<store::PointInfo> pts = {At(kT0 + 1 * kMinuteNs, false), At(kT0 + 2 * kMinuteNs, false),
                                        At(kT0 + 3 * kMinuteNs, true), At(kT0 + 4 * kMinuteNs, true)};
   for (size_t i = 0; i < pts.size(); ++i) pts[i].id = i + 1;
   RetentionPolicy none = Must(RetentionPolicy::Parse("none", 0));
   none.min_retention_ns = kDayNs;
-  EXPECT_EQ(none.ToString(), "none + min-retention 1d");
+  EXPECT_EQ(none.ToString(), "none + min-retention 1d + labelled points 7d");
   EXPECT_TRUE(PointsToExpire(pts, none, kT0 + 23 * kHourNs).empty());
   // Point 1 is a day old at kT0 + 1 day + 1 minute; 2 and 3 are not yet.
   EXPECT_EQ(PointsToExpire(pts, none, kT0 + kDayNs + kMinuteNs), (std::vector<uint64_t>{1}));
@@ -129,6 +155,71 @@ TEST_F(ChainTest, NineDaysOfDefaultRetention) {
 
   for (const store::PointInfo& p : chain.store().manifest().points)
     EXPECT_EQ(chain.RestoreHash(p.id), chain.expected_hash(p.id)) << "point " << p.id;
+}
+
+// A point an operator labelled ("before-upgrade", SIGUSR1 between two interval points) outlives
+// the tiers: after nine simulated days of a point every 10 minutes under the default policy it is
+// still retained, and restores by its label to what it held; it goes once it is older than the
+// longest tier plus --keep-labelled (7 d + 7 d). Unlabelled, the same point goes within the hour.
+TEST_F(ChainTest, LabelledPointOutlivesTheTiers) {
+  Chain chain(root_);
+  RetentionPolicy policy = Must(RetentionPolicy::Parse(kDefaultRetention, 0));
+  ASSERT_EQ(policy.LabelledKeepNs(), 14 * kDayNs);
+  ManualClock clock(kT0);
+  uint64_t waiting = 0, labelled_id = 0, unlabelled_id = 0;
+  auto run_until = [&](uint64_t end_ns, uint64_t every_ns, uint64_t* t) {
+    for (; *t < end_ns; *t += every_ns) {
+      chain.AddPoint(*t, true, chain.RandomWrites());
+      if (*t == kT0 + 10 * kHourNs + 30 * kMinuteNs) {
+        // Points on demand between the :30 and :40 interval points: the tiers keep :40 for their
+        // slots, so neither of these is any tier's choice.
+        chain.AddPoint(*t + 3 * kMinuteNs, true, chain.RandomWrites(), "before-upgrade");
+        labelled_id = chain.store().manifest().last_point_id();
+        chain.AddPoint(*t + 4 * kMinuteNs, true, chain.RandomWrites());
+        unlabelled_id = chain.store().manifest().last_point_id();
+      }
+      if (testing::Test::HasFatalFailure()) return;
+      clock.Set(*t + 5 * kMinuteNs);
+      RetentionRun run = EnforceRetention(chain.store(), policy, clock.NowUtcNs(), {}, false, &waiting);
+      ASSERT_TRUE(run.status.ok()) << run.status.message();
+    }
+  };
+  auto retained = [&](uint64_t id) {
+    for (const store::PointInfo& p : chain.store().manifest().points)
+      if (p.id == id) return true;
+    return false;
+  };
+  uint64_t t = kT0;
+  run_until(kT0 + 9 * kDayNs, 10 * kMinuteNs, &t);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_NE(labelled_id, 0u);
+  EXPECT_TRUE(retained(labelled_id)) << "the labelled point did not survive nine days";
+  EXPECT_FALSE(retained(unlabelled_id));
+  EXPECT_EQ(chain.RestoreHash(labelled_id, "before-upgrade"), chain.expected_hash(labelled_id));
+  // Hourly from here (the tiers' outcome is the same; the test is faster) to past 14 days.
+  run_until(kT0 + 14 * kDayNs + 10 * kHourNs, kHourNs, &t);
+  EXPECT_TRUE(retained(labelled_id)) << "expired before 14 days";
+  run_until(kT0 + 14 * kDayNs + 12 * kHourNs, kHourNs, &t);
+  EXPECT_FALSE(retained(labelled_id)) << "kept past 7 d + --keep-labelled 7 d";
+}
+
+// A manifest that puts a label on another point than the agent sealed it on is refused at
+// restore: the label is under the seal's MAC, so a restore by label cannot be steered.
+TEST_F(ChainTest, RelabelledManifestIsRefused) {
+  Chain chain(root_);
+  chain.AddPoint(kT0, true, {{0, kVolumeBytes, false}}, "good");
+  chain.AddPoint(kT0 + kMinuteNs, true, chain.RandomWrites());
+  ASSERT_FALSE(HasFatalFailure());
+  store::Manifest m = chain.store().manifest();
+  std::swap(m.points[0].label, m.points[1].label);
+  std::swap(m.points[0].flags, m.points[1].flags);
+  ASSERT_TRUE(WriteFileAtomic(chain.store().dir() + "/MANIFEST", m.Encode()).ok());
+  recovery::RestoreRequest rq = chain.RestoreRequestFor(0);
+  rq.point_spec = "good";
+  auto sum = recovery::Restore(rq);
+  ASSERT_FALSE(sum.ok());
+  EXPECT_EQ(sum.status().code(), Code::kDataLoss);
+  EXPECT_NE(sum.status().message().find("label 'good' but the agent sealed"), std::string::npos) << sum.status().message();
 }
 
 // Expiring the middle point of three leaves both neighbours restoring identical, and compaction

@@ -152,5 +152,40 @@ TEST(Seal, DecodeRejectsMalformedSeals) {
   EXPECT_EQ(VolumeSeal::Decode(bad_volume).status().code(), Code::kDataLoss);
 }
 
+// A labelled seal carries the label under its MAC: Decode gives it back, and another label, or
+// the label flag dropped, no longer verifies (a staging cannot move a label to another point).
+TEST(Seal, LabelIsUnderTheMac) {
+  Fixture f;
+  RegionDigests d(f.keys.get(), 2u << 20);
+  VolumeSeal seal = MakeSeal(*f.keys, 4, 99, kSealFlagConsistent | kSealFlagLabelled, 0, 1, &d, {}, {}, "before-upgrade");
+  Bytes enc = seal.Encode();
+  EXPECT_EQ(enc.size(), SealEncodedSize(2, 14));
+  VolumeSeal back = std::move(VolumeSeal::Decode(enc)).value();
+  EXPECT_EQ(back.label, "before-upgrade");
+  EXPECT_TRUE(f.keys->Authentic(back));
+  VolumeSeal relabelled = back;
+  relabelled.label = "before-upgradf";
+  EXPECT_FALSE(f.keys->Authentic(relabelled));
+  VolumeSeal unlabelled = back;
+  unlabelled.label.clear();
+  unlabelled.flags &= ~kSealFlagLabelled;
+  EXPECT_FALSE(f.keys->Authentic(unlabelled));
+  Bytes unknown_flag = enc;
+  unknown_flag[16] |= 4;  // flags: bit 2 means nothing
+  EXPECT_EQ(VolumeSeal::Decode(unknown_flag).status().code(), Code::kDataLoss);
+  Bytes bad_char = enc;
+  bad_char[21] = '/';  // the label's first character: labels never hold a path separator
+  EXPECT_EQ(VolumeSeal::Decode(bad_char).status().code(), Code::kDataLoss);
+}
+
+// Labels: a letter first, then letters, digits, '.', '_' or '-', at most 64; never "latest".
+TEST(Seal, PointLabelRules) {
+  for (const char* good : {"before-upgrade", "a", "Release_2.4-rc1", "x123"}) EXPECT_TRUE(CheckPointLabel(good).ok()) << good;
+  for (const char* bad : {"", "1abc", "latest", "-x", "a b", "a/b", "caf\xc3\xa9", "2026-11-27T10:00:00Z"})
+    EXPECT_EQ(CheckPointLabel(bad).code(), Code::kInvalidArgument) << bad;
+  EXPECT_TRUE(CheckPointLabel(std::string(64, 'a')).ok());
+  EXPECT_FALSE(CheckPointLabel(std::string(65, 'a')).ok());
+}
+
 }  // namespace
 }  // namespace blockrep

@@ -43,11 +43,53 @@ TEST_F(StoreTest, IndexAndManifestRoundTrip) {
   Manifest m;
   m.server_id = "web1";
   m.key_id = 99;
-  m.points.push_back({1, 1000, kPointConsistent, 2, 5000, 77});
+  m.points.push_back({1, 1000, kPointConsistent, 2, 5000, 77, ""});
   auto mb = Manifest::Decode(m.Encode());
   ASSERT_TRUE(mb.ok());
   EXPECT_EQ(mb->points[0].bytes_added, 5000u);
   EXPECT_TRUE(mb->points[0].consistent());
+}
+
+// Labels round-trip through the manifest, its size is known without encoding, a label flag
+// without a label (or the reverse) is damage, and a manifest written before labels still loads.
+TEST_F(StoreTest, ManifestLabels) {
+  Manifest m;
+  m.server_id = "web1";
+  m.key_id = 99;
+  m.points.push_back({1, 1000, kPointConsistent, 2, 5000, 77, ""});
+  m.points.push_back({2, 2000, kPointConsistent | kPointLabelled, 2, 10, 78, "before-upgrade"});
+  Bytes enc = m.Encode();
+  EXPECT_EQ(enc.size(), m.EncodedSize());
+  auto back = Manifest::Decode(enc);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->points[0].label, "");
+  EXPECT_EQ(back->points[1].label, "before-upgrade");
+  Manifest lying = m;
+  lying.points[1].flags = kPointConsistent;  // a label but no flag
+  EXPECT_EQ(Manifest::Decode(lying.Encode()).status().code(), Code::kDataLoss);
+  lying = m;
+  lying.points[1].label = "9lives";
+  EXPECT_EQ(Manifest::Decode(lying.Encode()).status().code(), Code::kDataLoss);
+
+  // BBRMAN01: 40 bytes per point, no label field.
+  Bytes v1;
+  ByteWriter w(&v1);
+  w.U64(0x31304e414d524242ull);
+  w.String("web1");
+  w.U64(99);
+  w.U64(1);
+  for (uint64_t v : {uint64_t{5}, uint64_t{5000}}) w.U64(v);
+  w.U32(kPointConsistent);
+  w.U32(1);
+  w.U64(123);
+  w.U64(456);
+  w.U64(Checksum64(v1));
+  auto old = Manifest::Decode(v1);
+  ASSERT_TRUE(old.ok()) << old.status().message();
+  ASSERT_EQ(old->points.size(), 1u);
+  EXPECT_EQ(old->points[0].id, 5u);
+  EXPECT_EQ(old->points[0].index_checksum, 456u);
+  EXPECT_TRUE(old->points[0].label.empty());
 }
 
 // Any single flipped byte or truncation of an index or manifest is detected.
@@ -85,7 +127,7 @@ TEST_F(StoreTest, CommitThenReopen) {
   {
     auto s = ServerStore::Open(root_, "web1", true);
     ASSERT_TRUE(s.ok()) << s.status().message();
-    PointInfo info{1, 111, 0, 2, 2100, 0};
+    PointInfo info{1, 111, 0, 2, 2100, 0, ""};
     ASSERT_TRUE((*s)->CommitPoint(info, SampleIndex(1), 42).ok());
     EXPECT_FALSE((*s)->CommitPoint(info, SampleIndex(1), 42).ok());  // ids only grow
   }
@@ -109,7 +151,7 @@ TEST_F(StoreTest, ManifestOverTheReadersCapIsNotCommitted) {
   EXPECT_EQ(m.EncodedSize(), m.Encode().size());
   size_t fit = (kMaxManifestBytes - m.EncodedSize()) / Manifest::kPointBytes;
   m.points.reserve(fit);
-  for (uint64_t i = 1; i <= fit; ++i) m.points.push_back(PointInfo{i, i * 1000, 0, 2, 100, 0});
+  for (uint64_t i = 1; i <= fit; ++i) m.points.push_back(PointInfo{i, i * 1000, 0, 2, 100, 0, ""});
   EXPECT_EQ(m.EncodedSize(), m.Encode().size());
   ASSERT_LE(m.EncodedSize(), kMaxManifestBytes);
   {
@@ -119,7 +161,7 @@ TEST_F(StoreTest, ManifestOverTheReadersCapIsNotCommitted) {
   ASSERT_TRUE(WriteFileAtomic(root_ + "/servers/web1/MANIFEST", m.Encode()).ok());
   auto s = ServerStore::Open(root_, "web1", false);
   ASSERT_TRUE(s.ok()) << s.status().message();
-  PointInfo next{fit + 1, (fit + 1) * 1000, 0, 2, 100, 0};
+  PointInfo next{fit + 1, (fit + 1) * 1000, 0, 2, 100, 0, ""};
   Status st = (*s)->CommitPoint(next, SampleIndex(fit + 1), 42);
   EXPECT_EQ(st.code(), Code::kNoSpace);
   EXPECT_NE(st.message().find("a reader loads: not committed"), std::string::npos) << st.message();

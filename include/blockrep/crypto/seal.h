@@ -41,9 +41,23 @@ static_assert(kSealRegionBytesMin % kBlockBytes == 0, "a seal region holds whole
 // takes 24 bytes per region (768 KiB at most), which must fit one frame (static_assert in wire.h).
 inline constexpr uint32_t kSealRegionsMax = 32768;
 inline constexpr size_t kSealMacBytes = 32;
-// The encoded size of a seal with `regions` regions.
-inline constexpr size_t SealEncodedSize(size_t regions) { return 84 + regions * 24 + kSealMacBytes; }
-inline constexpr size_t kSealEncodedBytesMax = SealEncodedSize(kSealRegionsMax);
+
+// A point's flags, as the seal (and END_POINT, and the manifest) carry them.
+inline constexpr uint32_t kSealFlagConsistent = 1;  // its last blocks were read under a freeze
+inline constexpr uint32_t kSealFlagLabelled = 2;    // an operator's label follows the flags
+inline constexpr uint32_t kSealFlagsKnown = kSealFlagConsistent | kSealFlagLabelled;
+
+// An operator's label of a point ("before-upgrade"): 1..64 characters of [A-Za-z0-9._-],
+// starting with a letter, so that it can never read as a point id, a time or "latest".
+inline constexpr size_t kPointLabelBytesMax = 64;
+// Ok, or why `label` is not one (naming the rule).
+Status CheckPointLabel(const std::string& label);
+
+// The encoded size of a seal with `regions` regions and a label of `label_bytes` (0: none).
+inline constexpr size_t SealEncodedSize(size_t regions, size_t label_bytes = 0) {
+  return 84 + (label_bytes ? 1 + label_bytes : 0) + regions * 24 + kSealMacBytes;
+}
+inline constexpr size_t kSealEncodedBytesMax = SealEncodedSize(kSealRegionsMax, kPointLabelBytesMax);
 
 // Bytes per region for a volume of `volume_bytes`: the smallest power of two ≥ 1 MiB that needs
 // at most kSealRegionsMax regions.
@@ -76,7 +90,8 @@ struct SealLink {
 struct VolumeSeal {
   uint64_t point_id = 0;
   uint64_t time_ns = 0;  // the point's time (BEGIN_POINT)
-  uint32_t flags = 0;    // the point's flags (END_POINT): bit 0 consistent
+  uint32_t flags = 0;    // the point's flags (END_POINT): kSealFlag*
+  std::string label;     // with kSealFlagLabelled: the operator's label, under the MAC too
   uint16_t volume = 0;
   uint16_t volume_count = 0;
   uint64_t volume_bytes = 0;
@@ -149,9 +164,10 @@ void NoteData(const BlockFingerprinter& fingerprinter, uint64_t offset, ByteSpan
 Digest128 DigestOfRegion(const SealKeys& keys, const BlockFingerprinter& fingerprinter, uint64_t offset, ByteSpan data);
 
 // Finishes a seal: fills the digests (flushed), the region points (all 0 when empty) and the MAC.
+// `flags` has kSealFlagLabelled exactly when `label` is not empty (a checked label).
 VolumeSeal MakeSeal(const SealKeys& keys, uint64_t point_id, uint64_t time_ns, uint32_t flags, uint16_t volume,
                     uint16_t volume_count, RegionDigests* digests, std::vector<uint64_t> region_points = {},
-                    const SealLink& prev = {});
+                    const SealLink& prev = {}, const std::string& label = {});
 
 // Indexes of the regions where `seal` and `computed` differ (all of them if the counts differ).
 std::vector<uint32_t> MismatchedRegions(const VolumeSeal& seal, const std::vector<Digest128>& computed);

@@ -22,7 +22,8 @@ namespace blockrep::wire {
 // v6: seals of up to kSealRegionsMax = 32768 regions (1 MiB regions up to 32 GiB volumes).
 // v7: data keys rotate: HELLO lists the sender's retired key ids, HELLO_OK the chain's key id.
 // v8: each SEAL links to the point it follows (VolumeSeal::prev: id and seal MAC, under the MAC).
-inline constexpr uint16_t kVersion = 9;
+// v9: AGENT_REPORT. v10: a point may carry an operator's label (SEAL flag 2, then the label).
+inline constexpr uint16_t kVersion = 10;
 inline constexpr size_t kMaxRetiredKeys = 63;  // a key file holds at most 64 keys
 inline constexpr size_t kFrameHeaderSize = 8;
 // v3: a RECORD carries the keyed fingerprints of its 4 KiB blocks (blockrep/crypto/fingerprint.h).

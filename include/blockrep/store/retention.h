@@ -28,6 +28,15 @@ struct RetentionPolicy {
   // by committing forged ones, because a point's time is the staging's (checked at BEGIN_POINT).
   uint64_t min_retention_ns = 0;
   bool keep_all = false;   // "all": nothing expires
+  // --keep-labelled: a labelled point (blockrep-agent point --label) is kept this long beyond the
+  // longest tier, counted from its time (kKeepForever: never expires by age). At most
+  // kLabelledPointsKept of a server's labelled points, the newest, are kept by their label.
+  uint64_t keep_labelled_ns = kDefaultKeepLabelledNs;
+  static constexpr uint64_t kDefaultKeepLabelledNs = 7ull * 24 * 3600 * 1000000000ull;
+  static constexpr uint64_t kKeepForever = UINT64_MAX;
+  static constexpr size_t kLabelledPointsKept = 256;
+  // How long after its time a labelled point is kept: the longest tier's FOR + keep_labelled_ns.
+  uint64_t LabelledKeepNs() const;
 
   // "10m:1h,1h:24h,1d:7d" (the default), "all", or "none" (only --keep-last and the newest point).
   static Result<RetentionPolicy> Parse(const std::string& text, uint32_t keep_last);
@@ -38,8 +47,10 @@ inline constexpr const char* kDefaultRetention = "10m:1h,1h:24h,1d:7d";
 
 // The ids of `points` (ascending id, as in a manifest) that `policy` no longer keeps at `now_ns`.
 // Kept, whatever else: the newest point (the base the agent's next point builds on), the
-// newest keep_last points and every point younger than min_retention_ns. Each tier keeps, in every slot that holds a point younger than its
-// FOR, the newest consistent point of the slot, or the newest point when none is consistent.
+// newest keep_last points, every point younger than min_retention_ns and every labelled point
+// younger than LabelledKeepNs() (the newest kLabelledPointsKept of them). Each tier keeps, in every
+// slot that holds a point younger than its FOR, the newest consistent point of the slot, or the
+// newest point when none is consistent.
 std::vector<uint64_t> PointsToExpire(const std::vector<store::PointInfo>& points, const RetentionPolicy& policy,
                                      uint64_t now_ns);
 

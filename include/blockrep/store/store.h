@@ -33,7 +33,8 @@ inline constexpr size_t kPackHeaderSize = 16;
 inline constexpr size_t kIndexEntrySize = 48;
 inline constexpr size_t kMaxManifestBytes = 64u << 20;
 inline constexpr size_t kMaxIndexBytes = 1u << 30;
-inline constexpr uint32_t kPointConsistent = 1;
+inline constexpr uint32_t kPointConsistent = kSealFlagConsistent;
+inline constexpr uint32_t kPointLabelled = kSealFlagLabelled;  // PointInfo::label is set
 // Bounds every reader holds an index entry to before it touches a pack (a store is input: a damaged
 // disk or a hostile staging host may have written it). A stored record is at most a header, 1 MiB
 // of plaintext stored raw and a tag; packs roll at 64 MiB, so 1 TiB leaves room and keeps every
@@ -76,18 +77,30 @@ struct PointInfo {
   uint32_t volume_count = 0;
   uint64_t bytes_added = 0;     // stored record bytes this point added
   uint64_t index_checksum = 0;  // XXH3-64 of the index file
+  std::string label;            // the operator's (blockrep-agent point --label); empty: none
   bool consistent() const { return (flags & kPointConsistent) != 0; }
 };
+
+// Whether the agent's seal of a volume names this point as the manifest lists it: the same time,
+// flags and label (a staging that relabels or re-flags a point in its manifest is caught here).
+inline bool SealNamesPoint(const VolumeSeal& seal, const PointInfo& p) {
+  return seal.point_id == p.id && seal.time_ns == p.time_ns && seal.flags == p.flags && seal.label == p.label;
+}
 
 struct Manifest {
   std::string server_id;
   uint64_t key_id = 0;  // data key the chain is sealed with; 0 before the first point
   std::vector<PointInfo> points;  // ascending id
 
-  static constexpr size_t kPointBytes = 40;  // id, time, flags, volume count, bytes added, index checksum
+  // id, time, flags, volume count, bytes added, index checksum, label length (then the label)
+  static constexpr size_t kPointBytes = 41;
   Bytes Encode() const;
   // Encode().size(), without encoding: magic, server-id, key id, count, points, checksum.
-  size_t EncodedSize() const { return 8 + 2 + server_id.size() + 8 + 8 + points.size() * kPointBytes + 8; }
+  size_t EncodedSize() const {
+    size_t labels = 0;
+    for (const PointInfo& p : points) labels += p.label.size();
+    return 8 + 2 + server_id.size() + 8 + 8 + points.size() * kPointBytes + labels + 8;
+  }
   static Result<Manifest> Decode(ByteSpan data);
   uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
   // The newest consistent (frozen) point's time; 0 when there is none.

@@ -26,6 +26,8 @@ class DirtyMap {
   // this one) are remembered for CaughtUp.
   void Attach(uint64_t* dirty, uint64_t* inflight, uint64_t* undurable, uint64_t total_words);
   bool attached() const { return dirty_ != nullptr; }
+  // Set bits of `dirty` (a racy count: the kernel sets bits meanwhile), for the backlog.
+  uint64_t DirtyBlocks() const;
 
   // Blocks [first_block, last_block] of the volume whose bits start at word `word_base` were
   // written: what the kernel program does when a write completes.

@@ -79,6 +79,12 @@ class EbpfTracker {
   bool SentPoint(uint64_t time_ns) const;
   // Counters from the BPF program: requests that marked bits, requests seen on protected disks.
   std::pair<uint64_t, uint64_t> Stats() const;
+  // Bytes of writes completed on the protected volumes since the program was loaded, counted
+  // where they are marked (the write rate, whatever the agent takes); false from a pin an older
+  // agent made, whose program does not count them.
+  bool WrittenBytes(uint64_t* bytes) const;
+  // Bytes of the blocks dirty now and not yet taken (a count of the bitmap's bits).
+  uint64_t DirtyBytes() const;
 
   // Removes the pin of `server_id` (detaches the program). Used when protection ends, and by
   // tests to simulate a reboot.
