@@ -2,11 +2,16 @@
 # The main job, end to end: build blockrep, make a 256 MiB ext4 demo volume (real files, random
 # data, free space), replicate it through a TLS staging on 127.0.0.1, restore the latest recovery
 # point, verify it byte for byte and with e2fsck, drill it over the network, and print a summary.
+# With BLOCKREP_BIN=DIR it uses the programs in DIR instead of building them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/setup.sh"
-"$root/scripts/build.sh" "$root/build" >/dev/null
-BIN=$root/build/bin
+if [[ -n ${BLOCKREP_BIN:-} ]]; then
+  BIN=$BLOCKREP_BIN  # programs already installed (e.g. /usr/bin from the .deb: tests/e2e/package.sh)
+else
+  "$root/scripts/setup.sh"
+  "$root/scripts/build.sh" "$root/build" >/dev/null
+  BIN=$root/build/bin
+fi
 
 WORK=${BLOCKREP_DEMO_DIR:-$(mktemp -d /tmp/blockrep-demo.XXXXXX)}
 mkdir -p "$WORK"
