@@ -41,7 +41,7 @@ constexpr const char* kUsage =
     "  blockrep-recover drill   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
     "                           [--point P] [--hook SCRIPT]\n"
     "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n"
-    "  blockrep-recover servers --store DIR [--json]\n"
+    "  blockrep-recover servers (--store DIR | --staging HOST:PORT --tls-cert F --tls-key F --tls-ca F) [--json]\n"
     "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
     "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n";
 
@@ -97,17 +97,18 @@ int List(int argc, char** argv) {
 }
 
 int ServersCmd(int argc, char** argv) {
-  std::string store_dir, staging;
+  recovery::SourceSpec spec;
   po::options_description desc("servers options");
-  desc.add_options()("help,h", "")("store", po::value(&store_dir))("staging", po::value(&staging))("json", "");
+  desc.add_options()("help,h", "")("store", po::value(&spec.store_dir))("json", "");
+  AddStagingOptions(&desc, &spec.staging, &spec.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (!staging.empty())
-    return ReportFatal(kProg, InvalidArgument("servers --staging is not built yet (a certificate reads only its own "
-                                              "server); run it on the staging host with --store DIR, or scrape the "
-                                              "staging's --metrics"));
-  if (store_dir.empty()) return ReportFatal(kProg, InvalidArgument("servers needs --store DIR"));
-  auto rows = recovery::ReadFleet(store_dir);
+  if (spec.store_dir.empty() == spec.staging.empty())
+    return ReportFatal(kProg, InvalidArgument("servers needs exactly one of --store DIR or --staging HOST:PORT"));
+  if (!spec.staging.empty() && (spec.tls.cert.empty() || spec.tls.key.empty() || spec.tls.ca.empty()))
+    return ReportFatal(kProg, InvalidArgument("servers --staging needs an operator's TLS files: --tls-cert operator-NAME.crt "
+                                              "--tls-key operator-NAME.key --tls-ca ca.crt (blockrep-keygen --operator NAME)"));
+  auto rows = spec.staging.empty() ? recovery::ReadFleet(spec.store_dir) : recovery::ReadFleetFromStaging(spec);
   if (!rows.ok()) return ReportFatal(kProg, rows.status());
   std::string out = vm.count("json") ? recovery::FleetJson(*rows, NowUtcNs()) : recovery::FleetTable(*rows, NowUtcNs());
   std::fputs(out.c_str(), stdout);

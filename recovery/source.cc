@@ -132,8 +132,10 @@ constexpr int kStepTimeoutMs = 1000;
 
 class RemoteSource : public PointSource {
  public:
-  static Result<std::unique_ptr<RemoteSource>> Connect(const SourceSpec& spec, std::vector<uint64_t> key_ids) {
+  static Result<std::unique_ptr<RemoteSource>> Connect(const SourceSpec& spec, std::vector<uint64_t> key_ids,
+                                                       wire::Role role = wire::Role::kReader) {
     std::unique_ptr<RemoteSource> r(new RemoteSource(spec, std::move(key_ids)));
+    r->role_ = role;
     BR_ASSIGN_OR_RETURN(r->hp_, ParseHostPort(spec.staging, "--staging"));
     BR_ASSIGN_OR_RETURN(r->tls_ctx_, TlsContext::Create(spec.tls, false));
     BR_ASSIGN_OR_RETURN(r->ring_, Ring::Create(64));
@@ -143,6 +145,17 @@ class RemoteSource : public PointSource {
   ~RemoteSource() override { CloseChannel(); }
 
   std::string Describe() const override { return "staging " + spec_.staging; }
+
+  // An operator session's one question (wire::Role::kOperator).
+  Result<wire::Fleet> FetchFleet() {
+    BR_RETURN_IF_ERROR(Send(wire::MsgType::kFleetRequest, Bytes()));
+    for (;;) {
+      BR_ASSIGN_OR_RETURN(auto f, NextFrame());
+      if (f.first == wire::MsgType::kFleet) return wire::Fleet::Decode(f.second);
+      if (f.first != wire::MsgType::kPong) return ProtocolError("unexpected answer to FLEET_REQUEST");
+    }
+  }
+
 
   Result<store::Manifest> LoadManifest() override {
     BR_RETURN_IF_ERROR(EnsureLive());
@@ -298,6 +311,7 @@ class RemoteSource : public PointSource {
 
  private:
   RemoteSource(SourceSpec spec, std::vector<uint64_t> key_ids) : spec_(std::move(spec)), key_ids_(std::move(key_ids)) {}
+  wire::Role role_ = wire::Role::kReader;
 
   Status Open() {
     BR_ASSIGN_OR_RETURN(UniqueFd owned, ConnectToStaging(hp_, spec_.staging));
@@ -315,7 +329,7 @@ class RemoteSource : public PointSource {
       h.key_id = key_ids_.back();
       h.retired_key_ids.assign(key_ids_.begin(), key_ids_.end() - 1);
     }
-    h.role = wire::Role::kReader;
+    h.role = role_;
     BR_RETURN_IF_ERROR(Send(wire::MsgType::kHello, h.Encode()));
     BR_ASSIGN_OR_RETURN(auto f, NextFrame());
     if (f.first != wire::MsgType::kHelloOk) return ProtocolError("the staging did not answer HELLO with HELLO_OK");
@@ -546,6 +560,11 @@ Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& inde
     }
     return Status::Ok();
   });
+}
+
+Result<wire::Fleet> FetchFleet(const SourceSpec& spec) {
+  BR_ASSIGN_OR_RETURN(auto remote, RemoteSource::Connect(spec, {}, wire::Role::kOperator));
+  return remote->FetchFleet();
 }
 
 Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys) {

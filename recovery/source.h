@@ -15,6 +15,7 @@
 #include "blockrep/base/status.h"
 #include "blockrep/store/store.h"
 #include "blockrep/net/tls.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep::recovery {
 
@@ -69,5 +70,9 @@ Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& inde
 // Opens the source `spec` names. For a staging: connects, TLS, HELLO as a reader naming the ids of
 // `keys` (a key file's, oldest first; none: a reader without a key, e.g. list).
 Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys);
+
+// Every server's figures from the staging `spec.staging`, as an operator (wire::Role::kOperator:
+// `spec.tls` holds an operator certificate, blockrep-keygen --operator NAME).
+Result<wire::Fleet> FetchFleet(const SourceSpec& spec);
 
 }  // namespace blockrep::recovery

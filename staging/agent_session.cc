@@ -82,6 +82,7 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
                        std::to_string(wire::kVersion) + " (upgrade one side)"));
     return Status::Ok();
   }
+  if (h.role == wire::Role::kOperator) return OnOperatorHello(s);
   Status valid = wire::ValidateServerId(h.server_id);
   if (!valid.ok()) {
     Fail(s, wire::ErrorCode::kIdentity, valid);

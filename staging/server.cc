@@ -391,6 +391,11 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
     SendFrame(s, MsgType::kPong, Bytes());
     return Status::Ok();
   }
+  if (s.fleet_view) {
+    if (f.type == MsgType::kFleetRequest) return OnFleetRequest(s, f.payload);
+    return ProtocolError("unexpected message type " + std::to_string(static_cast<int>(f.type)) +
+                         " from an operator (it may only ask for the fleet)");
+  }
   if (s.reader) {
     if (f.type == MsgType::kReadRequest) return OnReadRequest(s, f.payload);
     if (f.type == MsgType::kDrillReport) return OnDrillReport(s, f.payload);

@@ -123,6 +123,9 @@ class Server {
   // A recovery tool's session (wire::Role::kReader): reads its own server's manifest, indexes and
   // packs (ciphertext, verbatim) and appends drill reports; never holds the server's agent slot.
   Status OnReaderHello(Session& s, const wire::Hello& h);
+  // An operator's fleet view (staging/operator_session.cc): HELLO, then FLEET_REQUESTs.
+  Status OnOperatorHello(Session& s);
+  Status OnFleetRequest(Session& s, ByteSpan payload);
   // The session belongs to `st` from now on (agent or reader).
   void Admit(Session& s, ServerState& st, const wire::Hello& h);
   Status OnReadRequest(Session& s, ByteSpan payload);

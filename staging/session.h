@@ -82,6 +82,7 @@ struct Server::Session {
   uint64_t last_heard_ns = 0;  // last bytes from the agent (liveness: wire::kAgentSilentNs)
   uint64_t key_id = 0;
   bool reader = false;  // a recovery tool (wire::Role::kReader): reads only, never holds the server's slot
+  bool fleet_view = false;  // an operator (wire::Role::kOperator): every server's figures, nothing else
 
   // Reader: the manifest or index bytes being served, by (kind, id), and the packs pinned by the
   // indexes it read (open files outlive a compaction's unlink).

@@ -5,6 +5,7 @@
 // certificate and its key aside (agent-ID.crt.revoked-SERIAL), so that --server-id ID issues anew.
 // --rotate-key ID appends a new data key to data-ID.key: the agent seals with it from its next point
 // (a full one), and the older keys stay in the file so that every older point restores.
+// --operator NAME issues operator-NAME.crt/.key (CN operator:NAME) for the staging's fleet view.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -130,8 +131,9 @@ Result<std::pair<Cert, Pkey>> LoadOrCreateCa(const std::string& dir, bool* creat
 Status Revoke(const std::string& dir, const std::vector<std::string>& ids);
 
 Status Run(const std::string& dir, const std::vector<std::string>& ids,
-           const std::vector<std::string>& staging_names) {
+           const std::vector<std::string>& staging_names, const std::vector<std::string>& operators) {
   for (const auto& id : ids) BR_RETURN_IF_ERROR(wire::ValidateServerId(id));
+  for (const auto& name : operators) BR_RETURN_IF_ERROR(wire::ValidateServerId(name).Annotate("--operator"));
   BR_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   bool created = false;
   BR_ASSIGN_OR_RETURN(auto ca, LoadOrCreateCa(dir, &created));
@@ -168,6 +170,19 @@ Status Run(const std::string& dir, const std::vector<std::string>& ids,
     if (!keep_key) BR_RETURN_IF_ERROR(WriteNewDataKey(dir + "/data-" + id + ".key"));
     std::printf("wrote %s/agent-%s.crt, agent-%s.key%s\n", dir.c_str(), id.c_str(), id.c_str(),
                 keep_key ? (" (kept data-" + id + ".key)").c_str() : (", data-" + id + ".key (mode 0600)").c_str());
+  }
+  for (const auto& name : operators) {
+    // CN operator:NAME: a fleet view on the staging (every server's figures, no data), never an
+    // agent (no server-id holds a ':').
+    BR_ASSIGN_OR_RETURN(Pkey k, NewKey());
+    BR_ASSIGN_OR_RETURN(Cert c, Issue(k.get(), std::string(wire::kOperatorCnPrefix) + name, ca.first.get(), ca.second.get(),
+                                      {{NID_basic_constraints, "critical,CA:FALSE"},
+                                       {NID_key_usage, "critical,digitalSignature"},
+                                       {NID_ext_key_usage, "clientAuth"}}));
+    BR_RETURN_IF_ERROR(WritePem(dir + "/operator-" + name + ".key", nullptr, k.get()));
+    BR_RETURN_IF_ERROR(WritePem(dir + "/operator-" + name + ".crt", c.get(), nullptr));
+    std::printf("wrote %s/operator-%s.crt, operator-%s.key (blockrep-recover servers --staging)\n", dir.c_str(),
+                name.c_str(), name.c_str());
   }
   return FsyncDir(dir);
 }
@@ -248,9 +263,10 @@ Status Revoke(const std::string& dir, const std::vector<std::string>& ids) {
 
 int main(int argc, char** argv) {
   std::string out;
-  std::vector<std::string> ids, names, revoke, rotate;
+  std::vector<std::string> ids, names, revoke, rotate, operators;
   po::options_description desc(
       "Usage: blockrep-keygen --out DIR --server-id ID [--server-id ID ...]\n"
+      "       blockrep-keygen --out DIR --operator NAME [--operator NAME ...]\n"
       "       blockrep-keygen --out DIR --revoke ID [--revoke ID ...]\n"
       "       blockrep-keygen --out DIR --rotate-key ID [--rotate-key ID ...]\nOptions");
   desc.add_options()("help,h", "show this help")("out", po::value(&out), "directory for the files")(
@@ -259,11 +275,14 @@ int main(int argc, char** argv) {
       "rotate-key", po::value(&rotate),
       "a server whose data key to rotate: a new key is appended to DIR/data-ID.key (copy the file to the agent "
       "and to wherever you recover; older points need the older keys it keeps)")(
-      "staging-name", po::value(&names), "extra DNS name or IP for the staging certificate");
+      "staging-name", po::value(&names), "extra DNS name or IP for the staging certificate")(
+      "operator", po::value(&operators),
+      "an operator to issue a certificate for (operator-NAME.crt/.key, CN operator:NAME): blockrep-recover servers "
+      "--staging shows every server's state with it, and nothing else");
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
-  if (out.empty() || (ids.empty() && revoke.empty() && rotate.empty()))
-    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id, --revoke or --rotate-key are required"));
+  if (out.empty() || (ids.empty() && revoke.empty() && rotate.empty() && operators.empty()))
+    return ReportFatal(kProg, InvalidArgument("--out DIR and at least one --server-id, --operator, --revoke or --rotate-key are required"));
   Status st = revoke.empty() ? Status::Ok() : Revoke(out, revoke);
   for (const std::string& id : rotate) {
     if (!st.ok()) break;
@@ -279,7 +298,7 @@ int main(int argc, char** argv) {
     std::printf("rotated %s: new current key id %s, %zu key(s) held; the agent's next point is a full one under it\n",
                 path.c_str(), KeyIdHex(fresh->key_id).c_str(), all.ok() ? all->size() : 0);
   }
-  if (st.ok() && !ids.empty()) st = Run(out, ids, names);
+  if (st.ok() && (!ids.empty() || !operators.empty())) st = Run(out, ids, names, operators);
   if (!st.ok()) return ReportFatal(kProg, st);
   return 0;
 }

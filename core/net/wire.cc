@@ -81,7 +81,7 @@ Result<Hello> Hello::Decode(ByteSpan p) {
   h.server_id = r.String(kMaxServerIdLen);
   h.key_id = r.U64();
   uint8_t role = r.U8();
-  if (r.ok() && role > static_cast<uint8_t>(Role::kReader)) return ProtocolError("HELLO names an unknown role");
+  if (r.ok() && role > static_cast<uint8_t>(Role::kOperator)) return ProtocolError("HELLO names an unknown role");
   h.role = static_cast<Role>(role);
   uint8_t retired = r.U8();
   if (r.ok() && retired > kMaxRetiredKeys) return ProtocolError("HELLO names more than 63 retired keys");
@@ -303,6 +303,50 @@ Result<AgentReport> AgentReport::Decode(ByteSpan p) {
   BR_RETURN_IF_ERROR(Finish(r, "AGENT_REPORT"));
   if (m.state >= kStatesMax) return ProtocolError("AGENT_REPORT names state " + std::to_string(m.state));
   return m;
+}
+
+Bytes Fleet::Encode() const {
+  BR_CHECK(servers.size() <= kServersMax);
+  Bytes b;
+  ByteWriter w(&b);
+  w.U32(static_cast<uint32_t>(servers.size()));
+  for (const FleetEntry& e : servers) {
+    w.String(e.server_id);
+    w.U8(e.connected ? 1 : 0);
+    w.U8(e.state);
+    for (uint64_t v : {e.lag_ms, e.backlog_bytes, e.rpo_target_ms, e.report_utc_ns, e.last_heard_utc_ns, e.points,
+                       e.last_point_ns, e.last_consistent_ns, e.stored_bytes, e.pack_files})
+      w.U64(v);
+    w.U64(e.last_drill_ns);
+    w.U8(static_cast<uint8_t>(e.last_drill_pass));
+  }
+  return b;
+}
+
+Result<Fleet> Fleet::Decode(ByteSpan p) {
+  ByteReader r(p);
+  Fleet f;
+  uint32_t n = r.U32();
+  if (!r.ok() || n > kServersMax) return ProtocolError("FLEET names " + std::to_string(n) + " servers");
+  f.servers.resize(n);
+  for (FleetEntry& e : f.servers) {
+    e.server_id = r.String(kMaxServerIdLen);
+    uint8_t connected = r.U8();
+    e.state = r.U8();
+    for (uint64_t* v : {&e.lag_ms, &e.backlog_bytes, &e.rpo_target_ms, &e.report_utc_ns, &e.last_heard_utc_ns, &e.points,
+                        &e.last_point_ns, &e.last_consistent_ns, &e.stored_bytes, &e.pack_files})
+      *v = r.U64();
+    e.last_drill_ns = r.U64();
+    e.last_drill_pass = static_cast<int8_t>(r.U8());
+    if (!r.ok()) break;
+    if (connected > 1 || (e.state >= AgentReport::kStatesMax && e.state != FleetEntry::kNoReport) ||
+        e.last_drill_pass < -1 || e.last_drill_pass > 1)
+      return ProtocolError("FLEET entry of '" + Printable(e.server_id, 80) + "' is malformed");
+    BR_RETURN_IF_ERROR(ValidateServerId(e.server_id).Annotate("FLEET"));
+    e.connected = connected == 1;
+  }
+  BR_RETURN_IF_ERROR(Finish(r, "FLEET"));
+  return f;
 }
 
 Bytes PointAck::Encode() const {

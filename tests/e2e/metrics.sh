@@ -86,6 +86,33 @@ stored=$(grep -o '"stored_bytes": [0-9]*' "$WORK/servers.json" | grep -o '[0-9]*
 recover servers --store "$STORE" >"$WORK/servers.txt" || fail "servers failed"
 pass "servers: $(tail -n 1 "$WORK/servers.txt")"
 
+# Over --staging, as an operator (blockrep-keygen --operator): the same figures, plus what only the
+# staging knows (connection, the agent's last reported state and lag, when it was last heard).
+"$BIN/blockrep-keygen" --out "$KEYS" --operator ops >/dev/null || fail "keygen --operator failed"
+OPS=(--staging "127.0.0.1:$STAGING_PORT" --tls-cert "$KEYS/operator-ops.crt" --tls-key "$KEYS/operator-ops.key" --tls-ca "$KEYS/ca.crt")
+recover servers "${OPS[@]}" --json >"$WORK/fleet.json" || fail "servers --staging failed"
+grep -q "\"server\": \"$ID\", \"connected\": false, \"state\": \"[A-Z_]*\", \"lag_seconds\": [0-9.]*, " "$WORK/fleet.json" ||
+  fail "servers --staging --json: $(cat "$WORK/fleet.json")"
+grep -q "\"points\": 2, " "$WORK/fleet.json" || fail "servers --staging: points: $(cat "$WORK/fleet.json")"
+[[ $(grep -o '"stored_bytes": [0-9]*' "$WORK/fleet.json" | grep -o '[0-9]*$') == "$stored" ]] ||
+  fail "servers --staging stored bytes differ from the store's $stored: $(cat "$WORK/fleet.json")"
+grep -q '"result": "pass"' "$WORK/fleet.json" || fail "servers --staging lacks the passed drill"
+recover servers "${OPS[@]}" >"$WORK/fleet.txt" || fail "servers --staging (table) failed"
+cat "$WORK/fleet.txt"
+# An agent's certificate is not an operator's, and an operator's reads no server's chain.
+set +e
+err=$(recover servers --staging "127.0.0.1:$STAGING_PORT" --tls-cert "$KEYS/agent-$ID.crt" --tls-key "$KEYS/agent-$ID.key" \
+  --tls-ca "$KEYS/ca.crt" 2>&1)
+rc=$?
+set -e
+[[ $rc -ne 0 && $err == *"is not an operator's"* ]] || fail "an agent certificate got the fleet: rc=$rc $err"
+set +e
+err=$(recover list "${OPS[@]}" --server-id "$ID" 2>&1)
+rc=$?
+set -e
+[[ $rc -ne 0 && $err == *"operator:ops"* ]] || fail "an operator certificate read a chain: rc=$rc $err"
+pass "servers --staging (operator certificate): the store's figures plus connection and reported state; agent certificates refused"
+
 # The agent's own metrics: the textfile its --once run left, and a continuous agent's endpoint.
 promtool check metrics <"$WORK/agent.prom" >"$WORK/promtool-agent.out" 2>&1 || fail "promtool (agent): $(cat "$WORK/promtool-agent.out")"
 [[ -s $WORK/promtool-agent.out ]] && fail "promtool has remarks on the agent's file: $(cat "$WORK/promtool-agent.out")"

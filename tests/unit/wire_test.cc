@@ -243,5 +243,42 @@ TEST(Wire, InvalidServerIdIsQuotedEscaped) {
   EXPECT_EQ(Printable(std::string("a\0b\x7f\xc3", 5)), "a\\x00b\\x7f\\xc3");
 }
 
+// FLEET round-trips; a bad state, drill result, server-id or count is a protocol error.
+TEST(Wire, FleetRoundTripsAndRefusesMalformed) {
+  Fleet f;
+  FleetEntry a;
+  a.server_id = "db1";
+  a.connected = true;
+  a.state = 3;
+  a.lag_ms = 25700;
+  a.points = 35;
+  a.last_drill_pass = 1;
+  FleetEntry b;
+  b.server_id = "web-2";
+  f.servers = {a, b};
+  auto back = Fleet::Decode(f.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  ASSERT_EQ(back->servers.size(), 2u);
+  EXPECT_EQ(back->servers[0].lag_ms, 25700u);
+  EXPECT_TRUE(back->servers[0].connected);
+  EXPECT_EQ(back->servers[1].state, FleetEntry::kNoReport);
+  EXPECT_EQ(back->servers[1].last_drill_pass, -1);
+  Fleet bad = f;
+  bad.servers[0].state = 17;
+  EXPECT_EQ(Fleet::Decode(bad.Encode()).status().code(), Code::kProtocol);
+  bad = f;
+  bad.servers[0].last_drill_pass = 2;
+  EXPECT_EQ(Fleet::Decode(bad.Encode()).status().code(), Code::kProtocol);
+  bad = f;
+  bad.servers[0].server_id = "../x";
+  EXPECT_FALSE(Fleet::Decode(bad.Encode()).ok());
+  Bytes big;
+  ByteWriter(&big).U32(Fleet::kServersMax + 1);
+  EXPECT_EQ(Fleet::Decode(big).status().code(), Code::kProtocol);
+  Bytes truncated = f.Encode();
+  truncated.pop_back();
+  EXPECT_FALSE(Fleet::Decode(truncated).ok());
+}
+
 }  // namespace
 }  // namespace blockrep::wire

@@ -60,12 +60,19 @@ enum class MsgType : uint16_t {
   kDrillReport = 19,         // v6: recovery tool -> staging: one drill report to append to drills.jsonl
   kDrillReportOk = 20,       // v6: the staging's answer: appended and fsync'd
   kAgentReport = 21,         // v9: agent -> staging, about every 2 s: state, lag, backlog (no answer)
-  kLast = kAgentReport,      // ParseFrame refuses types past it
+  kFleetRequest = 22,        // v10: operator -> staging: every server's figures (empty payload)
+  kFleet = 23,               // v10: staging -> operator: the answer (Fleet)
+  kLast = kFleet,            // ParseFrame refuses types past it
 };
 
 // Who opens a session (v6): an agent replicating, or a recovery tool reading its own server's
 // chain (list, restore, mount, drill over --staging).
-enum class Role : uint8_t { kAgent = 0, kReader = 1 };
+// kOperator (v10): a fleet view (blockrep-recover servers --staging) by a certificate whose CN is
+// kOperatorCnPrefix + NAME (blockrep-keygen --operator NAME); it reads every server's figures and
+// nothing else. The prefix holds a ':', which no server-id may, so an agent's certificate is never
+// an operator's and an operator's never an agent's.
+enum class Role : uint8_t { kAgent = 0, kReader = 1, kOperator = 2 };
+inline constexpr const char* kOperatorCnPrefix = "operator:";
 
 enum class ErrorCode : uint16_t {
   kProtocol = 1,
@@ -195,6 +202,28 @@ struct Ack {
   Bytes Encode() const;
   static Result<Ack> Decode(ByteSpan p);
 };
+
+// FLEET (v10): what the staging knows of each server it stores, for an operator.
+struct FleetEntry {
+  static constexpr uint8_t kNoReport = 255;  // `state` when no AGENT_REPORT came since the staging started
+  std::string server_id;
+  bool connected = false;
+  uint8_t state = kNoReport;  // AgentReport::state
+  uint64_t lag_ms = 0, backlog_bytes = 0, rpo_target_ms = 0;
+  uint64_t report_utc_ns = 0, last_heard_utc_ns = 0;  // 0: none since the staging started
+  uint64_t points = 0, last_point_ns = 0, last_consistent_ns = 0;
+  uint64_t stored_bytes = 0, pack_files = 0;
+  uint64_t last_drill_ns = 0;
+  int8_t last_drill_pass = -1;  // -1: no drill on record
+};
+struct Fleet {
+  static constexpr size_t kServersMax = 4096;
+  std::vector<FleetEntry> servers;
+  Bytes Encode() const;
+  static Result<Fleet> Decode(ByteSpan p);
+};
+// The largest FLEET: a u32 count, then per server a u16-prefixed id, two u8, ten u64 and an i8.
+static_assert(4 + Fleet::kServersMax * (2 + 64 + 2 + 10 * 8 + 1) <= kMaxFramePayload);
 
 // What the agent says of itself (v9), so that the DR side sees the RPO (metrics) even when the
 // source site goes quiet: then the report's age says how long it has been quiet.
