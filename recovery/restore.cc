@@ -13,6 +13,7 @@
 
 #include "blockrep/base/cli.h"
 #include "blockrep/base/fs.h"
+#include "blockrep/base/progress.h"
 #include "blockrep/crypto/keyfile.h"
 #include "blockrep/crypto/fingerprint.h"
 #include "blockrep/crypto/record.h"
@@ -84,27 +85,6 @@ Result<Target> OpenTarget(const std::string& path, uint64_t size, bool image_in_
   return t;
 }
 
-class Progress {
- public:
-  explicit Progress(uint64_t total) : total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
-  void Add(uint64_t n) {
-    done_ += n;
-    if (!tty_ || total_ == 0) return;
-    unsigned pct = static_cast<unsigned>(done_ * 100 / total_);
-    if (pct == last_) return;
-    last_ = pct;
-    std::fprintf(stderr, "\rrestoring [%-40.*s] %3u%%", static_cast<int>(pct * 40 / 100),
-                 "########################################", pct);
-    if (done_ >= total_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  uint64_t total_, done_ = 0;
-  unsigned last_ = 101;
-  bool tty_;
-};
-
-
 // What the restore needs to check a volume against its seal.
 struct SealCheck {
   const SealKeys* keys;
@@ -167,7 +147,8 @@ Status CheckSeal(const std::string& server_id, const store::PointInfo& point, co
 
 Status RestoreVolume(PointSource& source, const std::string& server_id, const store::PointInfo& point,
                      const store::PointIndex& idx, uint16_t vol, Target& t, RecordOpener& opener,
-                     const SealCheck& check, bool allow_damaged, RestoreSummary* sum, Progress* progress) {
+                     const SealCheck& check, bool allow_damaged, RestoreSummary* sum, ProgressBar* progress,
+                     uint64_t* done, uint64_t total) {
   uint64_t point_id = point.id;
   // Extents in the order their records sit in the packs, not in volume order: a long chain of
   // small writes scatters a point's records over every pack, and an overwrite in the middle of
@@ -237,7 +218,7 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
           continue;
         }
         sum->damaged.push_back(Damage{vol, e.offset, e.length, {point_id}, st.message()});
-        progress->Add(e.length);
+        progress->Update(*done += e.length, total);
         continue;  // left as a hole (image) or zeroed above (device)
       }
       if (!refusal.ok()) continue;  // the image is thrown away: don't write
@@ -247,7 +228,7 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
       used.emplace_back(e, h.point_id);
       sum->bytes_written += e.length;
       ++sum->records;
-      progress->Add(e.length);
+      progress->Update(*done += e.length, total);
     }
     return Status::Ok();
   }));
@@ -395,11 +376,12 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   uint64_t total = 0;
   for (const auto& e : idx.entries)
     if (targets.count(e.volume)) total += e.length;
-  Progress progress(total);
+  ProgressBar progress("restoring", ProgressBar::StderrIsTerminal());
+  uint64_t done = 0;
   for (const auto& [vol, path] : targets) {
     BR_ASSIGN_OR_RETURN(Target t, OpenTarget(path, idx.volume_sizes[vol], !req.output_dir.empty()));
     Status st = RestoreVolume(*source, req.server_id, sum.point, idx, vol, t, opener, check,
-                              req.allow_damaged, &sum, &progress);
+                              req.allow_damaged, &sum, &progress, &done, total);
     if (!st.ok()) {
       // Never leave a half-written image under a name that looks finished.
       if (t.write_path != t.final_path) unlink(t.write_path.c_str());
@@ -407,6 +389,7 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
     }
     sum.written[vol] = t.final_path;
   }
+  progress.Finish();
   sum.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
   return sum;
 }

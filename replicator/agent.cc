@@ -432,6 +432,7 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
       if (throttle_ns > 0) timeout_ms = std::min<int>(timeout_ms, static_cast<int>(throttle_ns / 1000000) + 1);
     }
     BR_RETURN_IF_ERROR(Step(true, timeout_ms));
+    if (reporting_.bar) reporting_.bar->Update(summary_.bytes_read, summary_.bytes_read + reads_->bytes_left());
     // Caught up: nothing left to read, every record sent is acknowledged, so the latest read of
     // every taken block is durable on the staging.
     if (tracker_.tracker && point_.phase >= PointPhase::kReading && reads_->idle() && link_->window().empty())
@@ -553,6 +554,7 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
   summary_ = SyncSummary{};
   summary_.tracker = tracker_.note;
   point_.label = opts_.label;  // --once --label
+  if (opts_.progress) reporting_.bar = std::make_unique<ProgressBar>("reading", true);
   reads_->ResetShipped();
   Backoff backoff(NowUtcNs());
   Status st = Session(sig, true);
@@ -578,6 +580,7 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
     reads_->ResetShipped();
     st = Session(sig, true);
   }
+  if (reporting_.bar) reporting_.bar->Finish();
   if (!st.ok() && point_.id == 0)  // failed before a point began (connect, TLS, HELLO)
     return st.Annotate("nothing was sent");
   if (!st.ok())

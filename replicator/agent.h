@@ -27,6 +27,7 @@
 #include "point_freeze.h"
 #include "point_plan.h"
 #include "point_seal.h"
+#include "blockrep/base/progress.h"
 #include "read_pipeline.h"
 #include "staging_link.h"
 #include "token_bucket.h"
@@ -59,6 +60,7 @@ struct Options {
   uint64_t bandwidth_bps = 0;                           // 0: unlimited
   std::string pre_hook, post_hook;                      // run around each point's freeze
   std::string label;  // --once --label: the operator's label of the point (checked: CheckPointLabel)
+  bool progress = false;  // --once: a progress bar on stderr (main sets it when stderr is a terminal)
   // --metrics: Prometheus text at http://HOST:PORT/metrics; --metrics-textfile: the same text in
   // a file for node_exporter's textfile collector (replaced about once a second). Unset: none.
   std::optional<HostPort> metrics;
@@ -207,6 +209,7 @@ class Agent {
     uint64_t reported_ns = 0;   // the last AGENT_REPORT
     uint64_t published_ns = 0;  // the last metrics text
     uint64_t dirty_counted_ns = 0, dirty_bytes = 0;  // the tracker's bitmap, counted once a second
+    std::unique_ptr<ProgressBar> bar;  // --once on a terminal: the point's reads
     std::unique_ptr<metrics::HttpEndpoint> endpoint;
   } reporting_;
 };

@@ -252,6 +252,7 @@ int main(int argc, char** argv) {
   opts.codec = *codec;
   opts.tracker = tracker;
   opts.once = vm.count("once") > 0;
+  opts.progress = opts.once && !vm.count("json") && ProgressBar::StderrIsTerminal();
   if (!label.empty()) {
     if (!opts.once)
       return ReportFatal(kProg, InvalidArgument("--label goes with --once; a running agent takes a labelled point with "

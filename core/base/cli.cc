@@ -1,4 +1,5 @@
 #include "blockrep/base/cli.h"
+#include "blockrep/base/progress.h"
 
 #include "blockrep/base/clock.h"
 
@@ -153,6 +154,7 @@ void Log(const char* prog, const std::string& message) {
     g_log_sink(line);
     return;
   }
+  EraseProgressForLog();
   std::fprintf(stderr, "%s\n", line.c_str());
 }
 

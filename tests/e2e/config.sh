@@ -63,6 +63,15 @@ fi
 [[ -f $WORK/state2/status.json ]] || fail "the flag did not win over the file (no $WORK/state2/status.json)"
 pass "a flag beside the config file wins"
 
+# On a terminal (a pty from script(1)) --once draws a progress bar on stderr; into a file it does not.
+dd if=/dev/urandom of="$WORK/a.img" bs=1M count=4 conv=notrunc status=none
+script -qec "$BIN/blockrep-agent --config $WORK/agent.conf --state-dir $WORK/state2" "$WORK/tty.log" >/dev/null 2>&1 ||
+  fail "--once on a terminal failed: $(tail -c 300 "$WORK/tty.log")"
+grep -aq 'reading \[#*' "$WORK/tty.log" || fail "no progress bar on a terminal: $(tail -c 300 "$WORK/tty.log")"
+grep -aq '100%' "$WORK/tty.log" || fail "the progress bar did not reach 100 %"
+grep -q 'reading \[' "$WORK/a2.err" && fail "a progress bar went to a file"
+pass "--once shows a progress bar on a terminal only"
+
 # bad PROGRAM CONTENT LINE WANT: PROGRAM refuses a config with CONTENT in one line naming the
 # file and LINE and matching WANT, exit 2.
 bad() {
