@@ -10,7 +10,7 @@ PACKAGES=(
   libbpf-dev bpftool clang libclang-rt-14-dev
   libfuse3-dev fuse3 libblkid-dev
   libmicrohttpd-dev prometheus curl
-  e2fsprogs xfsprogs util-linux fio strace postgresql dpkg-dev
+  e2fsprogs xfsprogs util-linux fio strace postgresql dpkg-dev debootstrap
 )
 # The peers bench/ measures blockrep against (issue 6): only with --bench.
 [[ ${1:-} == --bench ]] && PACKAGES+=(borgbackup restic rsync time)

@@ -4,7 +4,9 @@
 # `apt-get install ./blockrep_*.deb` installs it on this bookworm machine with its library
 # dependencies resolved (dpkg-shlibdeps), every installed program answers --help, the units pass
 # systemd-analyze verify, and the demo runs end to end on the installed programs. The package is
-# removed afterwards.
+# removed afterwards. Then it installs into a clean bookworm root made by debootstrap
+# (tests/tools/clean_root_deb.sh), where apt-get fetches the dependencies from deb.debian.org, and
+# runs each program's --help there.
 source "$(dirname "$0")/lib.sh"
 need_root "package"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -65,3 +67,12 @@ apt-get remove -y -q blockrep >"$WORK/remove.log" 2>&1 || fail "apt-get remove: 
 INSTALLED=
 [[ ! -e /usr/bin/blockrep-agent ]] || fail "/usr/bin/blockrep-agent is still there after apt-get remove"
 pass "the .deb installs with its dependencies, its programs run (demo passed on /usr/bin), and it removes cleanly"
+
+# A clean bookworm root (debootstrap minbase): apt-get fetches the dependencies there.
+if ! curl -fsI --max-time 10 http://deb.debian.org/debian/dists/bookworm/Release >/dev/null 2>&1; then
+  echo "SKIP (clean root only): deb.debian.org is unreachable, so no clean bookworm root can be made here" >&2
+  exit 0
+fi
+bash "$REPO/tests/tools/clean_root_deb.sh" "$deb" >"$WORK/cleanroot.log" 2>&1 ||
+  fail "the clean-root install failed: $(grep -v '^W:' "$WORK/cleanroot.log" | tail -n 6)"
+grep -v '^W:\|^E: Can not write log\|^debconf\|certificates' "$WORK/cleanroot.log"
