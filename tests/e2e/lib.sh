@@ -110,6 +110,18 @@ agent() {
 
 recover() { "$BIN/blockrep-recover" "$@"; }
 
+# metrics_port LOG: the port a program started with --metrics 127.0.0.1:0 logged to LOG ("metrics
+# at http://127.0.0.1:PORT"), waiting up to 5 s for the line; empty if it never came.
+metrics_port() {
+  local port= i
+  for i in $(seq 1 100); do
+    port=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$1" 2>/dev/null | tail -n 1 | grep -o '[0-9]*$' || true)
+    [[ -n $port ]] && break
+    sleep 0.05
+  done
+  echo "$port"
+}
+
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # flip_byte FILE OFFSET [MASK]: XORs one byte with MASK (default 1), so the byte always changes
 # (writing a fixed value leaves the file intact when the byte already held it: 1 run in 256).

@@ -14,7 +14,7 @@ make_keys "$ID"
 head -c 12M /dev/urandom >"$WORK/vol.img"
 truncate -s 32M "$WORK/vol.img"
 start_staging --metrics 127.0.0.1:0
-port=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$WORK/staging.log" | tail -n 1 | grep -o '[0-9]*$')
+port=$(metrics_port "$WORK/staging.log")
 [[ -n $port ]] || fail "the staging did not say where its metrics are: $(tail -n 3 "$WORK/staging.log")"
 URL=http://127.0.0.1:$port/metrics
 
@@ -124,12 +124,7 @@ grep -qE "^blockrep_shipped_bytes_total\{server=\"$ID\",volume=\"0\"\} [1-9]" "$
   --volume "$WORK/vol.img" --state-dir "$WORK/agent-state" --metrics 127.0.0.1:0 2>"$WORK/agent.log" &
 APID=$!
 PIDS+=("$APID")
-aport=
-for _ in $(seq 1 100); do
-  aport=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$WORK/agent.log" | grep -o '[0-9]*$' || true)
-  [[ -n $aport ]] && break
-  sleep 0.05
-done
+aport=$(metrics_port "$WORK/agent.log")
 [[ -n $aport ]] || fail "the continuous agent did not say where its metrics are: $(tail -n 3 "$WORK/agent.log")"
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$aport/metrics" >"$WORK/agent-http.txt" || fail "GET the agent's /metrics failed"

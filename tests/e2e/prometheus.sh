@@ -18,18 +18,13 @@ truncate -s 1G "$WORK/disk.img"
 loop_attach "$WORK/disk.img"
 dev=$LOOP
 start_staging --metrics 127.0.0.1:0
-sport=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$WORK/staging.log" | tail -n 1 | grep -o '[0-9]*$')
+sport=$(metrics_port "$WORK/staging.log")
 STATE=$WORK/agent-state
 "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
   --volume "$dev" --tracker ebpf --state-dir "$STATE" --rpo-target 5s --metrics 127.0.0.1:0 2>"$WORK/agent.log" &
 APID=$!
 PIDS+=("$APID")
-aport=
-for _ in $(seq 1 100); do
-  aport=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$WORK/agent.log" | grep -o '[0-9]*$' || true)
-  [[ -n $aport ]] && break
-  sleep 0.05
-done
+aport=$(metrics_port "$WORK/agent.log")
 [[ -n $sport && -n $aport ]] || fail "metrics endpoints: staging '$sport', agent '$aport'"
 
 # The rules as shipped, but the lag alert's `for:` from 1m to 2s (a test cannot wait minutes).

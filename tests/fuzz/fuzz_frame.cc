@@ -27,6 +27,7 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kReadRequest: RoundTrip<ReadRequest>(p); break;
     case MsgType::kDrillReport: RoundTrip<DrillReport>(p); break;
     case MsgType::kAgentReport: RoundTrip<AgentReport>(p); break;
+    case MsgType::kFleet: RoundTrip<Fleet>(p); break;
     case MsgType::kReadData: {
       auto m = ReadData::Decode(p);
       if (!m.ok()) return;
@@ -42,6 +43,7 @@ void DecodePayload(MsgType type, ByteSpan p) {
     case MsgType::kPing:
     case MsgType::kPong:
     case MsgType::kDrillReportOk:
+    case MsgType::kFleetRequest:
       FUZZ_CHECK(DecodeEmpty(p, "PING").ok() == p.empty());
       break;
     case MsgType::kRecord: {
@@ -105,6 +107,15 @@ void WriteSeeds() {
   AppendFrame(&stream, MsgType::kPing, Bytes());
   AppendFrame(&stream, MsgType::kPong, Bytes());
   AppendFrame(&stream, MsgType::kAgentReport, AgentReport{2, 150, 4096, 30000}.Encode());
+  AppendFrame(&stream, MsgType::kFleetRequest, Bytes());
+  Fleet fleet;
+  fleet.servers.resize(2);
+  fleet.servers[0].server_id = "web1";
+  fleet.servers[0].connected = true;
+  fleet.servers[0].state = 3;
+  fleet.servers[0].last_drill_pass = 1;
+  fleet.servers[1].server_id = "db1";
+  AppendFrame(&stream, MsgType::kFleet, fleet.Encode());
   fuzz::WriteSeed("stream", stream);
   ErrorMsg err;
   err.code = ErrorCode::kStoreFull;

@@ -85,7 +85,7 @@ World* Build() {
   NoteData(fingerprinter, 0, w->image, &digests);
   idx.seals.push_back(MakeSeal(*seal_keys, 1, 1000, store::kPointConsistent, 0, 1, &digests,
                                std::vector<uint64_t>(SealRegionCount(kVolumeBytes), 1)));
-  w->point = {1, 1000, store::kPointConsistent, 1, end, 0};
+  w->point = {1, 1000, store::kPointConsistent, 1, end, 0, ""};
   FUZZ_CHECK(st->CommitPoint(w->point, idx, key.key_id).ok());
   w->point = st->manifest().points.back();
   Bytes enc = idx.Encode();

@@ -45,7 +45,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   Manifest m;
   m.server_id = "web1";
   m.key_id = 77;
-  for (uint64_t id : {3, 4, 9}) m.points.push_back(PointInfo{id, id * 1000, static_cast<uint32_t>(id % 2), 2, id * 4096, id * 31});
+  for (uint64_t id : {3, 4, 9}) m.points.push_back(PointInfo{id, id * 1000, static_cast<uint32_t>(id % 2), 2, id * 4096, id * 31, ""});
+  m.points[1].label = "before-upgrade";  // a labelled point: flag and label together
+  m.points[1].flags |= kPointLabelled;
   fuzz::WriteSeed("manifest", fuzz::WithSelector(0, m.Encode()));
   fuzz::WriteSeed("manifest-body", fuzz::WithSelector(1, Body(m.Encode())));
   std::vector<NewExtent> extents;
