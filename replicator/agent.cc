@@ -198,7 +198,26 @@ Status Agent::StartPoint(uint64_t last_point) {
       tracker_.tracker->ClearDirty();
       tracker_.tracker->MarkSynced(0);
     }
-    reads_->SetWholeVolumes(plan.mode == PointMode::kFull ? ReadMode::kSweep : ReadMode::kRescan);
+    if (plan.mode == PointMode::kFull) {
+      // A full point has no base: the holes of an image file are zeros it would neither ship nor
+      // seal, so only its data is read (Volume::DataExtents). A rescan reads everything: a hole
+      // may be where the base holds data, which must be sent as zeros.
+      std::vector<std::vector<Extent>> work;
+      uint64_t data_bytes = 0, volume_bytes = 0;
+      for (const auto& v : volumes_) {
+        BR_ASSIGN_OR_RETURN(std::vector<Extent> extents, v->DataExtents());
+        for (const Extent& e : extents) data_bytes += e.length;
+        volume_bytes += v->size_bytes;
+        work.push_back(std::move(extents));
+      }
+      if (data_bytes < volume_bytes)
+        Log(kProg, "full point " + std::to_string(point_.id) + ": " + std::to_string((volume_bytes - data_bytes) >> 20) +
+                       " MiB of holes in image files are not read (SEEK_HOLE), " + std::to_string(data_bytes >> 20) +
+                       " MiB of data are");
+      reads_->SetWork(std::move(work), ReadMode::kSweep);
+    } else {
+      reads_->SetWholeVolumes(ReadMode::kRescan);
+    }
   } else {
     // Every block since the last acknowledged point is read again, and is undurable until its
     // new record is acknowledged (a staging restart may have dropped the point that held it).

@@ -5,6 +5,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 
 namespace blockrep::agent {
@@ -40,6 +43,32 @@ Result<std::unique_ptr<Volume>> Volume::Open(const std::string& path) {
   }
   if (v->size_bytes == 0) return InvalidArgument("volume " + path + " is empty (size 0)");
   return v;
+}
+
+Result<std::vector<Extent>> Volume::DataExtents() const {
+  if (block_device) return std::vector<Extent>{Extent{0, size_bytes}};
+  std::vector<Extent> out;
+  uint64_t at = 0;
+  while (at < size_bytes) {
+    off_t data = lseek(fd.get(), static_cast<off_t>(at), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data past `at`
+      if (errno == EINVAL) return std::vector<Extent>{Extent{0, size_bytes}};  // no SEEK_DATA here
+      return ErrnoStatus("SEEK_DATA in volume " + path, errno);
+    }
+    off_t hole = lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) return ErrnoStatus("SEEK_HOLE in volume " + path, errno);
+    uint64_t start = static_cast<uint64_t>(data) / kBlockBytes * kBlockBytes;
+    uint64_t end = std::min<uint64_t>(size_bytes, (static_cast<uint64_t>(hole) + kBlockBytes - 1) / kBlockBytes * kBlockBytes);
+    if (end <= start) break;  // the file shrank under us: what is left is read as it is
+    if (!out.empty() && out.back().offset + out.back().length >= start) {
+      out.back().length = std::max(out.back().offset + out.back().length, end) - out.back().offset;
+    } else {
+      out.push_back(Extent{start, end - start});
+    }
+    at = end;
+  }
+  return out;
 }
 
 }  // namespace blockrep::agent
