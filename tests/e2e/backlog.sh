@@ -17,12 +17,7 @@ if [[ -n ${BLOCKREP_SANITIZED:-} ]]; then
   exit 77
 fi
 
-ID=backlog$$
-make_keys "$ID"
-PINS+=("$ID")
-truncate -s 2G "$WORK/disk.img"
-loop_attach "$WORK/disk.img"
-dev=$LOOP
+tracked_raw backlog 2G
 SYSSTAT=/sys/block/${dev#/dev/}/stat
 start_staging
 STATE=$WORK/agent-state

@@ -63,6 +63,17 @@ tracked_ext4() {
   dev=$DEV
 }
 
+# tracked_raw PREFIX SIZE: a server PREFIX$$ (keys made, its eBPF pin removed by cleanup, ID set)
+# whose one volume is a raw loop device over a sparse $WORK/disk.img of SIZE (dev set).
+tracked_raw() {
+  ID=$1$$
+  make_keys "$ID"
+  PINS+=("$ID")
+  truncate -s "$2" "$WORK/disk.img"
+  loop_attach "$WORK/disk.img"
+  dev=$LOOP
+}
+
 make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/null; }
 
 # start_staging [extra args]: starts on an ephemeral port (or on $STAGING_LISTEN_PORT: a restart

@@ -11,12 +11,7 @@ need_fio
 command -v prometheus >/dev/null || { echo "SKIP: prometheus is not installed (scripts/setup.sh installs it)" >&2; exit 77; }
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 
-ID=prom$$
-make_keys "$ID"
-PINS+=("$ID")
-truncate -s 1G "$WORK/disk.img"
-loop_attach "$WORK/disk.img"
-dev=$LOOP
+tracked_raw prom 1G
 start_staging --metrics 127.0.0.1:0
 sport=$(metrics_port "$WORK/staging.log")
 STATE=$WORK/agent-state

@@ -7,12 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 need_root "raw_writes"
 
-ID=raw$$
-make_keys "$ID"
-PINS+=("$ID")
-truncate -s 64M "$WORK/disk.img"
-loop_attach "$WORK/disk.img"
-dev=$LOOP
+tracked_raw raw 64M
 start_staging
 agent "$ID" --volume "$dev" --tracker ebpf >/dev/null 2>"$WORK/once.log" || fail "initial sync: $(tail -n 1 "$WORK/once.log")"
 
