@@ -40,18 +40,17 @@ Status FingerprintRange(int fd, const std::string& path, uint64_t volume_bytes, 
 
 }  // namespace
 
-Status RestoreDelta(PointSource& source, const std::string& server_id, const store::PointInfo& point,
-                    const store::PointIndex& idx, uint16_t volume, const std::string& target, RecordOpener& opener,
-                    const SealKeys& seal_keys, const BlockFingerprinter& fingerprinter, RestoreSummary* sum) {
-  const uint64_t size = idx.volume_sizes[volume];
-  std::string where = "server '" + server_id + "' volume " + std::to_string(volume) + " point " + std::to_string(point.id);
-  // The seal first: without it nothing could prove the result.
-  if (idx.seals.empty()) return DataLoss(where + ": the point carries no seal, so a delta restore cannot be checked");
+Result<const VolumeSeal*> CheckedDeltaSeal(const std::string& where, const store::PointInfo& point,
+                                          const store::PointIndex& idx, uint16_t volume, const SealKeys& seal_keys) {
+  if (idx.seals.size() <= volume) return DataLoss(where + ": the point carries no seal, so a delta restore cannot be checked");
   const VolumeSeal& seal = idx.seals[volume];
   if (!seal_keys.Authentic(seal)) return DataLoss(where + ": the point's seal does not verify with this data key");
-  if (!store::SealNamesPoint(seal, point) || seal.volume_bytes != size)
+  if (!store::SealNamesPoint(seal, point) || seal.volume_bytes != idx.volume_sizes[volume])
     return DataLoss(where + ": the point's seal names another time, flags, label or size (manifest tampered?)");
+  return &seal;
+}
 
+Result<UniqueFd> OpenDeltaTarget(const std::string& target, uint64_t size) {
   struct stat st{};
   if (stat(target.c_str(), &st) != 0)
     return ErrnoStatus("--delta target " + target, errno).Annotate("--delta writes onto an existing copy; without one, restore without --delta");
@@ -69,6 +68,58 @@ Status RestoreDelta(PointSource& source, const std::string& server_id, const sto
     // An image file takes the volume's size (as a full restore would write it).
     if (ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return ErrnoStatus("size " + target, errno);
   }
+  return fd;
+}
+
+Status ForEachDeltaPiece(PointSource& source, const std::string& where, uint64_t point_id,
+                         std::vector<const store::IndexEntry*> pieces, RecordOpener& opener, RestoreSummary* sum,
+                         const DeltaPieceFn& fn) {
+  std::stable_sort(pieces.begin(), pieces.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
+    return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
+  });
+  std::vector<const store::IndexEntry*> records;
+  std::vector<size_t> group_start;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const store::IndexEntry& e = *pieces[i];
+    if (!records.empty() && records.back()->pack == e.pack && records.back()->pack_offset == e.pack_offset &&
+        records.back()->checksum == e.checksum)
+      continue;
+    records.push_back(&e);
+    group_start.push_back(i);
+  }
+  group_start.push_back(pieces.size());
+  Bytes plain;
+  RecordHeader h;
+  return source.ReadRecords(point_id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
+    sum->bytes_fetched += stored.size();
+    Status st = read;
+    if (st.ok()) st = opener.Open(stored, &h, &plain);
+    for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
+      const store::IndexEntry& e = *pieces[i];
+      if (st.ok()) {
+        std::string misplaced = PlacementProblem(h, e, point_id);
+        if (!misplaced.empty()) st = DataLoss("record in pack " + std::to_string(e.pack) + ": " + misplaced);
+      }
+      if (!st.ok())
+        return Status(st.code(), where + " offset " + std::to_string(e.offset) + ": " + st.message() +
+                                     " (delta restore stopped; the target holds part of the point: "
+                                     "'blockrep-recover verify' lists the damage)");
+      BR_RETURN_IF_ERROR(fn(e, ByteSpan(plain.data() + e.offset_in_record, e.length)));
+      ++sum->records;
+    }
+    return Status::Ok();
+  });
+}
+
+Status RestoreDelta(PointSource& source, const std::string& server_id, const store::PointInfo& point,
+                    const store::PointIndex& idx, uint16_t volume, const std::string& target, RecordOpener& opener,
+                    const SealKeys& seal_keys, const BlockFingerprinter& fingerprinter, RestoreSummary* sum) {
+  const uint64_t size = idx.volume_sizes[volume];
+  std::string where = "server '" + server_id + "' volume " + std::to_string(volume) + " point " + std::to_string(point.id);
+  // The seal first: without it nothing could prove the result.
+  BR_ASSIGN_OR_RETURN(const VolumeSeal* checked, CheckedDeltaSeal(where, point, idx, volume, seal_keys));
+  const VolumeSeal& seal = *checked;
+  BR_ASSIGN_OR_RETURN(UniqueFd fd, OpenDeltaTarget(target, size));
 
   // 1. What the point holds, block by block (unauthenticated until the seal check), and what the
   //    target holds, read on both cores.
@@ -123,58 +174,26 @@ Status RestoreDelta(PointSource& source, const std::string& server_id, const sto
     b = run;
   }
 
-  // 3. Fetch and open the records of the differing blocks, in pack order, each once.
-  std::stable_sort(pieces.begin(), pieces.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
-    return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
-  });
-  std::vector<const store::IndexEntry*> records;
-  std::vector<size_t> group_start;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const store::IndexEntry& e = *pieces[i];
-    if (!records.empty() && records.back()->pack == e.pack && records.back()->pack_offset == e.pack_offset &&
-        records.back()->checksum == e.checksum)
-      continue;
-    records.push_back(&e);
-    group_start.push_back(i);
-  }
-  group_start.push_back(pieces.size());
-  Bytes plain;
-  RecordHeader h;
-  BR_RETURN_IF_ERROR(source.ReadRecords(point.id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
-    sum->bytes_fetched += stored.size();
-    Status st = read;
-    if (st.ok()) st = opener.Open(stored, &h, &plain);
-    for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
-      const store::IndexEntry& e = *pieces[i];
-      std::string at = where + " offset " + std::to_string(e.offset);
-      if (st.ok()) {
-        std::string misplaced = PlacementProblem(h, e, point.id);
-        if (!misplaced.empty()) st = DataLoss("record in pack " + std::to_string(e.pack) + ": " + misplaced);
+  // 3. Fetch and open the records of the differing blocks, in pack order, each once; write the
+  //    runs of differing blocks straight from the plaintext.
+  BR_RETURN_IF_ERROR(ForEachDeltaPiece(source, where, point.id, std::move(pieces), opener, sum,
+                                       [&](const store::IndexEntry& e, ByteSpan extent) -> Status {
+    uint64_t first = e.offset / kBlock, last = (e.offset + e.length + kBlock - 1) / kBlock;
+    for (uint64_t b = first; b < last;) {
+      if (!differs[b]) {
+        ++b;
+        continue;
       }
-      if (!st.ok())
-        return Status(st.code(), at + ": " + st.message() + " (delta restore stopped; the target holds part of the point: "
-                                     "'blockrep-recover verify' lists the damage)");
-      // Runs of differing blocks inside this piece, written straight from the plaintext.
-      uint64_t first = e.offset / kBlock, last = (e.offset + e.length + kBlock - 1) / kBlock;
-      for (uint64_t b = first; b < last;) {
-        if (!differs[b]) {
-          ++b;
-          continue;
-        }
-        uint64_t run = b;
-        while (run < last && differs[run]) ++run;
-        uint64_t from = b * kBlock, to = std::min(run * kBlock, e.offset + e.length);
-        const uint8_t* data = plain.data() + e.offset_in_record + (from - e.offset);
-        BR_RETURN_IF_ERROR(PwriteAll(fd.get(), from, data, to - from).Annotate(target));
-        sum->bytes_written += to - from;
-        for (uint64_t k = b; k < run; ++k) {
-          uint64_t off = k * kBlock;
-          have[k] = fingerprinter.Block(off, ByteSpan(plain.data() + e.offset_in_record + (off - e.offset),
-                                                      std::min<uint64_t>(kBlock, e.offset + e.length - off)));
-        }
-        b = run;
+      uint64_t run = b;
+      while (run < last && differs[run]) ++run;
+      uint64_t from = b * kBlock, to = std::min(run * kBlock, e.offset + e.length);
+      BR_RETURN_IF_ERROR(PwriteAll(fd.get(), from, extent.data() + (from - e.offset), to - from).Annotate(target));
+      sum->bytes_written += to - from;
+      for (uint64_t k = b; k < run; ++k) {
+        uint64_t off = k * kBlock;
+        have[k] = fingerprinter.Block(off, extent.subspan(off - e.offset, std::min<uint64_t>(kBlock, e.offset + e.length - off)));
       }
-      ++sum->records;
+      b = run;
     }
     return Status::Ok();
   }));

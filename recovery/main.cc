@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "  blockrep-recover list    (--store DIR | --staging HOST:PORT) --server-id ID [--key FILE] [--json]\n"
     "  blockrep-recover restore (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
     "                           --point latest|ID|TIME|LABEL --output DIR | --target VOLINDEX=PATH ...\n"
-    "                           [--delta] [--allow-damaged]\n"
+    "                           [--delta [--agent-state DIR]] [--allow-damaged]\n"
     "  blockrep-recover verify  --store DIR [--server-id ID] [--key FILE]\n"
     "  blockrep-recover mount   (--store DIR | --staging HOST:PORT) --server-id ID --key FILE\n"
     "                           [--overlay DIR] [--point P]\n"
@@ -123,7 +123,7 @@ int RestoreCmd(int argc, char** argv) {
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("point", po::value(&req.point_spec))(
       "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")(
-      "expect-point", po::value(&expect))("help,h", "");
+      "expect-point", po::value(&expect))("agent-state", po::value(&req.agent_state_dir))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
@@ -150,6 +150,8 @@ int RestoreCmd(int argc, char** argv) {
     return ReportFatal(kProg, InvalidArgument("--delta writes onto existing copies: give --target VOLINDEX=PATH, not --output"));
   if (req.delta && req.allow_damaged)
     return ReportFatal(kProg, InvalidArgument("--delta and --allow-damaged do not go together (a delta restore stops at damage)"));
+  if (!req.agent_state_dir.empty() && !req.delta)
+    return ReportFatal(kProg, InvalidArgument("--agent-state goes with --delta (a failback onto the agent's own volumes)"));
   auto sum = recovery::Restore(req);
   if (!sum.ok()) return ReportFatal(kProg, sum.status());
   if (req.delta) {
@@ -160,6 +162,13 @@ int RestoreCmd(int argc, char** argv) {
                 static_cast<unsigned long long>(sum->target_bytes_read), static_cast<unsigned long long>(sum->bytes_fetched),
                 static_cast<unsigned long long>(sum->bytes_written), static_cast<unsigned long long>(sum->blocks_differing),
                 static_cast<unsigned long long>(sum->records));
+    if (!sum->untracked_why.empty())
+      std::printf("  --agent-state: the tracker could not be used, so the whole target was read: %s\n", sum->untracked_why.c_str());
+    else if (sum->tracked_base_point != 0)
+      std::printf("  --agent-state: %llu of %zu volume(s) by the tracker (blocks written since point %llu, extents changed "
+                  "since it on the chain)\n",
+                  static_cast<unsigned long long>(sum->tracked_volumes), sum->written.size(),
+                  static_cast<unsigned long long>(sum->tracked_base_point));
     for (const auto& [vol, path] : sum->written) std::printf("  volume %u -> %s\n", vol, path.c_str());
     std::printf("  sealed: %llu region(s) of the targets add up to the agent's seal\n",
                 static_cast<unsigned long long>(sum->seal_regions_matched));

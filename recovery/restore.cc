@@ -19,6 +19,7 @@
 #include "blockrep/crypto/record.h"
 #include "blockrep/crypto/seal.h"
 #include "delta.h"
+#include "tracked_delta.h"
 #include "descent.h"
 
 namespace blockrep::recovery {
@@ -365,9 +366,22 @@ Result<RestoreSummary> Restore(const RestoreRequest& req) {
   const BlockFingerprinter& fingerprinter = point_key.fingerprinter;
   SealCheck check{seal_keys, &fingerprinter};
   if (req.delta) {
+    TrackedBases tracked;
+    if (!req.agent_state_dir.empty()) {
+      BR_ASSIGN_OR_RETURN(tracked, LoadTrackedBases(*source, m, req.server_id, req.agent_state_dir, targets, *keys, idx));
+      sum.untracked_why = tracked.why_not;
+      if (tracked.why_not.empty()) sum.tracked_base_point = tracked.point.id;
+    }
     for (const auto& [vol, path] : targets) {
-      BR_RETURN_IF_ERROR(RestoreDelta(*source, req.server_id, sum.point, idx, vol, path, opener, *seal_keys,
-                                      fingerprinter, &sum));
+      bool done = false;
+      if (sum.tracked_base_point != 0) {
+        BR_ASSIGN_OR_RETURN(done, RestoreTrackedDelta(*source, req.server_id, sum.point, idx, vol, path, tracked, opener,
+                                                      *seal_keys, fingerprinter, &sum));
+        sum.tracked_volumes += done ? 1 : 0;
+      }
+      if (!done)
+        BR_RETURN_IF_ERROR(RestoreDelta(*source, req.server_id, sum.point, idx, vol, path, opener, *seal_keys,
+                                        fingerprinter, &sum));
       sum.written[vol] = path;
     }
     sum.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;

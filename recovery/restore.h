@@ -49,6 +49,9 @@ struct RestoreRequest {
   // Failback: read each target first and write only the 4 KiB blocks that differ from the point
   // (delta.h); targets must exist.
   bool delta = false;
+  // With delta: the original agent's --state-dir on this host; its pinned eBPF tracker then says
+  // which blocks can differ, and only those are read (tracked_delta.h).
+  std::string agent_state_dir;
   SealLink expect_point;  // CheckDescent before anything is written; id 0: no expectation
   SourceSpec Source() const;
 };
@@ -64,6 +67,9 @@ struct RestoreSummary {
   uint64_t bytes_fetched = 0;                // stored record bytes read from the store or staging
   uint64_t target_bytes_read = 0;            // --delta: bytes of the targets read to compare
   uint64_t blocks_differing = 0;             // --delta: 4 KiB blocks that differed
+  uint64_t tracked_base_point = 0;           // --agent-state: the point the tracker is relative to
+  uint64_t tracked_volumes = 0;              // --agent-state: volumes restored by the tracker
+  std::string untracked_why;                 // --agent-state: why the whole targets were read
 };
 
 Result<RestoreSummary> Restore(const RestoreRequest& req);

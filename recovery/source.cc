@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "blockrep/net/channel.h"
 #include "blockrep/base/checksum.h"
@@ -20,6 +21,7 @@
 #include "blockrep/net/uring.h"
 #include "blockrep/net/wire.h"
 #include "restore.h"
+#include "span_queue.h"
 
 namespace blockrep::recovery {
 
@@ -43,6 +45,9 @@ namespace {
 
 // ---- a store directory -------------------------------------------------------------------
 
+// Bytes of records announced to the kernel ahead of reading them (LocalSource::ReadRecords).
+constexpr uint64_t kAdviseAheadBytes = 32u << 20;
+
 class LocalSource : public PointSource {
  public:
   LocalSource(std::string dir, std::string server_id) : dir_(std::move(dir)), server_id_(std::move(server_id)) {}
@@ -61,6 +66,18 @@ class LocalSource : public PointSource {
     BR_ASSIGN_OR_RETURN(store::PointIndex idx, LoadAndPin(dir_, server_id_, point, packs.get(), allow_damaged));
     packs_[point.id] = std::move(packs);
     return idx;
+  }
+
+  void AdviseRecords(uint64_t point_id, const std::vector<const store::IndexEntry*>& entries) override {
+    auto it = packs_.find(point_id);
+    if (it == packs_.end()) return;
+    uint64_t advised = 0;
+    for (size_t i = 0; i < entries.size() && advised < kAdviseAheadBytes; ++i) {
+      auto fd = it->second->Fd(entries[i]->pack);
+      // Advice only: a pack that cannot be opened is reported when it is read.
+      if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(entries[i]->pack_offset), entries[i]->record_bytes, POSIX_FADV_WILLNEED);
+      advised += entries[i]->record_bytes;
+    }
   }
 
   Status ReadRecords(uint64_t point_id, const std::vector<const store::IndexEntry*>& entries,
@@ -82,7 +99,19 @@ class LocalSource : public PointSource {
           read_until[i + 1] - e.pack_offset <= store::PackReader::kWindowBytes)
         read_until[i] = std::max(end, read_until[i + 1]);
     }
+    // The records ahead (up to kAdviseAheadBytes) are announced to the kernel, so that reads of
+    // scattered records (a failback's few changed extents) overlap instead of waiting in turn.
+    size_t advised = 0;
+    uint64_t advised_bytes = 0;  // announced and not yet read
     for (size_t i = 0; i < entries.size(); ++i) {
+      for (; advised < entries.size() && advised_bytes < kAdviseAheadBytes; ++advised) {
+        const store::IndexEntry& e = *entries[advised];
+        auto fd = packs.Fd(e.pack);
+        // Advice only: a pack that cannot be opened is reported by the read below.
+        if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(e.pack_offset), e.record_bytes, POSIX_FADV_WILLNEED);
+        advised_bytes += e.record_bytes;
+      }
+      advised_bytes -= std::min<uint64_t>(advised_bytes, entries[i]->record_bytes);
       Status st = packs.ReadInOrder(*entries[i], read_until[i], &buf_);
       BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? ByteSpan(buf_) : ByteSpan()));
     }
@@ -128,6 +157,10 @@ constexpr size_t kInboxBytesMax = 4u << 20;
 // 1 Gbit/s holds 12.5 MB), bounded so the client's memory is too.
 constexpr uint64_t kWindowBytes = 16u << 20;
 constexpr size_t kRequestsInFlightMax = 1024;
+// Reads of at least this much run the network on a thread of their own (ReadRecords), with at
+// most kPrefetchBytesMax received and not yet taken by the caller.
+constexpr uint64_t kPrefetchMinBytes = 8u << 20;
+constexpr size_t kPrefetchBytesMax = 8u << 20;
 constexpr int kStepTimeoutMs = 1000;
 
 class RemoteSource : public PointSource {
@@ -214,7 +247,7 @@ class RemoteSource : public PointSource {
       span_first.push_back(i);
     }
     span_first.push_back(entries.size());
-    return ReadRanges(point_id, spans, [&](size_t sp, const Status& read, ByteSpan bytes) -> Status {
+    auto deliver = [&](size_t sp, const Status& read, ByteSpan bytes) -> Status {
       for (size_t i = span_first[sp]; i < span_first[sp + 1]; ++i) {
         const store::IndexEntry& e = *entries[i];
         Status st = read;
@@ -228,7 +261,33 @@ class RemoteSource : public PointSource {
         BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? record : ByteSpan()));
       }
       return Status::Ok();
+    };
+    uint64_t total = 0;
+    for (const PackRange& r : spans) total += r.length;
+    if (total < kPrefetchMinBytes) return ReadRanges(point_id, spans, deliver);
+    // A long read (a restore): the connection, TLS and framing on a thread of their own, the
+    // caller's opening and writing on this one, spans handed over through a bounded queue.
+    SpanQueue queue(kPrefetchBytesMax);
+    std::thread network([&] {
+      queue.Finish(ReadRanges(point_id, spans, [&](size_t sp, const Status& read, ByteSpan bytes) -> Status {
+        SpanQueue::Item item{sp, read, queue.TakeBuffer()};
+        item.data.assign(bytes.begin(), bytes.end());
+        if (!queue.Push(std::move(item))) return Unavailable("the reader stopped");
+        return Status::Ok();
+      }));
     });
+    Status result;
+    while (auto item = queue.Pop()) {
+      result = deliver(item->index, item->status, ByteSpan(item->data));
+      queue.Recycle(std::move(item->data));
+      if (!result.ok()) {
+        queue.Stop();
+        break;
+      }
+    }
+    network.join();
+    BR_RETURN_IF_ERROR(result);
+    return queue.final_status();
   }
 
   Status ReadRanges(uint64_t point_id, const std::vector<PackRange>& ranges, const RangeFn& fn) override {

@@ -48,6 +48,9 @@ class PointSource {
   using RecordFn = std::function<Status(size_t i, const Status& read, ByteSpan record)>;
   virtual Status ReadRecords(uint64_t point_id, const std::vector<const store::IndexEntry*>& entries,
                              const RecordFn& fn) = 0;
+  // A hint that `entries` (of an opened point) will be read soon: a store directory asks the
+  // kernel to start reading them (up to 32 MiB), so that the reads overlap other work.
+  virtual void AdviseRecords(uint64_t /*point_id*/, const std::vector<const store::IndexEntry*>& /*entries*/) {}
   // Bytes of packs, by location (the fingerprints stored after records, say): fn(i, bytes) in
   // order; a range the pack does not hold whole is an error.
   struct PackRange {

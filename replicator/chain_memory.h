@@ -13,22 +13,9 @@
 #include "blockrep/base/env.h"
 #include "blockrep/base/status.h"
 #include "blockrep/net/wire.h"
+#include "blockrep/tracking/acked_point.h"
 
 namespace blockrep::agent {
-
-// The last point the staging acknowledged to this agent (all zero: none known).
-struct AckedPoint {
-  uint64_t id = 0;
-  uint64_t time_ns = 0;
-  std::array<uint8_t, kSealMacBytes> seal_mac{};  // all zero: not known
-};
-// <state_dir>/last-point, written atomically.
-Status RecordAckedPoint(const std::string& state_dir, const std::string& server_id, const AckedPoint& point,
-                        Env* env = Env::Default());
-// Reads it back; all zero when there is none or it is another server's. A damaged file is an
-// error (losing the record would silence rollback detection).
-Result<AckedPoint> ReadAckedPoint(const std::string& state_dir, const std::string& server_id,
-                                  Env* env = Env::Default());
 
 class ChainMemory {
  public:

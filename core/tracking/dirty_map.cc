@@ -93,6 +93,20 @@ std::vector<Extent> DirtyMap::Undurable(uint64_t word_base, uint64_t words, uint
   return runs;
 }
 
+std::vector<Extent> DirtyMap::Changed(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const {
+  BR_CHECK(word_base + words <= total_words_);
+  std::vector<Extent> runs;
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t w = 0; w < words; ++w) {
+    const uint64_t i = word_base + w;
+    AppendRuns(__atomic_load_n(&dirty_[i], __ATOMIC_ACQUIRE) | inflight_[i], w, &in_run, &run_start, &runs);
+  }
+  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
+  TrimToVolume(volume_bytes, &runs);
+  return runs;
+}
+
 void DirtyMap::InflightUndurable() {
   for (uint64_t i = 0; i < total_words_; ++i) {
     if ((undurable_[i] | inflight_[i]) == undurable_[i]) continue;

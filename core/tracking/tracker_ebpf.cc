@@ -336,7 +336,54 @@ Result<std::unique_ptr<EbpfTracker>> EbpfTracker::Open(const std::string& server
   return t;
 }
 
+Result<std::unique_ptr<EbpfTracker>> EbpfTracker::OpenPinned(const std::string& server_id) {
+  libbpf_set_print(CaptureLibbpf);
+  std::string dir = PinDir(server_id);
+  if (!PathExists(dir + "/meta"))
+    return NotFound("no pinned eBPF tracker of server '" + server_id + "' on this host (" + dir +
+                    " is missing: rebooted since, or the agent did not track with eBPF)");
+  UniqueFd meta(bpf_obj_get((dir + "/meta").c_str()));
+  if (!meta.valid()) return ErrnoStatus("open " + dir + "/meta", errno);
+  Meta m{};
+  uint32_t key = 0;
+  if (bpf_map_lookup_elem(meta.get(), &key, &m) != 0) return ErrnoStatus("read " + dir + "/meta", errno);
+  if (m.magic != kMetaMagic || m.volume_count == 0 || m.volume_count > kMetaVolumesMax)
+    return DataLoss(dir + "/meta is not a blockrep tracker's (another version?)");
+  std::unique_ptr<EbpfTracker> t(new EbpfTracker());
+  t->impl_ = std::make_unique<Impl>();
+  Impl& im = *t->impl_;
+  im.dir = dir;
+  for (uint32_t i = 0; i < m.volume_count; ++i) {
+    TrackedVolume v;
+    v.kernel_dev = m.devs[i];
+    v.start_sector = m.start_sectors[i];
+    v.nr_sectors = m.nr_sectors[i];
+    im.vols.push_back(v);
+    im.word_base.push_back(im.total_words);
+    im.total_words += WordsFor(v);
+  }
+  if (!im.TryReuse()) return DataLoss("the pinned tracker in " + dir + " is incomplete or changed while it was read");
+  t->resumed_ = true;
+  return t;
+}
+
 EbpfTracker::~EbpfTracker() = default;
+
+const std::vector<TrackedVolume>& EbpfTracker::volumes() const { return impl_->vols; }
+
+int EbpfTracker::IndexOf(const TrackedVolume& v) const {
+  for (size_t i = 0; i < impl_->vols.size(); ++i) {
+    const TrackedVolume& t = impl_->vols[i];
+    if (t.kernel_dev == v.kernel_dev && t.start_sector == v.start_sector && t.nr_sectors == v.nr_sectors)
+      return static_cast<int>(i);
+  }
+  return -1;
+}
+
+std::vector<Extent> EbpfTracker::ChangedSinceSynced(size_t v) const {
+  const Impl& im = *impl_;
+  return im.map.Changed(im.word_base[v], WordsFor(im.vols[v]), im.vols[v].nr_sectors * 512);
+}
 
 uint32_t EbpfTracker::SendingStamp() const {
   Meta m{};

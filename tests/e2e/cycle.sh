@@ -99,29 +99,43 @@ echo "written in DR" >>"$WORK/dr/src/fs.h"
 umount "$WORK/dr"
 MOUNTS=()
 changed=$(diff_bytes "$WORK/point.img" "$DEV_DR")
-# Reverse replication: the DR host's agent under the same server-id, no state of its own.
+# Reverse replication: the DR host's agent under the same server-id, no state of its own. (It
+# scans: an eBPF agent of the same server-id would replace the original host's pinned tracker,
+# which a real DR host, another machine, never shares.)
 t=$(now)
-agent "$ID" --volume "$DEV_DR" --state-dir "$WORK/state-dr" --tracker ebpf >"$WORK/agent-dr.out" 2>>"$WORK/agent-dr.log" ||
+agent "$ID" --volume "$DEV_DR" --state-dir "$WORK/state-dr" --tracker scan >"$WORK/agent-dr.out" 2>>"$WORK/agent-dr.log" ||
   fail "DR agent failed: $(tail -n 3 "$WORK/agent-dr.log")"
-PINS+=("$ID")
 sent=$(shipped_bytes "$WORK/agent-dr.out")
 limit=$((changed * 12 / 10 + VOL / 100))
 grep -q "rescan against point $last" "$WORK/agent-dr.out" || fail "the DR agent did not rescan: $(grep kind "$WORK/agent-dr.out")"
 ((sent <= limit)) || fail "DR agent shipped $sent bytes for $changed changed (limit $limit)"
 echo "ok: DR agent (rescan) shipped $sent bytes for $changed bytes changed in DR (limit $limit) in $(secs "$t") s"
 
-# Failback: only what differs goes back onto the original (repaired) device.
+# Failback: only what differs goes back onto the original (repaired) device. The original host's
+# pinned tracker (it outlived the agent) and the agent's state say which blocks can differ: only
+# those are read.
 differ=$(diff_bytes "$DEV_A" "$DEV_DR")
 before=$(sectors_written "$DEV_A")
+read_before=$(awk '{print $3}' "/sys/block/$(basename "$DEV_A")/stat")
 t=$(now)
 recover restore --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEY" --point latest --delta \
-  --target 0="$DEV_A" >"$WORK/failback.out" || fail "failback failed: $(cat "$WORK/failback.out")"
+  --agent-state "$STATE_A" --target 0="$DEV_A" >"$WORK/failback.out" || fail "failback failed: $(cat "$WORK/failback.out")"
 fb_secs=$(secs "$t")
 written=$((($(sectors_written "$DEV_A") - before) * 512))
+read_bytes=$((($(awk '{print $3}' "/sys/block/$(basename "$DEV_A")/stat") - read_before) * 512))
+grep -q -- "--agent-state: 1 of 1 volume(s) by the tracker" "$WORK/failback.out" ||
+  fail "the failback did not use the original host's tracker: $(cat "$WORK/failback.out")"
 cmp "$DEV_A" "$DEV_DR" || fail "after failback the original device differs from the DR device"
 limit=$((differ * 12 / 10 + VOL / 100))
 ((written <= limit)) || fail "failback wrote $written bytes for $differ differing (limit $limit)"
-echo "ok: failback restore --delta --staging in $fb_secs s: $differ bytes differed, block layer wrote $written (limit $limit); $(head -n 1 "$WORK/failback.out")"
+((read_bytes <= VOL / 4)) || fail "the tracked failback read $read_bytes bytes of the device (limit $((VOL / 4)))"
+echo "ok: failback restore --delta --agent-state --staging in $fb_secs s: $differ bytes differed, block layer read $read_bytes and wrote $written (limit $limit); $(head -n 1 "$WORK/failback.out")"
+# The same failback without the tracker reads the whole device, writes nothing more, and agrees.
+recover restore --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEY" --point latest --delta \
+  --target 0="$DEV_A" >"$WORK/failback2.out" || fail "whole-device failback failed: $(cat "$WORK/failback2.out")"
+grep -q "target bytes read $VOL, .*bytes written 0 " "$WORK/failback2.out" ||
+  fail "the whole-device delta after the tracked one: $(head -n 1 "$WORK/failback2.out")"
+echo "ok: the whole-device delta then read $VOL bytes and wrote 0"
 
 # The original agent resumes on the original device with its own state and pinned tracker.
 t=$(now)

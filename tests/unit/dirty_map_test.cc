@@ -34,6 +34,20 @@ TEST_F(DirtyMapTest, TakeMovesDirtyToInflightAndUndurable) {
   EXPECT_EQ(Runs(map_.Undurable(0, kWords, kVolume)), Runs(runs));
 }
 
+// What may differ from the last acknowledged point is dirty or inflight; reading it takes nothing.
+TEST_F(DirtyMapTest, ChangedIsDirtyOrInflightAndTakesNothing) {
+  map_.Mark(0, 3, 5);
+  EXPECT_EQ(map_.Take(0, kWords, kVolume, false).size(), 1u);  // 3..5 now inflight
+  map_.Mark(0, 6, 6);
+  map_.Mark(0, 70, 70);
+  auto changed = map_.Changed(0, kWords, kVolume);
+  EXPECT_EQ(Runs(changed), (std::vector<std::pair<uint64_t, uint64_t>>{{3, 4 * kBlockBytes}, {70, kBlockBytes}}));
+  EXPECT_EQ(Runs(map_.Changed(0, kWords, kVolume)), Runs(changed)) << "nothing was taken";
+  EXPECT_EQ(Runs(map_.Take(0, kWords, kVolume, false)), (std::vector<std::pair<uint64_t, uint64_t>>{{6, kBlockBytes}, {70, kBlockBytes}}));
+  map_.Synced();
+  EXPECT_TRUE(map_.Changed(0, kWords, kVolume).empty());
+}
+
 // The last block of the volume is shorter; bits past the end are never returned.
 TEST_F(DirtyMapTest, RunsEndAtTheVolume) {
   map_.Mark(0, 99, 127);

@@ -9,6 +9,7 @@
 #include "overlay.h"
 #include "point_image.h"
 #include "source.h"
+#include "tracked_delta.h"
 
 namespace blockrep {
 namespace {
@@ -199,6 +200,107 @@ TEST_F(PointImageTest, DeltaCatchesAForgedFingerprint) {
   Status st = recovery::Restore(rq).status();
   EXPECT_EQ(st.code(), Code::kDataLoss);
   EXPECT_NE(st.message().find("do not match the point's seal, the first at bytes 0..1048576"), std::string::npos) << st.message();
+}
+
+// The tracked delta (restore --delta --agent-state): from a target known to hold point 1 (what the
+// original host's tracker vouches for), only the blocks whose extents changed between the points
+// are read and written, and the result adds up to point 2's seal.
+TEST_F(PointImageTest, TrackedDeltaReadsOnlyTheChangedBlocks) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::vector<uint8_t> first = chain.image();
+  chain.AddPoint(2 * kMinuteNs, true, {{65536, 12288, false}, {1u << 20, 8192, true}});
+  std::string target = root_ + "/target.img";
+  ASSERT_TRUE(WriteFileAtomic(target, first).ok());
+  auto r = MakeReader(chain);
+  store::Manifest m = Must(r->source->LoadManifest());
+  recovery::TrackedBases base;
+  base.point = m.points[0];
+  base.index = Must(r->source->OpenPoint(base.point, false));
+  base.written[0] = {};
+  store::PointInfo point = m.points[1];
+  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
+  const auto& derived = r->keys->ForIndex(idx);
+  recovery::RestoreSummary sum;
+  EXPECT_TRUE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
+                                                 *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_EQ(sum.target_bytes_read, 5u * 4096);
+  EXPECT_EQ(sum.bytes_written, 5u * 4096);
+  EXPECT_EQ(sum.seal_regions_matched, 2u);
+  EXPECT_EQ(Must(ReadFileBytes(target, kVolumeBytes + 1)), Bytes(chain.image().begin(), chain.image().end()));
+}
+
+// A staging whose index hides a change (point 2 names point 1's record where the agent wrote new
+// data) does not get a stale block through the tracked delta: the region does not add up to the
+// seal, and it answers false so that the whole-target delta decides.
+TEST_F(PointImageTest, TrackedDeltaRefusesAnIndexThatHidesAChange) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::vector<uint8_t> first = chain.image();
+  chain.AddPoint(2 * kMinuteNs, true, {{65536, 4096, false}, {1u << 20, 4096, false}});
+  // Point 2's entry at 65536 replaced by point 1's entry for the same block (checksums fixed).
+  std::string manifest_path = chain.store().dir() + "/MANIFEST";
+  store::Manifest m = Must(store::Manifest::Decode(Must(ReadFileBytes(manifest_path, store::kMaxManifestBytes))));
+  store::PointIndex one = Must(chain.store().LoadIndex(m.points[0]));
+  store::PointIndex two = Must(chain.store().LoadIndex(m.points[1]));
+  auto covering = [](store::PointIndex& idx, uint64_t off) {
+    return std::find_if(idx.entries.begin(), idx.entries.end(),
+                        [&](const store::IndexEntry& e) { return e.offset <= off && off < e.offset + e.length; });
+  };
+  auto old_entry = covering(one, 65536);
+  auto new_entry = covering(two, 65536);
+  ASSERT_TRUE(old_entry != one.entries.end() && new_entry != two.entries.end());
+  ASSERT_EQ(new_entry->length, 4096u);
+  store::IndexEntry stale = *old_entry;
+  stale.offset_in_record += static_cast<uint32_t>(65536 - stale.offset);
+  stale.offset = 65536;
+  stale.length = 4096;
+  *new_entry = stale;
+  Bytes enc = two.Encode();
+  m.points[1].index_checksum = Checksum64(enc);
+  ASSERT_TRUE(WriteFileAtomic(chain.store().IndexPath(m.points[1]), enc).ok());
+  ASSERT_TRUE(WriteFileAtomic(manifest_path, m.Encode()).ok());
+
+  std::string target = root_ + "/target.img";
+  ASSERT_TRUE(WriteFileAtomic(target, first).ok());
+  auto r = MakeReader(chain);
+  store::Manifest now = Must(r->source->LoadManifest());
+  recovery::TrackedBases base;
+  base.point = now.points[0];
+  base.index = Must(r->source->OpenPoint(base.point, false));
+  store::PointInfo point = now.points[1];
+  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
+  const auto& derived = r->keys->ForIndex(idx);
+  recovery::RestoreSummary sum;
+  EXPECT_FALSE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
+                                                  *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_EQ(sum.seal_regions_matched, 0u);
+  EXPECT_EQ(sum.target_bytes_read, 4096u);  // only the block at 1 MiB looked changed
+}
+
+// Past a quarter of the volume to read (here: a block written on the host makes its whole 1 MiB
+// region, half the volume, be read), the tracked delta declines and writes nothing.
+TEST_F(PointImageTest, TrackedDeltaDeclinesWhenMostOfTheVolumeMustBeRead) {
+  Chain chain(root_);
+  chain.AddPoint(kMinuteNs, true, {{0, kVolumeBytes, false}});
+  std::vector<uint8_t> first = chain.image();
+  chain.AddPoint(2 * kMinuteNs, true, {{65536, 4096, false}});
+  std::string target = root_ + "/target.img";
+  ASSERT_TRUE(WriteFileAtomic(target, first).ok());
+  auto r = MakeReader(chain);
+  store::Manifest m = Must(r->source->LoadManifest());
+  recovery::TrackedBases base;
+  base.point = m.points[0];
+  base.index = Must(r->source->OpenPoint(base.point, false));
+  base.written[0] = {{1u << 20, 4096}};
+  store::PointInfo point = m.points[1];
+  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
+  const auto& derived = r->keys->ForIndex(idx);
+  recovery::RestoreSummary sum;
+  EXPECT_FALSE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
+                                                  *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_EQ(sum.bytes_written, 0u);
+  EXPECT_EQ(Must(ReadFileBytes(target, kVolumeBytes + 1)), Bytes(first.begin(), first.end()));
 }
 
 }  // namespace

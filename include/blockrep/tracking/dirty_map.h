@@ -39,6 +39,9 @@ class DirtyMap {
   std::vector<Extent> Take(uint64_t word_base, uint64_t words, uint64_t volume_bytes, bool with_inflight);
   // The undurable blocks of one volume, taking nothing.
   std::vector<Extent> Undurable(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const;
+  // The blocks of one volume that may differ from the last acknowledged point: dirty or inflight,
+  // taking nothing.
+  std::vector<Extent> Changed(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const;
   // A new point (or a new try at one, after the staging dropped the last) reads every inflight
   // block again: they are all undurable again, whatever an earlier catch-up said — it spoke of
   // records of a point the staging no longer holds. (Not for a resume: the staging kept those.)

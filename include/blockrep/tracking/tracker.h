@@ -38,7 +38,19 @@ class EbpfTracker {
   // (re)loads, attaches and pins a fresh one.
   static Result<std::unique_ptr<EbpfTracker>> Open(const std::string& server_id,
                                                    const std::vector<TrackedVolume>& volumes);
+  // The pinned tracker of `server_id` as it stands, for a reader on the same host (a failback's
+  // `restore --delta --agent-state`): never loads, re-pins or clears anything. NotFound when
+  // there is no pin (a reboot, or the agent never used eBPF).
+  static Result<std::unique_ptr<EbpfTracker>> OpenPinned(const std::string& server_id);
   ~EbpfTracker();
+
+  // The tracked volumes, in the agent's --volume order (paths empty after OpenPinned).
+  const std::vector<TrackedVolume>& volumes() const;
+  // The index of the tracked volume on the same disk range as `v`, or -1.
+  int IndexOf(const TrackedVolume& v) const;
+  // The blocks of volume v that may differ from synced_point(): dirty or inflight, taking
+  // nothing (call MarkPendingWrites(true) first to count writes still in flight).
+  std::vector<Extent> ChangedSinceSynced(size_t v) const;
 
   // True when an existing pin was found and reused (tracking was continuous).
   bool resumed() const { return resumed_; }
