@@ -31,6 +31,19 @@ void TrimToVolume(uint64_t volume_bytes, std::vector<Extent>* runs) {
     runs->back().length = volume_bytes - runs->back().offset;
 }
 
+// The runs of set bits of one volume's `words` words (word(w) gives word w, in order) as byte
+// extents of a volume of `volume_bytes`.
+template <class WordFn>
+std::vector<Extent> RunsOf(uint64_t words, uint64_t volume_bytes, WordFn word) {
+  std::vector<Extent> runs;
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t w = 0; w < words; ++w) AppendRuns(word(w), w, &in_run, &run_start, &runs);
+  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
+  TrimToVolume(volume_bytes, &runs);
+  return runs;
+}
+
 }  // namespace
 
 uint64_t DirtyMap::DirtyBlocks() const {
@@ -59,10 +72,7 @@ void DirtyMap::Mark(uint64_t word_base, uint64_t first_block, uint64_t last_bloc
 
 std::vector<Extent> DirtyMap::Take(uint64_t word_base, uint64_t words, uint64_t volume_bytes, bool with_inflight) {
   BR_CHECK(word_base + words <= total_words_);
-  std::vector<Extent> runs;
-  uint64_t run_start = 0;
-  bool in_run = false;
-  for (uint64_t w = 0; w < words; ++w) {
+  return RunsOf(words, volume_bytes, [&](uint64_t w) {
     const uint64_t i = word_base + w;
     uint64_t seen = __atomic_load_n(&dirty_[i], __ATOMIC_ACQUIRE);
     // Copy to inflight (and undurable) first, then clear only what was copied: a bit is never in
@@ -75,36 +85,20 @@ std::vector<Extent> DirtyMap::Take(uint64_t word_base, uint64_t words, uint64_t 
       }
       if (__atomic_compare_exchange_n(&dirty_[i], &seen, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
     }
-    AppendRuns(with_inflight ? inflight_[i] : seen, w, &in_run, &run_start, &runs);
-  }
-  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
-  TrimToVolume(volume_bytes, &runs);
-  return runs;
+    return with_inflight ? inflight_[i] : seen;
+  });
 }
 
 std::vector<Extent> DirtyMap::Undurable(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const {
   BR_CHECK(word_base + words <= total_words_);
-  std::vector<Extent> runs;
-  uint64_t run_start = 0;
-  bool in_run = false;
-  for (uint64_t w = 0; w < words; ++w) AppendRuns(undurable_[word_base + w], w, &in_run, &run_start, &runs);
-  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
-  TrimToVolume(volume_bytes, &runs);
-  return runs;
+  return RunsOf(words, volume_bytes, [&](uint64_t w) { return undurable_[word_base + w]; });
 }
 
 std::vector<Extent> DirtyMap::Changed(uint64_t word_base, uint64_t words, uint64_t volume_bytes) const {
   BR_CHECK(word_base + words <= total_words_);
-  std::vector<Extent> runs;
-  uint64_t run_start = 0;
-  bool in_run = false;
-  for (uint64_t w = 0; w < words; ++w) {
-    const uint64_t i = word_base + w;
-    AppendRuns(__atomic_load_n(&dirty_[i], __ATOMIC_ACQUIRE) | inflight_[i], w, &in_run, &run_start, &runs);
-  }
-  if (in_run) runs.push_back({run_start * kBlockBytes, (words * 64 - run_start) * kBlockBytes});
-  TrimToVolume(volume_bytes, &runs);
-  return runs;
+  return RunsOf(words, volume_bytes, [&](uint64_t w) {
+    return __atomic_load_n(&dirty_[word_base + w], __ATOMIC_ACQUIRE) | inflight_[word_base + w];
+  });
 }
 
 void DirtyMap::InflightUndurable() {

@@ -48,6 +48,22 @@ class PointImageTest : public ChainTest {
     rq.delta = true;
     return rq;
   }
+  // The tracked delta (restore --delta --agent-state) of point 2 onto `target`, from point 1 as
+  // the base, with `written` the blocks the tracker saw written on the target since point 1.
+  bool TrackedDelta(const Chain& chain, const std::string& target, std::vector<Extent> written,
+                    recovery::RestoreSummary* sum) {
+    auto r = MakeReader(chain);
+    store::Manifest m = Must(r->source->LoadManifest());
+    recovery::TrackedBases base;
+    base.point = m.points[0];
+    base.index = Must(r->source->OpenPoint(base.point, false));
+    base.written[0] = std::move(written);
+    store::PointInfo point = m.points[1];
+    store::PointIndex idx = Must(r->source->OpenPoint(point, false));
+    const auto& derived = r->keys->ForIndex(idx);
+    return Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
+                                              *derived.seal_keys, derived.fingerprinter, sum));
+  }
   // Drops the index entry at `offset` from point `id` and fixes every checksum, as a hostile
   // staging could.
   void DropEntry(Chain& chain, uint64_t id, uint64_t offset) {
@@ -212,18 +228,8 @@ TEST_F(PointImageTest, TrackedDeltaReadsOnlyTheChangedBlocks) {
   chain.AddPoint(2 * kMinuteNs, true, {{65536, 12288, false}, {1u << 20, 8192, true}});
   std::string target = root_ + "/target.img";
   ASSERT_TRUE(WriteFileAtomic(target, first).ok());
-  auto r = MakeReader(chain);
-  store::Manifest m = Must(r->source->LoadManifest());
-  recovery::TrackedBases base;
-  base.point = m.points[0];
-  base.index = Must(r->source->OpenPoint(base.point, false));
-  base.written[0] = {};
-  store::PointInfo point = m.points[1];
-  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
-  const auto& derived = r->keys->ForIndex(idx);
   recovery::RestoreSummary sum;
-  EXPECT_TRUE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
-                                                 *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_TRUE(TrackedDelta(chain, target, {}, &sum));
   EXPECT_EQ(sum.target_bytes_read, 5u * 4096);
   EXPECT_EQ(sum.bytes_written, 5u * 4096);
   EXPECT_EQ(sum.seal_regions_matched, 2u);
@@ -263,17 +269,8 @@ TEST_F(PointImageTest, TrackedDeltaRefusesAnIndexThatHidesAChange) {
 
   std::string target = root_ + "/target.img";
   ASSERT_TRUE(WriteFileAtomic(target, first).ok());
-  auto r = MakeReader(chain);
-  store::Manifest now = Must(r->source->LoadManifest());
-  recovery::TrackedBases base;
-  base.point = now.points[0];
-  base.index = Must(r->source->OpenPoint(base.point, false));
-  store::PointInfo point = now.points[1];
-  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
-  const auto& derived = r->keys->ForIndex(idx);
   recovery::RestoreSummary sum;
-  EXPECT_FALSE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
-                                                  *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_FALSE(TrackedDelta(chain, target, {}, &sum));
   EXPECT_EQ(sum.seal_regions_matched, 0u);
   EXPECT_EQ(sum.target_bytes_read, 4096u);  // only the block at 1 MiB looked changed
 }
@@ -287,18 +284,8 @@ TEST_F(PointImageTest, TrackedDeltaDeclinesWhenMostOfTheVolumeMustBeRead) {
   chain.AddPoint(2 * kMinuteNs, true, {{65536, 4096, false}});
   std::string target = root_ + "/target.img";
   ASSERT_TRUE(WriteFileAtomic(target, first).ok());
-  auto r = MakeReader(chain);
-  store::Manifest m = Must(r->source->LoadManifest());
-  recovery::TrackedBases base;
-  base.point = m.points[0];
-  base.index = Must(r->source->OpenPoint(base.point, false));
-  base.written[0] = {{1u << 20, 4096}};
-  store::PointInfo point = m.points[1];
-  store::PointIndex idx = Must(r->source->OpenPoint(point, false));
-  const auto& derived = r->keys->ForIndex(idx);
   recovery::RestoreSummary sum;
-  EXPECT_FALSE(Must(recovery::RestoreTrackedDelta(*r->source, kServer, point, idx, 0, target, base, *r->opener,
-                                                  *derived.seal_keys, derived.fingerprinter, &sum)));
+  EXPECT_FALSE(TrackedDelta(chain, target, {{1u << 20, 4096}}, &sum));
   EXPECT_EQ(sum.bytes_written, 0u);
   EXPECT_EQ(Must(ReadFileBytes(target, kVolumeBytes + 1)), Bytes(first.begin(), first.end()));
 }
