@@ -71,12 +71,16 @@ Result<UniqueFd> OpenDeltaTarget(const std::string& target, uint64_t size) {
   return fd;
 }
 
+void SortInPackOrder(std::vector<const store::IndexEntry*>* entries) {
+  std::stable_sort(entries->begin(), entries->end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
+    return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
+  });
+}
+
 Status ForEachDeltaPiece(PointSource& source, const std::string& where, uint64_t point_id,
                          std::vector<const store::IndexEntry*> pieces, RecordOpener& opener, RestoreSummary* sum,
                          const DeltaPieceFn& fn) {
-  std::stable_sort(pieces.begin(), pieces.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
-    return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
-  });
+  SortInPackOrder(&pieces);
   std::vector<const store::IndexEntry*> records;
   std::vector<size_t> group_start;
   for (size_t i = 0; i < pieces.size(); ++i) {

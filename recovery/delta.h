@@ -31,6 +31,9 @@ Result<const VolumeSeal*> CheckedDeltaSeal(const std::string& where, const store
 // use) of at least `volume_bytes`, or an image file, which takes that size.
 Result<UniqueFd> OpenDeltaTarget(const std::string& target, uint64_t volume_bytes);
 
+// Entries in the order their records sit in the packs (pack, then offset): read front to back.
+void SortInPackOrder(std::vector<const store::IndexEntry*>* entries);
+
 // Fetches and opens the records of `pieces` (entries of the opened point `point_id`), each stored
 // record once and in pack order, and calls fn(entry, the plaintext of its extent) per piece. A
 // damaged or misplaced record stops it with one error naming server, volume, point and offset.

@@ -240,9 +240,7 @@ Result<bool> RestoreTrackedDelta(PointSource& source, const std::string& server_
     }
     if (any) pieces.push_back(&e);
   }
-  std::stable_sort(pieces.begin(), pieces.end(), [](const store::IndexEntry* a, const store::IndexEntry* b) {
-    return a->pack != b->pack ? a->pack < b->pack : a->pack_offset < b->pack_offset;
-  });
+  SortInPackOrder(&pieces);
   source.AdviseRecords(point.id, pieces);
 
   BR_ASSIGN_OR_RETURN(UniqueFd fd, OpenDeltaTarget(target, size));
