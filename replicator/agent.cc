@@ -75,6 +75,7 @@ Status Agent::Prepare() {
   std::vector<std::string> paths;
   for (const auto& v : volumes_) paths.push_back(v->path);
   freeze_.Plan(tracker_.tracker != nullptr, paths, opts_.pre_hook, opts_.post_hook);
+  full_ = std::make_unique<FullProgress>(opts_.state_dir, BootId());
   BR_RETURN_IF_ERROR(chain_.Load(opts_.state_dir, opts_.server_id));
   if (tracker_.tracker) chain_.RaiseTo(tracker_.tracker->synced_point());
   return Status::Ok();
@@ -154,6 +155,95 @@ void Agent::StartResume(uint64_t last_point) {
                                  : "");
 }
 
+FullPointId Agent::FullId(uint64_t point_id, uint64_t time_ns) const {
+  return FullPointId{opts_.server_id, point_id, time_ns, keys_.current.key_id, VolumeSizes()};
+}
+
+bool Agent::LoadFullCheckpoint(PointSeal* restored) {
+  const auto& hello = link_->hello();
+  if (!hello || hello->pending_point_id == 0 || hello->pending_base_point != 0) return false;
+  const std::string what = "the staging kept interrupted full point " + std::to_string(hello->pending_point_id);
+  std::string why;
+  if (hello->pending_point_id != point_.id) {
+    why = "this agent's next point is " + std::to_string(point_.id);
+  } else if (full_->Load(FullId(hello->pending_point_id, hello->pending_time_ns), &why)) {
+    restored->StartEmpty(VolumeSizes());
+    Status st = full_->Restore(restored);
+    if (st.ok()) return true;
+    why = st.message();
+  }
+  if (!why.empty()) Log(kProg, what + "; not resuming it from this agent's checkpoint: " + why);
+  return false;
+}
+
+Status Agent::StartResumeFull(uint64_t last_point, PointSeal restored) {
+  const auto& hello = *link_->hello();
+  point_.time_ns = hello.pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it
+  *seal_.point = std::move(restored);
+  point_.final_with_inflight = true;
+  const uint64_t cursor = full_->cursor(), limit = full_->limit();
+  // [cursor, limit) in full: the earlier try may have sent records anywhere there, and one the
+  // staging kept must be overwritten even where the volume now holds zeros. After it, the data.
+  std::vector<std::vector<Extent>> work(volumes_.size());
+  uint64_t base = 0, to_read = 0;
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    const uint64_t size = volumes_[v]->size_bytes, end = base + size;
+    if (cursor < end && limit > base && limit > cursor) {
+      uint64_t from = std::max(cursor, base) - base, to = std::min(limit, end) - base;
+      if (to > from) work[v].push_back(Extent{from, to - from});
+    }
+    if (limit < end) {
+      uint64_t from = std::max(limit, base) - base;
+      BR_ASSIGN_OR_RETURN(std::vector<Extent> data, volumes_[v]->DataExtents());
+      for (const Extent& e : data) {
+        uint64_t s = std::max(e.offset, from), t = e.offset + e.length;
+        if (t <= s) continue;
+        if (!work[v].empty() && work[v].back().offset + work[v].back().length == s) work[v].back().length += t - s;
+        else work[v].push_back(Extent{s, t - s});
+      }
+    }
+    for (const Extent& e : work[v]) to_read += e.length;
+    base = end;
+  }
+  reads_->SetWork(std::move(work), ReadMode::kSweep);
+  reads_->TrackSweep(limit, limit);
+  full_saved_ns_ = MonotonicNs();
+  status_.Restart(MonotonicNs());
+  summary_.base_point = 0;
+  summary_.resumed = true;
+  summary_.mode_reason = "resuming full point " + std::to_string(point_.id) + " at byte " + std::to_string(cursor) + " of " +
+                         std::to_string(full_->total_bytes()) + ": the staging kept its durable records, this agent's checkpoint their fingerprints; " +
+                         std::to_string(to_read >> 20) + " MiB left to read";
+  SetState(last_point == 0 ? AgentState::kInitialSync : AgentState::kRescan, summary_.mode_reason);
+  return Status::Ok();
+}
+
+Status Agent::CheckpointFull() {
+  if (!reads_->tracking() || !full_->active()) return Status::Ok();
+  const uint64_t now = MonotonicNs(), total = full_->total_bytes();
+  const uint64_t durable = reads_->DurablePosition(link_->window().acked());
+  const uint64_t next = reads_->NextPosition();
+  const uint64_t limit = full_->limit();
+  const bool extend = next < total && next + kFullLeaseBytes / 2 > limit;
+  const bool advance = durable >= full_->cursor() + kFullSaveEveryBytes ||
+                       (durable > full_->cursor() && now >= full_saved_ns_ + kFullSaveEveryNs);
+  if (!extend && !advance) return Status::Ok();
+  full_saved_ns_ = now;
+  const uint64_t new_limit = extend ? (next + kFullLeaseBytes + kBlockBytes - 1) / kBlockBytes * kBlockBytes : limit;
+  Status st = full_->Save(durable, new_limit, *seal_.point);
+  if (st.ok()) {
+    reads_->set_issue_limit(full_->limit());
+    return Status::Ok();
+  }
+  // Without a checkpoint an interrupted sync reads everything again; but a stale one that stays
+  // must keep its lease, so reads past it wait until it is gone.
+  Log(kProg, "warning: cannot save the progress of full point " + std::to_string(point_.id) + " in " + opts_.state_dir +
+                 ": " + st.message() + "; if it is interrupted, it is read again from the start");
+  reads_->StopTracking();
+  return full_->Drop().Annotate("the stale checkpoint of full point " + std::to_string(point_.id) +
+                                " cannot be removed either: free space in, or fix, the state directory");
+}
+
 Status Agent::StartPoint(uint64_t last_point) {
   point_.id = chain_.NextPointId(last_point);  // never an id acknowledged before
   point_.acked = false;
@@ -166,10 +256,23 @@ Status Agent::StartPoint(uint64_t last_point) {
   summary_.point_id = point_.id;
   base_.Cancel();
   const auto& hello = link_->hello();
+  point_.final_with_inflight = false;
+  PointSeal restored(seal_.keys.get());
+  const bool full_checkpoint = LoadFullCheckpoint(&restored);
   PointPlan plan = DecidePoint(CollectFacts(last_point, hello ? &*hello : nullptr, tracker_.tracker.get(), volumes_,
-                                            keys_.current.key_id, chain_.rescan_due(), kRescanFingerprintBytesMax));
+                                            keys_.current.key_id, chain_.rescan_due(), kRescanFingerprintBytesMax,
+                                            full_checkpoint));
   link_->ForgetPendingPoint();  // only the first point of a session can resume
   point_.mode = plan.mode;
+  if (plan.mode == PointMode::kResumeFull) {
+    BR_RETURN_IF_ERROR(StartResumeFull(last_point, std::move(restored)));
+    BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kResumePoint, wire::ResumePoint{point_.id}.Encode()));
+    SetPhase(PointPhase::kReading);
+    Log(kProg, "server '" + opts_.server_id + "': " + summary_.mode_reason + " (tracker " + tracker_.note + ")");
+    return Status::Ok();
+  }
+  // Any checkpoint left is of a point the staging no longer offers (a full point starts a new one).
+  if (Status dropped = full_->Drop(); !dropped.ok()) Log(kProg, "warning: " + dropped.message());
   if (plan.mode == PointMode::kResume) {
     summary_.base_point = last_point;
     summary_.resumed = true;
@@ -235,6 +338,16 @@ Status Agent::StartPoint(uint64_t last_point) {
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   point_.time_ns = b.time_ns;
   if (tracker_.tracker) tracker_.tracker->NoteSending(b.time_ns);
+  if (plan.mode == PointMode::kFull) {
+    // Its progress is saved as it goes, so an interrupted sync goes on from there (full_progress.h).
+    if (Status st = full_->Begin(FullId(point_.id, b.time_ns), kFullLeaseBytes); !st.ok())
+      Log(kProg, "warning: cannot keep the progress of full point " + std::to_string(point_.id) + " in " + opts_.state_dir +
+                     ": " + st.message() + "; if it is interrupted, it is read again from the start");
+    if (full_->active()) {
+      reads_->TrackSweep(full_->limit(), 0);
+      full_saved_ns_ = MonotonicNs();
+    }
+  }
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   SetPhase(PointPhase::kReading);
   if (whole) {
@@ -382,7 +495,8 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
   // (not at the next interval). With the scan tracker every point is a rescan: they keep it.
   // With the scan tracker every point is such a read: Session waits for it to be due
   // (AwaitScanPoint), so that it holds what the volumes hold then, not at the last interval.
-  const bool whole = point_.mode == PointMode::kFull || point_.mode == PointMode::kRescan || !tracker_.tracker;
+  const bool whole = point_.mode == PointMode::kFull || point_.mode == PointMode::kResumeFull ||
+                     point_.mode == PointMode::kRescan || !tracker_.tracker;
   bool closing = once || *sig.term || whole;
   // *term_taken: whether this point's last take came after SIGTERM: only then does it hold every
   // write made before the signal. A SIGTERM (or SIGUSR1) that arrives after the last take is
@@ -415,6 +529,7 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
       next_take = now + kBatchEveryNs;
       PollTracker(false, false, true);
     }
+    BR_RETURN_IF_ERROR(CheckpointFull());
     BR_RETURN_IF_ERROR(IssueReads());
     const bool idle = point_.phase != PointPhase::kLoadingBase && reads_->idle();
     if (idle) status_.BatchQueued(link_->window().last_sent());  // the newest batch is queued up to here
@@ -428,9 +543,12 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
     if (idle && point_.phase == PointPhase::kReading) {
       if (closing) {
         *term_taken = *sig.term != 0;
+        // The sweep is read; what the final take reads may lie anywhere, and is the tracker's
+        // to remember (inflight) until the point is acknowledged.
+        reads_->StopTracking();
         SetPhase(PointPhase::kFinalTake);
         freeze_.Begin(point_.id);  // pre-hook, then writers stop until the take is read
-        if (PollTracker(false, true)) continue;
+        if (PollTracker(point_.final_with_inflight, true)) continue;
       } else if (now >= next_poll) {
         next_poll = now + opts_.poll_interval_ns;
         next_take = now + kBatchEveryNs;
@@ -544,6 +662,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     SetPhase(PointPhase::kIdle);
     summary_.alarm = chain_.alarm();
     seal_.point->Committed(point_.id);
+    if (Status dropped = full_->Drop(); !dropped.ok()) Log(kProg, "warning: " + dropped.message());
     if (point_.mode == PointMode::kRescan) base_.inbox().ReleaseFingerprints();  // up to 64 MiB: give it back
     if (tracker_.tracker) tracker_.tracker->MarkSynced(point_.id);
     BR_RETURN_IF_ERROR(chain_.Acked({point_.id, point_.time_ns, point_.sent_seal_mac}, opts_.state_dir, opts_.server_id));

@@ -23,6 +23,7 @@
 #include "backoff.h"
 #include "base_load.h"
 #include "chain_memory.h"
+#include "full_progress.h"
 #include "parallel_sealer.h"
 #include "point_freeze.h"
 #include "point_plan.h"
@@ -117,6 +118,9 @@ class Agent {
     bool requested = false;
     std::string label, request;
     bool consistent = false;  // END_POINT's flag
+    // A resumed full point's final take reads the tracker's inflight blocks too: the earlier try
+    // may have taken some and died before their records were acknowledged.
+    bool final_with_inflight = false;
   };
   struct Keys {
     DataKey current;                    // seals every new record
@@ -142,6 +146,19 @@ class Agent {
   void AnswerPointRequest();
   Status StartPoint(uint64_t last_point);
   void StartResume(uint64_t last_point);
+  // kResumeFull: the checkpoint's seal state is `restored`; reads [cursor, limit) in full and the
+  // data after it, then the final take.
+  Status StartResumeFull(uint64_t last_point, PointSeal restored);
+  // Whether the agent's checkpoint matches the staging's interrupted full point (HELLO_OK) and
+  // replays into a seal state (then in `*restored`); logs why not when there is one.
+  bool LoadFullCheckpoint(PointSeal* restored);
+  FullPointId FullId(uint64_t point_id, uint64_t time_ns) const;
+  // During a full point's sweep: saves its progress when it moved kFullSaveEveryBytes or
+  // kFullSaveEveryNs ago, and extends the lease before the reads reach it.
+  Status CheckpointFull();
+  static constexpr uint64_t kFullLeaseBytes = 32u << 20;
+  static constexpr uint64_t kFullSaveEveryBytes = 8u << 20;
+  static constexpr uint64_t kFullSaveEveryNs = 100000000ull;
   // Replaces the work with newly dirty blocks; false when there were none. The final take of a
   // point also marks every pending write and reads whole volumes whose tracking had a gap.
   // With `append`, the batch is queued behind the reads in progress (none is made when nothing
@@ -199,6 +216,8 @@ class Agent {
   BaseLoad base_;       // the base's fingerprints and seals (incremental points, rescans)
   ChainMemory chain_;   // the newest point acknowledged to this agent: rollback alarms, ids, seal links
   PointRun point_;
+  std::unique_ptr<FullProgress> full_;  // an interrupted full point's checkpoint (full_progress.h)
+  uint64_t full_saved_ns_ = 0;
   TokenBucket bucket_;  // --bandwidth-limit
   AgentStatus status_;  // lag, rates and the RPO forecast, freeze times; status.json
   std::pair<AgentState, std::string> state_{AgentState::kDisconnected, ""};  // and why

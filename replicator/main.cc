@@ -40,7 +40,9 @@ static void PrintSummary(const agent::SyncSummary& s) {
   double mib = 1024.0 * 1024.0;
   std::printf("point %llu%s acknowledged (durable on staging)\n", static_cast<unsigned long long>(s.point_id),
               s.label.empty() ? "" : (" '" + s.label + "'").c_str());
-  if (s.resumed)
+  if (s.resumed && s.base_point == 0)
+    std::printf("  kind        resumed full (%s)\n", s.mode_reason.c_str());
+  else if (s.resumed)
     std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
                 s.mode_reason.c_str());
   else if (s.base_point != 0)
@@ -66,7 +68,7 @@ static void PrintSummary(const agent::SyncSummary& s) {
 
 // --once --json: the same summary as one JSON object on stdout (the log stays on stderr).
 static void PrintSummaryJson(const agent::SyncSummary& s) {
-  const char* kind = s.resumed ? "resumed" : s.base_point != 0 ? "incremental" : "full";
+  const char* kind = s.resumed ? (s.base_point == 0 ? "resumed full" : "resumed") : s.base_point != 0 ? "incremental" : "full";
   auto u = [](uint64_t v) { return std::to_string(v); };
  std::string j = "{\"point\": " + u(s.point_id) + ", \"label\": " + (s.label.empty() ? "null" : JsonString(s.label)) +
                   ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +

@@ -16,11 +16,24 @@ bool CanResume(const PlanFacts& f) {
   return f.overflowed_volume.empty();
 }
 
+// The staging's interrupted point is a full one, and this agent's checkpoint of it lets it go on
+// from there: everything before the checkpoint's cursor is on the staging as the checkpoint says,
+// and changed since only where the tracker saw writes. Without a tracker (scanning) there is no
+// such promise to keep: its points are never consistent, and the next one is a rescan anyway.
+// A tracker that did not begin the point (a new pin: reboot, lost pin) missed writes: no resume.
+bool CanResumeFull(const PlanFacts& f) {
+  if (f.rescan_due || !f.full_checkpoint) return false;
+  if (f.pending_point != f.last_point + 1 || f.pending_base_point != 0) return false;
+  if (!f.has_tracker) return true;
+  return f.tracker_sent_pending && f.overflowed_volume.empty();
+}
+
 }  // namespace
 
 const char* PointModeName(PointMode m) {
   switch (m) {
     case PointMode::kResume: return "resume";
+    case PointMode::kResumeFull: return "resume full";
     case PointMode::kIncremental: return "incremental";
     case PointMode::kRescan: return "rescan";
     case PointMode::kFull: return "full";
@@ -42,6 +55,7 @@ const char* PhaseName(PointPhase p) {
 
 PointPlan DecidePoint(const PlanFacts& f) {
   if (CanResume(f)) return {PointMode::kResume, ""};
+  if (CanResumeFull(f)) return {PointMode::kResumeFull, ""};
   PointPlan p;
   p.mode = PointMode::kFull;
   if (f.key_rotated) {
@@ -86,8 +100,9 @@ PointPlan DecidePoint(const PlanFacts& f) {
 
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       uint64_t rescan_fingerprint_bytes_max) {
+                       uint64_t rescan_fingerprint_bytes_max, bool full_checkpoint) {
   PlanFacts f;
+  f.full_checkpoint = full_checkpoint;
   f.last_point = last_point;
   if (hello) {
     f.pending_point = hello->pending_point_id;
@@ -102,6 +117,7 @@ PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const Eb
     f.tracker_resumed = tracker->resumed();
     f.tracker_synced_point = tracker->synced_point();
     f.tracker_sent_last_point = hello && tracker->SentPoint(hello->last_time_ns);
+    f.tracker_sent_pending = hello && hello->pending_point_id != 0 && tracker->SentPoint(hello->pending_time_ns);
     for (size_t v = 0; v < volumes.size(); ++v) {
       if (tracker->overflowed(v)) {
         f.overflowed_volume = volumes[v]->path;

@@ -16,6 +16,7 @@ namespace blockrep::agent {
 
 enum class PointMode {
   kResume,       // continue the staging's interrupted point: its durable records are kept
+  kResumeFull,   // continue the staging's interrupted full point from the agent's checkpoint
   kIncremental,  // the tracker's dirty blocks since the chain's last point
   kRescan,       // read everything, ship blocks whose fingerprint differs from the last point's
   kFull,         // read everything, ship every non-zero extent
@@ -37,6 +38,10 @@ struct PlanFacts {
   uint64_t tracker_synced_point = 0;     // the point the tracker's bitmap is relative to (0: none)
   bool tracker_sent_last_point = false;  // this tracker began the chain's last point (by its time)
   std::string overflowed_volume;         // path of the first volume whose tracking had a gap; "" if none
+  // A full-point checkpoint of this boot matches the staging's interrupted point (full_progress.h),
+  // and the tracker began that point (its stamp), so it saw every write since.
+  bool full_checkpoint = false;
+  bool tracker_sent_pending = false;
   uint64_t rescan_fingerprint_bytes = 0; // what a rescan would hold in memory
   uint64_t rescan_fingerprint_bytes_max = 0;
 };
@@ -52,7 +57,7 @@ PointPlan DecidePoint(const PlanFacts& f);
 // (null: scanning), the volumes, our key's id, whether the chain memory wants a rescan.
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       uint64_t rescan_fingerprint_bytes_max);
+                       uint64_t rescan_fingerprint_bytes_max, bool full_checkpoint = false);
 
 // The life of one recovery point, in order; every change is logged (Agent::SetPhase).
 enum class PointPhase {

@@ -25,6 +25,51 @@ ReadPipeline::ReadPipeline(Deps deps, uint64_t id_base) : deps_(std::move(deps))
            deps_.counters);
   for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
   ResetShipped();
+  volume_base_.push_back(0);
+  for (const auto& v : *deps_.volumes) volume_base_.push_back(volume_base_.back() + v->size_bytes);
+}
+
+void ReadPipeline::TrackSweep(uint64_t issue_limit, uint64_t zeros_below) {
+  tracking_ = true;
+  issue_limit_ = issue_limit;
+  zeros_below_ = zeros_below;
+  first_ticket_ += tracked_.size();
+  tracked_.clear();
+}
+
+void ReadPipeline::StopTracking() {
+  tracking_ = false;
+  issue_limit_ = UINT64_MAX;
+  zeros_below_ = 0;
+  first_ticket_ += tracked_.size();
+  tracked_.clear();
+}
+
+uint64_t ReadPipeline::NextPosition() const {
+  size_t v = cur_volume_, run = cur_run_;
+  uint64_t off = cur_offset_;
+  while (v < work_.size()) {
+    const std::vector<Extent>& runs = work_[v];
+    if (run < runs.size()) {
+      if (off < runs[run].length) return Position(v, runs[run].offset + off);
+      ++run;
+      off = 0;
+      continue;
+    }
+    ++v;
+    run = 0;
+    off = 0;
+  }
+  return volume_base_.back();
+}
+
+uint64_t ReadPipeline::DurablePosition(uint64_t acked_seq) {
+  BR_CHECK(tracking_);
+  while (!tracked_.empty() && tracked_.front().done && tracked_.front().last_seq <= acked_seq) {
+    tracked_.pop_front();
+    ++first_ticket_;
+  }
+  return tracked_.empty() ? NextPosition() : tracked_.front().start;
 }
 
 void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window) {
@@ -99,6 +144,8 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
       cur_offset_ = 0;
       continue;
     }
+    if (tracking_ && Position(cur_volume_, run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes)) > issue_limit_)
+      break;  // the lease ends here: the agent extends it (FullProgress::Save) before reading on
     if (mode_ == ReadMode::kRescan &&
         run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > deps_.base->known_end(cur_volume_))
       break;
@@ -111,6 +158,11 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
     r.offset = run.offset + cur_offset_;
     r.want = static_cast<size_t>(std::min<uint64_t>(kReadBytes, run.length - cur_offset_));
     r.got = 0;
+    r.ticket = 0;
+    if (tracking_) {
+      r.ticket = first_ticket_ + tracked_.size();
+      tracked_.push_back(Tracked{Position(r.volume, r.offset), 0, false});
+    }
     // O_DIRECT: whole blocks; the end of the volume shortens the read.
     SubmitRead(slot, (r.want + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
     cur_offset_ += r.want;
@@ -147,6 +199,7 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
 void ReadPipeline::Abandon() {
   for (auto& r : reads_) r->busy = false;
   inflight_ = 0;
+  StopTracking();  // the next session resumes from what was saved, not from this one's reads
 }
 
 void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
@@ -240,11 +293,17 @@ Status ReadPipeline::Process(Read& r) {
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
-    if (zero && mode_ == ReadMode::kSweep) continue;
+    if (zero && mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < zeros_below_)) continue;
     QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]);
   }
   // The records point into r.buf: sealed before the buffer is handed back.
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  if (tracking_ && r.ticket >= first_ticket_) {
+    BR_CHECK(r.ticket - first_ticket_ < tracked_.size());
+    Tracked& t = tracked_[r.ticket - first_ticket_];
+    t.last_seq = window_->last_sent();
+    t.done = true;
+  }
   r.busy = false;
   deps_.bucket->Settle(r.want, frames_.size());
   return Status::Ok();

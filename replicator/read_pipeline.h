@@ -107,6 +107,21 @@ class ReadPipeline {
   unsigned inflight() const { return inflight_; }
   uint64_t bytes_left() const { return bytes_left_; }
   const std::vector<uint64_t>& shipped_by_volume() const { return shipped_by_volume_; }
+
+  // A full point's sweep (full_progress.h). Positions are over the volumes laid end to end.
+  // Reads are remembered in issue order, so that DurablePosition says how far every read was
+  // processed and its records acknowledged; no read ends past the issue limit; and zero extents
+  // before `zeros_below` go as zero records (a resumed point's [cursor, limit), where a record
+  // the staging kept must not outlive the block). Abandon and StopTracking end it.
+  void TrackSweep(uint64_t issue_limit, uint64_t zeros_below);
+  void StopTracking();
+  bool tracking() const { return tracking_; }
+  void set_issue_limit(uint64_t limit) { issue_limit_ = limit; }
+  // The position of the next byte the work reads; the end of all volumes when none is left.
+  uint64_t NextPosition() const;
+  // Every byte of the work before it was read, processed, and its records' sequence numbers are
+  // at most `acked_seq`.
+  uint64_t DurablePosition(uint64_t acked_seq);
   void ResetShipped() { shipped_by_volume_.assign(deps_.volumes->size(), 0); }
 
  private:
@@ -117,7 +132,9 @@ class ReadPipeline {
     uint64_t offset = 0;
     size_t want = 0;  // bytes of the volume this read covers
     size_t got = 0;
+    uint64_t ticket = 0;  // TrackSweep: its place in issue order (0: untracked)
   };
+  uint64_t Position(size_t volume, uint64_t offset) const { return volume_base_[volume] + offset; }
   void SubmitRead(size_t slot, size_t len);
   Status Process(Read& r);
   void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
@@ -144,6 +161,17 @@ class ReadPipeline {
   Bytes fingerprints_;
   Bytes frames_;
   std::vector<uint64_t> shipped_by_volume_;
+  std::vector<uint64_t> volume_base_;  // each volume's first position; back(): the end of all
+  // TrackSweep: reads in issue order, from ticket first_ticket_.
+  struct Tracked {
+    uint64_t start = 0;     // position of its first byte
+    uint64_t last_seq = 0;  // of its last record (once done)
+    bool done = false;
+  };
+  bool tracking_ = false;
+  uint64_t issue_limit_ = UINT64_MAX, zeros_below_ = 0;
+  std::deque<Tracked> tracked_;
+  uint64_t first_ticket_ = 1;
 };
 
 }  // namespace blockrep::agent

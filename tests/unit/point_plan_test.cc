@@ -40,6 +40,34 @@ TEST(PointPlanTest, PendingPointOnTheLastIsResumed) {
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "an alarm never resumes";
 }
 
+// The staging kept an interrupted full point and the agent's checkpoint matches it: it goes on
+// from there when the tracker began that point (or there is none), never on a tracker that missed
+// writes since (a new pin) or had a gap, and never after an alarm.
+TEST(PointPlanTest, InterruptedFullPointResumesFromTheCheckpoint) {
+  PlanFacts f;
+  f.rescan_fingerprint_bytes_max = 64 << 20;
+  f.pending_point = 1;
+  f.pending_base_point = 0;
+  f.full_checkpoint = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kResumeFull) << "no tracker: scanning points are never consistent";
+  f.has_tracker = true;
+  f.tracker_resumed = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "a tracker that did not begin the point missed writes";
+  f.tracker_sent_pending = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kResumeFull);
+  f.overflowed_volume = "/dev/loop0";
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "tracking had a gap";
+  f.overflowed_volume.clear();
+  f.full_checkpoint = false;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "no checkpoint: read everything";
+  f.full_checkpoint = true;
+  f.rescan_due = true;
+  EXPECT_NE(DecidePoint(f).mode, PointMode::kResumeFull) << "an alarm never resumes";
+  f.rescan_due = false;
+  f.pending_point = 2;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "a kept point that does not follow the chain";
+}
+
 // No tracker: the first point is full, later ones rescan against the chain.
 TEST(PointPlanTest, NoTrackerFullThenRescan) {
   PlanFacts f;

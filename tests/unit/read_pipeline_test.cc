@@ -39,12 +39,12 @@ class ReadPipelineTest : public ::testing::Test {
     pipeline_->StartSession(sealer_.get(), &window_);
     pipeline_->set_point(1);
   }
-  // Reads everything set, returning the frames produced in order.
+  // Reads everything set (or until nothing more may be issued), returning the frames produced in order.
   Bytes Drain() {
     Bytes frames;
     for (;;) {
       EXPECT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
-      if (pipeline_->idle()) return frames;
+      if (pipeline_->idle() || pipeline_->inflight() == 0) return frames;
       auto n = ring_->Reap(
           [&](uint64_t ud, int res, uint32_t) {
             auto out = pipeline_->OnCompletion(UserDataId(ud), res);
@@ -117,6 +117,39 @@ TEST_F(ReadPipelineTest, SweepSendsDataAndSkipsZeros) {
   EXPECT_EQ(window_.last_sent(), records.size());
   EXPECT_EQ(pipeline_->shipped_by_volume()[0], kVolume - kZeroBytes);
   EXPECT_EQ(pipeline_->bytes_left(), 0u);
+}
+
+// A tracked sweep reads nothing past its lease, and its durable position moves only over reads
+// whose records are acknowledged, in issue order.
+TEST_F(ReadPipelineTest, TrackedSweepStopsAtTheLeaseAndCountsOnlyAcknowledgedReads) {
+  pipeline_->SetWholeVolumes(ReadMode::kSweep);
+  pipeline_->TrackSweep(2u << 20, 0);
+  Bytes frames = Drain();
+  EXPECT_EQ(counters_.bytes_read, 2u << 20) << "no read ends past the lease";
+  EXPECT_EQ(pipeline_->NextPosition(), 2u << 20);
+  EXPECT_EQ(pipeline_->DurablePosition(0), 0u) << "nothing acknowledged yet";
+  const uint64_t records = Open(frames).size();
+  // The first read (1 MiB of data) made 16 records; the second, half zeros, 8.
+  ASSERT_EQ(records, 24u);
+  EXPECT_EQ(pipeline_->DurablePosition(15), 0u) << "the first read's last record is not acknowledged";
+  EXPECT_EQ(pipeline_->DurablePosition(16), 1u << 20);
+  EXPECT_EQ(pipeline_->DurablePosition(23), 1u << 20);
+  EXPECT_EQ(pipeline_->DurablePosition(24), 2u << 20);
+  pipeline_->set_issue_limit(UINT64_MAX);
+  Drain();
+  EXPECT_EQ(counters_.bytes_read, kVolume);
+  EXPECT_EQ(pipeline_->DurablePosition(window_.last_sent()), kVolume);
+}
+
+// Before `zeros_below`, a tracked sweep sends zero extents as zero records (a resumed full
+// point's re-read range, where a record kept from the earlier try must not outlive the block).
+TEST_F(ReadPipelineTest, TrackedSweepSendsZerosBelowTheMark) {
+  pipeline_->SetWork({{Extent{kZeroAt, kZeroBytes}}}, ReadMode::kSweep);
+  pipeline_->TrackSweep(UINT64_MAX, kZeroAt + (128u << 10));
+  auto records = Open(Drain());
+  ASSERT_EQ(records.size(), 2u) << "only the 128 KiB before the mark";
+  EXPECT_EQ(records[0].second, Bytes(64u << 10, 0));
+  EXPECT_EQ(records[1].first, kZeroAt + (64u << 10));
 }
 
 // A tracker batch sends what it names even when it is all zero (the base may hold data there).
