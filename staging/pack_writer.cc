@@ -34,6 +34,8 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
     return Status::Ok();
   }
   BR_ASSIGN_OR_RETURN(wire::RecordMsg m, wire::RecordMsg::Decode(payload));
+  s.last_record_ns = MonotonicNs();
+  s.trimmed = false;
   if (m.seq != s.next_seq)
     return ProtocolError("RECORD sequence " + std::to_string(m.seq) + ", expected " +
                          std::to_string(s.next_seq));

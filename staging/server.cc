@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <sys/file.h>
@@ -276,12 +277,42 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
   return Status::Ok();
 }
 
+void Server::ShareMemory() {
+  size_t sending = 0;
+  for (const auto& [id, s] : sessions_)
+    if (s->point && !s->reader) ++sending;
+  sending = std::max<size_t>(sending, 1);
+  batch_bytes_max_ = std::clamp(kBatchBytesBudget / sending, kBatchBytesMin, kBatchBytesMax);
+  inbox_bytes_max_ = std::clamp(kInboxBytesBudget / sending, kInboxBytesMin, kInboxBytesMax);
+  const uint64_t now = MonotonicNs();
+  bool released = false;
+  for (auto& [id, sp] : sessions_) {
+    Session& s = *sp;
+    if (s.reader || s.fleet_view || !s.hello_done || s.ch->closing()) continue;
+    s.ch->set_inbox_max(inbox_bytes_max_);
+    if (s.trimmed || now - s.last_record_ns < kIdleTrimNs || s.pack.inflight() || s.pack.batch_bytes() != 0 ||
+        !s.ch->inbox().empty())
+      continue;
+    s.pack.ReleaseBuffers();
+    s.ch->ReleaseBuffers();
+    s.last_index.reset();  // a cache (null while lent to a job): loaded again when asked
+    s.trimmed = true;
+    released = true;
+  }
+  // Freed buffers go back to the system, not only to malloc's free lists: at most once a second.
+  if (released && now - trimmed_ns_ > 1000000000ull) {
+    malloc_trim(0);
+    trimmed_ns_ = now;
+  }
+}
+
 Result<bool> Server::Turn(const volatile std::sig_atomic_t* stop, bool wait) {
   if (*stop && !stopping_) {
     stopping_ = true;
     Log(kProg, "stopping: draining " + std::to_string(sessions_.size()) + " session(s)");
     shutdown(listen_fd_.get(), SHUT_RDWR);
   }
+  ShareMemory();
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
     Service(s);
@@ -361,7 +392,7 @@ Status Server::HandleFrames(Session& s) {
   if (!s.ch->handshake_done()) return Status::Ok();
   const size_t unsent_max = s.reader ? kReaderUnsentMax : kAgentUnsentMax;
   const uint64_t start_ns = MonotonicNs();
-  for (unsigned n = 0; !s.failed && s.pack.batch_bytes() < kBatchBytesMax && s.ch->unsent_bytes() <= unsent_max; ++n) {
+  for (unsigned n = 0; !s.failed && s.pack.batch_bytes() < batch_bytes_max_ && s.ch->unsent_bytes() <= unsent_max; ++n) {
     // While a job of its server runs (a commit, a query), the session waits; the job's
     // completion wakes the loop, which services it again.
     if (s.server != nullptr && s.server->jobs > 0) break;

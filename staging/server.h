@@ -191,10 +191,18 @@ class Server {
   void PublishMetrics(bool force);
   std::string RenderMetrics();
   void RefreshFigures(ServerState& st);
+  // Sets each agent session's share of the batch and inbox budgets, and gives back the buffers of
+  // sessions idle for kIdleTrimNs.
+  void ShareMemory();
 
   Options opts_;
   SystemClock system_clock_;
   bool more_work_ = false;  // a session left frames for the next loop turn (its budget ran out)
+  // Each agent session's share of kBatchBytesBudget / kInboxBytesBudget, set every turn from the
+  // number of sessions with an open point; and when free memory was last given back to the system.
+  size_t batch_bytes_max_ = 0;  // set by ShareMemory at the start of every turn
+  size_t inbox_bytes_max_ = 0;
+  uint64_t trimmed_ns_ = 0;
   // Rate limit of the log lines about unauthenticated connections (PreAuthEvent).
   uint64_t preauth_window_ns_ = 0;
   unsigned preauth_logged_ = 0;

@@ -36,6 +36,17 @@ inline constexpr uint64_t kWorkerId = 1ull << 55;
 // socket pauses once a batch holds this much, which bounds staging memory per session.
 inline constexpr size_t kBatchBytesMax = 8u << 20;
 inline constexpr size_t kInboxBytesMax = 4u << 20;
+// With many agents sending at once, each session's batch and inbox get a share of these budgets
+// (never less than the minimums: a batch of 1 MiB, an inbox of one whole frame), so the staging's
+// memory stays bounded whatever the number of agents (P6: 256 MiB with 64 agents).
+inline constexpr size_t kBatchBytesBudget = 64u << 20;
+inline constexpr size_t kInboxBytesBudget = 64u << 20;
+inline constexpr size_t kBatchBytesMin = 1u << 20;
+inline constexpr size_t kInboxBytesMin = wire::kFrameHeaderSize + wire::kMaxFramePayload;
+static_assert(kBatchBytesMin <= kBatchBytesMax && kInboxBytesMin <= kInboxBytesMax);
+// A session that received no RECORD for this long gives back its buffers' memory (Channel and
+// PackAppender ReleaseBuffers, its cached index), so an idle agent costs little (P6: <= 4 MiB).
+inline constexpr uint64_t kIdleTrimNs = 2ull * 1000000000ull;
 // A connection that has not finished TLS and HELLO by then is dropped, so idle or hostile peers
 // cannot hold session slots.
 inline constexpr uint64_t kHelloDeadlineNs = 10ull * 1000000000ull;
@@ -80,6 +91,8 @@ struct Server::Session {
   bool failed = false;
   uint64_t failed_ns = 0;  // when it was refused
   uint64_t last_heard_ns = 0;  // last bytes from the agent (liveness: wire::kAgentSilentNs)
+  uint64_t last_record_ns = 0;  // last RECORD (kIdleTrimNs)
+  bool trimmed = false;         // its buffers were given back since that RECORD
   uint64_t key_id = 0;
   bool reader = false;  // a recovery tool (wire::Role::kReader): reads only, never holds the server's slot
   bool fleet_view = false;  // an operator (wire::Role::kOperator): every server's figures, nothing else

@@ -49,6 +49,18 @@ void Channel::ReserveSend(size_t bytes) {
   send_buf_.reserve(bytes);
 }
 
+void Channel::ReleaseBuffers() {
+  if (inbox_start_ == inbox_.size()) {
+    Bytes().swap(inbox_);
+    inbox_start_ = 0;
+  }
+  if (!send_inflight_ && send_done_ == send_buf_.size()) {
+    Bytes().swap(send_buf_);
+    send_done_ = 0;
+  }
+  if (tls_->outgoing().empty()) Bytes().swap(tls_->outgoing());
+}
+
 Status Channel::Pump() {
   if (closing_) return Status::Ok();
   BR_RETURN_IF_ERROR(DrainTls());

@@ -41,6 +41,12 @@ bool PackAppender::TakeBatch() {
   return true;
 }
 
+void PackAppender::ReleaseBuffers() {
+  if (inflight_ || !batch_.empty()) return;
+  Bytes().swap(batch_);
+  Bytes().swap(commit_);
+}
+
 bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
   BR_CHECK_MSG(!open() || fd() >= 0, "a ring commit needs a pack with a file descriptor (CommitBlocking otherwise)");
   if (!ring.HasRoom(2) || !TakeBatch()) return false;

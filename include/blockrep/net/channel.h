@@ -35,6 +35,12 @@ class Channel {
   // Plaintext received and not yet consumed.
   ByteSpan inbox() const { return ByteSpan(inbox_).subspan(inbox_start_); }
   void Consume(size_t n);
+  // The inbox holds at most this much (at least one whole frame); lowered when many sessions share
+  // the process's memory.
+  void set_inbox_max(size_t bytes) { inbox_max_ = bytes; }
+  // Gives back the memory of empty buffers (the inbox, the send buffers) that grew while the peer
+  // was busy; an idle connection keeps only its receive chunk.
+  void ReleaseBuffers();
 
   Status Send(ByteSpan plaintext) { return tls_->WritePlaintext(plaintext); }
   // Sizes both outgoing buffers (TLS output, the send in flight) for an owner that keeps

@@ -41,6 +41,9 @@ class PackAppender {
   // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
   bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_.empty() && !inflight_; }
   void Close() { file_.reset(); }
+  // Gives the batch and commit buffers' memory back when nothing is gathered or in flight (an
+  // idle session: they grew to the largest group commit and would stay that size).
+  void ReleaseBuffers();
   // Gathers a record and the bytes stored after it (its fingerprints) under sequence number
   // `seq` (increasing); returns the record's offset in the pack. Needs open().
   uint64_t Append(ByteSpan record, ByteSpan after, uint64_t seq);
