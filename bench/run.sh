@@ -3,7 +3,7 @@
 #   bench/peers.sh       P1 P2 P3 P4 P6  usr-4g vs. borg, restic, zstd|openssl, rsync
 #   bench/continuous.sh  P5              lag and bytes sent under fio 4 KiB random writes
 #   bench/chain.sh       P7              newest point of a 1000-point chain vs. a 1-point chain
-#   bench/fleet.sh       P8              16 agents at once vs. one alone
+#   bench/fleet.sh       P8 P6 staging   64 agents at once vs. one alone; staging memory
 #   bench/recovery.sh    P9 P10          time to a mounted point, remote restore, failback --delta
 # Each script prints its own table as it goes; at the end this prints the one table of every
 # figure and writes it, with the machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0:

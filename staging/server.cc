@@ -290,6 +290,7 @@ void Server::ShareMemory() {
     Session& s = *sp;
     if (s.reader || s.fleet_view || !s.hello_done || s.ch->closing()) continue;
     s.ch->set_inbox_max(inbox_bytes_max_);
+    s.pack.set_batch_reserve(batch_bytes_max_ + kBatchReserveExtraBytes);
     if (s.trimmed || now - s.last_record_ns < kIdleTrimNs || s.pack.inflight() || s.pack.batch_bytes() != 0 ||
         !s.ch->inbox().empty())
       continue;
@@ -299,10 +300,13 @@ void Server::ShareMemory() {
     s.trimmed = true;
     released = true;
   }
-  // Freed buffers go back to the system, not only to malloc's free lists: at most once a second.
-  if (released && now - trimmed_ns_ > 1000000000ull) {
+  // Freed buffers (trimmed or closed sessions) go back to the system, not only to malloc's free
+  // lists: at most once a second.
+  memory_freed_ = memory_freed_ || released;
+  if (memory_freed_ && now - trimmed_ns_ > 1000000000ull) {
     malloc_trim(0);
     trimmed_ns_ = now;
+    memory_freed_ = false;
   }
 }
 
@@ -339,6 +343,7 @@ Result<bool> Server::Turn(const volatile std::sig_atomic_t* stop, bool wait) {
       KeepInterruptedPoint(s);
       if (s.server != nullptr && s.server->active && !s.reader) s.server->active = false;
       it = sessions_.erase(it);
+      memory_freed_ = true;
     } else {
       ++it;
     }

@@ -203,6 +203,7 @@ class Server {
   size_t batch_bytes_max_ = 0;  // set by ShareMemory at the start of every turn
   size_t inbox_bytes_max_ = 0;
   uint64_t trimmed_ns_ = 0;
+  bool memory_freed_ = false;
   // Rate limit of the log lines about unauthenticated connections (PreAuthEvent).
   uint64_t preauth_window_ns_ = 0;
   unsigned preauth_logged_ = 0;

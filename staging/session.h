@@ -44,6 +44,9 @@ inline constexpr size_t kInboxBytesBudget = 64u << 20;
 inline constexpr size_t kBatchBytesMin = 1u << 20;
 inline constexpr size_t kInboxBytesMin = wire::kFrameHeaderSize + wire::kMaxFramePayload;
 static_assert(kBatchBytesMin <= kBatchBytesMax && kInboxBytesMin <= kInboxBytesMax);
+// The batch passes its limit by at most one record: an agent's (64 KiB and its fingerprints) fits
+// in this much more; a larger one grows the buffer past it.
+inline constexpr size_t kBatchReserveExtraBytes = 128u << 10;
 // A session that received no RECORD for this long gives back its buffers' memory (Channel and
 // PackAppender ReleaseBuffers, its cached index), so an idle agent costs little (P6: <= 4 MiB).
 inline constexpr uint64_t kIdleTrimNs = 2ull * 1000000000ull;

@@ -40,8 +40,15 @@ Status Channel::DrainTls() {
     if (!done) return Status::Ok();
   }
   size_t held = inbox_.size() - inbox_start_;
-  if (held < inbox_max_) BR_RETURN_IF_ERROR(tls_->ReadPlaintext(&inbox_, inbox_max_ - held));
-  return Status::Ok();
+  if (held >= inbox_max_) return Status::Ok();
+  // The inbox never needs more than inbox_max_ bytes: consumed bytes go first, and it grows to
+  // that size at once rather than doubling past it (many sessions share the process's memory).
+  if (inbox_start_ > 0) {
+    inbox_.erase(inbox_.begin(), inbox_.begin() + static_cast<ptrdiff_t>(inbox_start_));
+    inbox_start_ = 0;
+  }
+  if (inbox_.capacity() < inbox_max_) inbox_.reserve(inbox_max_);
+  return tls_->ReadPlaintext(&inbox_, inbox_max_ - held);
 }
 
 void Channel::ReserveSend(size_t bytes) {

@@ -21,6 +21,8 @@ Status PackAppender::Open(const ServerStore& store) {
 uint64_t PackAppender::Append(ByteSpan record, ByteSpan after, uint64_t seq) {
   BR_CHECK(open() && seq > batch_last_seq_ && seq > durable_seq_);
   uint64_t at = end_ + batch_.size();
+  const size_t need = batch_.size() + record.size() + after.size();
+  if (need > batch_.capacity()) batch_.reserve(need <= batch_reserve_ ? batch_reserve_ : std::max(need, 2 * batch_.capacity()));
   batch_.insert(batch_.end(), record.begin(), record.end());
   batch_.insert(batch_.end(), after.begin(), after.end());
   batch_last_seq_ = seq;

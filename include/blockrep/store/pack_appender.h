@@ -44,6 +44,9 @@ class PackAppender {
   // Gives the batch and commit buffers' memory back when nothing is gathered or in flight (an
   // idle session: they grew to the largest group commit and would stay that size).
   void ReleaseBuffers();
+  // The batch grows straight to this many bytes when it must grow (at least what it needs), not
+  // by doubling past its owner's limit: its owner keeps it under about this much.
+  void set_batch_reserve(size_t bytes) { batch_reserve_ = bytes; }
   // Gathers a record and the bytes stored after it (its fingerprints) under sequence number
   // `seq` (increasing); returns the record's offset in the pack. Needs open().
   uint64_t Append(ByteSpan record, ByteSpan after, uint64_t seq);
@@ -66,6 +69,7 @@ class PackAppender {
   uint64_t durable_end_ = 0;  // end of the last write + fsync that completed
   uint64_t durable_seq_ = 0;
   Bytes batch_;
+  size_t batch_reserve_ = 0;
   uint64_t batch_last_seq_ = 0;
   Bytes commit_;               // in flight
   uint64_t commit_offset_ = 0;  // file offset of commit_[0]
