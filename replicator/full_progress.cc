@@ -8,7 +8,6 @@
 #include "blockrep/base/bytes.h"
 #include "blockrep/base/check.h"
 #include "blockrep/base/checksum.h"
-#include "blockrep/base/fs.h"
 #include "blockrep/crypto/fingerprint.h"
 
 namespace blockrep::agent {
@@ -41,14 +40,6 @@ uint64_t FullProgress::total_bytes() const {
   uint64_t t = 0;
   for (uint64_t s : id_.volume_bytes) t += s;
   return t;
-}
-
-std::pair<size_t, uint64_t> FullProgress::Locate(uint64_t pos) const {
-  for (size_t v = 0; v < id_.volume_bytes.size(); ++v) {
-    if (pos < id_.volume_bytes[v]) return {v, pos};
-    pos -= id_.volume_bytes[v];
-  }
-  return {id_.volume_bytes.size(), 0};
 }
 
 Status FullProgress::Begin(const FullPointId& id, uint64_t limit) {

@@ -76,8 +76,6 @@ class FullProgress {
   uint64_t cursor() const { return cursor_; }
   uint64_t limit() const { return limit_; }
   const FullPointId& id() const { return id_; }
-  // Where global position `pos` lies: (volume, offset); the end of everything is (volumes, 0).
-  std::pair<size_t, uint64_t> Locate(uint64_t pos) const;
   uint64_t total_bytes() const;
 
  private:
