@@ -4,6 +4,7 @@
 #   bench/continuous.sh  P5              lag and bytes sent under fio 4 KiB random writes
 #   bench/chain.sh       P7              newest point of a 1000-point chain vs. a 1-point chain
 #   bench/fleet.sh       P8 P6 staging   64 agents at once vs. one alone; staging memory
+#   bench/sparse.sh      P6 agent        a 1 TiB sparse image: full sync and rescan, peak RSS
 #   bench/recovery.sh    P9 P10          time to a mounted point, remote restore, failback --delta
 # Each script prints its own table as it goes; at the end this prints the one table of every
 # figure and writes it, with the machine and the command, to docs/PERFORMANCE.md (BENCH_DOC=0:
@@ -18,7 +19,7 @@ rows=$(mktemp "${BENCH_DIR:-/tmp}/blockrep-rows.XXXXXX")
 log=$(mktemp "${BENCH_DIR:-/tmp}/blockrep-suite-log.XXXXXX")
 trap 'rm -f "$rows"' EXIT
 start=$SECONDS
-for script in peers continuous chain fleet recovery; do
+for script in peers continuous chain fleet sparse recovery; do
   echo "== bench/$script.sh ($(( (SECONDS - start) / 60 )) min in) ==" >&2
   BENCH_ROWS=$rows BENCH_DOC=0 "$root/bench/$script.sh" 2>&1 | tee -a "$log" ||
     { echo "bench/run.sh: bench/$script.sh failed (its output: $log)" >&2; exit 1; }

@@ -34,7 +34,6 @@ static_assert(kWindowBytesMax >= ReadPipeline::kReadsMax * kReadBytes, "the wind
 constexpr uint64_t kReadIdBase = 16;
 static_assert(kReadIdBase > StagingLink::kChannelId);
 // Fingerprints a rescan holds (8 bytes per 4 KiB: 32 GiB of volumes); larger sets read in full.
-constexpr uint64_t kRescanFingerprintBytesMax = 64u << 20;
 
 }  // namespace
 
@@ -61,7 +60,8 @@ Status Agent::Prepare() {
   BR_ASSIGN_OR_RETURN(auto fp, BlockFingerprinter::Create(keys_.current));
   seal_.fingerprinter = fp;
   BR_ASSIGN_OR_RETURN(seal_.keys, SealKeys::Create(keys_.current, opts_.server_id));
-  seal_.point = std::make_unique<PointSeal>(seal_.keys.get());
+  seal_.point = std::make_unique<PointSeal>(seal_.keys.get(), SpillDir());
+  base_.inbox().set_spill_dir(SpillDir());
   BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(64) : Ring::Create(64));
   link_ = std::make_unique<StagingLink>(ring_.get(), opts_.staging, kUnsentBytesMax + kReadBytes, opts_.connect);
   BR_RETURN_IF_ERROR(link_->Init(opts_.tls));
@@ -167,8 +167,8 @@ bool Agent::LoadFullCheckpoint(PointSeal* restored) {
   if (hello->pending_point_id != point_.id) {
     why = "this agent's next point is " + std::to_string(point_.id);
   } else if (full_->Load(FullId(hello->pending_point_id, hello->pending_time_ns), &why)) {
-    restored->StartEmpty(VolumeSizes());
-    Status st = full_->Restore(restored);
+    Status st = restored->StartEmpty(VolumeSizes());
+    if (st.ok()) st = full_->Restore(restored);
     if (st.ok()) return true;
     why = st.message();
   }
@@ -257,11 +257,10 @@ Status Agent::StartPoint(uint64_t last_point) {
   base_.Cancel();
   const auto& hello = link_->hello();
   point_.final_with_inflight = false;
-  PointSeal restored(seal_.keys.get());
+  PointSeal restored(seal_.keys.get(), SpillDir());
   const bool full_checkpoint = LoadFullCheckpoint(&restored);
   PointPlan plan = DecidePoint(CollectFacts(last_point, hello ? &*hello : nullptr, tracker_.tracker.get(), volumes_,
-                                            keys_.current.key_id, chain_.rescan_due(), kRescanFingerprintBytesMax,
-                                            full_checkpoint));
+                                            keys_.current.key_id, chain_.rescan_due(), full_checkpoint));
   link_->ForgetPendingPoint();  // only the first point of a session can resume
   point_.mode = plan.mode;
   if (plan.mode == PointMode::kResumeFull) {
@@ -303,8 +302,8 @@ Status Agent::StartPoint(uint64_t last_point) {
     }
     if (plan.mode == PointMode::kFull) {
       // A full point has no base: the holes of an image file are zeros it would neither ship nor
-      // seal, so only its data is read (Volume::DataExtents). A rescan reads everything: a hole
-      // may be where the base holds data, which must be sent as zeros.
+      // seal, so only its data is read (Volume::DataExtents). A rescan reads the data and compares
+      // the holes as zeros with the base, which may hold data there (ReadPipeline::SetRescan).
       std::vector<std::vector<Extent>> work;
       uint64_t data_bytes = 0, volume_bytes = 0;
       for (const auto& v : volumes_) {
@@ -319,7 +318,7 @@ Status Agent::StartPoint(uint64_t last_point) {
                        " MiB of data are");
       reads_->SetWork(std::move(work), ReadMode::kSweep);
     } else {
-      reads_->SetWholeVolumes(ReadMode::kRescan);
+      BR_RETURN_IF_ERROR(reads_->SetRescan());
     }
   } else {
     // Every block since the last acknowledged point is read again, and is undurable until its
@@ -351,7 +350,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   SetPhase(PointPhase::kReading);
   if (whole) {
-    seal_.point->StartEmpty(VolumeSizes());  // every non-zero block will be read
+    BR_RETURN_IF_ERROR(seal_.point->StartEmpty(VolumeSizes()));  // every non-zero block will be read
   } else if (!seal_.point->KnowsBase(last_point, VolumeSizes())) {
     BR_RETURN_IF_ERROR(base_.Start(last_point, VolumeSizes(), opts_.state_dir, opts_.server_id, Sender()));
     SetPhase(PointPhase::kLoadingBase);
@@ -369,7 +368,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   return Status::Ok();
 }
 
-void Agent::RescanUntrustedBase() {
+Status Agent::RescanUntrustedBase() {
   point_.mode = PointMode::kRescan;
   if (reads_->mode() == ReadMode::kReseal) {
     // A resumed point: the kept records may hold any block taken since the base, whatever the
@@ -382,10 +381,11 @@ void Agent::RescanUntrustedBase() {
     tracker_.tracker->ClearDirty();
     tracker_.tracker->MarkSynced(0);
   }
-  reads_->SetWholeVolumes(ReadMode::kRescan);
-  seal_.point->StartEmpty(VolumeSizes());
+  BR_RETURN_IF_ERROR(reads_->SetRescan());
+  BR_RETURN_IF_ERROR(seal_.point->StartEmpty(VolumeSizes()));
   summary_.mode_reason = "rescan against point " + std::to_string(point_.id - 1) + " (it does not match its seal)";
   SetState(AgentState::kRescan, summary_.mode_reason);
+  return Status::Ok();
 }
 
 Status Agent::IssueReads() {
@@ -398,7 +398,7 @@ Status Agent::IssueReads() {
         SetPhase(reads_->mode() == ReadMode::kReseal ? PointPhase::kResealing : PointPhase::kReading);
         break;
       case BaseLoad::Outcome::kUntrusted:
-        RescanUntrustedBase();
+        BR_RETURN_IF_ERROR(RescanUntrustedBase());
         SetPhase(PointPhase::kReading);
         break;
     }
@@ -663,7 +663,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     summary_.alarm = chain_.alarm();
     seal_.point->Committed(point_.id);
     if (Status dropped = full_->Drop(); !dropped.ok()) Log(kProg, "warning: " + dropped.message());
-    if (point_.mode == PointMode::kRescan) base_.inbox().ReleaseFingerprints();  // up to 64 MiB: give it back
+    if (point_.mode == PointMode::kRescan) base_.inbox().ReleaseFingerprints();
     if (tracker_.tracker) tracker_.tracker->MarkSynced(point_.id);
     BR_RETURN_IF_ERROR(chain_.Acked({point_.id, point_.time_ns, point_.sent_seal_mac}, opts_.state_dir, opts_.server_id));
     Log(kProg, "point " + std::to_string(point_.id) + (point_.label.empty() ? "" : " '" + point_.label + "'") +

@@ -170,7 +170,10 @@ class Agent {
   static constexpr uint64_t kQueuedWorkBytesMax = 1ull << 30;
   Status IssueReads();
   // The staging's copy of the base did not match its seal: the point becomes a rescan against it.
-  void RescanUntrustedBase();
+  [[nodiscard]] Status RescanUntrustedBase();
+  // Where fingerprint tables of large volumes live (fingerprint_table.h): the state directory,
+  // else /var/tmp.
+  std::string SpillDir() const { return opts_.state_dir.empty() ? "/var/tmp" : opts_.state_dir; }
   Status EndPoint(bool consistent);
   Status OnFrame(const wire::Frame& f);
   Status Step(bool wait, int timeout_ms = 1000);

@@ -7,15 +7,15 @@
 
 namespace blockrep::agent {
 
-void BaseInbox::ExpectFingerprints(const std::vector<uint64_t>& volume_bytes) {
-  volume_bytes_ = volume_bytes;
-  fps_.assign(volume_bytes.size(), {});
+Status BaseInbox::ExpectFingerprints(const std::vector<uint64_t>& volume_bytes) {
+  fps_.clear();  // before the new tables are made: never both on disk
   known_end_.assign(volume_bytes.size(), 0);
-  for (size_t v = 0; v < volume_bytes.size(); ++v)
-    fps_[v].assign((volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, store::kFingerprintUnknown);
+  volume_bytes_ = volume_bytes;
+  BR_ASSIGN_OR_RETURN(fps_, MakeTables(volume_bytes, spill_dir_));
+  return Status::Ok();
 }
 
-void BaseInbox::TakeFingerprints(std::vector<std::vector<uint64_t>> fps, const std::vector<uint64_t>& volume_bytes) {
+void BaseInbox::TakeFingerprints(std::vector<FingerprintTable> fps, const std::vector<uint64_t>& volume_bytes) {
   volume_bytes_ = volume_bytes;
   fps_ = std::move(fps);
   known_end_ = volume_bytes;
@@ -29,10 +29,10 @@ void BaseInbox::ExpectSeals(size_t volumes) {
 Status BaseInbox::OnFingerprints(const wire::Fingerprints& m) {
   if (m.volume >= fps_.size() || m.offset != known_end_[m.volume])
     return ProtocolError("staging sent fingerprints nobody asked for");
-  std::vector<uint64_t>& dst = fps_[m.volume];
+  FingerprintTable& dst = fps_[m.volume];
   uint64_t first = m.offset / kFingerprintBlockBytes;
   if (first + m.values.size() > dst.size()) return ProtocolError("staging sent too many fingerprints");
-  std::copy(m.values.begin(), m.values.end(), dst.begin() + static_cast<ptrdiff_t>(first));
+  dst.Write(first, m.values.data(), m.values.size());
   known_end_[m.volume] = std::min(volume_bytes_[m.volume], m.offset + m.values.size() * kFingerprintBlockBytes);
   return Status::Ok();
 }
@@ -50,10 +50,16 @@ bool BaseInbox::FingerprintsComplete() const {
   return true;
 }
 
+uint64_t BaseInbox::Fingerprint(size_t volume, uint64_t block) const {
+  if (volume >= fps_.size() || block >= fps_[volume].size() || block * kFingerprintBlockBytes >= known_end_[volume])
+    return store::kFingerprintUnknown;
+  return fps_[volume][block];
+}
+
 void BaseInbox::MarkUnknown(size_t volume, uint64_t offset, uint64_t length) {
-  std::vector<uint64_t>& f = fps_[volume];
+  FingerprintTable& f = fps_[volume];
   for (uint64_t b = offset / kFingerprintBlockBytes; b * kFingerprintBlockBytes < offset + length && b < f.size(); ++b)
-    f[b] = store::kFingerprintUnknown;
+    f.Set(b, store::kFingerprintUnknown);
 }
 
 void BaseInbox::ReleaseSeals() {
@@ -62,7 +68,7 @@ void BaseInbox::ReleaseSeals() {
 }
 
 void BaseInbox::ReleaseFingerprints() {
-  std::vector<std::vector<uint64_t>>().swap(fps_);
+  fps_.clear();
   known_end_.clear();
   volume_bytes_.clear();
 }

@@ -10,7 +10,7 @@ constexpr const char* kProg = "blockrep-agent";
 }  // namespace
 
 Status BaseLoad::RequestFingerprints(const std::vector<uint64_t>& volume_bytes, const SendFn& send) {
-  inbox_.ExpectFingerprints(volume_bytes);
+  BR_RETURN_IF_ERROR(inbox_.ExpectFingerprints(volume_bytes));
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
     // All requests at once: the replies come back in order, and the channel's inbox limit paces them.
     for (uint64_t off = 0; off < volume_bytes[v]; off += wire::kMaxFingerprintSpan) {
@@ -34,7 +34,7 @@ Status BaseLoad::Start(uint64_t base, const std::vector<uint64_t>& volume_bytes,
     BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
   if (!state_dir.empty()) {
     std::string why;
-    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why);
+    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why, inbox_.spill_dir());
     if (cached) {
       // Checked against the base's seal in Finish, like the staging's copy would be.
       inbox_.TakeFingerprints(std::move(*cached), volume_bytes);

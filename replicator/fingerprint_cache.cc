@@ -24,7 +24,7 @@ uint64_t BlockCount(uint64_t volume_bytes) { return (volume_bytes + kFingerprint
 }  // namespace
 
 Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps,
+                            const std::vector<uint64_t>& volume_bytes, const std::vector<FingerprintTable>& fps,
                             Env* env) {
   if (fps.size() != volume_bytes.size()) return Internal("fingerprint cache: volume count differs");
   for (size_t v = 0; v < fps.size(); ++v)
@@ -34,9 +34,14 @@ Status SaveFingerprintCache(const std::string& state_dir, const std::string& ser
   BR_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->Open(tmp, OpenMode::kCreateTruncate));
   Checksum64Stream sum;
   Bytes chunk;
+  uint64_t file_offset = 0;
+  // A chunk of zeros (unwritten blocks: most of a sparse volume) is left a hole in the file.
   auto flush = [&]() -> Status {
     sum.Update(chunk);
-    Status st = file->Append(chunk).Annotate(tmp);
+    Status st;
+    if (!std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; }))
+      st = file->WriteAt(file_offset, chunk).Annotate(tmp);
+    file_offset += chunk.size();
     chunk.clear();
     return st;
   };
@@ -46,24 +51,27 @@ Status SaveFingerprintCache(const std::string& state_dir, const std::string& ser
   w.String(server_id);
   w.U32(static_cast<uint32_t>(volume_bytes.size()));
   for (uint64_t size : volume_bytes) w.U64(size);
-  for (const std::vector<uint64_t>& volume : fps)
-    for (uint64_t fp : volume) {
-      w.U64(fp);
+  std::vector<uint64_t> run(kChunkBytes / 8);
+  for (const FingerprintTable& volume : fps)
+    for (uint64_t b = 0; b < volume.size(); b += run.size()) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(run.size(), volume.size() - b));
+      volume.Read(b, run.data(), n);
+      for (size_t i = 0; i < n; ++i) w.U64(run[i]);
       if (chunk.size() >= kChunkBytes) BR_RETURN_IF_ERROR(flush());
     }
   BR_RETURN_IF_ERROR(flush());
   w.U64(sum.Digest());
-  BR_RETURN_IF_ERROR(file->Append(chunk).Annotate(tmp));
+  BR_RETURN_IF_ERROR(file->WriteAt(file_offset, chunk).Annotate(tmp));
   BR_RETURN_IF_ERROR(file->Sync());
   file.reset();
   BR_RETURN_IF_ERROR(env->Rename(tmp, path));
   return env->SyncDir(state_dir);
 }
 
-std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
-                                                                       const std::string& server_id, uint64_t point_id,
-                                                                       const std::vector<uint64_t>& volume_bytes,
-                                                                       std::string* why, Env* env) {
+std::optional<std::vector<FingerprintTable>> LoadFingerprintCache(const std::string& state_dir,
+                                                                 const std::string& server_id, uint64_t point_id,
+                                                                 const std::vector<uint64_t>& volume_bytes, std::string* why,
+                                                                 const std::string& spill_dir, Env* env) {
   why->clear();
   std::string path = CachePath(state_dir);
   auto opened = env->Open(path, OpenMode::kRead);
@@ -132,12 +140,16 @@ std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std
       return std::nullopt;
     }
   }
-  std::vector<std::vector<uint64_t>> fps(volume_bytes.size());
+  Result<std::vector<FingerprintTable>> tables = MakeTables(volume_bytes, spill_dir);
+  if (!tables.ok()) {
+    *why = tables.status().message();
+    return std::nullopt;
+  }
+  std::vector<FingerprintTable> fps = std::move(tables).value();
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
-    fps[v].resize(BlockCount(volume_bytes[v]));
-    for (uint64_t& fp : fps[v]) {
+    for (uint64_t b = 0; b < fps[v].size(); ++b) {
       if (!need(8)) return truncated();
-      fp = u64();
+      if (uint64_t fp = u64(); fp != 0) fps[v].Set(b, fp);  // zeros: the table's pages stay untouched
     }
   }
   if (!need(8)) return truncated();

@@ -11,7 +11,7 @@
 // Format (little-endian): "BRFPC001", u64 point id, u16 server-id length + bytes, u32 volume
 // count, per volume u64 size in bytes, then per volume ceil(size / 4 KiB) u64 fingerprints, then
 // u64 XXH3-64 of everything before it. Written and read in 64 KiB chunks: the cache costs no
-// memory beyond the fingerprints the agent holds anyway.
+// memory beyond the fingerprint tables the agent holds anyway.
 #pragma once
 
 #include <cstdint>
@@ -21,19 +21,22 @@
 
 #include "blockrep/base/env.h"
 #include "blockrep/base/status.h"
+#include "fingerprint_table.h"
 
 namespace blockrep::agent {
 
 // Writes the cache atomically (temporary file, rename).
 Status SaveFingerprintCache(const std::string& state_dir, const std::string& server_id, uint64_t point_id,
-                            const std::vector<uint64_t>& volume_bytes, const std::vector<std::vector<uint64_t>>& fps,
+                            const std::vector<uint64_t>& volume_bytes, const std::vector<FingerprintTable>& fps,
                             Env* env = Env::Default());
 
 // The cached fingerprints if the file exists, is whole, and is of `point_id` of this server with
 // these volume sizes; nullopt otherwise, with `why` saying why not (empty when there is no file).
-std::optional<std::vector<std::vector<uint64_t>>> LoadFingerprintCache(const std::string& state_dir,
-                                                                       const std::string& server_id, uint64_t point_id,
-                                                                       const std::vector<uint64_t>& volume_bytes,
-                                                                       std::string* why, Env* env = Env::Default());
+// Large volumes' tables live in `spill_dir` (fingerprint_table.h).
+std::optional<std::vector<FingerprintTable>> LoadFingerprintCache(const std::string& state_dir,
+                                                                 const std::string& server_id, uint64_t point_id,
+                                                                 const std::vector<uint64_t>& volume_bytes, std::string* why,
+                                                                 const std::string& spill_dir = {},
+                                                                 Env* env = Env::Default());
 
 }  // namespace blockrep::agent

@@ -161,6 +161,7 @@ Status FullProgress::Save(uint64_t cursor, uint64_t limit, const PointSeal& seal
   const auto& fps = seal.fingerprints();
   BR_CHECK(fps.size() == id_.volume_bytes.size());
   Bytes out;
+  std::vector<uint64_t> run;
   uint64_t base = 0, new_cursor = cursor_;
   for (size_t v = 0; v < id_.volume_bytes.size(); ++v) {
     const uint64_t size = id_.volume_bytes[v];
@@ -169,7 +170,7 @@ Status FullProgress::Save(uint64_t cursor, uint64_t limit, const PointSeal& seal
       uint64_t from_block = (std::max(cursor_, base) - base) / kFingerprintBlockBytes;
       uint64_t to_block = cursor >= end ? BlockCount(size) : (cursor - base) / kFingerprintBlockBytes;
       new_cursor = cursor >= end ? end : base + to_block * kFingerprintBlockBytes;
-      const std::vector<uint64_t>& mine = fps[v];
+      const FingerprintTable& mine = fps[v];
       BR_CHECK(mine.size() == BlockCount(size));
       uint64_t b = from_block;
       while (b < to_block) {
@@ -182,7 +183,9 @@ Status FullProgress::Save(uint64_t cursor, uint64_t limit, const PointSeal& seal
           ++run_end;
         }
         uint32_t n = static_cast<uint32_t>(last_nonzero + 1 - b);
-        BR_RETURN_IF_ERROR(AppendRun(v, b, &mine[b], n, &out));
+        run.resize(n);
+        mine.Read(b, run.data(), n);
+        BR_RETURN_IF_ERROR(AppendRun(v, b, run.data(), n, &out));
         b += n;
       }
     }

@@ -53,6 +53,8 @@ static void PrintSummary(const agent::SyncSummary& s) {
   std::printf("  tracker     %s\n", s.tracker.c_str());
   std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
               s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
+  if (s.bytes_holes != 0)
+    std::printf("  holes       %10.1f MiB  (of image files: not read, compared with the base as zeros)\n", s.bytes_holes / mib);
   if (s.bytes_reread_to_seal != 0)
     std::printf("  re-read     %10.1f MiB  (blocks of the kept records, to seal the resumed point; not sent)\n",
                 s.bytes_reread_to_seal / mib);
@@ -74,7 +76,7 @@ static void PrintSummaryJson(const agent::SyncSummary& s) {
                   ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +
                   u(s.base_point) + ", \"reason\": " + JsonString(s.mode_reason) + ", \"tracker\": " +
                   JsonString(s.tracker) + ", \"bytes_read\": " + u(s.bytes_read) + ", \"bytes_zero\": " +
-                  u(s.bytes_zero) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
+                   u(s.bytes_zero) + ", \"bytes_holes\": " + u(s.bytes_holes) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
                   ", \"bytes_shipped\": " + u(s.bytes_shipped_plain) + ", \"records\": " + u(s.records) +
                   ", \"records_raw\": " + u(s.records_raw) + ", \"bytes_stored\": " + u(s.bytes_stored) +
                   ", \"bytes_wire\": " + u(s.bytes_wire);

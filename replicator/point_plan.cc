@@ -87,20 +87,18 @@ PointPlan DecidePoint(const PlanFacts& f) {
   // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint
   // differs from its last point (an incremental point on it). Not after a key rotation: the
   // staging's fingerprints are keyed with the old key, so every block would differ anyway.
+  // (The fingerprints of large volumes live in a file, fingerprint_table.h: no volume is too
+  // large to rescan.)
   if (f.last_point != 0 && !f.key_rotated) {
-    if (f.rescan_fingerprint_bytes <= f.rescan_fingerprint_bytes_max) {
-      p.mode = PointMode::kRescan;
-      p.reason = "rescan against point " + std::to_string(f.last_point) + " (" + p.reason + ")";
-    } else {
-      p.reason += "; volumes too large to rescan in memory";
-    }
+    p.mode = PointMode::kRescan;
+    p.reason = "rescan against point " + std::to_string(f.last_point) + " (" + p.reason + ")";
   }
   return p;
 }
 
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       uint64_t rescan_fingerprint_bytes_max, bool full_checkpoint) {
+                       bool full_checkpoint) {
   PlanFacts f;
   f.full_checkpoint = full_checkpoint;
   f.last_point = last_point;
@@ -125,8 +123,6 @@ PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const Eb
       }
     }
   }
-  for (const auto& v : volumes) f.rescan_fingerprint_bytes += (v->size_bytes / kFingerprintBlockBytes + 1) * 8;
-  f.rescan_fingerprint_bytes_max = rescan_fingerprint_bytes_max;
   return f;
 }
 

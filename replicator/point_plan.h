@@ -42,8 +42,6 @@ struct PlanFacts {
   // and the tracker began that point (its stamp), so it saw every write since.
   bool full_checkpoint = false;
   bool tracker_sent_pending = false;
-  uint64_t rescan_fingerprint_bytes = 0; // what a rescan would hold in memory
-  uint64_t rescan_fingerprint_bytes_max = 0;
 };
 
 struct PointPlan {
@@ -57,7 +55,7 @@ PointPlan DecidePoint(const PlanFacts& f);
 // (null: scanning), the volumes, our key's id, whether the chain memory wants a rescan.
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       uint64_t rescan_fingerprint_bytes_max, bool full_checkpoint = false);
+                       bool full_checkpoint = false);
 
 // The life of one recovery point, in order; every change is logged (Agent::SetPhase).
 enum class PointPhase {

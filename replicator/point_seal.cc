@@ -1,27 +1,32 @@
 #include "point_seal.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "blockrep/crypto/fingerprint.h"
 
 namespace blockrep::agent {
 
-void PointSeal::StartEmpty(const std::vector<uint64_t>& volume_bytes) {
+Status PointSeal::StartEmpty(const std::vector<uint64_t>& volume_bytes) {
+  known_ = false;
+  fps_.clear();  // before the new tables are made: never both on disk
+  BR_ASSIGN_OR_RETURN(fps_, MakeTables(volume_bytes, spill_dir_));
   volume_bytes_ = volume_bytes;
-  fps_.assign(volume_bytes.size(), {});
   digests_.clear();
   region_points_.assign(volume_bytes.size(), {});
   sent_.assign(volume_bytes.size(), {});
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
-    fps_[v].assign((volume_bytes[v] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes, 0);
     digests_.push_back(std::make_unique<RegionDigests>(keys_, volume_bytes[v]));
     region_points_[v].assign(SealRegionCount(volume_bytes[v]), 0);
     sent_[v].assign(SealRegionCount(volume_bytes[v]), false);
   }
   base_point_ = 0;
   known_ = true;
+  return Status::Ok();
 }
 
 std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
-                                 std::vector<std::vector<uint64_t>>* fps,
+                                 std::vector<FingerprintTable>* fps,
                                  const std::vector<std::optional<VolumeSeal>>& seals) {
   known_ = false;
   if (seals.size() != volume_bytes.size() || fps->size() != volume_bytes.size()) return "volume count differs";
@@ -35,8 +40,14 @@ std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t
     if (s.volume_bytes != volume_bytes[v])
       return vol + ": it was " + std::to_string(s.volume_bytes) + " bytes, now " + std::to_string(volume_bytes[v]);
     auto d = std::make_unique<RegionDigests>(keys_, volume_bytes[v]);
-    const std::vector<uint64_t>& theirs = (*fps)[v];
-    for (size_t b = 0; b < theirs.size(); ++b) d->Note(b, theirs[b]);
+    const FingerprintTable& theirs = (*fps)[v];
+    uint64_t chunk[512];
+    for (uint64_t b = 0; b < theirs.size(); b += std::size(chunk)) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(std::size(chunk), theirs.size() - b));
+      theirs.Read(b, chunk, n);
+      for (size_t i = 0; i < n; ++i)
+        if (chunk[i] != 0) d->Note(b + i, chunk[i]);
+    }
     d->Flush();
     std::vector<uint32_t> bad = MismatchedRegions(s, d->regions());
     if (!bad.empty())
@@ -81,15 +92,15 @@ void PointSeal::Sent(size_t volume, uint64_t offset, uint64_t length) {
 
 void PointSeal::Note(size_t volume, uint64_t offset, const uint64_t* fps, size_t n) {
   if (!known_) return;
-  std::vector<uint64_t>& mine = fps_[volume];
+  FingerprintTable& mine = fps_[volume];
   RegionDigests& d = *digests_[volume];
   uint64_t first = offset / kFingerprintBlockBytes;
   for (size_t i = 0; i < n; ++i) {
-    uint64_t& old = mine[first + i];
+    uint64_t old = mine[first + i];
     if (old == fps[i]) continue;
     d.Note(first + i, old, /*remove=*/true);
     d.Note(first + i, fps[i]);
-    old = fps[i];
+    mine.Set(first + i, fps[i]);
   }
 }
 

@@ -81,6 +81,8 @@ void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window) {
 void ReadPipeline::SetWork(std::vector<std::vector<Extent>> work, ReadMode mode) {
   BR_CHECK(work.size() == deps_.volumes->size());
   work_ = std::move(work);
+  holes_.assign(work_.size(), {});
+  hole_at_.assign(work_.size(), 0);
   queued_.clear();
   mode_ = mode;
   cur_volume_ = cur_run_ = 0;
@@ -110,6 +112,21 @@ void ReadPipeline::SetWholeVolumes(ReadMode mode) {
   std::vector<std::vector<Extent>> work;
   for (const auto& v : *deps_.volumes) work.push_back({Extent{0, v->size_bytes}});
   SetWork(std::move(work), mode);
+}
+
+Status ReadPipeline::SetRescan() {
+  SetWholeVolumes(ReadMode::kRescan);
+  for (size_t v = 0; v < deps_.volumes->size(); ++v) {
+    const Volume& vol = *(*deps_.volumes)[v];
+    BR_ASSIGN_OR_RETURN(std::vector<Extent> data, vol.DataExtents());
+    uint64_t at = 0;
+    for (const Extent& e : data) {
+      if (e.offset > at) holes_[v].push_back(Extent{at, e.offset - at});
+      at = e.offset + e.length;
+    }
+    if (at < vol.size_bytes) holes_[v].push_back(Extent{at, vol.size_bytes - at});
+  }
+  return Status::Ok();
 }
 
 std::vector<std::vector<Extent>> ReadPipeline::TakeWork() {
@@ -144,29 +161,52 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
       cur_offset_ = 0;
       continue;
     }
-    if (tracking_ && Position(cur_volume_, run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes)) > issue_limit_)
+    // The next read: kReadBytes of the run, or in a rescan the hole the cursor is in (up to
+    // kHoleStepBytes), or the data up to the next hole.
+    const uint64_t pos = run.offset + cur_offset_, run_end = run.offset + run.length;
+    uint64_t len = std::min<uint64_t>(kReadBytes, run_end - pos);
+    bool hole = false;
+    if (cur_volume_ < holes_.size()) {
+      const std::vector<Extent>& hs = holes_[cur_volume_];
+      size_t& h = hole_at_[cur_volume_];
+      while (h < hs.size() && hs[h].offset + hs[h].length <= pos) ++h;
+      if (h < hs.size() && hs[h].offset <= pos) {
+        hole = true;
+        len = std::min<uint64_t>({kHoleStepBytes, hs[h].offset + hs[h].length - pos, run_end - pos});
+      } else if (h < hs.size()) {
+        len = std::min<uint64_t>(len, hs[h].offset - pos);
+      }
+    }
+    if (tracking_ && Position(cur_volume_, pos + len) > issue_limit_)
       break;  // the lease ends here: the agent extends it (FullProgress::Save) before reading on
-    if (mode_ == ReadMode::kRescan &&
-        run.offset + std::min<uint64_t>(run.length, cur_offset_ + kReadBytes) > deps_.base->known_end(cur_volume_))
-      break;
+    if (mode_ == ReadMode::kRescan && pos + len > deps_.base->known_end(cur_volume_)) break;
     size_t slot = 0;
     while (slot < reads_.size() && reads_[slot]->busy) ++slot;
     BR_CHECK_MSG(slot < reads_.size(), "no free read slot with " + std::to_string(inflight_) + " reads in flight");
     Read& r = *reads_[slot];
     r.busy = true;
     r.volume = cur_volume_;
-    r.offset = run.offset + cur_offset_;
-    r.want = static_cast<size_t>(std::min<uint64_t>(kReadBytes, run.length - cur_offset_));
+    r.offset = pos;
+    r.want = static_cast<size_t>(len);
     r.got = 0;
     r.ticket = 0;
+    r.hole = hole;
     if (tracking_) {
       r.ticket = first_ticket_ + tracked_.size();
       tracked_.push_back(Tracked{Position(r.volume, r.offset), 0, false});
     }
-    // O_DIRECT: whole blocks; the end of the volume shortens the read.
-    SubmitRead(slot, (r.want + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
     cur_offset_ += r.want;
     bytes_left_ -= std::min<uint64_t>(bytes_left_, r.want);
+    if (hole) {
+      // Nothing to read: a no-op completes it in issue order with the reads.
+      io_uring_sqe* sqe = deps_.ring->Sqe();
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, UserData(id_base_ + slot, kOpRead));
+      ++inflight_;
+      continue;
+    }
+    // O_DIRECT: whole blocks; the end of the volume shortens the read.
+    SubmitRead(slot, (r.want + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
     // Reserve the read's size now (settled at what it really produces in Process), so a bucket
     // in credit lets one read through, not a burst of all the slots.
     deps_.bucket->Reserve(r.want);
@@ -181,6 +221,12 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
   BR_CHECK(r.busy);
   --inflight_;
   const Volume& v = *(*deps_.volumes)[r.volume];
+  if (r.hole) {
+    if (res < 0) return ErrnoStatus("io_uring no-op for a hole of volume " + v.path, -res);
+    frames_.clear();
+    BR_RETURN_IF_ERROR(ProcessHole(r));
+    return ByteSpan(frames_);
+  }
   if (res < 0) return ErrnoStatus("read volume " + v.path, -res);
   if (res == 0 && r.got < r.want)
     return DataLoss("volume " + v.path + " ended early at byte " + std::to_string(r.offset + r.got) +
@@ -246,6 +292,41 @@ Status ReadPipeline::SealAndFrameQueued() {
   return Status::Ok();
 }
 
+Status ReadPipeline::ProcessHole(Read& r) {
+  BR_CHECK(mode_ == ReadMode::kRescan);
+  ReadCounters& c = *deps_.counters;
+  c.bytes_holes += r.want;
+  // Zeros: their fingerprints are 0, as the seal (StartEmpty) already has them. Where the
+  // staging's are not, zero records, at most kRecordBytes each.
+  if (zeros_.empty()) {
+    zeros_.assign(kRecordBytes, 0);
+    zero_fps_.assign(kRecordBytes / kFingerprintBlockBytes, 0);
+  }
+  const uint64_t end = r.offset + r.want;
+  uint64_t run_start = UINT64_MAX;
+  auto queue = [&](uint64_t from, uint64_t to) {
+    QueueRecord(r.volume, from, ByteSpan(zeros_.data(), to - from), zero_fps_.data());
+  };
+  for (uint64_t at = r.offset; at < end; at += kFingerprintBlockBytes) {
+    const bool same = deps_.base->Fingerprint(r.volume, at / kFingerprintBlockBytes) == 0;
+    if (!same && run_start == UINT64_MAX) run_start = at;
+    if (run_start != UINT64_MAX && (same || at - run_start == kRecordBytes)) {
+      queue(run_start, at);
+      run_start = same ? UINT64_MAX : at;
+    }
+  }
+  if (run_start != UINT64_MAX) queue(run_start, end);
+  BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  if (tracking_ && r.ticket >= first_ticket_) {
+    Tracked& t = tracked_[r.ticket - first_ticket_];
+    t.last_seq = window_->last_sent();
+    t.done = true;
+  }
+  r.busy = false;
+  deps_.bucket->Settle(0, frames_.size());
+  return Status::Ok();
+}
+
 Status ReadPipeline::Process(Read& r) {
   ReadCounters& c = *deps_.counters;
   // Each block's fingerprint, once: the seal needs every block read, records carry theirs.
@@ -271,13 +352,12 @@ Status ReadPipeline::Process(Read& r) {
     if (zero) c.bytes_zero += len;
     if (mode_ == ReadMode::kRescan) {
       // Ship only the runs of blocks whose fingerprint differs from the staging's last point.
-      const std::vector<uint64_t>& theirs = deps_.base->of(r.volume);
       size_t run_start = SIZE_MAX;
       for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
         size_t at = b * kFingerprintBlockBytes;
         uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
         uint64_t ours = read_fps_[(pos + at) / kFingerprintBlockBytes];
-        bool same = block_index < theirs.size() && theirs[block_index] == ours;
+        bool same = deps_.base->Fingerprint(r.volume, block_index) == ours;
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
           QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),

@@ -38,6 +38,7 @@ struct ReadCounters {
   uint64_t bytes_read = 0;
   uint64_t bytes_reread_to_seal = 0;  // kReseal: kept records' blocks read, not sent
   uint64_t bytes_zero = 0;            // all-zero extents read
+  uint64_t bytes_holes = 0;           // kRescan: holes of image files, compared without reading
   uint64_t bytes_shipped_plain = 0;
   uint64_t bytes_stored = 0;  // sealed record bytes
   uint64_t bytes_wire = 0;    // frame bytes before TLS
@@ -50,6 +51,7 @@ class ReadPipeline {
   static constexpr size_t kReadBytes = 1u << 20;     // one io_uring read
   static constexpr size_t kRecordBytes = 64u << 10;  // one record's plaintext extent
   static constexpr unsigned kReadsMax = 8;           // reads in flight (8 MiB of buffers)
+  static constexpr uint64_t kHoleStepBytes = 64u << 20;  // of a hole, compared in one step
   static_assert(kReadBytes % kRecordBytes == 0 && kRecordBytes % kFingerprintBlockBytes == 0);
   static_assert(kReadBytes % kTrackBlockBytes == 0, "O_DIRECT reads stay block-aligned");
 
@@ -84,6 +86,9 @@ class ReadPipeline {
   size_t queued_batches() const { return queued_.size(); }
   // Every block of every volume.
   void SetWholeVolumes(ReadMode mode);
+  // kRescan of every volume: the holes of image files (SEEK_HOLE) are not read but compared as
+  // zeros with the staging's fingerprints, and sent as zero records where those are not zero.
+  [[nodiscard]] Status SetRescan();
   // Hands the work over (a resumed point keeps its own work aside while it re-reads).
   std::vector<std::vector<Extent>> TakeWork();
   const std::vector<std::vector<Extent>>& work() const { return work_; }
@@ -133,10 +138,12 @@ class ReadPipeline {
     size_t want = 0;  // bytes of the volume this read covers
     size_t got = 0;
     uint64_t ticket = 0;  // TrackSweep: its place in issue order (0: untracked)
+    bool hole = false;    // kRescan: a hole, not read (a no-op completes it)
   };
   uint64_t Position(size_t volume, uint64_t offset) const { return volume_base_[volume] + offset; }
   void SubmitRead(size_t slot, size_t len);
   Status Process(Read& r);
+  Status ProcessHole(Read& r);
   void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
   // Seals the queued records on two threads, then frames them in order into `frames_`.
   Status SealAndFrameQueued();
@@ -149,6 +156,10 @@ class ReadPipeline {
   ReadMode mode_ = ReadMode::kSweep;
   std::vector<std::vector<Extent>> work_;
   std::deque<std::vector<std::vector<Extent>>> queued_;  // AppendWork's batches, oldest first
+  std::vector<std::vector<Extent>> holes_;  // SetRescan: per volume, in order
+  std::vector<size_t> hole_at_;             // per volume: the first hole not behind the cursor
+  std::vector<uint8_t> zeros_;              // kRecordBytes of zeros, for holes' zero records
+  std::vector<uint64_t> zero_fps_;          // their fingerprints
   size_t cur_volume_ = 0, cur_run_ = 0;
   uint64_t cur_offset_ = 0;  // within the current run
   uint64_t bytes_left_ = 0;

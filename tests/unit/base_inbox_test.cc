@@ -19,9 +19,9 @@ wire::Fingerprints Fps(uint16_t volume, uint64_t offset, size_t n, uint64_t valu
 // Fingerprints arrive in order per volume; the last block of a volume may be short.
 TEST(BaseInbox, FingerprintsArriveInOrder) {
   BaseInbox in;
-  in.ExpectFingerprints({3 * 4096 + 100, 4096});
+  ASSERT_TRUE(in.ExpectFingerprints({3 * 4096 + 100, 4096}).ok());
   EXPECT_FALSE(in.FingerprintsComplete());
-  EXPECT_EQ(in.of(0)[0], store::kFingerprintUnknown);
+  EXPECT_EQ(in.Fingerprint(0, 0), store::kFingerprintUnknown);
   ASSERT_TRUE(in.OnFingerprints(Fps(0, 0, 2, 11)).ok());
   EXPECT_EQ(in.known_end(0), 8192u);
   EXPECT_EQ(in.OnFingerprints(Fps(0, 0, 1, 11)).code(), Code::kProtocol) << "a repeat";
@@ -32,8 +32,8 @@ TEST(BaseInbox, FingerprintsArriveInOrder) {
   ASSERT_TRUE(in.OnFingerprints(Fps(1, 0, 1, 13)).ok());
   EXPECT_TRUE(in.FingerprintsComplete());
   in.MarkUnknown(0, 4096, 4096);
-  EXPECT_EQ(in.of(0)[1], store::kFingerprintUnknown);
-  EXPECT_EQ(in.of(0)[2], 12u);
+  EXPECT_EQ(in.Fingerprint(0, 1), store::kFingerprintUnknown);
+  EXPECT_EQ(in.Fingerprint(0, 2), 12u);
   in.ReleaseFingerprints();
   EXPECT_EQ(in.OnFingerprints(Fps(0, 0, 1, 1)).code(), Code::kProtocol) << "released: nothing is asked for";
 }

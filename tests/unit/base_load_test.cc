@@ -5,6 +5,7 @@
 #include <random>
 
 #include "base_load.h"
+#include "fingerprint_tables.h"
 #include "fingerprint_cache.h"
 #include "temp_dir.h"
 #include "test_data.h"
@@ -22,7 +23,7 @@ class BaseLoadTest : public ::testing::Test {
       fps_.push_back(fingerprinter_.Block(off, ByteSpan(image.data() + off, 4096)));
     // Point 1 as the process that sent it sealed it.
     PointSeal sender(keys_.get());
-    sender.StartEmpty({kVolume});
+    ASSERT_TRUE(sender.StartEmpty({kVolume}).ok());
     sender.Note(0, 0, fps_.data(), fps_.size());
     sender.Sent(0, 0, kVolume);
     seals_ = sender.Seals(1, 100, 1);
@@ -89,7 +90,7 @@ TEST_F(BaseLoadTest, StagingCopyNotMatchingIsUntrusted) {
   EXPECT_EQ(*outcome, BaseLoad::Outcome::kUntrusted);
   EXPECT_FALSE(seal.KnowsBase(1, {kVolume}));
   EXPECT_FALSE(link.KnowsMac());
-  EXPECT_EQ(load.inbox().of(0)[200], forged[200]) << "the staging's fingerprints stay for the rescan";
+  EXPECT_EQ(load.inbox().Fingerprint(0, 200), forged[200]) << "the staging's fingerprints stay for the rescan";
 }
 
 // A cache in the state directory is used instead of fetching; a stale one is replaced by a fetch.
@@ -97,7 +98,7 @@ TEST_F(BaseLoadTest, StaleCacheIsReplacedByTheStagingsCopy) {
   TempDir dir("baseload");
   std::vector<uint64_t> stale = fps_;
   stale[0] ^= 2;
-  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, {stale}).ok());
+  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({stale})).ok());
   BaseLoad load;
   ASSERT_TRUE(load.Start(1, {kVolume}, dir.path(), "web1", Capture()).ok());
   EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u) << "the cache was used";

@@ -6,6 +6,7 @@
 #include "blockrep/base/checksum.h"
 #include "blockrep/base/fs.h"
 #include "fingerprint_cache.h"
+#include "fingerprint_tables.h"
 
 namespace blockrep::agent {
 namespace {
@@ -28,23 +29,26 @@ class FingerprintCacheTest : public ::testing::Test {
 
 // What is saved for a point loads back for that point, server and volume sizes.
 TEST_F(FingerprintCacheTest, RoundTrip) {
-  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, fps_).ok());
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, TablesOf(fps_)).ok());
   std::string why;
   auto got = LoadFingerprintCache(dir_, "web1", 5, sizes_, &why);
   ASSERT_TRUE(got.has_value()) << why;
-  EXPECT_EQ(*got, fps_);
+  EXPECT_EQ(VectorsOf(*got), fps_);
 }
 
-// Fingerprints of several chunks' worth (written and read 64 KiB at a time) round-trip too.
+// Fingerprints of several chunks' worth (written and read 64 KiB at a time) round-trip too, into
+// tables spilled to a file (a volume over 1 GiB).
 TEST_F(FingerprintCacheTest, LargeVolumesRoundTrip) {
-  std::vector<uint64_t> sizes = {uint64_t{300} << 20, 4096};  // 76800 + 1 fingerprints
-  std::vector<std::vector<uint64_t>> fps = {std::vector<uint64_t>(76800), {42}};
+  std::vector<uint64_t> sizes = {uint64_t{1200} << 20, 4096};  // 307200 + 1 fingerprints
+  std::vector<std::vector<uint64_t>> fps = {std::vector<uint64_t>(307200), {42}};
   for (size_t b = 0; b < fps[0].size(); ++b) fps[0][b] = b * 0x9e3779b97f4a7c15ull;
-  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 9, sizes, fps).ok());
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 9, sizes, TablesOf(fps)).ok());
   std::string why;
-  auto got = LoadFingerprintCache(dir_, "web1", 9, sizes, &why);
+  auto got = LoadFingerprintCache(dir_, "web1", 9, sizes, &why, dir_);
   ASSERT_TRUE(got.has_value()) << why;
-  EXPECT_EQ(*got, fps);
+  EXPECT_TRUE((*got)[0].spilled());
+  EXPECT_FALSE((*got)[1].spilled());
+  EXPECT_EQ(VectorsOf(*got), fps);
 }
 
 // A checksum fed in pieces equals the checksum of the whole.
@@ -69,7 +73,7 @@ TEST_F(FingerprintCacheTest, MissingFileIsSilent) {
 
 // Another point, another server or other volume sizes: not used, and the reason names it.
 TEST_F(FingerprintCacheTest, OtherPointServerOrSizesAreRefused) {
-  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, fps_).ok());
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, TablesOf(fps_)).ok());
   std::string why;
   EXPECT_FALSE(LoadFingerprintCache(dir_, "web1", 6, sizes_, &why).has_value());
   EXPECT_NE(why.find("point 5"), std::string::npos) << why;
@@ -82,7 +86,7 @@ TEST_F(FingerprintCacheTest, OtherPointServerOrSizesAreRefused) {
 
 // A flipped bit or a cut file is caught by the checksum.
 TEST_F(FingerprintCacheTest, DamageIsCaught) {
-  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, fps_).ok());
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 5, sizes_, TablesOf(fps_)).ok());
   auto data = ReadFileBytes(dir_ + "/fingerprints", 1 << 20);
   ASSERT_TRUE(data.ok());
   Bytes flipped = *data;

@@ -12,8 +12,6 @@ PlanFacts InStep() {
   f.last_point = 7;
   f.has_tracker = true;
   f.tracker_synced_point = 7;
-  f.rescan_fingerprint_bytes = 1 << 20;
-  f.rescan_fingerprint_bytes_max = 64 << 20;
   return f;
 }
 
@@ -45,7 +43,6 @@ TEST(PointPlanTest, PendingPointOnTheLastIsResumed) {
 // writes since (a new pin) or had a gap, and never after an alarm.
 TEST(PointPlanTest, InterruptedFullPointResumesFromTheCheckpoint) {
   PlanFacts f;
-  f.rescan_fingerprint_bytes_max = 64 << 20;
   f.pending_point = 1;
   f.pending_base_point = 0;
   f.full_checkpoint = true;
@@ -71,7 +68,6 @@ TEST(PointPlanTest, InterruptedFullPointResumesFromTheCheckpoint) {
 // No tracker: the first point is full, later ones rescan against the chain.
 TEST(PointPlanTest, NoTrackerFullThenRescan) {
   PlanFacts f;
-  f.rescan_fingerprint_bytes_max = 64 << 20;
   PointPlan p = DecidePoint(f);
   EXPECT_EQ(p.mode, PointMode::kFull);
   EXPECT_EQ(p.reason, "no change tracker");
@@ -79,17 +75,6 @@ TEST(PointPlanTest, NoTrackerFullThenRescan) {
   p = DecidePoint(f);
   EXPECT_EQ(p.mode, PointMode::kRescan);
   EXPECT_EQ(p.reason, "rescan against point 3 (no change tracker)");
-}
-
-// Volumes whose fingerprints would not fit in memory are read and sent in full.
-TEST(PointPlanTest, TooLargeToRescanIsFull) {
-  PlanFacts f;
-  f.last_point = 3;
-  f.rescan_fingerprint_bytes = (64 << 20) + 1;
-  f.rescan_fingerprint_bytes_max = 64 << 20;
-  PointPlan p = DecidePoint(f);
-  EXPECT_EQ(p.mode, PointMode::kFull);
-  EXPECT_EQ(p.reason, "no change tracker; volumes too large to rescan in memory");
 }
 
 // After a key rotation every block differs under the new key: a full point, never a rescan.

@@ -42,9 +42,15 @@ class PointSealTest : public ::testing::Test {
     seal->Note(0, first * 4096, fps.data() + first, blocks);
     seal->Sent(0, first * 4096, blocks * 4096);
   }
+  // The image's fingerprints as the staging would send them (one volume).
+  std::vector<FingerprintTable> Tables() const {
+    std::vector<FingerprintTable> t;
+    t.push_back(FingerprintTable::Of(Fps()));
+    return t;
+  }
   // The state of point 1 (the whole image) in a fresh PointSeal, committed.
   std::vector<VolumeSeal> SealPointOne(PointSeal* seal) {
-    seal->StartEmpty({kVolume});
+    EXPECT_TRUE(seal->StartEmpty({kVolume}).ok());
     std::vector<uint64_t> fps = Fps();
     seal->Note(0, 0, fps.data(), fps.size());
     seal->Sent(0, 0, kVolume);
@@ -83,7 +89,7 @@ TEST_F(PointSealTest, AdoptsAMatchingBase) {
   auto one = SealPointOne(&sender);
   PointSeal restarted(keys_.get());
   EXPECT_FALSE(restarted.KnowsBase(1, {kVolume}));
-  std::vector<std::vector<uint64_t>> fps = {Fps()};
+  std::vector<FingerprintTable> fps = Tables();
   EXPECT_EQ(restarted.AdoptBase(1, {kVolume}, &fps, {one[0]}), "");
   EXPECT_TRUE(restarted.KnowsBase(1, {kVolume}));
   EXPECT_TRUE(fps.empty());  // taken, not copied
@@ -100,13 +106,13 @@ TEST_F(PointSealTest, RefusesABaseItsSealDoesNotVouchFor) {
   PointSeal sender(keys_.get());
   auto one = SealPointOne(&sender);
   PointSeal restarted(keys_.get());
-  std::vector<std::vector<uint64_t>> fps = {Fps()};
-  fps[0][300] ^= 2;  // block 300 lies in region 1 (bytes 1 MiB .. 2 MiB)
+  std::vector<FingerprintTable> fps = Tables();
+  fps[0].Set(300, fps[0][300] ^ 2);  // block 300 lies in region 1 (bytes 1 MiB .. 2 MiB)
   std::string why = restarted.AdoptBase(1, {kVolume}, &fps, {one[0]});
   EXPECT_NE(why.find("do not add up to the seal, first bytes 1048576..2097152"), std::string::npos) << why;
   EXPECT_EQ(fps.size(), 1u);  // left for the rescan to compare with
   EXPECT_FALSE(restarted.KnowsBase(1, {kVolume}));
-  fps[0][300] ^= 2;
+  fps[0].Set(300, fps[0][300] ^ 2);
   EXPECT_NE(restarted.AdoptBase(2, {kVolume}, &fps, {one[0]}).find("the seal is point 1's"), std::string::npos);
   auto other = std::move(SealKeys::Create(TestKey(), "web2")).value();
   VolumeSeal forged = one[0];

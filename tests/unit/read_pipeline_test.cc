@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 
 #include <algorithm>
 
+#include "fingerprint_tables.h"
 #include "read_pipeline.h"
 #include "temp_dir.h"
 #include "test_data.h"
@@ -29,7 +31,7 @@ class ReadPipelineTest : public ::testing::Test {
     close(fd);
     volumes_.push_back(std::move(Volume::Open(path)).value());
     ring_ = std::move(Ring::Create(64)).value();
-    seal_.StartEmpty({kVolume});
+    ASSERT_TRUE(seal_.StartEmpty({kVolume}).ok());
     sealer_ = std::move(ParallelSealer::Create(FilledKey(3), "web1")).value();
     pipeline_ = std::make_unique<ReadPipeline>(
         ReadPipeline::Deps{.ring = ring_.get(), .volumes = &volumes_, .fingerprinter = &fingerprinter_,
@@ -171,7 +173,7 @@ TEST_F(ReadPipelineTest, RescanSendsOnlyDifferingBlocks) {
   theirs[10] ^= 2;
   theirs[11] ^= 2;
   theirs[700] ^= 2;
-  base_.TakeFingerprints({theirs}, {kVolume});
+  base_.TakeFingerprints(TablesOf({theirs}), {kVolume});
   pipeline_->SetWholeVolumes(ReadMode::kRescan);
   auto records = Open(Drain());
   // Reads complete in any order (several are in flight); each read's records stay in order.
@@ -183,9 +185,31 @@ TEST_F(ReadPipelineTest, RescanSendsOnlyDifferingBlocks) {
   EXPECT_TRUE(std::equal(records[1].second.begin(), records[1].second.end(), image_.begin() + 700 * 4096));
 }
 
+// A rescan does not read the holes of an image file: a hole where the staging's base holds data
+// goes as zero records (at most 64 KiB each), one where it holds zeros sends nothing.
+TEST_F(ReadPipelineTest, RescanComparesHolesWithoutReadingThem) {
+  base_.TakeFingerprints(TablesOf({Fingerprints()}), {kVolume});
+  constexpr uint64_t kHoleAt = 2u << 20, kHoleBytes = 256u << 10;
+  int fd = open((dir_ / "vol.img").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kHoleAt, kHoleBytes), 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kZeroAt, kZeroBytes), 0);
+  close(fd);
+  ASSERT_TRUE(pipeline_->SetRescan().ok());
+  auto records = Open(Drain());
+  EXPECT_EQ(counters_.bytes_holes, kHoleBytes + kZeroBytes);
+  EXPECT_EQ(counters_.bytes_read, kVolume - kHoleBytes - kZeroBytes);
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  ASSERT_EQ(records.size(), 4u);
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ(records[i].first, kHoleAt + i * (64u << 10));
+    EXPECT_EQ(records[i].second, Bytes(64u << 10, 0));
+  }
+}
+
 // A rescan reads a range only once the staging's fingerprints for it have arrived.
 TEST_F(ReadPipelineTest, RescanWaitsForFingerprints) {
-  base_.ExpectFingerprints({kVolume});
+  ASSERT_TRUE(base_.ExpectFingerprints({kVolume}).ok());
   pipeline_->SetWholeVolumes(ReadMode::kRescan);
   ASSERT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
   EXPECT_EQ(pipeline_->inflight(), 0u);
