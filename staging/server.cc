@@ -284,12 +284,14 @@ void Server::ShareMemory() {
   sending = std::max<size_t>(sending, 1);
   batch_bytes_max_ = std::clamp(kBatchBytesBudget / sending, kBatchBytesMin, kBatchBytesMax);
   inbox_bytes_max_ = std::clamp(kInboxBytesBudget / sending, kInboxBytesMin, kInboxBytesMax);
+  const size_t recv_chunk = std::clamp(kRecvBytesBudget / sending, kRecvBytesMin, Channel::kRecvChunk);
   const uint64_t now = MonotonicNs();
   bool released = false;
   for (auto& [id, sp] : sessions_) {
     Session& s = *sp;
     if (s.reader || s.fleet_view || !s.hello_done || s.ch->closing()) continue;
     s.ch->set_inbox_max(inbox_bytes_max_);
+    s.ch->set_recv_chunk(recv_chunk);
     s.pack.set_batch_reserve(batch_bytes_max_ + kBatchReserveExtraBytes);
     if (s.trimmed || now - s.last_record_ns < kIdleTrimNs || s.pack.inflight() || s.pack.batch_bytes() != 0 ||
         !s.ch->inbox().empty())
@@ -403,7 +405,10 @@ Status Server::HandleFrames(Session& s) {
     if (s.server != nullptr && s.server->jobs > 0) break;
     if (s.read_inflight) break;  // OnPackRead answers it, then the next request is taken
     BR_ASSIGN_OR_RETURN(auto frame, wire::ParseFrame(s.ch->inbox()));
-    if (!frame) break;
+    if (!frame) {
+      s.ch->NeedWhole(wire::FrameBytes(s.ch->inbox()));  // a frame larger than the inbox's share
+      break;
+    }
     if (n == kFramesPerTurnMax || (n > 0 && MonotonicNs() - start_ns > kTurnBudgetNs)) {
       more_work_ = true;  // the loop comes back without waiting for a completion
       break;

@@ -36,14 +36,22 @@ inline constexpr uint64_t kWorkerId = 1ull << 55;
 // socket pauses once a batch holds this much, which bounds staging memory per session.
 inline constexpr size_t kBatchBytesMax = 8u << 20;
 inline constexpr size_t kInboxBytesMax = 4u << 20;
-// With many agents sending at once, each session's batch and inbox get a share of these budgets
-// (never less than the minimums: a batch of 1 MiB, an inbox of one whole frame), so the staging's
-// memory stays bounded whatever the number of agents (P6: 256 MiB with 64 agents).
-inline constexpr size_t kBatchBytesBudget = 64u << 20;
-inline constexpr size_t kInboxBytesBudget = 64u << 20;
-inline constexpr size_t kBatchBytesMin = 1u << 20;
-inline constexpr size_t kInboxBytesMin = wire::kFrameHeaderSize + wire::kMaxFramePayload;
+// With many agents sending at once, each session's batch, inbox and receive buffer get a share of
+// these budgets (never less than the minimums), so the staging's memory stays bounded whatever
+// the number of agents (P6: 256 MiB with 64 agents). A batch is double-buffered (one filling,
+// one committing): twice its share. A frame larger than the inbox's share (a seal, up to 800 KiB)
+// grows that inbox for as long as it takes to arrive (Channel::NeedWhole).
+inline constexpr size_t kBatchBytesBudget = 32u << 20;
+inline constexpr size_t kInboxBytesBudget = 16u << 20;
+inline constexpr size_t kRecvBytesBudget = 8u << 20;
+inline constexpr size_t kBatchBytesMin = 256u << 10;
+// An agent's RECORD frame: a 64 KiB extent (ReadPipeline::kRecordBytes) and its 16 fingerprints.
+inline constexpr size_t kAgentRecordFrameBytes =
+    wire::kFrameHeaderSize + 8 + 4 + kRecordHeaderSize + (64u << 10) + kTagSize + 16 * 8;
+inline constexpr size_t kInboxBytesMin = 2 * kAgentRecordFrameBytes;
+inline constexpr size_t kRecvBytesMin = 64u << 10;
 static_assert(kBatchBytesMin <= kBatchBytesMax && kInboxBytesMin <= kInboxBytesMax);
+static_assert(kInboxBytesMin <= wire::kFrameHeaderSize + wire::kMaxFramePayload);
 // The batch passes its limit by at most one record: an agent's (64 KiB and its fingerprints) fits
 // in this much more; a larger one grows the buffer past it.
 inline constexpr size_t kBatchReserveExtraBytes = 128u << 10;

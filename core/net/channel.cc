@@ -25,6 +25,7 @@ void Channel::Consume(size_t n) {
   BR_CHECK_MSG(n <= inbox_.size() - inbox_start_,
                "Channel::Consume(" + std::to_string(n) + ") with " + std::to_string(inbox_.size() - inbox_start_) + " bytes held");
   inbox_start_ += n;
+  inbox_need_ = 0;
   if (inbox_start_ == inbox_.size()) {
     inbox_.clear();
     inbox_start_ = 0;
@@ -39,16 +40,23 @@ Status Channel::DrainTls() {
     BR_ASSIGN_OR_RETURN(bool done, tls_->Handshake());
     if (!done) return Status::Ok();
   }
-  size_t held = inbox_.size() - inbox_start_;
-  if (held >= inbox_max_) return Status::Ok();
-  // The inbox never needs more than inbox_max_ bytes: consumed bytes go first, and it grows to
-  // that size at once rather than doubling past it (many sessions share the process's memory).
+  const size_t held = inbox_.size() - inbox_start_, limit = InboxLimit();
+  if (held >= limit) return Status::Ok();
+  // The inbox never needs more than its limit: consumed bytes go first, and it grows to that
+  // size at once rather than doubling past it (many sessions share the process's memory); once
+  // a large frame is consumed, it shrinks back.
   if (inbox_start_ > 0) {
     inbox_.erase(inbox_.begin(), inbox_.begin() + static_cast<ptrdiff_t>(inbox_start_));
     inbox_start_ = 0;
   }
-  if (inbox_.capacity() < inbox_max_) inbox_.reserve(inbox_max_);
-  return tls_->ReadPlaintext(&inbox_, inbox_max_ - held);
+  if (inbox_.capacity() > 2 * limit) {
+    Bytes smaller;
+    smaller.reserve(limit);
+    smaller.assign(inbox_.begin(), inbox_.end());
+    inbox_.swap(smaller);
+  }
+  if (inbox_.capacity() < limit) inbox_.reserve(limit);
+  return tls_->ReadPlaintext(&inbox_, limit - held);
 }
 
 void Channel::ReserveSend(size_t bytes) {
@@ -89,7 +97,8 @@ Status Channel::Pump() {
     }
   }
   size_t held = inbox_.size() - inbox_start_;
-  if (!recv_inflight_ && !peer_closed_ && held < inbox_max_ && ring_->HasRoom()) {
+  if (!recv_inflight_ && !peer_closed_ && held < InboxLimit() && ring_->HasRoom()) {
+    if (recv_buf_.size() != recv_chunk_) Bytes(recv_chunk_).swap(recv_buf_);  // none in flight: safe
     io_uring_sqe* sqe = ring_->Sqe();
     io_uring_prep_recv(sqe, fd_, recv_buf_.data(), recv_buf_.size(), 0);
     io_uring_sqe_set_data64(sqe, UserData(id_, kOpRecv));

@@ -32,6 +32,13 @@ Result<std::optional<Frame>> ParseFrame(ByteSpan buffer) {
       Frame{static_cast<MsgType>(type), buffer.subspan(kFrameHeaderSize, len), kFrameHeaderSize + len});
 }
 
+size_t FrameBytes(ByteSpan buffer) {
+  if (buffer.size() < kFrameHeaderSize) return 0;
+  ByteReader r(buffer.first(kFrameHeaderSize));
+  uint32_t len = r.U32();
+  return len > kMaxFramePayload ? 0 : kFrameHeaderSize + len;
+}
+
 void AppendFrame(Bytes* out, MsgType type, ByteSpan payload) {
   ByteWriter w(out);
   w.U32(static_cast<uint32_t>(payload.size()));

@@ -2,13 +2,17 @@
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "blockrep/net/channel.h"
 #include "blockrep/net/tls.h"
+#include "blockrep/net/uring.h"
+#include "blockrep/net/wire.h"
 
 namespace blockrep {
 namespace {
@@ -155,6 +159,71 @@ TEST_F(TlsTest, MissingFilesAreNamed) {
   auto ctx = TlsContext::Create(f, true);
   EXPECT_EQ(ctx.status().code(), Code::kNotFound);
   EXPECT_NE(ctx.status().message().find("blockrep-keygen"), std::string::npos);
+}
+
+// A Channel whose inbox share is smaller than the peer's next frame grows to hold that frame
+// whole when told its size (NeedWhole), and shrinks back to its share once it is consumed:
+// without it the inbox would fill with a partial frame and the session would stall.
+TEST_F(TlsTest, ChannelInboxGrowsForOneLargeFrame) {
+  auto sctx = TlsContext::Create(Staging(), true);
+  auto cctx = TlsContext::Create(Agent("pki"), false);
+  ASSERT_TRUE(sctx.ok() && cctx.ok());
+  auto server = TlsSession::Create(sctx->get(), "");
+  auto client = TlsSession::Create(cctx->get(), "127.0.0.1");
+  ASSERT_TRUE(server.ok() && client.ok());
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  auto ring = Ring::Create(16);
+  ASSERT_TRUE(ring.ok());
+  constexpr size_t kShare = 64u << 10, kFrame = 600u << 10;
+  Channel ch(ring->get(), fds[0], std::move(*server), 1, kShare);
+  // The client side, by hand: ciphertext both ways over the socket's other end.
+  Bytes pending;  // ciphertext the socket did not take yet
+  auto shuttle = [&]() {
+    Bytes& out = (*client)->outgoing();
+    pending.insert(pending.end(), out.begin(), out.end());
+    out.clear();
+    ssize_t sent = pending.empty() ? 0 : send(fds[1], pending.data(), pending.size(), MSG_DONTWAIT);
+    if (sent > 0) pending.erase(pending.begin(), pending.begin() + sent);
+    uint8_t buf[65536];
+    ssize_t n;
+    while ((n = recv(fds[1], buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+      ASSERT_TRUE((*client)->PushCiphertext(ByteSpan(buf, static_cast<size_t>(n))).ok());
+    if (!(*client)->handshake_done()) {
+      ASSERT_TRUE((*client)->Handshake().ok());
+    }
+  };
+  auto turn = [&]() {
+    ASSERT_TRUE(ch.Pump().ok());
+    ASSERT_TRUE((*ring)->Submit().ok());
+    auto reaped = (*ring)->Reap([&](uint64_t ud, int res, uint32_t) { ASSERT_TRUE(ch.OnCompletion(UserDataOp(ud), res).ok()); },
+                                true, 50);
+    ASSERT_TRUE(reaped.ok());
+    shuttle();
+  };
+  ASSERT_TRUE((*client)->Handshake().ok());
+  for (int i = 0; i < 50 && !(ch.handshake_done() && (*client)->handshake_done()); ++i) turn();
+  ASSERT_TRUE(ch.handshake_done() && (*client)->handshake_done());
+  // One frame of 600 KiB, then a small one.
+  Bytes frames;
+  wire::AppendFrame(&frames, wire::MsgType::kSeal, Bytes(kFrame - wire::kFrameHeaderSize, 0x42));
+  wire::AppendFrame(&frames, wire::MsgType::kAck, wire::Ack{7}.Encode());
+  ASSERT_TRUE((*client)->WritePlaintext(frames).ok());
+  shuttle();
+  for (int i = 0; i < 100 && ch.inbox().size() < kShare; ++i) turn();
+  EXPECT_GE(ch.inbox().size(), kShare);
+  EXPECT_LT(ch.inbox().size(), kFrame) << "held to its share until told the frame's size";
+  ch.NeedWhole(wire::FrameBytes(ch.inbox()));
+  for (int i = 0; i < 200 && ch.inbox().size() < kFrame; ++i) turn();
+  auto big = wire::ParseFrame(ch.inbox());
+  ASSERT_TRUE(big.ok() && big->has_value()) << "the whole large frame arrived";
+  EXPECT_EQ((*big)->total_size, kFrame);
+  ch.Consume(kFrame);
+  for (int i = 0; i < 50 && !wire::ParseFrame(ch.inbox()).value().has_value(); ++i) turn();
+  auto small = wire::ParseFrame(ch.inbox());
+  ASSERT_TRUE(small.ok() && small->has_value());
+  EXPECT_EQ((*small)->type, wire::MsgType::kAck);
+  close(fds[1]);
 }
 
 }  // namespace

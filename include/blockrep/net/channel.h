@@ -3,6 +3,7 @@
 // (recv is not re-posted until the consumer makes room), so a fast peer cannot exhaust memory.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
@@ -35,9 +36,13 @@ class Channel {
   // Plaintext received and not yet consumed.
   ByteSpan inbox() const { return ByteSpan(inbox_).subspan(inbox_start_); }
   void Consume(size_t n);
-  // The inbox holds at most this much (at least one whole frame); lowered when many sessions share
-  // the process's memory.
+  // The inbox holds at most this much; lowered when many sessions share the process's memory.
   void set_inbox_max(size_t bytes) { inbox_max_ = bytes; }
+  // The owner's next frame is `bytes` long in all (its header is in the inbox): the inbox may grow
+  // to hold it whole, past inbox_max, until the next Consume (then it shrinks back).
+  void NeedWhole(size_t bytes) { inbox_need_ = bytes; }
+  // The size of the receive buffer, from the next receive on (one is kept per connection).
+  void set_recv_chunk(size_t bytes) { recv_chunk_ = bytes; }
   // Gives back the memory of empty buffers (the inbox, the send buffers) that grew while the peer
   // was busy; an idle connection keeps only its receive chunk.
   void ReleaseBuffers();
@@ -61,11 +66,14 @@ class Channel {
 
  private:
   Status DrainTls();
+  size_t InboxLimit() const { return std::max(inbox_max_, inbox_need_); }
   Ring* ring_;
   int fd_;
   std::unique_ptr<TlsSession> tls_;
   uint64_t id_;
   size_t inbox_max_;
+  size_t inbox_need_ = 0;
+  size_t recv_chunk_ = kRecvChunk;
   Bytes inbox_;
   size_t inbox_start_ = 0;
   Bytes recv_buf_;

@@ -105,6 +105,9 @@ struct Frame {
 
 // nullopt: the buffer does not hold a whole frame yet.
 Result<std::optional<Frame>> ParseFrame(ByteSpan buffer);
+// The whole size (header and payload) of the frame `buffer` begins with, once its header is
+// there and valid; 0 before.
+size_t FrameBytes(ByteSpan buffer);
 void AppendFrame(Bytes* out, MsgType type, ByteSpan payload);
 
 // A server-id names a directory on the staging: [A-Za-z0-9._-], 1..64 chars, not "." or "..".
