@@ -8,6 +8,10 @@
 #   P4  bytes stored after the full sync: blockrep lz4 vs. borg lz4, blockrep zstd vs. restic
 #   P6  agent peak RSS (full sync, eBPF incremental, scan) and the staging's peak RSS after the
 #       first full sync and after everything
+# and the same-input comparison (issue 16): every tool reads the usr-4g image as one file (P1), and
+# restores it with a `sync` after (P3, every result durable), next to this machine's own limits
+# measured in the same run: an O_DIRECT read of the image, an O_DIRECT + fsync write of as many
+# bytes as it has allocated, lz4 and AES-256-GCM on both cores.
 # usr-4g: a 4 GiB ext4 image holding copies of /usr/share, /usr/include, /usr/bin and a 400 MiB
 # file of random bytes, on a loop device mounted read-only while the peers read its files. The
 # page cache is dropped before every timed step; P1 runs BENCH_ROUNDS times (default 2) from
@@ -24,8 +28,8 @@ source "$root/bench/lib.sh"
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/blockrep-peers.XXXXXX")
 ROUNDS=${BENCH_ROUNDS:-2}
 ZID=usr4gz
-IDS=()
-for r in $(seq 1 "$ROUNDS"); do IDS+=("usr4g-$r"); done
+IDS=() FIDS=()
+for r in $(seq 1 "$ROUNDS"); do IDS+=("usr4g-$r") FIDS+=("usr4gf-$r"); done
 ID=${IDS[-1]}  # the last round's chain: P3 and P4 use it
 SPID= DEV=
 cleanup() {
@@ -33,7 +37,7 @@ cleanup() {
   wait 2>/dev/null || true
   mountpoint -q "$W/mnt" && umount "$W/mnt"
   [[ -n $DEV ]] && losetup -d "$DEV" 2>/dev/null || true
-  for id in "${IDS[@]}" "$ZID"; do rm -rf "/sys/fs/bpf/blockrep/$id"; done
+  for id in "${IDS[@]}" "${FIDS[@]}" "$ZID"; do rm -rf "/sys/fs/bpf/blockrep/$id"; done
   [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
@@ -68,7 +72,7 @@ mount -o ro "$DEV" "$W/mnt"
 echo "usr-4g: $(mib "$used") MiB used of 4096 MiB" >&2
 
 keygen_args=()
-for id in "${IDS[@]}" "$ZID"; do keygen_args+=(--server-id "$id"); done
+for id in "${IDS[@]}" "${FIDS[@]}" "$ZID"; do keygen_args+=(--server-id "$id"); done
 "$BIN/blockrep-keygen" --out "$W/keys" "${keygen_args[@]}" >/dev/null
 start_staging --retention all
 agent() {  # server-id, extra args; the agent's peak RSS (KiB) goes to $W/rss-$RSS_TAG
@@ -76,7 +80,7 @@ agent() {  # server-id, extra args; the agent's peak RSS (KiB) goes to $W/rss-$R
   shift
   /usr/bin/time -f %M -o "$W/rss-${RSS_TAG:-last}" "$BIN/blockrep-agent" --staging "127.0.0.1:$PORT" --server-id "$id" --key "$W/keys/data-$id.key" \
     --tls-cert "$W/keys/agent-$id.crt" --tls-key "$W/keys/agent-$id.key" --tls-ca "$W/keys/ca.crt" \
-    --volume "$DEV" --state-dir "$W/state-$id" --once "$@"
+    --volume "${VOLUME:-$DEV}" --state-dir "$W/state-$id" --once "$@"
 }
 export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
@@ -110,6 +114,55 @@ p1_ours=$(echo "${t_ours[*]}" | best) p1_borg=$(echo "${t_borg[*]}" | best)
 p1_restic=$(echo "${t_restic[*]}" | best) p1_zstd=$(echo "${t_zstd[*]}" | best)
 p1_rsync=$(echo "${t_rsync[*]}" | best)
 rounds="P1 rounds (s): blockrep ${t_ours[*]}; borg ${t_borg[*]}; restic ${t_restic[*]}; zstd-pipe ${t_zstd[*]}; rsync ${t_rsync[*]}"
+
+echo "P1 and P3 on the same input (the image file) ..." >&2
+# Every tool reads the same bytes: the image file (blockrep skips its holes, SEEK_DATA; borg
+# and restic chunk all of it). Restores end with `sync` for every tool, so each result is durable.
+f_ours=() f_borg=() f_restic=() r_ours=() r_borg=() r_restic=()
+for r in $(seq 1 "$ROUNDS"); do
+  export BORG_REPO=$W/borg-img RESTIC_REPOSITORY=$W/restic-img
+  rm -rf "$BORG_REPO" "$RESTIC_REPOSITORY" "$W/img-out"
+  sync
+  sleep 5
+  borg init -e repokey 2>/dev/null
+  restic init -q --repository-version 2 >/dev/null
+  f_ours+=("$(VOLUME=$W/usr-4g.img timed agent-img agent "${FIDS[r - 1]}" --tracker scan)")
+  f_borg+=("$(cd "$W" && timed borg-img borg create --compression lz4 ::img usr-4g.img)")
+  f_restic+=("$(cd "$W" && timed restic-img restic backup -q usr-4g.img)")
+  r_ours+=("$(timed restore-img bash -c "'$BIN/blockrep-recover' restore --store '$W/store' --server-id '${FIDS[r - 1]}' \
+    --key '$W/keys/data-${FIDS[r - 1]}.key' --point latest --output '$W/img-out' && sync")")
+  cmp "$W/img-out/vol-0.img" "$W/usr-4g.img" || { echo "bench/peers.sh: the restored image file differs" >&2; exit 1; }
+  rm -rf "$W/img-out"
+  sync
+  r_restic+=("$(timed restic-img-restore bash -c "restic restore latest --target '$W/img-out' && sync")")
+  # (restic keeps the absolute path under the target)
+  cmp "$(find "$W/img-out" -name usr-4g.img -type f | head -n 1)" "$W/usr-4g.img" ||
+    { echo "bench/peers.sh: restic's restored image file differs" >&2; exit 1; }
+  rm -rf "$W/img-out"
+  mkdir -p "$W/img-out"
+  sync
+  r_borg+=("$(cd "$W/img-out" && timed borg-img-extract bash -c "borg extract ::img && sync")")
+  rm -rf "$W/img-out"
+done
+pf_ours=$(echo "${f_ours[*]}" | best) pf_borg=$(echo "${f_borg[*]}" | best) pf_restic=$(echo "${f_restic[*]}" | best)
+pr_ours=$(echo "${r_ours[*]}" | best) pr_borg=$(echo "${r_borg[*]}" | best) pr_restic=$(echo "${r_restic[*]}" | best)
+rounds_img="same-input rounds (s): full blockrep ${f_ours[*]}, borg ${f_borg[*]}, restic ${f_restic[*]}; restore+sync blockrep ${r_ours[*]}, borg ${r_borg[*]}, restic ${r_restic[*]}"
+
+echo "machine limits ..." >&2
+lim_read=$(timed odirect-read dd if="$W/usr-4g.img" of=/dev/null bs=4M iflag=direct)
+alloc_bytes=$(( $(stat -c %b "$W/usr-4g.img") * $(stat -c %B "$W/usr-4g.img") ))
+lim_write=$(timed alloc-write dd if=/dev/zero of="$W/alloc.img" bs=4M count=$((alloc_bytes >> 22)) oflag=direct conv=fsync)
+rm -f "$W/alloc.img"
+cat "$W/usr-4g.img" >/dev/null  # cached: the codec figures are CPU only
+t0=$(date +%s.%N)
+half=$((2 << 30))
+lz4 -1 -c <(head -c "$half" "$W/usr-4g.img") >/dev/null &
+lz4 -1 -c <(tail -c "$half" "$W/usr-4g.img") >/dev/null &
+wait
+t1=$(date +%s.%N)
+lim_lz4=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 4294.967296 / (b - a) }')
+# openssl speed's last column: 16 KiB blocks, in thousands of bytes per second.
+lim_gcm=$(openssl speed -elapsed -seconds 2 -multi 2 -evp aes-256-gcm 2>/dev/null | awk '/aes-256-gcm/ { v = $NF } END { sub(/k$/, "", v); printf "%.0f", v / 1000 }')
 
 echo "P4 bytes stored ..." >&2
 store_lz4=$(bytes_of "$W/store/servers/$ID")
@@ -155,6 +208,8 @@ staging_hwm_end=$(hwm_mib "$SPID")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 met() { awk -v r="$1" -v t="$2" -v dir="$3" 'BEGIN { print ((dir == "ge" ? r >= t : r <= t) ? "yes" : "NO") }'; }
 r1=$(ratio "$p1_borg" "$p1_ours")
+rf1=$(ratio "$pf_borg" "$pf_ours") rfl=$(ratio "$pf_ours" "$lim_read") rf3=$(ratio "$pr_restic" "$pr_ours")
+met_both() { [[ $(met "$1" "$2" "$3") == yes && $(met "$4" "$5" "$6") == yes ]] && echo yes || echo NO; }
 r3=$(ratio "$p3_restic" "$p3_ours")
 r2=$(ratio "$p2_restic" "$p2_ebpf")
 r2s=$(ratio "$p2_restic" "$p2_scan")
@@ -170,12 +225,18 @@ table=$(
   printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
   printf '| P1 full sync (s) | %s | %s | %s | %s | %s | borg/ours %s | >= 3 | %s |\n' \
     "$p1_ours" "$p1_borg" "$p1_restic" "$p1_zstd" "$p1_rsync" "$r1" "$(met "$r1" 3 ge)"
+  printf '| P1 same input: full sync of the image file (s) | %s | %s | %s | | | borg/ours %s; ours/O_DIRECT read %s | >= 3; <= 1.5 | %s |\n' \
+    "$pf_ours" "$pf_borg" "$pf_restic" "$rf1" "$rfl" "$(met_both "$rf1" 3 ge "$rfl" 1.5 le)"
+  printf '| P1 machine: O_DIRECT read of the image / O_DIRECT+fsync write of its %s allocated MiB (s) | %s / %s | | | | | lz4 -1 on 2 cores %s MB/s; AES-256-GCM on 2 cores %s MB/s | - | - |\n' \
+    "$(mib "$alloc_bytes")" "$lim_read" "$lim_write" "$lim_lz4" "$lim_gcm"
   printf '| P2 incremental, eBPF tracker (s) | %s | %s | %s | | | restic/ours %s | >= 10 | %s |\n' \
     "$p2_ebpf" "$p2_borg" "$p2_restic" "$r2" "$(met "$r2" 10 ge)"
   printf '| P2 incremental, scan tracker (s) | %s | %s | %s | | | restic/ours %s | - | - |\n' \
     "$p2_scan" "$p2_borg" "$p2_restic" "$r2s"
   printf '| P3 restore latest (s) | %s | %s | %s | | | restic/ours %s | >= 2 | %s |\n' \
     "$p3_ours" "$p3_borg" "$p3_restic" "$r3" "$(met "$r3" 2 ge)"
+  printf '| P3 same input: restore of the image file, then sync (s) | %s | %s | %s | | | restic/ours %s | >= 3 | %s |\n' \
+    "$pr_ours" "$pr_borg" "$pr_restic" "$rf3" "$(met "$rf3" 3 ge)"
   printf '| P4 stored, lz4 (MiB) | %s | %s | | %s | | ours/borg %s | <= 1 | %s |\n' \
     "$(mib "$store_lz4")" "$(mib "$store_borg")" "$(mib "$store_zstdpipe")" "$r4a" "$(met "$r4a" 1 le)"
   printf '| P4 stored, zstd (MiB) | %s | | %s | | | ours/restic %s | <= 1 | %s |\n' \
@@ -191,6 +252,7 @@ echo
 echo "$table"
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 echo "$rounds"
+echo "$rounds_img"
 echo "P2 read by blockrep: eBPF ${p2_ebpf_read} MiB, scan ${p2_scan_read} MiB"
 [[ -n ${BENCH_ROWS:-} ]] && echo "$table" | tail -n +3 >>"$BENCH_ROWS"
 echo "machine: $machine; usr-4g: $(mib "$used") MiB used; $(borg --version), $(restic version | cut -d' ' -f1-2)"

@@ -33,7 +33,7 @@ table=$(
 )
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
 peers="$(borg --version), $(restic version | cut -d' ' -f1-2), $(zstd --version | grep -o 'v[0-9.]*' | awk 'NR == 1 {print "zstd " $0}'), $(rsync --version | awk 'NR == 1 {print "rsync " $3}')"
-extra=$(grep -E '^(P1 rounds|P2 read by|alone rounds|chain: [0-9]+ points)' "$log" || true)
+extra=$(grep -E '^(P1 rounds|same-input rounds|P2 read by|alone rounds|chain: [0-9]+ points)' "$log" || true)
 echo
 echo "$table"
 echo "$extra"

@@ -32,7 +32,19 @@ Status BaseInbox::OnFingerprints(const wire::Fingerprints& m) {
   FingerprintTable& dst = fps_[m.volume];
   uint64_t first = m.offset / kFingerprintBlockBytes;
   if (first + m.values.size() > dst.size()) return ProtocolError("staging sent too many fingerprints");
-  dst.Write(first, m.values.data(), m.values.size());
+  // Zeros are what a new table holds: only the runs of others are written, so the table of a
+  // sparse volume stays sparse (fingerprint_table.h).
+  const std::vector<uint64_t>& v = m.values;
+  for (size_t i = 0; i < v.size();) {
+    if (v[i] == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < v.size() && v[j] != 0) ++j;
+    dst.Write(first + i, v.data() + i, j - i);
+    i = j;
+  }
   known_end_[m.volume] = std::min(volume_bytes_[m.volume], m.offset + m.values.size() * kFingerprintBlockBytes);
   return Status::Ok();
 }

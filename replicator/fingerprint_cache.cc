@@ -53,10 +53,16 @@ Status SaveFingerprintCache(const std::string& state_dir, const std::string& ser
   for (uint64_t size : volume_bytes) w.U64(size);
   std::vector<uint64_t> run(kChunkBytes / 8);
   for (const FingerprintTable& volume : fps)
-    for (uint64_t b = 0; b < volume.size(); b += run.size()) {
+    for (uint64_t b = 0, data = 0; b < volume.size();) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(run.size(), volume.size() - b));
-      volume.Read(b, run.data(), n);
-      for (size_t i = 0; i < n; ++i) w.U64(run[i]);
+      if (data < b + n) data = volume.NextData(b);
+      if (data >= b + n) {
+        chunk.resize(chunk.size() + n * 8, 0);  // a hole of the table: zeros, never touched
+      } else {
+        volume.Read(b, run.data(), n);
+        for (size_t i = 0; i < n; ++i) w.U64(run[i]);
+      }
+      b += n;
       if (chunk.size() >= kChunkBytes) BR_RETURN_IF_ERROR(flush());
     }
   BR_RETURN_IF_ERROR(flush());

@@ -102,6 +102,13 @@ void FingerprintTable::Write(uint64_t first, const uint64_t* in, size_t n) {
   }
 }
 
+uint64_t FingerprintTable::NextData(uint64_t block) const {
+  if (fd_ < 0 || block >= blocks_) return std::min(block, blocks_);
+  off_t at = lseek(fd_, static_cast<off_t>(block * sizeof(uint64_t)), SEEK_DATA);
+  if (at < 0) return errno == ENXIO ? blocks_ : block;  // no SEEK_DATA here: nothing skipped
+  return std::max(block, std::min<uint64_t>(blocks_, static_cast<uint64_t>(at) / sizeof(uint64_t)));
+}
+
 std::vector<uint64_t> FingerprintTable::ToVector() const {
   std::vector<uint64_t> v(blocks_);
   if (blocks_ != 0) Read(0, v.data(), v.size());

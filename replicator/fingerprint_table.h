@@ -53,6 +53,9 @@ class FingerprintTable {
   void Read(uint64_t first, uint64_t* out, size_t n) const;
   void Write(uint64_t first, const uint64_t* in, size_t n);
   std::vector<uint64_t> ToVector() const;
+  // The first block at or after `block` that may hold a fingerprint other than 0 (size() if
+  // none): a spilled table skips the holes of its file (SEEK_DATA); one in memory skips nothing.
+  uint64_t NextData(uint64_t block) const;
 
  private:
   void Touch(uint64_t block) const {

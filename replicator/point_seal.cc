@@ -1,7 +1,6 @@
 #include "point_seal.h"
 
 #include <algorithm>
-#include <iterator>
 
 #include "blockrep/crypto/fingerprint.h"
 
@@ -41,12 +40,13 @@ std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t
       return vol + ": it was " + std::to_string(s.volume_bytes) + " bytes, now " + std::to_string(volume_bytes[v]);
     auto d = std::make_unique<RegionDigests>(keys_, volume_bytes[v]);
     const FingerprintTable& theirs = (*fps)[v];
-    uint64_t chunk[512];
-    for (uint64_t b = 0; b < theirs.size(); b += std::size(chunk)) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(std::size(chunk), theirs.size() - b));
-      theirs.Read(b, chunk, n);
+    std::vector<uint64_t> chunk(8192);
+    for (uint64_t b = theirs.NextData(0); b < theirs.size(); b = theirs.NextData(b)) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), theirs.size() - b));
+      theirs.Read(b, chunk.data(), n);
       for (size_t i = 0; i < n; ++i)
         if (chunk[i] != 0) d->Note(b + i, chunk[i]);
+      b += n;
     }
     d->Flush();
     std::vector<uint32_t> bad = MismatchedRegions(s, d->regions());

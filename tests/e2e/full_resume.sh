@@ -38,6 +38,7 @@ run_until() {
     done
     kill -9 "$pid" 2>/dev/null || fail "the agent finished before its kill point ($1 bytes): $(tail -n 3 "$2")"
     wait "$pid" 2>/dev/null || true
+    ! grep -q "internal error" "$2" || fail "the agent failed a check before its kill: $(grep "internal error" "$2")"
   else
     wait "$pid" || fail "the last run failed: $(tail -n 5 "$2")"
   fi
@@ -98,8 +99,10 @@ head -c 96M /dev/urandom | dd of="$IMG" bs=1M conv=notrunc status=none
 head -c 64M /dev/urandom | dd of="$IMG" bs=1M seek=100 conv=notrunc status=none
 head -c 32M /dev/urandom | dd of="$IMG" bs=1M seek=300 conv=notrunc status=none
 SSTATE=$WORK/state-scan
+# (exec: in the background, $! is the agent itself, not a subshell around it that kill -9 would
+# leave it running without; call it in the foreground from a subshell)
 scan_agent() {
-  "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$SID" --key "$KEYS/data-$SID.key" \
+  exec "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$SID" --key "$KEYS/data-$SID.key" \
     --volume "$IMG" --tracker scan --state-dir "$SSTATE" --once --json "$@"
 }
 scan_agent --bandwidth-limit 40M >"$WORK/scan0.out" 2>"$WORK/scan0.log" &
@@ -110,10 +113,11 @@ for _ in $(seq 1 200); do
   [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $((100 << 20)) ]] && break
   sleep 0.05
 done
-kill -9 "$pid"
+kill -9 "$pid" 2>/dev/null || fail "the scan agent ended before its kill: $(tail -n 2 "$WORK/scan0.log")"
 wait "$pid" 2>/dev/null || true
+! grep -q "internal error" "$WORK/scan0.log" || fail "the scan agent failed a check: $(grep "internal error" "$WORK/scan0.log")"
 kept 4
-scan_agent >"$WORK/scan1.out" 2>"$WORK/scan1.log" || fail "the scan resume failed: $(tail -n 3 "$WORK/scan1.log")"
+(scan_agent) >"$WORK/scan1.out" 2>"$WORK/scan1.log" || fail "the scan resume failed: $(tail -n 3 "$WORK/scan1.log")"
 grep -q '"kind": "resumed full"' "$WORK/scan1.out" || { cat "$WORK/scan1.out"; fail "the scan agent did not resume"; }
 read1=$(grep -o '"bytes_read": [0-9]*' "$WORK/scan1.out" | grep -o '[0-9]*$')
 echo "scan tracker, sparse image: the resumed try read $((read1 >> 20)) MiB of 192 MiB of data"

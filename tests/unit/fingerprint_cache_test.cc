@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -49,6 +50,27 @@ TEST_F(FingerprintCacheTest, LargeVolumesRoundTrip) {
   EXPECT_TRUE((*got)[0].spilled());
   EXPECT_FALSE((*got)[1].spilled());
   EXPECT_EQ(VectorsOf(*got), fps);
+}
+
+// A spilled table that is mostly holes (a sparse volume) saves and loads back whole; the cache
+// file keeps the zeros as holes.
+TEST_F(FingerprintCacheTest, SparseSpilledTablesRoundTrip) {
+  const uint64_t blocks = uint64_t{4} << 20;  // a 16 GiB volume
+  std::vector<uint64_t> sizes = {blocks * 4096};
+  auto made = MakeTables(sizes, dir_);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  std::vector<FingerprintTable> tables = std::move(made).value();
+  ASSERT_TRUE(tables[0].spilled());
+  for (uint64_t b : {uint64_t{0}, uint64_t{1}, uint64_t{8191}, uint64_t{8192}, uint64_t{1} << 20, blocks - 1})
+    tables[0].Set(b, b * 2 + 1);
+  ASSERT_TRUE(SaveFingerprintCache(dir_, "web1", 3, sizes, tables).ok());
+  struct stat st {};
+  ASSERT_EQ(stat((dir_ + "/fingerprints").c_str(), &st), 0);
+  EXPECT_LT(uint64_t(st.st_blocks) * 512, uint64_t{4} << 20) << "32 MiB of mostly zeros is mostly holes";
+  std::string why;
+  auto got = LoadFingerprintCache(dir_, "web1", 3, sizes, &why, dir_);
+  ASSERT_TRUE(got.has_value()) << why;
+  EXPECT_EQ((*got)[0].ToVector(), tables[0].ToVector());
 }
 
 // A checksum fed in pieces equals the checksum of the whole.

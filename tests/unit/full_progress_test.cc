@@ -133,5 +133,15 @@ TEST_F(FullProgressTest, PositionsOnlyMoveForward) {
   EXPECT_EQ(p.limit(), 6u << 20);
 }
 
+// A cursor past the lease (the rest of a sparse image was holes, skipped) carries the lease with
+// it: the sync is done up to there (CI once aborted here on a failed check).
+TEST_F(FullProgressTest, CursorPastTheLeaseOverHolesCarriesTheLease) {
+  FullProgress p(dir_.path(), "boot-a");
+  ASSERT_TRUE(p.Begin(Id(), 4u << 20).ok());
+  ASSERT_TRUE(p.Save(kVol0 + kVol1, 4u << 20, swept).ok());
+  EXPECT_EQ(p.cursor(), kVol0 + kVol1);
+  EXPECT_EQ(p.limit(), kVol0 + kVol1);
+}
+
 }  // namespace
 }  // namespace blockrep::agent
