@@ -79,27 +79,26 @@ void FingerprintTable::Trim() const {
   BR_CHECK_MSG(madvise(data_, map_bytes_, MADV_DONTNEED) == 0, std::string("madvise: ") + std::strerror(errno));
 }
 
-void FingerprintTable::Read(uint64_t first, uint64_t* out, size_t n) const {
+// Calls fn(block, done, count) for each run of [first, first + n) within one page, touching each
+// page once, so a spilled table's resident bound holds.
+template <typename Fn>
+void FingerprintTable::InPages(uint64_t first, size_t n, Fn fn) const {
   BR_CHECK(first + n <= blocks_);
   for (size_t done = 0; done < n;) {
-    // A page at a time, so a spilled table's resident bound holds.
     uint64_t b = first + done;
     size_t in_page = std::min<size_t>(n - done, (kPageBytes - (b * sizeof(uint64_t)) % kPageBytes) / sizeof(uint64_t));
     Touch(b);
-    std::memcpy(out + done, data_ + b, in_page * sizeof(uint64_t));
+    fn(b, done, in_page);
     done += in_page;
   }
 }
 
+void FingerprintTable::Read(uint64_t first, uint64_t* out, size_t n) const {
+  InPages(first, n, [&](uint64_t b, size_t done, size_t k) { std::memcpy(out + done, data_ + b, k * sizeof(uint64_t)); });
+}
+
 void FingerprintTable::Write(uint64_t first, const uint64_t* in, size_t n) {
-  BR_CHECK(first + n <= blocks_);
-  for (size_t done = 0; done < n;) {
-    uint64_t b = first + done;
-    size_t in_page = std::min<size_t>(n - done, (kPageBytes - (b * sizeof(uint64_t)) % kPageBytes) / sizeof(uint64_t));
-    Touch(b);
-    std::memcpy(data_ + b, in + done, in_page * sizeof(uint64_t));
-    done += in_page;
-  }
+  InPages(first, n, [&](uint64_t b, size_t done, size_t k) { std::memcpy(data_ + b, in + done, k * sizeof(uint64_t)); });
 }
 
 uint64_t FingerprintTable::NextData(uint64_t block) const {

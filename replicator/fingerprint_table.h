@@ -70,6 +70,8 @@ class FingerprintTable {
   }
   void Trim() const;
   void Reset();
+  template <typename Fn>
+  void InPages(uint64_t first, size_t n, Fn fn) const;
 
   uint64_t* data_ = nullptr;
   uint64_t blocks_ = 0;
