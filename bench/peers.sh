@@ -144,6 +144,8 @@ for r in $(seq 1 "$ROUNDS"); do
   r_borg+=("$(cd "$W/img-out" && timed borg-img-extract bash -c "borg extract ::img && sync")")
   rm -rf "$W/img-out"
 done
+# P2, P3 and P4 go on with the last P1 round's repositories.
+export BORG_REPO=$W/borg-$ROUNDS RESTIC_REPOSITORY=$W/restic-$ROUNDS
 pf_ours=$(echo "${f_ours[*]}" | best) pf_borg=$(echo "${f_borg[*]}" | best) pf_restic=$(echo "${f_restic[*]}" | best)
 pr_ours=$(echo "${r_ours[*]}" | best) pr_borg=$(echo "${r_borg[*]}" | best) pr_restic=$(echo "${r_restic[*]}" | best)
 rounds_img="same-input rounds (s): full blockrep ${f_ours[*]}, borg ${f_borg[*]}, restic ${f_restic[*]}; restore+sync blockrep ${r_ours[*]}, borg ${r_borg[*]}, restic ${r_restic[*]}"
