@@ -166,7 +166,7 @@ wait "$lz1" "$lz2"  # (not a bare wait: the staging runs in the background too)
 t1=$(date +%s.%N)
 lim_lz4=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 4294.967296 / (b - a) }')
 # openssl speed's last column: 16 KiB blocks, in thousands of bytes per second.
-lim_gcm=$(openssl speed -elapsed -seconds 2 -multi 2 -evp aes-256-gcm 2>/dev/null | awk '/aes-256-gcm/ { v = $NF } END { sub(/k$/, "", v); printf "%.0f", v / 1000 }')
+lim_gcm=$(openssl speed -elapsed -seconds 2 -multi 2 -evp aes-256-gcm 2>/dev/null | awk 'tolower($1) == "aes-256-gcm" { v = $NF } END { sub(/k$/, "", v); printf "%.0f", v / 1000 }')
 
 echo "P4 bytes stored ..." >&2
 store_lz4=$(bytes_of "$W/store/servers/$ID")
