@@ -317,13 +317,7 @@ Status ReadPipeline::ProcessHole(Read& r) {
   }
   if (run_start != UINT64_MAX) queue(run_start, end);
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
-  if (tracking_ && r.ticket >= first_ticket_) {
-    Tracked& t = tracked_[r.ticket - first_ticket_];
-    t.last_seq = window_->last_sent();
-    t.done = true;
-  }
-  r.busy = false;
-  deps_.bucket->Settle(0, frames_.size());
+  FinishRead(r, 0);
   return Status::Ok();
 }
 
@@ -378,6 +372,11 @@ Status ReadPipeline::Process(Read& r) {
   }
   // The records point into r.buf: sealed before the buffer is handed back.
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  FinishRead(r, r.want);
+  return Status::Ok();
+}
+
+void ReadPipeline::FinishRead(Read& r, uint64_t reserved) {
   if (tracking_ && r.ticket >= first_ticket_) {
     BR_CHECK(r.ticket - first_ticket_ < tracked_.size());
     Tracked& t = tracked_[r.ticket - first_ticket_];
@@ -385,8 +384,7 @@ Status ReadPipeline::Process(Read& r) {
     t.done = true;
   }
   r.busy = false;
-  deps_.bucket->Settle(r.want, frames_.size());
-  return Status::Ok();
+  deps_.bucket->Settle(reserved, frames_.size());
 }
 
 }  // namespace blockrep::agent

@@ -144,6 +144,9 @@ class ReadPipeline {
   void SubmitRead(size_t slot, size_t len);
   Status Process(Read& r);
   Status ProcessHole(Read& r);
+  // A read's records are framed: its slot is free, its tracked place done, and the bucket settled
+  // (`reserved`: what Issue reserved for it).
+  void FinishRead(Read& r, uint64_t reserved);
   void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
   // Seals the queued records on two threads, then frames them in order into `frames_`.
   Status SealAndFrameQueued();
