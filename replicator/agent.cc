@@ -320,6 +320,11 @@ Status Agent::StartPoint(uint64_t last_point) {
     } else {
       BR_RETURN_IF_ERROR(reads_->SetRescan());
     }
+  } else if (plan.adopt_last_point) {
+    // The blocks in flight are all in the chain's last point, which this tracker sent: only what
+    // was written since is read.
+    tracker_.tracker->MarkSynced(last_point);
+    PollTracker(false, false);
   } else {
     // Every block since the last acknowledged point is read again, and is undurable until its
     // new record is acknowledged (a staging restart may have dropped the point that held it).

@@ -81,7 +81,10 @@ PointPlan DecidePoint(const PlanFacts& f) {
     p.reason = "a request on " + f.overflowed_volume + " was too large to track";
   } else {
     p.mode = PointMode::kIncremental;
-    p.reason = "changes tracked by eBPF since point " + std::to_string(f.tracker_synced_point);
+    p.adopt_last_point = f.last_point == f.tracker_synced_point + 1;
+    p.reason = p.adopt_last_point ? "changes tracked by eBPF since point " + std::to_string(f.last_point) +
+                                        " (its acknowledgement came after the last process ended)"
+                                  : "changes tracked by eBPF since point " + std::to_string(f.tracker_synced_point);
     return p;
   }
   // The staging holds a chain: read everything, but ship only blocks whose keyed fingerprint

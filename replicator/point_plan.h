@@ -47,6 +47,11 @@ struct PlanFacts {
 struct PointPlan {
   PointMode mode = PointMode::kFull;
   std::string reason;  // empty for kResume: the caller words it (it knows whether it re-reads)
+  // kIncremental only: the chain's last point is the one this tracker sent last, acknowledged
+  // after its process died. Every block in flight is in that point (nothing is taken between a
+  // point's END_POINT and its acknowledgement), so the tracker adopts it as synced and only the
+  // blocks dirtied since are read, not the whole of that point again.
+  bool adopt_last_point = false;
 };
 
 PointPlan DecidePoint(const PlanFacts& f);

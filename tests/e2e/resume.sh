@@ -3,7 +3,8 @@
 # into an open point and is killed (-9); 2 MiB more are written; the restarted agent resumes the
 # interrupted point and sends only what is not yet durable. Then the same across a staging
 # restart: 40 MiB acknowledged inside an open point, the staging stopped and started again; the
-# agent resumes the point the staging saved. Each result restores byte-identical.
+# agent resumes the point the staging saved. Then a point whose acknowledgement the agent never
+# saw: the restarted agent reads only what changed after it. Each result restores byte-identical.
 source "$(dirname "$0")/lib.sh"
 need_root "resume"
 
@@ -91,6 +92,51 @@ rm -rf "$WORK/out"
 recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
   --output "$WORK/out" >/dev/null
 cmp "$dev" "$WORK/out/vol-0.img" || fail "the point resumed after a staging restart differs from the device"
+
+# A lost acknowledgement: the agent is killed after END_POINT, before POINT_ACK (the staging is
+# stopped meanwhile, then commits what its socket holds). The restarted agent finds the chain one
+# point past its tracker; that point holds every block in flight, so only the new 2 MiB are read.
+mount_dev
+"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
+  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent3.log" &
+APID=$!
+PIDS+=("$APID")
+rm -f "$STATE/status.json"
+head -c 24M /dev/urandom >"$WORK/mnt/big3.bin"
+sync
+for _ in $(seq 1 300); do
+  w=$(field wire_bytes); b=$(field backlog_bytes)
+  [[ -n $w && $w -gt $((24 * 1048576)) && $b == 0 ]] && break
+  sleep 0.1
+done
+[[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up before the lost acknowledgement"
+umount "$WORK/mnt"  # no freeze, no writes: the point ends at once
+MOUNTS=()
+kill -STOP "$STAGING_PID"
+kill -USR1 "$APID"
+for _ in $(seq 1 100); do grep -q -- "-> ended" "$WORK/agent3.log" && break; sleep 0.05; done
+grep -q -- "-> ended" "$WORK/agent3.log" || { kill -CONT "$STAGING_PID"; fail "the agent did not end the point: $(tail -n 3 "$WORK/agent3.log")"; }
+sleep 0.3  # END_POINT is in the staging's socket
+kill -9 "$APID"
+wait "$APID" 2>/dev/null || true
+kill -CONT "$STAGING_PID"
+ended=$(grep -o "point [0-9]*: final take -> ended" "$WORK/agent3.log" | tail -n 1 | awk '{print $2}' | tr -d :)
+for _ in $(seq 1 100); do grep -q "point $ended committed" "$WORK/staging.log" && break; sleep 0.05; done
+grep -q "point $ended committed" "$WORK/staging.log" || fail "the staging did not commit point $ended after its END_POINT"
+grep -q "point $ended .*acknowledged" "$WORK/agent3.log" && fail "the agent saw point $ended acknowledged: the test missed its moment"
+mount_dev
+head -c 2M /dev/urandom >"$WORK/mnt/small3.bin"
+umount "$WORK/mnt"
+MOUNTS=()
+agent "$ID" --volume "$dev" --tracker ebpf --state-dir "$STATE" >"$WORK/agent3.out" 2>&1 || fail "run after the lost acknowledgement failed: $(cat "$WORK/agent3.out")"
+grep -q "its acknowledgement came after the last process ended" "$WORK/agent3.out" || { cat "$WORK/agent3.out"; fail "the agent did not adopt point $ended"; }
+lost_mib=$(awk '/^  read/ {print $2}' "$WORK/agent3.out")
+echo "after a lost acknowledgement of point $ended (24 MiB): read ${lost_mib} MiB for a 2 MiB change"
+awk -v r="$lost_mib" 'BEGIN { exit !(r < 6) }' || fail "read ${lost_mib} MiB: the acknowledged point's blocks were read again"
+rm -rf "$WORK/out"
+recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
+  --output "$WORK/out" >/dev/null
+cmp "$dev" "$WORK/out/vol-0.img" || fail "the point after a lost acknowledgement differs from the device"
 stop_staging
 pass "resume: ${read_mib} MiB read and sent after the agent kill instead of 42 (${reread_mib} MiB re-read to seal); ${resent_mib} MiB sent again" \
-  "after a staging restart instead of 40; restores identical"
+  "after a staging restart instead of 40; ${lost_mib} MiB read after a lost acknowledgement instead of 26; restores identical"

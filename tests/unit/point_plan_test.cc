@@ -101,6 +101,21 @@ TEST(PointPlanTest, ChainMovedOnIsRescanned) {
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kIncremental) << "this tracker began point 8 (acked while we were away)";
 }
 
+// The chain's last point is the one this tracker sent last (its acknowledgement came after the
+// process died): the tracker adopts it, so its blocks are not read again; in step, nothing to adopt.
+TEST(PointPlanTest, PointAckedWhileAwayIsAdopted) {
+  PlanFacts f = InStep();
+  EXPECT_FALSE(DecidePoint(f).adopt_last_point);
+  f.last_point = 8;
+  f.tracker_sent_last_point = true;
+  PointPlan p = DecidePoint(f);
+  EXPECT_EQ(p.mode, PointMode::kIncremental);
+  EXPECT_TRUE(p.adopt_last_point);
+  EXPECT_EQ(p.reason, "changes tracked by eBPF since point 8 (its acknowledgement came after the last process ended)");
+  f.overflowed_volume = "/dev/loop0";
+  EXPECT_FALSE(DecidePoint(f).adopt_last_point) << "a gap in tracking: a rescan adopts nothing";
+}
+
 // A chain behind the tracker, or a tracker synced to nothing, never gives an incremental point.
 TEST(PointPlanTest, ChainBehindOrTrackerUnsynced) {
   PlanFacts f = InStep();
