@@ -99,19 +99,26 @@ class LocalSource : public PointSource {
           read_until[i + 1] - e.pack_offset <= store::PackReader::kWindowBytes)
         read_until[i] = std::max(end, read_until[i + 1]);
     }
-    // The records ahead (up to kAdviseAheadBytes) are announced to the kernel, so that reads of
+    // The stretches ahead (up to kAdviseAheadBytes) are announced to the kernel, so that reads of
     // scattered records (a failback's few changed extents) overlap instead of waiting in turn.
+    // One announcement per stretch, not per record: P7's 261k small records announced one by one
+    // became as many small disk reads (a 1000-point chain's restore went from 3.2 to 6-9 s).
+    auto starts_stretch = [&](size_t i) {
+      return i == 0 || entries[i - 1]->pack != entries[i]->pack || read_until[i - 1] < entries[i]->pack_offset + entries[i]->record_bytes;
+    };
     size_t advised = 0;
     uint64_t advised_bytes = 0;  // announced and not yet read
     for (size_t i = 0; i < entries.size(); ++i) {
       for (; advised < entries.size() && advised_bytes < kAdviseAheadBytes; ++advised) {
+        if (!starts_stretch(advised)) continue;
         const store::IndexEntry& e = *entries[advised];
+        const uint64_t bytes = read_until[advised] - e.pack_offset;
         auto fd = packs.Fd(e.pack);
         // Advice only: a pack that cannot be opened is reported by the read below.
-        if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(e.pack_offset), e.record_bytes, POSIX_FADV_WILLNEED);
-        advised_bytes += e.record_bytes;
+        if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(e.pack_offset), static_cast<off_t>(bytes), POSIX_FADV_WILLNEED);
+        advised_bytes += bytes;
       }
-      advised_bytes -= std::min<uint64_t>(advised_bytes, entries[i]->record_bytes);
+      if (starts_stretch(i)) advised_bytes -= std::min<uint64_t>(advised_bytes, read_until[i] - entries[i]->pack_offset);
       Status st = packs.ReadInOrder(*entries[i], read_until[i], &buf_);
       BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? ByteSpan(buf_) : ByteSpan()));
     }
