@@ -30,7 +30,9 @@ constexpr size_t kUnsentBytesMax = 8u << 20;
 // written since the last poll), reads wait on the link again and the 5 s watchdog bounds the freeze.
 constexpr size_t kFrozenUnsentBytesMax = 64u << 20;
 static_assert(kFrozenUnsentBytesMax >= kUnsentBytesMax);
-static_assert(kWindowBytesMax >= ReadPipeline::kReadsMax * kReadBytes, "the window holds every read in flight");
+static_assert(kWindowBytesMax >= ReadPipeline::kReadBufferBytesMax, "the window holds every read in flight");
+constexpr unsigned kRingEntries = 64;  // its completion queue holds twice as many
+static_assert(ReadPipeline::kReadsMax + 16 <= 2 * kRingEntries, "reads in flight, with the channel's, fit the completion queue");
 constexpr uint64_t kReadIdBase = 16;
 static_assert(kReadIdBase > StagingLink::kChannelId);
 // Fingerprints a rescan holds (8 bytes per 4 KiB: 32 GiB of volumes); larger sets read in full.
@@ -62,7 +64,7 @@ Status Agent::Prepare() {
   BR_ASSIGN_OR_RETURN(seal_.keys, SealKeys::Create(keys_.current, opts_.server_id));
   seal_.point = std::make_unique<PointSeal>(seal_.keys.get(), SpillDir());
   base_.inbox().set_spill_dir(SpillDir());
-  BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(64) : Ring::Create(64));
+  BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(kRingEntries) : Ring::Create(kRingEntries));
   link_ = std::make_unique<StagingLink>(ring_.get(), opts_.staging, kUnsentBytesMax + kReadBytes, opts_.connect);
   BR_RETURN_IF_ERROR(link_->Init(opts_.tls));
   reads_ = std::make_unique<ReadPipeline>(

@@ -23,7 +23,8 @@ const char* ReadModeName(ReadMode m) {
 ReadPipeline::ReadPipeline(Deps deps, uint64_t id_base) : deps_(std::move(deps)), id_base_(id_base) {
   BR_CHECK(deps_.ring && deps_.volumes && deps_.fingerprinter && deps_.seal && deps_.base && deps_.bucket &&
            deps_.counters);
-  for (unsigned i = 0; i < kReadsMax; ++i) reads_.push_back(std::make_unique<Read>());
+  for (unsigned i = 0; i < kSmallReadsMax; ++i) reads_.push_back(std::make_unique<Read>(kSmallReadBytes));
+  for (unsigned i = 0; i < kLargeReadsMax; ++i) reads_.push_back(std::make_unique<Read>(kReadBytes));
   ResetShipped();
   volume_base_.push_back(0);
   for (const auto& v : *deps_.volumes) volume_base_.push_back(volume_base_.back() + v->size_bytes);
@@ -145,9 +146,22 @@ void ReadPipeline::SubmitRead(size_t slot, size_t len) {
   ++inflight_;
 }
 
+size_t ReadPipeline::FreeSlot(uint64_t len) const {
+  const size_t first = len <= kSmallReadBytes ? 0 : kSmallReadsMax;  // small slots come first
+  for (size_t slot = first; slot < reads_.size(); ++slot)
+    if (!reads_[slot]->busy) return slot;
+  return reads_.size();
+}
+
+uint64_t ReadPipeline::InflightBytes() const {
+  uint64_t bytes = 0;
+  for (const auto& r : reads_)
+    if (r->busy) bytes += r->want;
+  return bytes;
+}
+
 Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& room) {
-  while (cur_volume_ < work_.size() && inflight_ < kReadsMax && deps_.ring->HasRoom(2) &&
-         room(uint64_t{inflight_} * kReadBytes)) {
+  while (cur_volume_ < work_.size() && inflight_ < kReadsMax && deps_.ring->HasRoom(2) && room(InflightBytes())) {
     const std::vector<Extent>& runs = work_[cur_volume_];
     if (cur_run_ >= runs.size()) {
       ++cur_volume_;
@@ -180,10 +194,11 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
     if (tracking_ && Position(cur_volume_, pos + len) > issue_limit_)
       break;  // the lease ends here: the agent extends it (FullProgress::Save) before reading on
     if (mode_ == ReadMode::kRescan && pos + len > deps_.base->known_end(cur_volume_)) break;
-    size_t slot = 0;
-    while (slot < reads_.size() && reads_[slot]->busy) ++slot;
-    BR_CHECK_MSG(slot < reads_.size(), "no free read slot with " + std::to_string(inflight_) + " reads in flight");
+    // A hole reads nothing: any slot does. A read longer than a small buffer waits for a large one.
+    const size_t slot = FreeSlot(hole ? 0 : (len + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
+    if (slot == reads_.size()) break;
     Read& r = *reads_[slot];
+    BR_CHECK(hole || r.buf.size() >= len);
     r.busy = true;
     r.volume = cur_volume_;
     r.offset = pos;

@@ -121,6 +121,42 @@ TEST_F(ReadPipelineTest, SweepSendsDataAndSkipsZeros) {
   EXPECT_EQ(pipeline_->bytes_left(), 0u);
 }
 
+// A tracker batch of scattered 4 KiB blocks has more reads in flight than there are large
+// buffers: small reads wait on the disk's latency, so their queue depth is their throughput.
+TEST_F(ReadPipelineTest, ScatteredBlocksGoManyAtOnce) {
+  std::vector<std::vector<Extent>> work(1);
+  for (uint64_t off = 0; off + 4096 <= kVolume; off += 32768) work[0].push_back(Extent{off, 4096});
+  ASSERT_GT(work[0].size(), ReadPipeline::kReadsMax);
+  pipeline_->SetWork(std::move(work), ReadMode::kShip);
+  ASSERT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
+  EXPECT_EQ(pipeline_->inflight(), ReadPipeline::kReadsMax) << "every slot, small and large, takes a 4 KiB read";
+  EXPECT_GT(pipeline_->inflight(), ReadPipeline::kLargeReadsMax);
+  Drain();
+}
+
+// A batch mixing long runs and single blocks is sent whole and byte-identical, whichever slots
+// its reads took, and a run longer than a small buffer is never given one.
+TEST_F(ReadPipelineTest, MixedBatchIsSentWhole) {
+  std::vector<std::vector<Extent>> work(1);
+  std::vector<Extent> want;
+  for (uint64_t off = 0; off + (200u << 10) <= kVolume; off += 256u << 10) {
+    const uint64_t len = (off / (256u << 10)) % 3 == 0 ? (200u << 10) : 4096;  // 200 KiB runs among blocks
+    work[0].push_back(Extent{off, len});
+    want.push_back(Extent{off, len});
+  }
+  pipeline_->SetWork(std::move(work), ReadMode::kShip);
+  auto records = Open(Drain());
+  Bytes rebuilt(kVolume, 0), expected(kVolume, 0);
+  for (const auto& [offset, plain] : records) std::copy(plain.begin(), plain.end(), rebuilt.begin() + static_cast<ptrdiff_t>(offset));
+  uint64_t total = 0;
+  for (const Extent& e : want) {
+    std::copy_n(image_.begin() + static_cast<ptrdiff_t>(e.offset), e.length, expected.begin() + static_cast<ptrdiff_t>(e.offset));
+    total += e.length;
+  }
+  EXPECT_TRUE(rebuilt == expected);
+  EXPECT_EQ(counters_.bytes_read, total);
+}
+
 // A tracked sweep reads nothing past its lease, and its durable position moves only over reads
 // whose records are acknowledged, in issue order.
 TEST_F(ReadPipelineTest, TrackedSweepStopsAtTheLeaseAndCountsOnlyAcknowledgedReads) {
