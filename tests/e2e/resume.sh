@@ -16,21 +16,30 @@ dev=$DEV
 start_staging
 agent "$ID" --volume "$dev" --tracker ebpf >/dev/null 2>&1 || fail "initial sync failed"
 
-mount_dev
 STATE=$WORK/state
-"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
-  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent.log" &
-APID=$!
-head -c 40M /dev/urandom >"$WORK/mnt/big.bin"
-sync
-# Wait until all of it is acknowledged (durable on the staging) inside the open point.
 field() { grep "\"$1\":" "$STATE/status.json" 2>/dev/null | sed 's/.*: *\([0-9]*\).*/\1/'; }
-for _ in $(seq 1 300); do
-  w=$(field wire_bytes); b=$(field backlog_bytes)
-  [[ -n $w && $w -gt $((40 * 1048576)) && $b == 0 ]] && break
-  sleep 0.1
-done
-[[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up"
+# continuous_agent LOG: a continuous agent that takes no point by itself (sets APID).
+continuous_agent() {
+  "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
+    --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$1" &
+  APID=$!
+  rm -f "$STATE/status.json"  # what is read below comes from this agent
+}
+# write_caught_up MIB FILE WHEN: writes MIB random MiB to the mounted FILE and waits until all of
+# it is acknowledged (durable on the staging) inside the open point.
+write_caught_up() {
+  head -c "$1M" /dev/urandom >"$WORK/mnt/$2"
+  sync
+  for _ in $(seq 1 300); do
+    w=$(field wire_bytes); b=$(field backlog_bytes)
+    [[ -n $w && $w -gt $(($1 * 1048576)) && $b == 0 ]] && break
+    sleep 0.1
+  done
+  [[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up $3"
+}
+mount_dev
+continuous_agent "$WORK/agent.log"
+write_caught_up 40 big.bin "before the kill"
 kill -9 "$APID"
 wait "$APID" 2>/dev/null || true
 head -c 2M /dev/urandom >"$WORK/mnt/small.bin"
@@ -55,19 +64,9 @@ e2fsck -fn "$WORK/out/vol-0.img" >/dev/null 2>&1 || fail "e2fsck finds the resto
 
 # Across a staging restart.
 mount_dev
-"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
-  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent2.log" &
-APID=$!
+continuous_agent "$WORK/agent2.log"
 PIDS+=("$APID")
-rm -f "$STATE/status.json"
-head -c 40M /dev/urandom >"$WORK/mnt/big2.bin"
-sync
-for _ in $(seq 1 300); do
-  w=$(field wire_bytes); b=$(field backlog_bytes)
-  [[ -n $w && $w -gt $((40 * 1048576)) && $b == 0 ]] && break
-  sleep 0.1
-done
-[[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up before the staging restart"
+write_caught_up 40 big2.bin "before the staging restart"
 before=$(field wire_bytes)
 stop_staging
 grep -q "kept for the agent to resume" "$WORK/staging.log" || fail "the stopping staging did not keep the open point"
@@ -97,19 +96,9 @@ cmp "$dev" "$WORK/out/vol-0.img" || fail "the point resumed after a staging rest
 # stopped meanwhile, then commits what its socket holds). The restarted agent finds the chain one
 # point past its tracker; that point holds every block in flight, so only the new 2 MiB are read.
 mount_dev
-"$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$ID" --key "$KEYS/data-$ID.key" \
-  --volume "$dev" --tracker ebpf --state-dir "$STATE" --point-interval 1h 2>"$WORK/agent3.log" &
-APID=$!
+continuous_agent "$WORK/agent3.log"
 PIDS+=("$APID")
-rm -f "$STATE/status.json"
-head -c 24M /dev/urandom >"$WORK/mnt/big3.bin"
-sync
-for _ in $(seq 1 300); do
-  w=$(field wire_bytes); b=$(field backlog_bytes)
-  [[ -n $w && $w -gt $((24 * 1048576)) && $b == 0 ]] && break
-  sleep 0.1
-done
-[[ $(field backlog_bytes) == 0 ]] || fail "the agent never caught up before the lost acknowledgement"
+write_caught_up 24 big3.bin "before the lost acknowledgement"
 umount "$WORK/mnt"  # no freeze, no writes: the point ends at once
 MOUNTS=()
 kill -STOP "$STAGING_PID"
