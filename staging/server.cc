@@ -22,6 +22,11 @@
 #include "session.h"
 
 namespace blockrep::staging {
+namespace {
+constexpr uint64_t kBindRetryForNs = 5'000'000'000ull;  // a port in use is waited for this long
+constexpr uint64_t kBindRetryEveryNs = 100'000'000ull;
+static_assert(kBindRetryForNs % kBindRetryEveryNs == 0);
+}  // namespace
 
 Server::Server(Options opts) : opts_(std::move(opts)) {
   if (opts_.listen_fd >= 0) listen_fd_ = UniqueFd(opts_.listen_fd);  // ours from now on, whatever Start says
@@ -68,8 +73,22 @@ Status Server::Start() {
     listen_fd_ = UniqueFd(fd);
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) return ErrnoStatus("setsockopt SO_REUSEADDR", errno);
-    if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) != 0)
-      return ErrnoStatus("bind " + opts_.listen.host + ":" + std::to_string(opts_.listen.port), errno);
+    // A staging killed a moment ago may still hold the port: the kernel tears its io_uring down
+    // after the process is gone, and the accept pending there keeps the listening socket open
+    // meanwhile (2 of 30 restarts right after kill -9, here). Wait that out, for a bounded time,
+    // quietly: a port that stays taken is one error line, saying how long it was waited for.
+    const std::string where = opts_.listen.host + ":" + std::to_string(opts_.listen.port);
+    for (uint64_t waited_ns = 0;; waited_ns += kBindRetryEveryNs) {
+      if (bind(fd, reinterpret_cast<const sockaddr*>(&opts_.listen.addr), opts_.listen.addr_len) == 0) break;
+      if (errno != EADDRINUSE || waited_ns >= kBindRetryForNs) {
+        const bool in_use = errno == EADDRINUSE;
+        Status st = ErrnoStatus("bind " + where, errno);
+        return Status(st.code(), st.message() + (in_use ? " (waited " + std::to_string(kBindRetryForNs / 1000000000) +
+                                                              " s): another program listens there; stop it or choose another --listen"
+                                                        : "; check --listen"));
+      }
+      SleepNs(kBindRetryEveryNs);
+    }
     if (listen(fd, 1024) != 0) return ErrnoStatus("listen", errno);
     sockaddr_storage bound{};
     socklen_t len = sizeof(bound);

@@ -26,6 +26,11 @@ expect_error() {
 A=("$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --once --volume "$WORK/vol.img")
 T=(--tls-cert "$KEYS/agent-web1.crt" --tls-key "$KEYS/agent-web1.key" --tls-ca "$KEYS/ca.crt")
 
+# A port another program listens on (here the running staging's) is waited for, then refused.
+expect_error "listen port taken" "bind 127.0.0.1:$STAGING_PORT: Address already in use \(waited 5 s\): another program listens there" \
+  "$BIN/blockrep-staging" --listen "127.0.0.1:$STAGING_PORT" --store "$WORK/store2" --tls-cert "$KEYS/staging.crt" \
+  --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt"
+
 expect_error "wrong data key" "data key is not the key" \
   "${A[@]}" --server-id web1 --key "$KEYS/data-other.key" "${T[@]}"
 
