@@ -32,12 +32,14 @@ void Server::KeepInterruptedPoint(Session& s) {
   if (p.extents.empty() || p.extents.size() > store::kPendingExtentsMax) {
     Log(kProg, what + "; nothing kept (never visible)");
   } else {
-    Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" +
-                   std::to_string(p.bytes) + " bytes) kept for the agent to resume");
     // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
-    // only: the agent then resends after a restart, which costs bytes, not correctness.
+    // only: the agent then resends after a restart, which costs bytes, not correctness. Saved
+    // first, logged after: whoever reads the line (an operator, a test about to kill -9) can
+    // count on the file.
     Status saved = s.server->store->env()->WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
     if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
+    Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" + std::to_string(p.bytes) +
+                   " bytes) kept for the agent to resume" + (saved.ok() ? "" : " (until this staging stops)"));
     s.server->pending = std::move(p);
   }
   s.point.reset();
