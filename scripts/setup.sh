@@ -9,7 +9,8 @@ PACKAGES=(
   libboost-program-options-dev libgtest-dev libbenchmark-dev
   libbpf-dev bpftool clang libclang-rt-14-dev
   libfuse3-dev fuse3 libblkid-dev
-  libmicrohttpd-dev prometheus curl
+  libmicrohttpd-dev prometheus curl libcurl4-openssl-dev libxml2-dev
+  ceph-mon ceph-mgr ceph-osd radosgw
   e2fsprogs xfsprogs util-linux fio strace postgresql dpkg-dev debootstrap
 )
 # The peers bench/ measures blockrep against (issue 6): only with --bench.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 
 namespace blockrep {
 
@@ -130,6 +131,19 @@ Result<std::vector<std::string>> ListDir(const std::string& dir) {
 bool PathExists(const std::string& path) {
   struct stat st{};
   return stat(path.c_str(), &st) == 0;
+}
+
+Status CheckOwnerOnlyFile(const std::string& path, std::string_view what) {
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus(std::string(what) + " " + path, errno);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(std::string(what) + " " + path + " is not a regular file");
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
+    return PermissionDenied(std::string(what) + " " + path + " has mode " + mode +
+                            " and may be readable by others; run: chmod 600 " + path);
+  }
+  return Status::Ok();
 }
 
 }  // namespace blockrep

@@ -21,18 +21,11 @@ static_assert(wire::kMaxRetiredKeys + 1 == kDataKeysPerFileMax);
 }
 
 Result<std::vector<DataKey>> LoadDataKeys(const std::string& path) {
-  struct stat st{};
-  if (stat(path.c_str(), &st) != 0) {
+  if (!PathExists(path)) {
     Status st = ErrnoStatus("key file " + path, errno);
     return Status(st.code(), st.message() + " (give the data key with --key; blockrep-keygen creates one)");
   }
-  if (!S_ISREG(st.st_mode)) return InvalidArgument("key file " + path + " is not a regular file");
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
-    return PermissionDenied("key file " + path + " has mode " + mode +
-                            " and may be readable by others; run: chmod 600 " + path);
-  }
+  BR_RETURN_IF_ERROR(CheckOwnerOnlyFile(path, "key file"));
   BR_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 32 + kDataKeysPerFileMax * 66));
   std::string_view view(text);
   std::string_view header(kKeyHeader);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "blockrep/base/bytes.h"
@@ -26,6 +27,9 @@ Status WriteFileAtomic(const std::string& path, ByteSpan data);
 // mkdir -p; mode applies to created directories.
 Status MakeDirs(const std::string& path, unsigned mode = 0755);
 bool PathExists(const std::string& path);
+// A secret the operator gives us (a data key, S3 credentials): a regular file no one but its owner
+// may read or write. The error names `what` and the chmod that fixes it.
+Status CheckOwnerOnlyFile(const std::string& path, std::string_view what);
 // Names in `dir` (without . and ..), sorted.
 Result<std::vector<std::string>> ListDir(const std::string& dir);
 

@@ -1,0 +1,127 @@
+// An S3 client for the object-store backend (docs/FORMAT.md, "The store on an object store"):
+// path-style requests over HTTPS with libcurl, signed with AWS Signature V4 by libcurl itself
+// (CURLOPT_AWS_SIGV4), TLS verification always on. Every request carries the SHA-256 of its body
+// in x-amz-content-sha256, so the gateway refuses a body damaged on the way as well as a forged
+// one. Transport failures, timeouts, 5xx and SlowDown are retried with exponential backoff and
+// jitter; what retrying cannot fix (bad credentials, a refused certificate, a missing object, a
+// full quota) is returned at once with a message that names the fix.
+//
+// One S3Client is one connection (reused between requests): use it from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blockrep/base/bytes.h"
+#include "blockrep/base/status.h"
+
+namespace blockrep {
+
+// Limits on what a gateway may make us hold, whatever it sends.
+inline constexpr size_t kS3ErrorBodyBytesMax = 64u << 10;   // an error response's XML
+inline constexpr size_t kS3ListBodyBytesMax = 8u << 20;     // one ListObjectsV2 page
+inline constexpr uint32_t kS3ListPageKeysMax = 1000;        // keys asked for per page (S3's own cap)
+inline constexpr size_t kS3KeyBytesMax = 1024;              // S3's own limit on a key
+
+// "s3://BUCKET/PREFIX": the bucket and the prefix every key of the store starts with ("" or
+// ending in '/').
+struct S3Location {
+  std::string bucket;
+  std::string prefix;
+};
+bool IsS3Url(std::string_view text);
+Result<S3Location> ParseS3Url(std::string_view text);
+
+struct S3Credentials {
+  std::string access_key_id;
+  std::string secret_access_key;
+};
+// From `path` when it is not empty: a file of mode 0600 holding the lines
+// "access_key_id = ..." and "secret_access_key = ..." (# starts a comment). Otherwise from the
+// environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+Result<S3Credentials> LoadS3Credentials(const std::string& path);
+
+struct S3Config {
+  std::string endpoint;        // https://HOST[:PORT], no path
+  std::string region = "us-east-1";
+  std::string ca_file;         // PEM bundle to trust instead of the system's; "" for the system's
+  S3Location location;
+  S3Credentials credentials;
+  uint32_t attempts_max = 6;   // tries per request, the first one included
+  uint32_t backoff_first_ms = 100;
+  uint32_t backoff_max_ms = 5000;
+  uint32_t connect_timeout_ms = 5000;
+  uint32_t stall_timeout_s = 20;  // a transfer moving under 1 KiB/s this long is given up (retried)
+};
+
+struct S3Object {
+  std::string key;  // without the store's prefix (the s3:// address's PREFIX)
+  uint64_t size_bytes = 0;
+};
+
+class S3Client {
+ public:
+  // Checks the configuration (the endpoint's scheme, the CA file); makes no request.
+  static Result<std::unique_ptr<S3Client>> Open(const S3Config& config);
+  ~S3Client();
+  S3Client(const S3Client&) = delete;
+  S3Client& operator=(const S3Client&) = delete;
+
+  // Keys are relative to the location's prefix.
+  Status Put(std::string_view key, ByteSpan data);
+  // The whole object; kNotFound when there is none, kDataLoss when it is larger than max_bytes.
+  Result<Bytes> Get(std::string_view key, size_t max_bytes);
+  // Bytes [offset, offset + len) of the object; fewer only at its end.
+  Result<Bytes> GetRange(std::string_view key, uint64_t offset, size_t len);
+  // kNotFound when there is none.
+  Result<uint64_t> Size(std::string_view key);
+  // Removing an object that is not there is not an error (S3's own rule).
+  Status Delete(std::string_view key);
+  // Every object whose key starts with `key_prefix`, in key order; kInvalidArgument beyond
+  // `objects_max` (the caller's bound on what it can hold).
+  Result<std::vector<S3Object>> List(std::string_view key_prefix, size_t objects_max);
+  // Creates the bucket; one that already exists and is ours is fine.
+  Status CreateBucket();
+
+  const S3Config& config() const { return config_; }
+  // Requests retried since Open, for tests and metrics.
+  uint64_t retries() const { return retries_; }
+
+ private:
+  struct Request;
+  struct Response;
+  explicit S3Client(const S3Config& config);
+  Status Perform(const Request& request, Response* response);
+  Status PerformOnce(const Request& request, Response* response);
+  std::string ObjectUrl(std::string_view key) const;
+
+  S3Config config_;
+  void* curl_ = nullptr;  // CURL*, kept for connection reuse
+  uint64_t retries_ = 0;
+};
+
+namespace s3_internal {
+// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters kept, '/' kept when
+// `keep_slash`, every other byte %XX.
+std::string UriEncode(std::string_view text, bool keep_slash);
+// One ListObjectsV2 page.
+struct ListPage {
+  std::vector<S3Object> objects;  // keys as the gateway sent them (prefix included)
+  bool truncated = false;
+  std::string next_token;
+};
+Result<ListPage> ParseListPage(ByteSpan xml);
+// <Error><Code>..</Code><Message>..</Message></Error>; empty strings when the body is not one.
+struct ErrorBody {
+  std::string code;
+  std::string message;
+};
+ErrorBody ParseErrorBody(ByteSpan xml);
+// The Status an HTTP error answer maps to, with what to do about it.
+Status StatusForHttp(long http_status, const ErrorBody& error, std::string_view what);
+}  // namespace s3_internal
+
+}  // namespace blockrep
