@@ -356,7 +356,7 @@ Result<DrillReport> Drill(const DrillRequest& req) {
   uint64_t start_ns = MonotonicNs();
   uint64_t start_utc = NowUtcNs();
   BR_ASSIGN_OR_RETURN(std::vector<DataKey> keys, LoadDataKeys(req.key_file));
-  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file};
+  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file, {}};
   if (!spec.staging.empty()) FillTlsDefaults(&spec);
   BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, keys));
   BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());

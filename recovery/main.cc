@@ -28,6 +28,18 @@ void AddStagingOptions(po::options_description* desc, std::string* staging, TlsF
   desc->add_options()("staging", po::value(staging))("tls-cert", po::value(&tls->cert))("tls-key", po::value(&tls->key))(
       "tls-ca", po::value(&tls->ca));
 }
+// --s3-*: where the bucket of --store s3://BUCKET/PREFIX is and how to reach it.
+void AddS3Options(po::options_description* desc, S3Flags* s3) {
+  desc->add_options()("s3-endpoint", po::value(&s3->endpoint))("s3-credentials", po::value(&s3->credentials_file))(
+      "s3-ca", po::value(&s3->ca_file))("s3-region", po::value(&s3->region));
+}
+// The commands that cannot read a bucket yet say so, instead of looking for a directory named s3:.
+int RefuseBucket(const std::string& store, const char* command) {
+  return ReportFatal(kProg, InvalidArgument(std::string(command) + " --store " + store +
+                                            ": reading a bucket is not supported by " + command +
+                                            " yet; use list, restore or verify on it, or " + command +
+                                            " over --staging"));
+}
 constexpr const char* kUsage =
     "Usage:\n"
     "  blockrep-recover list    (--store DIR | --staging HOST:PORT) --server-id ID [--key FILE] [--json]\n"
@@ -43,7 +55,10 @@ constexpr const char* kUsage =
     "                           [--hook-timeout SECONDS] [--copy] [--keep] [--scratch DIR] [--json]\n"
     "  blockrep-recover servers (--store DIR | --staging HOST:PORT --tls-cert F --tls-key F --tls-ca F) [--json]\n"
     "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
-    "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n";
+    "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n"
+    "list, restore and verify also read a store kept in a bucket: --store s3://BUCKET/PREFIX\n"
+    "--s3-endpoint https://HOST[:PORT] [--s3-credentials FILE (0600; else AWS_ACCESS_KEY_ID and\n"
+    "AWS_SECRET_ACCESS_KEY)] [--s3-ca FILE] [--s3-region R (us-east-1)]. They only read it.\n";
 
 int List(int argc, char** argv) {
   recovery::SourceSpec spec;
@@ -51,6 +66,7 @@ int List(int argc, char** argv) {
   desc.add_options()("help,h", "")("store", po::value(&spec.store_dir))("server-id", po::value(&spec.server_id))(
       "key", po::value(&spec.key_file))("json", "");
   AddStagingOptions(&desc, &spec.staging, &spec.tls);
+  AddS3Options(&desc, &spec.s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   Status flags = recovery::CheckSourceFlags(spec, "list");
@@ -101,10 +117,12 @@ int ServersCmd(int argc, char** argv) {
   po::options_description desc("servers options");
   desc.add_options()("help,h", "")("store", po::value(&spec.store_dir))("json", "");
   AddStagingOptions(&desc, &spec.staging, &spec.tls);
+  AddS3Options(&desc, &spec.s3);  // accepted, so that a bucket is refused by what it is
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (spec.store_dir.empty() == spec.staging.empty())
     return ReportFatal(kProg, InvalidArgument("servers needs exactly one of --store DIR or --staging HOST:PORT"));
+  if (IsS3Url(spec.store_dir)) return RefuseBucket(spec.store_dir, "servers");
   if (!spec.staging.empty() && (spec.tls.cert.empty() || spec.tls.key.empty() || spec.tls.ca.empty()))
     return ReportFatal(kProg, InvalidArgument("servers --staging needs an operator's TLS files: --tls-cert operator-NAME.crt "
                                               "--tls-key operator-NAME.key --tls-ca ca.crt (blockrep-keygen --operator NAME)"));
@@ -125,6 +143,7 @@ int RestoreCmd(int argc, char** argv) {
       "output", po::value(&req.output_dir))("target", po::value(&targets))("allow-damaged", "")("delta", "")(
       "expect-point", po::value(&expect))("agent-state", po::value(&req.agent_state_dir))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
+  AddS3Options(&desc, &req.s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (!expect.empty()) {
@@ -196,6 +215,7 @@ int VerifyCmd(int argc, char** argv) {
   po::options_description desc("verify options");
   desc.add_options()("store", po::value(&req.store_dir))("server-id", po::value(&req.server_id))(
       "key", po::value(&req.key_file))("expect-point", po::value(&expect))("help,h", "");
+  AddS3Options(&desc, &req.s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (!expect.empty()) {
@@ -242,6 +262,8 @@ int MountCmd(int argc, char** argv) {
       "key", po::value(&req.key_file))("overlay", po::value(&req.overlay_dir))("point", po::value(&req.point_spec))(
       "cache-mib", po::value(&cache_mib))("mountpoint", po::value(&req.mountpoint))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
+  S3Flags s3;  // accepted, so that a bucket is refused by what it is (RefuseBucket)
+  AddS3Options(&desc, &s3);
   po::positional_options_description pos;
   pos.add("mountpoint", 1);
   po::variables_map vm;
@@ -254,6 +276,7 @@ int MountCmd(int argc, char** argv) {
   if (vm.count("help")) return std::printf("%s", kUsage), 0;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
     return ReportFatal(kProg, InvalidArgument("mount needs exactly one of --store DIR or --staging HOST:PORT, and --server-id, --key and a MOUNTPOINT directory"));
+  if (IsS3Url(req.store_dir)) return RefuseBucket(req.store_dir, "mount");
   if (cache_mib < 1 || cache_mib > 65536)
     return ReportFatal(kProg, InvalidArgument("--cache-mib must be 1..65536 (MiB of decoded regions kept)"));
   req.cache_bytes = cache_mib << 20;
@@ -273,10 +296,13 @@ int DrillCmd(int argc, char** argv) {
       "hook-timeout", po::value(&req.hook_timeout_s))("scratch", po::value(&req.scratch_parent))("copy", "")(
       "keep", "")("json", "")("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
+  S3Flags s3;  // accepted, so that a bucket is refused by what it is (RefuseBucket)
+  AddS3Options(&desc, &s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
     return ReportFatal(kProg, InvalidArgument("drill needs exactly one of --store DIR or --staging HOST:PORT, and --server-id and --key"));
+  if (IsS3Url(req.store_dir)) return RefuseBucket(req.store_dir, "drill");
   req.copy = vm.count("copy") != 0;
   req.keep = vm.count("keep") != 0;
   char self[4096];

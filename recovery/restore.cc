@@ -295,11 +295,11 @@ Status CheckChainHead(const store::Manifest& m, uint64_t expect_point) {
 }
 
 Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::string& server_id, store::PointInfo& point,
-                                     store::PackReader* packs, bool allow_damaged) {
+                                     store::PackReader* packs, bool allow_damaged, Env* env) {
   constexpr int kAttempts = 5;
   Status last;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(store_dir, server_id, false));
+    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(store_dir, server_id, false, env));
     const store::PointInfo* now = nullptr;
     for (const auto& p : st->manifest().points)
       if (p.id == point.id) now = &p;
@@ -308,10 +308,10 @@ Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::st
                       " expired while the restore started (retention on the staging); pick another point");
     point = *now;
     auto idx = st->LoadIndex(point);
-    *packs = store::PackReader(st->dir());
+    *packs = store::PackReader(st->dir(), env);
     Result<bool> pinned = idx.ok() ? packs->OpenAll(*idx) : Result<bool>(idx.status());
     if (pinned.ok() && !*pinned) return idx;  // too many packs to hold open: opened one by one
-    auto again = store::ServerStore::Open(store_dir, server_id, false);
+    auto again = store::ServerStore::Open(store_dir, server_id, false, env);
     bool unchanged = again.ok() && std::any_of(again.value()->manifest().points.begin(),
                                                again.value()->manifest().points.end(), [&](const store::PointInfo& p) {
                                                  return p.id == point.id && p.index_checksum == point.index_checksum;
@@ -326,7 +326,7 @@ Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::st
 }
 
 SourceSpec RestoreRequest::Source() const {
-  SourceSpec spec{store_dir, staging, tls, server_id, key_file};
+  SourceSpec spec{store_dir, staging, tls, server_id, key_file, s3};
   if (!staging.empty()) FillTlsDefaults(&spec);
   return spec;
 }

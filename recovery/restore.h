@@ -31,9 +31,10 @@ Status CheckKeyFile(const store::Manifest& manifest, const KeyChain& keys, const
 // staging meanwhile (which rewrites indexes and deletes packs) cannot pull a pack from under the
 // reader: an open file outlives its unlink. If the manifest no longer names the index loaded by
 // the time the packs are open, the compaction won that race: load the new index and go again.
-// `point` is updated to the manifest's current entry.
+// `point` is updated to the manifest's current entry. On an object store (`env` an S3ReadEnv) the
+// packs are objects that nothing rewrites in place.
 Result<store::PointIndex> LoadAndPin(const std::string& store_dir, const std::string& server_id, store::PointInfo& point,
-                                     store::PackReader* packs, bool allow_damaged);
+                                     store::PackReader* packs, bool allow_damaged, Env* env = Env::Default());
 
 struct RestoreRequest {
   std::string store_dir;   // one of store_dir and staging
@@ -53,6 +54,7 @@ struct RestoreRequest {
   // which blocks can differ, and only those are read (tracked_delta.h).
   std::string agent_state_dir;
   SealLink expect_point;  // CheckDescent before anything is written; id 0: no expectation
+  S3Flags s3;             // with a store_dir of s3://BUCKET/PREFIX
   SourceSpec Source() const;
 };
 

@@ -50,20 +50,22 @@ constexpr uint64_t kAdviseAheadBytes = 32u << 20;
 
 class LocalSource : public PointSource {
  public:
-  LocalSource(std::string dir, std::string server_id) : dir_(std::move(dir)), server_id_(std::move(server_id)) {}
+  LocalSource(std::string dir, std::string server_id, std::shared_ptr<Env> env)
+      : dir_(std::move(dir)), server_id_(std::move(server_id)), env_(std::move(env)) {}
 
   std::string Describe() const override { return "store " + dir_; }
 
   Result<store::Manifest> LoadManifest() override {
-    BR_RETURN_IF_ERROR(store::InitStoreRoot(dir_, false));
-    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(dir_, server_id_, false));
+    BR_RETURN_IF_ERROR(store::InitStoreRoot(dir_, false, env_.get()));
+    BR_ASSIGN_OR_RETURN(auto st, store::ServerStore::Open(dir_, server_id_, false, env_.get()));
     server_dir_ = st->dir();
     return st->manifest();
   }
 
   Result<store::PointIndex> OpenPoint(store::PointInfo& point, bool allow_damaged) override {
-    auto packs = std::make_unique<store::PackReader>("");
-    BR_ASSIGN_OR_RETURN(store::PointIndex idx, LoadAndPin(dir_, server_id_, point, packs.get(), allow_damaged));
+    auto packs = std::make_unique<store::PackReader>("", env_.get());
+    BR_ASSIGN_OR_RETURN(store::PointIndex idx,
+                        LoadAndPin(dir_, server_id_, point, packs.get(), allow_damaged, env_.get()));
     packs_[point.id] = std::move(packs);
     return idx;
   }
@@ -131,11 +133,11 @@ class LocalSource : public PointSource {
     for (size_t i = 0; i < ranges.size(); ++i) {
       const PackRange& r = ranges[i];
       Status st;
-      auto fd = it->second->Fd(r.pack);
-      if (!fd.ok()) st = fd.status();
+      auto pack = it->second->Pack(r.pack);
+      if (!pack.ok()) st = pack.status();
       if (st.ok()) {
         buf_.resize(r.length);
-        st = PreadAll(*fd, r.offset, buf_.data(), r.length);
+        st = (*pack)->ReadExact(r.offset, buf_.data(), r.length);
         if (!st.ok()) st = DataLoss("pack " + std::to_string(r.pack) + " offset " + std::to_string(r.offset) + ": " + st.message());
       }
       BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? ByteSpan(buf_) : ByteSpan()));
@@ -147,11 +149,12 @@ class LocalSource : public PointSource {
     if (server_dir_.empty()) BR_RETURN_IF_ERROR(LoadManifest().status());
     std::string path = server_dir_ + "/drills.jsonl";
     std::string text = line + "\n";
-    return Env::Default()->AppendDurably(path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    return env_->AppendDurably(path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
   }
 
  private:
   std::string dir_, server_id_, server_dir_;
+  std::shared_ptr<Env> env_;  // the real filesystem, or a bucket (read-only)
   std::map<uint64_t, std::unique_ptr<store::PackReader>> packs_;  // per opened point: its pinned packs
   Bytes buf_;
 };
@@ -633,8 +636,26 @@ Result<wire::Fleet> FetchFleet(const SourceSpec& spec) {
   return remote->FetchFleet();
 }
 
+Result<std::shared_ptr<Env>> OpenStoreEnv(const std::string& store_dir, const S3Flags& s3, std::string* root) {
+  if (!IsS3Url(store_dir)) {
+    if (!s3.endpoint.empty() || !s3.credentials_file.empty() || !s3.ca_file.empty())
+      return InvalidArgument("--s3-endpoint, --s3-credentials and --s3-ca go with --store s3://BUCKET/PREFIX, not --store " +
+                             store_dir);
+    *root = store_dir;
+    return std::shared_ptr<Env>(Env::Default(), [](Env*) {});  // lives for the whole process
+  }
+  BR_ASSIGN_OR_RETURN(std::unique_ptr<S3ReadEnv> env, S3ReadEnv::Open(store_dir, s3));
+  BR_RETURN_IF_ERROR(env->Probe());
+  *root = env->root();
+  return std::shared_ptr<Env>(std::move(env));
+}
+
 Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys) {
-  if (!spec.store_dir.empty()) return std::unique_ptr<PointSource>(new LocalSource(spec.store_dir, spec.server_id));
+  if (!spec.store_dir.empty()) {
+    std::string root;
+    BR_ASSIGN_OR_RETURN(std::shared_ptr<Env> env, OpenStoreEnv(spec.store_dir, spec.s3, &root));
+    return std::unique_ptr<PointSource>(new LocalSource(root, spec.server_id, std::move(env)));
+  }
   std::vector<uint64_t> ids;
   for (const DataKey& k : keys) ids.push_back(k.key_id);
   BR_ASSIGN_OR_RETURN(auto remote, RemoteSource::Connect(spec, std::move(ids)));

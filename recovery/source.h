@@ -16,6 +16,7 @@
 #include "blockrep/store/store.h"
 #include "blockrep/net/tls.h"
 #include "blockrep/net/wire.h"
+#include "blockrep/objstore/s3_env.h"
 
 namespace blockrep::recovery {
 
@@ -25,6 +26,7 @@ struct SourceSpec {
   TlsFiles tls;           // with staging; defaults beside the key file (FillTlsDefaults)
   std::string server_id;
   std::string key_file;
+  S3Flags s3;             // with a store_dir of s3://BUCKET/PREFIX
 };
 
 // The agent's defaults: agent-<ID>.crt/.key and ca.crt in the key file's directory.
@@ -70,6 +72,9 @@ class PointSource {
 Status ReadVolumeFingerprints(PointSource& source, const store::PointIndex& index, uint16_t volume,
                               std::vector<uint64_t>* out);
 
+// The filesystem a store is read through: the real one for a directory, a read-only S3ReadEnv
+// (probed once) for s3://BUCKET/PREFIX. `*root` is the store root to hand the store code.
+Result<std::shared_ptr<Env>> OpenStoreEnv(const std::string& store_dir, const S3Flags& s3, std::string* root);
 // Opens the source `spec` names. For a staging: connects, TLS, HELLO as a reader naming the ids of
 // `keys` (a key file's, oldest first; none: a reader without a key, e.g. list).
 Result<std::unique_ptr<PointSource>> OpenSource(const SourceSpec& spec, const std::vector<DataKey>& keys);

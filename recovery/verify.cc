@@ -63,8 +63,8 @@ void CheckRecord(store::PackReader& packs, RecordOpener* opener, const KeyChain*
   // The fingerprints stored after the record steer rescans; they must describe its data.
   Bytes expect, got(FingerprintCount(opened.plain_len) * kFingerprintBytes);
   keys->at(key_index).fingerprinter.Append(opened.offset, plain, &expect);  // keyed as its agent session was
-  auto fd = packs.Fd(e.pack);
-  s = fd.ok() ? PreadAll(*fd, e.pack_offset + e.record_bytes, got.data(), got.size()) : fd.status();
+  auto pack = packs.Pack(e.pack);
+  s = pack.ok() ? (*pack)->ReadExact(e.pack_offset + e.record_bytes, got.data(), got.size()) : pack.status();
   if (!s.ok())
     f->problem = Where(e) + ": its fingerprints cannot be read: " + s.message();
   else if (got != expect)
@@ -144,10 +144,10 @@ void NoteDamage(std::map<std::tuple<RecordKey, uint16_t, uint64_t, uint64_t>, Da
 }
 
 ServerVerifyReport VerifyServer(const std::string& root, const std::string& server_id,
-                                const std::vector<DataKey>& keys, const SealLink& expect_point) {
+                                const std::vector<DataKey>& keys, const SealLink& expect_point, Env* env) {
   ServerVerifyReport report;
   report.server_id = server_id;
-  auto st = store::ServerStore::Open(root, server_id, false);
+  auto st = store::ServerStore::Open(root, server_id, false, env);
   if (!st.ok()) {
     report.unreadable = st.status().message();
     return report;
@@ -194,11 +194,11 @@ ServerVerifyReport VerifyServer(const std::string& root, const std::string& serv
   // Pin the packs (an open pack outlives a compaction's unlink), then make sure the chain we
   // read the indexes of is still the committed one; if the staging compacted meanwhile, the
   // caller runs us again.
-  store::PackReader packs((*st)->dir());
+  store::PackReader packs((*st)->dir(), env);
   store::PointIndex every_pack;
   for (const auto& [k, f] : records) every_pack.entries.push_back(f.entry);
   auto pinned = packs.OpenAll(every_pack);
-  auto again = store::ServerStore::Open(root, server_id, false);
+  auto again = store::ServerStore::Open(root, server_id, false, env);
   auto same_chain = [&](const store::Manifest& a) {
     if (a.points.size() != m.points.size()) return false;
     for (size_t i = 0; i < a.points.size(); ++i)
@@ -287,14 +287,16 @@ std::string DescribeDamage(const std::string& server_id, const Damage& d) {
 }
 
 Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
-  BR_RETURN_IF_ERROR(store::InitStoreRoot(req.store_dir, false));
+  std::string root;
+  BR_ASSIGN_OR_RETURN(std::shared_ptr<Env> env, OpenStoreEnv(req.store_dir, req.s3, &root));
+  BR_RETURN_IF_ERROR(store::InitStoreRoot(root, false, env.get()));
   std::vector<std::string> servers;
   if (!req.server_id.empty()) {
     // Fails clearly on an unknown server-id instead of reporting it as damage.
-    BR_RETURN_IF_ERROR(store::ServerStore::Open(req.store_dir, req.server_id, false).status());
+    BR_RETURN_IF_ERROR(store::ServerStore::Open(root, req.server_id, false, env.get()).status());
     servers.push_back(req.server_id);
   } else {
-    BR_ASSIGN_OR_RETURN(servers, store::ListServers(req.store_dir));
+    BR_ASSIGN_OR_RETURN(servers, store::ListServers(root, env.get()));
     if (servers.empty()) return NotFound("store " + req.store_dir + " holds no servers yet");
   }
   std::vector<DataKey> keys;  // none: structure and checksums only
@@ -305,7 +307,7 @@ Result<std::vector<ServerVerifyReport>> Verify(const VerifyRequest& req) {
   for (const std::string& id : servers) {
     ServerVerifyReport r;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      r = VerifyServer(req.store_dir, id, keys, req.expect_point);
+      r = VerifyServer(root, id, keys, req.expect_point, env.get());
       if (!r.raced) break;
     }
     if (r.raced) r.unreadable = "the staging kept rewriting this server's chain (compaction) during verify; run it again";

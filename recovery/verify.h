@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "blockrep/objstore/s3_env.h"
 #include "blockrep/crypto/record.h"
 #include "blockrep/base/status.h"
 #include "blockrep/store/store.h"
@@ -39,6 +40,7 @@ struct VerifyRequest {
   // A chain ending before this point is reported (restore.h, CheckChainHead); with a key, one that
   // does not descend from it too (descent.h). Id 0: no expectation.
   SealLink expect_point;
+  S3Flags s3;  // with a store_dir of s3://BUCKET/PREFIX
 };
 
 struct ServerVerifyReport {

@@ -226,8 +226,18 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
     page.next_token = std::move(*token);
   }
   for (xmlNode* n = root->children; n != nullptr; n = n->next) {
+    if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "CommonPrefixes") == 0) {
+      std::optional<std::string> prefix = ChildText(n, "Prefix");
+      if (!prefix.has_value() || prefix->empty() || prefix->size() > kS3KeyBytesMax)
+        return ProtocolError("S3 list answer has a CommonPrefixes entry without a valid Prefix");
+      if (page.objects.size() + page.common_prefixes.size() == kS3ListPageKeysMax)
+        return ProtocolError("S3 list answer has more than the " + std::to_string(kS3ListPageKeysMax) +
+                             " keys asked for");
+      page.common_prefixes.push_back(std::move(*prefix));
+      continue;
+    }
     if (n->type != XML_ELEMENT_NODE || xmlStrcmp(n->name, BAD_CAST "Contents") != 0) continue;
-    if (page.objects.size() == kS3ListPageKeysMax)
+    if (page.objects.size() + page.common_prefixes.size() == kS3ListPageKeysMax)
       return ProtocolError("S3 list answer has more than the " + std::to_string(kS3ListPageKeysMax) +
                            " keys asked for");
     std::optional<std::string> key = ChildText(n, "Key");
@@ -544,14 +554,14 @@ Status S3Client::Delete(std::string_view key) {
   return st;
 }
 
-Result<std::vector<S3Object>> S3Client::List(std::string_view key_prefix, size_t objects_max) {
-  const std::string full_prefix = config_.location.prefix + std::string(key_prefix);
-  std::vector<S3Object> out;
+Status S3Client::ListPages(const std::string& full_prefix, bool delimited,
+                           const std::function<Status(s3_internal::ListPage&)>& fn) {
   std::string token;
   for (;;) {
     // SigV4 wants the query's parameters sorted by name and every value percent-encoded.
     std::string query;
     if (!token.empty()) query += "continuation-token=" + s3_internal::UriEncode(token, false) + "&";
+    if (delimited) query += "delimiter=%2F&";
     query += "list-type=2&max-keys=" + std::to_string(kS3ListPageKeysMax) +
              "&prefix=" + s3_internal::UriEncode(full_prefix, false);
     Request r;
@@ -561,22 +571,53 @@ Result<std::vector<S3Object>> S3Client::List(std::string_view key_prefix, size_t
     Response resp;
     BR_RETURN_IF_ERROR(Perform(r, &resp));
     BR_ASSIGN_OR_RETURN(s3_internal::ListPage page, s3_internal::ParseListPage(resp.body));
-    const size_t store_prefix_bytes = config_.location.prefix.size();
+    BR_RETURN_IF_ERROR(fn(page).Annotate(r.what));
+    if (!page.truncated) return Status::Ok();
+    if (page.next_token == token) return ProtocolError(r.what + ": the object store repeated its continuation token");
+    token = std::move(page.next_token);
+  }
+}
+
+Result<std::vector<S3Object>> S3Client::List(std::string_view key_prefix, size_t objects_max) {
+  const std::string full_prefix = config_.location.prefix + std::string(key_prefix);
+  const size_t store_prefix_bytes = config_.location.prefix.size();
+  std::vector<S3Object> out;
+  BR_RETURN_IF_ERROR(ListPages(full_prefix, false, [&](s3_internal::ListPage& page) -> Status {
     for (S3Object& o : page.objects) {
       if (!o.key.starts_with(full_prefix) ||
           (!out.empty() && o.key.compare(store_prefix_bytes, std::string::npos, out.back().key) <= 0))
-        return ProtocolError(r.what + ": the object store listed key '" + o.key +
-                             "' out of order or outside the prefix");
-      if (out.size() == objects_max)
-        return InvalidArgument(r.what + ": more than " + std::to_string(objects_max) + " objects");
+        return ProtocolError("the object store listed key '" + o.key + "' out of order or outside the prefix");
+      if (out.size() == objects_max) return InvalidArgument("more than " + std::to_string(objects_max) + " objects");
       o.key.erase(0, store_prefix_bytes);
       out.push_back(std::move(o));
     }
-    if (!page.truncated) return out;
-    if (page.next_token == token)
-      return ProtocolError(r.what + ": the object store repeated its continuation token");
-    token = std::move(page.next_token);
-  }
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Result<std::vector<std::string>> S3Client::ListChildren(std::string_view folder, size_t names_max) {
+  const std::string full_prefix = config_.location.prefix + std::string(folder);
+  std::vector<std::string> out;
+  auto add = [&](std::string_view name) -> Status {
+    if (!name.starts_with(full_prefix) || name.size() == full_prefix.size())
+      return ProtocolError("the object store listed '" + std::string(name) + "' outside the prefix");
+    name.remove_prefix(full_prefix.size());
+    if (name.ends_with('/')) name.remove_suffix(1);
+    if (name.empty() || name.find('/') != std::string_view::npos)
+      return ProtocolError("the object store listed '" + std::string(name) + "' as a direct child");
+    if (out.size() == names_max) return InvalidArgument("more than " + std::to_string(names_max) + " names");
+    out.emplace_back(name);
+    return Status::Ok();
+  };
+  BR_RETURN_IF_ERROR(ListPages(full_prefix, true, [&](s3_internal::ListPage& page) -> Status {
+    for (const S3Object& o : page.objects) BR_RETURN_IF_ERROR(add(o.key));
+    for (const std::string& p : page.common_prefixes) BR_RETURN_IF_ERROR(add(p));
+    return Status::Ok();
+  }));
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 Status S3Client::CreateBucket() {

@@ -409,7 +409,7 @@ Result<File*> PackReader::Pack(uint32_t pack) {
 
 Result<int> PackReader::Fd(uint32_t pack) {
   BR_ASSIGN_OR_RETURN(File* f, Pack(pack));
-  BR_CHECK_MSG(f->fd() >= 0, "PackReader::Fd on an Env without file descriptors");
+  if (f->fd() < 0) return Unavailable("pack " + std::to_string(pack) + " has no file descriptor here (an object store)");
   return f->fd();
 }
 

@@ -27,7 +27,7 @@ class PointImageTest : public ChainTest {
   std::unique_ptr<Reader> MakeReader(const Chain& chain) {
     auto r = std::make_unique<Reader>();
     r->keys = Must(recovery::KeyChain::Load(chain.key_file(), kServer));
-    r->source = Must(recovery::OpenSource({root_, "", {}, kServer, chain.key_file()}, r->keys->keys()));
+    r->source = Must(recovery::OpenSource({root_, "", {}, kServer, chain.key_file(), {}}, r->keys->keys()));
     r->opener = std::make_unique<RecordOpener>(r->keys->keys(), kServer);
     return r;
   }

@@ -39,7 +39,7 @@ class TamperTest : public ChainTest {
   Status RestorePoint(Chain& chain, uint64_t id) { return recovery::Restore(chain.RestoreRequestFor(id)).status(); }
 
   std::vector<recovery::Damage> VerifyDamage(const std::string& key_file) {
-    recovery::VerifyRequest rq{root_, kServer, key_file, {}};
+    recovery::VerifyRequest rq{root_, kServer, key_file, {}, {}};
     auto reports = Must(recovery::Verify(rq));
     EXPECT_EQ(reports.size(), 1u);
     return reports.empty() ? std::vector<recovery::Damage>() : reports[0].damage;
@@ -285,7 +285,7 @@ TEST_F(TamperTest, ImpossibleRecordPlaceIsRefused) {
     EXPECT_EQ(st.code(), Code::kDataLoss);
     EXPECT_NE(st.message().find("names an impossible record"), std::string::npos) << st.message();
     EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
-    recovery::VerifyRequest rq{root, kServer, chain.key_file(), {}};
+    recovery::VerifyRequest rq{root, kServer, chain.key_file(), {}, {}};
     auto reports = recovery::Verify(rq);
     ASSERT_TRUE(reports.ok()) << reports.status().message();
     ASSERT_EQ(reports->size(), 1u);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -62,6 +63,10 @@ struct S3Object {
   uint64_t size_bytes = 0;
 };
 
+namespace s3_internal {
+struct ListPage;
+}
+
 class S3Client {
  public:
   // Checks the configuration (the endpoint's scheme, the CA file); makes no request.
@@ -83,6 +88,10 @@ class S3Client {
   // Every object whose key starts with `key_prefix`, in key order; kInvalidArgument beyond
   // `objects_max` (the caller's bound on what it can hold).
   Result<std::vector<S3Object>> List(std::string_view key_prefix, size_t objects_max);
+  // The names directly under the folder `folder` ("" or ending in '/'): objects and sub-folders
+  // (listed with delimiter '/'), without `folder`, sub-folders without their trailing '/';
+  // sorted, bounded like List.
+  Result<std::vector<std::string>> ListChildren(std::string_view folder, size_t names_max);
   // Creates the bucket; one that already exists and is ours is fine.
   Status CreateBucket();
 
@@ -97,6 +106,9 @@ class S3Client {
   Status Perform(const Request& request, Response* response);
   Status PerformOnce(const Request& request, Response* response);
   std::string ObjectUrl(std::string_view key) const;
+  // One listing, page after page: fn(page) for each.
+  Status ListPages(const std::string& full_prefix, bool delimited,
+                   const std::function<Status(s3_internal::ListPage&)>& fn);
 
   S3Config config_;
   void* curl_ = nullptr;  // CURL*, kept for connection reuse
@@ -110,6 +122,7 @@ std::string UriEncode(std::string_view text, bool keep_slash);
 // One ListObjectsV2 page.
 struct ListPage {
   std::vector<S3Object> objects;  // keys as the gateway sent them (prefix included)
+  std::vector<std::string> common_prefixes;  // with a delimiter: the sub-folders, as sent
   bool truncated = false;
   std::string next_token;
 };

@@ -241,7 +241,7 @@ class PackReader {
 
   // The open pack file, for reading the bytes stored after a record.
   Result<File*> Pack(uint32_t pack);
-  // Its descriptor, for io_uring (the real Env only).
+  // Its descriptor, for io_uring and kernel advice (the real Env only; kUnavailable elsewhere).
   Result<int> Fd(uint32_t pack);
 
  private:

@@ -1,0 +1,105 @@
+#include "blockrep/objstore/s3_env.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace blockrep {
+namespace {
+
+// Names in one folder of a store: packs and indexes of a long chain, bounded all the same.
+constexpr size_t kFolderNamesMax = 4u << 20;
+
+class S3ReadFile : public File {
+ public:
+  S3ReadFile(S3ReadEnv* env, std::string key, uint64_t size) : env_(env), key_(std::move(key)), size_(size) {}
+
+  Status WriteAt(uint64_t, ByteSpan) override { return Refused(); }
+  Status Sync() override { return Refused(); }
+  Status Truncate(uint64_t) override { return Refused(); }
+  Result<uint64_t> Size() override { return size_; }
+
+  Result<size_t> ReadAt(uint64_t offset, uint8_t* dst, size_t len) override {
+    if (offset >= size_ || len == 0) return size_t{0};
+    len = static_cast<size_t>(std::min<uint64_t>(len, size_ - offset));
+    S3ReadEnv::Locked c = env_->Client();
+    BR_ASSIGN_OR_RETURN(Bytes got, c.client->GetRange(key_, offset, len));
+    std::memcpy(dst, got.data(), got.size());
+    return got.size();
+  }
+
+ private:
+  Status Refused() const { return PermissionDenied("s3 object " + key_ + " is opened read-only"); }
+  S3ReadEnv* env_;
+  std::string key_;
+  uint64_t size_;  // at open: objects are written whole, never in place
+};
+
+}  // namespace
+
+Result<std::unique_ptr<S3ReadEnv>> S3ReadEnv::Open(const std::string& root_url, const S3Flags& flags) {
+  BR_ASSIGN_OR_RETURN(S3Location loc, ParseS3Url(root_url));
+  if (flags.endpoint.empty())
+    return InvalidArgument("--store " + root_url + " needs --s3-endpoint https://HOST[:PORT] (the object store's address)");
+  S3Config config;
+  config.endpoint = flags.endpoint;
+  config.region = flags.region;
+  config.ca_file = flags.ca_file;
+  config.location = loc;
+  BR_ASSIGN_OR_RETURN(config.credentials, LoadS3Credentials(flags.credentials_file));
+  BR_ASSIGN_OR_RETURN(auto client, S3Client::Open(config));
+  std::string root = "s3://" + loc.bucket + (loc.prefix.empty() ? "" : "/" + loc.prefix.substr(0, loc.prefix.size() - 1));
+  return std::unique_ptr<S3ReadEnv>(new S3ReadEnv(std::move(root), std::move(client)));
+}
+
+Result<std::string> S3ReadEnv::KeyOf(const std::string& path) const {
+  if (path.size() <= root_.size() + 1 || !path.starts_with(root_) || path[root_.size()] != '/')
+    return InvalidArgument(path + " is not inside the store " + root_);
+  return path.substr(root_.size() + 1);
+}
+
+Status S3ReadEnv::ReadOnly(const std::string& what) const {
+  return PermissionDenied(what + ": the store in " + root_ + " is read-only here (recovery never writes to a bucket)");
+}
+
+Result<std::unique_ptr<File>> S3ReadEnv::Open(const std::string& path, OpenMode mode) {
+  if (mode != OpenMode::kRead) return ReadOnly("open " + path + " for writing");
+  BR_ASSIGN_OR_RETURN(std::string key, KeyOf(path));
+  uint64_t size = 0;
+  {
+    Locked c = Client();
+    BR_ASSIGN_OR_RETURN(size, c.client->Size(key));
+  }
+  return std::unique_ptr<File>(new S3ReadFile(this, std::move(key), size));
+}
+
+Status S3ReadEnv::Probe() {
+  Result<uint64_t> format = FileSize(root_ + "/FORMAT");
+  if (format.ok()) return Status::Ok();
+  if (format.status().code() == Code::kNotFound && format.status().message().find("NoSuchBucket") == std::string::npos)
+    return NotFound("no blockrep store at " + root_ + " (no FORMAT object there: wrong bucket or prefix?)");
+  return format.status();
+}
+
+Status S3ReadEnv::Rename(const std::string& from, const std::string&) { return ReadOnly("rename " + from); }
+Status S3ReadEnv::Remove(const std::string& path) { return ReadOnly("remove " + path); }
+Status S3ReadEnv::SyncDir(const std::string&) { return Status::Ok(); }  // nothing written, nothing to sync
+Status S3ReadEnv::MakeDirs(const std::string& path, unsigned) { return ReadOnly("mkdir " + path); }
+
+Result<std::vector<std::string>> S3ReadEnv::ListDir(const std::string& dir) {
+  BR_ASSIGN_OR_RETURN(std::string key, KeyOf(dir));
+  Locked c = Client();
+  return c.client->ListChildren(key + "/", kFolderNamesMax);
+}
+
+bool S3ReadEnv::Exists(const std::string& path) {
+  Result<uint64_t> size = FileSize(path);
+  return size.ok();
+}
+
+Result<uint64_t> S3ReadEnv::FileSize(const std::string& path) {
+  BR_ASSIGN_OR_RETURN(std::string key, KeyOf(path));
+  Locked c = Client();
+  return c.client->Size(key);
+}
+
+}  // namespace blockrep

@@ -1,0 +1,69 @@
+// A read-only Env over a store kept in a bucket (`--store s3://BUCKET/PREFIX`): the store's files
+// are the objects under PREFIX, named as in a store directory (FORMAT, servers/ID/MANIFEST,
+// servers/ID/index/..., servers/ID/packs/...). Reads are ranged GETs; a folder's listing is a
+// delimited LIST. Everything that would write (open for writing, rename, remove, mkdir) is
+// refused: recovery reads a bucket and never changes it.
+//
+// Paths given to it start with the address it was opened with ("s3://bucket/prefix/servers/..."),
+// the way the store code builds them from its root. Safe to use from several threads (one
+// connection, taken in turn).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "blockrep/base/env.h"
+#include "blockrep/objstore/s3_client.h"
+
+namespace blockrep {
+
+// What the recovery commands take besides --store s3://...: --s3-endpoint, --s3-credentials,
+// --s3-ca, --s3-region.
+struct S3Flags {
+  std::string endpoint;
+  std::string credentials_file;  // "": AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+  std::string ca_file;
+  std::string region = "us-east-1";
+};
+
+class S3ReadEnv : public Env {
+ public:
+  // `root_url` is the --store value (s3://BUCKET[/PREFIX]); makes no request.
+  static Result<std::unique_ptr<S3ReadEnv>> Open(const std::string& root_url, const S3Flags& flags);
+
+  // Reaches the bucket once (the store's FORMAT object), so that bad credentials, an untrusted
+  // certificate or a missing store are reported as what they are, not as a missing file later.
+  Status Probe();
+
+  // The root as the store code should be given it: the address without a trailing '/'.
+  const std::string& root() const { return root_; }
+
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenMode mode) override;
+  Status Rename(const std::string& from, const std::string& to) override;
+  Status Remove(const std::string& path) override;
+  Status SyncDir(const std::string& dir) override;
+  Status MakeDirs(const std::string& path, unsigned mode) override;
+  Result<std::vector<std::string>> ListDir(const std::string& dir) override;
+  bool Exists(const std::string& path) override;
+  Result<uint64_t> FileSize(const std::string& path) override;
+
+  // The client, taken in turn by every reader (S3Client is one connection).
+  struct Locked {
+    std::unique_lock<std::mutex> lock;
+    S3Client* client;
+  };
+  Locked Client() { return {std::unique_lock<std::mutex>(mu_), client_.get()}; }
+  // The key of `path` (relative to the store's prefix), or kInvalidArgument outside the root.
+  Result<std::string> KeyOf(const std::string& path) const;
+
+ private:
+  S3ReadEnv(std::string root, std::unique_ptr<S3Client> client) : root_(std::move(root)), client_(std::move(client)) {}
+  Status ReadOnly(const std::string& what) const;
+
+  std::string root_;
+  std::mutex mu_;
+  std::unique_ptr<S3Client> client_;
+};
+
+}  // namespace blockrep
