@@ -229,6 +229,9 @@ Status StartMountChild(const DrillRequest& req, uint64_t point_id, Scratch* s) {
                                   "--point", point, "--overlay", overlay};
     if (req.staging.empty()) {
       a.insert(a.end(), {"--store", req.store_dir});
+      if (!req.s3.endpoint.empty()) a.insert(a.end(), {"--s3-endpoint", req.s3.endpoint, "--s3-region", req.s3.region});
+      if (!req.s3.credentials_file.empty()) a.insert(a.end(), {"--s3-credentials", req.s3.credentials_file});
+      if (!req.s3.ca_file.empty()) a.insert(a.end(), {"--s3-ca", req.s3.ca_file});
     } else {
       a.insert(a.end(), {"--staging", req.staging});
       if (!req.tls.cert.empty()) a.insert(a.end(), {"--tls-cert", req.tls.cert});
@@ -356,7 +359,7 @@ Result<DrillReport> Drill(const DrillRequest& req) {
   uint64_t start_ns = MonotonicNs();
   uint64_t start_utc = NowUtcNs();
   BR_ASSIGN_OR_RETURN(std::vector<DataKey> keys, LoadDataKeys(req.key_file));
-  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file, {}};
+  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file, req.s3};
   if (!spec.staging.empty()) FillTlsDefaults(&spec);
   BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, keys));
   BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());
@@ -399,6 +402,7 @@ Result<DrillReport> Drill(const DrillRequest& req) {
     rr.tls = req.tls;
     rr.server_id = req.server_id;
     rr.key_file = req.key_file;
+    rr.s3 = req.s3;
     rr.point_spec = std::to_string(point.id);
     rr.output_dir = s.dir + "/images";
     auto sum = Restore(rr);
@@ -463,8 +467,11 @@ Result<DrillReport> Drill(const DrillRequest& req) {
 
   // The audit history (a later point's metrics read it): in the store, or appended by the staging.
   // A failure to append is reported, not hidden, but does not change the drill's result.
-  Status appended = source->AppendDrillReport(rep.ToJson());
-  if (!appended.ok()) Log(kProg, "appending the report to drills.jsonl (" + source->Describe() + ") failed: " + appended.message());
+  if (IsS3Url(req.store_dir)) {
+    Log(kProg, "the report is not appended to drills.jsonl: recovery never writes to a bucket (" + source->Describe() + ")");
+  } else if (Status appended = source->AppendDrillReport(rep.ToJson()); !appended.ok()) {
+    Log(kProg, "appending the report to drills.jsonl (" + source->Describe() + ") failed: " + appended.message());
+  }
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   return rep;

@@ -16,6 +16,7 @@
 
 #include "blockrep/base/status.h"
 #include "blockrep/net/tls.h"
+#include "blockrep/objstore/s3_env.h"
 
 namespace blockrep::recovery {
 
@@ -32,6 +33,7 @@ struct DrillRequest {
   bool copy = false;  // restore full images instead of mounting the point through FUSE
   bool keep = false;  // leave everything mounted and in place (for a look by hand)
   std::string self_exe;  // blockrep-recover, for the mount child
+  S3Flags s3;            // with a store_dir of s3://BUCKET/PREFIX (the report is then not recorded)
 };
 
 struct DrillVolume {

@@ -37,7 +37,7 @@ void AddS3Options(po::options_description* desc, S3Flags* s3) {
 int RefuseBucket(const std::string& store, const char* command) {
   return ReportFatal(kProg, InvalidArgument(std::string(command) + " --store " + store +
                                             ": reading a bucket is not supported by " + command +
-                                            " yet; use list, restore or verify on it, or " + command +
+                                            " yet; use list, restore, verify, mount or drill on it, or " + command +
                                             " over --staging"));
 }
 constexpr const char* kUsage =
@@ -56,7 +56,7 @@ constexpr const char* kUsage =
     "  blockrep-recover servers (--store DIR | --staging HOST:PORT --tls-cert F --tls-key F --tls-ca F) [--json]\n"
     "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
     "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n"
-    "list, restore and verify also read a store kept in a bucket: --store s3://BUCKET/PREFIX\n"
+    "list, restore, verify, mount and drill also read a store kept in a bucket: --store s3://BUCKET/PREFIX\n"
     "--s3-endpoint https://HOST[:PORT] [--s3-credentials FILE (0600; else AWS_ACCESS_KEY_ID and\n"
     "AWS_SECRET_ACCESS_KEY)] [--s3-ca FILE] [--s3-region R (us-east-1)]. They only read it.\n";
 
@@ -262,8 +262,7 @@ int MountCmd(int argc, char** argv) {
       "key", po::value(&req.key_file))("overlay", po::value(&req.overlay_dir))("point", po::value(&req.point_spec))(
       "cache-mib", po::value(&cache_mib))("mountpoint", po::value(&req.mountpoint))("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
-  S3Flags s3;  // accepted, so that a bucket is refused by what it is (RefuseBucket)
-  AddS3Options(&desc, &s3);
+  AddS3Options(&desc, &req.s3);
   po::positional_options_description pos;
   pos.add("mountpoint", 1);
   po::variables_map vm;
@@ -276,7 +275,6 @@ int MountCmd(int argc, char** argv) {
   if (vm.count("help")) return std::printf("%s", kUsage), 0;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty() || req.mountpoint.empty())
     return ReportFatal(kProg, InvalidArgument("mount needs exactly one of --store DIR or --staging HOST:PORT, and --server-id, --key and a MOUNTPOINT directory"));
-  if (IsS3Url(req.store_dir)) return RefuseBucket(req.store_dir, "mount");
   if (cache_mib < 1 || cache_mib > 65536)
     return ReportFatal(kProg, InvalidArgument("--cache-mib must be 1..65536 (MiB of decoded regions kept)"));
   req.cache_bytes = cache_mib << 20;
@@ -296,13 +294,11 @@ int DrillCmd(int argc, char** argv) {
       "hook-timeout", po::value(&req.hook_timeout_s))("scratch", po::value(&req.scratch_parent))("copy", "")(
       "keep", "")("json", "")("help,h", "");
   AddStagingOptions(&desc, &req.staging, &req.tls);
-  S3Flags s3;  // accepted, so that a bucket is refused by what it is (RefuseBucket)
-  AddS3Options(&desc, &s3);
+  AddS3Options(&desc, &req.s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (req.store_dir.empty() == req.staging.empty() || req.server_id.empty() || req.key_file.empty())
     return ReportFatal(kProg, InvalidArgument("drill needs exactly one of --store DIR or --staging HOST:PORT, and --server-id and --key"));
-  if (IsS3Url(req.store_dir)) return RefuseBucket(req.store_dir, "drill");
   req.copy = vm.count("copy") != 0;
   req.keep = vm.count("keep") != 0;
   char self[4096];

@@ -331,7 +331,7 @@ void* FsInit(struct fuse_conn_info*, struct fuse_config* cfg) {
 
 Status Mount(const MountRequest& req, const std::function<void(const std::string&)>& ready) {
   BR_ASSIGN_OR_RETURN(auto keys, KeyChain::Load(req.key_file, req.server_id));
-  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file, {}};
+  SourceSpec spec{req.store_dir, req.staging, req.tls, req.server_id, req.key_file, req.s3};
   if (!spec.staging.empty()) FillTlsDefaults(&spec);
   BR_ASSIGN_OR_RETURN(auto source, OpenSource(spec, keys->keys()));
   BR_ASSIGN_OR_RETURN(store::Manifest manifest, source->LoadManifest());

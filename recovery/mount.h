@@ -15,6 +15,7 @@
 
 #include "blockrep/base/status.h"
 #include "blockrep/net/tls.h"
+#include "blockrep/objstore/s3_env.h"
 
 namespace blockrep::recovery {
 
@@ -28,6 +29,7 @@ struct MountRequest {
   std::string overlay_dir;   // empty: read-only
   std::string point_spec;    // empty: every retained point; else only this one (drill)
   uint64_t cache_bytes = 64ull << 20;
+  S3Flags s3;                // with a store_dir of s3://BUCKET/PREFIX
 };
 
 // Mounts, calls `ready` once the filesystem is mounted, serves until unmounted (fusermount3 -u,

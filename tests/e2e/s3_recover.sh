@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Recovery straight from a bucket, with no staging running: a store replicated as usual is copied
 # into a real Ceph RGW (object by object with curl's own SigV4, not with blockrep's client), then
-# `list`, `verify --key` and `restore` read it from s3://BUCKET/PREFIX and the restored images
-# equal the sources. A flipped byte in a pack object is found by verify and refused by restore;
-# bad credentials, an untrusted certificate and a wrong prefix are each one clear line.
-# Runs under the `rgw` CTest fixture (tests/rgw/with_rgw.sh); skips (77) without a gateway.
+# `list`, `verify --key`, `restore`, `mount` and `drill` read it from s3://BUCKET/PREFIX: restored
+# and mounted images equal the sources, and the drill's e2fsck passes. A flipped byte in a pack
+# object is found by verify and refused by restore; bad credentials, an untrusted certificate and a
+# wrong prefix are each one clear line. Runs under the `rgw` CTest fixture (tests/rgw/with_rgw.sh);
+# skips (77) without a gateway or without root (mount and drill need FUSE and loop devices).
 source "$(dirname "$0")/lib.sh"
 [[ -n ${BLOCKREP_S3_ENDPOINT:-} ]] || { echo "SKIP: no Ceph RGW (run through tests/rgw/with_rgw.sh)"; exit 77; }
+need_root "recovery from a bucket (mount and drill)"
 
 BUCKET=blockrep-e2e
 PREFIX="site-a/run-$$"
@@ -14,13 +16,16 @@ S3=(--s3-endpoint "$BLOCKREP_S3_ENDPOINT" --s3-ca "$BLOCKREP_S3_CA" --s3-credent
   --s3-region default)
 
 make_keys web1
-head -c 6M /dev/urandom >"$WORK/web.img"
-seq 1 400000 >"$WORK/text"
-dd if="$WORK/text" of="$WORK/web.img" bs=1M seek=2 conv=notrunc status=none  # some that compresses
+# Two points of a 24 MiB ext4 volume: files of text and random bytes, then more of them.
+mkdir -p "$WORK/tree"
+seq 1 300000 >"$WORK/tree/numbers.txt"
+head -c 3M /dev/urandom >"$WORK/tree/random.bin"
+mkfs.ext4 -q -F -d "$WORK/tree" "$WORK/web.img" 24M >/dev/null
 start_staging
 agent web1 --volume "$WORK/web.img" >/dev/null 2>>"$WORK/agent.log"
 cp "$WORK/web.img" "$WORK/web-1.img"
-dd if=/dev/urandom of="$WORK/web.img" bs=64K count=3 seek=20 conv=notrunc status=none
+head -c 2M /dev/urandom >"$WORK/tree/more.bin"
+mkfs.ext4 -q -F -d "$WORK/tree" "$WORK/web.img" 24M >/dev/null
 agent web1 --volume "$WORK/web.img" >/dev/null 2>>"$WORK/agent.log"
 stop_staging
 
@@ -81,8 +86,35 @@ expect_refusal "untrusted certificate" "give its CA with --s3-ca" \
 expect_refusal "wrong prefix" "no blockrep store at s3://$BUCKET/nothing-here" \
   recover list --store "s3://$BUCKET/nothing-here" "${S3[@]}" --server-id web1
 expect_refusal "no endpoint" "needs --s3-endpoint" recover list --store "$URL" --server-id web1
-expect_refusal "mount not yet" "not supported by mount yet" \
-  recover mount --store "$URL" "${S3[@]}" --server-id web1 --key "$KEYS/data-web1.key" "$WORK"
+expect_refusal "servers not yet" "not supported by servers yet" recover servers --store "$URL" "${S3[@]}"
+
+# mount: every point's image, read through FUSE from the bucket, equals its source.
+MP="$WORK/mnt"
+mkdir -p "$MP"
+recover mount --store "$URL" "${S3[@]}" --server-id web1 --key "$KEYS/data-web1.key" "$MP" >"$WORK/mount.out" 2>"$WORK/mount.err" &
+MOUNT_PID=$!
+PIDS+=("$MOUNT_PID")
+for _ in $(seq 1 400); do
+  grep -q '^mounted' "$WORK/mount.out" && break
+  kill -0 "$MOUNT_PID" 2>/dev/null || fail "mount from the bucket exited: $(cat "$WORK/mount.err")"
+  sleep 0.05
+done
+grep -q '^mounted' "$WORK/mount.out" || fail "mount from the bucket did not come up"
+cmp "$MP/1/vol-0.img" "$WORK/web-1.img" || fail "point 1 read through the mount differs"
+cmp "$MP/2/vol-0.img" "$WORK/web.img" || fail "point 2 read through the mount differs"
+fusermount3 -u "$MP"
+timeout 20 tail --pid="$MOUNT_PID" -f /dev/null || fail "mount did not exit after fusermount3 -u"
+wait "$MOUNT_PID" || fail "mount exited non-zero: $(cat "$WORK/mount.err")"
+pass "mount from the bucket: points 1 and 2 read identical through FUSE ($(cat "$WORK/mount.out"))"
+
+# drill: the latest point mounted with an overlay from the bucket, e2fsck clean.
+recover drill --store "$URL" "${S3[@]}" --server-id web1 --key "$KEYS/data-web1.key" --json >"$WORK/drill.json" 2>"$WORK/drill.err" ||
+  { cat "$WORK/drill.json" "$WORK/drill.err" >&2; fail "drill from the bucket"; }
+grep -q '"result": "pass"' "$WORK/drill.json" && grep -q '"fs": "ext4", "check": "clean"' "$WORK/drill.json" ||
+  { cat "$WORK/drill.json" >&2; fail "drill from the bucket did not pass with a clean e2fsck"; }
+grep -q "not appended to drills.jsonl: recovery never writes to a bucket" "$WORK/drill.err" ||
+  { cat "$WORK/drill.err" >&2; fail "the drill did not say its report stays unrecorded"; }
+pass "drill from the bucket: $(grep -o '"rto_seconds": [0-9.]*' "$WORK/drill.json"), e2fsck clean, result pass"
 
 # One flipped byte in the ciphertext of the first pack's first record (docs/FORMAT.md: a 16-byte
 # pack header, then a 64-byte record header): verify names the damage, restore refuses.
