@@ -66,13 +66,15 @@ Result<std::vector<FleetRow>> ReadFleetFromStaging(const SourceSpec& spec) {
   return rows;
 }
 
-Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir) {
-  BR_ASSIGN_OR_RETURN(std::vector<std::string> ids, store::ListServers(store_dir));
+Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir, const S3Flags& s3) {
+  std::string root;
+  BR_ASSIGN_OR_RETURN(std::shared_ptr<Env> env, OpenStoreEnv(store_dir, s3, &root));
+  BR_ASSIGN_OR_RETURN(std::vector<std::string> ids, store::ListServers(root, env.get()));
   std::vector<FleetRow> rows;
   for (const std::string& id : ids) {
     FleetRow row;
     row.server_id = id;
-    auto opened = store::ServerStore::Open(store_dir, id, false);
+    auto opened = store::ServerStore::Open(root, id, false, env.get());
     if (!opened.ok()) {
       row.problem = opened.status().message();
       rows.push_back(std::move(row));

@@ -33,7 +33,7 @@ struct FleetRow {
   std::optional<Agent> agent;
 };
 
-Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir);
+Result<std::vector<FleetRow>> ReadFleet(const std::string& store_dir, const S3Flags& s3 = {});
 // From the staging `spec.staging` with the operator certificate in `spec.tls`.
 Result<std::vector<FleetRow>> ReadFleetFromStaging(const SourceSpec& spec);
 std::string FleetTable(const std::vector<FleetRow>& rows, uint64_t now_utc_ns);

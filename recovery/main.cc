@@ -33,13 +33,6 @@ void AddS3Options(po::options_description* desc, S3Flags* s3) {
   desc->add_options()("s3-endpoint", po::value(&s3->endpoint))("s3-credentials", po::value(&s3->credentials_file))(
       "s3-ca", po::value(&s3->ca_file))("s3-region", po::value(&s3->region));
 }
-// The commands that cannot read a bucket yet say so, instead of looking for a directory named s3:.
-int RefuseBucket(const std::string& store, const char* command) {
-  return ReportFatal(kProg, InvalidArgument(std::string(command) + " --store " + store +
-                                            ": reading a bucket is not supported by " + command +
-                                            " yet; use list, restore, verify, mount or drill on it, or " + command +
-                                            " over --staging"));
-}
 constexpr const char* kUsage =
     "Usage:\n"
     "  blockrep-recover list    (--store DIR | --staging HOST:PORT) --server-id ID [--key FILE] [--json]\n"
@@ -56,7 +49,7 @@ constexpr const char* kUsage =
     "  blockrep-recover servers (--store DIR | --staging HOST:PORT --tls-cert F --tls-key F --tls-ca F) [--json]\n"
     "Over --staging, the agent's TLS files are used: --tls-cert, --tls-key, --tls-ca, by default\n"
     "agent-ID.crt, agent-ID.key and ca.crt beside --key.\n"
-    "list, restore, verify, mount and drill also read a store kept in a bucket: --store s3://BUCKET/PREFIX\n"
+    "list, restore, verify, mount, drill and servers also read a store kept in a bucket: --store s3://BUCKET/PREFIX\n"
     "--s3-endpoint https://HOST[:PORT] [--s3-credentials FILE (0600; else AWS_ACCESS_KEY_ID and\n"
     "AWS_SECRET_ACCESS_KEY)] [--s3-ca FILE] [--s3-region R (us-east-1)]. They only read it.\n";
 
@@ -117,16 +110,15 @@ int ServersCmd(int argc, char** argv) {
   po::options_description desc("servers options");
   desc.add_options()("help,h", "")("store", po::value(&spec.store_dir))("json", "");
   AddStagingOptions(&desc, &spec.staging, &spec.tls);
-  AddS3Options(&desc, &spec.s3);  // accepted, so that a bucket is refused by what it is
+  AddS3Options(&desc, &spec.s3);
   po::variables_map vm;
   if (auto rc = ParseCommandLine(kProg, desc, argc, argv, &vm)) return *rc;
   if (spec.store_dir.empty() == spec.staging.empty())
     return ReportFatal(kProg, InvalidArgument("servers needs exactly one of --store DIR or --staging HOST:PORT"));
-  if (IsS3Url(spec.store_dir)) return RefuseBucket(spec.store_dir, "servers");
   if (!spec.staging.empty() && (spec.tls.cert.empty() || spec.tls.key.empty() || spec.tls.ca.empty()))
     return ReportFatal(kProg, InvalidArgument("servers --staging needs an operator's TLS files: --tls-cert operator-NAME.crt "
                                               "--tls-key operator-NAME.key --tls-ca ca.crt (blockrep-keygen --operator NAME)"));
-  auto rows = spec.staging.empty() ? recovery::ReadFleet(spec.store_dir) : recovery::ReadFleetFromStaging(spec);
+  auto rows = spec.staging.empty() ? recovery::ReadFleet(spec.store_dir, spec.s3) : recovery::ReadFleetFromStaging(spec);
   if (!rows.ok()) return ReportFatal(kProg, rows.status());
   std::string out = vm.count("json") ? recovery::FleetJson(*rows, NowUtcNs()) : recovery::FleetTable(*rows, NowUtcNs());
   std::fputs(out.c_str(), stdout);

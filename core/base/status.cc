@@ -30,6 +30,7 @@ const char* CodeName(Code code) {
     case Code::kProtocol: return "protocol error";
     case Code::kIoError: return "I/O error";
     case Code::kInternal: return "internal error";
+    case Code::kConflict: return "conflict";
   }
   return "unknown";
 }
@@ -48,6 +49,7 @@ bool Retryable(Code code) {
     case Code::kUnauthenticated:
     case Code::kDataLoss:
     case Code::kInternal:
+    case Code::kConflict:  // someone else wrote first: the caller must look again, not repeat
       return false;
   }
   return false;
@@ -73,6 +75,7 @@ Status DataLoss(std::string m) { return Status(Code::kDataLoss, std::move(m)); }
 Status ProtocolError(std::string m) { return Status(Code::kProtocol, std::move(m)); }
 Status IoError(std::string m) { return Status(Code::kIoError, std::move(m)); }
 Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
+Status Conflict(std::string m) { return Status(Code::kConflict, std::move(m)); }
 
 Status ErrnoStatus(std::string_view what, int err) {
   std::string m = std::string(what) + ": " + std::strerror(err);

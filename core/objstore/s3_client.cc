@@ -299,6 +299,7 @@ struct S3Client::Request {
   std::string what;            // for messages: "PUT s3://bucket/key"
   ByteSpan body;               // PUT only
   std::string range;           // "bytes=a-b" or ""
+  std::string condition;       // "If-None-Match: *" or "If-Match: ETAG" or ""
   size_t response_bytes_max = kS3ErrorBodyBytesMax;
 };
 
@@ -306,6 +307,7 @@ struct S3Client::Response {
   long http_status = 0;
   Bytes body;
   uint64_t content_length = 0;  // HEAD
+  std::string etag;             // from the ETag header, without quotes
 };
 
 namespace {
@@ -338,6 +340,24 @@ size_t FeedBody(char* dst, size_t size, size_t count, void* user) {
   std::copy_n(src->data.data() + src->pos, n, reinterpret_cast<uint8_t*>(dst));
   src->pos += n;
   return n;
+}
+
+// Keeps the ETag header of an answer (bounded: a header line is at most CURL_MAX_HTTP_HEADER).
+size_t CollectHeader(char* data, size_t size, size_t count, void* user) {
+  auto* etag = static_cast<std::string*>(user);
+  std::string_view line(data, size * count);
+  constexpr std::string_view kName = "etag:";
+  if (line.size() > kName.size() && line.size() < 512) {
+    std::string lower(line.substr(0, kName.size()));
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == kName) {
+      std::string_view v = Trim(line.substr(kName.size()));
+      while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      *etag = std::string(v);
+    }
+  }
+  return size * count;
 }
 
 int SeekBody(void* user, curl_off_t offset, int origin) {
@@ -374,7 +394,8 @@ Result<std::unique_ptr<S3Client>> S3Client::Open(const S3Config& config) {
     return InvalidArgument("--s3-region " + config.region + ": letters, digits, '-' and '_' only");
   BR_RETURN_IF_ERROR(CheckCredentials(config.credentials, "S3 credentials"));
   BR_CHECK(config.attempts_max >= 1 && config.backoff_first_ms >= 1 &&
-           config.backoff_first_ms <= config.backoff_max_ms);
+           config.backoff_first_ms <= config.backoff_max_ms && config.list_page_keys >= 1 &&
+           config.list_page_keys <= kS3ListPageKeysMax);
   std::unique_ptr<S3Client> client(new S3Client(config));
   client->curl_ = curl_easy_init();
   if (client->curl_ == nullptr) return Internal("curl_easy_init failed");
@@ -402,6 +423,7 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
   // sending it, and every upload would fail with SignatureDoesNotMatch.
   std::string range = "Range: " + request.range;
   if (!request.range.empty()) headers = curl_slist_append(headers, range.c_str());
+  if (!request.condition.empty()) headers = curl_slist_append(headers, request.condition.c_str());
 
   BodySink sink{&response->body, request.response_bytes_max};
   BodySource source{request.body};
@@ -419,6 +441,9 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config_.stall_timeout_s));
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, CollectHeader);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &response->etag);
+  response->etag.clear();
   std::string method = request.method;
   if (method == "PUT") {
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
@@ -466,6 +491,8 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
     response->content_length = len > 0 ? static_cast<uint64_t>(len) : 0;
   }
   if (response->http_status >= 200 && response->http_status < 300) return Status::Ok();
+  if (response->http_status == 412 && !request.condition.empty())
+    return Conflict(request.what + ": refused (" + request.condition + "): another writer changed the object first");
   return s3_internal::StatusForHttp(response->http_status, s3_internal::ParseErrorBody(response->body),
                                     request.what);
 }
@@ -477,7 +504,12 @@ Status S3Client::Perform(const Request& request, Response* response) {
     Status st = PerformOnce(request, response);
     // Only what PerformOnce calls kUnavailable (transport failures, stalls, 5xx, SlowDown, a body
     // damaged on the way) is worth the same request again: a 404 or a refused signature is not.
-    if (st.ok() || st.code() != Code::kUnavailable) return st;
+    if (st.ok() || st.code() != Code::kUnavailable) {
+      if (st.code() == Code::kConflict && attempt > 1)
+        return st.Annotate("after " + std::to_string(attempt - 1) +
+                           " failed attempt(s), one of which may have written it: read it back to tell");
+      return st;
+    }
     if (attempt == config_.attempts_max)
       return st.Annotate("gave up after " + std::to_string(attempt) + " attempts");
     ++retries_;
@@ -495,6 +527,30 @@ Status S3Client::Put(std::string_view key, ByteSpan data) {
   r.body = data;
   Response resp;
   return Perform(r, &resp);
+}
+
+Result<std::string> S3Client::PutConditional(std::string_view key, ByteSpan data, std::string condition) {
+  Request r;
+  r.method = "PUT";
+  r.url = ObjectUrl(key);
+  r.what = "PUT s3://" + config_.location.bucket + "/" + config_.location.prefix + std::string(key);
+  r.body = data;
+  r.condition = std::move(condition);
+  Response resp;
+  BR_RETURN_IF_ERROR(Perform(r, &resp));
+  if (resp.etag.empty()) return ProtocolError(r.what + ": the object store's answer has no ETag");
+  return resp.etag;
+}
+
+Result<std::string> S3Client::PutIfAbsent(std::string_view key, ByteSpan data) {
+  return PutConditional(key, data, "If-None-Match: *");
+}
+
+Result<std::string> S3Client::PutIfMatch(std::string_view key, ByteSpan data, std::string_view etag) {
+  if (etag.empty() || etag.size() > 128 || etag.find_first_of("\"\r\n ") != std::string_view::npos)
+    return InvalidArgument("PutIfMatch: '" + std::string(etag) + "' is not an ETag");
+  // RGW 16 compares If-Match with the ETag as stored, without quotes (a quoted one never matches).
+  return PutConditional(key, data, "If-Match: " + std::string(etag));
 }
 
 Result<Bytes> S3Client::Get(std::string_view key, size_t max_bytes) {
@@ -533,13 +589,18 @@ Result<Bytes> S3Client::GetRange(std::string_view key, uint64_t offset, size_t l
 }
 
 Result<uint64_t> S3Client::Size(std::string_view key) {
+  BR_ASSIGN_OR_RETURN(Head h, Stat(key));
+  return h.size_bytes;
+}
+
+Result<S3Client::Head> S3Client::Stat(std::string_view key) {
   Request r;
   r.method = "HEAD";
   r.url = ObjectUrl(key);
   r.what = "HEAD s3://" + config_.location.bucket + "/" + config_.location.prefix + std::string(key);
   Response resp;
   BR_RETURN_IF_ERROR(Perform(r, &resp));
-  return resp.content_length;
+  return Head{resp.content_length, resp.etag};
 }
 
 Status S3Client::Delete(std::string_view key) {
@@ -562,7 +623,7 @@ Status S3Client::ListPages(const std::string& full_prefix, bool delimited,
     std::string query;
     if (!token.empty()) query += "continuation-token=" + s3_internal::UriEncode(token, false) + "&";
     if (delimited) query += "delimiter=%2F&";
-    query += "list-type=2&max-keys=" + std::to_string(kS3ListPageKeysMax) +
+    query += "list-type=2&max-keys=" + std::to_string(config_.list_page_keys) +
              "&prefix=" + s3_internal::UriEncode(full_prefix, false);
     Request r;
     r.url = config_.endpoint + "/" + config_.location.bucket + "?" + query;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recovery straight from a bucket, with no staging running: a store replicated as usual is copied
 # into a real Ceph RGW (object by object with curl's own SigV4, not with blockrep's client), then
-# `list`, `verify --key`, `restore`, `mount` and `drill` read it from s3://BUCKET/PREFIX: restored
+# `list`, `servers`, `verify --key`, `restore`, `mount` and `drill` read it from s3://BUCKET/PREFIX: restored
 # and mounted images equal the sources, and the drill's e2fsck passes. A flipped byte in a pack
 # object is found by verify and refused by restore; bad credentials, an untrusted certificate and a
 # wrong prefix are each one clear line. Runs under the `rgw` CTest fixture (tests/rgw/with_rgw.sh);
@@ -37,12 +37,7 @@ curl_s3() {
     --cacert "$BLOCKREP_S3_CA" -H "x-amz-content-sha256: $hash" -X "$method" \
     ${3:+--upload-file "$file"} -o /dev/null "$BLOCKREP_S3_ENDPOINT/$BUCKET${key:+/$key}"
 }
-curl_s3 PUT "" || true  # the bucket (already there on a second run)
-n=0
-while IFS= read -r f; do
-  curl_s3 PUT "$PREFIX/${f#"$STORE"/}" "$f" || fail "upload of $f"
-  n=$((n + 1))
-done < <(find "$STORE" -type f ! -name '*.lock' ! -name '*.tmp' | sort)
+n=$(bash "$(dirname "$0")/../rgw/put_tree.sh" "$STORE" "$BUCKET" "$PREFIX") || fail "copying the store into the bucket"
 pass "copied the store into s3://$BUCKET/$PREFIX: $n objects"
 
 URL="s3://$BUCKET/$PREFIX"
@@ -86,7 +81,9 @@ expect_refusal "untrusted certificate" "give its CA with --s3-ca" \
 expect_refusal "wrong prefix" "no blockrep store at s3://$BUCKET/nothing-here" \
   recover list --store "s3://$BUCKET/nothing-here" "${S3[@]}" --server-id web1
 expect_refusal "no endpoint" "needs --s3-endpoint" recover list --store "$URL" --server-id web1
-expect_refusal "servers not yet" "not supported by servers yet" recover servers --store "$URL" "${S3[@]}"
+recover servers --store "$URL" "${S3[@]}" >"$WORK/servers.out" 2>"$WORK/err" || { cat "$WORK/err" >&2; fail "servers from the bucket"; }
+grep -Eq "^web1 +2 " "$WORK/servers.out" || { cat "$WORK/servers.out" >&2; fail "servers from the bucket: no web1 row with 2 points"; }
+pass "servers from the bucket: $(grep '^web1' "$WORK/servers.out" | tr -s ' ')"
 
 # mount: every point's image, read through FUSE from the bucket, equals its source.
 MP="$WORK/mnt"

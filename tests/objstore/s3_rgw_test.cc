@@ -110,28 +110,37 @@ TEST(S3RgwTest, MissingObjectsAndDeletes) {
   EXPECT_TRUE(s3->Delete("gone").ok());
 }
 
-// A listing longer than one page (1000 keys) comes back whole, in order, without the store's
-// prefix; keys with characters SigV4 must encode list and read back too.
+// A listing longer than one page (here 40 keys a page) comes back whole, in order, without the
+// store's prefix; keys with characters SigV4 must encode list and read back too; a delimited
+// listing gives the folder's direct children.
 TEST(S3RgwTest, ListingsSpanPages) {
-  auto s3 = Client(RgwConfig(TestPrefix()));
-  const int n = 1105;
+  S3Config c = RgwConfig(TestPrefix());
+  c.list_page_keys = 40;
+  auto s3 = Client(c);
+  const int n = 105;
   for (int i = 0; i < n; ++i) {
     char key[32];
     std::snprintf(key, sizeof(key), "idx/%06d", i);
     ASSERT_TRUE(s3->Put(key, RandomBytes(static_cast<size_t>(i % 7), 5)).ok()) << key;
   }
   ASSERT_TRUE(s3->Put("idx/odd key+=&~", RandomBytes(3, 6)).ok());
+  ASSERT_TRUE(s3->Put("idx/sub/deeper", RandomBytes(3, 7)).ok());
   ASSERT_TRUE(s3->Put("other/x", RandomBytes(3, 7)).ok());
   Result<std::vector<S3Object>> all = s3->List("idx/", 10000);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
-  ASSERT_EQ(all->size(), static_cast<size_t>(n + 1));
+  ASSERT_EQ(all->size(), static_cast<size_t>(n + 2));
   EXPECT_EQ((*all)[0].key, "idx/000000");
-  EXPECT_EQ((*all)[n - 1].key, "idx/001104");
-  EXPECT_EQ((*all)[n - 1].size_bytes, 1104u % 7);
+  EXPECT_EQ((*all)[n - 1].key, "idx/000104");
+  EXPECT_EQ((*all)[n - 1].size_bytes, 104u % 7);
   EXPECT_EQ((*all)[n].key, "idx/odd key+=&~");
+  EXPECT_EQ((*all)[n + 1].key, "idx/sub/deeper");
   Result<Bytes> odd = s3->Get("idx/odd key+=&~", 10);
   ASSERT_TRUE(odd.ok()) << odd.status().ToString();
-  EXPECT_EQ(s3->List("idx/", 1000).status().code(), Code::kInvalidArgument);  // the caller's bound
+  EXPECT_EQ(s3->List("idx/", 100).status().code(), Code::kInvalidArgument);  // the caller's bound
+  Result<std::vector<std::string>> children = s3->ListChildren("idx/", 10000);
+  ASSERT_TRUE(children.ok()) << children.status().ToString();
+  ASSERT_EQ(children->size(), static_cast<size_t>(n + 2));
+  EXPECT_EQ(children->back(), "sub");  // the folder, once, without its '/'
 }
 
 // A wrong secret is refused at once (no retries) with what to check.
@@ -204,6 +213,30 @@ TEST(S3RgwTest, AbsentGatewayIsUnavailableAfterRetries) {
   EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
   EXPECT_NE(st.message().find("gave up after 3 attempts"), std::string::npos) << st.message();
   EXPECT_EQ((*s3)->retries(), 2u);
+}
+
+// Compare-and-swap for a lease: create-if-absent wins once; replace-if-match wins only with the
+// current ETag, and a writer holding an older one is refused (kConflict), whatever it writes.
+TEST(S3RgwTest, ConditionalPutsAreCompareAndSwap) {
+  auto s3 = Client(RgwConfig(TestPrefix()));
+  Bytes first = RandomBytes(100, 13), second = RandomBytes(100, 14), third = RandomBytes(100, 15);
+  Result<std::string> created = s3->PutIfAbsent("LEASE", first);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  Result<std::string> again = s3->PutIfAbsent("LEASE", second);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), Code::kConflict) << again.status().ToString();
+  Result<S3Client::Head> head = s3->Stat("LEASE");
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  EXPECT_EQ(head->etag, *created);
+  Result<std::string> replaced = s3->PutIfMatch("LEASE", second, *created);
+  ASSERT_TRUE(replaced.ok()) << replaced.status().ToString();
+  EXPECT_NE(*replaced, *created);
+  Result<std::string> stale = s3->PutIfMatch("LEASE", third, *created);  // the writer that lost
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.status().code(), Code::kConflict) << stale.status().ToString();
+  Result<Bytes> now = s3->Get("LEASE", 1000);
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  EXPECT_EQ(*now, second);
 }
 
 // A bucket that does not exist is named as such.

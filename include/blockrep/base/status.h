@@ -26,6 +26,7 @@ enum class Code {
   kProtocol,          // the peer broke the wire protocol
   kIoError,
   kInternal,
+  kConflict,          // a conditional write lost: another writer changed the object first
 };
 
 const char* CodeName(Code code);
@@ -68,6 +69,7 @@ Status DataLoss(std::string message);
 Status ProtocolError(std::string message);
 Status IoError(std::string message);
 Status Internal(std::string message);
+Status Conflict(std::string message);
 // errno-based error: "what: strerror(err)", with ENOSPC mapped to kNoSpace and
 // ECONNREFUSED/ECONNRESET/EPIPE/ETIMEDOUT to kUnavailable.
 Status ErrnoStatus(std::string_view what, int err);

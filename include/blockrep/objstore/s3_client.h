@@ -56,6 +56,7 @@ struct S3Config {
   uint32_t backoff_max_ms = 5000;
   uint32_t connect_timeout_ms = 5000;
   uint32_t stall_timeout_s = 20;  // a transfer moving under 1 KiB/s this long is given up (retried)
+  uint32_t list_page_keys = kS3ListPageKeysMax;  // keys asked for per LIST page (1..1000)
 };
 
 struct S3Object {
@@ -77,12 +78,27 @@ class S3Client {
 
   // Keys are relative to the location's prefix.
   Status Put(std::string_view key, ByteSpan data);
+  // Compare-and-swap writes, for a lease object (one writer per server chain): create only when
+  // there is no such object (If-None-Match: *), or replace only the version whose ETag is
+  // `etag` (If-Match). Both return the new ETag; kConflict when another writer got there first.
+  // A kConflict that follows a retried attempt may be this client's own earlier write, whose
+  // answer was lost: read the object back to tell (the message says so). An ETag is the MD5 of
+  // the content (no multipart here): two writes of the same bytes look alike, so what is written
+  // this way must differ every time (a lease carries its owner and a new fencing token).
+  Result<std::string> PutIfAbsent(std::string_view key, ByteSpan data);
+  Result<std::string> PutIfMatch(std::string_view key, ByteSpan data, std::string_view etag);
   // The whole object; kNotFound when there is none, kDataLoss when it is larger than max_bytes.
   Result<Bytes> Get(std::string_view key, size_t max_bytes);
   // Bytes [offset, offset + len) of the object; fewer only at its end.
   Result<Bytes> GetRange(std::string_view key, uint64_t offset, size_t len);
   // kNotFound when there is none.
   Result<uint64_t> Size(std::string_view key);
+  // Size and ETag; kNotFound when there is none.
+  struct Head {
+    uint64_t size_bytes = 0;
+    std::string etag;  // without quotes
+  };
+  Result<Head> Stat(std::string_view key);
   // Removing an object that is not there is not an error (S3's own rule).
   Status Delete(std::string_view key);
   // Every object whose key starts with `key_prefix`, in key order; kInvalidArgument beyond
@@ -105,6 +121,7 @@ class S3Client {
   explicit S3Client(const S3Config& config);
   Status Perform(const Request& request, Response* response);
   Status PerformOnce(const Request& request, Response* response);
+  Result<std::string> PutConditional(std::string_view key, ByteSpan data, std::string condition);
   std::string ObjectUrl(std::string_view key) const;
   // One listing, page after page: fn(page) for each.
   Status ListPages(const std::string& full_prefix, bool delimited,
