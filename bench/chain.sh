@@ -27,7 +27,6 @@ cleanup() {
   [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 points() { "$BIN/blockrep-recover" list --store "$W/store" --server-id "$1" --json 2>/dev/null | grep -c '"id"' || true; }
 
 "$BIN/blockrep-keygen" --out "$W/keys" --server-id "$ID" --server-id "$FLAT" >/dev/null
@@ -80,7 +79,6 @@ restore_s() {  # server-id: prints seconds of one restore of its newest point
   fi
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 chain_runs=() flat_runs=()
 for _ in $(seq 1 "$RUNS"); do
   chain_runs+=("$(restore_s "$ID")")

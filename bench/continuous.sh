@@ -30,7 +30,6 @@ cleanup() {
   rm -rf "/sys/fs/bpf/blockrep/$ID" "$W"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
 
 "$BIN/blockrep-keygen" --out "$W/keys" --server-id "$ID" >/dev/null
 truncate -s 4G "$W/disk.img"
@@ -55,7 +54,6 @@ sync; echo 3 >/proc/sys/vm/drop_caches
 t0=$(now); "${AGENT[@]}" --once >"$W/full.out" 2>/dev/null; t1=$(now)
 full_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 head -c 40M /dev/urandom >"$W/mnt/change.bin"
 drop_caches
 t0=$(now); "${AGENT[@]}" --once >"$W/incr.out" 2>/dev/null; t1=$(now)

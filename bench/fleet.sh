@@ -30,8 +30,6 @@ cleanup() {
   [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
 
 ids=()
 for i in $(seq 1 "$ROUNDS"); do ids+=("alone$i"); done

@@ -41,7 +41,6 @@ cleanup() {
   [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # Runs a command with the page cache dropped first; prints its wall seconds. Output goes to
 # $W/<name>.out; a failure shows its tail and stops the run.
 timed() {

@@ -32,10 +32,6 @@ cleanup() {
   [[ -n ${BENCH_KEEP:-} ]] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 sectors_written() { awk '{print $7}' "/sys/block/$(basename "$1")/stat"; }
 

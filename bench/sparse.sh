@@ -25,7 +25,6 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
 
 "$BIN/blockrep-keygen" --out "$W/keys" --server-id "$ID" >/dev/null
 truncate -s "${GIB}G" "$W/vol.img"
