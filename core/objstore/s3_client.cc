@@ -22,6 +22,8 @@ namespace blockrep {
 namespace {
 
 constexpr size_t kCredentialsFileBytesMax = 4096;
+constexpr size_t kReceiveBufferBytes = 512u << 10;
+static_assert(kReceiveBufferBytes <= CURL_MAX_READ_SIZE);
 constexpr size_t kAccessKeyBytesMax = 128;
 constexpr size_t kSecretKeyBytesMax = 256;
 constexpr char kEmptySha256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -439,6 +441,9 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config_.stall_timeout_s));
+  // A larger receive buffer than libcurl's 16 KiB: with it, a 4 MiB range took ~500 recv and
+  // poll calls and the bucket restore ran at a sixth of the gateway's own speed.
+  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, static_cast<long>(kReceiveBufferBytes));
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, CollectHeader);

@@ -21,10 +21,24 @@ class S3ReadFile : public File {
   Result<size_t> ReadAt(uint64_t offset, uint8_t* dst, size_t len) override {
     if (offset >= size_ || len == 0) return size_t{0};
     len = static_cast<size_t>(std::min<uint64_t>(len, size_ - offset));
-    S3ReadEnv::Locked c = env_->Client();
-    BR_ASSIGN_OR_RETURN(Bytes got, c.client->GetRange(key_, offset, len));
-    std::memcpy(dst, got.data(), got.size());
-    return got.size();
+    const bool sequential = read_any_ && offset >= next_offset_ && offset - next_offset_ <= S3ReadEnv::kSequentialGapMax;
+    read_any_ = true;
+    next_offset_ = offset + len;
+    if (env_->ReadAhead(key_, offset, dst, len)) return len;
+    const uint64_t fetch = sequential ? std::min<uint64_t>(std::max<uint64_t>(len, S3ReadEnv::kReadAheadBytes), size_ - offset) : len;
+    Bytes got;
+    {
+      S3ReadEnv::Locked c = env_->Client();
+      BR_ASSIGN_OR_RETURN(got, c.client->GetRange(key_, offset, static_cast<size_t>(fetch)));
+    }
+    // Objects are written whole, never in place: the size at open bounds every read, and less
+    // than asked means the object changed or the gateway misbehaved.
+    if (got.size() != fetch)
+      return DataLoss(key_ + ": " + std::to_string(got.size()) + " bytes at offset " + std::to_string(offset) +
+                      " where the object holds " + std::to_string(fetch));
+    std::memcpy(dst, got.data(), len);
+    if (fetch > len) env_->KeepReadAhead(key_, offset, std::move(got));
+    return len;
   }
 
  private:
@@ -32,6 +46,8 @@ class S3ReadFile : public File {
   S3ReadEnv* env_;
   std::string key_;
   uint64_t size_;  // at open: objects are written whole, never in place
+  bool read_any_ = false;
+  uint64_t next_offset_ = 0;  // where the last read ended
 };
 
 }  // namespace
@@ -70,6 +86,22 @@ Result<std::unique_ptr<File>> S3ReadEnv::Open(const std::string& path, OpenMode 
     BR_ASSIGN_OR_RETURN(size, c.client->Size(key));
   }
   return std::unique_ptr<File>(new S3ReadFile(this, std::move(key), size));
+}
+
+bool S3ReadEnv::ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len) {
+  std::lock_guard<std::mutex> lock(ahead_mu_);
+  if (ahead_key_ != key || offset < ahead_offset_ || offset - ahead_offset_ > ahead_.size() ||
+      len > ahead_.size() - (offset - ahead_offset_))
+    return false;
+  std::memcpy(dst, ahead_.data() + (offset - ahead_offset_), len);
+  return true;
+}
+
+void S3ReadEnv::KeepReadAhead(const std::string& key, uint64_t offset, Bytes data) {
+  std::lock_guard<std::mutex> lock(ahead_mu_);
+  ahead_key_ = key;
+  ahead_offset_ = offset;
+  ahead_ = std::move(data);
 }
 
 Status S3ReadEnv::Probe() {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "blockrep/objstore/s3_client.h"
+#include "blockrep/objstore/s3_env.h"
 
 namespace blockrep {
 namespace {
@@ -237,6 +238,51 @@ TEST(S3RgwTest, ConditionalPutsAreCompareAndSwap) {
   Result<Bytes> now = s3->Get("LEASE", 1000);
   ASSERT_TRUE(now.ok()) << now.status().ToString();
   EXPECT_EQ(*now, second);
+}
+
+// The read-only Env over a bucket: reads of any size come back whole, sequential ones through
+// the read-ahead too, reads at the end short; folders list their children; nothing writes.
+TEST(S3RgwTest, ReadEnvReadsListsAndRefusesWrites) {
+  const std::string prefix = TestPrefix();
+  auto s3 = Client(RgwConfig(prefix));
+  Bytes data = RandomBytes((5 << 20) + 123, 16);
+  ASSERT_TRUE(s3->Put("store/servers/a/packs/00000001.pack", data).ok());
+  S3Flags flags;
+  flags.endpoint = Env("BLOCKREP_S3_ENDPOINT");
+  flags.ca_file = Env("BLOCKREP_S3_CA");
+  flags.credentials_file = Env("BLOCKREP_S3_CREDENTIALS");
+  flags.region = "default";
+  Result<std::unique_ptr<S3ReadEnv>> env = S3ReadEnv::Open("s3://blockrep-test/" + prefix + "store", flags);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  const std::string root = (*env)->root();
+  Result<std::unique_ptr<File>> f = (*env)->Open(root + "/servers/a/packs/00000001.pack", OpenMode::kRead);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  for (auto [offset, len] : {std::pair<uint64_t, size_t>{1000, (4 << 20) + 77}, {0, 1}, {4096, 600 << 10}}) {
+    Bytes got(len);
+    Result<size_t> n = (*f)->ReadAt(offset, got.data(), len);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    ASSERT_EQ(*n, len);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + static_cast<long>(offset))) << offset << "+" << len;
+  }
+  // A sequential reader: the second read continues the first (past a small gap) and is served
+  // from the read-ahead the first one started; a read inside that range too.
+  for (auto [offset, len] : {std::pair<uint64_t, size_t>{16, 1 << 20}, {(1 << 20) + 116, 3 << 20}, {(2 << 20) + 5, 1000}}) {
+    Bytes got(len);
+    Result<size_t> n = (*f)->ReadAt(offset, got.data(), len);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    ASSERT_EQ(*n, len);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + static_cast<long>(offset))) << offset << "+" << len;
+  }
+  Bytes tail(2 << 20);
+  Result<size_t> n = (*f)->ReadAt(data.size() - 1000, tail.data(), tail.size());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1000u);
+  EXPECT_TRUE(std::equal(tail.begin(), tail.begin() + 1000, data.end() - 1000));
+  Result<std::vector<std::string>> names = (*env)->ListDir(root + "/servers");
+  ASSERT_TRUE(names.ok()) << names.status().ToString();
+  EXPECT_EQ(*names, std::vector<std::string>{"a"});
+  EXPECT_EQ((*env)->Open(root + "/x", OpenMode::kCreateTruncate).status().code(), Code::kPermissionDenied);
+  EXPECT_EQ((*env)->Remove(root + "/servers/a/packs/00000001.pack").code(), Code::kPermissionDenied);
 }
 
 // A bucket that does not exist is named as such.

@@ -57,6 +57,17 @@ class S3ReadEnv : public Env {
   // The key of `path` (relative to the store's prefix), or kInvalidArgument outside the root.
   Result<std::string> KeyOf(const std::string& path) const;
 
+  // Read-ahead for sequential readers (a restore reads packs front to back in windows of a few
+  // MiB): a read that continues the previous one of its file fetches kReadAheadBytes at once and
+  // keeps them here. The gateway streams one long range several times faster than many short
+  // ones (RGW: about 90 MB/s for 4 MiB ranges, 600 MB/s for a whole object, on this machine).
+  // One buffer for the Env; a random reader (mount) never fills it.
+  static constexpr uint64_t kReadAheadBytes = 32u << 20;
+  static constexpr uint64_t kSequentialGapMax = 128u << 10;  // fingerprints between windows
+  // Copies [offset, offset + len) of `key` from the read-ahead buffer when it holds all of it.
+  bool ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len);
+  void KeepReadAhead(const std::string& key, uint64_t offset, Bytes data);
+
  private:
   S3ReadEnv(std::string root, std::unique_ptr<S3Client> client) : root_(std::move(root)), client_(std::move(client)) {}
   Status ReadOnly(const std::string& what) const;
@@ -64,6 +75,10 @@ class S3ReadEnv : public Env {
   std::string root_;
   std::mutex mu_;
   std::unique_ptr<S3Client> client_;
+  std::mutex ahead_mu_;
+  std::string ahead_key_;  // "" when empty
+  uint64_t ahead_offset_ = 0;
+  Bytes ahead_;
 };
 
 }  // namespace blockrep
