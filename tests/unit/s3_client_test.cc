@@ -182,7 +182,7 @@ TEST(S3ErrorTest, ParsesErrorBodies) {
 }
 
 // HTTP answers map to what a caller can do: retry, stop for space, fix credentials or clock.
-TEST(S3ErrorTest, StatusesSayWhatToDo) {
+TEST(S3ErrorTest, StatusesNameTheRemedy) {
   EXPECT_EQ(StatusForHttp(503, {"SlowDown", ""}, "PUT k").code(), Code::kUnavailable);
   EXPECT_EQ(StatusForHttp(500, {}, "PUT k").code(), Code::kUnavailable);
   EXPECT_EQ(StatusForHttp(400, {"XAmzContentSHA256Mismatch", ""}, "PUT k").code(), Code::kUnavailable);
