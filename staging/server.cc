@@ -261,13 +261,23 @@ void Server::OnCompletion(uint64_t ud, int res) {
       if (s.server != nullptr && !s.reader) s.server->figures.last_heard_utc_ns = NowUtcNs();
     }
     Status st = s.ch->OnCompletion(op, res);
-    if (!st.ok() && s.failed) {
+    if (st.ok() || s.draining) return;  // draining: the peer is gone already, DrainDone closes
+    if (s.failed) {
       Close(s);  // the agent read our ERROR and hung up
-    } else if (!st.ok() && !s.ch->closing()) {
-      // Frames that arrived before the close still count (an agent's last END_POINT, say).
-      HandleFrames(s).IgnoreError();  // a protocol error here only adds to the close below
+    } else if (!s.ch->closing()) {
       std::string line = "session " + std::to_string(s.id) + " (" + (s.server_id.empty() ? s.peer : s.server_id) +
                          (st.code() == Code::kUnavailable ? ") closed: " : "): ") + st.message();
+      if (st.code() == Code::kUnavailable && s.hello_done && s.point && !s.reader && !s.fleet_view) {
+        // Frames that arrived before the close still count: an agent killed right after its
+        // END_POINT has sent a whole point, which is committed as if it had stayed (its next
+        // session finds the chain one point further). They may take more than this turn: the
+        // session drains them first (Service, DrainDone).
+        Log(kProg, line + "; handling what it sent before");
+        s.draining = true;
+        s.ch->StopSending();
+        return;
+      }
+      HandleFrames(s).IgnoreError();  // a protocol error here only adds to the close below
       if (st.code() != Code::kUnavailable) s.ch->FlushBestEffort();  // the peer should see the TLS alert that explains it
       if (s.hello_done) Log(kProg, line);
       else PreAuthEvent(line);
@@ -407,7 +417,12 @@ void Server::Service(Session& s) {
     if (!commit.ok()) FailStore(s, commit);
   }
   if (s.failed) s.ch->Consume(s.ch->inbox().size());  // refused: keep reading only to see the hang-up
-  st = s.ch->Pump();
+  if (s.draining && DrainDone(s)) {
+    Log(kProg, "session " + std::to_string(s.id) + " (" + s.server_id + "): done with what the agent sent before it hung up");
+    Close(s);
+    return;
+  }
+  st = s.ch->Pump();  // draining: receives only, until the peer's close
   if (!st.ok()) {
     Log(kProg, "session " + std::to_string(s.id) + " (" + s.peer + "): " + st.message());
     Close(s);
@@ -418,7 +433,7 @@ Status Server::HandleFrames(Session& s) {
   if (!s.ch->handshake_done()) return Status::Ok();
   const size_t unsent_max = s.reader ? kReaderUnsentMax : kAgentUnsentMax;
   const uint64_t start_ns = MonotonicNs();
-  for (unsigned n = 0; !s.failed && s.pack.batch_bytes() < batch_bytes_max_ && s.ch->unsent_bytes() <= unsent_max; ++n) {
+  for (unsigned n = 0; !s.failed && s.pack.batch_bytes() < batch_bytes_max_ && (s.draining || s.ch->unsent_bytes() <= unsent_max); ++n) {
     // While a job of its server runs (a commit, a query), the session waits; the job's
     // completion wakes the loop, which services it again.
     if (s.server != nullptr && s.server->jobs > 0) break;
@@ -478,7 +493,18 @@ Status Server::HandleFrame(Session& s, const wire::Frame& f) {
   }
 }
 
+bool Server::DrainDone(const Session& s) const {
+  if (s.failed) return true;
+  if (s.committing || s.pack.inflight() || s.pack.batch_bytes() > 0) return false;
+  if (s.server != nullptr && s.server->jobs > 0) return false;  // the point's commit may wait for it
+  if (s.end) return false;  // Service starts its commit (or a failed write refuses the session)
+  if (!s.ch->receive_ended()) return false;  // a send failed first: what the socket holds still counts
+  Result<std::optional<wire::Frame>> next = wire::ParseFrame(s.ch->inbox());
+  return !next.ok() || !next->has_value();  // a frame cut by the close is never handled
+}
+
 void Server::SendFrame(Session& s, wire::MsgType type, const Bytes& payload) {
+  if (s.draining) return;  // the peer is gone
   Bytes frame;
   wire::AppendFrame(&frame, type, payload);
   Status st = s.ch->Send(frame);

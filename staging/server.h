@@ -181,6 +181,8 @@ class Server {
   // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
+  // A draining session (the agent hung up) has handled, made durable and committed all it can.
+  bool DrainDone(const Session& s) const;
   void FailQuota(Session& s, const std::string& what);
   void ReloadTls();
   // Before a new connection is taken on: evicts the oldest one still before TLS and HELLO if the

@@ -138,6 +138,10 @@ struct Server::Session {
   uint64_t commit_started_ns = 0;  // the pack's group commit in flight began (for /metrics)
   bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
   bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed
+  // The agent hung up inside a point: the frames it sent before (its last records, SEALs and
+  // END_POINT) are still handled, made durable and committed; nothing more is sent or received;
+  // then the session closes (Server::DrainDone).
+  bool draining = false;
 
   // The last committed point's index, loaded on the first FINGERPRINT_REQUEST or SEAL_REQUEST
   // (rescans); a compaction that rewrites it changes its checksum, which makes it reload. Owned by

@@ -79,7 +79,8 @@ void Channel::ReleaseBuffers() {
 Status Channel::Pump() {
   if (closing_) return Status::Ok();
   BR_RETURN_IF_ERROR(DrainTls());
-  if (!send_inflight_) {
+  if (sending_stopped_) tls_->outgoing().clear();
+  if (!send_inflight_ && !sending_stopped_) {
     Bytes& out = tls_->outgoing();
     if (send_done_ == send_buf_.size() && !out.empty()) {
       // Everything TLS produced goes in one send, by swapping buffers: taking a chunk off the
@@ -124,7 +125,10 @@ Status Channel::OnCompletion(uint8_t op, int res) {
     recv_inflight_ = false;
     if (closing_) return Status::Ok();
     if (res == -EINTR || res == -EAGAIN) return Status::Ok();
-    if (res < 0) return ErrnoStatus("receive", -res);
+    if (res < 0) {
+      peer_closed_ = true;
+      return ErrnoStatus("receive", -res);
+    }
     if (res == 0) {
       peer_closed_ = true;
       // Plaintext already buffered may still hold the peer's last frames (an ERROR, say).
@@ -145,6 +149,15 @@ void Channel::FlushBestEffort() {
   ssize_t n = send(fd_, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;  // best effort by design: the connection is being dropped either way
   out.clear();
+}
+
+void Channel::StopSending() {
+  sending_stopped_ = true;
+  tls_->outgoing().clear();
+  if (!send_inflight_) {
+    send_buf_.clear();
+    send_done_ = 0;
+  }
 }
 
 void Channel::Shutdown() {

@@ -107,9 +107,9 @@ recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --
 if ! cmp -s "$dev" "$WORK/out/vol-0.img"; then
   cmp -l "$dev" "$WORK/out/vol-0.img" | awk '{print int(($1 - 1) / 4096)}' | uniq -c | head -n 8 >&2
   b=$(cmp "$dev" "$WORK/out/vol-0.img" | awk '{print int(($5 - 1) / 4096)}')
-  debugfs -R "icheck $b" "$dev" 2>/dev/null >&2
+  debugfs -R "icheck $b" "$dev" >&2 2>/dev/null
   ino=$(debugfs -R "icheck $b" "$dev" 2>/dev/null | awk 'NR == 2 {print $2}')
-  [[ -n $ino ]] && debugfs -R "ncheck $ino" "$dev" 2>/dev/null >&2
+  [[ -n $ino ]] && debugfs -R "ncheck $ino" "$dev" >&2 2>/dev/null
   fail "the final point differs from the device"
 fi
 e2fsck -fn "$WORK/out/vol-0.img" >/dev/null 2>&1 || fail "e2fsck finds the restored filesystem damaged"

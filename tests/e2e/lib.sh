@@ -23,7 +23,7 @@ cleanup() {
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
   if [[ $rc -ne 0 && $rc -ne 77 ]]; then
     echo "--- staging log (tail) ---" >&2
-    tail -n 20 "$WORK/staging.log" 2>/dev/null >&2 || true
+    tail -n 20 "$WORK/staging.log" >&2 2>/dev/null || true  # stdout to stderr first, then silence tail's own errors
   fi
   [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
   exit $rc
@@ -133,6 +133,19 @@ metrics_port() {
   echo "$port"
 }
 
+# tcp_queues PORT: "TX RX": bytes waiting in the send queues of established IPv4 connections to
+# PORT (the clients' side) and in the receive queues of those accepted on it (the server's side),
+# from /proc/net/tcp.
+tcp_queues() {
+  local want tx=0 rx=0 _sl local remote st queues _rest
+  want=$(printf '%04X' "$1")
+  while read -r _sl local remote st queues _rest; do
+    [[ $st == 01 ]] || continue
+    [[ ${remote##*:} == "$want" ]] && tx=$((tx + 16#${queues%%:*}))
+    [[ ${local##*:} == "$want" ]] && rx=$((rx + 16#${queues##*:}))
+  done < <(tail -n +2 /proc/net/tcp)
+  echo "$tx $rx"
+}
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # flip_byte FILE OFFSET [MASK]: XORs one byte with MASK (default 1), so the byte always changes
 # (writing a fixed value leaves the file intact when the byte already held it: 1 run in 256).

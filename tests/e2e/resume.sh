@@ -105,12 +105,23 @@ kill -STOP "$STAGING_PID"
 kill -USR1 "$APID"
 for _ in $(seq 1 100); do grep -q -- "-> ended" "$WORK/agent3.log" && break; sleep 0.05; done
 grep -q -- "-> ended" "$WORK/agent3.log" || { kill -CONT "$STAGING_PID"; fail "the agent did not end the point: $(tail -n 3 "$WORK/agent3.log")"; }
-sleep 0.3  # END_POINT is in the staging's socket
+# END_POINT is in the staging's socket once the agent's send queue is empty and what waits in
+# the stopped staging's receive queue has stopped growing (a fixed sleep lost this race once,
+# under the sanitizers on a loaded CI machine).
+settled=0 last=-1
+for _ in $(seq 1 100); do
+  read -r tx rx < <(tcp_queues "$STAGING_PORT")
+  if [[ $tx == 0 && $rx -gt 0 && $rx == "$last" ]]; then settled=$((settled + 1)); else settled=0; fi
+  last=$rx
+  ((settled >= 3)) && break
+  sleep 0.1
+done
+((settled >= 3)) || { kill -CONT "$STAGING_PID"; fail "the agent's END_POINT never reached the staging's socket (send queue $tx, receive queue $rx bytes)"; }
 kill -9 "$APID"
 wait "$APID" 2>/dev/null || true
 kill -CONT "$STAGING_PID"
 ended=$(grep -o "point [0-9]*: final take -> ended" "$WORK/agent3.log" | tail -n 1 | awk '{print $2}' | tr -d :)
-for _ in $(seq 1 100); do grep -q "point $ended committed" "$WORK/staging.log" && break; sleep 0.05; done
+for _ in $(seq 1 300); do grep -q "point $ended committed" "$WORK/staging.log" && break; sleep 0.05; done
 grep -q "point $ended committed" "$WORK/staging.log" || fail "the staging did not commit point $ended after its END_POINT"
 grep -q "point $ended .*acknowledged" "$WORK/agent3.log" && fail "the agent saw point $ended acknowledged: the test missed its moment"
 mount_dev

@@ -11,6 +11,10 @@
 //           per 8 KiB of volume 0, so none coalesce), then --points empty incremental points on
 //           top: each commit loads and rebuilds an index of --records entries. Prints
 //           "point ID: N records acknowledged in MS ms" per point.
+//   hangup  one session that sends a point of --records 4 KiB records, its SEAL and END_POINT,
+//           and, once the staging's kernel has them all, closes the socket without reading a
+//           reply (an agent killed right after END_POINT: the unread replies make it a reset); then, in a new session, prints "hung up after END_POINT of point P; the
+//           chain ends at point L".
 //   ping    a well-behaved session of another server that sends a PING every 20 ms for
 //           --seconds (or until SIGINT or SIGTERM) and prints "pings N p50 MS p99 MS max MS" (round trips).
 // Usage: blockrep_hostile_peer MODE --staging HOST:PORT --server-id ID --key FILE
@@ -21,6 +25,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -69,9 +75,14 @@ class Peer {
     X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), hp.host.c_str());
     if (SSL_connect(ssl_) != 1) Die("TLS handshake failed: " + TakeOpenSslError());
   }
-  ~Peer() {
+  ~Peer() { HangUp(); }
+  // Closes the socket as a killed process does: no TLS close_notify, replies left unread.
+  void HangUp() {
+    if (fd_ < 0) return;
     SSL_free(ssl_);
+    ssl_ = nullptr;
     close(fd_);
+    fd_ = -1;
   }
   int fd() const { return fd_; }
   void Send(wire::MsgType type, ByteSpan payload) {
@@ -274,6 +285,66 @@ void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataK
   }
 }
 
+void HangUpAfterEndPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  uint64_t last = 0;
+  auto peer = Open(ctx, hp, o, key, &last);
+  auto sealer = RecordSealer::Create(key, o.server_id);
+  if (!sealer.ok()) Die(sealer.status().message());
+  wire::BeginPoint b;
+  b.point_id = last + 1;
+  b.time_ns = NowUtcNs();
+  b.base_point = last;
+  b.flags = store::kPointConsistent;
+  b.volume_sizes = {o.records * 8192};
+  peer->Send(wire::MsgType::kBeginPoint, b.Encode());
+  Bytes plain(4096, 0x5a), scratch, record, frame, fps(kFingerprintBytes, 0);
+  for (uint64_t i = 0; i < o.records; ++i) {
+    std::memcpy(plain.data(), &i, sizeof i);
+    record.clear();
+    auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &scratch, &record);
+    if (!h.ok()) Die(h.status().message());
+    wire::RecordMsg::AppendEncoded(&frame, i + 1, record, fps);
+  }
+  if (!peer->TrySend(frame)) Die("the staging stopped reading records");
+  SendSeals(*peer, b, last);
+  wire::EndPoint e;
+  e.point_id = b.point_id;
+  e.flags = b.flags;
+  e.record_count = o.records;
+  e.last_seq = o.records;
+  peer->Send(wire::MsgType::kEndPoint, e.Encode());
+  // Every byte reaches the staging's socket first (the kernel has it acknowledged): closing with
+  // bytes unsent would lose them in the reset that unread replies cause, as a killed agent does.
+  for (int waited_ms = 0;; ++waited_ms) {
+    int outq = 0;
+    if (ioctl(peer->fd(), SIOCOUTQ, &outq) != 0) Die(std::string("ioctl SIOCOUTQ: ") + std::strerror(errno));
+    if (outq == 0) break;
+    if (waited_ms == 10000) Die("the staging did not take the point's bytes within 10 s");
+    usleep(1000);
+  }
+  peer->HangUp();
+  // The staging may still be finishing the old session: it refuses a second one meanwhile.
+  uint64_t chain_end = 0;
+  for (int attempt = 0;; ++attempt) {
+    Peer again(ctx, hp);
+    wire::Hello h;
+    h.server_id = o.server_id;
+    h.key_id = key.key_id;
+    again.Send(wire::MsgType::kHello, h.Encode());
+    auto reply = again.Receive();
+    if (reply && reply->first == wire::MsgType::kHelloOk) {
+      auto ok = wire::HelloOk::Decode(reply->second);
+      if (!ok.ok()) Die("bad HELLO_OK: " + ok.status().message());
+      chain_end = ok->last_point_id;
+      break;
+    }
+    if (attempt == 100) Die("the staging refused every new session for 10 s after the hang-up");
+    usleep(100000);
+  }
+  std::printf("hung up after END_POINT of point %llu; the chain ends at point %llu\n",
+              static_cast<unsigned long long>(b.point_id), static_cast<unsigned long long>(chain_end));
+}
+
 volatile std::sig_atomic_t g_ping_stop = 0;
 
 void Ping(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
@@ -321,8 +392,8 @@ Options Parse(int argc, char** argv) {
     else if (a == "--points") o.points = std::stoull(v);
     else Die("unknown flag " + a);
   }
-  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping" && o.mode != "big")
-    Die("unknown mode " + o.mode + " (points, flood, ping, big)");
+  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping" && o.mode != "big" && o.mode != "hangup")
+    Die("unknown mode " + o.mode + " (points, flood, ping, big, hangup)");
   if (o.mode == "points" && (o.volume_bytes.empty() || o.times.empty())) Die("points needs --volume-bytes and --time");
   return o;
 }
@@ -349,6 +420,10 @@ int main(int argc, char** argv) {
   }
   if (o.mode == "big") {
     BigPoint(ctx->get(), *hp, o, *key);
+    return 0;
+  }
+  if (o.mode == "hangup") {
+    HangUpAfterEndPoint(ctx->get(), *hp, o, *key);
     return 0;
   }
   for (const std::string& t : o.times) {

@@ -57,6 +57,11 @@ class Channel {
   // Error path only: hands queued ciphertext (a TLS alert, say) to the socket without waiting,
   // so the peer learns why it is being dropped. Skipped while a send is in flight.
   void FlushBestEffort();
+  // The peer is gone but its last frames are still wanted: from now on nothing is sent (what
+  // waits is dropped; a send in flight completes on its own), and Pump only receives, until the
+  // peer's close or a receive error ends it (receive_ended()).
+  void StopSending();
+  bool receive_ended() const { return peer_closed_ && !recv_inflight_; }
   // Stops reading and writes; in-flight requests complete with errors, after which idle() holds.
   void Shutdown();
   bool idle() const { return !send_inflight_ && !recv_inflight_; }
@@ -82,7 +87,8 @@ class Channel {
   bool send_inflight_ = false;
   bool recv_inflight_ = false;
   bool closing_ = false;
-  bool peer_closed_ = false;
+  bool peer_closed_ = false;  // by its close or a receive error: nothing more is received
+  bool sending_stopped_ = false;
 };
 
 }  // namespace blockrep
