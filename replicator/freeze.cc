@@ -77,7 +77,7 @@ std::vector<MountedFs> FindMounts(const std::vector<std::string>& devices, const
             unescaped += mp[i];
           }
         }
-        out.push_back({unescaped, dev});
+        out.push_back({unescaped, dev, st.st_rdev});
         break;
       }
     }
@@ -96,6 +96,11 @@ Status FreezeSet::Freeze(uint64_t limit_ns) {
   for (const MountedFs& m : mounts_) {
     UniqueFd fd(open(m.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd.valid()) return ErrnoStatus("open " + m.mountpoint + " to freeze it", errno);
+    struct stat st{};
+    if (fstat(fd.get(), &st) != 0) return ErrnoStatus("stat " + m.mountpoint + " to freeze it", errno);
+    if (st.st_dev != m.rdev)
+      return NotFound(m.mountpoint + " no longer holds the filesystem of " + m.device +
+                                " (unmounted, or another mounted over it): not freezing what is there now");
     fds_.push_back(std::move(fd));
   }
   int p[2];

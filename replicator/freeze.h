@@ -20,6 +20,7 @@ namespace blockrep::agent {
 struct MountedFs {
   std::string mountpoint;
   std::string device;  // the protected volume it is mounted from
+  dev_t rdev = 0;      // that device's number: what the mount point's st_dev must be to freeze it
 };
 
 // The text of /proc/self/mountinfo.
@@ -39,7 +40,9 @@ class FreezeSet {
 
   const std::vector<MountedFs>& mounts() const { return mounts_; }
   // Freezes every filesystem, or none (a failure thaws those already frozen). The watchdog
-  // thaws them after `limit_ns` or when this process dies.
+  // thaws them after `limit_ns` or when this process dies. A mount point that no longer holds
+  // its device's filesystem (unmounted, or another mounted over it) fails the whole freeze:
+  // FIFREEZE on it would stop the writers of whatever filesystem the path now leads to.
   Status Freeze(uint64_t limit_ns);
   bool frozen() const { return frozen_; }
   // Thaws; returns how long the filesystems were frozen, and whether the watchdog had to step in

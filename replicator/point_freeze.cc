@@ -21,9 +21,15 @@ void PointFreeze::Plan(bool tracking, const std::vector<std::string>& volume_pat
                        std::string post_hook) {
   pre_hook_ = std::move(pre_hook);
   post_hook_ = std::move(post_hook);
+  tracking_ = tracking;
+  volume_paths_ = volume_paths;
+  Resolve();
+}
+
+void PointFreeze::Resolve() {
   set_.reset();
   // A freeze helps only where the bitmap knows what was written up to it: eBPF tracking.
-  if (!tracking) {
+  if (!tracking_) {
     note_ = "points are not consistent: without eBPF tracking there is no freeze";
     return;
   }
@@ -33,7 +39,7 @@ void PointFreeze::Plan(bool tracking, const std::vector<std::string>& volume_pat
     return;
   }
   std::vector<std::string> unmounted;
-  std::vector<MountedFs> mounts = FindMounts(volume_paths, *mountinfo, &unmounted);
+  std::vector<MountedFs> mounts = FindMounts(volume_paths_, *mountinfo, &unmounted);
   if (!unmounted.empty()) {
     note_ = "points are not consistent: " + unmounted.front() + " has no mounted filesystem to freeze";
     return;
@@ -45,6 +51,9 @@ void PointFreeze::Plan(bool tracking, const std::vector<std::string>& volume_pat
 }
 
 void PointFreeze::Begin(uint64_t point_id) {
+  std::string before = note_;
+  Resolve();
+  if (note_ != before) Log(kProg, "point " + std::to_string(point_id) + ": the mounts changed: " + note_);
   if (!set_) return;
   pre_hook_ok_ = pre_hook_.empty() || RunHook(pre_hook_, "pre-hook", point_id);
   // Writers stop here; what the last take finds is read before they resume, so the point holds

@@ -23,7 +23,8 @@ class PointFreeze {
   static constexpr int kHookLimitMs = 30000;
 
   // Decides whether points can be frozen: `tracking` is eBPF (the bitmap knows what was written
-  // up to the freeze), `volume_paths` the protected volumes.
+  // up to the freeze), `volume_paths` the protected volumes. Their mounts are looked up again at
+  // every Begin: a filesystem unmounted, mounted or moved since is seen at the next point.
   void Plan(bool tracking, const std::vector<std::string>& volume_paths, std::string pre_hook, std::string post_hook);
   const std::string& note() const { return note_; }
   bool frozen() const { return set_ && set_->frozen(); }
@@ -45,6 +46,11 @@ class PointFreeze {
   // Runs a hook with BLOCKREP_POINT_ID set, killing it after kHookLimitMs; false on failure (logged).
   bool RunHook(const std::string& path, const char* what, uint64_t point_id);
 
+  // Looks the volumes' mounts up (/proc/self/mountinfo) and sets set_ and note_ from them.
+  void Resolve();
+
+  bool tracking_ = false;
+  std::vector<std::string> volume_paths_;
   std::unique_ptr<FreezeSet> set_;
   std::string note_;
   std::string pre_hook_, post_hook_;

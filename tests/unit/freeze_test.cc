@@ -99,6 +99,37 @@ TEST_F(FreezeTest, KilledAgentLeavesNothingFrozen) {
   EXPECT_TRUE(WritableWithin(2000));  // long before the 30 s limit
 }
 
+// A mount point whose filesystem was unmounted since it was looked up is not frozen: FIFREEZE
+// would stop the filesystem the path now leads to (here the one holding /tmp).
+TEST_F(FreezeTest, UnmountedMountPointIsNotFrozen) {
+  FreezeSet f(mounts_);
+  ASSERT_EQ(std::system(("umount " + dir_ + "/mnt").c_str()), 0);
+  Status st = f.Freeze(5000000000ull);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("no longer holds the filesystem of " + dev_), std::string::npos) << st.message();
+  EXPECT_FALSE(f.frozen());
+  EXPECT_TRUE(WritableWithin(1000));  // /tmp's filesystem: the probe lands in the bare directory
+}
+
+// PointFreeze looks the mounts up again at each point: unmounted, nothing is frozen and the
+// point is not consistent; mounted again elsewhere, that mount is frozen.
+TEST_F(FreezeTest, PointFreezeFollowsMountChanges) {
+  PointFreeze pf;
+  pf.Plan(true, {dev_}, "", "");
+  ASSERT_NE(pf.note().find(dir_ + "/mnt frozen"), std::string::npos) << pf.note();
+  ASSERT_EQ(std::system(("umount " + dir_ + "/mnt").c_str()), 0);
+  pf.Begin(1);
+  EXPECT_FALSE(pf.frozen());
+  EXPECT_NE(pf.note().find("has no mounted filesystem"), std::string::npos) << pf.note();
+  EXPECT_FALSE(pf.Finish(1).consistent);
+  ASSERT_EQ(std::system(("mkdir " + dir_ + "/mnt2 && mount " + dev_ + " " + dir_ + "/mnt2").c_str()), 0);
+  pf.Begin(2);
+  EXPECT_TRUE(pf.frozen());
+  EXPECT_NE(pf.note().find(dir_ + "/mnt2 frozen"), std::string::npos) << pf.note();
+  EXPECT_TRUE(pf.Finish(2).consistent);
+  ASSERT_EQ(std::system(("umount " + dir_ + "/mnt2 && mount " + dev_ + " " + dir_ + "/mnt").c_str()), 0);
+}
+
 // PointFreeze runs the pre-hook (with BLOCKREP_POINT_ID), freezes, thaws and runs the post-hook;
 // the point is consistent only when the pre-hook succeeded and the freeze held.
 TEST_F(FreezeTest, PointFreezeRunsHooksAroundTheFreeze) {
