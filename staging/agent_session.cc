@@ -124,6 +124,12 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
       FailStore(s, opened.status());
       return Status::Ok();
     }
+    Status attached = AttachBucket(**opened, h.server_id);
+    if (!attached.ok()) {
+      servers_.erase(h.server_id);
+      FailStore(s, attached);
+      return Status::Ok();
+    }
     st.store = std::move(opened).value();
     LoadPending(st, h.server_id);
     SetPackUsage(st, CountPacks(*st.store));

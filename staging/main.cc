@@ -5,6 +5,7 @@
 
 #include "blockrep/base/cli.h"
 #include "blockrep/base/options.h"
+#include "blockrep/objstore/bucket_mirror.h"
 #include "server.h"
 
 namespace po = boost::program_options;
@@ -25,9 +26,22 @@ int main(int argc, char** argv) {
   std::string listen, store, cert, key, ca, crl, retention, min_retention = "0", keep_labelled = "7d", quota_bytes = "0", metrics;
   uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
+  S3Flags s3;
+  std::string s3_cache;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
-      "store", po::value(&store), "store directory (created if missing)")(
+      "store", po::value(&store),
+      "store directory (created if missing), or s3://BUCKET/PREFIX: the store in a bucket, with "
+      "--s3-endpoint and --s3-cache")(
+      "s3-endpoint", po::value(&s3.endpoint), "with --store s3://...: the object store, https://HOST[:PORT]")(
+      "s3-credentials", po::value(&s3.credentials_file),
+      "with --store s3://...: a 0600 file of 'access_key_id = ...' and 'secret_access_key = ...' "
+      "(default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")(
+      "s3-ca", po::value(&s3.ca_file), "with --store s3://...: the CA bundle to trust for the endpoint (default: the system's)")(
+      "s3-region", po::value(&s3.region)->default_value("us-east-1"), "with --store s3://...: the region requests are signed for")(
+      "s3-cache", po::value(&s3_cache),
+      "with --store s3://...: a local directory the staging works in (the records' group commit, "
+      "what it serves); it holds a copy of the bucket's chains (docs/FORMAT.md, A store in a bucket)")(
       "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
       "tls-key", po::value(&key), "staging private key (PEM)")(
       "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates")(
@@ -99,7 +113,17 @@ int main(int argc, char** argv) {
   opts.quota_records_per_point = quota_records;
   opts.retention = *policy;
   opts.listen = *hp;
-  opts.store_dir = store;
+  if (IsS3Url(store)) {
+    if (s3_cache.empty())
+      return ReportFatal(kProg, InvalidArgument("--store " + store + " needs --s3-cache DIR, the local directory the staging works in"));
+    auto bucket = BucketStore::Open(store, s3);
+    if (!bucket.ok()) return ReportFatal(kProg, bucket.status());
+    opts.bucket = std::move(bucket).value();
+    opts.store_dir = s3_cache;
+  } else {
+    if (!s3_cache.empty()) return ReportFatal(kProg, InvalidArgument("--s3-cache goes with --store s3://BUCKET/PREFIX"));
+    opts.store_dir = store;
+  }
   opts.tls = TlsFiles{cert, key, ca, crl};
   opts.reload = &g_reload;
   staging::Server server(std::move(opts));

@@ -45,6 +45,10 @@ Status Server::Start() {
   }
   // TLS files first: a mistake there is reported before the store is touched (retention runs below).
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(opts_.tls, true));
+  if (opts_.bucket) {
+    // The bucket is the store of record: the cache takes its chains before anything is served.
+    BR_RETURN_IF_ERROR(opts_.bucket->SyncCache(opts_.store_dir, [](const std::string& line) { Log(kProg, line); }));
+  }
   BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir, opts_.env));
   for (const std::string& id : servers) {
     auto st = store::ServerStore::Open(opts_.store_dir, id, false, opts_.env);
@@ -57,6 +61,7 @@ Status Server::Start() {
     }
     if (!st.ok()) return st.status().Annotate("cannot open the store of server '" + id + "'");
     BR_RETURN_IF_ERROR((*st)->RemoveOrphans());
+    BR_RETURN_IF_ERROR(AttachBucket(**st, id));
     ServerState& state = servers_[id];
     state.store = std::move(st).value();
     LoadPending(state, id);
@@ -97,7 +102,7 @@ Status Server::Start() {
                                                     : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
   Log(kProg, "listening on " + opts_.listen.host + ":" + std::to_string(bound_port_) + ", store " +
-                 opts_.store_dir + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
+                 (opts_.bucket ? opts_.bucket->url() + " (cache " + opts_.store_dir + ")" : opts_.store_dir) + ", " + std::to_string(servers_.size()) + " server(s) on record, retention " +
                  opts_.retention.ToString());
   if (opts_.metrics) {
     BR_ASSIGN_OR_RETURN(metrics_, metrics::HttpEndpoint::Start(*opts_.metrics, "--metrics"));
@@ -531,6 +536,13 @@ void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
   s.ch->Pump().IgnoreError();  // best effort: the session is being refused anyway
   s.point.reset();
   s.end.reset();
+}
+
+Status Server::AttachBucket(store::ServerStore& store, const std::string& server_id) {
+  if (!opts_.bucket) return Status::Ok();
+  BR_ASSIGN_OR_RETURN(auto mirror, opts_.bucket->TakeMirror(server_id));
+  store.set_publisher(std::move(mirror));
+  return Status::Ok();
 }
 
 void Server::Close(Session& s) {

@@ -20,6 +20,7 @@
 #include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/metrics/exposition.h"
+#include "blockrep/objstore/bucket_mirror.h"
 #include "blockrep/metrics/http_endpoint.h"
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/pending.h"
@@ -55,6 +56,8 @@ struct Options {
   int listen_fd = -1;
   // --metrics: Prometheus text at http://HOST:PORT/metrics (staging/metrics.cc); unset: none.
   std::optional<HostPort> metrics;
+  // --store s3://...: the bucket every commit is published to (store_dir is then its cache).
+  std::shared_ptr<BucketStore> bucket;
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };
@@ -181,6 +184,8 @@ class Server {
   // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
+  // --store s3://...: every commit of `store` is published to the bucket first.
+  Status AttachBucket(store::ServerStore& store, const std::string& server_id);
   // A draining session (the agent hung up) has handled, made durable and committed all it can.
   bool DrainDone(const Session& s) const;
   void FailQuota(Session& s, const std::string& what);

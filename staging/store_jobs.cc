@@ -177,6 +177,9 @@ void Server::OnPointCommitted(uint64_t session_id, ServerState& st, const Status
   s.seals.clear();
   s.session_records = 0;
   if (!s.ch->closing()) SendFrame(s, wire::MsgType::kPointAck, pa.Encode());
+  // In a bucket a pack is an object written whole: one that a committed point names is not
+  // appended to again (the next record starts a new pack), so it is uploaded once.
+  if (st.store->published() && s.pack.open() && s.pack.batch_bytes() == 0 && !s.pack.inflight()) s.pack.Close();
   ApplyRetention(s.server_id, st, false);
 }
 

@@ -559,6 +559,11 @@ Result<std::string> S3Client::PutIfMatch(std::string_view key, ByteSpan data, st
 }
 
 Result<Bytes> S3Client::Get(std::string_view key, size_t max_bytes) {
+  BR_ASSIGN_OR_RETURN(Versioned v, GetVersioned(key, max_bytes));
+  return std::move(v.data);
+}
+
+Result<S3Client::Versioned> S3Client::GetVersioned(std::string_view key, size_t max_bytes) {
   Request r;
   r.url = ObjectUrl(key);
   r.what = "GET s3://" + config_.location.bucket + "/" + config_.location.prefix + std::string(key);
@@ -568,7 +573,7 @@ Result<Bytes> S3Client::Get(std::string_view key, size_t max_bytes) {
   if (resp.body.size() > max_bytes)
     return DataLoss(r.what + ": " + std::to_string(resp.body.size()) + " bytes, more than the " +
                     std::to_string(max_bytes) + " expected");
-  return std::move(resp.body);
+  return Versioned{std::move(resp.body), std::move(resp.etag)};
 }
 
 Result<Bytes> S3Client::GetRange(std::string_view key, uint64_t offset, size_t len) {

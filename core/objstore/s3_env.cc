@@ -52,7 +52,7 @@ class S3ReadFile : public File {
 
 }  // namespace
 
-Result<std::unique_ptr<S3ReadEnv>> S3ReadEnv::Open(const std::string& root_url, const S3Flags& flags) {
+Result<S3Config> MakeS3Config(const std::string& root_url, const S3Flags& flags) {
   BR_ASSIGN_OR_RETURN(S3Location loc, ParseS3Url(root_url));
   if (flags.endpoint.empty())
     return InvalidArgument("--store " + root_url + " needs --s3-endpoint https://HOST[:PORT] (the object store's address)");
@@ -62,6 +62,12 @@ Result<std::unique_ptr<S3ReadEnv>> S3ReadEnv::Open(const std::string& root_url, 
   config.ca_file = flags.ca_file;
   config.location = loc;
   BR_ASSIGN_OR_RETURN(config.credentials, LoadS3Credentials(flags.credentials_file));
+  return config;
+}
+
+Result<std::unique_ptr<S3ReadEnv>> S3ReadEnv::Open(const std::string& root_url, const S3Flags& flags) {
+  BR_ASSIGN_OR_RETURN(S3Config config, MakeS3Config(root_url, flags));
+  const S3Location& loc = config.location;
   BR_ASSIGN_OR_RETURN(auto client, S3Client::Open(config));
   std::string root = "s3://" + loc.bucket + (loc.prefix.empty() ? "" : "/" + loc.prefix.substr(0, loc.prefix.size() - 1));
   return std::unique_ptr<S3ReadEnv>(new S3ReadEnv(std::move(root), std::move(client)));

@@ -275,17 +275,21 @@ ServerStore::PackUsage ServerStore::CountPacks() const {
   return u;
 }
 
-std::string ServerStore::PackPath(uint32_t pack) const {
-  char name[32];
-  std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);
-  return dir_ + "/packs/" + name;
-}
+std::string ServerStore::PackPath(uint32_t pack) const { return dir_ + "/packs/" + PackFileName(pack); }
 
-std::string ServerStore::IndexPath(const PointInfo& point) const {
+std::string IndexFileName(const PointInfo& point) {
   char name[48];
   std::snprintf(name, sizeof(name), "%012" PRIu64 "-%016" PRIx64 ".idx", point.id, point.index_checksum);
-  return dir_ + "/index/" + name;
+  return name;
 }
+
+std::string PackFileName(uint32_t pack) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%08" PRIu32 ".pack", pack);
+  return name;
+}
+
+std::string ServerStore::IndexPath(const PointInfo& point) const { return dir_ + "/index/" + IndexFileName(point); }
 
 Result<std::unique_ptr<File>> ServerStore::CreatePack(uint32_t* pack_id) const {
   BR_ASSIGN_OR_RETURN(*pack_id, NextPackId());
@@ -355,6 +359,7 @@ Status ServerStore::CheckManifestSize(const Manifest& next) const {
 Status ServerStore::CommitManifest(Manifest next) {
   BR_RETURN_IF_ERROR(CheckManifestSize(next));
   Bytes menc = next.Encode();
+  if (publisher_) BR_RETURN_IF_ERROR(publisher_->Publish(*this, next));
   BR_RETURN_IF_ERROR(env_->WriteFileAtomic(dir_ + "/MANIFEST", menc));
   manifest_ = std::move(next);
   return Status::Ok();

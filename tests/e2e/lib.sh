@@ -29,6 +29,8 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
+# A command that fails outside a condition ends the test (set -e): say which, not just the status.
+trap 'echo "FAIL: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
@@ -84,7 +86,7 @@ start_staging() {
     >>"$WORK/staging.log" 2>&1 &
   STAGING_PID=$!
   local i
-  for i in $(seq 1 100); do
+  for i in $(seq 1 500); do  # 10 s: a staging on a bucket first brings its cache up to it
     # One snapshot of the log, so the count and the port come from the same lines.
     local lines
     mapfile -t lines < <(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/staging.log" || true)

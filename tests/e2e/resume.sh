@@ -117,10 +117,12 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 ((settled >= 3)) || { kill -CONT "$STAGING_PID"; fail "the agent's END_POINT never reached the staging's socket (send queue $tx, receive queue $rx bytes)"; }
+kill -0 "$APID" 2>/dev/null || { kill -CONT "$STAGING_PID"; fail "the agent exited before the kill: $(tail -n 5 "$WORK/agent3.log")"; }
 kill -9 "$APID"
 wait "$APID" 2>/dev/null || true
 kill -CONT "$STAGING_PID"
-ended=$(grep -o "point [0-9]*: final take -> ended" "$WORK/agent3.log" | tail -n 1 | awk '{print $2}' | tr -d :)
+ended=$(grep -o "point [0-9]*: [a-z ]* -> ended" "$WORK/agent3.log" | tail -n 1 | awk '{print $2}' | tr -d :) || true
+[[ -n $ended ]] || fail "no point ended in the agent's log: $(tail -n 5 "$WORK/agent3.log")"
 for _ in $(seq 1 300); do grep -q "point $ended committed" "$WORK/staging.log" && break; sleep 0.05; done
 grep -q "point $ended committed" "$WORK/staging.log" || fail "the staging did not commit point $ended after its END_POINT"
 grep -q "point $ended .*acknowledged" "$WORK/agent3.log" && fail "the agent saw point $ended acknowledged: the test missed its moment"

@@ -91,6 +91,12 @@ class S3Client {
   Result<Bytes> Get(std::string_view key, size_t max_bytes);
   // Bytes [offset, offset + len) of the object; fewer only at its end.
   Result<Bytes> GetRange(std::string_view key, uint64_t offset, size_t len);
+  // The whole object and its ETag (what a later PutIfMatch names to replace exactly this version).
+  struct Versioned {
+    Bytes data;
+    std::string etag;
+  };
+  Result<Versioned> GetVersioned(std::string_view key, size_t max_bytes);
   // kNotFound when there is none.
   Result<uint64_t> Size(std::string_view key);
   // Size and ETag; kNotFound when there is none.

@@ -27,6 +27,9 @@ struct S3Flags {
   std::string region = "us-east-1";
 };
 
+// The client settings of --store s3://... with the --s3-* flags.
+Result<S3Config> MakeS3Config(const std::string& root_url, const S3Flags& flags);
+
 class S3ReadEnv : public Env {
  public:
   // `root_url` is the --store value (s3://BUCKET[/PREFIX]); makes no request.

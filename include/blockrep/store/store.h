@@ -130,9 +130,25 @@ Status InitStoreRoot(const std::string& root, bool create, Env* env = Env::Defau
 Result<std::vector<std::string>> ListServers(const std::string& root, Env* env = Env::Default());
 
 Bytes EncodePackHeader(uint32_t pack_id);
+// File names inside a server's directory: index/<IndexFileName>, packs/<PackFileName>.
+std::string IndexFileName(const PointInfo& point);
+std::string PackFileName(uint32_t pack);
 // One index entry in its kIndexEntrySize-byte stored form (docs/FORMAT.md, Point index).
 void AppendIndexEntry(ByteWriter* w, const IndexEntry& e);
 IndexEntry ReadIndexEntry(ByteReader* r);
+
+class ServerStore;
+
+// Where a store's commits must also land before they count: the staging's bucket
+// (blockrep/objstore/bucket_mirror.h). Called on the thread that commits.
+class ManifestPublisher {
+ public:
+  virtual ~ManifestPublisher() = default;
+  // `next` is about to replace the chain; the index files it names and the packs they name are
+  // durable on local disk. Publishes them, then `next` as the shared manifest. An error: nothing
+  // is committed locally either (so nothing is acknowledged).
+  virtual Status Publish(const ServerStore& store, const Manifest& next) = 0;
+};
 
 class ServerStore {
  public:
@@ -140,6 +156,9 @@ class ServerStore {
   static Result<std::unique_ptr<ServerStore>> Open(const std::string& root, const std::string& server_id,
                                                    bool create, Env* env = Env::Default());
   Env* env() const { return env_; }
+  // Every manifest commit from now on is published there first (null: local only).
+  void set_publisher(std::unique_ptr<ManifestPublisher> publisher) { publisher_ = std::move(publisher); }
+  bool published() const { return publisher_ != nullptr; }
   // The server's pack files now: their bytes and count (the quota's measure, the fleet view's).
   struct PackUsage {
     uint64_t bytes = 0, count = 0;
@@ -213,6 +232,7 @@ class ServerStore {
   std::string dir_;
   Manifest manifest_;
   mutable uint32_t next_pack_id_ = 0;  // 0: not counted yet
+  std::unique_ptr<ManifestPublisher> publisher_;
 };
 
 // Reads stored records by location, keeping pack files open.
