@@ -65,7 +65,9 @@ Status Agent::Prepare() {
   seal_.point = std::make_unique<PointSeal>(seal_.keys.get(), SpillDir());
   base_.inbox().set_spill_dir(SpillDir());
   BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(kRingEntries) : Ring::Create(kRingEntries));
-  link_ = std::make_unique<StagingLink>(ring_.get(), opts_.staging, kUnsentBytesMax + kReadBytes, opts_.connect);
+  std::vector<HostPort> stagings{opts_.staging};
+  stagings.insert(stagings.end(), opts_.other_stagings.begin(), opts_.other_stagings.end());
+  link_ = std::make_unique<StagingLink>(ring_.get(), std::move(stagings), kUnsentBytesMax + kReadBytes, opts_.connect);
   BR_RETURN_IF_ERROR(link_->Init(opts_.tls));
   reads_ = std::make_unique<ReadPipeline>(
       ReadPipeline::Deps{.ring = ring_.get(), .volumes = &volumes_, .fingerprinter = &*seal_.fingerprinter,
@@ -709,11 +711,14 @@ Result<SyncSummary> Agent::SyncOnce(const Signals& sig) {
   // handshake (its budget for unauthenticated connections evicts the oldest), is tried again a
   // few times. Every other failure ends --once at once.
   bool stalled = st.code() == Code::kNoSpace;
-  int refusals = 0;
+  int refusals = 0, failovers = 0;
   auto again = [&] {
     if (st.ok() || *sig.term) return false;
     if (st.code() == Code::kNoSpace) stalled = true;
     if (stalled) return st.code() == Code::kNoSpace || st.code() == Code::kUnavailable;
+    // With several stagings (frontends of one bucket), one that is down or does not hold the
+    // server's lease is a reason to try the next.
+    if (link_->staging_count() > 1 && st.code() == Code::kUnavailable && ++failovers <= kOnceFailoversMax) return true;
     return st.code() == Code::kUnavailable && link_->refused_retryable() && ++refusals <= kOnceRefusalsMax;
   };
   while (again()) {
@@ -755,6 +760,10 @@ Status Agent::RunContinuous(const Signals& sig) {
 }
 
 void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, Backoff* backoff) {
+  if (link_->staging_count() > 1) {
+    link_->NextStaging();
+    Log(kProg, "next staging: " + link_->staging_name());
+  }
   uint64_t wait_ms = backoff->NextWaitMs();
   SetState(why.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
            why.code() == Code::kNoSpace && why.message().find("quota exceeded") == std::string::npos

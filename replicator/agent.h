@@ -47,6 +47,9 @@ struct Signals {
 
 struct Options {
   HostPort staging;
+  // More stagings (frontends sharing one bucket, --staging A,B,...): after a failed session the
+  // agent tries the next one in turn.
+  std::vector<HostPort> other_stagings;
   std::string server_id;
   std::vector<std::string> volumes;
   std::string key_file;
@@ -205,6 +208,9 @@ class Agent {
   // by SIGTERM).
   void WaitBeforeReconnect(const Signals& sig, const Status& why, Backoff* backoff);
   static constexpr int kOnceRefusalsMax = 8;
+  // --once with several stagings: failed sessions (a frontend down, or not the lease holder yet)
+  // before it gives up; with the reconnect backoff (its waits double up to 30 s) about 5 minutes.
+  static constexpr int kOnceFailoversMax = 16;
 
   Options opts_;
   Keys keys_;

@@ -207,7 +207,9 @@ int main(int argc, char** argv) {
   std::string point_interval, rpo_target, bandwidth = "0", pre_hook, post_hook, metrics, metrics_textfile, label;
   std::vector<std::string> volumes;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
-      "staging", po::value(&staging), "staging address HOST:PORT")(
+      "staging", po::value(&staging),
+      "staging address HOST:PORT, or several, HOST:PORT,HOST:PORT,...: frontends sharing one bucket, "
+      "tried in turn when a session fails")(
       "server-id", po::value(&server_id), "this server's stable id (must match its certificate)")(
       "volume", po::value(&volumes), "block device or image file to protect (repeatable; index = order)")(
       "key", po::value(&key), "data key file (mode 0600), e.g. data-ID.key from blockrep-keygen")(
@@ -240,11 +242,20 @@ int main(int argc, char** argv) {
     return ReportFatal(kProg, InvalidArgument("--tracker " + tracker + ": use auto, ebpf or scan"));
   auto codec = ParseCodec(compress);
   if (!codec.ok()) return ReportFatal(kProg, codec.status());
-  auto hp = ParseHostPort(staging, "--staging");
-  if (!hp.ok()) return ReportFatal(kProg, hp.status());
+  // --staging A,B,...: frontends of one bucket, tried in turn.
+  std::vector<HostPort> stagings;
+  for (size_t from = 0; from <= staging.size();) {
+    size_t comma = std::min(staging.find(',', from), staging.size());
+    auto one = ParseHostPort(staging.substr(from, comma - from), "--staging");
+    if (!one.ok()) return ReportFatal(kProg, one.status());
+    stagings.push_back(*one);
+    from = comma + 1;
+  }
+  const HostPort* hp = &stagings.front();
 
   agent::Options opts;
   opts.staging = *hp;
+  opts.other_stagings.assign(stagings.begin() + 1, stagings.end());
   opts.server_id = server_id;
   opts.volumes = volumes;
   opts.key_file = key;

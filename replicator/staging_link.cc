@@ -1,13 +1,16 @@
 #include "staging_link.h"
 
+#include "blockrep/base/check.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/net/tcp.h"
 #include "blockrep/base/cli.h"
 
 namespace blockrep::agent {
 
-StagingLink::StagingLink(Ring* ring, HostPort staging, size_t send_reserve, Connector connect)
-    : ring_(ring), staging_(std::move(staging)), connect_(std::move(connect)), send_reserve_(send_reserve) {}
+StagingLink::StagingLink(Ring* ring, std::vector<HostPort> stagings, size_t send_reserve, Connector connect)
+    : ring_(ring), stagings_(std::move(stagings)), connect_(std::move(connect)), send_reserve_(send_reserve) {
+  BR_CHECK(!stagings_.empty());
+}
 
 Status StagingLink::Init(const TlsFiles& tls) {
   BR_ASSIGN_OR_RETURN(tls_, TlsContext::Create(tls, false));
@@ -19,9 +22,10 @@ Status StagingLink::Connect() {
   peer_error_.reset();
   refused_retryable_ = false;
   window_.Reset();
-  std::string where = staging_.host + ":" + std::to_string(staging_.port);
-  BR_ASSIGN_OR_RETURN(UniqueFd owned, connect_ ? connect_() : ConnectToStaging(staging_, where));
-  BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), staging_.host));
+  const HostPort& staging = stagings_[current_];
+  std::string where = staging_name();
+  BR_ASSIGN_OR_RETURN(UniqueFd owned, connect_ ? connect_() : ConnectToStaging(staging, where));
+  BR_ASSIGN_OR_RETURN(auto tls, TlsSession::Create(tls_.get(), staging.host));
   ch_ = std::make_unique<Channel>(ring_, owned.Release(), std::move(tls), kChannelId, kInboxBytesMax);
   ch_->ReserveSend(send_reserve_);
   return Status::Ok();
@@ -89,7 +93,7 @@ Status StagingLink::Handshake(const volatile std::sig_atomic_t* term, const wire
     if (*term) return Unavailable("interrupted");
     Status st = step();
     if (!st.ok() && st.code() == Code::kUnavailable) refused_retryable_ = true;  // cut off mid-handshake
-    if (!st.ok()) return st.Annotate("cannot establish TLS with staging " + staging_.host);
+    if (!st.ok()) return st.Annotate("cannot establish TLS with staging " + stagings_[current_].host);
   }
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kHello, hello.Encode()));
   while (!hello_ok_) {

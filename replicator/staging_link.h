@@ -28,8 +28,13 @@ class StagingLink {
 
   // Makes the connection's socket: a TCP connect to the staging unless a test replaces it.
   using Connector = std::function<Result<UniqueFd>()>;
-  // `send_reserve`: bytes of send buffer to keep (the most the agent queues at once).
-  StagingLink(Ring* ring, HostPort staging, size_t send_reserve, Connector connect = nullptr);
+  // `send_reserve`: bytes of send buffer to keep (the most the agent queues at once). `stagings`:
+  // one or more addresses (frontends of one bucket), tried in turn (NextStaging).
+  StagingLink(Ring* ring, std::vector<HostPort> stagings, size_t send_reserve, Connector connect = nullptr);
+  // The next Connect goes to the next staging of the list (after a failed session).
+  void NextStaging() { current_ = (current_ + 1) % stagings_.size(); }
+  size_t staging_count() const { return stagings_.size(); }
+  std::string staging_name() const { return stagings_[current_].host + ":" + std::to_string(stagings_[current_].port); }
   Status Init(const TlsFiles& tls);
 
   // A new connection: TCP connected, the TLS session set up, the session's state forgotten.
@@ -66,7 +71,8 @@ class StagingLink {
 
  private:
   Ring* ring_;
-  HostPort staging_;
+  std::vector<HostPort> stagings_;  // at least one
+  size_t current_ = 0;
   Connector connect_;
   size_t send_reserve_;
   std::unique_ptr<TlsContext> tls_;

@@ -124,15 +124,32 @@ Status Server::OnHello(Session& s, ByteSpan payload) {
       FailStore(s, opened.status());
       return Status::Ok();
     }
-    Status attached = AttachBucket(**opened, h.server_id);
+    Result<ServerMirror*> attached = AttachBucket(**opened, h.server_id);
     if (!attached.ok()) {
       servers_.erase(h.server_id);
-      FailStore(s, attached);
+      FailStore(s, attached.status());
       return Status::Ok();
     }
     st.store = std::move(opened).value();
+    st.mirror = *attached;
     LoadPending(st, h.server_id);
     SetPackUsage(st, CountPacks(*st.store));
+  }
+  if (st.mirror != nullptr && st.mirror->leased() && !st.mirror->LeaseHeld()) {
+    // Another frontend may write this chain: the lease first (a job: requests to the bucket),
+    // then this HELLO again (it waits, unconsumed, while the job runs).
+    if (st.lease_refusal) {
+      Status refusal = std::move(*st.lease_refusal);
+      st.lease_refusal.reset();
+      Fail(s, wire::ErrorCode::kBusy, refusal);
+      return Status::Ok();
+    }
+    if (!PostLeaseJob(h.server_id, st, true)) {
+      Fail(s, wire::ErrorCode::kBusy, Unavailable("the staging's store worker is saturated; retry later"));
+      return Status::Ok();
+    }
+    s.defer_frame = true;
+    return Status::Ok();
   }
   uint64_t chain_key = st.store->manifest().key_id;
   // The chain's key, or (after blockrep-keygen --rotate-key) a key file that still holds it as a

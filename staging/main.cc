@@ -1,5 +1,7 @@
 // blockrep-staging: the DR-region side. See README.md and docs/FORMAT.md.
 #include <boost/program_options.hpp>
+#include <unistd.h>
+
 #include <csignal>
 #include <iostream>
 
@@ -27,7 +29,8 @@ int main(int argc, char** argv) {
   uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
   S3Flags s3;
-  std::string s3_cache;
+  std::string s3_cache, frontend_name;
+  uint32_t lease_seconds = 15;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
       "store", po::value(&store),
@@ -42,6 +45,14 @@ int main(int argc, char** argv) {
       "s3-cache", po::value(&s3_cache),
       "with --store s3://...: a local directory the staging works in (the records' group commit, "
       "what it serves); it holds a copy of the bucket's chains (docs/FORMAT.md, A store in a bucket)")(
+      "s3-lease-seconds", po::value(&lease_seconds)->default_value(15),
+      "with --store s3://...: several stagings (frontends) may share the bucket; one at a time writes "
+      "a server's chain, holding its lease, renewed while its agent is connected; another takes it "
+      "over once it has not been renewed for this long (0: no leases: this staging is the bucket "
+      "prefix's only writer)")(
+      "frontend-name", po::value(&frontend_name),
+      "with --store s3://...: this staging's name in leases and messages, without spaces (default: "
+      "HOSTNAME:PORT)")(
       "tls-cert", po::value(&cert), "staging certificate (PEM), e.g. staging.crt from blockrep-keygen")(
       "tls-key", po::value(&key), "staging private key (PEM)")(
       "tls-ca", po::value(&ca), "CA certificate that signed the agents' certificates")(
@@ -116,7 +127,13 @@ int main(int argc, char** argv) {
   if (IsS3Url(store)) {
     if (s3_cache.empty())
       return ReportFatal(kProg, InvalidArgument("--store " + store + " needs --s3-cache DIR, the local directory the staging works in"));
-    auto bucket = BucketStore::Open(store, s3);
+    if (frontend_name.empty()) {
+      char host[256] = {0};
+      gethostname(host, sizeof(host) - 1);
+      // Port 0 (any free port) says nothing: the process id tells two such stagings apart.
+      frontend_name = std::string(host) + ":" + (hp->port != 0 ? std::to_string(hp->port) : "pid-" + std::to_string(getpid()));
+    }
+    auto bucket = BucketStore::Open(store, s3, LeaseSettings{frontend_name, uint64_t{lease_seconds} * 1000});
     if (!bucket.ok()) return ReportFatal(kProg, bucket.status());
     opts.bucket = std::move(bucket).value();
     opts.store_dir = s3_cache;

@@ -61,11 +61,13 @@ Status Server::Start() {
     }
     if (!st.ok()) return st.status().Annotate("cannot open the store of server '" + id + "'");
     BR_RETURN_IF_ERROR((*st)->RemoveOrphans());
-    BR_RETURN_IF_ERROR(AttachBucket(**st, id));
+    BR_ASSIGN_OR_RETURN(ServerMirror * mirror, AttachBucket(**st, id));
     ServerState& state = servers_[id];
     state.store = std::move(st).value();
+    state.mirror = mirror;
     LoadPending(state, id);
-    ApplyRetention(id, state, true);
+    // With leases, a chain is written only by its lease holder: retention runs after its commits.
+    if (mirror == nullptr || !mirror->leased()) ApplyRetention(id, state, true);
     SetPackUsage(state, CountPacks(*state.store));
   }
   BR_ASSIGN_OR_RETURN(ring_, opts_.make_ring ? opts_.make_ring(1024) : Ring::Create(1024));
@@ -307,6 +309,9 @@ Status Server::Run(const volatile std::sig_atomic_t* stop) {
     BR_ASSIGN_OR_RETURN(bool more, Turn(stop, true));
     if (!more) break;
   }
+  // Leases given back: an agent that moves to another frontend need not wait for them to run out.
+  for (auto& [id, st] : servers_)
+    if (st.mirror != nullptr && st.mirror->LeaseHeld()) st.mirror->ReleaseLease();
   Log(kProg, "stopped");
   return Status::Ok();
 }
@@ -353,6 +358,7 @@ Result<bool> Server::Turn(const volatile std::sig_atomic_t* stop, bool wait) {
     shutdown(listen_fd_.get(), SHUT_RDWR);
   }
   ShareMemory();
+  RenewLeases();
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
     Service(s);
@@ -538,11 +544,12 @@ void Server::Fail(Session& s, wire::ErrorCode code, const Status& status) {
   s.end.reset();
 }
 
-Status Server::AttachBucket(store::ServerStore& store, const std::string& server_id) {
-  if (!opts_.bucket) return Status::Ok();
+Result<ServerMirror*> Server::AttachBucket(store::ServerStore& store, const std::string& server_id) {
+  if (!opts_.bucket) return static_cast<ServerMirror*>(nullptr);
   BR_ASSIGN_OR_RETURN(auto mirror, opts_.bucket->TakeMirror(server_id));
+  ServerMirror* m = mirror.get();
   store.set_publisher(std::move(mirror));
-  return Status::Ok();
+  return m;
 }
 
 void Server::Close(Session& s) {

@@ -77,6 +77,11 @@ class Server {
  private:
   struct ServerState {
     std::unique_ptr<store::ServerStore> store;
+    // --store s3://...: the store's publisher (owned by `store`); null with a local store.
+    ServerMirror* mirror = nullptr;
+    // Why the last try to take the server's lease failed (another frontend holds it): the HELLO
+    // that waited for that try is refused with it.
+    std::optional<Status> lease_refusal;
     bool active = false;
     // The durable part of a point whose session ended before END_POINT (blockrep/store/pending.h), kept
     // in memory and in the server's PENDING file so the agent can resume it. A kill -9 while the
@@ -184,8 +189,15 @@ class Server {
   // Refuses the session for a store failure: "store full" (the agent waits, STALLED) on ENOSPC.
   void FailStore(Session& s, const Status& st);
   void Close(Session& s);
-  // --store s3://...: every commit of `store` is published to the bucket first.
-  Status AttachBucket(store::ServerStore& store, const std::string& server_id);
+  // --store s3://...: every commit of `store` is published to the bucket first; returns its
+  // mirror (null without a bucket).
+  Result<ServerMirror*> AttachBucket(store::ServerStore& store, const std::string& server_id);
+  // Leases (several frontends on one bucket): a job that takes the server's lease, and when it is
+  // newly this frontend's, brings the cache to the bucket's chain and fences it (TakeOver); or
+  // renews a held lease. A lost lease refuses the server's session.
+  // `for_hello`: a HELLO waits for it (a refusal is kept for that HELLO in lease_refusal).
+  bool PostLeaseJob(const std::string& server_id, ServerState& st, bool for_hello);
+  void RenewLeases();
   // A draining session (the agent hung up) has handled, made durable and committed all it can.
   bool DrainDone(const Session& s) const;
   void FailQuota(Session& s, const std::string& what);

@@ -261,4 +261,65 @@ void Server::LogRetention(const std::string& server_id, const ServerState& st, c
                    " (nothing retained is lost; expiry or compaction is retried after the next point)");
 }
 
+bool Server::PostLeaseJob(const std::string& server_id, ServerState& st, bool for_hello) {
+  ServerMirror* mirror = st.mirror;
+  ServerState* state = &st;
+  const std::string root = opts_.store_dir;
+  Env* env = opts_.env;
+  return PostJob(st, [this, mirror, state, server_id, root, env, for_hello]() -> StoreWorker::Done {
+    // Worker thread: the server's store and its mirror are ours until `done` runs.
+    Result<bool> taken = mirror->AcquireLease();
+    Status failed = taken.ok() ? Status::Ok() : taken.status();
+    std::optional<ServerMirror::PullStats> pulled;
+    std::unique_ptr<store::ServerStore> reopened;
+    if (taken.ok() && *taken) {
+      auto over = mirror->TakeOver(root + "/servers/" + server_id);
+      if (over.ok()) {
+        pulled = *over;
+        auto opened = store::ServerStore::Open(root, server_id, false, env);
+        if (opened.ok()) reopened = std::move(opened).value();
+        else failed = opened.status();
+      } else {
+        failed = over.status();
+      }
+      if (!failed.ok()) mirror->ReleaseLease();  // the cache is not the bucket's chain: let another frontend try
+    }
+    auto holder = std::make_shared<std::unique_ptr<store::ServerStore>>(std::move(reopened));
+    return [this, mirror, state, server_id, failed, pulled, holder, for_hello]() {
+      --state->jobs;
+      if (!failed.ok()) {
+        mirror->ForgetLease();
+        if (for_hello) state->lease_refusal = failed;
+        Log(kProg, failed.message());
+        for (auto& [id, s] : sessions_)
+          if (s->server == state && !s->reader && !s->ch->closing() && !s->failed) Fail(*s, wire::ErrorCode::kBusy, failed);
+        return;
+      }
+      if (!*holder) return;  // renewed
+      // Newly this frontend's: the chain as the bucket has it, fenced with our token. A session
+      // still open on the chain as it was before is refused (its point no longer follows).
+      for (auto& [id, s] : sessions_)
+        if (s->server == state && !s->reader && !s->ch->closing() && !s->failed)
+          Fail(*s, wire::ErrorCode::kBusy, Unavailable("the chain of server '" + server_id + "' was taken over again; reconnect"));
+      (*holder)->set_publisher(state->store->TakePublisher());
+      state->store = std::move(*holder);
+      state->pending.reset();
+      LoadPending(*state, server_id);
+      SetPackUsage(*state, CountPacks(*state->store));
+      Log(kProg, "server '" + server_id + "': this frontend holds its lease now (token " + std::to_string(mirror->lease_token()) +
+                     "); chain at point " + std::to_string(state->store->manifest().last_point_id()) + " (" +
+                     std::to_string(pulled->indexes_fetched) + " indexes, " + std::to_string(pulled->packs_fetched) +
+                     " packs fetched; " + std::to_string(pulled->garbage_deleted) + " unreferenced objects deleted)");
+    };
+  });
+}
+
+void Server::RenewLeases() {
+  for (auto& [id, st] : servers_) {
+    if (st.mirror == nullptr || !st.mirror->leased() || st.jobs > 0 || !st.active) continue;
+    if (!st.mirror->LeaseRenewalDue()) continue;
+    if (!PostLeaseJob(id, st, false)) Log(kProg, "server '" + id + "': lease renewal postponed (the store worker is saturated)");
+  }
+}
+
 }  // namespace blockrep::staging

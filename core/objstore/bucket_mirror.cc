@@ -7,8 +7,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
+#include "blockrep/base/check.h"
+#include "blockrep/base/cli.h"
 #include "blockrep/base/fs.h"
 
 namespace blockrep {
@@ -66,8 +70,8 @@ class MappedFile {
 
 }  // namespace
 
-ServerMirror::ServerMirror(std::unique_ptr<S3Client> client, std::string server_id)
-    : client_(std::move(client)), server_id_(std::move(server_id)) {}
+ServerMirror::ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease)
+    : client_(std::move(client)), server_id_(std::move(server_id)), lease_(std::move(lease)) {}
 
 Status ServerMirror::FetchToFile(const std::string& key, uint64_t size, const std::string& path) {
   Env* env = Env::Default();
@@ -89,17 +93,39 @@ Status ServerMirror::FetchToFile(const std::string& key, uint64_t size, const st
   return env->SyncDir(ParentDir(path));
 }
 
-Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir) {
+Status ServerMirror::DeleteGarbage(const std::set<std::string>& index_names, uint32_t* deleted) {
+  std::set<uint32_t> live;
+  for (const auto& [name, used] : index_packs_) live.insert(used.begin(), used.end());
+  for (auto it = packs_.begin(); it != packs_.end();) {
+    if (live.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    BR_RETURN_IF_ERROR(client_->Delete(Key("packs/" + store::PackFileName(it->first))));
+    ++*deleted;
+    it = packs_.erase(it);
+  }
+  for (const std::string& name : index_names) {
+    if (index_packs_.count(name) != 0) continue;
+    BR_RETURN_IF_ERROR(client_->Delete(Key("index/" + name)));
+    ++*deleted;
+  }
+  return Status::Ok();
+}
+
+Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir, bool may_write) {
   Env* env = Env::Default();
   PullStats stats;
-  pack_sizes_.clear();
+  packs_.clear();
   index_packs_.clear();
+  listed_indexes_.clear();
   manifest_etag_.clear();
+  manifest_bytes_.clear();
   BR_ASSIGN_OR_RETURN(auto packs, client_->List(Key("packs/"), kServerObjectsMax));
-  for (const S3Object& o : packs) pack_sizes_[static_cast<uint32_t>(std::strtoul(BaseName(o.key).c_str(), nullptr, 10))] = o.size_bytes;
+  for (const S3Object& o : packs)
+    packs_[static_cast<uint32_t>(std::strtoul(BaseName(o.key).c_str(), nullptr, 10))] = {o.size_bytes, ""};
   BR_ASSIGN_OR_RETURN(auto indexes, client_->List(Key("index/"), kServerObjectsMax));
-  std::set<std::string> index_names;
-  for (const S3Object& o : indexes) index_names.insert(BaseName(o.key));
+  for (const S3Object& o : indexes) listed_indexes_.insert(BaseName(o.key));
 
   const std::string local_path = server_dir + "/MANIFEST";
   auto remote = client_->GetVersioned(Key("MANIFEST"), store::kMaxManifestBytes);
@@ -107,10 +133,8 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
   if (!remote.ok()) {
     // No chain in the bucket: a store that was local so far (or a server new to both). Objects
     // without a manifest are a first commit cut short: garbage.
-    for (const auto& [pack, size] : pack_sizes_) BR_RETURN_IF_ERROR(client_->Delete(Key("packs/" + store::PackFileName(pack))));
-    for (const std::string& name : index_names) BR_RETURN_IF_ERROR(client_->Delete(Key("index/" + name)));
-    stats.garbage_deleted = static_cast<uint32_t>(pack_sizes_.size() + index_names.size());
-    pack_sizes_.clear();
+    if (!may_write) return stats;
+    BR_RETURN_IF_ERROR(DeleteGarbage(listed_indexes_, &stats.garbage_deleted));
     if (!env->Exists(local_path)) return stats;
     BR_ASSIGN_OR_RETURN(Bytes local, env->ReadFile(local_path, store::kMaxManifestBytes));
     BR_ASSIGN_OR_RETURN(store::Manifest m, store::Manifest::Decode(local));
@@ -120,6 +144,7 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
     return stats;
   }
   manifest_etag_ = remote->etag;
+  manifest_bytes_ = remote->data;
   BR_ASSIGN_OR_RETURN(store::Manifest m, store::Manifest::Decode(remote->data));
   if (m.server_id != server_id_)
     return DataLoss("s3 object " + Key("MANIFEST") + " is the manifest of server '" + m.server_id + "'");
@@ -129,52 +154,45 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
   for (const store::PointInfo& p : m.points) {
     const std::string name = store::IndexFileName(p);
     const std::string path = server_dir + "/index/" + name;
-    if (index_names.count(name) == 0)
-      return DataLoss("the bucket's manifest of server '" + server_id_ + "' names index " + name + ", which the bucket lacks");
     Bytes data;
     if (env->Exists(path)) {
       BR_ASSIGN_OR_RETURN(data, env->ReadFile(path, store::kMaxIndexBytes));
     } else {
-      BR_ASSIGN_OR_RETURN(data, client_->Get(Key("index/" + name), store::kMaxIndexBytes));
+      auto got = client_->Get(Key("index/" + name), store::kMaxIndexBytes);
+      if (!got.ok() && got.status().code() == Code::kNotFound)
+        return DataLoss("the bucket's manifest of server '" + server_id_ + "' names index " + name + ", which the bucket lacks");
+      if (!got.ok()) return got.status();
+      data = std::move(got).value();
       BR_RETURN_IF_ERROR(env->WriteFileAtomic(path, data));
       ++stats.indexes_fetched;
       stats.bytes_fetched += data.size();
     }
+    listed_indexes_.insert(name);  // also when written after the listing (by another frontend)
     BR_ASSIGN_OR_RETURN(std::set<uint32_t> used, PacksOf(data, path));
     for (uint32_t pack : used) {
-      auto size = pack_sizes_.find(pack);
+      auto object = packs_.find(pack);
       const std::string pname = store::PackFileName(pack);
-      if (size == pack_sizes_.end())
-        return DataLoss("index " + name + " of server '" + server_id_ + "' names pack " + pname +
-                        ", which the bucket lacks");
+      if (object == packs_.end()) {
+        // Not listed: written after the listing (the manifest read later names it), or missing.
+        auto size = client_->Size(Key("packs/" + pname));
+        if (!size.ok() && size.status().code() == Code::kNotFound)
+          return DataLoss("index " + name + " of server '" + server_id_ + "' names pack " + pname + ", which the bucket lacks");
+        if (!size.ok()) return size.status();
+        object = packs_.emplace(pack, PackObject{*size, ""}).first;
+      }
       const std::string ppath = server_dir + "/packs/" + pname;
       auto have = env->FileSize(ppath);
-      if (have.ok() && *have >= size->second) continue;
-      BR_RETURN_IF_ERROR(FetchToFile(Key("packs/" + pname), size->second, ppath));
+      if (have.ok() && *have >= object->second.size_bytes) continue;
+      BR_RETURN_IF_ERROR(FetchToFile(Key("packs/" + pname), object->second.size_bytes, ppath));
       ++stats.packs_fetched;
-      stats.bytes_fetched += size->second;
+      stats.bytes_fetched += object->second.size_bytes;
     }
     index_packs_[name] = std::move(used);
   }
   // What the manifest does not reach is garbage (a commit cut short before its manifest PUT, a
-  // delete that failed). It goes now: a pack number reused by this cache must never find an
-  // older object of that name counted as its upload.
-  std::set<uint32_t> live;
-  for (const auto& [name, used] : index_packs_) live.insert(used.begin(), used.end());
-  for (auto it = pack_sizes_.begin(); it != pack_sizes_.end();) {
-    if (live.count(it->first) != 0) {
-      ++it;
-      continue;
-    }
-    BR_RETURN_IF_ERROR(client_->Delete(Key("packs/" + store::PackFileName(it->first))));
-    ++stats.garbage_deleted;
-    it = pack_sizes_.erase(it);
-  }
-  for (const std::string& name : index_names) {
-    if (index_packs_.count(name) != 0) continue;
-    BR_RETURN_IF_ERROR(client_->Delete(Key("index/" + name)));
-    ++stats.garbage_deleted;
-  }
+  // delete that failed). It goes now when this staging may write: a pack number reused by this
+  // cache must never find an older object of that name counted as its upload.
+  if (may_write) BR_RETURN_IF_ERROR(DeleteGarbage(listed_indexes_, &stats.garbage_deleted));
   Bytes local;
   if (env->Exists(local_path)) {
     BR_ASSIGN_OR_RETURN(local, env->ReadFile(local_path, store::kMaxManifestBytes));
@@ -186,14 +204,27 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
   return stats;
 }
 
+Result<std::string> ServerMirror::PutNew(const std::string& key, ByteSpan data) {
+  Result<std::string> etag = client_->PutIfAbsent(key, data);
+  if (etag.ok() || etag.status().code() != Code::kConflict) return etag;
+  // Someone's object by that name, which no manifest of ours names: a frontend fenced off since
+  // (its commit can no longer succeed), or this one's own PUT whose answer was lost.
+  BR_RETURN_IF_ERROR(client_->Delete(key));
+  return client_->PutIfAbsent(key, data);
+}
+
 Status ServerMirror::EnsurePack(uint32_t pack, const std::string& path) {
   BR_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
-  auto known = pack_sizes_.find(pack);
-  if (known != pack_sizes_.end() && known->second >= file.bytes().size()) return Status::Ok();
+  auto known = packs_.find(pack);
+  if (known != packs_.end() && known->second.size_bytes >= file.bytes().size()) return Status::Ok();
+  const std::string key = Key("packs/" + BaseName(path));
   // A pack still being appended is uploaded again, whole, when a later index names its newer
   // records: its earlier bytes never change, so a reader of the older manifest reads the same.
-  BR_RETURN_IF_ERROR(client_->Put(Key("packs/" + BaseName(path)), file.bytes()));
-  pack_sizes_[pack] = file.bytes().size();
+  Result<std::string> etag = known != packs_.end() && !known->second.etag.empty()
+                                 ? client_->PutIfMatch(key, file.bytes(), known->second.etag)
+                                 : PutNew(key, file.bytes());
+  if (!etag.ok()) return etag.status().Annotate("server '" + server_id_ + "': upload pack " + BaseName(path));
+  packs_[pack] = {file.bytes().size(), *etag};
   return Status::Ok();
 }
 
@@ -203,14 +234,20 @@ Status ServerMirror::PutManifest(const store::Manifest& m) {
                                                     : client_->PutIfMatch(Key("MANIFEST"), enc, manifest_etag_);
   if (!etag.ok() && etag.status().code() == Code::kConflict)
     return Conflict("server '" + server_id_ + "': its manifest in the bucket changed since this staging last wrote it " +
-                    "(another staging frontend writes this chain now): nothing committed; restart this staging to " +
-                    "take the bucket's chain");
+                    "(another staging frontend writes this chain now): nothing committed; the agent sends the point again");
   if (!etag.ok()) return etag.status().Annotate("server '" + server_id_ + "': publish the manifest");
   manifest_etag_ = std::move(etag).value();
+  manifest_bytes_ = std::move(enc);
   return Status::Ok();
 }
 
 Status ServerMirror::Publish(const store::ServerStore& store, const store::Manifest& next) {
+  if (leased() && !LeaseHeld())
+    return Unavailable("server '" + server_id_ + "': this staging frontend's lease on the chain has run out (not renewed " +
+                       "in time, or the process was paused): nothing committed; the agent sends the point again");
+  if (leased() && next.writer_token != lease_token_)
+    return Internal("server '" + server_id_ + "': a manifest of writer token " + std::to_string(next.writer_token) +
+                    " under lease token " + std::to_string(lease_token_));
   Env* env = store.env();
   std::map<std::string, std::set<uint32_t>> named;
   for (const store::PointInfo& p : next.points) {
@@ -225,7 +262,9 @@ Status ServerMirror::Publish(const store::ServerStore& store, const store::Manif
     BR_ASSIGN_OR_RETURN(Bytes data, env->ReadFile(path, store::kMaxIndexBytes));
     BR_ASSIGN_OR_RETURN(std::set<uint32_t> used, PacksOf(data, path));
     for (uint32_t pack : used) BR_RETURN_IF_ERROR(EnsurePack(pack, store.PackPath(pack)));
-    BR_RETURN_IF_ERROR(client_->Put(Key("index/" + name), data));
+    // The name carries the index's checksum: an object already there under it holds these bytes.
+    Result<std::string> put = client_->PutIfAbsent(Key("index/" + name), data);
+    if (!put.ok() && put.status().code() != Code::kConflict) return put.status().Annotate("server '" + server_id_ + "': upload index " + name);
     index_packs_[name] = used;
     named[name] = std::move(used);
   }
@@ -241,20 +280,156 @@ Status ServerMirror::Publish(const store::ServerStore& store, const store::Manif
     }
     it = index_packs_.erase(it);
   }
-  for (auto it = pack_sizes_.begin(); it != pack_sizes_.end();) {
+  for (auto it = packs_.begin(); it != packs_.end();) {
     if (live.count(it->first) != 0 || !client_->Delete(Key("packs/" + store::PackFileName(it->first))).ok()) {
       ++it;
       continue;
     }
-    it = pack_sizes_.erase(it);
+    it = packs_.erase(it);
   }
   return Status::Ok();
 }
 
-Result<std::unique_ptr<BucketStore>> BucketStore::Open(const std::string& root_url, const S3Flags& flags) {
+namespace {
+
+uint64_t NowMs() { return NowUtcNs() / 1000000; }
+
+struct Lease {
+  std::string frontend;
+  uint64_t token = 0;
+  uint64_t expires_ms = 0;
+};
+
+Bytes EncodeLease(const Lease& l) {
+  std::string text = "blockrep-lease 1\nfrontend " + l.frontend + "\ntoken " + std::to_string(l.token) +
+                     "\nexpires_unix_ms " + std::to_string(l.expires_ms) + "\n";
+  return Bytes(text.begin(), text.end());
+}
+
+// The bucket is not trusted: a malformed lease is an error naming the object, never a guess.
+Result<Lease> DecodeLease(ByteSpan data, const std::string& what) {
+  std::string text(data.begin(), data.end());
+  Lease l;
+  char frontend[257] = {0};
+  unsigned long long token = 0, expires = 0;
+  if (std::sscanf(text.c_str(), "blockrep-lease 1\nfrontend %256s\ntoken %llu\nexpires_unix_ms %llu\n", frontend, &token,
+                  &expires) != 3 ||
+      token == 0)
+    return DataLoss(what + " is not a lease this program wrote; delete it if no staging frontend is running");
+  l.frontend = frontend;
+  l.token = token;
+  l.expires_ms = expires;
+  return l;
+}
+
+std::string UtcText(uint64_t ms) {
+  time_t t = static_cast<time_t>(ms / 1000);
+  struct tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+Result<bool> ServerMirror::AcquireLease() {
+  BR_CHECK(leased());
+  const uint64_t start_ms = NowMs();
+  const std::string key = Key("LEASE");
+  auto got = client_->GetVersioned(key, kLeaseBytesMax);
+  if (!got.ok() && got.status().code() != Code::kNotFound) return got.status().Annotate("server '" + server_id_ + "': read its lease");
+  Lease next{lease_.frontend, 0, start_ms + lease_.duration_ms};
+  Result<std::string> etag = Internal("no lease written");
+  if (!got.ok()) {
+    // The first lease: its token passes the one in the manifest (a lease object deleted by hand
+    // must not hand out a token a fenced frontend already wrote with).
+    uint64_t written = 0;
+    auto m = client_->Get(Key("MANIFEST"), store::kMaxManifestBytes);
+    if (m.ok()) {
+      BR_ASSIGN_OR_RETURN(store::Manifest decoded, store::Manifest::Decode(*m));
+      written = decoded.writer_token;
+    } else if (m.status().code() != Code::kNotFound) {
+      return m.status();
+    }
+    next.token = written + 1;
+    etag = client_->PutIfAbsent(key, EncodeLease(next));
+  } else {
+    BR_ASSIGN_OR_RETURN(Lease held, DecodeLease(got->data, "s3 object " + key));
+    // Ours by name: this frontend's, maybe from before a restart or a renewal that failed (then
+    // taken again with a new token, as from anyone). Names must differ between frontends.
+    const bool ours = held.frontend == lease_.frontend;
+    if (!ours && held.expires_ms > start_ms)
+      return Unavailable("server '" + server_id_ + "': its chain is written by staging frontend " + held.frontend +
+                         " (lease until " + UtcText(held.expires_ms) + "); connect the agent there, or wait for the lease to run out");
+    next.token = ours && held.token == lease_token_ ? held.token : held.token + 1;
+    etag = client_->PutIfMatch(key, EncodeLease(next), got->etag);
+  }
+  if (!etag.ok() && etag.status().code() == Code::kConflict)
+    return Unavailable("server '" + server_id_ + "': another staging frontend took its lease at the same moment; retry");
+  if (!etag.ok()) return etag.status().Annotate("server '" + server_id_ + "': write its lease");
+  const bool newly = next.token != lease_token_;
+  lease_token_ = next.token;
+  lease_etag_ = std::move(etag).value();
+  lease_taken_ms_ = start_ms;
+  return newly;
+}
+
+bool ServerMirror::LeaseHeld() const {
+  if (lease_token_ == 0) return false;
+  // A margin of a tenth: commits stop before another frontend may take the lease over.
+  return NowMs() < lease_taken_ms_ + lease_.duration_ms - lease_.duration_ms / 10;
+}
+
+bool ServerMirror::LeaseRenewalDue() const {
+  return lease_token_ != 0 && NowMs() >= lease_taken_ms_ + lease_.duration_ms / 3;
+}
+
+void ServerMirror::ReleaseLease() {
+  if (lease_token_ == 0) return;
+  Lease gone{lease_.frontend, lease_token_, 0};
+  client_->PutIfMatch(Key("LEASE"), EncodeLease(gone), lease_etag_).status().IgnoreError();  // it runs out anyway
+  lease_token_ = 0;
+}
+
+Result<ServerMirror::PullStats> ServerMirror::TakeOver(const std::string& server_dir) {
+  BR_CHECK(leased() && lease_token_ != 0);
+  for (int attempt = 0;; ++attempt) {
+    Result<PullStats> pulled = Pull(server_dir, false);
+    // The former holder may have been committing (it is fenced only below): read again.
+    if (!pulled.ok() && pulled.status().code() == Code::kDataLoss && attempt < 3) continue;
+    BR_ASSIGN_OR_RETURN(PullStats stats, std::move(pulled));
+    Env* env = Env::Default();
+    store::Manifest fenced;
+    if (manifest_etag_.empty()) {
+      // No chain in the bucket yet: the cache's (a store moved to the bucket), or an empty one.
+      BR_ASSIGN_OR_RETURN(auto opened, store::ServerStore::Open(ParentDir(ParentDir(server_dir)), server_id_, true));
+      fenced = opened->manifest();
+      fenced.writer_token = lease_token_;
+      BR_RETURN_IF_ERROR(Publish(*opened, fenced));
+      stats.uploaded = !fenced.points.empty();
+    } else {
+      BR_ASSIGN_OR_RETURN(fenced, store::Manifest::Decode(manifest_bytes_));
+      fenced.writer_token = lease_token_;
+      Status put = PutManifest(fenced);
+      if (put.code() == Code::kConflict && attempt < 3) continue;  // the former holder's last commit: take it too
+      BR_RETURN_IF_ERROR(put);
+    }
+    BR_RETURN_IF_ERROR(env->WriteFileAtomic(server_dir + "/MANIFEST", fenced.Encode()));
+    // Fenced: whatever the manifest does not reach is garbage now, whoever wrote it.
+    BR_RETURN_IF_ERROR(DeleteGarbage(listed_indexes_, &stats.garbage_deleted));
+    return stats;
+  }
+}
+
+Result<std::unique_ptr<BucketStore>> BucketStore::Open(const std::string& root_url, const S3Flags& flags,
+                                                       LeaseSettings lease) {
   BR_ASSIGN_OR_RETURN(S3Config config, MakeS3Config(root_url, flags));
   BR_ASSIGN_OR_RETURN(auto probe, S3Client::Open(config));  // checks the settings now
-  return std::unique_ptr<BucketStore>(new BucketStore(root_url, std::move(config)));
+  if (lease.duration_ms != 0 && (lease.frontend.empty() || lease.frontend.size() > 256 ||
+                                 lease.frontend.find_first_of(" \t\n") != std::string::npos))
+    return InvalidArgument("the frontend name '" + lease.frontend + "' must be 1..256 characters without spaces (--frontend-name)");
+  return std::unique_ptr<BucketStore>(new BucketStore(root_url, std::move(config), std::move(lease)));
 }
 
 Status BucketStore::SyncCache(const std::string& cache_root, const std::function<void(const std::string&)>& log) {
@@ -275,9 +450,20 @@ Status BucketStore::SyncCache(const std::string& cache_root, const std::function
   ids.insert(local.begin(), local.end());
   for (const std::string& id : ids) {
     BR_ASSIGN_OR_RETURN(auto c, S3Client::Open(config_));
-    auto mirror = std::make_unique<ServerMirror>(std::move(c), id);
+    auto mirror = std::make_unique<ServerMirror>(std::move(c), id, lease_);
     const std::string dir = cache_root + "/servers/" + id;
-    BR_ASSIGN_OR_RETURN(ServerMirror::PullStats s, mirror->Pull(dir));
+    // Another frontend may be committing meanwhile (leases): a manifest that names what has just
+    // been deleted (a compaction) is read again; a server still not readable is left to the lease
+    // (TakeOver pulls it again) rather than stopping this frontend.
+    Result<ServerMirror::PullStats> pulled = mirror->Pull(dir, lease_.duration_ms == 0);
+    for (int attempt = 1; !pulled.ok() && pulled.status().code() == Code::kDataLoss && lease_.duration_ms != 0 && attempt < 3; ++attempt)
+      pulled = mirror->Pull(dir, false);
+    if (!pulled.ok() && lease_.duration_ms != 0) {
+      log("server '" + id + "': not pulled at start (" + pulled.status().message() + "); it is when its lease is taken");
+      pulled_[id] = std::move(mirror);
+      continue;
+    }
+    BR_ASSIGN_OR_RETURN(ServerMirror::PullStats s, std::move(pulled));
     if (s.uploaded) log("server '" + id + "': its chain in " + cache_root + " published to " + url_);
     if (s.garbage_deleted != 0)
       log("server '" + id + "': deleted " + std::to_string(s.garbage_deleted) +
@@ -298,7 +484,7 @@ Result<std::unique_ptr<ServerMirror>> BucketStore::TakeMirror(const std::string&
     return m;
   }
   BR_ASSIGN_OR_RETURN(auto c, S3Client::Open(config_));
-  return std::make_unique<ServerMirror>(std::move(c), server_id);
+  return std::make_unique<ServerMirror>(std::move(c), server_id, lease_);
 }
 
 }  // namespace blockrep

@@ -22,6 +22,7 @@ namespace {
 constexpr uint64_t kIndexMagic = 0x3230305844495242ull;     // "BRIDX002"
 constexpr uint64_t kManifestMagic = 0x32304e414d524242ull;    // "BBRMAN02": points carry a label
 constexpr uint64_t kManifestMagicV1 = 0x31304e414d524242ull;  // "BBRMAN01": read, never written
+constexpr uint64_t kManifestMagicV3 = 0x33304e414d524242ull;  // "BBRMAN03": a writer token follows the key id
 constexpr uint64_t kPackMagic = 0x32304b4341505242ull;      // "BRPACK02": records, each followed by its fingerprints
 constexpr char kFormatLine[] = "blockrep-store v1\n";
 
@@ -119,9 +120,10 @@ Status PointIndex::Validate() const {
 Bytes Manifest::Encode() const {
   Bytes b;
   ByteWriter w(&b);
-  w.U64(kManifestMagic);
+  w.U64(writer_token != 0 ? kManifestMagicV3 : kManifestMagic);
   w.String(server_id);
   w.U64(key_id);
+  if (writer_token != 0) w.U64(writer_token);
   w.U64(points.size());
   for (const PointInfo& p : points) {
     w.U64(p.id);
@@ -142,11 +144,16 @@ Result<Manifest> Manifest::Decode(ByteSpan data) {
   ByteReader r(body);
   Manifest m;
   uint64_t magic = r.U64();
-  if (magic != kManifestMagic && magic != kManifestMagicV1) return DataLoss("manifest has a bad magic number");
-  const bool labels = magic == kManifestMagic;
+  if (magic != kManifestMagic && magic != kManifestMagicV1 && magic != kManifestMagicV3)
+    return DataLoss("manifest has a bad magic number");
+  const bool labels = magic != kManifestMagicV1;
   const size_t point_bytes = labels ? Manifest::kPointBytes : 40;
   m.server_id = r.String(wire::kMaxServerIdLen);
   m.key_id = r.U64();
+  if (magic == kManifestMagicV3) {
+    m.writer_token = r.U64();
+    if (r.ok() && m.writer_token == 0) return DataLoss("manifest has a writer token of 0");
+  }
   uint64_t n = r.U64();
   if (!r.ok() || n > r.remaining() / point_bytes || (!labels && r.remaining() != n * point_bytes))
     return DataLoss("manifest point count does not match its size");

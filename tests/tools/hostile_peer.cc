@@ -15,6 +15,9 @@
 //           and, once the staging's kernel has them all, closes the socket without reading a
 //           reply (an agent killed right after END_POINT: the unread replies make it a reset); then, in a new session, prints "hung up after END_POINT of point P; the
 //           chain ends at point L".
+//   stall   one session: HELLO, prints "hello ok", waits until the file --go-file exists, then
+//           sends a point of --records 4 KiB records, its SEAL and END_POINT and prints the
+//           answer: "point ID acknowledged", "point ID refused: MESSAGE" or "point ID: session closed".
 //   ping    a well-behaved session of another server that sends a PING every 20 ms for
 //           --seconds (or until SIGINT or SIGTERM) and prints "pings N p50 MS p99 MS max MS" (round trips).
 // Usage: blockrep_hostile_peer MODE --staging HOST:PORT --server-id ID --key FILE
@@ -61,6 +64,7 @@ struct Options {
   std::vector<uint64_t> volume_bytes;
   std::vector<std::string> times;
   uint64_t requests = 10000, hold_seconds = 5, seconds = 5, records = 100000, points = 3;
+  std::string go_file;
 };
 
 // One TLS session to the staging over a blocking socket.
@@ -285,18 +289,17 @@ void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataK
   }
 }
 
-void HangUpAfterEndPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
-  uint64_t last = 0;
-  auto peer = Open(ctx, hp, o, key, &last);
+// BEGIN_POINT, `records` sealed 4 KiB records, the SEAL and END_POINT of the point after `last`.
+void SendPoint(Peer& peer, const Options& o, const DataKey& key, uint64_t last, wire::BeginPoint* begun) {
   auto sealer = RecordSealer::Create(key, o.server_id);
   if (!sealer.ok()) Die(sealer.status().message());
-  wire::BeginPoint b;
+  wire::BeginPoint& b = *begun;
   b.point_id = last + 1;
   b.time_ns = NowUtcNs();
   b.base_point = last;
   b.flags = store::kPointConsistent;
   b.volume_sizes = {o.records * 8192};
-  peer->Send(wire::MsgType::kBeginPoint, b.Encode());
+  peer.Send(wire::MsgType::kBeginPoint, b.Encode());
   Bytes plain(4096, 0x5a), scratch, record, frame, fps(kFingerprintBytes, 0);
   for (uint64_t i = 0; i < o.records; ++i) {
     std::memcpy(plain.data(), &i, sizeof i);
@@ -305,14 +308,51 @@ void HangUpAfterEndPoint(TlsContext* ctx, const HostPort& hp, const Options& o, 
     if (!h.ok()) Die(h.status().message());
     wire::RecordMsg::AppendEncoded(&frame, i + 1, record, fps);
   }
-  if (!peer->TrySend(frame)) Die("the staging stopped reading records");
-  SendSeals(*peer, b, last);
+  if (!peer.TrySend(frame)) Die("the staging stopped reading records");
+  SendSeals(peer, b, last);
   wire::EndPoint e;
   e.point_id = b.point_id;
   e.flags = b.flags;
   e.record_count = o.records;
   e.last_seq = o.records;
-  peer->Send(wire::MsgType::kEndPoint, e.Encode());
+  peer.Send(wire::MsgType::kEndPoint, e.Encode());
+}
+
+void StallThenSend(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  uint64_t last = 0;
+  auto peer = Open(ctx, hp, o, key, &last);
+  std::printf("hello ok\n");
+  std::fflush(stdout);
+  for (int waited_ms = 0; access(o.go_file.c_str(), F_OK) != 0; waited_ms += 10) {
+    if (waited_ms >= 60000) Die("no " + o.go_file + " within 60 s");
+    usleep(10000);
+  }
+  wire::BeginPoint b;
+  SendPoint(*peer, o, key, last, &b);
+  const auto id = static_cast<unsigned long long>(b.point_id);
+  for (;;) {
+    auto f = peer->Receive();
+    if (!f) {
+      std::printf("point %llu: session closed\n", id);
+      return;
+    }
+    if (f->first == wire::MsgType::kPointAck) {
+      std::printf("point %llu acknowledged\n", id);
+      return;
+    }
+    if (f->first == wire::MsgType::kError) {
+      auto err = wire::ErrorMsg::Decode(f->second);
+      std::printf("point %llu refused: %s\n", id, err.ok() ? err->message.c_str() : "?");
+      return;
+    }
+  }
+}
+
+void HangUpAfterEndPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataKey& key) {
+  uint64_t last = 0;
+  auto peer = Open(ctx, hp, o, key, &last);
+  wire::BeginPoint b;
+  SendPoint(*peer, o, key, last, &b);
   // Every byte reaches the staging's socket first (the kernel has it acknowledged): closing with
   // bytes unsent would lose them in the reset that unread replies cause, as a killed agent does.
   for (int waited_ms = 0;; ++waited_ms) {
@@ -390,10 +430,13 @@ Options Parse(int argc, char** argv) {
     else if (a == "--seconds") o.seconds = std::stoull(v);
     else if (a == "--records") o.records = std::stoull(v);
     else if (a == "--points") o.points = std::stoull(v);
+    else if (a == "--go-file") o.go_file = v;
     else Die("unknown flag " + a);
   }
-  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping" && o.mode != "big" && o.mode != "hangup")
-    Die("unknown mode " + o.mode + " (points, flood, ping, big, hangup)");
+  if (o.mode != "points" && o.mode != "flood" && o.mode != "ping" && o.mode != "big" && o.mode != "hangup" &&
+      o.mode != "stall")
+    Die("unknown mode " + o.mode + " (points, flood, ping, big, hangup, stall)");
+  if (o.mode == "stall" && o.go_file.empty()) Die("stall needs --go-file");
   if (o.mode == "points" && (o.volume_bytes.empty() || o.times.empty())) Die("points needs --volume-bytes and --time");
   return o;
 }
@@ -424,6 +467,10 @@ int main(int argc, char** argv) {
   }
   if (o.mode == "hangup") {
     HangUpAfterEndPoint(ctx->get(), *hp, o, *key);
+    return 0;
+  }
+  if (o.mode == "stall") {
+    StallThenSend(ctx->get(), *hp, o, *key);
     return 0;
   }
   for (const std::string& t : o.times) {

@@ -92,6 +92,27 @@ TEST_F(StoreTest, ManifestLabels) {
   EXPECT_TRUE(old->points[0].label.empty());
 }
 
+// A manifest written into a bucket under a lease carries the writer's token (BBRMAN03); without
+// one it is the BBRMAN02 it always was, byte for byte.
+TEST_F(StoreTest, ManifestWriterToken) {
+  Manifest m;
+  m.server_id = "web1";
+  m.key_id = 7;
+  m.points.push_back({1, 1000, 0, 1, 50, 77, ""});
+  Bytes plain = m.Encode();
+  EXPECT_EQ(std::string(plain.begin(), plain.begin() + 8), "BBRMAN02");
+  m.writer_token = 12;
+  Bytes fenced = m.Encode();
+  EXPECT_EQ(std::string(fenced.begin(), fenced.begin() + 8), "BBRMAN03");
+  EXPECT_EQ(fenced.size(), m.EncodedSize());
+  EXPECT_NE(fenced, plain);  // a fence always changes the bytes, so the ETag
+  auto back = Manifest::Decode(fenced);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->writer_token, 12u);
+  EXPECT_EQ(back->points.size(), 1u);
+  EXPECT_EQ(Manifest::Decode(plain)->writer_token, 0u);
+}
+
 // Any single flipped byte or truncation of an index or manifest is detected.
 TEST_F(StoreTest, DamageIsDetected) {
   Bytes idx = SampleIndex(3).Encode();

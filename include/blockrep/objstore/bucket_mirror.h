@@ -29,11 +29,36 @@
 
 namespace blockrep {
 
+// Several staging frontends on one bucket (docs/FORMAT.md, Leases): one at a time writes a
+// server's chain, the holder of its lease object (servers/ID/LEASE).
+struct LeaseSettings {
+  std::string frontend;      // this frontend's name, in the lease and in messages
+  uint64_t duration_ms = 0;  // how long a lease lasts unrenewed; 0: no leases (a single writer)
+};
+inline constexpr size_t kLeaseBytesMax = 1024;
+
 // One server's chain in the bucket, as this staging last wrote or read it. Publishes its store's
 // commits (ServerStore::set_publisher). Not thread-safe: a server's commits run one at a time.
 class ServerMirror : public store::ManifestPublisher {
  public:
-  ServerMirror(std::unique_ptr<S3Client> client, std::string server_id);
+  ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease = {});
+  const std::string& server_id() const { return server_id_; }
+  bool leased() const { return lease_.duration_ms != 0; }
+
+  // Takes the server's lease, or renews it when this frontend holds it. True when the lease is
+  // newly this frontend's (a new token): call TakeOver before committing anything. kUnavailable
+  // when another frontend holds a lease that has not run out (the message names it and when).
+  Result<bool> AcquireLease();
+  // Whether the lease is still this frontend's by its own clock (a margin before it runs out,
+  // measured from before the request that took or renewed it).
+  bool LeaseHeld() const;
+  // Renewal is due: a third of the lease has passed since it was taken or renewed.
+  bool LeaseRenewalDue() const;
+  uint64_t lease_token() const { return lease_token_; }
+  // Gives the lease up (it runs out now): another frontend may take it at once. Best effort.
+  void ReleaseLease();
+  // Stops counting on the lease (a renewal failed: another frontend may hold it now).
+  void ForgetLease() { lease_token_ = 0; }
 
   // Makes the server's directory in the cache (`server_dir`) hold the bucket's chain, fetching
   // what it lacks; or, when the bucket has no chain for it yet and the cache has one, uploads
@@ -45,7 +70,13 @@ class ServerMirror : public store::ManifestPublisher {
     bool uploaded = false;           // the bucket had no chain: the cache's was published
     uint32_t garbage_deleted = 0;    // objects the bucket's manifest does not reach, deleted
   };
-  Result<PullStats> Pull(const std::string& server_dir);
+  // `may_write` false (another frontend may be writing): nothing is deleted or published.
+  Result<PullStats> Pull(const std::string& server_dir, bool may_write = true);
+  // After AcquireLease returned true: the bucket's chain into the cache (Pull without deleting
+  // anything), then the manifest rewritten with this frontend's token by a conditional PUT (the
+  // fence: a frontend that held the lease before can no longer match the manifest's ETag), then
+  // what that manifest does not reach deleted. The cache's MANIFEST is the fenced one.
+  Result<PullStats> TakeOver(const std::string& server_dir);
 
   Status Publish(const store::ServerStore& store, const store::Manifest& next) override;
 
@@ -57,30 +88,52 @@ class ServerMirror : public store::ManifestPublisher {
   Status FetchToFile(const std::string& key, uint64_t size, const std::string& path);
   Status PutManifest(const store::Manifest& m);
 
+  // Deletes the packs and indexes the last manifest pulled or written does not reach.
+  Status DeleteGarbage(const std::set<std::string>& index_names, uint32_t* deleted);
+  // PUT of a pack or index object that must not replace another's: If-None-Match, and if an
+  // object is there already (a fenced frontend's upload, or ours whose answer was lost), it is
+  // deleted and the PUT made again. Only under this frontend's lease (or with no leases).
+  Result<std::string> PutNew(const std::string& key, ByteSpan data);
+
   std::unique_ptr<S3Client> client_;
   std::string server_id_;
+  LeaseSettings lease_;
   std::string manifest_etag_;  // "": the bucket has no manifest for this server
-  std::map<uint32_t, uint64_t> pack_sizes_;                 // packs in the bucket, by size
+  Bytes manifest_bytes_;       // what the bucket's manifest held when last pulled or written
+  struct PackObject {
+    uint64_t size_bytes = 0;
+    std::string etag;  // "" when only listed
+  };
+  std::map<uint32_t, PackObject> packs_;                   // packs in the bucket
   std::map<std::string, std::set<uint32_t>> index_packs_;  // indexes in the bucket -> packs they name
+  std::set<std::string> listed_indexes_;                   // index objects the last Pull listed
+  uint64_t lease_token_ = 0;      // 0: not held
+  std::string lease_etag_;
+  uint64_t lease_taken_ms_ = 0;   // wall clock ms before the request that took or renewed it
 };
 
 // The bucket behind a staging.
 class BucketStore {
  public:
-  static Result<std::unique_ptr<BucketStore>> Open(const std::string& root_url, const S3Flags& flags);
+  static Result<std::unique_ptr<BucketStore>> Open(const std::string& root_url, const S3Flags& flags,
+                                                   LeaseSettings lease = {});
   const std::string& url() const { return url_; }
+  bool leased() const { return lease_.duration_ms != 0; }
 
   // The FORMAT object (written from the cache's FORMAT when the bucket has none), then every
-  // server in the bucket or in the cache pulled (ServerMirror::Pull); `log` hears one line per
-  // server that needed work.
+  // server in the bucket or in the cache pulled (ServerMirror::Pull; with leases, nothing is
+  // deleted: another frontend may be between its uploads and its manifest); `log` hears one line
+  // per server that needed work.
   Status SyncCache(const std::string& cache_root, const std::function<void(const std::string&)>& log);
   // The mirror of `server_id` (SyncCache made it; a server new to both is made here, empty).
   Result<std::unique_ptr<ServerMirror>> TakeMirror(const std::string& server_id);
 
  private:
-  BucketStore(std::string url, S3Config config) : url_(std::move(url)), config_(std::move(config)) {}
+  BucketStore(std::string url, S3Config config, LeaseSettings lease)
+      : url_(std::move(url)), config_(std::move(config)), lease_(std::move(lease)) {}
   std::string url_;
   S3Config config_;
+  LeaseSettings lease_;
   std::map<std::string, std::unique_ptr<ServerMirror>> pulled_;
 };
 

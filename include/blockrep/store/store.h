@@ -91,6 +91,10 @@ struct Manifest {
   std::string server_id;
   uint64_t key_id = 0;  // data key the chain is sealed with; 0 before the first point
   std::vector<PointInfo> points;  // ascending id
+  // In a bucket: the lease token of the staging frontend that wrote it last (0: never in a
+  // bucket with leases). A frontend that takes a server's lease over rewrites the manifest with its
+  // own token, so a conditional PUT by the frontend it replaced can no longer match.
+  uint64_t writer_token = 0;
 
   // id, time, flags, volume count, bytes added, index checksum, label length (then the label)
   static constexpr size_t kPointBytes = 41;
@@ -99,7 +103,7 @@ struct Manifest {
   size_t EncodedSize() const {
     size_t labels = 0;
     for (const PointInfo& p : points) labels += p.label.size();
-    return 8 + 2 + server_id.size() + 8 + 8 + points.size() * kPointBytes + labels + 8;
+    return 8 + 2 + server_id.size() + 8 + (writer_token != 0 ? 8 : 0) + 8 + points.size() * kPointBytes + labels + 8;
   }
   static Result<Manifest> Decode(ByteSpan data);
   uint64_t last_point_id() const { return points.empty() ? 0 : points.back().id; }
@@ -159,6 +163,8 @@ class ServerStore {
   // Every manifest commit from now on is published there first (null: local only).
   void set_publisher(std::unique_ptr<ManifestPublisher> publisher) { publisher_ = std::move(publisher); }
   bool published() const { return publisher_ != nullptr; }
+  ManifestPublisher* publisher() const { return publisher_.get(); }
+  std::unique_ptr<ManifestPublisher> TakePublisher() { return std::move(publisher_); }
   // The server's pack files now: their bytes and count (the quota's measure, the fleet view's).
   struct PackUsage {
     uint64_t bytes = 0, count = 0;
