@@ -11,7 +11,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # start_staging [staging args...]: starts blockrep-staging on 127.0.0.1 with its store in
 # $W/store and its log in $W/staging.log; sets SPID and PORT, or stops the run saying why.
 start_staging() {
-  "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "$W/store" --tls-cert "$W/keys/staging.crt" \
+  "$BIN/blockrep-staging" --listen 127.0.0.1:0 --store "${STAGING_STORE:-$W/store}" --tls-cert "$W/keys/staging.crt" \
     --tls-key "$W/keys/staging.key" --tls-ca "$W/keys/ca.crt" "$@" 2>"$W/staging.log" &
   SPID=$!
   PORT=

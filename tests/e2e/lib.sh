@@ -148,6 +148,20 @@ tcp_queues() {
   done < <(tail -n +2 /proc/net/tcp)
   echo "$tx $rx"
 }
+# socket_settled PORT: waits (10 s at most) until what clients sent to PORT sits whole in the
+# receive queue of its (paused) server: their send queues empty, its receive queue not empty and
+# unchanged three times 100 ms apart. Sets SOCKET_TX and SOCKET_RX (bytes); false if it never did.
+socket_settled() {
+  local settled=0 last=-1
+  for _ in $(seq 1 100); do
+    read -r SOCKET_TX SOCKET_RX < <(tcp_queues "$1")
+    if [[ $SOCKET_TX == 0 && $SOCKET_RX -gt 0 && $SOCKET_RX == "$last" ]]; then settled=$((settled + 1)); else settled=0; fi
+    last=$SOCKET_RX
+    ((settled >= 3)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # flip_byte FILE OFFSET [MASK]: XORs one byte with MASK (default 1), so the byte always changes
 # (writing a fixed value leaves the file intact when the byte already held it: 1 run in 256).

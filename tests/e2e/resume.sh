@@ -108,15 +108,8 @@ grep -q -- "-> ended" "$WORK/agent3.log" || { kill -CONT "$STAGING_PID"; fail "t
 # END_POINT is in the staging's socket once the agent's send queue is empty and what waits in
 # the stopped staging's receive queue has stopped growing (a fixed sleep lost this race once,
 # under the sanitizers on a loaded CI machine).
-settled=0 last=-1
-for _ in $(seq 1 100); do
-  read -r tx rx < <(tcp_queues "$STAGING_PORT")
-  if [[ $tx == 0 && $rx -gt 0 && $rx == "$last" ]]; then settled=$((settled + 1)); else settled=0; fi
-  last=$rx
-  ((settled >= 3)) && break
-  sleep 0.1
-done
-((settled >= 3)) || { kill -CONT "$STAGING_PID"; fail "the agent's END_POINT never reached the staging's socket (send queue $tx, receive queue $rx bytes)"; }
+socket_settled "$STAGING_PORT" ||
+  { kill -CONT "$STAGING_PID"; fail "the agent's END_POINT never reached the staging's socket (send queue $SOCKET_TX, receive queue $SOCKET_RX bytes)"; }
 kill -0 "$APID" 2>/dev/null || { kill -CONT "$STAGING_PID"; fail "the agent exited before the kill: $(tail -n 5 "$WORK/agent3.log")"; }
 kill -9 "$APID"
 wait "$APID" 2>/dev/null || true

@@ -42,16 +42,9 @@ for _ in $(seq 1 200); do grep -q "hello ok" "$WORK/peer.out" && break; sleep 0.
 grep -q "hello ok" "$WORK/peer.out" || fail "A did not accept web1's HELLO: $(cat "$WORK/peer.out")"
 kill -STOP "$A_PID"
 touch "$WORK/go"
-settled=0 last=-1
-for _ in $(seq 1 100); do
-  read -r tx rx < <(tcp_queues "$A_PORT")
-  if [[ $tx == 0 && $rx -gt 0 && $rx == "$last" ]]; then settled=$((settled + 1)); else settled=0; fi
-  last=$rx
-  ((settled >= 3)) && break
-  sleep 0.1
-done
-((settled >= 3)) || { kill -CONT "$A_PID"; fail "point 1's END_POINT never reached A's socket (send queue $tx, receive queue $rx bytes)"; }
-pass "A holds web1's lease and is paused with point 1 whole in its socket ($rx bytes)"
+socket_settled "$A_PORT" ||
+  { kill -CONT "$A_PID"; fail "point 1's END_POINT never reached A's socket (send queue $SOCKET_TX, receive queue $SOCKET_RX bytes)"; }
+pass "A holds web1's lease and is paused with point 1 whole in its socket ($SOCKET_RX bytes)"
 
 sleep 4  # A's 3 s lease runs out
 "$BIN/blockrep-agent" --staging "127.0.0.1:$B_PORT" --server-id web1 --key "$KEYS/data-web1.key" --once \
