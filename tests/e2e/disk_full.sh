@@ -3,22 +3,48 @@
 # says so in one line, the agent shows STALLED (staging full) and backs off keeping what it has to
 # send, every acknowledged point still restores identical; once space is freed the same agent
 # finishes its point without being restarted.
+# With E2E_STORE=s3 (lib.sh) the store is a bucket of its own on the Ceph RGW and "full" is its
+# quota (radosgw-admin), raised to let the agent finish; the injected manifest ENOSPC is the
+# directory's part only.
+[[ ${E2E_STORE:-dir} == s3 ]] && E2E_S3_BUCKET=blockrep-full-$$
 source "$(dirname "$0")/lib.sh"
 need_root "disk_full"
 
 make_keys full1
-truncate -s 48M "$WORK/storefs.img"
-loop_attach "$WORK/storefs.img"
-mkfs.ext4 -q -F -m 0 -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP"
-mkdir "$WORK/storefs"
-mount "$LOOP" "$WORK/storefs"
-MOUNTS=("$WORK/storefs")
-STORE=$WORK/storefs/store
-
-# Leave ~20 MiB free: enough for the first point (12 MiB of random data), not for the second (16).
-avail_kib() { df --output=avail -k "$WORK/storefs" | tail -n1 | tr -d ' '; }
-fallocate -l $(( ($(avail_kib) - 20 * 1024) * 1024 )) "$WORK/storefs/filler"
-echo "store filesystem: $(( $(avail_kib) / 1024 )) MiB free"
+if [[ ${#STORE_S3[@]} -eq 0 ]]; then
+  truncate -s 48M "$WORK/storefs.img"
+  loop_attach "$WORK/storefs.img"
+  mkfs.ext4 -q -F -m 0 -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP"
+  mkdir "$WORK/storefs"
+  mount "$LOOP" "$WORK/storefs"
+  MOUNTS=("$WORK/storefs")
+  STORE=$WORK/storefs/store
+  # Leave ~20 MiB free: enough for the first point (12 MiB of random data), not for the second (16).
+  avail_kib() { df --output=avail -k "$WORK/storefs" | tail -n1 | tr -d ' '; }
+  fallocate -l $(( ($(avail_kib) - 20 * 1024) * 1024 )) "$WORK/storefs/filler"
+  make_room() { rm "$WORK/storefs/filler"; }
+else
+  # The bucket's quota: 20 MiB, room for the first point (12 MiB), not for the second (16 more).
+  bucket_quota() {
+    radosgw-admin --conf "$BLOCKREP_RGW_CONF" -n client.admin quota "$@" --quota-scope=bucket --bucket="$S3_BUCKET" >/dev/null 2>&1 ||
+      fail "radosgw-admin quota $*"
+  }
+  bucket_quota set --max-size=$((20 << 20))
+  bucket_quota enable
+  avail_kib() {
+    local used
+    used=$(radosgw-admin --conf "$BLOCKREP_RGW_CONF" -n client.admin bucket stats --bucket="$S3_BUCKET" 2>/dev/null |
+      grep -o '"size_actual": [0-9]*' | awk '{ s += $2 } END { print s + 0 }')
+    echo $(( (QUOTA_BYTES - used) / 1024 ))
+  }
+  QUOTA_BYTES=$((20 << 20))
+  make_room() { QUOTA_BYTES=$((256 << 20)); bucket_quota set --max-size=$QUOTA_BYTES; }
+  cleanup_bucket() {  # the bucket of this run goes, with what is in it
+    radosgw-admin --conf "$BLOCKREP_RGW_CONF" -n client.admin bucket rm --bucket="$S3_BUCKET" --purge-objects >/dev/null 2>&1 || true
+  }
+  trap 'rc=$?; kill9_staging; cleanup_bucket; cleanup $rc' EXIT
+fi
+echo "store: $(( $(avail_kib) / 1024 )) MiB free"
 
 head -c 12M /dev/urandom >"$WORK/vol.img"
 truncate -s 64M "$WORK/vol.img"
@@ -54,8 +80,8 @@ recover restore --store "$STORE" --server-id full1 --key "$KEYS/data-full1.key" 
 echo "while full: point 1 restores identical; $(grep -c "reconnecting in" "$WORK/agent2.log") reconnect attempt(s) so far"
 
 # Space returns: the waiting agent finishes on its own (its backoff is at most 30 s).
-rm "$WORK/storefs/filler"
-echo "filler removed: $(( $(avail_kib) / 1024 )) MiB free"
+make_room
+echo "room made: $(( $(avail_kib) / 1024 )) MiB free"
 for _ in $(seq 1 900); do
   kill -0 "$AGENT" 2>/dev/null || break
   sleep 0.1
@@ -71,6 +97,11 @@ for p in 1 2; do
   [[ $(sha "$WORK/out/vol-0.img") == "$want" ]] || fail "point $p restores different data after the store filled up"
 done
 
+if [[ ${#STORE_S3[@]} -ne 0 ]]; then
+  recover verify --store "$STORE" --key "$KEYS/data-full1.key" >"$WORK/verify.out" || fail "verify: $(cat "$WORK/verify.out")"
+  pass "bucket quota full: STALLED while full, point 1 intact, point 2 stored once the quota was raised; both restore identical, verify clean"
+  exit 0
+fi
 # ENOSPC at the commit itself (the MANIFEST write, injected with strace): the point is not
 # committed, the agent waits as above, and the retry commits it.
 dd if=/dev/urandom of="$WORK/vol.img" bs=1M count=2 seek=50 conv=notrunc status=none

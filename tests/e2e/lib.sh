@@ -11,6 +11,44 @@ LOOPS=()
 MOUNTS=()
 PINS=()   # server-ids whose eBPF tracker pins the test created
 PIDS=()   # background programs (agents) to kill if the test ends early
+STORE_S3=()  # the S3 flags of every program that opens $STORE (empty for a directory)
+
+# E2E_STORE=s3 runs a store test against a bucket of the Ceph RGW that tests/rgw/with_rgw.sh
+# names instead of a directory: $STORE is s3://$S3_BUCKET/<test>-<pid>, start_staging adds $STORE_S3 and
+# a cache in $WORK/cache, recover() adds $STORE_S3. E2E_S3_BUCKET picks the bucket (a quota test needs
+# one of its own); it is created here.
+if [[ ${E2E_STORE:-dir} == s3 ]]; then
+  if [[ -z ${BLOCKREP_S3_ENDPOINT:-} ]]; then
+    echo "SKIP: E2E_STORE=s3 needs a Ceph RGW (run the test through tests/rgw/with_rgw.sh)" >&2
+    exit 77
+  fi
+  S3_BUCKET=${E2E_S3_BUCKET:-blockrep-e2e}
+  STORE=s3://$S3_BUCKET/$(basename "$0" .sh)-$$
+  STORE_S3=(--s3-endpoint "$BLOCKREP_S3_ENDPOINT" --s3-ca "$BLOCKREP_S3_CA" --s3-credentials "$BLOCKREP_S3_CREDENTIALS"
+    --s3-region default)
+  mkdir -p "$WORK/empty"
+  bash "$(dirname "${BASH_SOURCE[0]}")/../rgw/put_tree.sh" "$WORK/empty" "$S3_BUCKET" unused >/dev/null
+  echo "store: $STORE (E2E_STORE=s3)"
+fi
+# curl_s3 METHOD KEY [FILE] [-o OUT]: one request on $S3_BUCKET signed by curl's own SigV4; the
+# body's SHA-256 goes in x-amz-content-sha256; the answer goes to OUT (else /dev/null).
+curl_s3() {
+  local method=$1 key=$2 file=${3:-/dev/null} out=/dev/null hash
+  [[ ${4:-} == -o ]] && out=$5
+  hash=$(sha256sum "$file" | cut -d' ' -f1)
+  curl -sS --fail --aws-sigv4 "aws:amz:default:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    --cacert "$BLOCKREP_S3_CA" -H "x-amz-content-sha256: $hash" -X "$method" \
+    ${3:+--upload-file "$file"} -o "$out" "$BLOCKREP_S3_ENDPOINT/$S3_BUCKET${key:+/$key}"
+}
+# store_get PATH FILE / store_put FILE PATH: a file of the store (PATH below $STORE) copied out
+# and back, from a directory or from the bucket.
+store_key() { local p=${STORE#s3://"$S3_BUCKET"/}; echo "$p/$1"; }
+store_get() {
+  if [[ ${#STORE_S3[@]} -eq 0 ]]; then cp "$STORE/$1" "$2"; else curl_s3 GET "$(store_key "$1")" "" -o "$2"; fi
+}
+store_put() {
+  if [[ ${#STORE_S3[@]} -eq 0 ]]; then cp "$1" "$STORE/$2"; else curl_s3 PUT "$(store_key "$2")" "$1"; fi
+}
 
 # cleanup [RC]: RC defaults to the status the script is exiting with (a test whose own EXIT trap
 # runs something first passes the status it saved).
@@ -81,9 +119,11 @@ make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/n
 # start_staging [extra args]: starts on an ephemeral port (or on $STAGING_LISTEN_PORT: a restart
 # that agents already running must find again) and waits for it to listen.
 start_staging() {
+  local s3=()
+  [[ ${#STORE_S3[@]} -eq 0 ]] || s3=("${STORE_S3[@]}" --s3-cache "$WORK/cache")
   "$BIN/blockrep-staging" --listen "127.0.0.1:${STAGING_LISTEN_PORT:-0}" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
-    --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention "${STAGING_RETENTION:-all}" "$@" \
-    >>"$WORK/staging.log" 2>&1 &
+    --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention "${STAGING_RETENTION:-all}" \
+    "${s3[@]}" "$@" >>"$WORK/staging.log" 2>&1 &
   STAGING_PID=$!
   local i
   for i in $(seq 1 500); do  # 10 s: a staging on a bucket first brings its cache up to it
@@ -121,7 +161,8 @@ agent() {
   "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$id" --key "$KEYS/data-$id.key" --once "$@"
 }
 
-recover() { "$BIN/blockrep-recover" "$@"; }
+# recover COMMAND ARGS...: blockrep-recover, with $STORE_S3 when the store is a bucket.
+recover() { "$BIN/blockrep-recover" "$@" "${STORE_S3[@]}"; }
 
 # metrics_port LOG: the port a program started with --metrics 127.0.0.1:0 logged to LOG ("metrics
 # at http://127.0.0.1:PORT"), waiting up to 5 s for the line; empty if it never came.

@@ -29,14 +29,7 @@ mkfs.ext4 -q -F -d "$WORK/tree" "$WORK/web.img" 24M >/dev/null
 agent web1 --volume "$WORK/web.img" >/dev/null 2>>"$WORK/agent.log"
 stop_staging
 
-# curl_s3 METHOD KEY [FILE]: one signed request; the body's SHA-256 goes in x-amz-content-sha256.
-curl_s3() {
-  local method=$1 key=$2 file=${3:-/dev/null} hash
-  hash=$(sha256sum "$file" | cut -d' ' -f1)
-  curl -sS --fail --aws-sigv4 "aws:amz:default:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-    --cacert "$BLOCKREP_S3_CA" -H "x-amz-content-sha256: $hash" -X "$method" \
-    ${3:+--upload-file "$file"} -o /dev/null "$BLOCKREP_S3_ENDPOINT/$BUCKET${key:+/$key}"
-}
+S3_BUCKET=$BUCKET  # lib.sh's curl_s3
 n=$(bash "$(dirname "$0")/../rgw/put_tree.sh" "$STORE" "$BUCKET" "$PREFIX") || fail "copying the store into the bucket"
 pass "copied the store into s3://$BUCKET/$PREFIX: $n objects"
 

@@ -22,7 +22,7 @@ stop_staging
 expect_verify() {
   local name=$1 want=$2 rc=0
   shift 2
-  "$BIN/blockrep-recover" verify --store "$STORE" "$@" >"$WORK/verify.out" 2>"$WORK/verify.err" || rc=$?
+  recover verify --store "$STORE" "$@" >"$WORK/verify.out" 2>"$WORK/verify.err" || rc=$?
   [[ $rc -eq $want ]] || { cat "$WORK/verify.out" "$WORK/verify.err" >&2; fail "$name: exit $rc, expected $want"; }
   if [[ $want -ne 0 ]]; then
     [[ $(wc -l <"$WORK/verify.err") -eq 1 ]] || { cat "$WORK/verify.err" >&2; fail "$name: expected one stderr line"; }
@@ -40,13 +40,15 @@ expect_verify "all servers, web1's key" 0 --key "$KEYS/data-web1.key"
 grep -q "server 'db1'.*no key" "$WORK/verify.out" && grep -q "note: not its data key" "$WORK/verify.out" ||
   fail "db1 should be checked without the key, and say why"
 rc=0
-"$BIN/blockrep-recover" verify --store "$STORE" --server-id db1 --key "$KEYS/data-web1.key" 2>"$WORK/err.txt" >/dev/null || rc=$?
+recover verify --store "$STORE" --server-id db1 --key "$KEYS/data-web1.key" 2>"$WORK/err.txt" >/dev/null || rc=$?
 [[ $rc -ne 0 ]] && grep -q "data key of none of the servers" "$WORK/err.txt" || fail "a wrong key for db1 was not refused"
 
 # One flipped bit in the ciphertext of a record that every point uses: the first record of the
 # first pack below volume offset 2 MiB (docs/FORMAT.md: 16-byte pack header; per record a 64-byte
 # header, ciphertext, 16-byte tag, 8 bytes of fingerprint per 4 KiB).
-pack="$STORE/servers/web1/packs/00000001.pack"
+# The pack is copied out, changed and put back (E2E_STORE=s3: the object in the bucket).
+pack="$WORK/00000001.pack"
+store_get servers/web1/packs/00000001.pack "$pack"
 u32() { od -An -tu4 -j "$1" -N4 "$pack" | tr -d ' '; }
 u64() { od -An -tu8 -j "$1" -N8 "$pack" | tr -d ' '; }
 rec=16
@@ -56,6 +58,7 @@ done
 at=$((rec + 64 + 1000))
 byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
 printf "$(printf '\\%03o' $((byte ^ 4)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+store_put "$pack" servers/web1/packs/00000001.pack
 for args in "" "--key $KEYS/data-web1.key"; do
   # shellcheck disable=SC2086
   expect_verify "flipped bit, ${args:-no key}" 1 --server-id web1 $args
