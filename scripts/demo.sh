@@ -71,7 +71,7 @@ s3_get() {
 
 say "demo volume: 256 MiB ext4 with real files, 48 MiB of random data and free space"
 src=$WORK/src
-rm -rf "$src" "$WORK/volume.img" "$WORK/keys" "$WORK/store" "$WORK/cache" "$WORK/restore"
+rm -rf "$src" "$WORK/volume.img" "$WORK/keys" "$WORK/store" "$WORK/cache" "$WORK/restore" "$WORK/agent-state"
 mkdir -p "$src"
 # Real files (headers, docs, binaries), capped at 110 MiB so the filesystem keeps free space.
 { find /usr/include /usr/share/doc /usr/bin -type f -printf '%s %p\n' 2>/dev/null || true; } |

@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   uint64_t quota_records = 64ull << 20, quota_packs = 0;
   uint32_t keep_last = 0;
   S3Flags s3;
-  std::string s3_cache, frontend_name;
+  std::string s3_cache, s3_cache_bytes, frontend_name;
   uint32_t lease_seconds = 15;
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>(), kConfigHelp)(
       "listen", po::value(&listen), "address to accept agents on, e.g. 0.0.0.0:7070")(
@@ -44,7 +44,12 @@ int main(int argc, char** argv) {
       "s3-region", po::value(&s3.region)->default_value("us-east-1"), "with --store s3://...: the region requests are signed for")(
       "s3-cache", po::value(&s3_cache),
       "with --store s3://...: a local directory the staging works in (the records' group commit, "
-      "what it serves); it holds a copy of the bucket's chains (docs/FORMAT.md, A store in a bucket)")(
+      "what it serves): packs being written, the indexes and manifests of the bucket's chains, and "
+      "up to --s3-cache-bytes of packs the bucket holds (docs/FORMAT.md, A store in a bucket)")(
+      "s3-cache-bytes", po::value(&s3_cache_bytes),
+      "with --store s3://...: packs the bucket holds kept in --s3-cache at most, least recently read "
+      "evicted first and fetched again when read, e.g. 20G (suffixes K/M/G/T; default 8G; 0: keep "
+      "none: the cache only buffers writes)")(
       "s3-lease-seconds", po::value(&lease_seconds)->default_value(15),
       "with --store s3://...: several stagings (frontends) may share the bucket; one at a time writes "
       "a server's chain, holding its lease, renewed while its agent is connected; another takes it "
@@ -133,12 +138,16 @@ int main(int argc, char** argv) {
       // Port 0 (any free port) says nothing: the process id tells two such stagings apart.
       frontend_name = std::string(host) + ":" + (hp->port != 0 ? std::to_string(hp->port) : "pid-" + std::to_string(getpid()));
     }
-    auto bucket = BucketStore::Open(store, s3, LeaseSettings{frontend_name, uint64_t{lease_seconds} * 1000});
+    auto cache_bytes = ParseSizeBytes(s3_cache_bytes.empty() ? "8G" : s3_cache_bytes, "--s3-cache-bytes");
+    if (!cache_bytes.ok()) return ReportFatal(kProg, cache_bytes.status());
+    auto bucket = BucketStore::Open(store, s3, LeaseSettings{frontend_name, uint64_t{lease_seconds} * 1000}, *cache_bytes);
     if (!bucket.ok()) return ReportFatal(kProg, bucket.status());
     opts.bucket = std::move(bucket).value();
     opts.store_dir = s3_cache;
   } else {
     if (!s3_cache.empty()) return ReportFatal(kProg, InvalidArgument("--s3-cache goes with --store s3://BUCKET/PREFIX"));
+    if (!s3_cache_bytes.empty())
+      return ReportFatal(kProg, InvalidArgument("--s3-cache-bytes goes with --store s3://BUCKET/PREFIX and --s3-cache"));
     opts.store_dir = store;
   }
   opts.tls = TlsFiles{cert, key, ca, crl};

@@ -147,6 +147,17 @@ std::string Server::RenderMetrics() {
       e.Sample(static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize));
     }
   }
+  if (opts_.bucket && opts_.bucket->cache() != nullptr) {
+    const PackCache::Usage u = opts_.bucket->cache()->usage();
+    e.Family("blockrep_cache_packs_bytes", Type::kGauge, "Bytes of packs the bucket holds that the --s3-cache directory keeps too.");
+    e.Sample(static_cast<double>(u.local_bytes));
+    e.Family("blockrep_cache_limit_bytes", Type::kGauge, "The bound on those bytes (--s3-cache-bytes).");
+    e.Sample(static_cast<double>(u.bound_bytes));
+    e.Family("blockrep_cache_fetches_total", Type::kCounter, "Packs fetched from the bucket into the cache to be read.");
+    e.Sample(static_cast<double>(u.fetches));
+    e.Family("blockrep_cache_evictions_total", Type::kCounter, "Packs dropped from the cache to keep it within its bound.");
+    e.Sample(static_cast<double>(u.evictions));
+  }
   e.Family("blockrep_compactions_total", Type::kCounter, "Compactions run (retention, pack quota, startup).");
   e.Sample(static_cast<double>(figures_.compactions));
   e.Family("blockrep_compaction_reclaimed_bytes_total", Type::kCounter, "Pack bytes compaction freed, net of bytes copied.");

@@ -48,6 +48,8 @@ Status Server::Start() {
   if (opts_.bucket) {
     // The bucket is the store of record: the cache takes its chains before anything is served.
     BR_RETURN_IF_ERROR(opts_.bucket->SyncCache(opts_.store_dir, [](const std::string& line) { Log(kProg, line); }));
+    // From here the stores see every published pack, its bytes in the cache or in the bucket.
+    opts_.env = opts_.bucket->cache();
   }
   BR_ASSIGN_OR_RETURN(auto servers, store::ListServers(opts_.store_dir, opts_.env));
   for (const std::string& id : servers) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -70,17 +71,18 @@ class MappedFile {
 
 }  // namespace
 
-ServerMirror::ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease)
-    : client_(std::move(client)), server_id_(std::move(server_id)), lease_(std::move(lease)) {}
+ServerMirror::ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease, PackCache* cache)
+    : client_(std::move(client)), server_id_(std::move(server_id)), lease_(std::move(lease)), cache_(cache) {}
 
-Status ServerMirror::FetchToFile(const std::string& key, uint64_t size, const std::string& path) {
+Status FetchObjectToFile(S3Client& client, const std::string& key, uint64_t size, const std::string& path) {
+  static std::atomic<uint64_t> fetches{0};
   Env* env = Env::Default();
-  std::string tmp = path + ".tmp";
-  {
+  std::string tmp = path + ".fetch" + std::to_string(++fetches);
+  Status st = [&]() -> Status {
     BR_ASSIGN_OR_RETURN(auto file, env->Open(tmp, OpenMode::kCreateTruncate));
     for (uint64_t off = 0; off < size;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kFetchRangeBytes, size - off));
-      BR_ASSIGN_OR_RETURN(Bytes part, client_->GetRange(key, off, want));
+      BR_ASSIGN_OR_RETURN(Bytes part, client.GetRange(key, off, want));
       if (part.size() != want)
         return DataLoss("s3 object " + key + " ended at " + std::to_string(off + part.size()) + " bytes; its listing said " +
                         std::to_string(size));
@@ -88,9 +90,11 @@ Status ServerMirror::FetchToFile(const std::string& key, uint64_t size, const st
       off += want;
     }
     BR_RETURN_IF_ERROR(file->Sync());
-  }
-  BR_RETURN_IF_ERROR(env->Rename(tmp, path));
-  return env->SyncDir(ParentDir(path));
+    BR_RETURN_IF_ERROR(env->Rename(tmp, path));
+    return env->SyncDir(ParentDir(path));
+  }();
+  if (!st.ok()) env->Remove(tmp).IgnoreError();  // the error below says what failed; a leftover goes at the next start
+  return st;
 }
 
 Status ServerMirror::DeleteGarbage(const std::set<std::string>& index_names, uint32_t* deleted) {
@@ -113,7 +117,7 @@ Status ServerMirror::DeleteGarbage(const std::set<std::string>& index_names, uin
   return Status::Ok();
 }
 
-Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir, bool may_write) {
+Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir, bool may_write, bool trust_local) {
   Env* env = Env::Default();
   PullStats stats;
   packs_.clear();
@@ -150,6 +154,12 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
     return DataLoss("s3 object " + Key("MANIFEST") + " is the manifest of server '" + m.server_id + "'");
   BR_RETURN_IF_ERROR(env->MakeDirs(server_dir + "/index", 0700));
   BR_RETURN_IF_ERROR(env->MakeDirs(server_dir + "/packs", 0700));
+  {
+    // A fetch cut short (a kill) left its copy beside the pack's name.
+    BR_ASSIGN_OR_RETURN(auto names, env->ListDir(server_dir + "/packs"));
+    for (const std::string& n : names)
+      if (n.find(".fetch") != std::string::npos) BR_RETURN_IF_ERROR(env->Remove(server_dir + "/packs/" + n));
+  }
   // Indexes, then packs, then the manifest: the cache's own write order.
   for (const store::PointInfo& p : m.points) {
     const std::string name = store::IndexFileName(p);
@@ -182,8 +192,15 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
       }
       const std::string ppath = server_dir + "/packs/" + pname;
       auto have = env->FileSize(ppath);
+      if (cache_ != nullptr) {
+        // Fetched when read. A shorter local copy is a fetch or an upload cut short; after a
+        // takeover no local copy is trusted (another frontend may have written that name).
+        if (have.ok() && (*have < object->second.size_bytes || !trust_local)) BR_RETURN_IF_ERROR(env->Remove(ppath));
+        cache_->Published(ppath, object->second.size_bytes);
+        continue;
+      }
       if (have.ok() && *have >= object->second.size_bytes) continue;
-      BR_RETURN_IF_ERROR(FetchToFile(Key("packs/" + pname), object->second.size_bytes, ppath));
+      BR_RETURN_IF_ERROR(FetchObjectToFile(*client_, Key("packs/" + pname), object->second.size_bytes, ppath));
       ++stats.packs_fetched;
       stats.bytes_fetched += object->second.size_bytes;
     }
@@ -214,9 +231,14 @@ Result<std::string> ServerMirror::PutNew(const std::string& key, ByteSpan data) 
 }
 
 Status ServerMirror::EnsurePack(uint32_t pack, const std::string& path) {
-  BR_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
   auto known = packs_.find(pack);
-  if (known != packs_.end() && known->second.size_bytes >= file.bytes().size()) return Status::Ok();
+  if (known != packs_.end()) {
+    // In the bucket already: whole (its local copy no longer), or evicted from the cache.
+    auto have = Env::Default()->FileSize(path);
+    if (!have.ok() && have.status().code() == Code::kNotFound) return Status::Ok();
+    if (have.ok() && *have <= known->second.size_bytes) return Status::Ok();
+  }
+  BR_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
   const std::string key = Key("packs/" + BaseName(path));
   // A pack still being appended is uploaded again, whole, when a later index names its newer
   // records: its earlier bytes never change, so a reader of the older manifest reads the same.
@@ -225,6 +247,7 @@ Status ServerMirror::EnsurePack(uint32_t pack, const std::string& path) {
                                  : PutNew(key, file.bytes());
   if (!etag.ok()) return etag.status().Annotate("server '" + server_id_ + "': upload pack " + BaseName(path));
   packs_[pack] = {file.bytes().size(), *etag};
+  if (cache_ != nullptr) cache_->Published(path, file.bytes().size());
   return Status::Ok();
 }
 
@@ -287,6 +310,7 @@ Status ServerMirror::Publish(const store::ServerStore& store, const store::Manif
     }
     it = packs_.erase(it);
   }
+  if (cache_ != nullptr) cache_->Trim();
   return Status::Ok();
 }
 
@@ -395,7 +419,7 @@ void ServerMirror::ReleaseLease() {
 Result<ServerMirror::PullStats> ServerMirror::TakeOver(const std::string& server_dir) {
   BR_CHECK(leased() && lease_token_ != 0);
   for (int attempt = 0;; ++attempt) {
-    Result<PullStats> pulled = Pull(server_dir, false);
+    Result<PullStats> pulled = Pull(server_dir, false, false);
     // The former holder may have been committing (it is fenced only below): read again.
     if (!pulled.ok() && pulled.status().code() == Code::kDataLoss && attempt < 3) continue;
     BR_ASSIGN_OR_RETURN(PullStats stats, std::move(pulled));
@@ -423,13 +447,13 @@ Result<ServerMirror::PullStats> ServerMirror::TakeOver(const std::string& server
 }
 
 Result<std::unique_ptr<BucketStore>> BucketStore::Open(const std::string& root_url, const S3Flags& flags,
-                                                       LeaseSettings lease) {
+                                                       LeaseSettings lease, uint64_t cache_bytes) {
   BR_ASSIGN_OR_RETURN(S3Config config, MakeS3Config(root_url, flags));
   BR_ASSIGN_OR_RETURN(auto probe, S3Client::Open(config));  // checks the settings now
   if (lease.duration_ms != 0 && (lease.frontend.empty() || lease.frontend.size() > 256 ||
                                  lease.frontend.find_first_of(" \t\n") != std::string::npos))
     return InvalidArgument("the frontend name '" + lease.frontend + "' must be 1..256 characters without spaces (--frontend-name)");
-  return std::unique_ptr<BucketStore>(new BucketStore(root_url, std::move(config), std::move(lease)));
+  return std::unique_ptr<BucketStore>(new BucketStore(root_url, std::move(config), std::move(lease), cache_bytes));
 }
 
 Status BucketStore::SyncCache(const std::string& cache_root, const std::function<void(const std::string&)>& log) {
@@ -443,6 +467,17 @@ Status BucketStore::SyncCache(const std::string& cache_root, const std::function
     BR_RETURN_IF_ERROR(client->Put("FORMAT", local));
     log("store " + url_ + ": created (FORMAT written)");
   }
+  // The packs below cache_root/servers/ID/packs are objects servers/ID/packs/NAME.
+  const std::string prefix = cache_root + "/";
+  S3Config config = config_;
+  cache_ = std::make_unique<PackCache>(
+      env, cache_bytes_,
+      [config, prefix](const std::string& path, uint64_t bytes) -> Status {
+        BR_CHECK(path.starts_with(prefix));
+        BR_ASSIGN_OR_RETURN(auto c, S3Client::Open(config));
+        return FetchObjectToFile(*c, path.substr(prefix.size()), bytes, path);
+      },
+      log);
   std::set<std::string> ids;
   BR_ASSIGN_OR_RETURN(auto remote, client->ListChildren("servers/", kServersMax));
   ids.insert(remote.begin(), remote.end());
@@ -450,7 +485,7 @@ Status BucketStore::SyncCache(const std::string& cache_root, const std::function
   ids.insert(local.begin(), local.end());
   for (const std::string& id : ids) {
     BR_ASSIGN_OR_RETURN(auto c, S3Client::Open(config_));
-    auto mirror = std::make_unique<ServerMirror>(std::move(c), id, lease_);
+    auto mirror = std::make_unique<ServerMirror>(std::move(c), id, lease_, cache_.get());
     const std::string dir = cache_root + "/servers/" + id;
     // Another frontend may be committing meanwhile (leases): a manifest that names what has just
     // been deleted (a compaction) is read again; a server still not readable is left to the lease
@@ -484,7 +519,7 @@ Result<std::unique_ptr<ServerMirror>> BucketStore::TakeMirror(const std::string&
     return m;
   }
   BR_ASSIGN_OR_RETURN(auto c, S3Client::Open(config_));
-  return std::make_unique<ServerMirror>(std::move(c), server_id, lease_);
+  return std::make_unique<ServerMirror>(std::move(c), server_id, lease_, cache_.get());
 }
 
 }  // namespace blockrep

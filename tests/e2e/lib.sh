@@ -15,7 +15,7 @@ STORE_S3=()  # the S3 flags of every program that opens $STORE (empty for a dire
 
 # E2E_STORE=s3 runs a store test against a bucket of the Ceph RGW that tests/rgw/with_rgw.sh
 # names instead of a directory: $STORE is s3://$S3_BUCKET/<test>-<pid>, start_staging adds $STORE_S3 and
-# a cache in $WORK/cache, recover() adds $STORE_S3. E2E_S3_BUCKET picks the bucket (a quota test needs
+# a cache in $WORK/cache (E2E_S3_CACHE_BYTES: its --s3-cache-bytes), recover() adds $STORE_S3. E2E_S3_BUCKET picks the bucket (a quota test needs
 # one of its own); it is created here.
 if [[ ${E2E_STORE:-dir} == s3 ]]; then
   if [[ -z ${BLOCKREP_S3_ENDPOINT:-} ]]; then
@@ -120,7 +120,7 @@ make_keys() { "$BIN/blockrep-keygen" --out "$KEYS" "${@/#/--server-id=}" >/dev/n
 # that agents already running must find again) and waits for it to listen.
 start_staging() {
   local s3=()
-  [[ ${#STORE_S3[@]} -eq 0 ]] || s3=("${STORE_S3[@]}" --s3-cache "$WORK/cache")
+  [[ ${#STORE_S3[@]} -eq 0 ]] || s3=("${STORE_S3[@]}" --s3-cache "$WORK/cache" ${E2E_S3_CACHE_BYTES:+--s3-cache-bytes "$E2E_S3_CACHE_BYTES"})
   "$BIN/blockrep-staging" --listen "127.0.0.1:${STAGING_LISTEN_PORT:-0}" --store "$STORE" --tls-cert "$KEYS/staging.crt" \
     --tls-key "$KEYS/staging.key" --tls-ca "$KEYS/ca.crt" --retention "${STAGING_RETENTION:-all}" \
     "${s3[@]}" "$@" >>"$WORK/staging.log" 2>&1 &

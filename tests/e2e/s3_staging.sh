@@ -3,7 +3,8 @@
 # two points replicated, the staging stopped and its cache deleted, and recovery reads the bucket
 # alone (list, verify --key, restore: identical). A staging started on an empty cache takes the
 # bucket's chain and an agent's next point goes on it incrementally; with --keep-last 1 retention
-# then deletes what the dropped points alone used, in the bucket too. Runs under the `rgw` CTest
+# then deletes what the dropped points alone used, in the bucket too. A staging whose cache keeps
+# no published pack (--s3-cache-bytes 0) serves a restore by fetching them. Runs under the `rgw` CTest
 # fixture (tests/rgw/with_rgw.sh); skips (77) without a gateway.
 source "$(dirname "$0")/lib.sh"
 [[ -n ${BLOCKREP_S3_ENDPOINT:-} ]] || { echo "SKIP: no Ceph RGW (run through tests/rgw/with_rgw.sh)"; exit 77; }
@@ -71,3 +72,30 @@ n_index=$(keys servers/web1/index/ | wc -l)
 n_packs=$(keys servers/web1/packs/ | wc -l)
 pass "the bucket holds 1 index and $n_packs pack(s) for web1 after retention and compaction"
 pass "a staging on a new cache took the chain from the bucket; point 3 restores identical; retention left 1 point"
+
+# A cache bounded to nothing (--s3-cache-bytes 0): a new staging takes the chain without its packs,
+# a new point's packs leave the cache once published, and a restore through the staging
+# (--staging) fetches what it reads from the bucket, identical; the metrics count it.
+head -c 1M /dev/urandom >"$WORK/tree/fourth.bin"
+mkfs.ext4 -q -F -d "$WORK/tree" "$WORK/web.img" 24M >/dev/null
+start_staging "${S3[@]}" --s3-cache "$WORK/cache3" --s3-cache-bytes 0 --metrics 127.0.0.1:0
+agent web1 --volume "$WORK/web.img" >/dev/null 2>"$WORK/agent4.log" || fail "point 4: $(tail -n 2 "$WORK/agent4.log")"
+local_packs() { find "$WORK/cache3/servers/web1/packs" -name '*.pack' | wc -l; }
+[[ $(local_packs) -eq 0 ]] || { ls -l "$WORK/cache3/servers/web1/packs" >&2; fail "--s3-cache-bytes 0 left published packs in the cache"; }
+rm -rf "$WORK/out"
+recover restore --staging "127.0.0.1:$STAGING_PORT" --server-id web1 --key "$KEYS/data-web1.key" --point latest \
+  --output "$WORK/out" >/dev/null || fail "restore through the staging with an empty cache"
+cmp "$WORK/out/vol-0.img" "$WORK/web.img" || fail "the restore through the staging differs"
+port=$(metrics_port "$WORK/staging.log")
+for _ in $(seq 1 50); do  # the staging renders its metrics once a second at most
+  curl -fsS "http://127.0.0.1:$port/metrics" >"$WORK/metrics.txt" || fail "GET /metrics"
+  fetches=$(awk '/^blockrep_cache_fetches_total / {print $2}' "$WORK/metrics.txt")
+  evictions=$(awk '/^blockrep_cache_evictions_total / {print $2}' "$WORK/metrics.txt")
+  ((fetches >= 1 && evictions >= 1)) && break
+  sleep 0.1
+done
+grep -q '^blockrep_cache_limit_bytes 0$' "$WORK/metrics.txt" || fail "blockrep_cache_limit_bytes is not 0"
+((fetches >= 1 && evictions >= 1)) || { grep blockrep_cache "$WORK/metrics.txt" >&2; fail "no fetch or no eviction counted"; }
+(($(local_packs) <= 1)) || fail "$(local_packs) packs left in a cache bounded to 0 (at most the last one fetched)"
+stop_staging
+pass "--s3-cache-bytes 0: published packs left the cache; a restore through the staging fetched $fetches pack(s), identical ($evictions eviction(s))"

@@ -8,9 +8,10 @@
 // finds the bucket's manifest changed behind its back (another frontend wrote the chain) commits
 // nothing.
 //
-// At start, the cache is brought up to the bucket: for every server there, the bucket's manifest,
-// the indexes it names and the packs those name are fetched where DIR lacks them (the bucket wins
-// over DIR: a staging killed between the PUT and the rename left DIR one commit behind).
+// At start, the cache is brought up to the bucket: for every server there, the bucket's manifest
+// and the indexes it names are fetched where DIR lacks them (the bucket wins over DIR: a staging
+// killed between the PUT and the rename left DIR one commit behind); its packs are fetched when
+// first read (PackCache: DIR holds at most --s3-cache-bytes of published packs).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@
 
 #include "blockrep/base/env.h"
 #include "blockrep/base/status.h"
+#include "blockrep/objstore/pack_cache.h"
 #include "blockrep/objstore/s3_client.h"
 #include "blockrep/objstore/s3_env.h"
 #include "blockrep/store/store.h"
@@ -41,7 +43,10 @@ inline constexpr size_t kLeaseBytesMax = 1024;
 // commits (ServerStore::set_publisher). Not thread-safe: a server's commits run one at a time.
 class ServerMirror : public store::ManifestPublisher {
  public:
-  ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease = {});
+  // Without `cache`, Pull fetches every pack into the cache directory; with it, packs are
+  // registered there and fetched when read.
+  ServerMirror(std::unique_ptr<S3Client> client, std::string server_id, LeaseSettings lease = {},
+               PackCache* cache = nullptr);
   const std::string& server_id() const { return server_id_; }
   bool leased() const { return lease_.duration_ms != 0; }
 
@@ -71,7 +76,9 @@ class ServerMirror : public store::ManifestPublisher {
     uint32_t garbage_deleted = 0;    // objects the bucket's manifest does not reach, deleted
   };
   // `may_write` false (another frontend may be writing): nothing is deleted or published.
-  Result<PullStats> Pull(const std::string& server_dir, bool may_write = true);
+  // `trust_local` false (after a takeover: another frontend may have written packs of the same
+  // names): local copies of the bucket's packs are dropped, to be fetched when read.
+  Result<PullStats> Pull(const std::string& server_dir, bool may_write = true, bool trust_local = true);
   // After AcquireLease returned true: the bucket's chain into the cache (Pull without deleting
   // anything), then the manifest rewritten with this frontend's token by a conditional PUT (the
   // fence: a frontend that held the lease before can no longer match the manifest's ETag), then
@@ -84,8 +91,6 @@ class ServerMirror : public store::ManifestPublisher {
   std::string Key(const std::string& sub) const { return "servers/" + server_id_ + "/" + sub; }
   // Uploads the pack from `path` unless the bucket already holds at least its current size.
   Status EnsurePack(uint32_t pack, const std::string& path);
-  // Fetches object `key` into `path` (written beside it, synced, renamed) in ranges.
-  Status FetchToFile(const std::string& key, uint64_t size, const std::string& path);
   Status PutManifest(const store::Manifest& m);
 
   // Deletes the packs and indexes the last manifest pulled or written does not reach.
@@ -98,6 +103,7 @@ class ServerMirror : public store::ManifestPublisher {
   std::unique_ptr<S3Client> client_;
   std::string server_id_;
   LeaseSettings lease_;
+  PackCache* cache_;           // nullptr: every pack is kept in the cache directory
   std::string manifest_etag_;  // "": the bucket has no manifest for this server
   Bytes manifest_bytes_;       // what the bucket's manifest held when last pulled or written
   struct PackObject {
@@ -112,11 +118,16 @@ class ServerMirror : public store::ManifestPublisher {
   uint64_t lease_taken_ms_ = 0;   // wall clock ms before the request that took or renewed it
 };
 
+// Fetches object `key` of `size` bytes into `path`: written beside it under a name of its own (two
+// threads may fetch one object at once), in bounded ranges, synced, renamed over `path`.
+Status FetchObjectToFile(S3Client& client, const std::string& key, uint64_t size, const std::string& path);
+
 // The bucket behind a staging.
 class BucketStore {
  public:
+  // `cache_bytes`: the bound on published packs kept in the cache directory (PackCache).
   static Result<std::unique_ptr<BucketStore>> Open(const std::string& root_url, const S3Flags& flags,
-                                                   LeaseSettings lease = {});
+                                                   LeaseSettings lease = {}, uint64_t cache_bytes = UINT64_MAX);
   const std::string& url() const { return url_; }
   bool leased() const { return lease_.duration_ms != 0; }
 
@@ -127,13 +138,18 @@ class BucketStore {
   Status SyncCache(const std::string& cache_root, const std::function<void(const std::string&)>& log);
   // The mirror of `server_id` (SyncCache made it; a server new to both is made here, empty).
   Result<std::unique_ptr<ServerMirror>> TakeMirror(const std::string& server_id);
+  // The Env the staging's stores use, from SyncCache on: the cache directory, every published
+  // pack in it whether its bytes are there or in the bucket only.
+  PackCache* cache() const { return cache_.get(); }
 
  private:
-  BucketStore(std::string url, S3Config config, LeaseSettings lease)
-      : url_(std::move(url)), config_(std::move(config)), lease_(std::move(lease)) {}
+  BucketStore(std::string url, S3Config config, LeaseSettings lease, uint64_t cache_bytes)
+      : url_(std::move(url)), config_(std::move(config)), lease_(std::move(lease)), cache_bytes_(cache_bytes) {}
   std::string url_;
   S3Config config_;
   LeaseSettings lease_;
+  uint64_t cache_bytes_;
+  std::unique_ptr<PackCache> cache_;
   std::map<std::string, std::unique_ptr<ServerMirror>> pulled_;
 };
 
