@@ -21,6 +21,29 @@ namespace blockrep::staging {
 
 Status Server::OnReaderHello(Session& s, const wire::Hello& h) {
   auto it = servers_.find(h.server_id);
+  if (opts_.bucket && opts_.bucket->leased() && !s.reader_pulled) {
+    // Another frontend may write this chain: the reader gets the bucket's, not this cache's.
+    const bool known = it != servers_.end() && it->second.store && it->second.mirror != nullptr;
+    if (!known || (!it->second.active && !it->second.mirror->LeaseHeld())) {
+      std::unique_ptr<ServerMirror> fresh;
+      if (!known) {
+        if (it != servers_.end()) {  // a chain being created by an agent's HELLO: not a reader's to pull
+          s.defer_frame = true;
+          return Status::Ok();
+        }
+        BR_ASSIGN_OR_RETURN(fresh, opts_.bucket->TakeMirror(h.server_id));
+        it = servers_.emplace(h.server_id, ServerState{}).first;
+      }
+      s.reader_pulled = true;
+      if (!PostReaderPull(h.server_id, it->second, std::move(fresh), s.id)) {
+        if (!known) servers_.erase(it);
+        Fail(s, wire::ErrorCode::kBusy, Unavailable("the staging's store worker is saturated; retry later"));
+        return Status::Ok();
+      }
+      s.defer_frame = true;
+      return Status::Ok();
+    }
+  }
   if (it == servers_.end() || !it->second.store) {
     // Never creates anything for a reader: a server without a chain here has nothing to read.
     auto opened = store::ServerStore::Open(opts_.store_dir, h.server_id, false, opts_.env);

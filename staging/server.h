@@ -197,6 +197,12 @@ class Server {
   // renews a held lease. A lost lease refuses the server's session.
   // `for_hello`: a HELLO waits for it (a refusal is kept for that HELLO in lease_refusal).
   bool PostLeaseJob(const std::string& server_id, ServerState& st, bool for_hello);
+  // A reader's HELLO on a frontend that does not hold the server's lease (another may be writing
+  // the chain): the bucket's chain is pulled into the cache first, read-only, so that the reader
+  // sees the newest point. `fresh`: the mirror of a server this frontend had no chain of (else
+  // st.mirror). The HELLO of session `session_id` waits for it; a failure refuses that session.
+  bool PostReaderPull(const std::string& server_id, ServerState& st, std::unique_ptr<ServerMirror> fresh,
+                      uint64_t session_id);
   void RenewLeases();
   // A draining session (the agent hung up) has handled, made durable and committed all it can.
   bool DrainDone(const Session& s) const;

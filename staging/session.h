@@ -138,6 +138,7 @@ struct Server::Session {
   uint64_t commit_started_ns = 0;  // the pack's group commit in flight began (for /metrics)
   bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)
   bool defer_frame = false;   // the frame just handled must wait (its server's job runs): not consumed
+  bool reader_pulled = false;  // a reader's HELLO had the bucket's chain pulled (PostReaderPull)
   // The agent hung up inside a point: the frames it sent before (its last records, SEALs and
   // END_POINT) are still handled, made durable and committed; nothing more is sent or received;
   // then the session closes (Server::DrainDone).

@@ -314,6 +314,55 @@ bool Server::PostLeaseJob(const std::string& server_id, ServerState& st, bool fo
   });
 }
 
+bool Server::PostReaderPull(const std::string& server_id, ServerState& st, std::unique_ptr<ServerMirror> fresh,
+                            uint64_t session_id) {
+  // The job owns a fresh mirror until `done` hands it to the store it opened.
+  auto owned = std::make_shared<std::unique_ptr<ServerMirror>>(std::move(fresh));
+  ServerMirror* mirror = *owned ? owned->get() : st.mirror;
+  ServerState* state = &st;
+  const std::string root = opts_.store_dir;
+  Env* env = opts_.env;
+  return PostJob(st, [this, mirror, owned, state, server_id, root, env, session_id]() -> StoreWorker::Done {
+    // Worker thread: the server's store and its mirror are ours until `done` runs. Read-only:
+    // nothing is deleted or published, local copies of packs are not trusted.
+    Result<ServerMirror::PullStats> pulled = mirror->Pull(root + "/servers/" + server_id, false, false);
+    std::shared_ptr<std::unique_ptr<store::ServerStore>> holder = std::make_shared<std::unique_ptr<store::ServerStore>>();
+    Status failed = pulled.status();
+    if (pulled.ok()) {
+      auto opened = store::ServerStore::Open(root, server_id, false, env);
+      if (opened.ok()) *holder = std::move(opened).value();
+      else if (opened.status().code() != Code::kNotFound) failed = opened.status();
+    }
+    return [this, mirror, owned, state, server_id, failed, holder, session_id]() {
+      --state->jobs;
+      if (!failed.ok()) {
+        // Not what this frontend's cache holds, which may be behind: the reader is told.
+        auto it = sessions_.find(session_id);
+        if (it != sessions_.end() && !it->second->ch->closing() && !it->second->failed)
+          Fail(*it->second, wire::ErrorCode::kStoreError,
+               failed.Annotate("server '" + server_id + "': this staging frontend could not read the chain from the bucket " +
+                               "(another frontend may write it); retry, or read the bucket itself with --store s3://..."));
+        if (!state->store) servers_.erase(server_id);
+        return;
+      }
+      if (!*holder) {
+        if (!state->store) servers_.erase(server_id);  // nothing in the bucket either
+        return;
+      }
+      if (*owned) {
+        (*holder)->set_publisher(std::move(*owned));
+      } else {
+        (*holder)->set_publisher(state->store->TakePublisher());
+      }
+      state->store = std::move(*holder);
+      state->mirror = mirror;
+      state->pending.reset();
+      LoadPending(*state, server_id);
+      SetPackUsage(*state, CountPacks(*state->store));
+    };
+  });
+}
+
 void Server::RenewLeases() {
   for (auto& [id, st] : servers_) {
     if (st.mirror == nullptr || !st.mirror->leased() || st.jobs > 0 || !st.active) continue;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,8 @@ constexpr size_t kServerObjectsMax = 1u << 20;
 // A pack is fetched in ranges of this size (a bounded buffer whatever the pack's size).
 constexpr size_t kFetchRangeBytes = 16u << 20;
 constexpr size_t kServersMax = 100000;
+// Packs PUT side by side by one commit (each upload is one thread and one connection).
+constexpr size_t kUploadsInFlightMax = 4;
 
 std::string BaseName(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -120,14 +123,21 @@ Status ServerMirror::DeleteGarbage(const std::set<std::string>& index_names, uin
 Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir, bool may_write, bool trust_local) {
   Env* env = Env::Default();
   PullStats stats;
+  // The packs this frontend uploaded, by the ETag the bucket gave it: a local copy is the bucket's
+  // object while the listing shows that ETag (another frontend's upload under the name has another).
+  std::map<uint32_t, PackObject> uploaded = std::move(packs_);
+  std::map<uint32_t, std::string> listed_etag;
   packs_.clear();
   index_packs_.clear();
   listed_indexes_.clear();
   manifest_etag_.clear();
   manifest_bytes_.clear();
   BR_ASSIGN_OR_RETURN(auto packs, client_->List(Key("packs/"), kServerObjectsMax));
-  for (const S3Object& o : packs)
-    packs_[static_cast<uint32_t>(std::strtoul(BaseName(o.key).c_str(), nullptr, 10))] = {o.size_bytes, ""};
+  for (const S3Object& o : packs) {
+    const uint32_t id = static_cast<uint32_t>(std::strtoul(BaseName(o.key).c_str(), nullptr, 10));
+    packs_[id] = {o.size_bytes, ""};
+    listed_etag[id] = o.etag;
+  }
   BR_ASSIGN_OR_RETURN(auto indexes, client_->List(Key("index/"), kServerObjectsMax));
   for (const S3Object& o : indexes) listed_indexes_.insert(BaseName(o.key));
 
@@ -193,9 +203,15 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
       const std::string ppath = server_dir + "/packs/" + pname;
       auto have = env->FileSize(ppath);
       if (cache_ != nullptr) {
-        // Fetched when read. A shorter local copy is a fetch or an upload cut short; after a
-        // takeover no local copy is trusted (another frontend may have written that name).
-        if (have.ok() && (*have < object->second.size_bytes || !trust_local)) BR_RETURN_IF_ERROR(env->Remove(ppath));
+        // Fetched when read. A shorter local copy is a fetch or an upload cut short; without
+        // `trust_local` only this frontend's own uploads, still the bucket's version, are kept
+        // (another frontend may have written that name since).
+        auto mine = uploaded.find(pack);
+        auto etag = listed_etag.find(pack);
+        const bool own = mine != uploaded.end() && !mine->second.etag.empty() && etag != listed_etag.end() &&
+                         etag->second == mine->second.etag;
+        if (have.ok() && (*have < object->second.size_bytes || (!trust_local && !own))) BR_RETURN_IF_ERROR(env->Remove(ppath));
+        if (own) object->second.etag = mine->second.etag;
         cache_->Published(ppath, object->second.size_bytes);
         continue;
       }
@@ -221,34 +237,82 @@ Result<ServerMirror::PullStats> ServerMirror::Pull(const std::string& server_dir
   return stats;
 }
 
-Result<std::string> ServerMirror::PutNew(const std::string& key, ByteSpan data) {
-  Result<std::string> etag = client_->PutIfAbsent(key, data);
+Result<std::string> ServerMirror::PutNew(S3Client& client, const std::string& key, ByteSpan data) {
+  Result<std::string> etag = client.PutIfAbsent(key, data);
   if (etag.ok() || etag.status().code() != Code::kConflict) return etag;
   // Someone's object by that name, which no manifest of ours names: a frontend fenced off since
   // (its commit can no longer succeed), or this one's own PUT whose answer was lost.
-  BR_RETURN_IF_ERROR(client_->Delete(key));
-  return client_->PutIfAbsent(key, data);
+  BR_RETURN_IF_ERROR(client.Delete(key));
+  return client.PutIfAbsent(key, data);
 }
 
-Status ServerMirror::EnsurePack(uint32_t pack, const std::string& path) {
+bool ServerMirror::NeedsUpload(uint32_t pack, const std::string& path) const {
   auto known = packs_.find(pack);
-  if (known != packs_.end()) {
-    // In the bucket already: whole (its local copy no longer), or evicted from the cache.
-    auto have = Env::Default()->FileSize(path);
-    if (!have.ok() && have.status().code() == Code::kNotFound) return Status::Ok();
-    if (have.ok() && *have <= known->second.size_bytes) return Status::Ok();
+  if (known == packs_.end()) return true;
+  // In the bucket already: whole (its local copy no longer), or evicted from the cache.
+  auto have = Env::Default()->FileSize(path);
+  if (!have.ok()) return have.status().code() != Code::kNotFound;  // an error: the upload names it
+  return *have > known->second.size_bytes;
+}
+
+Status ServerMirror::UploadPacks(const std::vector<std::pair<uint32_t, std::string>>& uploads) {
+  struct Done {
+    Status status = Status::Ok();
+    uint64_t size_bytes = 0;
+    std::string etag;
+  };
+  std::vector<Done> done(uploads.size());
+  // One upload: the pack's whole file (a pack still being appended is uploaded again, whole,
+  // when a later index names its newer records: its earlier bytes never change, so a reader of
+  // the older manifest reads the same).
+  auto upload = [&](S3Client& client, size_t i) {
+    const auto& [pack, path] = uploads[i];
+    Result<MappedFile> file = MappedFile::Open(path);
+    if (!file.ok()) {
+      done[i].status = file.status();
+      return;
+    }
+    const std::string key = Key("packs/" + BaseName(path));
+    auto known = packs_.find(pack);  // read-only while uploads run
+    Result<std::string> etag = known != packs_.end() && !known->second.etag.empty()
+                                   ? client.PutIfMatch(key, file->bytes(), known->second.etag)
+                                   : PutNew(client, key, file->bytes());
+    if (!etag.ok()) {
+      done[i].status = etag.status().Annotate("server '" + server_id_ + "': upload pack " + BaseName(path));
+      return;
+    }
+    done[i].size_bytes = file->bytes().size();
+    done[i].etag = std::move(etag).value();
+  };
+  if (uploads.size() == 1) {
+    upload(*client_, 0);
+  } else if (!uploads.empty()) {
+    // Several packs (a full sync's, a compaction's): PUT side by side, each thread with its own
+    // client. A gateway serves parallel PUTs several times faster than one after another.
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> threads;
+    const size_t n = std::min(uploads.size(), kUploadsInFlightMax);
+    for (size_t t = 0; t < n; ++t) {
+      threads.emplace_back([&]() {
+        Result<std::unique_ptr<S3Client>> client = S3Client::Open(client_->config());
+        for (size_t i = next++; i < uploads.size(); i = next++) {
+          if (client.ok()) upload(**client, i);
+          else done[i].status = client.status();
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
   }
-  BR_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
-  const std::string key = Key("packs/" + BaseName(path));
-  // A pack still being appended is uploaded again, whole, when a later index names its newer
-  // records: its earlier bytes never change, so a reader of the older manifest reads the same.
-  Result<std::string> etag = known != packs_.end() && !known->second.etag.empty()
-                                 ? client_->PutIfMatch(key, file.bytes(), known->second.etag)
-                                 : PutNew(key, file.bytes());
-  if (!etag.ok()) return etag.status().Annotate("server '" + server_id_ + "': upload pack " + BaseName(path));
-  packs_[pack] = {file.bytes().size(), *etag};
-  if (cache_ != nullptr) cache_->Published(path, file.bytes().size());
-  return Status::Ok();
+  Status first = Status::Ok();
+  for (size_t i = 0; i < uploads.size(); ++i) {
+    if (!done[i].status.ok()) {
+      if (first.ok()) first = done[i].status;
+      continue;
+    }
+    packs_[uploads[i].first] = {done[i].size_bytes, done[i].etag};
+    if (cache_ != nullptr) cache_->Published(uploads[i].second, done[i].size_bytes);
+  }
+  return first;
 }
 
 Status ServerMirror::PutManifest(const store::Manifest& m) {
@@ -273,6 +337,8 @@ Status ServerMirror::Publish(const store::ServerStore& store, const store::Manif
                     " under lease token " + std::to_string(lease_token_));
   Env* env = store.env();
   std::map<std::string, std::set<uint32_t>> named;
+  std::vector<std::pair<std::string, Bytes>> new_indexes;  // (name, bytes) the bucket lacks
+  std::set<uint32_t> to_upload;
   for (const store::PointInfo& p : next.points) {
     const std::string path = store.IndexPath(p);
     const std::string name = BaseName(path);
@@ -281,15 +347,22 @@ Status ServerMirror::Publish(const store::ServerStore& store, const store::Manif
       named[name] = known->second;
       continue;
     }
-    // Its packs first, then the index: the bucket never names what it lacks.
     BR_ASSIGN_OR_RETURN(Bytes data, env->ReadFile(path, store::kMaxIndexBytes));
     BR_ASSIGN_OR_RETURN(std::set<uint32_t> used, PacksOf(data, path));
-    for (uint32_t pack : used) BR_RETURN_IF_ERROR(EnsurePack(pack, store.PackPath(pack)));
+    for (uint32_t pack : used)
+      if (NeedsUpload(pack, store.PackPath(pack))) to_upload.insert(pack);
+    named[name] = std::move(used);
+    new_indexes.emplace_back(name, std::move(data));
+  }
+  // The packs first, then the indexes naming them: the bucket never names what it lacks.
+  std::vector<std::pair<uint32_t, std::string>> uploads;
+  for (uint32_t pack : to_upload) uploads.emplace_back(pack, store.PackPath(pack));
+  BR_RETURN_IF_ERROR(UploadPacks(uploads));
+  for (const auto& [name, data] : new_indexes) {
     // The name carries the index's checksum: an object already there under it holds these bytes.
     Result<std::string> put = client_->PutIfAbsent(Key("index/" + name), data);
     if (!put.ok() && put.status().code() != Code::kConflict) return put.status().Annotate("server '" + server_id_ + "': upload index " + name);
-    index_packs_[name] = used;
-    named[name] = std::move(used);
+    index_packs_[name] = named[name];
   }
   BR_RETURN_IF_ERROR(PutManifest(next));
   // What the new manifest no longer reaches goes. A failed delete leaves garbage, never damage:

@@ -249,6 +249,12 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
         !ParseU64(*size, &o.size_bytes))
       return ProtocolError("S3 list answer has an entry without a valid Key and Size");
     o.key = std::move(*key);
+    // An ETag is a hint (which version of an object this is), never trusted for content.
+    if (std::optional<std::string> etag = ChildText(n, "ETag"); etag.has_value()) {
+      std::string_view v = *etag;
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (!v.empty() && v.size() <= 128 && v.find_first_of("\"\r\n ") == std::string_view::npos) o.etag = std::string(v);
+    }
     page.objects.push_back(std::move(o));
   }
   return page;

@@ -4,7 +4,7 @@
 # (SIGSTOP) with that session's point 1 (records, SEAL, END_POINT) in its socket. Past the lease,
 # web1's agent commits point 1 through B (B takes the lease over and fences the manifest). A is
 # resumed and handles END_POINT: its commit is refused, and the bucket holds B's point, restored
-# identical. Runs under the `rgw` CTest fixture; skips (77) without a gateway.
+# identical. A recovery through A then reads the bucket's chain, not A's cache. Runs under the `rgw` CTest fixture; skips (77) without a gateway.
 source "$(dirname "$0")/lib.sh"
 [[ -n ${BLOCKREP_S3_ENDPOINT:-} ]] || { echo "SKIP: no Ceph RGW (run through tests/rgw/with_rgw.sh)"; exit 77; }
 
@@ -60,6 +60,16 @@ answer=$(cat "$WORK/peer.out")
 [[ $answer == *"point 1 refused: "* ]] || fail "A's point 1 was not refused: $answer"
 [[ $(grep -c "point 1 committed" "$WORK/staging.log") -eq 1 ]] || fail "point 1 was committed twice (by A too)"
 pass "A, resumed, could not commit: ${answer#*refused: }"
+
+# Recovery through A, which does not hold the lease: it reads the bucket's chain (B's point 1),
+# not its own cache's (no point), and restores B's point identical.
+recover list --staging "127.0.0.1:$A_PORT" --server-id web1 --key "$KEYS/data-web1.key" --json >"$WORK/list-a.json" ||
+  fail "list through A"
+[[ $(grep -c '"id"' "$WORK/list-a.json") -eq 1 ]] || { cat "$WORK/list-a.json" >&2; fail "A does not list B's point 1"; }
+recover restore --staging "127.0.0.1:$A_PORT" --server-id web1 --key "$KEYS/data-web1.key" --point 1 --output "$WORK/out-a" \
+  >/dev/null || fail "restore of point 1 through A"
+cmp "$WORK/out-a/vol-0.img" "$WORK/b.img" || fail "point 1 restored through A is not B's"
+pass "recovery through A reads the bucket's chain: B's point 1 listed and restored identical"
 
 kill -TERM "$A_PID" "$B_PID"
 wait "$A_PID" "$B_PID" || fail "a frontend exited non-zero on SIGTERM"

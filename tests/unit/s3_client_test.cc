@@ -117,18 +117,20 @@ TEST(S3UriEncodeTest, AsSigV4Wants) {
   EXPECT_EQ(UriEncode("\xc3\xa9", true), "%C3%A9");
 }
 
-// A ListObjectsV2 page: keys (entities decoded), sizes, truncation and its token.
+// A ListObjectsV2 page: keys (entities decoded), sizes, ETags, truncation and its token.
 TEST(S3ListPageTest, ParsesKeysSizesAndToken) {
   std::string xml =
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
       "<Name>b</Name><IsTruncated>true</IsTruncated><NextContinuationToken>tok/+=</NextContinuationToken>"
-      "<Contents><Key>p/a&amp;b</Key><Size>12</Size></Contents>"
-      "<Contents><Key>p/c</Key><Size>0</Size></Contents></ListBucketResult>";
+      "<Contents><Key>p/a&amp;b</Key><ETag>&quot;9a0364b9e99bb480dd25e1f0284c8555&quot;</ETag><Size>12</Size></Contents>"
+      "<Contents><Key>p/c</Key><ETag>&quot;bad etag&quot;</ETag><Size>0</Size></Contents></ListBucketResult>";
   Result<s3_internal::ListPage> page = ParseListPage(Span(xml));
   ASSERT_TRUE(page.ok()) << page.status().ToString();
   ASSERT_EQ(page->objects.size(), 2u);
   EXPECT_EQ(page->objects[0].key, "p/a&b");
   EXPECT_EQ(page->objects[0].size_bytes, 12u);
+  EXPECT_EQ(page->objects[0].etag, "9a0364b9e99bb480dd25e1f0284c8555");  // quotes dropped
+  EXPECT_EQ(page->objects[1].etag, "");                                  // not an ETag: none
   EXPECT_TRUE(page->truncated);
   EXPECT_EQ(page->next_token, "tok/+=");
 }

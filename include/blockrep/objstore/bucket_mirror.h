@@ -89,8 +89,11 @@ class ServerMirror : public store::ManifestPublisher {
 
  private:
   std::string Key(const std::string& sub) const { return "servers/" + server_id_ + "/" + sub; }
-  // Uploads the pack from `path` unless the bucket already holds at least its current size.
-  Status EnsurePack(uint32_t pack, const std::string& path);
+  // Whether the pack at `path` has bytes the bucket lacks (it is not there, or shorter).
+  bool NeedsUpload(uint32_t pack, const std::string& path) const;
+  // PUTs these packs (id, local path), several at once; records what the bucket holds of each
+  // that succeeded, and returns the first failure.
+  Status UploadPacks(const std::vector<std::pair<uint32_t, std::string>>& uploads);
   Status PutManifest(const store::Manifest& m);
 
   // Deletes the packs and indexes the last manifest pulled or written does not reach.
@@ -98,7 +101,7 @@ class ServerMirror : public store::ManifestPublisher {
   // PUT of a pack or index object that must not replace another's: If-None-Match, and if an
   // object is there already (a fenced frontend's upload, or ours whose answer was lost), it is
   // deleted and the PUT made again. Only under this frontend's lease (or with no leases).
-  Result<std::string> PutNew(const std::string& key, ByteSpan data);
+  Result<std::string> PutNew(S3Client& client, const std::string& key, ByteSpan data);
 
   std::unique_ptr<S3Client> client_;
   std::string server_id_;

@@ -62,6 +62,7 @@ struct S3Config {
 struct S3Object {
   std::string key;  // without the store's prefix (the s3:// address's PREFIX)
   uint64_t size_bytes = 0;
+  std::string etag;  // without quotes; "" when the listing gave none
 };
 
 namespace s3_internal {
