@@ -58,6 +58,13 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
                      std::to_string(opts_.quota_bytes) + " (--quota-bytes)");
     return Status::Ok();
   }
+  if (s.pack.open() && s.pack.end() + s.pack.batch_bytes() >= kPackRollBytes && !s.pack.ShouldRoll(kPackRollBytes)) {
+    // The pack is full but its last records are still on their way to disk: this record waits,
+    // unconsumed, until they are durable, and goes into the next pack. Packs stay within
+    // kPackRollBytes and a record (a bucket takes each with one conditional PUT).
+    s.defer_frame = true;
+    return Status::Ok();
+  }
   if (s.pack.ShouldRoll(kPackRollBytes)) s.pack.Close();
   if (!s.pack.open()) {
     if (opts_.quota_packs != 0 && s.server->pack_count >= opts_.quota_packs) {

@@ -74,8 +74,10 @@ inline constexpr uint64_t kPreAuthLogWindowNs = 10ull * 1000000000ull;
 // A refused session waits this long for the agent to read its ERROR and hang up, then closes
 // anyway: an agent that never hangs up must not hold its server-id's session slot.
 inline constexpr uint64_t kRefusedLingerNs = 5ull * 1000000000ull;
-// A session starts a new pack past this size (between group commits), so that a long-lived
-// session's older records can be compacted: the pack being appended never is.
+// A session starts a new pack past this size, so that a long-lived session's older records can
+// be compacted (the pack being appended never is) and a bucket takes each pack with one PUT: a
+// record that would go past it waits until the pack's last group commit is durable
+// (Server::OnRecord). A pack holds at most this much and one record.
 inline constexpr uint64_t kPackRollBytes = 64ull << 20;
 // A reader (recovery over --staging) pipelines READ_REQUESTs; the staging stops taking them while
 // this much of its answers waits to be sent, which bounds its memory per reader.

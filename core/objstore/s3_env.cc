@@ -24,8 +24,14 @@ class S3ReadFile : public File {
     const bool sequential = read_any_ && offset >= next_offset_ && offset - next_offset_ <= S3ReadEnv::kSequentialGapMax;
     read_any_ = true;
     next_offset_ = offset + len;
-    if (env_->ReadAhead(key_, offset, dst, len)) return len;
-    const uint64_t fetch = sequential ? std::min<uint64_t>(std::max<uint64_t>(len, S3ReadEnv::kReadAheadBytes), size_ - offset) : len;
+    // What the read-ahead buffer holds of it (a read may straddle it and the window after it).
+    const size_t held = env_->ReadAhead(key_, offset, dst, len);
+    if (held == len) return len;
+    offset += held;
+    dst += held;
+    const size_t rest = len - held;
+    if (sequential && env_->ReadPrefetched(key_, offset, dst, rest, size_)) return len;
+    const uint64_t fetch = sequential ? std::min<uint64_t>(std::max<uint64_t>(rest, S3ReadEnv::kReadAheadBytes), size_ - offset) : rest;
     Bytes got;
     {
       S3ReadEnv::Locked c = env_->Client();
@@ -36,8 +42,8 @@ class S3ReadFile : public File {
     if (got.size() != fetch)
       return DataLoss(key_ + ": " + std::to_string(got.size()) + " bytes at offset " + std::to_string(offset) +
                       " where the object holds " + std::to_string(fetch));
-    std::memcpy(dst, got.data(), len);
-    if (fetch > len) env_->KeepReadAhead(key_, offset, std::move(got));
+    std::memcpy(dst, got.data(), rest);
+    if (fetch > rest) env_->KeepReadAhead(key_, offset, std::move(got), size_);
     return len;
   }
 
@@ -70,7 +76,7 @@ Result<std::unique_ptr<S3ReadEnv>> S3ReadEnv::Open(const std::string& root_url, 
   const S3Location& loc = config.location;
   BR_ASSIGN_OR_RETURN(auto client, S3Client::Open(config));
   std::string root = "s3://" + loc.bucket + (loc.prefix.empty() ? "" : "/" + loc.prefix.substr(0, loc.prefix.size() - 1));
-  return std::unique_ptr<S3ReadEnv>(new S3ReadEnv(std::move(root), std::move(client)));
+  return std::unique_ptr<S3ReadEnv>(new S3ReadEnv(std::move(root), std::move(client), std::move(config)));
 }
 
 Result<std::string> S3ReadEnv::KeyOf(const std::string& path) const {
@@ -94,20 +100,63 @@ Result<std::unique_ptr<File>> S3ReadEnv::Open(const std::string& path, OpenMode 
   return std::unique_ptr<File>(new S3ReadFile(this, std::move(key), size));
 }
 
-bool S3ReadEnv::ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len) {
+size_t S3ReadEnv::ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len) {
   std::lock_guard<std::mutex> lock(ahead_mu_);
-  if (ahead_key_ != key || offset < ahead_offset_ || offset - ahead_offset_ > ahead_.size() ||
-      len > ahead_.size() - (offset - ahead_offset_))
-    return false;
-  std::memcpy(dst, ahead_.data() + (offset - ahead_offset_), len);
-  return true;
+  if (ahead_key_ != key || offset < ahead_offset_ || offset - ahead_offset_ >= ahead_.size()) return 0;
+  const size_t n = std::min<size_t>(len, ahead_.size() - static_cast<size_t>(offset - ahead_offset_));
+  std::memcpy(dst, ahead_.data() + (offset - ahead_offset_), n);
+  return n;
 }
 
-void S3ReadEnv::KeepReadAhead(const std::string& key, uint64_t offset, Bytes data) {
+void S3ReadEnv::KeepReadAhead(const std::string& key, uint64_t offset, Bytes data, uint64_t object_bytes) {
   std::lock_guard<std::mutex> lock(ahead_mu_);
   ahead_key_ = key;
   ahead_offset_ = offset;
   ahead_ = std::move(data);
+  StartPrefetchLocked(key, offset + ahead_.size(), object_bytes);
+}
+
+void S3ReadEnv::StartPrefetchLocked(const std::string& key, uint64_t offset, uint64_t object_bytes) {
+  if (offset >= object_bytes) return;
+  if (!prefetch_key_.empty() && prefetch_key_ == key && prefetch_offset_ == offset) return;  // on its way
+  // One window in flight: a fetch still running is waited for (the reader has moved elsewhere).
+  if (prefetch_.valid()) prefetch_.wait();
+  if (!prefetch_client_) {
+    auto client = S3Client::Open(config_);
+    if (!client.ok()) return;  // no prefetch: the reader's own requests report the problem
+    prefetch_client_ = std::move(client).value();
+  }
+  prefetch_key_ = key;
+  prefetch_offset_ = offset;
+  prefetch_bytes_ = static_cast<size_t>(std::min<uint64_t>(kReadAheadBytes, object_bytes - offset));
+  S3Client* client = prefetch_client_.get();
+  prefetch_ = std::async(std::launch::async, [client, key, offset, n = prefetch_bytes_]() { return client->GetRange(key, offset, n); })
+                  .share();
+}
+
+bool S3ReadEnv::ReadPrefetched(const std::string& key, uint64_t offset, uint8_t* dst, size_t len, uint64_t object_bytes) {
+  std::shared_future<Result<Bytes>> window;
+  uint64_t start = 0;
+  size_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(ahead_mu_);
+    if (prefetch_key_.empty() || prefetch_key_ != key || offset < prefetch_offset_ ||
+        offset - prefetch_offset_ > prefetch_bytes_ || len > prefetch_bytes_ - (offset - prefetch_offset_))
+      return false;
+    window = prefetch_;
+    start = prefetch_offset_;
+    bytes = prefetch_bytes_;
+  }
+  const Result<Bytes>& got = window.get();  // outside the lock: other files read meanwhile
+  std::lock_guard<std::mutex> lock(ahead_mu_);
+  if (prefetch_key_ == key && prefetch_offset_ == start) prefetch_key_.clear();  // taken
+  if (!got.ok() || got->size() != bytes) return false;
+  std::memcpy(dst, got->data() + (offset - start), len);
+  ahead_key_ = key;
+  ahead_offset_ = start;
+  ahead_ = *got;  // a copy: the future keeps its own until the next window replaces it
+  StartPrefetchLocked(key, start + bytes, object_bytes);
+  return true;
 }
 
 Status S3ReadEnv::Probe() {

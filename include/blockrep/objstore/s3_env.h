@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <future>
 #include <mutex>
 #include <string>
 
@@ -67,21 +68,39 @@ class S3ReadEnv : public Env {
   // One buffer for the Env; a random reader (mount) never fills it.
   static constexpr uint64_t kReadAheadBytes = 32u << 20;
   static constexpr uint64_t kSequentialGapMax = 128u << 10;  // fingerprints between windows
-  // Copies [offset, offset + len) of `key` from the read-ahead buffer when it holds all of it.
-  bool ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len);
-  void KeepReadAhead(const std::string& key, uint64_t offset, Bytes data);
+  // Copies what the read-ahead buffer holds of [offset, offset + len) of `key`, from `offset` on;
+  // returns how many bytes (0: it does not hold `offset`).
+  size_t ReadAhead(const std::string& key, uint64_t offset, uint8_t* dst, size_t len);
+  // Keeps `data` (bytes of `key` from `offset`, `object_bytes` in all) as the read-ahead buffer
+  // and starts fetching the window after it on a thread of its own (one window in flight), so
+  // that a sequential reader finds it there instead of waiting for the gateway.
+  void KeepReadAhead(const std::string& key, uint64_t offset, Bytes data, uint64_t object_bytes);
+  // When the window in flight covers [offset, offset + len) of `key`: waits for it, makes it the
+  // read-ahead buffer (starting the next), and copies the bytes. False otherwise, or when that
+  // fetch failed (the caller's own request then reports what is wrong).
+  bool ReadPrefetched(const std::string& key, uint64_t offset, uint8_t* dst, size_t len, uint64_t object_bytes);
 
  private:
-  S3ReadEnv(std::string root, std::unique_ptr<S3Client> client) : root_(std::move(root)), client_(std::move(client)) {}
+  S3ReadEnv(std::string root, std::unique_ptr<S3Client> client, S3Config config)
+      : root_(std::move(root)), client_(std::move(client)), config_(std::move(config)) {}
   Status ReadOnly(const std::string& what) const;
+  void StartPrefetchLocked(const std::string& key, uint64_t offset, uint64_t object_bytes);
 
   std::string root_;
   std::mutex mu_;
   std::unique_ptr<S3Client> client_;
+  S3Config config_;
   std::mutex ahead_mu_;
   std::string ahead_key_;  // "" when empty
   uint64_t ahead_offset_ = 0;
   Bytes ahead_;
+  // The window being fetched ahead, with a client of its own (declared before the future: the
+  // future's destructor waits for the fetch, which uses the client).
+  std::unique_ptr<S3Client> prefetch_client_;
+  std::string prefetch_key_;  // "" when none
+  uint64_t prefetch_offset_ = 0;
+  size_t prefetch_bytes_ = 0;
+  std::shared_future<Result<Bytes>> prefetch_;
 };
 
 }  // namespace blockrep
