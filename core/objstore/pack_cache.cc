@@ -28,6 +28,7 @@ void PackCache::Published(const std::string& path, uint64_t bytes) {
   Entry& e = packs_[path];
   e.bytes = bytes;
   e.local = have.ok();
+  e.last_use = ++tick_;  // just written or found: the newest records are the likeliest to be read
 }
 
 void PackCache::Trim() {

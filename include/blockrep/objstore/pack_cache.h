@@ -2,7 +2,7 @@
 // docs/FORMAT.md "The cache's bound"). An Env over the real filesystem in which every pack the
 // bucket holds is there to list, size and open, whether or not its bytes are in DIR: the store
 // code (numbering new packs, compaction, quotas, serving readers) sees the whole chain. Packs the
-// bucket holds whole ("published") are evicted from DIR, least recently opened first, when their
+// bucket holds whole ("published") are evicted from DIR, least recently used first, when their
 // local copies add up to more than N; opening one that is not in DIR fetches it from the bucket
 // (whole, beside its name, synced, renamed) first. Packs not yet published (being written by a
 // session, or a compaction's new pack before its commit) are never evicted and not counted in N.
@@ -34,8 +34,8 @@ class PackCache final : public Env {
   // bound and may be evicted; without one the pack is listed, sized and fetched on open. A local
   // copy of another size is left alone (not the bucket's: the caller removes it or keeps it).
   void Published(const std::string& path, uint64_t bytes);
-  // Evicts published packs, least recently opened first, until their local copies add up to at
-  // most the bound. Called after each commit and each fetch.
+  // Evicts published packs, least recently opened (or published) first, until their local copies
+  // add up to at most the bound. Called after each commit and each fetch.
   void Trim();
 
   struct Usage {
@@ -60,7 +60,7 @@ class PackCache final : public Env {
   struct Entry {
     uint64_t bytes = 0;     // the object's size in the bucket
     bool local = false;     // its bytes are in DIR
-    uint64_t last_use = 0;  // tick of the last open (0: never since this process began)
+    uint64_t last_use = 0;  // tick of the last open or Published
   };
   void TrimLocked(const std::string& keep);
 
