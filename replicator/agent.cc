@@ -760,11 +760,22 @@ Status Agent::RunContinuous(const Signals& sig) {
 }
 
 void Agent::WaitBeforeReconnect(const Signals& sig, const Status& why, Backoff* backoff) {
+  uint64_t wait_ms = 0;
   if (link_->staging_count() > 1) {
+    // A frontend that failed: the next one at once (nearly), and the exponential wait only after
+    // a round over all of them (a killed frontend must cost seconds, not a backoff that grew
+    // while the others were tried).
     link_->NextStaging();
     Log(kProg, "next staging: " + link_->staging_name());
+    if (++tried_in_round_ < link_->staging_count()) {
+      wait_ms = backoff->NextStagingWaitMs();
+    } else {
+      tried_in_round_ = 0;
+      wait_ms = backoff->NextWaitMs();
+    }
+  } else {
+    wait_ms = backoff->NextWaitMs();
   }
-  uint64_t wait_ms = backoff->NextWaitMs();
   SetState(why.code() == Code::kNoSpace ? AgentState::kStalled : AgentState::kDisconnected,
            why.code() == Code::kNoSpace && why.message().find("quota exceeded") == std::string::npos
                ? "staging full: " + why.message()

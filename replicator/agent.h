@@ -209,10 +209,14 @@ class Agent {
   void WaitBeforeReconnect(const Signals& sig, const Status& why, Backoff* backoff);
   static constexpr int kOnceRefusalsMax = 8;
   // --once with several stagings: failed sessions (a frontend down, or not the lease holder yet)
-  // before it gives up; with the reconnect backoff (its waits double up to 30 s) about 5 minutes.
-  static constexpr int kOnceFailoversMax = 16;
+  // before it gives up; with two stagings 12 rounds of the reconnect backoff (its waits double up
+  // to 30 s): 1.5 to 3.5 minutes, several default leases (15 s) over.
+  static constexpr int kOnceFailoversMax = 24;
 
   Options opts_;
+  // Stagings tried since the last exponential wait (several stagings: one round over them all
+  // between two such waits, a short one before each of the others; WaitBeforeReconnect).
+  size_t tried_in_round_ = 0;
   Keys keys_;
   std::vector<std::unique_ptr<Volume>> volumes_;
   std::unique_ptr<Ring> ring_;

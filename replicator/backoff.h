@@ -1,5 +1,6 @@
 // The agent's wait before reconnecting: exponential, with full jitter in [wait/2, wait], so agents
-// cut off together do not return together; it starts over once a session made progress. Seeded:
+// cut off together do not return together; it starts over once a session made progress. With
+// several stagings it grows once per round over all of them (NextStagingWaitMs between). Seeded:
 // tests replay it.
 #pragma once
 
@@ -22,6 +23,10 @@ class Backoff {
     return wait_ms;
   }
   void Reset() { wait_ms_ = kFirstMs; }
+  // The wait before trying the next of several stagings, while some of them are still untried
+  // since the last NextWaitMs: short and jittered, and the exponential wait does not grow.
+  static constexpr uint64_t kNextStagingMs = 200;
+  uint64_t NextStagingWaitMs() { return kNextStagingMs / 2 + rng_() % (kNextStagingMs / 2 + 1); }
 
  private:
   std::mt19937_64 rng_;
