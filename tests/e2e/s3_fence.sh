@@ -4,7 +4,8 @@
 # (SIGSTOP) with that session's point 1 (records, SEAL, END_POINT) in its socket. Past the lease,
 # web1's agent commits point 1 through B (B takes the lease over and fences the manifest). A is
 # resumed and handles END_POINT: its commit is refused, and the bucket holds B's point, restored
-# identical. A recovery through A then reads the bucket's chain, not A's cache. Runs under the `rgw` CTest fixture; skips (77) without a gateway.
+# identical. A recovery through A then reads the bucket's chain, not A's cache, also of a server
+# A never saw. Runs under the `rgw` CTest fixture; skips (77) without a gateway.
 source "$(dirname "$0")/lib.sh"
 [[ -n ${BLOCKREP_S3_ENDPOINT:-} ]] || { echo "SKIP: no Ceph RGW (run through tests/rgw/with_rgw.sh)"; exit 77; }
 
@@ -13,7 +14,7 @@ URL="s3://$BUCKET/fence-$$"
 S3=(--s3-endpoint "$BLOCKREP_S3_ENDPOINT" --s3-ca "$BLOCKREP_S3_CA" --s3-credentials "$BLOCKREP_S3_CREDENTIALS"
   --s3-region default --s3-lease-seconds 3)
 STORE=$URL
-make_keys web1
+make_keys web1 db1 nosuch1
 mkdir -p "$WORK/empty"
 bash "$(dirname "$0")/../rgw/put_tree.sh" "$WORK/empty" "$BUCKET" unused >/dev/null || fail "create the bucket"
 
@@ -70,6 +71,20 @@ recover restore --staging "127.0.0.1:$A_PORT" --server-id web1 --key "$KEYS/data
   >/dev/null || fail "restore of point 1 through A"
 cmp "$WORK/out-a/vol-0.img" "$WORK/b.img" || fail "point 1 restored through A is not B's"
 pass "recovery through A reads the bucket's chain: B's point 1 listed and restored identical"
+# A server A has never seen (its agent only ever reached B, after A started): a restore through
+# A gets it from the bucket too. One in neither place is refused in one line.
+image db.img
+"$BIN/blockrep-agent" --staging "127.0.0.1:$B_PORT" --server-id db1 --key "$KEYS/data-db1.key" --once \
+  --volume "$WORK/db.img" --state-dir "$WORK/state-db" >/dev/null 2>"$WORK/agent-db.log" ||
+  fail "db1's point 1 through B: $(tail -n 3 "$WORK/agent-db.log")"
+[[ ! -d $WORK/cache-a/servers/db1 ]] || fail "A's cache holds db1 before any reader asked"
+recover restore --staging "127.0.0.1:$A_PORT" --server-id db1 --key "$KEYS/data-db1.key" --point latest --output "$WORK/out-db" \
+  >/dev/null || fail "restore of db1 through A"
+cmp "$WORK/out-db/vol-0.img" "$WORK/db.img" || fail "db1 restored through A differs"
+rc=0
+recover list --staging "127.0.0.1:$A_PORT" --server-id nosuch1 --key "$KEYS/data-nosuch1.key" >/dev/null 2>"$WORK/err" || rc=$?
+((rc != 0)) && grep -q "no recovery points" "$WORK/err" || fail "a server in neither the cache nor the bucket, through A: exit $rc, $(cat "$WORK/err")"
+pass "a server A never saw, replicated through B, restores identical through A; a server nowhere is refused: $(cat "$WORK/err")"
 
 kill -TERM "$A_PID" "$B_PID"
 wait "$A_PID" "$B_PID" || fail "a frontend exited non-zero on SIGTERM"
