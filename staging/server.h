@@ -204,6 +204,10 @@ class Server {
   bool PostReaderPull(const std::string& server_id, ServerState& st, std::unique_ptr<ServerMirror> fresh,
                       uint64_t session_id);
   void RenewLeases();
+  // A store reopened on the server's directory, after its chain was pulled from the bucket,
+  // takes the old one's place (with `publisher`), and what depends on it is read again.
+  void ReplaceStore(ServerState& st, const std::string& server_id, std::unique_ptr<store::ServerStore> fresh,
+                    std::unique_ptr<store::ManifestPublisher> publisher);
   // A draining session (the agent hung up) has handled, made durable and committed all it can.
   bool DrainDone(const Session& s) const;
   void FailQuota(Session& s, const std::string& what);

@@ -301,11 +301,7 @@ bool Server::PostLeaseJob(const std::string& server_id, ServerState& st, bool fo
       for (auto& [id, s] : sessions_)
         if (s->server == state && !s->reader && !s->ch->closing() && !s->failed)
           Fail(*s, wire::ErrorCode::kBusy, Unavailable("the chain of server '" + server_id + "' was taken over again; reconnect"));
-      (*holder)->set_publisher(state->store->TakePublisher());
-      state->store = std::move(*holder);
-      state->pending.reset();
-      LoadPending(*state, server_id);
-      SetPackUsage(*state, CountPacks(*state->store));
+      ReplaceStore(*state, server_id, std::move(*holder), state->store->TakePublisher());
       Log(kProg, "server '" + server_id + "': this frontend holds its lease now (token " + std::to_string(mirror->lease_token()) +
                      "); chain at point " + std::to_string(state->store->manifest().last_point_id()) + " (" +
                      std::to_string(pulled->indexes_fetched) + " indexes, " + std::to_string(pulled->packs_fetched) +
@@ -324,7 +320,7 @@ bool Server::PostReaderPull(const std::string& server_id, ServerState& st, std::
   Env* env = opts_.env;
   return PostJob(st, [this, mirror, owned, state, server_id, root, env, session_id]() -> StoreWorker::Done {
     // Worker thread: the server's store and its mirror are ours until `done` runs. Read-only:
-    // nothing is deleted or published, local copies of packs are not trusted.
+    // nothing is deleted or published; of the local packs only this frontend's own uploads stay.
     Result<ServerMirror::PullStats> pulled = mirror->Pull(root + "/servers/" + server_id, false, false);
     std::shared_ptr<std::unique_ptr<store::ServerStore>> holder = std::make_shared<std::unique_ptr<store::ServerStore>>();
     Status failed = pulled.status();
@@ -349,18 +345,21 @@ bool Server::PostReaderPull(const std::string& server_id, ServerState& st, std::
         if (!state->store) servers_.erase(server_id);  // nothing in the bucket either
         return;
       }
-      if (*owned) {
-        (*holder)->set_publisher(std::move(*owned));
-      } else {
-        (*holder)->set_publisher(state->store->TakePublisher());
-      }
-      state->store = std::move(*holder);
+      std::unique_ptr<store::ManifestPublisher> publisher =
+          *owned ? std::unique_ptr<store::ManifestPublisher>(std::move(*owned)) : state->store->TakePublisher();
+      ReplaceStore(*state, server_id, std::move(*holder), std::move(publisher));
       state->mirror = mirror;
-      state->pending.reset();
-      LoadPending(*state, server_id);
-      SetPackUsage(*state, CountPacks(*state->store));
     };
   });
+}
+
+void Server::ReplaceStore(ServerState& st, const std::string& server_id, std::unique_ptr<store::ServerStore> fresh,
+                          std::unique_ptr<store::ManifestPublisher> publisher) {
+  fresh->set_publisher(std::move(publisher));
+  st.store = std::move(fresh);
+  st.pending.reset();
+  LoadPending(st, server_id);
+  SetPackUsage(st, CountPacks(*st.store));
 }
 
 void Server::RenewLeases() {
