@@ -1,5 +1,9 @@
 #include "parallel_sealer.h"
 
+#include <algorithm>
+
+#include "blockrep/base/check.h"
+
 namespace blockrep::agent {
 
 Result<std::unique_ptr<ParallelSealer>> ParallelSealer::Create(const DataKey& key, const std::string& server_id) {
@@ -19,13 +23,30 @@ ParallelSealer::~ParallelSealer() {
   if (helper_.joinable()) helper_.join();
 }
 
-void ParallelSealer::SealRange(RecordSealer& sealer, Bytes& scratch, const CodecChoice& codec, uint64_t point_id,
-                               std::span<SealJob> jobs) {
-  for (SealJob& job : jobs) {
-    job.record.clear();
-    Result<RecordHeader> h = sealer.Seal(codec, job.volume, job.offset, point_id, job.plain, &scratch, &job.record);
-    job.status = h.status();
-    if (h.ok()) job.header = *h;
+void ParallelSealer::SealOne(RecordSealer& sealer, const CodecChoice& codec, uint64_t point_id,
+                             const BlockFingerprinter* fingerprinter, SealJob& job) {
+  if (job.fps != nullptr) {
+    BR_CHECK(fingerprinter != nullptr);
+    for (size_t at = 0, b = 0; at < job.plain.size(); at += kFingerprintBlockBytes, ++b)
+      job.fps[b] = fingerprinter->Block(job.offset + at,
+                                        job.plain.subspan(at, std::min(kFingerprintBlockBytes, job.plain.size() - at)));
+  }
+  const size_t need = RecordSealer::MaxSealedBytes(job.plain.size());
+  if (job.buf_bytes < need) {
+    job.buf.reset(new uint8_t[need]);  // default-initialised: SealInto writes every byte of the record
+    job.buf_bytes = need;
+  }
+  const bool zero = job.zero_known ? job.zero : IsAllZero(job.plain);
+  Result<RecordHeader> h = sealer.SealInto(codec, job.volume, job.offset, point_id, job.plain, zero, job.buf.get());
+  job.status = h.status();
+  job.header = h.ok() ? *h : RecordHeader{};
+}
+
+void ParallelSealer::SealShare(RecordSealer& sealer) {
+  for (;;) {
+    const size_t i = next_job_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= jobs_.size()) return;
+    SealOne(sealer, *codec_, point_id_, fingerprinter_, jobs_[i]);
   }
 }
 
@@ -34,11 +55,8 @@ void ParallelSealer::HelperLoop() {
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || helper_busy_; });
     if (stop_) return;
-    std::span<SealJob> jobs = helper_jobs_;
-    const CodecChoice* codec = helper_codec_;
-    uint64_t point_id = helper_point_;
     lock.unlock();
-    SealRange(*helper_sealer_, helper_scratch_, *codec, point_id, jobs);
+    SealShare(*helper_sealer_);
     lock.lock();
     helper_busy_ = false;
     helper_done_ = true;
@@ -46,23 +64,24 @@ void ParallelSealer::HelperLoop() {
   }
 }
 
-void ParallelSealer::SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs) {
+void ParallelSealer::SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
+                             const BlockFingerprinter* fingerprinter) {
+  jobs_ = jobs;
+  codec_ = &codec;
+  point_id_ = point_id;
+  fingerprinter_ = fingerprinter;
+  next_job_.store(0, std::memory_order_relaxed);
   if (jobs.size() < kMinJobsToShare) {
-    SealRange(*own_sealer_, own_scratch_, codec, point_id, jobs);
+    SealShare(*own_sealer_);
     return;
   }
-  // Jobs are about the same size (64 KiB extents of one read): an even split.
-  size_t shared = jobs.size() / 2;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    helper_jobs_ = jobs.first(shared);
-    helper_codec_ = &codec;
-    helper_point_ = point_id;
+    std::lock_guard<std::mutex> lock(mu_);  // publishes the batch to the helper
     helper_busy_ = true;
     helper_done_ = false;
   }
   cv_.notify_all();
-  SealRange(*own_sealer_, own_scratch_, codec, point_id, jobs.subspan(shared));
+  SealShare(*own_sealer_);
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return helper_done_; });
   helper_done_ = false;

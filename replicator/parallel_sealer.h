@@ -2,12 +2,16 @@
 // On the 2-core reference machine compression alone was 56 % of the agent's CPU on its one
 // thread (bench P1), while the staging beside it used well under a core.
 //
-// Fork-join per batch: SealAll hands the helper the first part of the batch, seals the rest
-// itself, and returns once both are done, so the caller frames the records in order as before.
+// Fork-join per batch: SealAll wakes the helper, and both threads take the batch's jobs one at a
+// time from a shared cursor until none is left (a thread the scheduler pauses — the staging shares
+// these cores — leaves its share to the other instead of holding the batch up); it returns once
+// both are done, so the caller frames the records in order as before. A job may fingerprint its
+// blocks too (for the point's seal), so that work is shared as well.
 // Each thread seals with its own RecordSealer: its own random session id, session key and nonce
 // counter, so nonces stay unique without the threads sharing anything but the batch.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -15,6 +19,7 @@
 #include <thread>
 
 #include "blockrep/crypto/codec.h"
+#include "blockrep/crypto/fingerprint.h"
 #include "blockrep/crypto/record.h"
 #include "blockrep/base/status.h"
 
@@ -24,10 +29,16 @@ struct SealJob {
   uint16_t volume = 0;
   uint64_t offset = 0;
   ByteSpan plain;
+  bool zero_known = false, zero = false;  // whether `plain` is all zeros, when the caller knows
+  uint64_t* fps = nullptr;  // when set: SealAll writes each block's fingerprint here first
   // Filled by SealAll.
   Status status;
   RecordHeader header;
-  Bytes record;  // header + ciphertext + tag; its capacity is reused from batch to batch
+  ByteSpan record() const { return ByteSpan(buf.get(), header.total_size()); }  // once sealed
+
+  // Header + ciphertext + tag; reused from batch to batch, grown (never zero-filled) as needed.
+  std::unique_ptr<uint8_t[]> buf;
+  size_t buf_bytes = 0;
 };
 
 class ParallelSealer {
@@ -41,24 +52,32 @@ class ParallelSealer {
   ParallelSealer(const ParallelSealer&) = delete;
   ParallelSealer& operator=(const ParallelSealer&) = delete;
 
-  // Seals every job for point `point_id`. Each job's status says whether it worked.
-  void SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs);
+  // Seals every job for point `point_id`; a job with `fps` set is fingerprinted first with
+  // `fingerprinter` (which must then be given). Each job's status says whether it worked.
+  void SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
+               const BlockFingerprinter* fingerprinter = nullptr);
 
  private:
   ParallelSealer() = default;
   void HelperLoop();
-  static void SealRange(RecordSealer& sealer, Bytes& scratch, const CodecChoice& codec, uint64_t point_id,
-                        std::span<SealJob> jobs);
+  // Takes jobs from the shared cursor until none is left.
+  void SealShare(RecordSealer& sealer);
+  static void SealOne(RecordSealer& sealer, const CodecChoice& codec, uint64_t point_id,
+                      const BlockFingerprinter* fingerprinter, SealJob& job);
 
   std::unique_ptr<RecordSealer> own_sealer_, helper_sealer_;
-  Bytes own_scratch_, helper_scratch_;
+
+  // The current batch: set by SealAll before it wakes the helper, read by both threads until
+  // the helper reports done; each job is taken by exactly one thread (next_job_).
+  std::span<SealJob> jobs_;
+  const CodecChoice* codec_ = nullptr;
+  uint64_t point_id_ = 0;
+  const BlockFingerprinter* fingerprinter_ = nullptr;
+  std::atomic<size_t> next_job_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;
-  // Guarded by mu_: the helper's share of the current batch, until it sets `helper_done_`.
-  std::span<SealJob> helper_jobs_;
-  const CodecChoice* helper_codec_ = nullptr;
-  uint64_t helper_point_ = 0;
+  // Guarded by mu_.
   bool helper_busy_ = false, helper_done_ = false, stop_ = false;
   std::thread helper_;
 };

@@ -263,7 +263,8 @@ void ReadPipeline::Abandon() {
   StopTracking();  // the next session resumes from what was saved, not from this one's reads
 }
 
-void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps) {
+void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, uint64_t* fps, bool fingerprint,
+                               std::optional<bool> zero) {
   if (seal_jobs_queued_ == seal_jobs_.size()) {
     seal_jobs_.emplace_back();
     seal_job_fps_.push_back(nullptr);
@@ -272,6 +273,9 @@ void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, co
   job.volume = static_cast<uint16_t>(volume);
   job.offset = offset;
   job.plain = data;
+  job.zero_known = zero.has_value();
+  job.zero = zero.value_or(false);
+  job.fps = fingerprint ? fps : nullptr;
   seal_job_fps_[seal_jobs_queued_] = fps;
   ++seal_jobs_queued_;
 }
@@ -280,7 +284,7 @@ Status ReadPipeline::SealAndFrameQueued() {
   BR_CHECK(sealer_ && window_);
   size_t queued = seal_jobs_queued_;
   seal_jobs_queued_ = 0;
-  sealer_->SealAll(deps_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued));
+  sealer_->SealAll(deps_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued), deps_.fingerprinter);
   ReadCounters& c = *deps_.counters;
   for (size_t i = 0; i < queued; ++i) {
     const SealJob& job = seal_jobs_[i];
@@ -294,14 +298,14 @@ Status ReadPipeline::SealAndFrameQueued() {
     }
     size_t before = frames_.size();
     const uint64_t seq = window_->last_sent() + 1;
-    wire::RecordMsg::AppendEncoded(&frames_, seq, job.record, fingerprints_);
+    wire::RecordMsg::AppendEncoded(&frames_, seq, job.record(), fingerprints_);
     const uint64_t frame_bytes = frames_.size() - before;
     window_->Sent(frame_bytes);
     ++c.records;
     if (h.flags & kRecordIncompressible) ++c.records_raw;
     c.bytes_shipped_plain += job.plain.size();
     shipped_by_volume_[job.volume] += job.plain.size();
-    c.bytes_stored += job.record.size();
+    c.bytes_stored += job.header.total_size();
     c.bytes_wire += frame_bytes;
   }
   return Status::Ok();
@@ -320,7 +324,7 @@ Status ReadPipeline::ProcessHole(Read& r) {
   const uint64_t end = r.offset + r.want;
   uint64_t run_start = UINT64_MAX;
   auto queue = [&](uint64_t from, uint64_t to) {
-    QueueRecord(r.volume, from, ByteSpan(zeros_.data(), to - from), zero_fps_.data());
+    QueueRecord(r.volume, from, ByteSpan(zeros_.data(), to - from), zero_fps_.data(), false, true);
   };
   for (uint64_t at = r.offset; at < end; at += kFingerprintBlockBytes) {
     const bool same = deps_.base->Fingerprint(r.volume, at / kFingerprintBlockBytes) == 0;
@@ -338,15 +342,24 @@ Status ReadPipeline::ProcessHole(Read& r) {
 
 Status ReadPipeline::Process(Read& r) {
   ReadCounters& c = *deps_.counters;
-  // Each block's fingerprint, once: the seal needs every block read, records carry theirs.
-  size_t blocks = (r.want + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
-  read_fps_.resize(blocks);
-  for (size_t b = 0; b < blocks; ++b) {
-    size_t at = b * kFingerprintBlockBytes;
-    read_fps_[b] = deps_.fingerprinter->Block(
-        r.offset + at, ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
+  // Each block's fingerprint, once: the seal needs every block read, records carry theirs. A
+  // sweep or a tracker batch sends every non-zero extent, so each record's blocks are
+  // fingerprinted by the sealing threads with the record; the blocks of an all-zero extent left
+  // out have fingerprint 0 (BlockFingerprinter::Block). A rescan compares fingerprints before it
+  // knows what to send, and a reseal sends nothing: they fingerprint the whole read here first.
+  const size_t blocks = (r.want + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
+  const bool fps_with_records = mode_ == ReadMode::kSweep || mode_ == ReadMode::kShip;
+  if (fps_with_records) {
+    read_fps_.assign(blocks, 0);
+  } else {
+    read_fps_.resize(blocks);
+    for (size_t b = 0; b < blocks; ++b) {
+      size_t at = b * kFingerprintBlockBytes;
+      read_fps_[b] = deps_.fingerprinter->Block(
+          r.offset + at, ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
+    }
+    deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
   }
-  deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
   if (mode_ == ReadMode::kReseal) {
     c.bytes_reread_to_seal += r.want;
     r.busy = false;
@@ -370,23 +383,24 @@ Status ReadPipeline::Process(Read& r) {
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
           QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
-                      &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
+                      &read_fps_[(pos + run_start) / kFingerprintBlockBytes], false);
           run_start = SIZE_MAX;
         }
       }
       if (run_start != SIZE_MAX)
         QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
-                    &read_fps_[(pos + run_start) / kFingerprintBlockBytes]);
+                    &read_fps_[(pos + run_start) / kFingerprintBlockBytes], false);
       continue;
     }
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
     if (zero && mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < zeros_below_)) continue;
-    QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes]);
+    QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes], !zero, zero);
   }
   // The records point into r.buf: sealed before the buffer is handed back.
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  if (fps_with_records) deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
   FinishRead(r, r.want);
   return Status::Ok();
 }

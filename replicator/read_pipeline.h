@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "blockrep/crypto/codec.h"
@@ -161,7 +162,10 @@ class ReadPipeline {
   // A read's records are framed: its slot is free, its tracked place done, and the bucket settled
   // (`reserved`: what Issue reserved for it).
   void FinishRead(Read& r, uint64_t reserved);
-  void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, const uint64_t* fps);
+  // `fps`: the record's blocks' fingerprints, computed by the sealing threads if `fingerprint`
+  // (else already there); `zero`: whether `data` is all zeros, when known.
+  void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, uint64_t* fps, bool fingerprint,
+                   std::optional<bool> zero = std::nullopt);
   // Seals the queued records on two threads, then frames them in order into `frames_`.
   Status SealAndFrameQueued();
 

@@ -5,6 +5,8 @@
 
 #include <charconv>
 
+#include "blockrep/base/check.h"
+
 namespace blockrep {
 
 Result<CodecChoice> ParseCodec(std::string_view text) {
@@ -41,23 +43,49 @@ const char* CodecName(Codec codec) {
 }
 
 Codec Compress(const CodecChoice& choice, ByteSpan in, Bytes* out) {
+  Compressor c;
+  ByteSpan produced;
+  Codec used = c.Compress(choice, in, &produced);
+  out->assign(produced.begin(), produced.end());
+  return used;
+}
+
+Compressor::Compressor() : lz4_(LZ4_createStream()) { BR_CHECK(lz4_ != nullptr); }
+
+Compressor::~Compressor() {
+  LZ4_freeStream(static_cast<LZ4_stream_t*>(lz4_));
+  ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(zstd_));
+}
+
+Codec Compressor::Compress(const CodecChoice& choice, ByteSpan in, ByteSpan* out) {
   size_t produced = 0;
-  if (choice.codec == Codec::kLz4) {
-    out->resize(static_cast<size_t>(LZ4_compressBound(static_cast<int>(in.size()))));
-    int n = LZ4_compress_default(reinterpret_cast<const char*>(in.data()),
-                                 reinterpret_cast<char*>(out->data()), static_cast<int>(in.size()),
-                                 static_cast<int>(out->size()));
-    produced = n > 0 ? static_cast<size_t>(n) : 0;
-  } else if (choice.codec == Codec::kZstd) {
-    out->resize(ZSTD_compressBound(in.size()));
-    size_t n = ZSTD_compress(out->data(), out->size(), in.data(), in.size(), choice.level);
-    produced = ZSTD_isError(n) ? 0 : n;
+  if (choice.codec == Codec::kLz4 || choice.codec == Codec::kZstd) {
+    const size_t bound = choice.codec == Codec::kLz4 ? static_cast<size_t>(LZ4_compressBound(static_cast<int>(in.size())))
+                                                      : ZSTD_compressBound(in.size());
+    if (bound > buf_bytes_) {
+      buf_.reset(new uint8_t[bound]);  // default-initialised: the codec writes what is read back
+      buf_bytes_ = bound;
+    }
+    if (choice.codec == Codec::kLz4) {
+      // A fast reset and no dictionary: the block is independent, as LZ4_compress_default makes it.
+      auto* state = static_cast<LZ4_stream_t*>(lz4_);
+      LZ4_resetStream_fast(state);
+      int n = LZ4_compress_fast_continue(state, reinterpret_cast<const char*>(in.data()),
+                                         reinterpret_cast<char*>(buf_.get()), static_cast<int>(in.size()),
+                                         static_cast<int>(bound), 1);
+      produced = n > 0 ? static_cast<size_t>(n) : 0;
+    } else {
+      if (zstd_ == nullptr) zstd_ = ZSTD_createCCtx();
+      BR_CHECK(zstd_ != nullptr);
+      size_t n = ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(zstd_), buf_.get(), bound, in.data(), in.size(), choice.level);
+      produced = ZSTD_isError(n) ? 0 : n;
+    }
   }
   if (produced == 0 || produced >= in.size()) {
-    out->assign(in.begin(), in.end());
+    *out = in;
     return Codec::kNone;
   }
-  out->resize(produced);
+  *out = ByteSpan(buf_.get(), produced);
   return choice.codec;
 }
 

@@ -156,33 +156,41 @@ RecordSealer::~RecordSealer() {
 }
 
 Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volume, uint64_t offset,
-                                        uint64_t point_id, ByteSpan plain, Bytes* scratch,
-                                        Bytes* out) {
+                                        uint64_t point_id, ByteSpan plain, Bytes* out) {
+  if (plain.empty() || plain.size() > kMaxRecordPlainBytes)
+    return InvalidArgument("record plaintext size " + std::to_string(plain.size()) + " out of bounds");
+  const size_t base = out->size();
+  out->resize(base + MaxSealedBytes(plain.size()));
+  Result<RecordHeader> h = SealInto(codec, volume, offset, point_id, plain, IsAllZero(plain), out->data() + base);
+  out->resize(h.ok() ? base + h->total_size() : base);
+  return h;
+}
+
+Result<RecordHeader> RecordSealer::SealInto(const CodecChoice& codec, uint16_t volume, uint64_t offset,
+                                            uint64_t point_id, ByteSpan plain, bool zero, uint8_t* dst) {
   if (plain.empty() || plain.size() > kMaxRecordPlainBytes)
     return InvalidArgument("record plaintext size " + std::to_string(plain.size()) + " out of bounds");
   RecordHeader h;
-  if (IsAllZero(plain)) {
-    scratch->clear();
+  ByteSpan stored;
+  if (zero) {
     h.codec = Codec::kNone;
     h.flags = kRecordZero;
   } else {
-    h.codec = Compress(codec, plain, scratch);
+    h.codec = compressor_.Compress(codec, plain, &stored);
     if (h.codec == Codec::kNone && codec.codec != Codec::kNone) h.flags |= kRecordIncompressible;
   }
+  BR_CHECK(stored.size() <= plain.size());
   h.volume = volume;
   h.plain_len = static_cast<uint32_t>(plain.size());
-  h.stored_len = static_cast<uint32_t>(scratch->size());
+  h.stored_len = static_cast<uint32_t>(stored.size());
   h.offset = offset;
   h.point_id = point_id;
   h.session = session_;
   h.counter = next_counter_++;  // the nonce: strictly increasing within this session
 
-  size_t base = out->size();
-  out->resize(base + h.total_size());
-  uint8_t* hdr = out->data() + base;
+  uint8_t* hdr = dst;
   h.Encode(hdr);
-  Bytes aad;
-  BuildAad(server_id_, hdr, &aad);
+  BuildAad(server_id_, hdr, &aad_);
   uint8_t nonce[12];
   BuildNonce(h.counter, nonce);
 
@@ -190,12 +198,11 @@ Result<RecordHeader> RecordSealer::Seal(const CodecChoice& codec, uint16_t volum
   int len = 0;  // stays 0 when there is no ciphertext (zero records)
   uint8_t* ct = hdr + kRecordHeaderSize;
   if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, session_key_.data(), nonce) != 1 ||
-      EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
-      (!scratch->empty() &&
-       EVP_EncryptUpdate(ctx, ct, &len, scratch->data(), static_cast<int>(scratch->size())) != 1) ||
+      EVP_EncryptUpdate(ctx, nullptr, &len, aad_.data(), static_cast<int>(aad_.size())) != 1 ||
+      (!stored.empty() &&
+       EVP_EncryptUpdate(ctx, ct, &len, stored.data(), static_cast<int>(stored.size())) != 1) ||
       EVP_EncryptFinal_ex(ctx, ct + h.stored_len, &len) != 1 ||  // GCM: writes nothing
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, ct + h.stored_len) != 1) {
-    out->resize(base);
     return Internal("AES-256-GCM encryption failed");
   }
   return h;

@@ -50,7 +50,7 @@ Status Channel::DrainTls() {
     inbox_start_ = 0;
   }
   if (inbox_.capacity() > 2 * limit) {
-    Bytes smaller;
+    RawBytes smaller;
     smaller.reserve(limit);
     smaller.assign(inbox_.begin(), inbox_.end());
     inbox_.swap(smaller);
@@ -66,14 +66,14 @@ void Channel::ReserveSend(size_t bytes) {
 
 void Channel::ReleaseBuffers() {
   if (inbox_start_ == inbox_.size()) {
-    Bytes().swap(inbox_);
+    RawBytes().swap(inbox_);
     inbox_start_ = 0;
   }
   if (!send_inflight_ && send_done_ == send_buf_.size()) {
-    Bytes().swap(send_buf_);
+    RawBytes().swap(send_buf_);
     send_done_ = 0;
   }
-  if (tls_->outgoing().empty()) Bytes().swap(tls_->outgoing());
+  if (tls_->outgoing().empty()) RawBytes().swap(tls_->outgoing());
 }
 
 Status Channel::Pump() {
@@ -81,7 +81,7 @@ Status Channel::Pump() {
   BR_RETURN_IF_ERROR(DrainTls());
   if (sending_stopped_) tls_->outgoing().clear();
   if (!send_inflight_ && !sending_stopped_) {
-    Bytes& out = tls_->outgoing();
+    RawBytes& out = tls_->outgoing();
     if (send_done_ == send_buf_.size() && !out.empty()) {
       // Everything TLS produced goes in one send, by swapping buffers: taking a chunk off the
       // front of `out` moved the rest of it (up to the owner's unsent limit) on every send.
@@ -99,7 +99,7 @@ Status Channel::Pump() {
   }
   size_t held = inbox_.size() - inbox_start_;
   if (!recv_inflight_ && !peer_closed_ && held < InboxLimit() && ring_->HasRoom()) {
-    if (recv_buf_.size() != recv_chunk_) Bytes(recv_chunk_).swap(recv_buf_);  // none in flight: safe
+    if (recv_buf_.size() != recv_chunk_) RawBytes(recv_chunk_).swap(recv_buf_);  // none in flight: safe
     io_uring_sqe* sqe = ring_->Sqe();
     io_uring_prep_recv(sqe, fd_, recv_buf_.data(), recv_buf_.size(), 0);
     io_uring_sqe_set_data64(sqe, UserData(id_, kOpRecv));
@@ -144,7 +144,7 @@ Status Channel::OnCompletion(uint8_t op, int res) {
 
 void Channel::FlushBestEffort() {
   if (send_inflight_ || closing_) return;
-  Bytes& out = tls_->outgoing();
+  RawBytes& out = tls_->outgoing();
   if (send_done_ < send_buf_.size() || out.empty()) return;
   ssize_t n = send(fd_, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)n;  // best effort by design: the connection is being dropped either way

@@ -195,13 +195,12 @@ Status TlsSession::PushCiphertext(ByteSpan data) {
   return Status::Ok();
 }
 
-Status TlsSession::ReadPlaintext(Bytes* out, size_t max) {
+Status TlsSession::ReadPlaintext(RawBytes* out, size_t max) {
   size_t got = 0;
   while (got < max) {
     size_t base = out->size();
-    // One TLS record's plaintext at most (16 KiB), or what OpenSSL already holds decrypted: the
-    // vector zero-fills what it grows by, and growing by 64 KiB for a 16 KiB record cleared every
-    // byte received four times (5 % of a restore over the network).
+    // One TLS record's plaintext at most (16 KiB), or what OpenSSL already holds decrypted, so the
+    // buffer grows by what is read, not by a guess (RawBytes: growing it clears nothing).
     size_t pending = static_cast<size_t>(SSL_pending(ssl_));
     size_t want = std::min<size_t>(max - got, pending > 0 ? pending : 16384);
     out->resize(base + want);

@@ -68,14 +68,14 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     text.insert(text.end(), line.begin(), line.end());
   }
   text.resize(16384);
-  Bytes scratch, out;
+  Bytes out;
   for (Codec codec : {Codec::kNone, Codec::kLz4, Codec::kZstd}) {
     out.clear();
-    FUZZ_CHECK((*sealer)->Seal(CodecChoice{codec, 3}, 1, 65536, 9, text, &scratch, &out).ok());
+    FUZZ_CHECK((*sealer)->Seal(CodecChoice{codec, 3}, 1, 65536, 9, text, &out).ok());
     fuzz::WriteSeed(std::string("record-") + CodecName(codec), fuzz::WithSelector(0, out));
   }
   out.clear();
-  FUZZ_CHECK((*sealer)->Seal(CodecChoice{}, 0, 0, 9, Bytes(4096, 0), &scratch, &out).ok());
+  FUZZ_CHECK((*sealer)->Seal(CodecChoice{}, 0, 0, 9, Bytes(4096, 0), &out).ok());
   fuzz::WriteSeed("record-zero", fuzz::WithSelector(0, out));
   fuzz::WriteSeed("lz4", fuzz::WithSelector(1, DecompressSeed(Codec::kLz4, text)));
   fuzz::WriteSeed("zstd", fuzz::WithSelector(1, DecompressSeed(Codec::kZstd, text)));

@@ -66,11 +66,11 @@ World* Build() {
   std::unique_ptr<File> pack_file = Need(st->CreatePack(&pack));
   uint64_t end = store::kPackHeaderSize;
   std::vector<store::NewExtent> extents;
-  Bytes scratch, out;
+  Bytes out;
   for (uint64_t off = 0; off < kVolumeBytes; off += kExtentBytes) {
     out.clear();
     ByteSpan plain(w->image.data() + off, kExtentBytes);
-    RecordHeader hdr = Need(sealer->Seal(CodecChoice{}, 0, off, 1, plain, &scratch, &out));
+    RecordHeader hdr = Need(sealer->Seal(CodecChoice{}, 0, off, 1, plain, &out));
     store::NewExtent x;
     x.zero = hdr.zero();
     x.entry = {0, static_cast<uint32_t>(kExtentBytes), off, pack, static_cast<uint32_t>(out.size()), end, 0,

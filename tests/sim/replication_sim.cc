@@ -260,9 +260,8 @@ class Replication {
     RecordMsg m;
     m.seq = next_seq_++;
     m.offset = e.offset;
-    Bytes scratch;
     BR_ASSIGN_OR_RETURN(RecordHeader h,
-                        sealer_->Seal(CodecChoice{}, 0, e.offset, point_, plain, &scratch, &m.record));
+                        sealer_->Seal(CodecChoice{}, 0, e.offset, point_, plain, &m.record));
     if (!h.zero()) fingerprinter_.Append(e.offset, plain, &m.fingerprints);
     sent_.push_back(m.seq);
     return StagingOnRecord(m);

@@ -87,7 +87,7 @@ class Scenario {
       std::vector<store::NewExtent> extents;
       const int writes = p == 1 ? 8 : 1 + static_cast<int>(rng_() % 5);
       uint64_t bytes_added = 0;
-      Bytes scratch, out;
+      Bytes out;
       for (int w = 0; w < writes; ++w) {
         uint64_t blocks = 1 + rng_() % 8;
         uint64_t first = rng_() % (kVolumeBytes / kBlockBytes - blocks + 1);
@@ -100,8 +100,7 @@ class Scenario {
         }
         out.clear();
         ByteSpan plain(volume.data() + off, len);
-        BR_ASSIGN_OR_RETURN(RecordHeader h, sealer->Seal(CodecChoice{}, 0, off, static_cast<uint64_t>(p), plain,
-                                                         &scratch, &out));
+        BR_ASSIGN_OR_RETURN(RecordHeader h, sealer->Seal(CodecChoice{}, 0, off, static_cast<uint64_t>(p), plain, &out));
         store::NewExtent x;
         x.zero = h.zero();
         x.entry = {0, static_cast<uint32_t>(len), off, pack.pack_id(), static_cast<uint32_t>(out.size()), 0, 0,

@@ -254,12 +254,12 @@ void BigPoint(TlsContext* ctx, const HostPort& hp, const Options& o, const DataK
     b.volume_sizes = {o.records * 8192};
     peer->Send(wire::MsgType::kBeginPoint, b.Encode());
     uint64_t n = p == 0 ? o.records : 0;
-    Bytes plain(4096, 0x5a), scratch, record, frame, fps(kFingerprintBytes, 0);  // never all zero
+    Bytes plain(4096, 0x5a), record, frame, fps(kFingerprintBytes, 0);  // never all zero
     wire::EndPoint e;
     for (uint64_t i = 0; i < n; ++i) {
       std::memcpy(plain.data(), &i, sizeof i);  // lz4 makes the rest small: the index is the load
       record.clear();
-      auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &scratch, &record);
+      auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &record);
       if (!h.ok()) Die(h.status().message());
       wire::RecordMsg::AppendEncoded(&frame, ++seq, record, fps);
       if (frame.size() >= (1u << 20) || i + 1 == n) {
@@ -300,11 +300,11 @@ void SendPoint(Peer& peer, const Options& o, const DataKey& key, uint64_t last, 
   b.flags = store::kPointConsistent;
   b.volume_sizes = {o.records * 8192};
   peer.Send(wire::MsgType::kBeginPoint, b.Encode());
-  Bytes plain(4096, 0x5a), scratch, record, frame, fps(kFingerprintBytes, 0);
+  Bytes plain(4096, 0x5a), record, frame, fps(kFingerprintBytes, 0);
   for (uint64_t i = 0; i < o.records; ++i) {
     std::memcpy(plain.data(), &i, sizeof i);
     record.clear();
-    auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &scratch, &record);
+    auto h = (*sealer)->Seal(CodecChoice{}, 0, i * 8192, b.point_id, plain, &record);
     if (!h.ok()) Die(h.status().message());
     wire::RecordMsg::AppendEncoded(&frame, i + 1, record, fps);
   }

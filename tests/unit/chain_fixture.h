@@ -90,12 +90,12 @@ class Chain {
     ASSERT_TRUE(appender.Open(*store_).ok());
     const uint32_t pack = appender.pack_id();
     std::vector<store::NewExtent> extents;
-    Bytes scratch, out, fps;
+    Bytes out, fps;
     for (const Write& w : sent) {
       out.clear();
       fps.clear();
       ByteSpan plain(image_.data() + w.offset, w.length);
-      auto hdr = sealer_->Seal(CodecChoice{}, 0, w.offset, id, plain, &scratch, &out);
+      auto hdr = sealer_->Seal(CodecChoice{}, 0, w.offset, id, plain, &out);
       ASSERT_TRUE(hdr.ok());
       store::NewExtent x;
       x.zero = hdr->zero();

@@ -25,8 +25,7 @@ struct Sealed {
 
 Sealed SealOne(RecordSealer& s, ByteSpan plain, uint64_t offset = 4096) {
   Sealed out;
-  Bytes scratch;
-  auto h = s.Seal(CodecChoice{Codec::kLz4, 0}, 1, offset, 7, plain, &scratch, &out.record);
+  auto h = s.Seal(CodecChoice{Codec::kLz4, 0}, 1, offset, 7, plain, &out.record);
   EXPECT_TRUE(h.ok()) << h.status().message();
   out.header = *h;
   return out;

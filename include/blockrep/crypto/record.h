@@ -77,14 +77,23 @@ class RecordSealer {
   static Result<std::unique_ptr<RecordSealer>> Create(const DataKey& key, std::string server_id);
   ~RecordSealer();
 
+  // The most bytes a sealed record of `plain_bytes` takes: compression never expands (raw instead).
+  static constexpr size_t MaxSealedBytes(size_t plain_bytes) { return kRecordHeaderSize + plain_bytes + kTagSize; }
+
   // Appends the sealed record (header + ciphertext + tag) to `out`. An all-zero extent becomes a
-  // zero record: header and tag only, so a freed or trimmed region costs 80 bytes. `scratch` is reused between
-  // calls to avoid allocations. Returns the header written.
+  // zero record: header and tag only, so a freed or trimmed region costs 80 bytes. Returns the
+  // header written.
   Result<RecordHeader> Seal(const CodecChoice& codec, uint16_t volume, uint64_t offset,
-                            uint64_t point_id, ByteSpan plain, Bytes* scratch, Bytes* out);
+                            uint64_t point_id, ByteSpan plain, Bytes* out);
+  // The same into `dst`, which holds at least MaxSealedBytes(plain.size()); the record is the
+  // first total_size() bytes of it. `zero`: the caller already knows `plain` is all zeros.
+  Result<RecordHeader> SealInto(const CodecChoice& codec, uint16_t volume, uint64_t offset, uint64_t point_id,
+                                ByteSpan plain, bool zero, uint8_t* dst);
 
  private:
   RecordSealer() = default;
+  Compressor compressor_;
+  Bytes aad_;
   std::string server_id_;
   SessionId session_{};
   std::array<uint8_t, 32> session_key_{};

@@ -79,10 +79,10 @@ class Channel {
   size_t inbox_max_;
   size_t inbox_need_ = 0;
   size_t recv_chunk_ = kRecvChunk;
-  Bytes inbox_;
+  RawBytes inbox_;
   size_t inbox_start_ = 0;
-  Bytes recv_buf_;
-  Bytes send_buf_;
+  RawBytes recv_buf_;
+  RawBytes send_buf_;
   size_t send_done_ = 0;
   bool send_inflight_ = false;
   bool recv_inflight_ = false;

@@ -61,13 +61,13 @@ class TlsSession {
   Status PushCiphertext(ByteSpan data);
   // Appends decrypted bytes to `out` (at most `max` more). A clean close_notify from the peer is
   // reported as kUnavailable "peer closed".
-  Status ReadPlaintext(Bytes* out, size_t max);
+  Status ReadPlaintext(RawBytes* out, size_t max);
   Status WritePlaintext(ByteSpan data);
   // Queues close_notify.
   void Shutdown();
 
   // Ciphertext waiting for the socket; the channel consumes it from the front.
-  Bytes& outgoing() { return outgoing_; }
+  RawBytes& outgoing() { return outgoing_; }
 
   // The common name of the verified peer certificate ("" before the handshake).
   std::string PeerCommonName() const;
@@ -81,7 +81,7 @@ class TlsSession {
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // owned by ssl_
   BIO* wbio_ = nullptr;  // owned by ssl_
-  Bytes outgoing_;
+  RawBytes outgoing_;
   bool handshake_done_ = false;
   bool server_ = false;
 };
