@@ -19,6 +19,7 @@
 #include "blockrep/crypto/record.h"
 #include "blockrep/crypto/seal.h"
 #include "delta.h"
+#include "extent_writer.h"
 #include "tracked_delta.h"
 #include "descent.h"
 
@@ -183,16 +184,17 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
   }
   group_start.push_back(order.size());
 
-  Bytes plain;
   RecordHeader h;
   RegionDigests digests(check.keys, idx.volume_sizes[vol]);
+  ExtentWriter writer(t.fd.get(), t.write_path, *check.fingerprinter, &digests);
   std::vector<std::pair<store::IndexEntry, uint64_t>> used;  // entries written, with their record's point
   Status refusal;
   uint64_t refusal_offset = 0;
   BR_RETURN_IF_ERROR(source.ReadRecords(point_id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
     Status opened = read;
     sum->bytes_fetched += stored.size();
-    if (opened.ok()) opened = opener.Open(stored, &h, &plain);
+    Bytes* plain = writer.NextBuffer();
+    if (opened.ok()) opened = opener.Open(stored, &h, plain);
     for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
       const store::IndexEntry& e = *order[i];
       std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +
@@ -223,16 +225,15 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
         continue;  // left as a hole (image) or zeroed above (device)
       }
       if (!refusal.ok()) continue;  // the image is thrown away: don't write
-      ByteSpan data(plain.data() + e.offset_in_record, e.length);
-      BR_RETURN_IF_ERROR(PwriteAll(t.fd.get(), e.offset, data.data(), data.size()).Annotate(t.write_path));
-      NoteData(*check.fingerprinter, e.offset, data, &digests);
+      writer.AddPiece(e.offset, e.offset_in_record, e.length);  // written and noted in `digests` there
       used.emplace_back(e, h.point_id);
       sum->bytes_written += e.length;
       ++sum->records;
       progress->Update(*done += e.length, total);
     }
-    return Status::Ok();
+    return writer.EndRecord();
   }));
+  BR_RETURN_IF_ERROR(writer.Finish());
   if (!refusal.ok()) return refusal;
   // Damage is reported in volume order, whatever order the records were read in.
   std::stable_sort(sum->damaged.begin(), sum->damaged.end(),
