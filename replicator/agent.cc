@@ -654,7 +654,7 @@ Status Agent::Session(const Signals& sig, bool once) {
   h.retired_key_ids = keys_.retired_ids;
   BR_RETURN_IF_ERROR(link_->Handshake(sig.term, h, [this] { return Step(true); }));
   BR_ASSIGN_OR_RETURN(sealer_, ParallelSealer::Create(keys_.current, opts_.server_id));
-  reads_->StartSession(sealer_.get(), &link_->window());
+  reads_->StartSession(sealer_.get(), &link_->window(), [this](ByteSpan frames) { return link_->Send(frames); });
   uint64_t last = link_->hello()->last_point_id;
   if (std::string alarm = chain_.Check(*link_->hello()); !alarm.empty()) {
     // Never a quiet resync: say so, keep saying so (status.json), and protect the volumes again

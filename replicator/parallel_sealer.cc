@@ -42,12 +42,26 @@ void ParallelSealer::SealOne(RecordSealer& sealer, const CodecChoice& codec, uin
   job.header = h.ok() ? *h : RecordHeader{};
 }
 
+void ParallelSealer::MarkSealed(size_t i) {
+  sealed_[i].store(true);  // seq_cst with caller_waits_ below: one of the two threads sees the other
+  if (caller_waits_.load()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cv_.notify_all();
+  }
+}
+
 void ParallelSealer::SealShare(RecordSealer& sealer) {
   for (;;) {
-    const size_t i = next_job_.fetch_add(1, std::memory_order_relaxed);
+    const size_t i = next_job_.fetch_add(1);
     if (i >= jobs_.size()) return;
     SealOne(sealer, *codec_, point_id_, fingerprinter_, jobs_[i]);
+    MarkSealed(i);
   }
+}
+
+void ParallelSealer::PassSealed(size_t* passed, const InOrder& in_order, Status* first_error) {
+  for (; *passed < jobs_.size() && sealed_[*passed].load(); ++*passed)
+    if (in_order && first_error->ok()) *first_error = in_order(jobs_[*passed]);
 }
 
 void ParallelSealer::HelperLoop() {
@@ -64,27 +78,49 @@ void ParallelSealer::HelperLoop() {
   }
 }
 
-void ParallelSealer::SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
-                             const BlockFingerprinter* fingerprinter) {
+Status ParallelSealer::SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
+                               const BlockFingerprinter* fingerprinter, const InOrder& in_order) {
+  if (jobs.size() > sealed_capacity_) {
+    sealed_capacity_ = std::max(jobs.size(), 2 * sealed_capacity_);
+    sealed_.reset(new std::atomic<bool>[sealed_capacity_]);
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) sealed_[i].store(false, std::memory_order_relaxed);
   jobs_ = jobs;
   codec_ = &codec;
   point_id_ = point_id;
   fingerprinter_ = fingerprinter;
   next_job_.store(0, std::memory_order_relaxed);
-  if (jobs.size() < kMinJobsToShare) {
-    SealShare(*own_sealer_);
-    return;
-  }
-  {
+  const bool shared = jobs.size() >= kMinJobsToShare;
+  if (shared) {
     std::lock_guard<std::mutex> lock(mu_);  // publishes the batch to the helper
     helper_busy_ = true;
     helper_done_ = false;
   }
-  cv_.notify_all();
-  SealShare(*own_sealer_);
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return helper_done_; });
-  helper_done_ = false;
+  if (shared) cv_.notify_all();
+  Status first_error;
+  size_t passed = 0;
+  for (;;) {
+    PassSealed(&passed, in_order, &first_error);
+    const size_t i = next_job_.fetch_add(1);
+    if (i >= jobs.size()) break;
+    SealOne(*own_sealer_, codec, point_id, fingerprinter, jobs[i]);
+    sealed_[i].store(true);
+  }
+  // Every job is taken; the helper may still be sealing its last ones.
+  while (passed < jobs.size()) {
+    PassSealed(&passed, in_order, &first_error);
+    if (passed == jobs.size()) break;
+    std::unique_lock<std::mutex> lock(mu_);
+    caller_waits_.store(true);
+    cv_.wait(lock, [&] { return sealed_[passed].load(); });
+    caller_waits_.store(false);
+  }
+  if (shared) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return helper_done_; });
+    helper_done_ = false;
+  }
+  return first_error;
 }
 
 }  // namespace blockrep::agent

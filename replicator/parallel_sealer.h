@@ -4,15 +4,18 @@
 //
 // Fork-join per batch: SealAll wakes the helper, and both threads take the batch's jobs one at a
 // time from a shared cursor until none is left (a thread the scheduler pauses — the staging shares
-// these cores — leaves its share to the other instead of holding the batch up); it returns once
-// both are done, so the caller frames the records in order as before. A job may fingerprint its
-// blocks too (for the point's seal), so that work is shared as well.
+// these cores — leaves its share to the other instead of holding the batch up). Between its own
+// jobs the caller's thread hands each sealed job, in batch order, to `in_order` (the pipeline frames
+// and encrypts it for the wire there), so that serial work overlaps the helper's sealing instead of
+// leaving the helper idle after the join. A job may fingerprint its blocks too (for the point's
+// seal), so that work is shared as well.
 // Each thread seals with its own RecordSealer: its own random session id, session key and nonce
 // counter, so nonces stay unique without the threads sharing anything but the batch.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -53,15 +56,22 @@ class ParallelSealer {
   ParallelSealer& operator=(const ParallelSealer&) = delete;
 
   // Seals every job for point `point_id`; a job with `fps` set is fingerprinted first with
-  // `fingerprinter` (which must then be given). Each job's status says whether it worked.
-  void SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
-               const BlockFingerprinter* fingerprinter = nullptr);
+  // `fingerprinter` (which must then be given). Each job's status says whether it worked. Every
+  // job is passed to `in_order` (if given), in batch order, on the caller's thread, once sealed;
+  // after it fails, it is not called again and its error is returned once the batch is done.
+  using InOrder = std::function<Status(SealJob& job)>;
+  [[nodiscard]] Status SealAll(const CodecChoice& codec, uint64_t point_id, std::span<SealJob> jobs,
+                               const BlockFingerprinter* fingerprinter = nullptr, const InOrder& in_order = nullptr);
 
  private:
   ParallelSealer() = default;
   void HelperLoop();
-  // Takes jobs from the shared cursor until none is left.
+  // Takes jobs from the shared cursor until none is left (the helper's share).
   void SealShare(RecordSealer& sealer);
+  // Marks job `i` sealed, waking the caller's thread if it waits for it.
+  void MarkSealed(size_t i);
+  // The caller's thread: passes on the sealed jobs from `*passed` in order.
+  void PassSealed(size_t* passed, const InOrder& in_order, Status* first_error);
   static void SealOne(RecordSealer& sealer, const CodecChoice& codec, uint64_t point_id,
                       const BlockFingerprinter* fingerprinter, SealJob& job);
 
@@ -74,6 +84,9 @@ class ParallelSealer {
   uint64_t point_id_ = 0;
   const BlockFingerprinter* fingerprinter_ = nullptr;
   std::atomic<size_t> next_job_{0};
+  std::unique_ptr<std::atomic<bool>[]> sealed_;  // per job of the batch
+  size_t sealed_capacity_ = 0;
+  std::atomic<bool> caller_waits_{false};  // the caller's thread sleeps on cv_ for a sealed job
 
   std::mutex mu_;
   std::condition_variable cv_;

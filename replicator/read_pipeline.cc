@@ -73,10 +73,11 @@ uint64_t ReadPipeline::DurablePosition(uint64_t acked_seq) {
   return tracked_.empty() ? NextPosition() : tracked_.front().start;
 }
 
-void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window) {
+void ReadPipeline::StartSession(ParallelSealer* sealer, AckWindow* window, Sink sink) {
   BR_CHECK(inflight_ == 0);
   sealer_ = sealer;
   window_ = window;
+  sink_ = std::move(sink);
 }
 
 void ReadPipeline::SetWork(std::vector<std::vector<Extent>> work, ReadMode mode) {
@@ -239,6 +240,7 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
   if (r.hole) {
     if (res < 0) return ErrnoStatus("io_uring no-op for a hole of volume " + v.path, -res);
     frames_.clear();
+    read_frame_bytes_ = 0;
     BR_RETURN_IF_ERROR(ProcessHole(r));
     return ByteSpan(frames_);
   }
@@ -253,6 +255,7 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
     return ByteSpan();
   }
   frames_.clear();
+  read_frame_bytes_ = 0;
   BR_RETURN_IF_ERROR(Process(r));
   return ByteSpan(frames_);
 }
@@ -284,11 +287,11 @@ Status ReadPipeline::SealAndFrameQueued() {
   BR_CHECK(sealer_ && window_);
   size_t queued = seal_jobs_queued_;
   seal_jobs_queued_ = 0;
-  sealer_->SealAll(deps_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued), deps_.fingerprinter);
   ReadCounters& c = *deps_.counters;
-  for (size_t i = 0; i < queued; ++i) {
-    const SealJob& job = seal_jobs_[i];
+  // Framed in order as each is sealed, while the other thread seals the next ones.
+  auto frame = [&](SealJob& job) -> Status {
     BR_RETURN_IF_ERROR(job.status);
+    const size_t i = static_cast<size_t>(&job - seal_jobs_.data());
     const RecordHeader& h = job.header;
     deps_.seal->Sent(job.volume, job.offset, job.plain.size());
     fingerprints_.clear();
@@ -301,14 +304,21 @@ Status ReadPipeline::SealAndFrameQueued() {
     wire::RecordMsg::AppendEncoded(&frames_, seq, job.record(), fingerprints_);
     const uint64_t frame_bytes = frames_.size() - before;
     window_->Sent(frame_bytes);
+    read_frame_bytes_ += frame_bytes;
     ++c.records;
     if (h.flags & kRecordIncompressible) ++c.records_raw;
     c.bytes_shipped_plain += job.plain.size();
     shipped_by_volume_[job.volume] += job.plain.size();
     c.bytes_stored += job.header.total_size();
     c.bytes_wire += frame_bytes;
-  }
-  return Status::Ok();
+    if (sink_ && frames_.size() >= kSinkFlushBytes) {
+      BR_RETURN_IF_ERROR(sink_(ByteSpan(frames_)));
+      frames_.clear();
+    }
+    return Status::Ok();
+  };
+  return sealer_->SealAll(deps_.codec, point_id_, std::span<SealJob>(seal_jobs_.data(), queued), deps_.fingerprinter,
+                          frame);
 }
 
 Status ReadPipeline::ProcessHole(Read& r) {
@@ -413,7 +423,7 @@ void ReadPipeline::FinishRead(Read& r, uint64_t reserved) {
     t.done = true;
   }
   r.busy = false;
-  deps_.bucket->Settle(reserved, frames_.size());
+  deps_.bucket->Settle(reserved, read_frame_bytes_);
 }
 
 }  // namespace blockrep::agent

@@ -79,8 +79,12 @@ class ReadPipeline {
   // Reads use io_uring user-data ids [id_base, id_base + kReadsMax).
   ReadPipeline(Deps deps, uint64_t id_base);
 
-  // A new connection: records are sealed by `sealer` and numbered in `window`.
-  void StartSession(ParallelSealer* sealer, AckWindow* window);
+  // A new connection: records are sealed by `sealer` and numbered in `window`. With a `sink`,
+  // frames are handed to it while a read's records are still being sealed (every kSinkFlushBytes:
+  // the agent encrypts them for the wire meanwhile); OnCompletion returns the rest.
+  using Sink = std::function<Status(ByteSpan frames)>;
+  static constexpr size_t kSinkFlushBytes = 256u << 10;
+  void StartSession(ParallelSealer* sealer, AckWindow* window, Sink sink = nullptr);
   void set_point(uint64_t point_id) { point_id_ = point_id; }
 
   // The extents to read next, per volume, replacing what was left (and any queued batch); the
@@ -111,7 +115,7 @@ class ReadPipeline {
   Status Issue(const std::function<bool(uint64_t inflight_bytes)>& room);
   bool Owns(uint64_t id) const { return id >= id_base_ && id < id_base_ + kReadsMax; }
   // A read's completion: a short read is resubmitted; a whole one is processed, and its frames
-  // (possibly none) are returned, valid until the next completion.
+  // not yet given to the sink (possibly none) are returned, valid until the next completion.
   Result<ByteSpan> OnCompletion(uint64_t id, int res);
   // The connection died: reads still in flight are reaped by the caller (OnAbandoned), and
   // every slot is free again. Their blocks stay in the tracker's in-flight bits.
@@ -166,7 +170,8 @@ class ReadPipeline {
   // (else already there); `zero`: whether `data` is all zeros, when known.
   void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, uint64_t* fps, bool fingerprint,
                    std::optional<bool> zero = std::nullopt);
-  // Seals the queued records on two threads, then frames them in order into `frames_`.
+  // Seals the queued records on two threads, framing them in order into `frames_` as they are
+  // sealed (and passing those to the sink).
   Status SealAndFrameQueued();
 
   Deps deps_;
@@ -192,6 +197,8 @@ class ReadPipeline {
   size_t seal_jobs_queued_ = 0;
   Bytes fingerprints_;
   Bytes frames_;
+  uint64_t read_frame_bytes_ = 0;  // framed for the read being processed, sink's share included
+  Sink sink_;
   std::vector<uint64_t> shipped_by_volume_;
   std::vector<uint64_t> volume_base_;  // each volume's first position; back(): the end of all
   // TrackSweep: reads in issue order, from ticket first_ticket_.

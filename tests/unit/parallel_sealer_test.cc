@@ -32,7 +32,7 @@ TEST(ParallelSealer, EveryRecordOpensToItsExtentAndNoNonceRepeats) {
       jobs[j].offset = (batch * 16 + j) * 65536;
       jobs[j].plain = ByteSpan(data.data() + j * 65536, 65536);
     }
-    (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 9, std::span<SealJob>(jobs.data(), count));
+    ASSERT_TRUE((*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 9, std::span<SealJob>(jobs.data(), count)).ok());
     for (size_t j = 0; j < count; ++j) {
       ASSERT_TRUE(jobs[j].status.ok()) << jobs[j].status.message();
       RecordHeader h;
@@ -67,7 +67,7 @@ TEST(ParallelSealer, JobsFingerprintTheirBlocksAsTheFingerprinterDoes) {
     jobs[j].plain = ByteSpan(data.data() + j * 65536, j == 7 ? 65536 - 1000 : 65536);
     jobs[j].fps = &fps[j * 16];
   }
-  (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs, &*fingerprinter);
+  ASSERT_TRUE((*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs, &*fingerprinter).ok());
   for (size_t j = 0; j < jobs.size(); ++j) {
     ASSERT_TRUE(jobs[j].status.ok()) << jobs[j].status.message();
     for (size_t b = 0; b < 16; ++b) {
@@ -89,11 +89,39 @@ TEST(ParallelSealer, AFailedJobCarriesItsOwnError) {
     jobs[j].offset = j * 65536;
     jobs[j].plain = j == 1 ? ByteSpan() : ByteSpan(data);
   }
-  (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs);
+  EXPECT_TRUE((*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs).ok());  // no in-order step to fail
   EXPECT_TRUE(jobs[0].status.ok());
   EXPECT_FALSE(jobs[1].status.ok());
   EXPECT_TRUE(jobs[2].status.ok());
   EXPECT_TRUE(jobs[3].status.ok());
+}
+
+// Each sealed job reaches the in-order step once, in batch order, already sealed, whichever
+// thread sealed it; an error there stops the calls and is returned after the batch is done.
+TEST(ParallelSealer, SealedJobsArePassedOnInBatchOrder) {
+  auto sealer = ParallelSealer::Create(FilledKey(3), "web1");
+  ASSERT_TRUE(sealer.ok());
+  RecordOpener opener(FilledKey(3), "web1");
+  Bytes data = RandomBytes(64 * 65536, 8);
+  std::vector<SealJob> jobs(64);
+  for (int round = 0; round < 20; ++round) {
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      jobs[j].offset = j * 65536;
+      jobs[j].plain = ByteSpan(data.data() + j * 65536, 65536);
+    }
+    std::vector<size_t> order;
+    Status st = (*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs, nullptr, [&](SealJob& job) -> Status {
+      RecordHeader h;
+      Bytes plain;
+      BR_RETURN_IF_ERROR(opener.Open(job.record(), &h, &plain));  // sealed before it is passed on
+      order.push_back(static_cast<size_t>(&job - jobs.data()));
+      return order.size() == 40 && round % 2 == 1 ? Internal("the wire is gone") : Status::Ok();
+    });
+    ASSERT_EQ(order.size(), round % 2 == 1 ? 40u : jobs.size()) << "round " << round;
+    for (size_t k = 0; k < order.size(); ++k) ASSERT_EQ(order[k], k) << "round " << round;
+    EXPECT_EQ(st.ok(), round % 2 == 0) << st.message();
+    for (const SealJob& job : jobs) EXPECT_TRUE(job.status.ok());  // every job was sealed all the same
+  }
 }
 
 }  // namespace
