@@ -84,12 +84,17 @@ Status ExtentWriter::Write(const Batch& b) {
     const uint8_t* data = b.buffers[p.buffer].data() + p.from;
     BR_RETURN_IF_ERROR(PwriteAll(fd_, p.offset, data, p.length).Annotate(path_));
     NoteData(fingerprinter_, p.offset, ByteSpan(data, p.length), digests_);
-    unflushed_bytes_ += p.length;
-    if (unflushed_bytes_ >= kWriteBehindBytes) {
-      unflushed_bytes_ = 0;
+    // Write-behind follows a sequential run only: scattered writes (the newest point of a long
+    // chain of small changes) are left to the final fsync, which writes them back in file order,
+    // merged; written back as they came they were many small writes (P7: 3.3 s became 4.3 s).
+    if (p.offset != run_end_) run_start_ = p.offset;
+    run_end_ = p.offset + p.length;
+    if (run_end_ - run_start_ >= kWriteBehindBytes) {
       // Only a hint to the kernel, ignored on failure: the caller's fsync is what makes the
       // target durable, and it reports any write error.
-      (void)sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+      (void)sync_file_range(fd_, static_cast<off_t>(run_start_), static_cast<off_t>(run_end_ - run_start_),
+                            SYNC_FILE_RANGE_WRITE);
+      run_start_ = run_end_;
     }
   }
   return Status::Ok();

@@ -5,10 +5,10 @@
 // seal (more than another third); the other core idled.
 //
 // Two batches: the caller fills one (decoding records straight into its buffers, no copy) while the
-// writer thread writes the other. The writer also does write-behind: every kWriteBehindBytes it
-// asks the kernel to start writing the target's dirty pages back (sync_file_range), which it would
-// otherwise do only once a tenth of memory is dirty (vm.dirty_background_ratio: 2.4 GB here), so
-// the final fsync waited for nearly the whole image (1.2 s of a 3.1 s restore).
+// writer thread writes the other. The writer also does write-behind: every kWriteBehindBytes of a
+// sequential run it asks the kernel to start writing that run back (sync_file_range), which it
+// would otherwise do only once a tenth of memory is dirty (vm.dirty_background_ratio: 2.4 GB
+// here), so the final fsync waited for nearly the whole image (1.2 s of a 3.1 s restore).
 #pragma once
 
 #include <condition_variable>
@@ -69,7 +69,8 @@ class ExtentWriter {
   const std::string path_;
   const BlockFingerprinter& fingerprinter_;
   RegionDigests* const digests_;
-  uint64_t unflushed_bytes_ = 0;  // the writer thread's
+  // The writer thread's: the sequential run of writes not yet handed to write-behind.
+  uint64_t run_start_ = 0, run_end_ = 0;
 
   Batch batches_[2];
   int filling_ = 0;  // the caller's batch; the other is the writer's while `pending_`
