@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole benchmark suite (P1-P10, targets in docs/PERFORMANCE.md) in one run, about 18 minutes on 2 cores:
+# The whole benchmark suite (P1-P10, targets in docs/PERFORMANCE.md) in one run, about 25 minutes on 2 cores:
 #   bench/peers.sh       P1 P2 P3 P4 P6  usr-4g vs. borg, restic, zstd|openssl, rsync
 #   bench/continuous.sh  P5              lag and bytes sent under fio 4 KiB random writes
 #   bench/chain.sh       P7              newest point of a 1000-point chain vs. a 1-point chain
