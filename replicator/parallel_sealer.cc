@@ -25,8 +25,8 @@ ParallelSealer::~ParallelSealer() {
 
 void ParallelSealer::SealOne(RecordSealer& sealer, const CodecChoice& codec, uint64_t point_id,
                              const BlockFingerprinter* fingerprinter, SealJob& job) {
-  if (job.fps != nullptr) {
-    BR_CHECK(fingerprinter != nullptr);
+  if (job.fingerprint) {
+    BR_CHECK(fingerprinter != nullptr && job.fps != nullptr);
     for (size_t at = 0, b = 0; at < job.plain.size(); at += kFingerprintBlockBytes, ++b)
       job.fps[b] = fingerprinter->Block(job.offset + at,
                                         job.plain.subspan(at, std::min(kFingerprintBlockBytes, job.plain.size() - at)));

@@ -33,7 +33,8 @@ struct SealJob {
   uint64_t offset = 0;
   ByteSpan plain;
   bool zero_known = false, zero = false;  // whether `plain` is all zeros, when the caller knows
-  uint64_t* fps = nullptr;  // when set: SealAll writes each block's fingerprint here first
+  uint64_t* fps = nullptr;  // the blocks' fingerprints, carried in the record's frame
+  bool fingerprint = false;  // SealAll computes `fps` first (else they are already there)
   // Filled by SealAll.
   Status status;
   RecordHeader header;
@@ -55,7 +56,7 @@ class ParallelSealer {
   ParallelSealer(const ParallelSealer&) = delete;
   ParallelSealer& operator=(const ParallelSealer&) = delete;
 
-  // Seals every job for point `point_id`; a job with `fps` set is fingerprinted first with
+  // Seals every job for point `point_id`; a job with `fingerprint` set is fingerprinted first with
   // `fingerprinter` (which must then be given). Each job's status says whether it worked. Every
   // job is passed to `in_order` (if given), in batch order, on the caller's thread, once sealed;
   // after it fails, it is not called again and its error is returned once the batch is done.

@@ -268,18 +268,15 @@ void ReadPipeline::Abandon() {
 
 void ReadPipeline::QueueRecord(size_t volume, uint64_t offset, ByteSpan data, uint64_t* fps, bool fingerprint,
                                std::optional<bool> zero) {
-  if (seal_jobs_queued_ == seal_jobs_.size()) {
-    seal_jobs_.emplace_back();
-    seal_job_fps_.push_back(nullptr);
-  }
+  if (seal_jobs_queued_ == seal_jobs_.size()) seal_jobs_.emplace_back();
   SealJob& job = seal_jobs_[seal_jobs_queued_];
   job.volume = static_cast<uint16_t>(volume);
   job.offset = offset;
   job.plain = data;
   job.zero_known = zero.has_value();
   job.zero = zero.value_or(false);
-  job.fps = fingerprint ? fps : nullptr;
-  seal_job_fps_[seal_jobs_queued_] = fps;
+  job.fps = fps;
+  job.fingerprint = fingerprint;
   ++seal_jobs_queued_;
 }
 
@@ -291,13 +288,12 @@ Status ReadPipeline::SealAndFrameQueued() {
   // Framed in order as each is sealed, while the other thread seals the next ones.
   auto frame = [&](SealJob& job) -> Status {
     BR_RETURN_IF_ERROR(job.status);
-    const size_t i = static_cast<size_t>(&job - seal_jobs_.data());
     const RecordHeader& h = job.header;
     deps_.seal->Sent(job.volume, job.offset, job.plain.size());
     fingerprints_.clear();
     if (!h.zero()) {
       ByteWriter w(&fingerprints_);
-      for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(job.plain.size())); ++b) w.U64(seal_job_fps_[i][b]);
+      for (size_t b = 0; b < FingerprintCount(static_cast<uint32_t>(job.plain.size())); ++b) w.U64(job.fps[b]);
     }
     size_t before = frames_.size();
     const uint64_t seq = window_->last_sent() + 1;

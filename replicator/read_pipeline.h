@@ -193,7 +193,6 @@ class ReadPipeline {
   unsigned inflight_ = 0;
   std::vector<uint64_t> read_fps_;  // per 4 KiB block of the read being processed
   std::vector<SealJob> seal_jobs_;  // the read's records; [0, seal_jobs_queued_) in use
-  std::vector<const uint64_t*> seal_job_fps_;
   size_t seal_jobs_queued_ = 0;
   Bytes fingerprints_;
   Bytes frames_;

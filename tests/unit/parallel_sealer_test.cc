@@ -66,6 +66,7 @@ TEST(ParallelSealer, JobsFingerprintTheirBlocksAsTheFingerprinterDoes) {
     jobs[j].offset = 1048576 + j * 65536;
     jobs[j].plain = ByteSpan(data.data() + j * 65536, j == 7 ? 65536 - 1000 : 65536);
     jobs[j].fps = &fps[j * 16];
+    jobs[j].fingerprint = true;
   }
   ASSERT_TRUE((*sealer)->SealAll(CodecChoice{Codec::kLz4, 0}, 1, jobs, &*fingerprinter).ok());
   for (size_t j = 0; j < jobs.size(); ++j) {
