@@ -129,7 +129,10 @@ if ((RGW)); then
   s3_list >"$WORK/objects.txt"
   [[ -s $WORK/objects.txt ]] || { echo "demo: FAILED: no objects listed under $URL" >&2; exit 1; }
   while read -r key _; do
-    if s3_get "$key" | grep -qa "blockrep-demo"; then echo "demo: FAILED: plaintext found in s3 object $key" >&2; exit 1; fi
+    # To a file first: `s3_get | grep -q` under pipefail turns a match (grep exits, curl gets
+    # SIGPIPE) into a failed pipeline, which would hide exactly the leak looked for.
+    s3_get "$key" >"$WORK/object.bin"
+    if grep -qa "blockrep-demo" "$WORK/object.bin"; then echo "demo: FAILED: plaintext found in s3 object $key" >&2; exit 1; fi
   done <"$WORK/objects.txt"
   echo "no plaintext in the $(wc -l <"$WORK/objects.txt") objects of $URL"
 elif grep -rqa "blockrep-demo" "$WORK/store"; then echo "demo: FAILED: plaintext found in the store" >&2; exit 1; fi

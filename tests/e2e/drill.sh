@@ -54,7 +54,7 @@ mkdir -p "$SCRATCH"
 # check_clean NAME: nothing of any drill is mounted, attached, running or on disk.
 check_clean() {
   grep -q "$SCRATCH" /proc/mounts && fail "$1: left mounted: $(grep "$SCRATCH" /proc/mounts)"
-  losetup -a | grep -q "$SCRATCH" && fail "$1: left a loop device: $(losetup -a | grep "$SCRATCH")"
+  [[ $(losetup -a) == *"$SCRATCH"* ]] && fail "$1: left a loop device: $(losetup -a | grep "$SCRATCH")"
   [[ -z $(ls -A "$SCRATCH") ]] || fail "$1: left files: $(ls -A "$SCRATCH")"
   pgrep -f "blockrep-recover mount --store $STORE" >/dev/null && fail "$1: left a mount process"
   pass "$1: nothing left mounted, attached, running or on disk"
