@@ -1,22 +1,20 @@
 #include "blockrep/objstore/s3_client.h"
 
-#include <curl/curl.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
 
 #include "blockrep/base/check.h"
 #include "blockrep/base/fs.h"
+#include "s3_libs.h"
 
 namespace blockrep {
 namespace {
@@ -28,12 +26,14 @@ constexpr size_t kAccessKeyBytesMax = 128;
 constexpr size_t kSecretKeyBytesMax = 256;
 constexpr char kEmptySha256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    BR_CHECK(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
-    xmlInitParser();
-  });
+using objstore_internal::LoadS3Libs;
+using objstore_internal::S3Libs;
+
+// The libraries, once LoadS3Libs succeeded (every S3Client and XmlDoc is made after it did).
+const S3Libs& Lib() {
+  auto libs = LoadS3Libs();
+  BR_CHECK(libs.ok());
+  return **libs;
 }
 
 std::string Sha256Hex(ByteSpan data) {
@@ -77,35 +77,53 @@ Status CheckCredentials(const S3Credentials& c, std::string_view source) {
 }
 
 // The text of the first child element of `parent` named `name`, or nullopt.
+bool IsElement(const xmlNode* n, const char* name) {
+  return n->type == XML_ELEMENT_NODE && n->name != nullptr && std::strcmp(reinterpret_cast<const char*>(n->name), name) == 0;
+}
+
+// The text inside `n` and its descendants, in document order (what xmlNodeGetContent returns;
+// the parser has already replaced character and predefined entity references, and a document
+// with a DTD, the only source of other entities, is refused).
+void AppendText(const xmlNode* n, std::string* out) {
+  for (const xmlNode* c = n->children; c != nullptr; c = c->next) {
+    if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content != nullptr)
+      out->append(reinterpret_cast<const char*>(c->content));
+    else if (c->type == XML_ELEMENT_NODE)
+      AppendText(c, out);
+  }
+}
+
 std::optional<std::string> ChildText(xmlNode* parent, const char* name) {
   for (xmlNode* n = parent->children; n != nullptr; n = n->next) {
-    if (n->type != XML_ELEMENT_NODE || xmlStrcmp(n->name, BAD_CAST name) != 0) continue;
-    xmlChar* text = xmlNodeGetContent(n);
-    std::string out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
-    xmlFree(text);
+    if (!IsElement(n, name)) continue;
+    std::string out;
+    AppendText(n, &out);
     return out;
   }
   return std::nullopt;
 }
 
+// Made only once LoadS3Libs succeeded.
 struct XmlDoc {
   explicit XmlDoc(ByteSpan xml)
       : doc(xml.size() > static_cast<size_t>(INT32_MAX)
                 ? nullptr
-                : xmlReadMemory(reinterpret_cast<const char*>(xml.data()), static_cast<int>(xml.size()),
+                : Lib().xmlReadMemory(reinterpret_cast<const char*>(xml.data()), static_cast<int>(xml.size()),
                                 "s3-response.xml", nullptr,
                                 XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)) {
     // S3 answers never carry a DTD; one that does could define entities that expand without
     // bound when read back (billion laughs), so the document is refused whole.
     if (doc != nullptr && (doc->intSubset != nullptr || doc->extSubset != nullptr)) {
-      xmlFreeDoc(doc);
+      Lib().xmlFreeDoc(doc);
       doc = nullptr;
     }
   }
-  ~XmlDoc() { xmlFreeDoc(doc); }
+  ~XmlDoc() {
+    if (doc != nullptr) Lib().xmlFreeDoc(doc);
+  }
   XmlDoc(const XmlDoc&) = delete;
   XmlDoc& operator=(const XmlDoc&) = delete;
-  xmlNode* root() const { return doc != nullptr ? xmlDocGetRootElement(doc) : nullptr; }
+  xmlNode* root() const { return doc != nullptr ? Lib().xmlDocGetRootElement(doc) : nullptr; }
   xmlDoc* doc;
 };
 
@@ -214,9 +232,10 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
   if (xml.size() > kS3ListBodyBytesMax)
     return ProtocolError("S3 list answer of " + std::to_string(xml.size()) + " bytes is over the " +
                          std::to_string(kS3ListBodyBytesMax) + "-byte limit");
+  BR_RETURN_IF_ERROR(LoadS3Libs().status());
   XmlDoc doc(xml);
   xmlNode* root = doc.root();
-  if (root == nullptr || xmlStrcmp(root->name, BAD_CAST "ListBucketResult") != 0)
+  if (root == nullptr || !IsElement(root, "ListBucketResult"))
     return ProtocolError("S3 list answer is not a ListBucketResult document");
   ListPage page;
   std::optional<std::string> truncated = ChildText(root, "IsTruncated");
@@ -228,7 +247,7 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
     page.next_token = std::move(*token);
   }
   for (xmlNode* n = root->children; n != nullptr; n = n->next) {
-    if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "CommonPrefixes") == 0) {
+    if (IsElement(n, "CommonPrefixes")) {
       std::optional<std::string> prefix = ChildText(n, "Prefix");
       if (!prefix.has_value() || prefix->empty() || prefix->size() > kS3KeyBytesMax)
         return ProtocolError("S3 list answer has a CommonPrefixes entry without a valid Prefix");
@@ -238,7 +257,7 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
       page.common_prefixes.push_back(std::move(*prefix));
       continue;
     }
-    if (n->type != XML_ELEMENT_NODE || xmlStrcmp(n->name, BAD_CAST "Contents") != 0) continue;
+    if (!IsElement(n, "Contents")) continue;
     if (page.objects.size() + page.common_prefixes.size() == kS3ListPageKeysMax)
       return ProtocolError("S3 list answer has more than the " + std::to_string(kS3ListPageKeysMax) +
                            " keys asked for");
@@ -262,10 +281,11 @@ Result<ListPage> ParseListPage(ByteSpan xml) {
 
 ErrorBody ParseErrorBody(ByteSpan xml) {
   ErrorBody e;
-  if (xml.empty() || xml.size() > kS3ErrorBodyBytesMax) return e;
+  // (Without the libraries no body is read: the HTTP status alone tells what went wrong.)
+  if (xml.empty() || xml.size() > kS3ErrorBodyBytesMax || !LoadS3Libs().ok()) return e;
   XmlDoc doc(xml);
   xmlNode* root = doc.root();
-  if (root == nullptr || xmlStrcmp(root->name, BAD_CAST "Error") != 0) return e;
+  if (root == nullptr || !IsElement(root, "Error")) return e;
   auto clip = [](std::string s) {
     if (s.size() > 200) s.resize(200);
     for (char& c : s)
@@ -381,11 +401,11 @@ int SeekBody(void* user, curl_off_t offset, int origin) {
 S3Client::S3Client(const S3Config& config) : config_(config) {}
 
 S3Client::~S3Client() {
-  if (curl_ != nullptr) curl_easy_cleanup(static_cast<CURL*>(curl_));
+  if (curl_ != nullptr) Lib().curl_easy_cleanup(static_cast<CURL*>(curl_));
 }
 
 Result<std::unique_ptr<S3Client>> S3Client::Open(const S3Config& config) {
-  GlobalInit();
+  BR_ASSIGN_OR_RETURN(const S3Libs* libs, LoadS3Libs());
   const std::string& ep = config.endpoint;
   if (!ep.starts_with("https://") || ep.size() <= 8 || ep.find('/', 8) != std::string::npos ||
       ep.find_first_of(" ?#@") != std::string::npos)
@@ -405,7 +425,7 @@ Result<std::unique_ptr<S3Client>> S3Client::Open(const S3Config& config) {
            config.backoff_first_ms <= config.backoff_max_ms && config.list_page_keys >= 1 &&
            config.list_page_keys <= kS3ListPageKeysMax);
   std::unique_ptr<S3Client> client(new S3Client(config));
-  client->curl_ = curl_easy_init();
+  client->curl_ = libs->curl_easy_init();
   if (client->curl_ == nullptr) return Internal("curl_easy_init failed");
   return client;
 }
@@ -416,8 +436,9 @@ std::string S3Client::ObjectUrl(std::string_view key) const {
 }
 
 Status S3Client::PerformOnce(const Request& request, Response* response) {
+  const S3Libs& lib = Lib();
   CURL* c = static_cast<CURL*>(curl_);
-  curl_easy_reset(c);
+  lib.curl_easy_reset(c);
   response->http_status = 0;
   response->body.clear();
   response->content_length = 0;
@@ -426,56 +447,56 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
   std::string userpwd = config_.credentials.access_key_id + ":" + config_.credentials.secret_access_key;
   std::string payload_hash =
       "x-amz-content-sha256: " + (request.body.empty() ? std::string(kEmptySha256) : Sha256Hex(request.body));
-  curl_slist* headers = curl_slist_append(nullptr, payload_hash.c_str());
+  curl_slist* headers = lib.curl_slist_append(nullptr, payload_hash.c_str());
   // No "Expect:" here to suppress 100-continue: libcurl would sign that empty header without
   // sending it, and every upload would fail with SignatureDoesNotMatch.
   std::string range = "Range: " + request.range;
-  if (!request.range.empty()) headers = curl_slist_append(headers, range.c_str());
-  if (!request.condition.empty()) headers = curl_slist_append(headers, request.condition.c_str());
+  if (!request.range.empty()) headers = lib.curl_slist_append(headers, range.c_str());
+  if (!request.condition.empty()) headers = lib.curl_slist_append(headers, request.condition.c_str());
 
   BodySink sink{&response->body, request.response_bytes_max};
   BodySource source{request.body};
-  curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-  curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
-  curl_easy_setopt(c, CURLOPT_USERPWD, userpwd.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!config_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, config_.ca_file.c_str());
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config_.stall_timeout_s));
+  lib.curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
+  lib.curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+  lib.curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
+  lib.curl_easy_setopt(c, CURLOPT_USERPWD, userpwd.c_str());
+  lib.curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  lib.curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+  lib.curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!config_.ca_file.empty()) lib.curl_easy_setopt(c, CURLOPT_CAINFO, config_.ca_file.c_str());
+  lib.curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  lib.curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
+  lib.curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+  lib.curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config_.stall_timeout_s));
   // A larger receive buffer than libcurl's 16 KiB: with it, a 4 MiB range took ~500 recv and
   // poll calls and the bucket restore ran at a sixth of the gateway's own speed.
-  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, static_cast<long>(kReceiveBufferBytes));
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, CollectHeader);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &response->etag);
+  lib.curl_easy_setopt(c, CURLOPT_BUFFERSIZE, static_cast<long>(kReceiveBufferBytes));
+  lib.curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
+  lib.curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  lib.curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, CollectHeader);
+  lib.curl_easy_setopt(c, CURLOPT_HEADERDATA, &response->etag);
   response->etag.clear();
   std::string method = request.method;
   if (method == "PUT") {
-    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c, CURLOPT_READFUNCTION, FeedBody);
-    curl_easy_setopt(c, CURLOPT_READDATA, &source);
-    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, SeekBody);
-    curl_easy_setopt(c, CURLOPT_SEEKDATA, &source);
-    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+    lib.curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    lib.curl_easy_setopt(c, CURLOPT_READFUNCTION, FeedBody);
+    lib.curl_easy_setopt(c, CURLOPT_READDATA, &source);
+    lib.curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, SeekBody);
+    lib.curl_easy_setopt(c, CURLOPT_SEEKDATA, &source);
+    lib.curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
   } else if (method == "HEAD") {
-    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    lib.curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
   } else if (method == "DELETE") {
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
+    lib.curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
   } else {
     BR_CHECK(method == "GET");
   }
   char errbuf[CURL_ERROR_SIZE] = {0};
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  lib.curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 
-  CURLcode rc = curl_easy_perform(c);
-  curl_slist_free_all(headers);
-  std::string why = errbuf[0] != 0 ? std::string(errbuf) : curl_easy_strerror(rc);
+  CURLcode rc = lib.curl_easy_perform(c);
+  lib.curl_slist_free_all(headers);
+  std::string why = errbuf[0] != 0 ? std::string(errbuf) : lib.curl_easy_strerror(rc);
   switch (rc) {
     case CURLE_OK: break;
     case CURLE_WRITE_ERROR:
@@ -495,10 +516,10 @@ Status S3Client::PerformOnce(const Request& request, Response* response) {
       // cut short: all may pass.
       return Unavailable(request.what + ": " + why);
   }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response->http_status);
+  lib.curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response->http_status);
   if (method == "HEAD") {
     curl_off_t len = -1;
-    curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+    lib.curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
     response->content_length = len > 0 ? static_cast<uint64_t>(len) : 0;
   }
   if (response->http_status >= 200 && response->http_status < 300) return Status::Ok();

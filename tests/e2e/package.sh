@@ -40,7 +40,8 @@ for f in ./usr/bin/blockrep-agent ./usr/bin/blockrep-staging ./usr/bin/blockrep-
 done
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-for lib in liburing libfuse3 libssl; do
+# (libcurl4, libxml2 and libmicrohttpd12 are opened with dlopen: named by CMakeLists.txt, not found by dpkg-shlibdeps)
+for lib in liburing libfuse3 libssl libcurl4 libxml2 libmicrohttpd12; do
   [[ $depends == *"$lib"* ]] || fail "Depends does not name $lib: $depends"
 done
 
