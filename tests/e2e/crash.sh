@@ -53,7 +53,7 @@ expected[2]=$(sha "$WORK/vol.img")
 acked[2]=1
 stop_staging
 window_ms=$(( sync_ms * 3 / 2 + 20 ))
-echo "one sync takes ${sync_ms} ms (connected after ${connect_ms} ms); kills fall in 0..${window_ms} ms, every other one after ${connect_ms} ms"
+echo "one sync takes ${sync_ms} ms (connected after ${connect_ms} ms); kills fall in 0..${window_ms} ms, every other one in ${connect_ms}..${sync_ms} ms"
 
 for i in $(seq 1 "$ITERATIONS"); do
   start_staging "${STAGING_ARGS[@]}"
@@ -63,7 +63,10 @@ for i in $(seq 1 "$ITERATIONS"); do
   agent crash1 --volume "$WORK/vol.img" --compress "$([[ $((RANDOM % 2)) -eq 0 ]] && echo lz4 || echo none)" \
     >"$WORK/agent.out" 2>"$WORK/agent.err" &
   agent_pid=$!
-  if ((i % 2)); then delay_ms=$((RANDOM % window_ms)); else delay_ms=$((connect_ms + RANDOM % (window_ms - connect_ms))); fi
+  # Odd iterations anywhere in the window (connect, data, commit, after the acknowledgement); even
+  # ones between the connection and the calibrated sync's end, so that kills land in the data and
+  # the commit: once all 10 fell after the acknowledgement (each about even odds) and tested nothing.
+  if ((i % 2)); then delay_ms=$((RANDOM % window_ms)); else delay_ms=$((connect_ms + RANDOM % (sync_ms - connect_ms))); fi
   sleep "$(awk -v ms="$delay_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
   kill9_staging
   rc=0
