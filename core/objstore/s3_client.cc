@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstring>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <random>
 #include <thread>
@@ -76,7 +76,7 @@ Status CheckCredentials(const S3Credentials& c, std::string_view source) {
   return Status::Ok();
 }
 
-// The text of the first child element of `parent` named `name`, or nullopt.
+// Whether `n` is an element named `name`.
 bool IsElement(const xmlNode* n, const char* name) {
   return n->type == XML_ELEMENT_NODE && n->name != nullptr && std::strcmp(reinterpret_cast<const char*>(n->name), name) == 0;
 }
@@ -93,6 +93,7 @@ void AppendText(const xmlNode* n, std::string* out) {
   }
 }
 
+// The text of the first child element of `parent` named `name`, or nullopt.
 std::optional<std::string> ChildText(xmlNode* parent, const char* name) {
   for (xmlNode* n = parent->children; n != nullptr; n = n->next) {
     if (!IsElement(n, name)) continue;
