@@ -135,9 +135,12 @@ Status Channel::OnCompletion(uint8_t op, int res) {
       BR_RETURN_IF_ERROR(DrainTls());
       return Unavailable("connection closed by peer");
     }
-    BR_RETURN_IF_ERROR(
-        tls_->PushCiphertext(ByteSpan(recv_buf_.data(), static_cast<size_t>(res))));
-    return DrainTls();
+    // TLS reads the received bytes where they are; what it leaves (a record's start, or all when
+    // the inbox is full) is copied before recv_buf_ takes the next receive.
+    tls_->LendCiphertext(ByteSpan(recv_buf_.data(), static_cast<size_t>(res)));
+    Status drained = DrainTls();
+    tls_->KeepUnread();
+    return drained;
   }
   BR_UNREACHABLE("channel got a completion for unknown op " + std::to_string(op));
 }

@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "blockrep/base/check.h"
 #include "blockrep/base/fs.h"
 
 namespace blockrep {
@@ -100,21 +101,73 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsFiles& files, bo
   return t;
 }
 
+// The one BIO between OpenSSL and a session's buffers, both ways. What SSL writes is appended to
+// the session's `outgoing_` (no memory BIO to copy it out of again, nothing left behind after a
+// call); what it reads is taken from the session's pushed or lent ciphertext. With none there,
+// a read asks to be retried, as a memory BIO with an EOF return of -1 does: the peer's close
+// reaches the channel from the socket, not from here.
+struct TlsBio {
+  static TlsSession* Of(BIO* b) { return static_cast<TlsSession*>(BIO_get_data(b)); }
+  static int Write(BIO* b, const char* data, int len) {
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    RawBytes& out = Of(b)->outgoing_;
+    size_t base = out.size();
+    out.resize(base + static_cast<size_t>(len));  // RawBytes: not an element-wise insert
+    std::memcpy(out.data() + base, data, static_cast<size_t>(len));
+    return len;
+  }
+  static int Read(BIO* b, char* to, int len) {
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    size_t n = Of(b)->TakeCiphertext(reinterpret_cast<uint8_t*>(to), static_cast<size_t>(len));
+    if (n == 0) {
+      BIO_set_retry_read(b);
+      return -1;
+    }
+    return static_cast<int>(n);
+  }
+  static long Ctrl(BIO* b, int cmd, long, void*) {
+    switch (cmd) {
+      case BIO_CTRL_FLUSH:
+        return 1;  // written is as good as sent: the channel sends outgoing_
+      case BIO_CTRL_PENDING:
+        return static_cast<long>(Of(b)->unread_ciphertext());
+      default:
+        return 0;  // WPENDING (nothing waits in the BIO), EOF (not from here), kTLS and the rest: no
+    }
+  }
+  static int Create(BIO* b) {
+    BIO_set_init(b, 1);
+    return 1;
+  }
+  static const BIO_METHOD* Method() {
+    static BIO_METHOD* const method = [] {
+      int index = BIO_get_new_index();
+      BIO_METHOD* m = index < 0 ? nullptr : BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "blockrep TLS buffers");
+      if (m != nullptr &&
+          (BIO_meth_set_write(m, Write) != 1 || BIO_meth_set_read(m, Read) != 1 || BIO_meth_set_ctrl(m, Ctrl) != 1 ||
+           BIO_meth_set_create(m, Create) != 1)) {
+        BIO_meth_free(m);
+        m = nullptr;
+      }
+      return m;
+    }();
+    return method;
+  }
+};
+
 Result<std::unique_ptr<TlsSession>> TlsSession::Create(TlsContext* ctx, const std::string& peer_host) {
   std::unique_ptr<TlsSession> s(new TlsSession());
   s->server_ = ctx->server();
   s->ssl_ = SSL_new(ctx->ctx());
   if (s->ssl_ == nullptr) return Internal("SSL_new: " + TakeOpenSslError());
-  s->rbio_ = BIO_new(BIO_s_mem());
-  s->wbio_ = BIO_new(BIO_s_mem());
-  if (s->rbio_ == nullptr || s->wbio_ == nullptr) {
-    BIO_free(s->rbio_);
-    BIO_free(s->wbio_);
-    return Internal("BIO_new failed");
-  }
-  // An empty memory BIO means "try again", not end of file.
-  BIO_set_mem_eof_return(s->rbio_, -1);
-  SSL_set_bio(s->ssl_, s->rbio_, s->wbio_);
+  const BIO_METHOD* method = TlsBio::Method();
+  BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
+  if (bio == nullptr) return Internal("cannot create the TLS session's BIO: " + TakeOpenSslError());
+  BIO_set_data(bio, s.get());
+  s->rbio_ = s->wbio_ = bio;
+  SSL_set_bio(s->ssl_, bio, bio);  // one BIO both ways: SSL_set_bio takes its one reference
   if (s->server_) {
     SSL_set_accept_state(s->ssl_);
   } else {
@@ -138,21 +191,8 @@ Result<std::unique_ptr<TlsSession>> TlsSession::Create(TlsContext* ctx, const st
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }
 
-Status TlsSession::DrainWriteBio() {
-  // Straight into `outgoing_`, without a bounce buffer: this runs once per SSL_* call.
-  for (size_t pending; (pending = BIO_ctrl_pending(wbio_)) > 0;) {
-    size_t base = outgoing_.size();
-    outgoing_.resize(base + pending);
-    int n = BIO_read(wbio_, outgoing_.data() + base, static_cast<int>(std::min<size_t>(pending, INT_MAX)));
-    outgoing_.resize(base + static_cast<size_t>(std::max(n, 0)));
-    if (n <= 0) break;
-  }
-  return Status::Ok();
-}
-
 Status TlsSession::ErrorFor(int rc, const char* what) {
-  int err = SSL_get_error(ssl_, rc);
-  DrainWriteBio().IgnoreError();  // an alert for the peer may be waiting; send it if we can
+  int err = SSL_get_error(ssl_, rc);  // an alert for the peer, if any, is in outgoing_ already
   if (err == SSL_ERROR_ZERO_RETURN) return Unavailable("peer closed the TLS session");
   std::string detail = TakeOpenSslError();
   long verify = SSL_get_verify_result(ssl_);
@@ -175,7 +215,6 @@ Result<bool> TlsSession::Handshake() {
   if (handshake_done_) return true;
   ERR_clear_error();
   int rc = SSL_do_handshake(ssl_);
-  BR_RETURN_IF_ERROR(DrainWriteBio());
   if (rc == 1) {
     handshake_done_ = true;
     return true;
@@ -185,14 +224,51 @@ Result<bool> TlsSession::Handshake() {
   return ErrorFor(rc, "TLS handshake failed");
 }
 
-Status TlsSession::PushCiphertext(ByteSpan data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    int n = BIO_write(rbio_, data.data() + done, static_cast<int>(data.size() - done));
-    if (n <= 0) return Internal("BIO_write to TLS read buffer failed");
-    done += static_cast<size_t>(n);
+size_t TlsSession::TakeCiphertext(uint8_t* to, size_t max) {
+  size_t n = std::min(max, incoming_.size() - incoming_start_);
+  if (n > 0) {
+    std::memcpy(to, incoming_.data() + incoming_start_, n);
+    incoming_start_ += n;
+    if (incoming_start_ == incoming_.size()) {
+      incoming_.clear();
+      incoming_start_ = 0;
+    }
   }
+  size_t lent = std::min(max - n, lent_.size() - lent_done_);
+  if (lent > 0) {
+    std::memcpy(to + n, lent_.data() + lent_done_, lent);
+    lent_done_ += lent;
+  }
+  return n + lent;
+}
+
+Status TlsSession::PushCiphertext(ByteSpan data) {
+  BR_CHECK_MSG(lent_.empty(), "TlsSession::PushCiphertext while ciphertext is lent: bytes would be read out of order");
+  if (incoming_start_ > 0) {
+    incoming_.erase(incoming_.begin(), incoming_.begin() + static_cast<ptrdiff_t>(incoming_start_));
+    incoming_start_ = 0;
+  }
+  size_t base = incoming_.size();
+  incoming_.resize(base + data.size());
+  if (!data.empty()) std::memcpy(incoming_.data() + base, data.data(), data.size());
   return Status::Ok();
+}
+
+void TlsSession::LendCiphertext(ByteSpan data) {
+  BR_CHECK_MSG(lent_.empty(), "TlsSession::LendCiphertext twice without KeepUnread");
+  lent_ = data;
+  lent_done_ = 0;
+}
+
+void TlsSession::KeepUnread() {
+  ByteSpan rest = lent_.subspan(lent_done_);
+  lent_ = ByteSpan();
+  lent_done_ = 0;
+  if (!rest.empty()) {
+    BR_CHECK(PushCiphertext(rest).ok());  // cannot fail: nothing is lent now
+  } else if (incoming_.empty() && incoming_.capacity() > kIncomingKeepBytes) {
+    RawBytes().swap(incoming_);  // a burst that found TLS busy is over: an idle session stays small
+  }
 }
 
 Status TlsSession::ReadPlaintext(RawBytes* out, size_t max) {
@@ -209,14 +285,13 @@ Status TlsSession::ReadPlaintext(RawBytes* out, size_t max) {
     if (n <= 0) {
       out->resize(base);
       int err = SSL_get_error(ssl_, n);
-      BR_RETURN_IF_ERROR(DrainWriteBio());
       if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok();
       return ErrorFor(n, "TLS read failed");
     }
     out->resize(base + static_cast<size_t>(n));
     got += static_cast<size_t>(n);
   }
-  return DrainWriteBio();
+  return Status::Ok();
 }
 
 Status TlsSession::WritePlaintext(ByteSpan data) {
@@ -226,14 +301,12 @@ Status TlsSession::WritePlaintext(ByteSpan data) {
     int n = SSL_write(ssl_, data.data() + done, static_cast<int>(data.size() - done));
     if (n <= 0) return ErrorFor(n, "TLS write failed");
     done += static_cast<size_t>(n);
-    BR_RETURN_IF_ERROR(DrainWriteBio());
   }
   return Status::Ok();
 }
 
 void TlsSession::Shutdown() {
-  SSL_shutdown(ssl_);
-  DrainWriteBio().IgnoreError();  // cannot fail for a memory BIO
+  SSL_shutdown(ssl_);  // close_notify lands in outgoing_
 }
 
 std::string TlsSession::PeerSerialHex() const {

@@ -130,6 +130,43 @@ TEST_F(TlsTest, HandshakeAndDataBothWays) {
   EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin(), msg.end()));
 }
 
+// Ciphertext lent in pieces that cut records anywhere, with the reader stopping early, decrypts
+// whole: what TLS did not read is kept when the loan ends, and the lender's buffer is then reused.
+TEST_F(TlsTest, LentCiphertextIsKeptWhereTlsStopped) {
+  auto sctx = TlsContext::Create(Staging(), true);
+  auto cctx = TlsContext::Create(Agent("pki"), false);
+  ASSERT_TRUE(sctx.ok() && cctx.ok());
+  auto server = TlsSession::Create(sctx->get(), "");
+  auto client = TlsSession::Create(cctx->get(), "127.0.0.1");
+  ASSERT_TRUE(server.ok() && client.ok());
+  ASSERT_TRUE((*client)->Handshake().ok());
+  ASSERT_TRUE(Pump(**client, **server).ok());
+  ASSERT_TRUE((*client)->handshake_done() && (*server)->handshake_done());
+
+  Bytes msg(200000);
+  for (size_t i = 0; i < msg.size(); ++i) msg[i] = static_cast<uint8_t>(i * 131 + (i >> 9));
+  ASSERT_TRUE((*client)->WritePlaintext(msg).ok());
+  RawBytes wire = (*client)->outgoing();
+  (*client)->outgoing().clear();
+  ASSERT_GT(wire.size(), msg.size());
+  RawBytes got;
+  std::vector<uint8_t> lender(7001);  // one "receive buffer", refilled for every piece
+  for (size_t at = 0; at < wire.size(); at += lender.size()) {
+    size_t n = std::min(lender.size(), wire.size() - at);
+    std::copy_n(wire.begin() + static_cast<ptrdiff_t>(at), n, lender.begin());
+    (*server)->LendCiphertext(ByteSpan(lender.data(), n));
+    ASSERT_TRUE((*server)->ReadPlaintext(&got, 3000).ok());  // less than a piece: some is left lent
+    (*server)->KeepUnread();
+    std::fill(lender.begin(), lender.end(), 0xee);  // the loan is over: TLS must not read this
+  }
+  while (got.size() < msg.size()) {
+    size_t before = got.size();
+    ASSERT_TRUE((*server)->ReadPlaintext(&got, 3000).ok());
+    ASSERT_GT(got.size(), before) << "kept ciphertext ran out at " << before << " of " << msg.size() << " bytes";
+  }
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin(), msg.end()));
+}
+
 // A client certificate from another CA is refused by the staging.
 TEST_F(TlsTest, ForeignClientCertificateIsRefused) {
   auto sctx = TlsContext::Create(Staging(), true);

@@ -1,6 +1,8 @@
 // TLS 1.3 with mutual certificate authentication, as a pure in-memory engine: ciphertext goes in
-// and out through memory BIOs, so all socket I/O stays on io_uring. After every SSL_* call the
-// write BIO is drained into `outgoing()`, which the channel sends.
+// and out through in-memory BIOs of our own, so all socket I/O stays on io_uring. What OpenSSL
+// writes lands in `outgoing()` at once (the write BIO appends to it: nothing is left in a BIO
+// after an SSL_* call), which the channel sends; what it reads comes from ciphertext pushed or
+// lent to the session.
 #pragma once
 
 #include <memory>
@@ -57,8 +59,13 @@ class TlsSession {
   Result<bool> Handshake();
   bool handshake_done() const { return handshake_done_; }
 
-  // Ciphertext received from the socket.
+  // Ciphertext received from the socket, copied.
   Status PushCiphertext(ByteSpan data);
+  // Ciphertext received from the socket, lent: TLS reads it in place (one copy fewer than
+  // PushCiphertext) until KeepUnread(), which copies what it has not read yet, so that the lender
+  // may reuse its buffer. One loan at a time.
+  void LendCiphertext(ByteSpan data);
+  void KeepUnread();
   // Appends decrypted bytes to `out` (at most `max` more). A clean close_notify from the peer is
   // reported as kUnavailable "peer closed".
   Status ReadPlaintext(RawBytes* out, size_t max);
@@ -76,12 +83,22 @@ class TlsSession {
 
  private:
   TlsSession() = default;
-  Status DrainWriteBio();
+  friend struct TlsBio;
+  // An emptied receive buffer larger than this is given back (idle sessions: BRIEF P6).
+  static constexpr size_t kIncomingKeepBytes = 64u << 10;
   Status ErrorFor(int rc, const char* what);
+  // The read BIO's source: the unread part of `incoming_` (from `incoming_start_`), then of the
+  // loan. Returns the bytes copied into `to`.
+  size_t TakeCiphertext(uint8_t* to, size_t max);
+  size_t unread_ciphertext() const { return incoming_.size() - incoming_start_ + (lent_.size() - lent_done_); }
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // owned by ssl_
   BIO* wbio_ = nullptr;  // owned by ssl_
   RawBytes outgoing_;
+  RawBytes incoming_;
+  size_t incoming_start_ = 0;
+  ByteSpan lent_;
+  size_t lent_done_ = 0;
   bool handshake_done_ = false;
   bool server_ = false;
 };
