@@ -57,6 +57,26 @@ class TlsTest : public ::testing::Test {
     }
     return Status::Ok();
   }
+  // A staging session and an agent session (keygen's PKI) with their handshake done.
+  struct Connected {
+    std::unique_ptr<TlsContext> sctx, cctx;
+    std::unique_ptr<TlsSession> server, client;
+  };
+  static void Connect(Connected* c) {
+    auto sctx = TlsContext::Create(Staging(), true);
+    auto cctx = TlsContext::Create(Agent("pki"), false);
+    ASSERT_TRUE(sctx.ok() && cctx.ok()) << sctx.status().message() << cctx.status().message();
+    c->sctx = std::move(sctx).value();
+    c->cctx = std::move(cctx).value();
+    auto server = TlsSession::Create(c->sctx.get(), "");
+    auto client = TlsSession::Create(c->cctx.get(), "127.0.0.1");
+    ASSERT_TRUE(server.ok() && client.ok());
+    c->server = std::move(server).value();
+    c->client = std::move(client).value();
+    ASSERT_TRUE(c->client->Handshake().ok());
+    ASSERT_TRUE(Pump(*c->client, *c->server).ok());
+    ASSERT_TRUE(c->client->handshake_done() && c->server->handshake_done());
+  }
   // keygen's agent certificate for web1 with its subject replaced by CNs of the given bytes and
   // signed again by the CA (what a CA that signs whatever it is sent would issue); its files.
   static TlsFiles AgentWithCns(const std::string& name, const std::vector<std::string>& cns) {
@@ -111,57 +131,45 @@ TEST_F(TlsTest, CommonNameIsTakenWholeOrNotAtAll) {
 
 // Mutual authentication succeeds with keygen's PKI; the staging learns the agent's server-id.
 TEST_F(TlsTest, HandshakeAndDataBothWays) {
-  auto sctx = TlsContext::Create(Staging(), true);
-  auto cctx = TlsContext::Create(Agent("pki"), false);
-  ASSERT_TRUE(sctx.ok() && cctx.ok()) << sctx.status().message() << cctx.status().message();
-  auto server = TlsSession::Create(sctx->get(), "");
-  auto client = TlsSession::Create(cctx->get(), "127.0.0.1");
-  ASSERT_TRUE(server.ok() && client.ok());
-  ASSERT_TRUE((*client)->Handshake().ok());
-  ASSERT_TRUE(Pump(**client, **server).ok());
-  ASSERT_TRUE((*client)->handshake_done() && (*server)->handshake_done());
-  EXPECT_EQ((*server)->PeerCommonName(), "web1");
+  Connected c;
+  ASSERT_NO_FATAL_FAILURE(Connect(&c));
+  EXPECT_EQ(c.server->PeerCommonName(), "web1");
 
   Bytes msg(300000, 0x5a);
   RawBytes got;
-  ASSERT_TRUE((*client)->WritePlaintext(msg).ok());
-  ASSERT_TRUE(Pump(**client, **server).ok());
-  ASSERT_TRUE((*server)->ReadPlaintext(&got, 1 << 20).ok());
+  ASSERT_TRUE(c.client->WritePlaintext(msg).ok());
+  ASSERT_TRUE(Pump(*c.client, *c.server).ok());
+  ASSERT_TRUE(c.server->ReadPlaintext(&got, 1 << 20).ok());
   EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin(), msg.end()));
 }
 
 // Ciphertext lent in pieces that cut records anywhere, with the reader stopping early, decrypts
 // whole: what TLS did not read is kept when the loan ends, and the lender's buffer is then reused.
 TEST_F(TlsTest, LentCiphertextIsKeptWhereTlsStopped) {
-  auto sctx = TlsContext::Create(Staging(), true);
-  auto cctx = TlsContext::Create(Agent("pki"), false);
-  ASSERT_TRUE(sctx.ok() && cctx.ok());
-  auto server = TlsSession::Create(sctx->get(), "");
-  auto client = TlsSession::Create(cctx->get(), "127.0.0.1");
-  ASSERT_TRUE(server.ok() && client.ok());
-  ASSERT_TRUE((*client)->Handshake().ok());
-  ASSERT_TRUE(Pump(**client, **server).ok());
-  ASSERT_TRUE((*client)->handshake_done() && (*server)->handshake_done());
+  Connected c;
+  ASSERT_NO_FATAL_FAILURE(Connect(&c));
+  TlsSession* client = c.client.get();
+  TlsSession* server = c.server.get();
 
   Bytes msg(200000);
   for (size_t i = 0; i < msg.size(); ++i) msg[i] = static_cast<uint8_t>(i * 131 + (i >> 9));
-  ASSERT_TRUE((*client)->WritePlaintext(msg).ok());
-  RawBytes wire = (*client)->outgoing();
-  (*client)->outgoing().clear();
+  ASSERT_TRUE(client->WritePlaintext(msg).ok());
+  RawBytes wire = client->outgoing();
+  client->outgoing().clear();
   ASSERT_GT(wire.size(), msg.size());
   RawBytes got;
   std::vector<uint8_t> lender(7001);  // one "receive buffer", refilled for every piece
   for (size_t at = 0; at < wire.size(); at += lender.size()) {
     size_t n = std::min(lender.size(), wire.size() - at);
     std::copy_n(wire.begin() + static_cast<ptrdiff_t>(at), n, lender.begin());
-    (*server)->LendCiphertext(ByteSpan(lender.data(), n));
-    ASSERT_TRUE((*server)->ReadPlaintext(&got, 3000).ok());  // less than a piece: some is left lent
-    (*server)->KeepUnread();
+    server->LendCiphertext(ByteSpan(lender.data(), n));
+    ASSERT_TRUE(server->ReadPlaintext(&got, 3000).ok());  // less than a piece: some is left lent
+    server->KeepUnread();
     std::fill(lender.begin(), lender.end(), 0xee);  // the loan is over: TLS must not read this
   }
   while (got.size() < msg.size()) {
     size_t before = got.size();
-    ASSERT_TRUE((*server)->ReadPlaintext(&got, 3000).ok());
+    ASSERT_TRUE(server->ReadPlaintext(&got, 3000).ok());
     ASSERT_GT(got.size(), before) << "kept ciphertext ran out at " << before << " of " << msg.size() << " bytes";
   }
   EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin(), msg.end()));
