@@ -166,7 +166,6 @@ Result<std::unique_ptr<TlsSession>> TlsSession::Create(TlsContext* ctx, const st
   BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
   if (bio == nullptr) return Internal("cannot create the TLS session's BIO: " + TakeOpenSslError());
   BIO_set_data(bio, s.get());
-  s->rbio_ = s->wbio_ = bio;
   SSL_set_bio(s->ssl_, bio, bio);  // one BIO both ways: SSL_set_bio takes its one reference
   if (s->server_) {
     SSL_set_accept_state(s->ssl_);

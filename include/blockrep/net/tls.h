@@ -1,8 +1,8 @@
 // TLS 1.3 with mutual certificate authentication, as a pure in-memory engine: ciphertext goes in
-// and out through in-memory BIOs of our own, so all socket I/O stays on io_uring. What OpenSSL
-// writes lands in `outgoing()` at once (the write BIO appends to it: nothing is left in a BIO
-// after an SSL_* call), which the channel sends; what it reads comes from ciphertext pushed or
-// lent to the session.
+// and out through an in-memory BIO of our own, so all socket I/O stays on io_uring. What OpenSSL
+// writes lands in `outgoing()` at once (the BIO appends to it: nothing is left in a BIO after an
+// SSL_* call), which the channel sends; what it reads comes from ciphertext pushed or lent to the
+// session.
 #pragma once
 
 #include <memory>
@@ -14,7 +14,6 @@
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
-typedef struct bio_st BIO;
 typedef struct asn1_string_st ASN1_INTEGER;
 
 namespace blockrep {
@@ -91,9 +90,7 @@ class TlsSession {
   // loan. Returns the bytes copied into `to`.
   size_t TakeCiphertext(uint8_t* to, size_t max);
   size_t unread_ciphertext() const { return incoming_.size() - incoming_start_ + (lent_.size() - lent_done_); }
-  SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // owned by ssl_
-  BIO* wbio_ = nullptr;  // owned by ssl_
+  SSL* ssl_ = nullptr;  // owns the BIO (TlsBio, in tls.cc), which points back here
   RawBytes outgoing_;
   RawBytes incoming_;
   size_t incoming_start_ = 0;
