@@ -193,8 +193,8 @@ Status RestoreVolume(PointSource& source, const std::string& server_id, const st
   BR_RETURN_IF_ERROR(source.ReadRecords(point_id, records, [&](size_t g, const Status& read, ByteSpan stored) -> Status {
     Status opened = read;
     sum->bytes_fetched += stored.size();
-    Bytes* plain = writer.NextBuffer();
-    if (opened.ok()) opened = opener.Open(stored, &h, plain);
+    std::span<uint8_t> room = writer.NextBuffer();
+    if (opened.ok()) opened = opener.OpenInto(stored, &h, room);
     for (size_t i = group_start[g]; i < group_start[g + 1]; ++i) {
       const store::IndexEntry& e = *order[i];
       std::string where = "server '" + server_id + "' volume " + std::to_string(vol) + " point " +

@@ -121,8 +121,9 @@ class LocalSource : public PointSource {
         advised_bytes += bytes;
       }
       if (starts_stretch(i)) advised_bytes -= std::min<uint64_t>(advised_bytes, read_until[i] - entries[i]->pack_offset);
-      Status st = packs.ReadInOrder(*entries[i], read_until[i], &buf_);
-      BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? ByteSpan(buf_) : ByteSpan()));
+      ByteSpan record;
+      Status st = packs.ReadInOrder(*entries[i], read_until[i], &record);
+      BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? record : ByteSpan()));
     }
     return Status::Ok();
   }

@@ -91,23 +91,25 @@ Codec Compressor::Compress(const CodecChoice& choice, ByteSpan in, ByteSpan* out
 
 Status Decompress(Codec codec, ByteSpan in, uint32_t plain_len, Bytes* out) {
   out->resize(plain_len);
+  return DecompressInto(codec, in, *out);
+}
+
+Status DecompressInto(Codec codec, ByteSpan in, std::span<uint8_t> out) {
+  const size_t plain_len = out.size();
   switch (codec) {
     case Codec::kNone:
       if (in.size() != plain_len) return DataLoss("raw record length does not match its header");
-      std::copy(in.begin(), in.end(), out->begin());
+      std::copy(in.begin(), in.end(), out.begin());
       return Status::Ok();
     case Codec::kLz4: {
-      int n = LZ4_decompress_safe(reinterpret_cast<const char*>(in.data()),
-                                  reinterpret_cast<char*>(out->data()), static_cast<int>(in.size()),
-                                  static_cast<int>(plain_len));
-      if (n < 0 || static_cast<uint32_t>(n) != plain_len)
-        return DataLoss("lz4 record does not decompress to its announced length");
+      int n = LZ4_decompress_safe(reinterpret_cast<const char*>(in.data()), reinterpret_cast<char*>(out.data()),
+                                  static_cast<int>(in.size()), static_cast<int>(plain_len));
+      if (n < 0 || static_cast<size_t>(n) != plain_len) return DataLoss("lz4 record does not decompress to its announced length");
       return Status::Ok();
     }
     case Codec::kZstd: {
-      size_t n = ZSTD_decompress(out->data(), plain_len, in.data(), in.size());
-      if (ZSTD_isError(n) || n != plain_len)
-        return DataLoss("zstd record does not decompress to its announced length");
+      size_t n = ZSTD_decompress(out.data(), plain_len, in.data(), in.size());
+      if (ZSTD_isError(n) || n != plain_len) return DataLoss("zstd record does not decompress to its announced length");
       return Status::Ok();
     }
   }

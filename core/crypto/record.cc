@@ -4,6 +4,7 @@
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -221,6 +222,28 @@ RecordOpener::~RecordOpener() {
 }
 
 Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain, size_t* key_index) {
+  BR_RETURN_IF_ERROR(Authenticate(record, header, key_index));
+  plain->resize(header->plain_len);
+  return Plaintext(*header, *plain);
+}
+
+Status RecordOpener::OpenInto(ByteSpan record, RecordHeader* header, std::span<uint8_t> room, size_t* key_index) {
+  BR_RETURN_IF_ERROR(Authenticate(record, header, key_index));
+  if (header->plain_len > room.size())
+    return DataLoss("record of " + std::to_string(header->plain_len) + " plaintext bytes, more than the " +
+                    std::to_string(room.size()) + " a record may hold");
+  return Plaintext(*header, room.first(header->plain_len));
+}
+
+Status RecordOpener::Plaintext(const RecordHeader& h, std::span<uint8_t> out) {
+  if (h.zero()) {
+    std::fill(out.begin(), out.end(), uint8_t{0});
+    return Status::Ok();
+  }
+  return DecompressInto(h.codec, scratch_, out);
+}
+
+Status RecordOpener::Authenticate(ByteSpan record, RecordHeader* header, size_t* key_index) {
   if (ctx_ == nullptr) return Internal("EVP_CIPHER_CTX_new failed");
   BR_ASSIGN_OR_RETURN(*header, RecordHeader::Decode(record));
   const RecordHeader& h = *header;
@@ -248,11 +271,7 @@ Status RecordOpener::Open(ByteSpan record, RecordHeader* header, Bytes* plain, s
     }
     BR_RETURN_IF_ERROR(last);
   }
-  if (h.zero()) {
-    plain->assign(h.plain_len, 0);
-    return Status::Ok();
-  }
-  return Decompress(h.codec, scratch_, h.plain_len, plain);
+  return Status::Ok();
 }
 
 Status RecordOpener::Decrypt(const std::array<uint8_t, 32>& session_key, ByteSpan record, const RecordHeader& h) {

@@ -52,5 +52,7 @@ class Compressor {
 // Decompresses exactly `plain_len` bytes; anything else is kDataLoss. Output never exceeds
 // plain_len, so a hostile record cannot make us allocate more than its header announces.
 Status Decompress(Codec codec, ByteSpan in, uint32_t plain_len, Bytes* out);
+// The same into memory the caller owns: exactly out.size() bytes.
+Status DecompressInto(Codec codec, ByteSpan in, std::span<uint8_t> out);
 
 }  // namespace blockrep

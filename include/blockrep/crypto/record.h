@@ -116,8 +116,15 @@ class RecordOpener {
   // `*key_index` (if given) the index of the key that opened it. A failed tag check is
   // kUnauthenticated; malformed input is kDataLoss.
   Status Open(ByteSpan record, RecordHeader* header, Bytes* plain, size_t* key_index = nullptr);
+  // The same, the plaintext going to the start of `room` (which must hold header.plain_len bytes,
+  // else kDataLoss): a restore decodes straight into the buffer it writes the target from.
+  Status OpenInto(ByteSpan record, RecordHeader* header, std::span<uint8_t> room, size_t* key_index = nullptr);
 
  private:
+  // Checks the header and the tag; the decrypted payload is left in scratch_.
+  Status Authenticate(ByteSpan record, RecordHeader* header, size_t* key_index);
+  // The plaintext of an authenticated record (scratch_) into `out`, exactly header.plain_len bytes.
+  Status Plaintext(const RecordHeader& h, std::span<uint8_t> out);
   // Decrypts with one session key; a failed tag is kUnauthenticated.
   Status Decrypt(const std::array<uint8_t, 32>& session_key, ByteSpan record, const RecordHeader& h);
   std::vector<DataKey> keys_;
