@@ -1,7 +1,8 @@
 // Fuzzes what a restore does with a stored record: header parsing, authentication and
 // decompression with the data key (selector 0), and the decompressors alone with an announced
 // plaintext length (selector 1: codec, u32 length, compressed bytes), since a mutated record
-// rarely authenticates. Output must never exceed what the header announces (at most 1 MiB).
+// rarely authenticates. Output must never exceed what the header announces (at most 1 MiB), and
+// decoding into the caller's memory (what a restore does) must agree with decoding into a vector.
 #include <cstring>
 
 #include "blockrep/crypto/codec.h"
@@ -30,6 +31,11 @@ void OpenRecord(ByteSpan record) {
     FUZZ_CHECK(plain.size() == h.plain_len && h.plain_len <= kMaxRecordPlainBytes);
     FUZZ_CHECK(record.size() == h.total_size());
   }
+  static Bytes room(kMaxRecordPlainBytes);
+  RecordHeader h_into;
+  Status s_into = opener.OpenInto(record, &h_into, room);
+  FUZZ_CHECK(s_into.code() == s.code());
+  if (s_into.ok()) FUZZ_CHECK(std::memcmp(room.data(), plain.data(), plain.size()) == 0);
   auto header = RecordHeader::Decode(record.first(std::min(record.size(), kRecordHeaderSize)));
   if (header.ok()) FUZZ_CHECK(header->plain_len <= kMaxRecordPlainBytes && header->stored_len <= header->plain_len);
 }
@@ -44,6 +50,10 @@ void DecompressAlone(ByteSpan p) {
   Status s = Decompress(codec, p.subspan(5), plain_len, &out);
   FUZZ_CHECK(out.size() <= plain_len || !s.ok());
   if (s.ok()) FUZZ_CHECK(out.size() == plain_len);
+  Bytes room(plain_len);
+  Status s_into = DecompressInto(codec, p.subspan(5), room);
+  FUZZ_CHECK(s_into.code() == s.code());
+  if (s_into.ok()) FUZZ_CHECK(room == out);
 }
 
 Bytes DecompressSeed(Codec codec, const Bytes& plain) {
