@@ -23,6 +23,18 @@ struct Fixture {
   BlockFingerprinter fingerprinter = std::move(BlockFingerprinter::Create(FilledKey(7))).value();
 };
 
+// The target `fd` holds `image`, and `written` (the writer's digests) equals digests of it noted directly.
+void ExpectImage(const Fixture& f, RegionDigests* written, int fd, const Bytes& image) {
+  written->Flush();
+  RegionDigests direct(f.keys.get(), image.size());
+  NoteData(f.fingerprinter, 0, image, &direct);
+  direct.Flush();
+  EXPECT_TRUE(written->regions() == direct.regions());
+  Bytes back(image.size());
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(back.size()));
+  EXPECT_TRUE(back == image);
+}
+
 // Records of 64 KiB, split into pieces and written in a shuffled order over many batches, give
 // the image and the region digests that writing each piece directly gives.
 TEST(ExtentWriter, PiecesLandAtTheirOffsetsAndInTheDigests) {
@@ -50,14 +62,7 @@ TEST(ExtentWriter, PiecesLandAtTheirOffsetsAndInTheDigests) {
     }
     ASSERT_TRUE(w.Finish().ok());
   }
-  written.Flush();
-  RegionDigests direct(f.keys.get(), size);
-  NoteData(f.fingerprinter, 0, image, &direct);
-  direct.Flush();
-  EXPECT_TRUE(written.regions() == direct.regions());
-  Bytes back(size);
-  ASSERT_EQ(pread(fd, back.data(), size, 0), static_cast<ssize_t>(size));
-  EXPECT_TRUE(back == image);
+  ExpectImage(f, &written, fd, image);
   close(fd);
 }
 
@@ -101,14 +106,7 @@ TEST(ExtentWriter, SequentialRunsBypassThePageCache) {
     ASSERT_TRUE(w.Finish().ok());
     direct = w.direct_bytes();
   }
-  written.Flush();
-  RegionDigests expected(f.keys.get(), size);
-  NoteData(f.fingerprinter, 0, image, &expected);
-  expected.Flush();
-  EXPECT_TRUE(written.regions() == expected.regions());
-  Bytes back(size);
-  ASSERT_EQ(pread(fd, back.data(), size, 0), static_cast<ssize_t>(size));
-  EXPECT_TRUE(back == image);
+  ExpectImage(f, &written, fd, image);
   close(fd);
   if (DirectIoWorks(dir))
     EXPECT_EQ(direct, size / kBlockBytes * kBlockBytes) << "every whole block of the runs should bypass the cache";
