@@ -5,11 +5,11 @@
 // seal (more than another third); the other core idled.
 //
 // Two batches: the caller fills one (decoding records straight into its aligned buffer, no copy)
-// while the writer thread writes the other. The writer also does write-behind: every
-// kWriteBehindBytes of a sequential run it asks the kernel to start writing that run back
-// (sync_file_range), which it would otherwise do only once a tenth of memory is dirty
-// (vm.dirty_background_ratio: 2.4 GB here), so the final fsync waited for nearly the whole image
-// (1.2 s of a 3.1 s restore).
+// while the writer thread writes the other. For what it writes through the page cache it also does
+// write-behind: every kWriteBehindBytes of a sequential run it asks the kernel to start writing
+// that run back (sync_file_range), which it would otherwise do only once a tenth of memory is
+// dirty (vm.dirty_background_ratio: 2.4 GB here), so the final fsync waited for nearly the whole
+// image (1.2 s of a 3.1 s restore).
 //
 // Long runs of whole blocks bypass the page cache: the writer reopens the target with O_DIRECT and
 // writes each run of at least kDirectRunMinBytes straight from the batch's buffer (pwritev).
