@@ -46,8 +46,10 @@ std::span<uint8_t> ExtentWriter::NextBuffer() {
 
 void ExtentWriter::AddPiece(uint64_t offset, size_t from, size_t length) {
   BR_CHECK(record_open_ && length > 0 && from <= kMaxRecordPlainBytes && length <= kMaxRecordPlainBytes - from);
-  batches_[filling_].pieces.push_back(Piece{record_at_ + from, length, offset});
+  Batch& b = batches_[filling_];
+  b.pieces.push_back(Piece{record_at_ + from, length, offset});
   record_end_ = std::max(record_end_, from + length);
+  NoteData(fingerprinter_, offset, ByteSpan(b.buffer.data() + record_at_ + from, length), digests_);
 }
 
 Status ExtentWriter::EndRecord() {
@@ -122,9 +124,7 @@ Status ExtentWriter::Write(const Batch& b) {
     }
     for (; i < j; ++i) {
       const Piece& p = b.pieces[i];
-      const uint8_t* data = b.buffer.data() + p.at;
-      if (!direct) BR_RETURN_IF_ERROR(WriteBuffered(p.offset, data, p.length));
-      NoteData(fingerprinter_, p.offset, ByteSpan(data, p.length), digests_);
+      if (!direct) BR_RETURN_IF_ERROR(WriteBuffered(p.offset, b.buffer.data() + p.at, p.length));
     }
   }
   return Status::Ok();

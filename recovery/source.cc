@@ -22,6 +22,7 @@
 #include "blockrep/net/wire.h"
 #include "restore.h"
 #include "span_queue.h"
+#include "stretch_reader.h"
 
 namespace blockrep::recovery {
 
@@ -44,9 +45,6 @@ Status CheckSourceFlags(const SourceSpec& spec, const char* command) {
 namespace {
 
 // ---- a store directory -------------------------------------------------------------------
-
-// Bytes of records announced to the kernel ahead of reading them (LocalSource::ReadRecords).
-constexpr uint64_t kAdviseAheadBytes = 32u << 20;
 
 class LocalSource : public PointSource {
  public:
@@ -74,7 +72,7 @@ class LocalSource : public PointSource {
     auto it = packs_.find(point_id);
     if (it == packs_.end()) return;
     uint64_t advised = 0;
-    for (size_t i = 0; i < entries.size() && advised < kAdviseAheadBytes; ++i) {
+    for (size_t i = 0; i < entries.size() && advised < StretchReader::kAdviseAheadBytes; ++i) {
       auto fd = it->second->Fd(entries[i]->pack);
       // Advice only: a pack that cannot be opened is reported when it is read.
       if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(entries[i]->pack_offset), entries[i]->record_bytes, POSIX_FADV_WILLNEED);
@@ -86,46 +84,8 @@ class LocalSource : public PointSource {
                      const RecordFn& fn) override {
     auto it = packs_.find(point_id);
     if (it == packs_.end()) return Internal("point " + std::to_string(point_id) + " was not opened");
-    store::PackReader& packs = *it->second;
-    // Where each read should stop: records closer than kReadGapMax to the next one are read with
-    // it in one pread (bytes of other points' records in between are read and skipped); a wider
-    // gap, or kWindowBytes, ends the stretch (P7: one pread per record defeated readahead).
-    constexpr uint64_t kReadGapMax = 128u << 10;
-    std::vector<uint64_t> read_until(entries.size());
-    for (size_t i = entries.size(); i-- > 0;) {
-      const store::IndexEntry& e = *entries[i];
-      uint64_t end = e.pack_offset + e.record_bytes;
-      read_until[i] = end;
-      if (i + 1 < entries.size() && entries[i + 1]->pack == e.pack && entries[i + 1]->pack_offset >= e.pack_offset &&
-          entries[i + 1]->pack_offset <= end + kReadGapMax &&
-          read_until[i + 1] - e.pack_offset <= store::PackReader::kWindowBytes)
-        read_until[i] = std::max(end, read_until[i + 1]);
-    }
-    // The stretches ahead (up to kAdviseAheadBytes) are announced to the kernel, so that reads of
-    // scattered records (a failback's few changed extents) overlap instead of waiting in turn.
-    // One announcement per stretch, not per record: P7's 261k small records announced one by one
-    // became as many small disk reads (a 1000-point chain's restore went from 3.2 to 6-9 s).
-    auto starts_stretch = [&](size_t i) {
-      return i == 0 || entries[i - 1]->pack != entries[i]->pack || read_until[i - 1] < entries[i]->pack_offset + entries[i]->record_bytes;
-    };
-    size_t advised = 0;
-    uint64_t advised_bytes = 0;  // announced and not yet read
-    for (size_t i = 0; i < entries.size(); ++i) {
-      for (; advised < entries.size() && advised_bytes < kAdviseAheadBytes; ++advised) {
-        if (!starts_stretch(advised)) continue;
-        const store::IndexEntry& e = *entries[advised];
-        const uint64_t bytes = read_until[advised] - e.pack_offset;
-        auto fd = packs.Fd(e.pack);
-        // Advice only: a pack that cannot be opened is reported by the read below.
-        if (fd.ok()) (void)posix_fadvise(*fd, static_cast<off_t>(e.pack_offset), static_cast<off_t>(bytes), POSIX_FADV_WILLNEED);
-        advised_bytes += bytes;
-      }
-      if (starts_stretch(i)) advised_bytes -= std::min<uint64_t>(advised_bytes, read_until[i] - entries[i]->pack_offset);
-      ByteSpan record;
-      Status st = packs.ReadInOrder(*entries[i], read_until[i], &record);
-      BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? record : ByteSpan()));
-    }
-    return Status::Ok();
+    StretchReader reader(it->second.get());
+    return reader.Read(entries, fn);
   }
 
   Status ReadRanges(uint64_t point_id, const std::vector<PackRange>& ranges, const RangeFn& fn) override {

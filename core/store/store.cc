@@ -456,39 +456,6 @@ Status PackReader::Read(const IndexEntry& e, Bytes* out) {
   return Status::Ok();
 }
 
-Status PackReader::ReadInOrder(const IndexEntry& e, uint64_t read_until, ByteSpan* out) {
-  if (e.record_bytes > kRecordBytesMax || e.pack_offset > kPackBytesMax)
-    return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": a record of " +
-                    std::to_string(e.record_bytes) + " bytes there cannot exist");
-  // Subtraction form: the entry's fields are bounded (PointIndex::Validate), but this must not
-  // overflow even for one that was not.
-  bool inside = window_pack_ == e.pack && e.pack_offset >= window_offset_ &&
-                e.pack_offset - window_offset_ <= window_.size() &&
-                e.record_bytes <= window_.size() - (e.pack_offset - window_offset_);
-  if (!inside) {
-    BR_ASSIGN_OR_RETURN(File* f, Pack(e.pack));
-    uint64_t want = std::clamp<uint64_t>(read_until > e.pack_offset ? read_until - e.pack_offset : 0, e.record_bytes,
-                                         std::max<uint64_t>(kWindowBytes, e.record_bytes));
-    window_pack_ = 0;  // what the window held is gone, whether this read succeeds or not
-    window_.resize(static_cast<size_t>(want));
-    Result<size_t> got = f->ReadAt(e.pack_offset, window_.data(), window_.size());
-    if (!got.ok())
-      return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) + ": " +
-                      got.status().message());
-    window_.resize(*got);
-    if (*got < e.record_bytes)
-      return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
-                      ": unexpected end of file at offset " + std::to_string(e.pack_offset + *got));
-    window_pack_ = e.pack;  // packs count from 1: 0 never matches one
-    window_offset_ = e.pack_offset;
-  }
-  *out = ByteSpan(window_.data() + (e.pack_offset - window_offset_), e.record_bytes);
-  if (Checksum64(*out) != e.checksum)
-    return DataLoss("record in pack " + std::to_string(e.pack) + " at offset " +
-                    std::to_string(e.pack_offset) + " fails its checksum");
-  return Status::Ok();
-}
-
 Status PackReader::ReadFingerprints(const PointIndex& index, uint16_t volume, uint64_t offset,
                                     std::vector<uint64_t>* out) {
   constexpr uint64_t kBlock = kBlockBytes;

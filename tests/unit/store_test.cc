@@ -240,42 +240,6 @@ TEST_F(StoreTest, FingerprintsAreReadThroughTheIndex) {
   EXPECT_EQ(mid, (std::vector<uint64_t>{15, 17}));
 }
 
-// Records read in pack order through windows equal records read one by one; a window that
-// ends before a record does is refilled; a record cut short by the end of the pack is data loss.
-TEST_F(StoreTest, ReadInOrderServesRecordsFromWindows) {
-  ASSERT_TRUE(MakeDirs(root_ + "/packs", 0700).ok());
-  Bytes pack(16, 0);
-  std::vector<IndexEntry> entries;
-  std::mt19937 rng(7);
-  for (uint32_t i = 0; i < 40; ++i) {
-    IndexEntry e;
-    e.pack = 1;
-    e.pack_offset = pack.size();
-    e.record_bytes = 1000 + 37 * i;
-    for (uint32_t b = 0; b < e.record_bytes; ++b) pack.push_back(static_cast<uint8_t>(rng()));
-    e.checksum = Checksum64(ByteSpan(pack).subspan(e.pack_offset, e.record_bytes));
-    pack.resize(pack.size() + (i % 3) * 500, 0);  // other points' bytes between records
-    entries.push_back(e);
-  }
-  ASSERT_TRUE(WriteFileAtomic(root_ + "/packs/00000001.pack", pack).ok());
-  PackReader one_by_one(root_), in_order(root_);
-  Bytes want;
-  ByteSpan got;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    // Windows of three records (a stretch end the caller computed), then a new pread.
-    const IndexEntry& last = entries[std::min(entries.size() - 1, i - i % 3 + 2)];
-    ASSERT_TRUE(one_by_one.Read(entries[i], &want).ok());
-    ASSERT_TRUE(in_order.ReadInOrder(entries[i], last.pack_offset + last.record_bytes, &got).ok()) << i;
-    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin(), want.end())) << i;
-  }
-  IndexEntry cut = entries.back();
-  cut.pack_offset = pack.size() - 10;  // runs past the end of the pack
-  PackReader fresh(root_);
-  Status st = fresh.ReadInOrder(cut, cut.pack_offset + cut.record_bytes, &got);
-  EXPECT_EQ(st.code(), Code::kDataLoss) << st.message();
-  EXPECT_NE(st.message().find("unexpected end of file"), std::string::npos) << st.message();
-}
-
 TEST_F(StoreTest, UnknownServerIsNotFound) {
   ASSERT_TRUE(InitStoreRoot(root_, true).ok());
   auto s = ServerStore::Open(root_, "ghost", false);

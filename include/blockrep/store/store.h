@@ -253,14 +253,8 @@ class PackReader {
   Result<bool> OpenAll(const PointIndex& index);
   // Reads the record of `e` and checks its checksum (kDataLoss on mismatch).
   Status Read(const IndexEntry& e, Bytes* out);
-  // The same, for a caller that visits records in pack order (pack, then offset): when `e` is
-  // not in the bytes read last, one pread reads from it up to `read_until` (the end of the last
-  // record the caller will want from this stretch of the pack; at most kWindowBytes on), and the
-  // records after it are served from those bytes. One pread per small record defeated
-  // readahead: restoring 74k scattered 4 KiB records took 1.1 s more from a cold cache than warm.
-  // `*out` points into that window: valid until the next call (no copy of every record read).
+  // Bytes read at once by a caller that visits records in pack order (recovery/stretch_reader.h).
   static constexpr size_t kWindowBytes = 4u << 20;
-  Status ReadInOrder(const IndexEntry& e, uint64_t read_until, ByteSpan* out);
   // Fills `out` (its size says how many) with the stored fingerprints of the 4 KiB blocks of
   // `volume` from `offset` in the point `index`: 0 where the point holds zeros,
   // kFingerprintUnknown where none was stored.
@@ -275,10 +269,6 @@ class PackReader {
   Env* env_;
   std::string dir_;
   std::map<uint32_t, std::unique_ptr<File>> files_;
-  // ReadInOrder's window: bytes [window_offset_, window_offset_ + window_.size()) of window_pack_.
-  uint32_t window_pack_ = 0;
-  uint64_t window_offset_ = 0;
-  RawBytes window_;  // resized for each pread: not zero-filled first
 };
 
 }  // namespace blockrep::store
