@@ -1,6 +1,7 @@
 #include "extent_writer.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include "blockrep/base/fs.h"
 
 namespace blockrep::recovery {
+
+static_assert(ExtentWriter::kDirectIovMax <= IOV_MAX, "one pwritev takes at most IOV_MAX pieces");
 
 ExtentWriter::ExtentWriter(int fd, std::string path, const BlockFingerprinter& fingerprinter, RegionDigests* digests)
     : fd_(fd), path_(std::move(path)), fingerprinter_(fingerprinter), digests_(digests) {

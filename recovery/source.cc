@@ -247,15 +247,8 @@ class RemoteSource : public PointSource {
         return Status::Ok();
       }));
     });
-    Status result;
-    while (auto item = queue.Pop()) {
-      result = deliver(item->index, item->status, ByteSpan(item->data));
-      queue.Recycle(std::move(item->data));
-      if (!result.ok()) {
-        queue.Stop();
-        break;
-      }
-    }
+    Status result = queue.Consume(
+        [&](const SpanQueue::Item& item) { return deliver(item.index, item.status, ByteSpan(item.data)); });
     network.join();
     BR_RETURN_IF_ERROR(result);
     return queue.final_status();

@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "blockrep/base/bytes.h"
@@ -73,6 +74,20 @@ class SpanQueue {
     std::lock_guard<std::mutex> lock(mu_);
     stopped_ = true;
     room_.notify_one();
+  }
+  // Consumer: fn(item) for every item in turn, each buffer given back after it; the first error
+  // of fn stops the producer (its next Push returns false) and is returned. Join the producer after.
+  template <typename Fn>
+  Status Consume(Fn&& fn) {
+    while (std::optional<Item> item = Pop()) {
+      Status st = fn(*item);
+      Recycle(std::move(item->data));
+      if (!st.ok()) {
+        Stop();
+        return st;
+      }
+    }
+    return Status::Ok();
   }
   // After the producer finished (its thread joined).
   const Status& final_status() const { return final_; }

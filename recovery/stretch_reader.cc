@@ -3,14 +3,13 @@
 #include <fcntl.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "blockrep/base/bytes.h"
 #include "blockrep/base/check.h"
 #include "blockrep/base/checksum.h"
+#include "span_queue.h"
 
 namespace blockrep::recovery {
 namespace {
@@ -98,40 +97,34 @@ class Advisor {
   uint64_t ahead_bytes_ = 0;  // announced and not yet read
 };
 
-struct Slot {
-  RawBytes bytes;  // what the read got: the stretch, or less at the end of the pack
-  Status status;
-};
-
-void ReadStretch(store::PackReader* packs, const Stretch& s, Slot* slot) {
-  slot->bytes.clear();
-  slot->status = s.invalid;
-  if (!s.invalid.ok()) return;
-  Result<File*> f = packs->Pack(s.pack);
+// Reads stretch `s` into `data`: all of it, or less at the end of the pack.
+// A recycled buffer keeps its size, so resizing it does not zero-fill what the read overwrites.
+Status ReadStretch(store::PackReader* packs, const Stretch& s, Bytes* data) {
+  Result<File*> f = s.invalid.ok() ? packs->Pack(s.pack) : Result<File*>(s.invalid);
   if (!f.ok()) {
-    slot->status = f.status();
-    return;
+    data->clear();
+    return f.status();
   }
-  slot->bytes.resize(static_cast<size_t>(s.length));
-  Result<size_t> got = (*f)->ReadAt(s.offset, slot->bytes.data(), slot->bytes.size());
+  data->resize(static_cast<size_t>(s.length));
+  Result<size_t> got = (*f)->ReadAt(s.offset, data->data(), data->size());
   if (!got.ok()) {
-    slot->bytes.clear();
-    slot->status = DataLoss("pack " + std::to_string(s.pack) + " offset " + std::to_string(s.offset) + ": " +
-                            got.status().message());
-    return;
+    data->clear();
+    return DataLoss("pack " + std::to_string(s.pack) + " offset " + std::to_string(s.offset) + ": " +
+                    got.status().message());
   }
-  slot->bytes.resize(*got);
+  data->resize(*got);
+  return Status::Ok();
 }
 
 // Entry `e` of stretch `s`, from what was read of it.
-Status Serve(const Stretch& s, const Slot& slot, const IndexEntry& e, ByteSpan* out) {
-  BR_RETURN_IF_ERROR(slot.status);
+Status Serve(const Stretch& s, const Status& read, ByteSpan data, const IndexEntry& e, ByteSpan* out) {
+  BR_RETURN_IF_ERROR(read);
   BR_CHECK(e.pack == s.pack && e.pack_offset >= s.offset);  // Plan put it there
   const uint64_t at = e.pack_offset - s.offset;
-  if (at > slot.bytes.size() || e.record_bytes > slot.bytes.size() - at)
+  if (at > data.size() || e.record_bytes > data.size() - at)
     return DataLoss("pack " + std::to_string(e.pack) + " offset " + std::to_string(e.pack_offset) +
-                    ": unexpected end of file at offset " + std::to_string(s.offset + slot.bytes.size()));
-  *out = ByteSpan(slot.bytes.data() + at, e.record_bytes);
+                    ": unexpected end of file at offset " + std::to_string(s.offset + data.size()));
+  *out = data.subspan(at, e.record_bytes);
   if (Checksum64(*out) != e.checksum)
     return DataLoss("record in pack " + std::to_string(e.pack) + " at offset " + std::to_string(e.pack_offset) +
                     " fails its checksum");
@@ -143,77 +136,40 @@ Status Serve(const Stretch& s, const Slot& slot, const IndexEntry& e, ByteSpan* 
 Status StretchReader::Read(const std::vector<const store::IndexEntry*>& entries, const RecordFn& fn) {
   uint64_t total_bytes = 0;
   const std::vector<Stretch> plan = Plan(entries, &total_bytes);
-  auto hand_over = [&](const Stretch& s, const Slot& slot) -> Status {
-    for (size_t i = s.first; i < s.last; ++i) {
+  auto hand_over = [&](size_t k, const Status& read, ByteSpan data) -> Status {
+    for (size_t i = plan[k].first; i < plan[k].last; ++i) {
       ByteSpan record;
-      Status st = Serve(s, slot, *entries[i], &record);
+      Status st = Serve(plan[k], read, data, *entries[i], &record);
       BR_RETURN_IF_ERROR(fn(i, st, st.ok() ? record : ByteSpan()));
     }
     return Status::Ok();
   };
   Advisor advisor(packs_, plan);
   if (total_bytes < threaded_bytes_min_) {
-    Slot slot;
+    Bytes data;
     for (size_t k = 0; k < plan.size(); ++k) {
       advisor.Before(k);
-      ReadStretch(packs_, plan[k], &slot);
-      BR_RETURN_IF_ERROR(hand_over(plan[k], slot));
+      Status read = ReadStretch(packs_, plan[k], &data);
+      BR_RETURN_IF_ERROR(hand_over(k, read, data));
     }
     return Status::Ok();
   }
-
-  // The reading thread fills slot k % kSlots with stretch k once the caller is done with stretch
-  // k - kSlots; the caller takes stretch k once it is read.
-  Slot slots[kSlots];
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t read = 0, taken = 0;  // guarded by mu: stretches read; stretches the caller is done with
-  bool stop = false;           // guarded by mu: the caller returns early
+  // The reading thread hands stretches over through a bounded queue (about kSlots of them), and
+  // the caller gives the buffers back once it is done with each.
+  SpanQueue queue(kSlots * store::PackReader::kWindowBytes);
   std::thread reader([&] {
     for (size_t k = 0; k < plan.size(); ++k) {
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || k - taken < kSlots; });
-        if (stop) return;
-      }
       advisor.Before(k);
-      ReadStretch(packs_, plan[k], &slots[k % kSlots]);
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        read = k + 1;
-      }
-      cv.notify_all();
+      SpanQueue::Item item{k, Status::Ok(), queue.TakeBuffer()};
+      item.status = ReadStretch(packs_, plan[k], &item.data);
+      if (!queue.Push(std::move(item))) break;  // the caller stopped
     }
+    queue.Finish(Status::Ok());
   });
-  // However the caller's loop ends (fn's error included), the thread is stopped and joined before
-  // the slots it writes go away.
-  struct Joiner {
-    std::mutex& mu;
-    std::condition_variable& cv;
-    bool& stop;
-    std::thread& thread;
-    ~Joiner() {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        stop = true;
-      }
-      cv.notify_all();
-      thread.join();
-    }
-  } joiner{mu, cv, stop, reader};
-  for (size_t k = 0; k < plan.size(); ++k) {
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return read > k; });
-    }
-    BR_RETURN_IF_ERROR(hand_over(plan[k], slots[k % kSlots]));
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      taken = k + 1;
-    }
-    cv.notify_all();
-  }
-  return Status::Ok();
+  Status result = queue.Consume(
+      [&](const SpanQueue::Item& item) { return hand_over(item.index, item.status, ByteSpan(item.data)); });
+  reader.join();
+  return result;
 }
 
 }  // namespace blockrep::recovery

@@ -32,7 +32,7 @@ class StretchReader {
   // as many small disk reads (a 1000-point chain's restore went from 3.2 to 6-9 s).
   static constexpr uint64_t kAdviseAheadBytes = 32u << 20;
   static constexpr uint64_t kThreadedBytesMin = 16u << 20;
-  static constexpr size_t kSlots = 3;  // stretches read and not yet handed to the caller
+  static constexpr size_t kSlots = 3;  // about as many stretches read and not yet handed to the caller
   static_assert(kAdviseAheadBytes >= kSlots * store::PackReader::kWindowBytes, "advice runs ahead of the reads");
 
   // fn(i, read, record) for entries[i], in order: `record` is valid during the call only.
