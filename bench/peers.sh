@@ -12,7 +12,8 @@
 # and the same-input comparison (issue 16): every tool reads the usr-4g image as one file (P1), and
 # restores it with a `sync` after (P3, every result durable), next to this machine's own limits
 # measured in the same run: an O_DIRECT read of the image, an O_DIRECT + fsync write of as many
-# bytes as it has allocated, lz4 and AES-256-GCM on both cores.
+# bytes as it has allocated, lz4 and AES-256-GCM on both cores, and the restore's I/O by the disk
+# alone (that write while the point's packs are read, as the restore reads them).
 # usr-4g: a 4 GiB ext4 image holding copies of /usr/share, /usr/include, /usr/bin and a 400 MiB
 # file of random bytes, on a loop device mounted read-only while the peers read its files. The
 # page cache is dropped before every timed step; P1 runs BENCH_ROUNDS times (default 2) from
@@ -163,6 +164,18 @@ lim_read=$(timed odirect-read dd if="$W/usr-4g.img" of=/dev/null bs=4M iflag=dir
 alloc_bytes=$(( $(stat -c %b "$W/usr-4g.img") * $(stat -c %B "$W/usr-4g.img") ))
 lim_write=$(timed alloc-write dd if=/dev/zero of="$W/alloc.img" bs=4M count=$((alloc_bytes >> 22)) oflag=direct conv=fsync)
 rm -f "$W/alloc.img"
+# The same-input restore's I/O done by the disk alone: what it must read (the point's packs,
+# through the page cache as it reads them) while it writes the image's allocated bytes with
+# O_DIRECT, then fsync. Best of 2, as the restore's own figure: this disk's time for it varies.
+packs=$W/store/servers/${FIDS[-1]}/packs
+packs_bytes=$(bytes_of "$packs")
+t_disk=()
+for r in 1 2; do
+  t_disk+=("$(timed restore-io bash -c "cat '$packs'/*.pack >/dev/null & dd if=/dev/zero of='$W/alloc.img' \
+    bs=4M count=$((alloc_bytes >> 22)) oflag=direct conv=fsync status=none && wait \$!")")
+  rm -f "$W/alloc.img"
+done
+lim_restore=$(echo "${t_disk[*]}" | best)
 cat "$W/usr-4g.img" >/dev/null  # cached: the codec figures are CPU only
 t0=$(date +%s.%N)
 half=$((2 << 30))
@@ -173,6 +186,7 @@ lz2=$!
 wait "$lz1" "$lz2"  # (not a bare wait: the staging runs in the background too)
 t1=$(date +%s.%N)
 lim_lz4=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 4294.967296 / (b - a) }')
+lim_lz4_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 # openssl speed's last column: 16 KiB blocks, in thousands of bytes per second.
 lim_gcm=$(openssl speed -elapsed -seconds 2 -multi 2 -evp aes-256-gcm 2>/dev/null | awk 'tolower($1) == "aes-256-gcm" { v = $NF } END { sub(/k$/, "", v); printf "%.0f", v / 1000 }')
 
@@ -227,6 +241,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 met() { awk -v r="$1" -v t="$2" -v dir="$3" 'BEGIN { print ((dir == "ge" ? r >= t : r <= t) ? "yes" : "NO") }'; }
 r1=$(ratio "$p1_borg" "$p1_ours")
 rf1=$(ratio "$pf_borg" "$pf_ours") rfl=$(ratio "$pf_ours" "$lim_read") rf3=$(ratio "$pr_restic" "$pr_ours")
+rfz=$(ratio "$pf_ours" "$lim_lz4_s") rrl=$(ratio "$pr_ours" "$lim_restore")
 met_both() { [[ $(met "$1" "$2" "$3") == yes && $(met "$4" "$5" "$6") == yes ]] && echo yes || echo NO; }
 r3=$(ratio "$p3_restic" "$p3_ours")
 r2=$(ratio "$p2_restic" "$p2_ebpf")
@@ -244,18 +259,20 @@ table=$(
   printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
   printf '| P1 full sync (s) | %s | %s | %s | %s | %s | borg/ours %s | >= 3 | %s |\n' \
     "$p1_ours" "$p1_borg" "$p1_restic" "$p1_zstd" "$p1_rsync" "$r1" "$(met "$r1" 3 ge)"
-  printf '| P1 same input: full sync of the image file (s) | %s | %s | %s | | | borg/ours %s; ours/O_DIRECT read %s | >= 3; <= 1.5 | %s |\n' \
-    "$pf_ours" "$pf_borg" "$pf_restic" "$rf1" "$rfl" "$(met_both "$rf1" 3 ge "$rfl" 1.5 le)"
-  printf '| P1 machine: O_DIRECT read of the image / O_DIRECT+fsync write of its %s allocated MiB (s) | %s / %s | | | | | lz4 -1 on 2 cores %s MB/s; AES-256-GCM on 2 cores %s MB/s | - | - |\n' \
-    "$(mib "$alloc_bytes")" "$lim_read" "$lim_write" "$lim_lz4" "$lim_gcm"
+  printf '| P1 same input: full sync of the image file (s) | %s | %s | %s | | | borg/ours %s; ours/O_DIRECT read %s (ours/lz4 on 2 cores %s) | >= 3; <= 1.5 | %s |\n' \
+    "$pf_ours" "$pf_borg" "$pf_restic" "$rf1" "$rfl" "$rfz" "$(met_both "$rf1" 3 ge "$rfl" 1.5 le)"
+  printf '| P1 machine: O_DIRECT read of the image / O_DIRECT+fsync write of its %s allocated MiB (s) | %s / %s | | | | | lz4 -1 of the image on 2 cores %s s (%s MB/s); AES-256-GCM on 2 cores %s MB/s | - | - |\n' \
+    "$(mib "$alloc_bytes")" "$lim_read" "$lim_write" "$lim_lz4_s" "$lim_lz4" "$lim_gcm"
   printf '| P2 incremental, eBPF tracker (s) | %s | %s | %s | | | restic/ours %s | >= 25 | %s |\n' \
     "$p2_ebpf" "$p2_borg" "$p2_restic" "$r2" "$(met "$r2" 25 ge)"
   printf '| P2 incremental, scan tracker (s) | %s | %s | %s | | | restic/ours %s | - | - |\n' \
     "$p2_scan" "$p2_borg" "$p2_restic" "$r2s"
   printf '| P3 restore latest (s) | %s | %s | %s | | | restic/ours %s | >= 3 | %s |\n' \
     "$p3_ours" "$p3_borg" "$p3_restic" "$r3" "$(met "$r3" 3 ge)"
-  printf '| P3 same input: restore of the image file, then sync (s) | %s | %s | %s | | | restic/ours %s | >= 3 | %s |\n' \
-    "$pr_ours" "$pr_borg" "$pr_restic" "$rf3" "$(met "$rf3" 3 ge)"
+  printf '| P3 same input: restore of the image file, then sync (s) | %s | %s | %s | | | restic/ours %s (ours/disk alone %s) | >= 3 | %s |\n' \
+    "$pr_ours" "$pr_borg" "$pr_restic" "$rf3" "$rrl" "$(met "$rf3" 3 ge)"
+  printf '| P3 machine: that restore'"'"'s I/O by the disk alone, reading its %s MiB of packs while writing %s MiB with O_DIRECT, then fsync (s) | %s | | | | | rounds %s | - | - |\n' \
+    "$(mib "$packs_bytes")" "$(mib "$alloc_bytes")" "$lim_restore" "${t_disk[*]}"
   printf '| P4 stored, lz4 (MiB) | %s | %s | | %s | | ours/borg %s | <= 0.95 | %s |\n' \
     "$(mib "$store_lz4")" "$(mib "$store_borg")" "$(mib "$store_zstdpipe")" "$r4a" "$(met "$r4a" 0.95 le)"
   printf '| P4 stored, zstd (MiB) | %s | | %s | | | ours/restic %s | <= 0.95 | %s |\n' \
