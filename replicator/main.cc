@@ -51,8 +51,10 @@ static void PrintSummary(const agent::SyncSummary& s) {
   else
     std::printf("  kind        full (%s)\n", s.mode_reason.c_str());
   std::printf("  tracker     %s\n", s.tracker.c_str());
-  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero: %s)\n", s.bytes_read / mib, s.bytes_zero / mib,
-              s.base_point != 0 ? "sent as 80-byte zero records" : "not shipped");
+  // All-zero extents are left out of a full point's first sweep; elsewhere an extent that is zero
+  // where the base may hold data goes as a zero record (a rescan: only where the base's is not).
+  std::printf("  read        %10.1f MiB  (%.1f MiB all-zero; %.1f MiB sent as 80-byte zero records)\n", s.bytes_read / mib,
+              s.bytes_zero / mib, s.bytes_zero_sent / mib);
   if (s.bytes_holes != 0)
     std::printf("  holes       %10.1f MiB  (of image files: not read, compared with the base as zeros)\n", s.bytes_holes / mib);
   if (s.bytes_reread_to_seal != 0)
@@ -76,7 +78,7 @@ static void PrintSummaryJson(const agent::SyncSummary& s) {
                   ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +
                   u(s.base_point) + ", \"reason\": " + JsonString(s.mode_reason) + ", \"tracker\": " +
                   JsonString(s.tracker) + ", \"bytes_read\": " + u(s.bytes_read) + ", \"bytes_zero\": " +
-                   u(s.bytes_zero) + ", \"bytes_holes\": " + u(s.bytes_holes) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
+                   u(s.bytes_zero) + ", \"bytes_zero_sent\": " + u(s.bytes_zero_sent) + ", \"bytes_holes\": " + u(s.bytes_holes) + ", \"bytes_reread_to_seal\": " + u(s.bytes_reread_to_seal) +
                   ", \"bytes_shipped\": " + u(s.bytes_shipped_plain) + ", \"records\": " + u(s.records) +
                   ", \"records_raw\": " + u(s.records_raw) + ", \"bytes_stored\": " + u(s.bytes_stored) +
                   ", \"bytes_wire\": " + u(s.bytes_wire);

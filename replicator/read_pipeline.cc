@@ -303,6 +303,7 @@ Status ReadPipeline::SealAndFrameQueued() {
     read_frame_bytes_ += frame_bytes;
     ++c.records;
     if (h.flags & kRecordIncompressible) ++c.records_raw;
+    if (h.zero()) c.bytes_zero_sent += job.plain.size();
     c.bytes_shipped_plain += job.plain.size();
     shipped_by_volume_[job.volume] += job.plain.size();
     c.bytes_stored += job.header.total_size();

@@ -40,6 +40,7 @@ struct ReadCounters {
   uint64_t bytes_read = 0;
   uint64_t bytes_reread_to_seal = 0;  // kReseal: kept records' blocks read, not sent
   uint64_t bytes_zero = 0;            // all-zero extents read
+  uint64_t bytes_zero_sent = 0;       // extents sent as zero records (a rescan's holes included)
   uint64_t bytes_holes = 0;           // kRescan: holes of image files, compared without reading
   uint64_t bytes_shipped_plain = 0;
   uint64_t bytes_stored = 0;  // sealed record bytes

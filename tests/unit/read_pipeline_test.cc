@@ -115,6 +115,7 @@ TEST_F(ReadPipelineTest, SweepSendsDataAndSkipsZeros) {
   EXPECT_TRUE(rebuilt == image_);
   EXPECT_EQ(counters_.bytes_read, kVolume);
   EXPECT_EQ(counters_.bytes_zero, kZeroBytes);
+  EXPECT_EQ(counters_.bytes_zero_sent, 0u);
   EXPECT_EQ(counters_.records, records.size());
   EXPECT_EQ(window_.last_sent(), records.size());
   EXPECT_EQ(pipeline_->shipped_by_volume()[0], kVolume - kZeroBytes);
@@ -235,6 +236,7 @@ TEST_F(ReadPipelineTest, RescanComparesHolesWithoutReadingThem) {
   auto records = Open(Drain());
   EXPECT_EQ(counters_.bytes_holes, kHoleBytes + kZeroBytes);
   EXPECT_EQ(counters_.bytes_read, kVolume - kHoleBytes - kZeroBytes);
+  EXPECT_EQ(counters_.bytes_zero_sent, kHoleBytes);  // the hole where the base held data, not the zero one
   std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   ASSERT_EQ(records.size(), 4u);
   for (size_t i = 0; i < records.size(); ++i) {
