@@ -358,13 +358,22 @@ Status Agent::StartPoint(uint64_t last_point) {
   }
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
   SetPhase(PointPhase::kReading);
+  // After an alarm (the staging's chain is not what this agent saw acknowledged) a rescan compares
+  // with the staging's own fingerprints, not with what this agent remembers of the point.
+  const bool remember = plan.mode == PointMode::kRescan && !chain_.rescan_due();
+  std::vector<FingerprintTable> sent_base = remember ? seal_.point->TakeBase(last_point, VolumeSizes())
+                                                     : std::vector<FingerprintTable>();
   if (whole) {
     BR_RETURN_IF_ERROR(seal_.point->StartEmpty(VolumeSizes()));  // every non-zero block will be read
   } else if (!seal_.point->KnowsBase(last_point, VolumeSizes())) {
     BR_RETURN_IF_ERROR(base_.Start(last_point, VolumeSizes(), opts_.state_dir, opts_.server_id, Sender()));
     SetPhase(PointPhase::kLoadingBase);
   }
-  if (plan.mode == PointMode::kRescan) BR_RETURN_IF_ERROR(base_.RequestFingerprints(VolumeSizes(), Sender()));
+  if (plan.mode == PointMode::kRescan) {
+    BR_RETURN_IF_ERROR(base_.StartRescan(last_point, VolumeSizes(), std::move(sent_base),
+                                         remember ? opts_.state_dir : std::string(), opts_.server_id, Sender()));
+    if (base_.loading()) SetPhase(PointPhase::kLoadingBase);
+  }
   Log(kProg, "server '" + opts_.server_id + "': sending point " + std::to_string(point_.id) + " (" +
                  std::to_string(volumes_.size()) + " volume(s), " +
                  (plan.mode == PointMode::kFull ? "full: " : "incremental on point " + std::to_string(b.base_point) + ": ") +
@@ -408,6 +417,9 @@ Status Agent::IssueReads() {
         break;
       case BaseLoad::Outcome::kUntrusted:
         BR_RETURN_IF_ERROR(RescanUntrustedBase());
+        SetPhase(PointPhase::kReading);
+        break;
+      case BaseLoad::Outcome::kCompare:
         SetPhase(PointPhase::kReading);
         break;
     }
@@ -689,7 +701,10 @@ Status Agent::Session(const Signals& sig, bool once) {
     if (!tracker_.tracker) {
       bool stop = false;
       BR_RETURN_IF_ERROR(AwaitScanPoint(sig, &stop));
-      if (stop) break;
+      if (stop) {
+        SaveFingerprints();  // stopped between points: the next process starts from the last one
+        break;
+      }
     }
   }
   Teardown();

@@ -1,5 +1,5 @@
 // What the agent receives of the staging's copy of its last point (the base), for a rescan or a
-// base load (docs/TRACKING.md, Rescan): the keyed fingerprints of every 4 KiB block, which arrive
+// base load (docs/TRACKING.md, Scan and rescan): the keyed fingerprints of every 4 KiB block, which arrive
 // in order per volume (FINGERPRINTS), and each volume's seal (BASE_SEAL). Anything not asked for,
 // out of order or out of bounds is the staging breaking the protocol. They take 8 bytes per 4 KiB
 // block while held, in memory or, for large volumes, in a file (fingerprint_table.h); Release

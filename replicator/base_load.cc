@@ -22,9 +22,42 @@ Status BaseLoad::RequestFingerprints(const std::vector<uint64_t>& volume_bytes, 
   return Status::Ok();
 }
 
+Status BaseLoad::StartRescan(uint64_t base, const std::vector<uint64_t>& volume_bytes, std::vector<FingerprintTable> sent,
+                             const std::string& state_dir, const std::string& server_id, const SendFn& send) {
+  rescan_ = true;
+  loading_ = false;
+  from_cache_ = false;
+  base_ = base;
+  volume_bytes_ = volume_bytes;
+  state_dir_ = state_dir;
+  if (!sent.empty()) {
+    BR_CHECK(sent.size() == volume_bytes.size());
+    inbox_.TakeFingerprints(std::move(sent), volume_bytes);
+    Log(kProg, "rescanning against point " + std::to_string(base) +
+                   "'s fingerprints as this process sent it (the staging reads no pack for them)");
+    return Status::Ok();
+  }
+  if (!state_dir.empty()) {
+    std::string why;
+    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why, inbox_.spill_dir());
+    if (cached) {
+      loading_ = true;
+      from_cache_ = true;
+      inbox_.ExpectSeals(volume_bytes.size());
+      for (size_t v = 0; v < volume_bytes.size(); ++v)
+        BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
+      inbox_.TakeFingerprints(std::move(*cached), volume_bytes);
+      return Status::Ok();
+    }
+    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
+  }
+  return RequestFingerprints(volume_bytes, send);
+}
+
 Status BaseLoad::Start(uint64_t base, const std::vector<uint64_t>& volume_bytes, const std::string& state_dir,
                        const std::string& server_id, const SendFn& send) {
   loading_ = true;
+  rescan_ = false;
   base_ = base;
   volume_bytes_ = volume_bytes;
   state_dir_ = state_dir;
@@ -49,6 +82,25 @@ Status BaseLoad::Start(uint64_t base, const std::vector<uint64_t>& volume_bytes,
 Result<BaseLoad::Outcome> BaseLoad::Finish(PointSeal* seal, SealLink* link, const SendFn& send) {
   BR_CHECK(ready());
   loading_ = false;
+  if (rescan_) {
+    BR_CHECK(from_cache_);  // without a cache a rescan does not wait for anything
+    from_cache_ = false;
+    std::string why = CheckBaseFingerprints(seal->keys(), base_, volume_bytes_, *inbox_.mutable_fingerprints(), inbox_.seals());
+    if (why.empty()) {
+      const auto& seals = inbox_.seals();
+      if (!link->KnowsMac() && !seals.empty() && seals[0] && seals[0]->point_id == link->point_id)
+        link->mac = seals[0]->mac;
+      inbox_.ReleaseSeals();
+      Log(kProg, "point " + std::to_string(base_) + "'s fingerprints in " + state_dir_ +
+                     " match its seal: rescanning against them (the staging reads no pack for them)");
+      return Outcome::kCompare;
+    }
+    inbox_.ReleaseSeals();
+    Log(kProg, "fingerprint cache in " + state_dir_ + " does not match point " + std::to_string(base_) + "'s seal (" + why +
+                   "); rescanning against the staging's fingerprints");
+    BR_RETURN_IF_ERROR(RequestFingerprints(volume_bytes_, send));
+    return Outcome::kCompare;
+  }
   std::string why = seal->AdoptBase(base_, volume_bytes_, inbox_.mutable_fingerprints(), inbox_.seals());
   if (why.empty()) {
     // The base's seals are ours (AdoptBase checked their MACs): the link gets its MAC.

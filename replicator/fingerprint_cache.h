@@ -1,12 +1,13 @@
 // The block fingerprints of the agent's last acknowledged point, kept in its state directory
-// (`<state-dir>/fingerprints`), so that the next process sealing an incremental point on it
-// need not fetch them all from the staging. Fetching them meant reading every pack: they sit
-// after each record, and an eBPF incremental of 48 MiB on usr-4g spent 1.1 s of its 1.45 s on it.
+// (`<state-dir>/fingerprints`, written after a process's last point), so that the next process
+// sealing an incremental point on it, or rescanning against it, need not fetch them all from the
+// staging. Fetching them meant reading every pack: they sit after each record, and an eBPF
+// incremental of 48 MiB on usr-4g spent 1.1 s of its 1.45 s on it.
 //
-// Trust: none. The cache is only a candidate; PointSeal::AdoptBase checks it against the base
-// point's seal (MAC'd with the data key) exactly as it checks the staging's copy, and on any
-// mismatch the agent fetches the staging's copy instead. Losing or damaging the file costs that
-// fetch, never correctness.
+// Trust: none. The cache is only a candidate; CheckBaseFingerprints (point_seal.h) checks it
+// against the base point's seal (MAC'd with the data key) exactly as it checks the staging's copy,
+// and on any mismatch the agent fetches the staging's copy instead. Losing or damaging the file
+// costs that fetch, never correctness.
 //
 // Format (little-endian): "BRFPC001", u64 point id, u16 server-id length + bytes, u32 volume
 // count, per volume u64 size in bytes, then per volume ceil(size / 4 KiB) u64 fingerprints, then

@@ -21,25 +21,26 @@ Status PointSeal::StartEmpty(const std::vector<uint64_t>& volume_bytes) {
   }
   base_point_ = 0;
   known_ = true;
+  noted_ = false;
   return Status::Ok();
 }
 
-std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
-                                 std::vector<FingerprintTable>* fps,
-                                 const std::vector<std::optional<VolumeSeal>>& seals) {
-  known_ = false;
-  if (seals.size() != volume_bytes.size() || fps->size() != volume_bytes.size()) return "volume count differs";
-  std::vector<std::unique_ptr<RegionDigests>> digests;
+std::string CheckBaseFingerprints(const SealKeys& keys, uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
+                                  const std::vector<FingerprintTable>& fps,
+                                  const std::vector<std::optional<VolumeSeal>>& seals,
+                                  std::vector<std::unique_ptr<RegionDigests>>* digests) {
+  if (seals.size() != volume_bytes.size() || fps.size() != volume_bytes.size()) return "volume count differs";
+  std::vector<std::unique_ptr<RegionDigests>> sums;
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
     std::string vol = "volume " + std::to_string(v);
     if (!seals[v]) return vol + ": point " + std::to_string(base_point) + " has no seal";
     const VolumeSeal& s = *seals[v];
-    if (!keys_->Authentic(s)) return vol + ": the seal's MAC does not verify (not sealed with this data key)";
+    if (!keys.Authentic(s)) return vol + ": the seal's MAC does not verify (not sealed with this data key)";
     if (s.point_id != base_point) return vol + ": the seal is point " + std::to_string(s.point_id) + "'s";
     if (s.volume_bytes != volume_bytes[v])
       return vol + ": it was " + std::to_string(s.volume_bytes) + " bytes, now " + std::to_string(volume_bytes[v]);
-    auto d = std::make_unique<RegionDigests>(keys_, volume_bytes[v]);
-    const FingerprintTable& theirs = (*fps)[v];
+    auto d = std::make_unique<RegionDigests>(&keys, volume_bytes[v]);
+    const FingerprintTable& theirs = fps[v];
     std::vector<uint64_t> chunk(8192);
     for (uint64_t b = theirs.NextData(0); b < theirs.size(); b = theirs.NextData(b)) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), theirs.size() - b));
@@ -51,10 +52,21 @@ std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t
     d->Flush();
     std::vector<uint32_t> bad = MismatchedRegions(s, d->regions());
     if (!bad.empty())
-      return vol + ": " + std::to_string(bad.size()) + " region(s) of the staging's fingerprints do not add up to the seal, first bytes " +
+      return vol + ": " + std::to_string(bad.size()) + " region(s) of the fingerprints do not add up to the seal, first bytes " +
              std::to_string(uint64_t{bad[0]} * s.region_bytes) + ".." + std::to_string((uint64_t{bad[0]} + 1) * s.region_bytes);
-    digests.push_back(std::move(d));
+    sums.push_back(std::move(d));
   }
+  if (digests != nullptr) *digests = std::move(sums);
+  return {};
+}
+
+std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
+                                 std::vector<FingerprintTable>* fps,
+                                 const std::vector<std::optional<VolumeSeal>>& seals) {
+  known_ = false;
+  std::vector<std::unique_ptr<RegionDigests>> digests;
+  std::string why = CheckBaseFingerprints(*keys_, base_point, volume_bytes, *fps, seals, &digests);
+  if (!why.empty()) return why;
   volume_bytes_ = volume_bytes;
   region_points_.clear();
   sent_.clear();
@@ -67,7 +79,17 @@ std::string PointSeal::AdoptBase(uint64_t base_point, const std::vector<uint64_t
   digests_ = std::move(digests);
   base_point_ = base_point;
   known_ = true;
+  noted_ = false;
   return {};
+}
+
+std::vector<FingerprintTable> PointSeal::TakeBase(uint64_t point, const std::vector<uint64_t>& volume_bytes) {
+  if (!KnowsBase(point, volume_bytes) || point == 0 || noted_) return {};
+  known_ = false;
+  digests_.clear();
+  std::vector<FingerprintTable> fps = std::move(fps_);
+  fps_.clear();
+  return fps;
 }
 
 bool PointSeal::KnowsBase(uint64_t point, const std::vector<uint64_t>& volume_bytes) const {
@@ -76,6 +98,7 @@ bool PointSeal::KnowsBase(uint64_t point, const std::vector<uint64_t>& volume_by
 
 void PointSeal::Committed(uint64_t point) {
   base_point_ = point;
+  noted_ = false;
   for (size_t v = 0; v < sent_.size(); ++v)
     for (size_t r = 0; r < sent_[v].size(); ++r)
       if (sent_[v][r]) {
@@ -92,6 +115,7 @@ void PointSeal::Sent(size_t volume, uint64_t offset, uint64_t length) {
 
 void PointSeal::Note(size_t volume, uint64_t offset, const uint64_t* fps, size_t n) {
   if (!known_) return;
+  noted_ = true;
   FingerprintTable& mine = fps_[volume];
   RegionDigests& d = *digests_[volume];
   uint64_t first = offset / kFingerprintBlockBytes;

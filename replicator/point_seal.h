@@ -20,6 +20,14 @@
 
 namespace blockrep::agent {
 
+// Whether `fps`, per volume the fingerprints of point `base_point`, add up to the region digests
+// of that point's `seals` (MAC'd with our data key): empty if they do, else why not. With
+// `digests`, the digests they add up to are left there.
+std::string CheckBaseFingerprints(const SealKeys& keys, uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
+                                  const std::vector<FingerprintTable>& fps,
+                                  const std::vector<std::optional<VolumeSeal>>& seals,
+                                  std::vector<std::unique_ptr<RegionDigests>>* digests = nullptr);
+
 class PointSeal {
  public:
   // `spill_dir`: where the fingerprints of large volumes live (fingerprint_table.h).
@@ -33,6 +41,10 @@ class PointSeal {
   // `fps` is moved from only when they are taken.
   std::string AdoptBase(uint64_t base_point, const std::vector<uint64_t>& volume_bytes,
                         std::vector<FingerprintTable>* fps, const std::vector<std::optional<VolumeSeal>>& seals);
+  // The block fingerprints of committed point `point` when the state is exactly that point's
+  // (nothing read since); the state is then unknown until StartEmpty or AdoptBase. Empty
+  // otherwise, and the state is kept.
+  std::vector<FingerprintTable> TakeBase(uint64_t point, const std::vector<uint64_t>& volume_bytes);
   // Whether the state is that of committed point `point` plus reads since (0: empty chain).
   bool KnowsBase(uint64_t point, const std::vector<uint64_t>& volume_bytes) const;
   // Blocks [offset, offset + 4 KiB × n) of `volume` now hold data with fingerprints `fps`.
@@ -47,6 +59,7 @@ class PointSeal {
   // The block fingerprints of base_point() (after Committed: of the point just committed).
   const std::vector<FingerprintTable>& fingerprints() const { return fps_; }
   const std::string& spill_dir() const { return spill_dir_; }
+  const SealKeys& keys() const { return *keys_; }
   const std::vector<uint64_t>& volume_bytes() const { return volume_bytes_; }
   uint64_t base_point() const { return base_point_; }
 
@@ -60,6 +73,7 @@ class PointSeal {
   std::vector<std::unique_ptr<RegionDigests>> digests_;
   std::vector<std::vector<uint64_t>> region_points_;  // per volume, per region: VolumeSeal::region_points
   std::vector<std::vector<bool>> sent_;               // per volume, per region: a record went there
+  bool noted_ = false;  // a read was noted since the state was last exactly a point's (or empty)
 };
 
 }  // namespace blockrep::agent

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Continuous replication with --tracker scan (no eBPF): every point reads the whole volume and
-# ships only blocks whose keyed fingerprint differs from the staging's last point. A filesystem
+# ships only blocks whose keyed fingerprint differs from the last point's. A filesystem
 # workload (creates, overwrites, appends, deletes, fsyncs) and fio 4 KiB random writes with verify
 # run for SCAN_SECONDS (30 by default); the final point restores byte-identical and e2fsck-clean.
 source "$(dirname "$0")/lib.sh"
@@ -37,8 +37,16 @@ MOUNTS=()
 points=$(grep -c 'acknowledged (durable' "$WORK/agent.log")
 wire=$(grep -o '"wire_bytes": [0-9]*' "$STATE/status.json" | grep -o '[0-9]*$')
 grep -q "rescan against point" "$WORK/agent.log" || fail "the agent never rescanned: $(head -n 3 "$WORK/agent.log")"
+# Its first point compares with the staging's fingerprints of the last point (the state directory
+# is new); every later one with those it kept of the point it had just sent. The final point below,
+# a new process, compares with the state directory's (vouched for by the last point's seal).
+grep -q "rescanning against point [0-9]*'s fingerprints as this process sent it" "$WORK/agent.log" ||
+  fail "no rescan compared with the fingerprints the agent kept: $(grep -m 3 -i fingerprint "$WORK/agent.log")"
 
-agent "$ID" --volume "$dev" --tracker scan >"$WORK/final.out" 2>&1 || fail "final point: $(tail -n 1 "$WORK/final.out")"
+agent "$ID" --volume "$dev" --tracker scan --state-dir "$STATE" >"$WORK/final.out" 2>&1 ||
+  fail "final point: $(tail -n 1 "$WORK/final.out")"
+grep -q "fingerprints in $STATE match its seal: rescanning against them" "$WORK/final.out" ||
+  fail "the final point did not use the state directory's fingerprints: $(grep -m 3 -i fingerprint "$WORK/final.out")"
 recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
   --output "$WORK/out" >/dev/null
 if ! cmp -s "$dev" "$WORK/out/vol-0.img"; then

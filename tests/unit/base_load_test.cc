@@ -5,6 +5,7 @@
 #include <random>
 
 #include "base_load.h"
+#include "blockrep/store/store.h"
 #include "fingerprint_tables.h"
 #include "fingerprint_cache.h"
 #include "temp_dir.h"
@@ -119,6 +120,76 @@ TEST_F(BaseLoadTest, StaleCacheIsReplacedByTheStagingsCopy) {
   ASSERT_TRUE(outcome.ok());
   EXPECT_EQ(*outcome, BaseLoad::Outcome::kAdopted);
   EXPECT_TRUE(seal.KnowsBase(1, {kVolume}));
+}
+
+// A rescan takes a cache its base's seals vouch for: the staging is asked for the seals only.
+TEST_F(BaseLoadTest, RescanComparesWithAMatchingCache) {
+  TempDir dir("baseload");
+  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({fps_})).ok());
+  BaseLoad load;
+  ASSERT_TRUE(load.StartRescan(1, {kVolume}, {}, dir.path(), "web1", Capture()).ok());
+  EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u);
+  EXPECT_EQ(Sent(wire::MsgType::kSealRequest), 1u);
+  EXPECT_TRUE(load.loading()) << "no block is compared before the seals vouch for the cache";
+  Answer(&load, fps_, /*with_fps=*/false);
+  ASSERT_TRUE(load.ready());
+  PointSeal seal(keys_.get());
+  ASSERT_TRUE(seal.StartEmpty({kVolume}).ok());
+  SealLink link{1, {}};
+  auto outcome = load.Finish(&seal, &link, Capture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString();
+  EXPECT_EQ(*outcome, BaseLoad::Outcome::kCompare);
+  EXPECT_FALSE(load.loading());
+  EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u);
+  EXPECT_EQ(load.inbox().known_end(0), kVolume);
+  EXPECT_EQ(load.inbox().Fingerprint(0, 200), fps_[200]);
+  EXPECT_TRUE(seal.KnowsBase(0, {kVolume})) << "the rescan's seal still starts empty";
+  EXPECT_EQ(link.mac, seals_[0].mac);
+}
+
+// A cache the seals refuse is dropped, and the rescan compares with the staging's copy instead.
+TEST_F(BaseLoadTest, RescanWithAStaleCacheAsksTheStaging) {
+  TempDir dir("baseload");
+  std::vector<uint64_t> stale = fps_;
+  stale[300] ^= 2;
+  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({stale})).ok());
+  BaseLoad load;
+  ASSERT_TRUE(load.StartRescan(1, {kVolume}, {}, dir.path(), "web1", Capture()).ok());
+  Answer(&load, fps_, /*with_fps=*/false);
+  ASSERT_TRUE(load.ready());
+  PointSeal seal(keys_.get());
+  ASSERT_TRUE(seal.StartEmpty({kVolume}).ok());
+  SealLink link{1, {}};
+  auto outcome = load.Finish(&seal, &link, Capture());
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_EQ(*outcome, BaseLoad::Outcome::kCompare);
+  EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 1u);
+  EXPECT_EQ(load.inbox().known_end(0), 0u) << "nothing of the stale cache is compared with";
+  EXPECT_EQ(load.inbox().Fingerprint(0, 300), store::kFingerprintUnknown);
+  wire::Fingerprints m;
+  m.values = fps_;
+  ASSERT_TRUE(load.inbox().OnFingerprints(m).ok());
+  EXPECT_EQ(load.inbox().Fingerprint(0, 300), fps_[300]);
+}
+
+// The fingerprints of the point this process just sent are compared with as they are: nothing is
+// asked of the staging, nothing waited for.
+TEST_F(BaseLoadTest, RescanComparesWithTheFingerprintsItSent) {
+  BaseLoad load;
+  ASSERT_TRUE(load.StartRescan(1, {kVolume}, TablesOf({fps_}), "", "web1", Capture()).ok());
+  EXPECT_TRUE(sent_.empty());
+  EXPECT_FALSE(load.loading());
+  EXPECT_EQ(load.inbox().known_end(0), kVolume);
+  EXPECT_EQ(load.inbox().Fingerprint(0, 512), fps_[512]);
+}
+
+// Without a cache a rescan asks the staging for the fingerprints and waits for nothing else.
+TEST_F(BaseLoadTest, RescanWithoutACacheAsksTheStaging) {
+  BaseLoad load;
+  ASSERT_TRUE(load.StartRescan(1, {kVolume}, {}, "", "web1", Capture()).ok());
+  EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 1u);
+  EXPECT_EQ(Sent(wire::MsgType::kSealRequest), 0u);
+  EXPECT_FALSE(load.loading());
 }
 
 }  // namespace

@@ -124,5 +124,28 @@ TEST_F(PointSealTest, RefusesABaseItsSealDoesNotVouchFor) {
   EXPECT_EQ(restarted.AdoptBase(1, {kVolume}, &fps, {one[0]}), "");
 }
 
+// The point just committed hands its fingerprints over (a rescan compares with them), but only
+// while the state is exactly that point's: not another point's, not after a read since.
+TEST_F(PointSealTest, TakesTheBaseOnlyWhileItIsExactlyThePoints) {
+  PointSeal seal(keys_.get());
+  SealPointOne(&seal);
+  EXPECT_TRUE(seal.TakeBase(2, {kVolume}).empty());
+  EXPECT_TRUE(seal.TakeBase(1, {kVolume + 4096}).empty());
+  EXPECT_TRUE(seal.KnowsBase(1, {kVolume})) << "a refused take keeps the state";
+  std::vector<FingerprintTable> fps = seal.TakeBase(1, {kVolume});
+  ASSERT_EQ(fps.size(), 1u);
+  std::vector<uint64_t> want = Fps();
+  for (uint64_t b = 0; b < want.size(); ++b) ASSERT_EQ(fps[0][b], want[b]) << "block " << b;
+  EXPECT_FALSE(seal.KnowsBase(1, {kVolume}));
+  EXPECT_TRUE(seal.TakeBase(1, {kVolume}).empty());
+
+  PointSeal reading(keys_.get());
+  SealPointOne(&reading);
+  Write(&reading, 5, 1, 9);  // point 2's first read
+  EXPECT_TRUE(reading.TakeBase(1, {kVolume}).empty());
+  reading.Committed(2);
+  EXPECT_EQ(reading.TakeBase(2, {kVolume}).size(), 1u);
+}
+
 }  // namespace
 }  // namespace blockrep::agent
