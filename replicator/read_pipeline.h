@@ -72,7 +72,7 @@ class ReadPipeline {
     const std::vector<std::unique_ptr<Volume>>* volumes = nullptr;
     const BlockFingerprinter* fingerprinter = nullptr;
     PointSeal* seal = nullptr;
-    const BaseInbox* base = nullptr;  // kRescan: the staging's fingerprints
+    const BaseInbox* base = nullptr;  // kRescan: the last point's fingerprints (base_load.h)
     TokenBucket* bucket = nullptr;
     ReadCounters* counters = nullptr;
     CodecChoice codec;
@@ -103,7 +103,7 @@ class ReadPipeline {
   // Every block of every volume.
   void SetWholeVolumes(ReadMode mode);
   // kRescan of every volume: the holes of image files (SEEK_HOLE) are not read but compared as
-  // zeros with the staging's fingerprints, and sent as zero records where those are not zero.
+  // zeros with the last point's fingerprints, and sent as zero records where those are not zero.
   [[nodiscard]] Status SetRescan();
   // Hands the work over (a resumed point keeps its own work aside while it re-reads).
   std::vector<std::vector<Extent>> TakeWork();
@@ -112,7 +112,7 @@ class ReadPipeline {
 
   // Starts reads while slots are free and `room(bytes)` allows `bytes` more in flight (the
   // caller's window, send queue and bandwidth limit). kRescan: a range is read only once the
-  // staging's fingerprints for it have arrived.
+  // last point's fingerprints for it are known.
   Status Issue(const std::function<bool(uint64_t inflight_bytes)>& room);
   bool Owns(uint64_t id) const { return id >= id_base_ && id < id_base_ + kReadsMax; }
   // A read's completion: a short read is resubmitted; a whole one is processed, and its frames
