@@ -22,14 +22,39 @@ Status BaseLoad::RequestFingerprints(const std::vector<uint64_t>& volume_bytes, 
   return Status::Ok();
 }
 
-Status BaseLoad::StartRescan(uint64_t base, const std::vector<uint64_t>& volume_bytes, std::vector<FingerprintTable> sent,
-                             const std::string& state_dir, const std::string& server_id, const SendFn& send) {
-  rescan_ = true;
-  loading_ = false;
+Status BaseLoad::RequestSeals(const SendFn& send) {
+  inbox_.ExpectSeals(volume_bytes_.size());
+  for (size_t v = 0; v < volume_bytes_.size(); ++v)
+    BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
+  return Status::Ok();
+}
+
+bool BaseLoad::TakeCache(const std::string& server_id) {
+  if (state_dir_.empty()) return false;
+  std::string why;
+  auto cached = LoadFingerprintCache(state_dir_, server_id, base_, volume_bytes_, &why, inbox_.spill_dir());
+  if (!cached) {
+    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
+    return false;
+  }
+  // Checked against the base's seal in Finish, like the staging's copy would be.
+  inbox_.TakeFingerprints(std::move(*cached), volume_bytes_);
+  from_cache_ = true;
+  return true;
+}
+
+void BaseLoad::Begin(uint64_t base, const std::vector<uint64_t>& volume_bytes, const std::string& state_dir, bool rescan) {
+  rescan_ = rescan;
+  loading_ = !rescan;
   from_cache_ = false;
   base_ = base;
   volume_bytes_ = volume_bytes;
   state_dir_ = state_dir;
+}
+
+Status BaseLoad::StartRescan(uint64_t base, const std::vector<uint64_t>& volume_bytes, std::vector<FingerprintTable> sent,
+                             const std::string& state_dir, const std::string& server_id, const SendFn& send) {
+  Begin(base, volume_bytes, state_dir, /*rescan=*/true);
   if (!sent.empty()) {
     BR_CHECK(sent.size() == volume_bytes.size());
     inbox_.TakeFingerprints(std::move(sent), volume_bytes);
@@ -37,45 +62,16 @@ Status BaseLoad::StartRescan(uint64_t base, const std::vector<uint64_t>& volume_
                    "'s fingerprints as this process sent it (the staging reads no pack for them)");
     return Status::Ok();
   }
-  if (!state_dir.empty()) {
-    std::string why;
-    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why, inbox_.spill_dir());
-    if (cached) {
-      loading_ = true;
-      from_cache_ = true;
-      inbox_.ExpectSeals(volume_bytes.size());
-      for (size_t v = 0; v < volume_bytes.size(); ++v)
-        BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
-      inbox_.TakeFingerprints(std::move(*cached), volume_bytes);
-      return Status::Ok();
-    }
-    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
-  }
-  return RequestFingerprints(volume_bytes, send);
+  if (!TakeCache(server_id)) return RequestFingerprints(volume_bytes, send);
+  loading_ = true;  // nothing is compared before the seals vouch for the cache
+  return RequestSeals(send);
 }
 
 Status BaseLoad::Start(uint64_t base, const std::vector<uint64_t>& volume_bytes, const std::string& state_dir,
                        const std::string& server_id, const SendFn& send) {
-  loading_ = true;
-  rescan_ = false;
-  base_ = base;
-  volume_bytes_ = volume_bytes;
-  state_dir_ = state_dir;
-  from_cache_ = false;
-  inbox_.ExpectSeals(volume_bytes.size());
-  for (size_t v = 0; v < volume_bytes.size(); ++v)
-    BR_RETURN_IF_ERROR(send(wire::MsgType::kSealRequest, wire::SealRequest{static_cast<uint16_t>(v)}.Encode()));
-  if (!state_dir.empty()) {
-    std::string why;
-    auto cached = LoadFingerprintCache(state_dir, server_id, base, volume_bytes, &why, inbox_.spill_dir());
-    if (cached) {
-      // Checked against the base's seal in Finish, like the staging's copy would be.
-      inbox_.TakeFingerprints(std::move(*cached), volume_bytes);
-      from_cache_ = true;
-      return Status::Ok();
-    }
-    if (!why.empty()) Log(kProg, "fingerprint cache not used: " + why + "; fetching them from the staging");
-  }
+  Begin(base, volume_bytes, state_dir, /*rescan=*/false);
+  BR_RETURN_IF_ERROR(RequestSeals(send));
+  if (TakeCache(server_id)) return Status::Ok();
   return RequestFingerprints(volume_bytes, send);
 }
 

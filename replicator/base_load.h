@@ -62,6 +62,11 @@ class BaseLoad {
   const BaseInbox& inbox() const { return inbox_; }
 
  private:
+  void Begin(uint64_t base, const std::vector<uint64_t>& volume_bytes, const std::string& state_dir, bool rescan);
+  Status RequestSeals(const SendFn& send);
+  // The state directory's cache of the base's fingerprints into the inbox, if it holds one.
+  bool TakeCache(const std::string& server_id);
+
   BaseInbox inbox_;
   bool loading_ = false;
   bool from_cache_ = false;

@@ -50,6 +50,22 @@ class BaseLoadTest : public ::testing::Test {
     ASSERT_TRUE(load->inbox().OnFingerprints(m).ok());
   }
   size_t Sent(wire::MsgType t) const { return static_cast<size_t>(std::count(sent_.begin(), sent_.end(), t)); }
+  // A rescan on point 1 with `cached` in the state directory, judged once the seal arrived.
+  BaseLoad::Outcome RescanWithCache(BaseLoad* load, const std::vector<uint64_t>& cached, PointSeal* seal, SealLink* link) {
+    TempDir dir("baseload");
+    EXPECT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({cached})).ok());
+    EXPECT_TRUE(load->StartRescan(1, {kVolume}, {}, dir.path(), "web1", Capture()).ok());
+    EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u);
+    EXPECT_EQ(Sent(wire::MsgType::kSealRequest), 1u);
+    EXPECT_TRUE(load->loading()) << "no block is compared before the seals vouch for the cache";
+    Answer(load, fps_, /*with_fps=*/false);
+    EXPECT_TRUE(load->ready());
+    EXPECT_TRUE(seal->StartEmpty({kVolume}).ok());
+    auto outcome = load->Finish(seal, link, Capture());
+    EXPECT_TRUE(outcome.ok()) << outcome.status().ToString();
+    EXPECT_FALSE(load->loading());
+    return outcome.ok() ? *outcome : BaseLoad::Outcome::kUntrusted;
+  }
 
   std::unique_ptr<SealKeys> keys_ = std::move(SealKeys::Create(FilledKey(3), "web1")).value();
   BlockFingerprinter fingerprinter_ = std::move(BlockFingerprinter::Create(FilledKey(3))).value();
@@ -124,22 +140,10 @@ TEST_F(BaseLoadTest, StaleCacheIsReplacedByTheStagingsCopy) {
 
 // A rescan takes a cache its base's seals vouch for: the staging is asked for the seals only.
 TEST_F(BaseLoadTest, RescanComparesWithAMatchingCache) {
-  TempDir dir("baseload");
-  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({fps_})).ok());
   BaseLoad load;
-  ASSERT_TRUE(load.StartRescan(1, {kVolume}, {}, dir.path(), "web1", Capture()).ok());
-  EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u);
-  EXPECT_EQ(Sent(wire::MsgType::kSealRequest), 1u);
-  EXPECT_TRUE(load.loading()) << "no block is compared before the seals vouch for the cache";
-  Answer(&load, fps_, /*with_fps=*/false);
-  ASSERT_TRUE(load.ready());
   PointSeal seal(keys_.get());
-  ASSERT_TRUE(seal.StartEmpty({kVolume}).ok());
   SealLink link{1, {}};
-  auto outcome = load.Finish(&seal, &link, Capture());
-  ASSERT_TRUE(outcome.ok()) << outcome.status().ToString();
-  EXPECT_EQ(*outcome, BaseLoad::Outcome::kCompare);
-  EXPECT_FALSE(load.loading());
+  EXPECT_EQ(RescanWithCache(&load, fps_, &seal, &link), BaseLoad::Outcome::kCompare);
   EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 0u);
   EXPECT_EQ(load.inbox().known_end(0), kVolume);
   EXPECT_EQ(load.inbox().Fingerprint(0, 200), fps_[200]);
@@ -149,20 +153,12 @@ TEST_F(BaseLoadTest, RescanComparesWithAMatchingCache) {
 
 // A cache the seals refuse is dropped, and the rescan compares with the staging's copy instead.
 TEST_F(BaseLoadTest, RescanWithAStaleCacheAsksTheStaging) {
-  TempDir dir("baseload");
   std::vector<uint64_t> stale = fps_;
   stale[300] ^= 2;
-  ASSERT_TRUE(SaveFingerprintCache(dir.path(), "web1", 1, {kVolume}, TablesOf({stale})).ok());
   BaseLoad load;
-  ASSERT_TRUE(load.StartRescan(1, {kVolume}, {}, dir.path(), "web1", Capture()).ok());
-  Answer(&load, fps_, /*with_fps=*/false);
-  ASSERT_TRUE(load.ready());
   PointSeal seal(keys_.get());
-  ASSERT_TRUE(seal.StartEmpty({kVolume}).ok());
   SealLink link{1, {}};
-  auto outcome = load.Finish(&seal, &link, Capture());
-  ASSERT_TRUE(outcome.ok());
-  EXPECT_EQ(*outcome, BaseLoad::Outcome::kCompare);
+  EXPECT_EQ(RescanWithCache(&load, stale, &seal, &link), BaseLoad::Outcome::kCompare);
   EXPECT_EQ(Sent(wire::MsgType::kFingerprintRequest), 1u);
   EXPECT_EQ(load.inbox().known_end(0), 0u) << "nothing of the stale cache is compared with";
   EXPECT_EQ(load.inbox().Fingerprint(0, 300), store::kFingerprintUnknown);
