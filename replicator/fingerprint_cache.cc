@@ -39,7 +39,7 @@ Status SaveFingerprintCache(const std::string& state_dir, const std::string& ser
   auto flush = [&]() -> Status {
     sum.Update(chunk);
     Status st;
-    if (!std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; }))
+    if (!IsAllZero(chunk))
       st = file->WriteAt(file_offset, chunk).Annotate(tmp);
     file_offset += chunk.size();
     chunk.clear();
@@ -92,24 +92,49 @@ std::optional<std::vector<FingerprintTable>> LoadFingerprintCache(const std::str
   uint64_t file_offset = 0;
   size_t pos = 0;
   bool failed = false;
+  // The file holds only zeros in [file_offset, data_from): the holes SaveFingerprintCache left
+  // for the unwritten blocks of a sparse volume (2 GiB of file per TiB), which are not read. Read,
+  // the kernel zero-fills a page-cache page for each (0.8-4 s per TiB here) and pushes out as much
+  // of what the server had cached.
+  uint64_t data_from = 0;
   // Makes `n` unread bytes available at buf[pos..]; false at end of file or on an error.
   auto need = [&](size_t n) -> bool {
     if (buf.size() - pos >= n) return true;
     sum.Update(ByteSpan(buf.data(), pos));
     buf.erase(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(pos));
     pos = 0;
-    size_t have = buf.size();
-    buf.resize(have + std::max(n, kChunkBytes));
-    Result<size_t> got = file->ReadAt(file_offset, buf.data() + have, buf.size() - have);
-    if (!got.ok()) {
-      *why = path + ": " + got.status().message();
-      failed = true;
-      buf.resize(have);
-      return false;
+    const size_t have = buf.size(), want = std::max(n, kChunkBytes);
+    size_t filled = 0;
+    buf.resize(have + want);
+    while (filled < want) {
+      if (file_offset >= data_from) {
+        Result<uint64_t> next = file->NextData(file_offset);
+        if (!next.ok()) {
+          *why = path + ": " + next.status().message();
+          failed = true;
+          break;
+        }
+        data_from = std::max(*next, file_offset);
+      }
+      if (file_offset < data_from) {
+        size_t zeros = static_cast<size_t>(std::min<uint64_t>(want - filled, data_from - file_offset));
+        std::fill_n(buf.data() + have + filled, zeros, 0);
+        filled += zeros;
+        file_offset += zeros;
+        continue;
+      }
+      Result<size_t> got = file->ReadAt(file_offset, buf.data() + have + filled, want - filled);
+      if (!got.ok()) {
+        *why = path + ": " + got.status().message();
+        failed = true;
+        break;
+      }
+      if (*got == 0) break;  // end of file
+      filled += *got;
+      file_offset += *got;
     }
-    file_offset += *got;
-    buf.resize(have + *got);
-    return buf.size() >= n;
+    buf.resize(have + filled);
+    return !failed && buf.size() >= n;
   };
   auto u64 = [&]() -> uint64_t {
     uint64_t v = 0;
@@ -152,10 +177,20 @@ std::optional<std::vector<FingerprintTable>> LoadFingerprintCache(const std::str
     return std::nullopt;
   }
   std::vector<FingerprintTable> fps = std::move(tables).value();
+  // A chunk at a time: a 1 TiB volume has 268 M blocks, and one call per block took 2.7 s here.
+  std::vector<uint64_t> run(kChunkBytes / 8);
   for (size_t v = 0; v < volume_bytes.size(); ++v) {
-    for (uint64_t b = 0; b < fps[v].size(); ++b) {
-      if (!need(8)) return truncated();
-      if (uint64_t fp = u64(); fp != 0) fps[v].Set(b, fp);  // zeros: the table's pages stay untouched
+    for (uint64_t b = 0; b < fps[v].size();) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(run.size(), fps[v].size() - b));
+      if (!need(n * 8)) return truncated();
+      ByteSpan bytes(buf.data() + pos, n * 8);
+      if (!IsAllZero(bytes)) {  // all zeros (most of a sparse volume): the table's pages stay untouched
+        ByteReader r(bytes);
+        for (size_t i = 0; i < n; ++i) run[i] = r.U64();
+        fps[v].Write(b, run.data(), n);
+      }
+      pos += n * 8;
+      b += n;
     }
   }
   if (!need(8)) return truncated();

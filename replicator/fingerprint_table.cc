@@ -108,6 +108,21 @@ uint64_t FingerprintTable::NextData(uint64_t block) const {
   return std::max(block, std::min<uint64_t>(blocks_, static_cast<uint64_t>(at) / sizeof(uint64_t)));
 }
 
+uint64_t FingerprintTable::NextNonZero(uint64_t block, uint64_t end) const {
+  constexpr uint64_t kBlocksPerPage = kPageBytes / sizeof(uint64_t);
+  end = std::min(end, blocks_);
+  while (block < end) {
+    if (fd_ >= 0) {  // once per page of the table
+      block = std::max(block, NextData(block));
+      if (block >= end) return end;
+    }
+    const uint64_t page_end = std::min(end, (block / kBlocksPerPage + 1) * kBlocksPerPage);
+    for (; block < page_end; ++block)
+      if ((*this)[block] != 0) return block;
+  }
+  return end;
+}
+
 std::vector<uint64_t> FingerprintTable::ToVector() const {
   std::vector<uint64_t> v(blocks_);
   if (blocks_ != 0) Read(0, v.data(), v.size());

@@ -56,6 +56,9 @@ class FingerprintTable {
   // The first block at or after `block` that may hold a fingerprint other than 0 (size() if
   // none): a spilled table skips the holes of its file (SEEK_DATA); one in memory skips nothing.
   uint64_t NextData(uint64_t block) const;
+  // The first block in [block, end) whose fingerprint is not 0, or `end`: the holes of a spilled
+  // table are skipped whole (NextData at each page), the rest is looked at block by block.
+  uint64_t NextNonZero(uint64_t block, uint64_t end) const;
 
  private:
   void Touch(uint64_t block) const {

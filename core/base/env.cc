@@ -85,6 +85,13 @@ class PosixFile final : public File {
     if (fstat(fd_.get(), &st) != 0) return ErrnoStatus("stat " + path_, errno);
     return static_cast<uint64_t>(st.st_size);
   }
+  Result<uint64_t> NextData(uint64_t offset) override {
+    off_t at = lseek(fd_.get(), static_cast<off_t>(offset), SEEK_DATA);
+    if (at >= 0) return std::max(offset, static_cast<uint64_t>(at));
+    if (errno == ENXIO) return Size();     // only a hole from `offset` to the end
+    if (errno == EINVAL) return offset;  // no SEEK_DATA on this filesystem: nothing is skipped
+    return ErrnoStatus("seek data in " + path_, errno);
+  }
   int fd() const override { return fd_.get(); }
 
  private:

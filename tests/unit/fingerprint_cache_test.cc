@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,6 +72,14 @@ TEST_F(FingerprintCacheTest, SparseSpilledTablesRoundTrip) {
   auto got = LoadFingerprintCache(dir_, "web1", 3, sizes, &why, dir_);
   ASSERT_TRUE(got.has_value()) << why;
   EXPECT_EQ((*got)[0].ToVector(), tables[0].ToVector());
+  // The holes are not read but still checksummed: a byte written into one is damage.
+  int fd = open((dir_ + "/fingerprints").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const uint8_t one = 1;
+  ASSERT_EQ(pwrite(fd, &one, 1, 3 << 20), 1);
+  close(fd);
+  EXPECT_FALSE(LoadFingerprintCache(dir_, "web1", 3, sizes, &why, dir_).has_value());
+  EXPECT_NE(why.find("damaged"), std::string::npos) << why;
 }
 
 // A checksum fed in pieces equals the checksum of the whole.

@@ -66,6 +66,26 @@ TEST(FingerprintTable, SpilledTableKeepsItsResidentPagesBounded) {
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator{}), 0);
 }
 
+// NextNonZero finds each non-zero fingerprint, in a table in memory and in a spilled one (whose
+// holes it skips a page at a time): at a page's first block, inside a page, the last block, and
+// none past the end it is given.
+TEST(FingerprintTable, NextNonZeroFindsEveryNonZeroBlock) {
+  TempDir dir("fptable");
+  for (uint64_t blocks : {uint64_t{1000}, uint64_t{1} << 20}) {
+    auto t = FingerprintTable::Make(blocks, dir.path());
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    EXPECT_EQ(t->spilled(), blocks > FingerprintTable::kInMemoryBlocksMax);
+    std::vector<uint64_t> set = {3, 512, 700, blocks - 1};
+    if (t->spilled()) set = {3, 512, 700, 512 * 300, 512 * 300 + 9, blocks - 1};
+    for (uint64_t b : set) t->Set(b, 5);
+    std::vector<uint64_t> found;
+    for (uint64_t b = t->NextNonZero(0, blocks); b < blocks; b = t->NextNonZero(b + 1, blocks)) found.push_back(b);
+    EXPECT_EQ(found, set) << blocks << " blocks";
+    EXPECT_EQ(t->NextNonZero(701, blocks - 1), t->spilled() ? 512u * 300 : blocks - 1);
+    EXPECT_EQ(t->NextNonZero(4, 512), 512u);
+  }
+}
+
 // A spill directory that does not exist: a clear error naming it.
 TEST(FingerprintTable, MissingSpillDirectoryIsAnError) {
   auto t = FingerprintTable::Make(uint64_t{1} << 20, "/nonexistent/blockrep-state");

@@ -31,8 +31,12 @@ class ReadPipelineTest : public ::testing::Test {
     close(fd);
     volumes_.push_back(std::move(Volume::Open(path)).value());
     ring_ = std::move(Ring::Create(64)).value();
-    ASSERT_TRUE(seal_.StartEmpty({kVolume}).ok());
     sealer_ = std::move(ParallelSealer::Create(FilledKey(3), "web1")).value();
+    MakePipeline({kVolume});
+  }
+  // A pipeline over volumes_ (of these sizes), with the seal started empty.
+  void MakePipeline(const std::vector<uint64_t>& volume_bytes) {
+    ASSERT_TRUE(seal_.StartEmpty(volume_bytes).ok());
     pipeline_ = std::make_unique<ReadPipeline>(
         ReadPipeline::Deps{.ring = ring_.get(), .volumes = &volumes_, .fingerprinter = &fingerprinter_,
                            .seal = &seal_, .base = &base_, .bucket = &bucket_, .counters = &counters_,
@@ -243,6 +247,39 @@ TEST_F(ReadPipelineTest, RescanComparesHolesWithoutReadingThem) {
     EXPECT_EQ(records[i].first, kHoleAt + i * (64u << 10));
     EXPECT_EQ(records[i].second, Bytes(64u << 10, 0));
   }
+}
+
+// A rescan compares an image's holes with a base table large enough to be spilled to a file by
+// that file's holes, not block by block, and still sends zero records exactly where the base
+// holds data: one block, a run across a page of the table, a page's first block, the last block.
+TEST_F(ReadPipelineTest, RescanSkipsTheHolesOfASpilledBaseTable) {
+  constexpr uint64_t kBig = 2ull << 30, kBlocks = kBig / 4096;
+  static_assert(kBlocks > FingerprintTable::kInMemoryBlocksMax);
+  std::string path = dir_ / "big.img";
+  int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kBig)), 0);  // all hole
+  close(fd);
+  volumes_.clear();
+  volumes_.push_back(std::move(Volume::Open(path)).value());
+  MakePipeline({kBig});
+  auto table = FingerprintTable::Make(kBlocks, dir_.path());
+  ASSERT_TRUE(table.ok() && table->spilled());
+  const std::vector<uint64_t> data = {1000, 512 * 7 - 2, 512 * 7 - 1, 512 * 7, 512 * 7 + 1, 512 * 20, kBlocks - 1};
+  for (uint64_t b : data) table->Set(b, 12345 + b);
+  std::vector<FingerprintTable> tables;
+  tables.push_back(std::move(table).value());
+  base_.TakeFingerprints(std::move(tables), {kBig});
+  ASSERT_TRUE(pipeline_->SetRescan().ok());
+  std::vector<uint64_t> sent;
+  for (const auto& [offset, plain] : Open(Drain())) {
+    EXPECT_TRUE(IsAllZero(plain));
+    for (uint64_t at = offset; at < offset + plain.size(); at += 4096) sent.push_back(at / 4096);
+  }
+  std::sort(sent.begin(), sent.end());
+  EXPECT_EQ(sent, data);
+  EXPECT_EQ(counters_.bytes_holes, kBig);
+  EXPECT_EQ(counters_.bytes_read, 0u);
 }
 
 // A rescan reads a range only once the staging's fingerprints for it have arrived.

@@ -33,6 +33,9 @@ class File {
   virtual Status Sync() = 0;
   virtual Status Truncate(uint64_t size) = 0;
   virtual Result<uint64_t> Size() = 0;
+  // The first offset at or after `offset` that may hold data other than zeros (a hole of a sparse
+  // file reads as zeros; SEEK_DATA), or the file's size. An Env that cannot tell says `offset`.
+  virtual Result<uint64_t> NextData(uint64_t offset) { return offset; }
   // A descriptor for io_uring, where the Env has real files; -1 otherwise.
   virtual int fd() const { return -1; }
 
