@@ -68,11 +68,11 @@ uint64_t BaseInbox::Fingerprint(size_t volume, uint64_t block) const {
   return fps_[volume][block];
 }
 
-uint64_t BaseInbox::NextData(size_t volume, uint64_t block) const {
+uint64_t BaseInbox::NextNonZero(size_t volume, uint64_t block, uint64_t end) const {
   if (volume >= fps_.size()) return block;
   const uint64_t known_blocks = (known_end_[volume] + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
   if (block >= known_blocks) return block;  // not known yet: nothing is skipped
-  return std::max(block, std::min(fps_[volume].NextData(block), known_blocks));
+  return fps_[volume].NextNonZero(block, std::min(end, known_blocks));
 }
 
 void BaseInbox::MarkUnknown(size_t volume, uint64_t offset, uint64_t length) {

@@ -37,9 +37,9 @@ class BaseInbox {
   // The staging's fingerprint of block `block` of `volume`; kFingerprintUnknown where it did not
   // say (not arrived yet, past the end, or MarkUnknown).
   uint64_t Fingerprint(size_t volume, uint64_t block) const;
-  // The first block at or after `block` of `volume` whose fingerprint may be other than 0: the
-  // blocks before it are known to be 0 (a hole of a spilled table; FingerprintTable::NextData).
-  uint64_t NextData(size_t volume, uint64_t block) const;
+  // The first block in [block, end) of `volume` whose fingerprint is not 0 or not known yet, or
+  // `end` (FingerprintTable::NextNonZero: a spilled table's holes are skipped whole).
+  uint64_t NextNonZero(size_t volume, uint64_t block, uint64_t end) const;
   std::vector<FingerprintTable>* mutable_fingerprints() { return &fps_; }
   const std::string& spill_dir() const { return spill_dir_; }
   const std::vector<std::optional<VolumeSeal>>& seals() const { return seals_; }

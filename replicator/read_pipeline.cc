@@ -333,17 +333,14 @@ Status ReadPipeline::ProcessHole(Read& r) {
   auto queue = [&](uint64_t from, uint64_t to) {
     QueueRecord(r.volume, from, ByteSpan(zeros_.data(), to - from), zero_fps_.data(), false, true);
   };
-  // Where the base's table has a hole (a spilled table of a sparse volume), its blocks are 0
-  // without looking at each: a 1 TiB volume has 268 M of them.
-  constexpr uint64_t kBlocksPerTablePage = FingerprintTable::kPageBytes / sizeof(uint64_t);
+  const uint64_t end_block = (end + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
   for (uint64_t at = r.offset; at < end; at += kFingerprintBlockBytes) {
-    const uint64_t block = at / kFingerprintBlockBytes;
-    if (run_start == UINT64_MAX && (at == r.offset || block % kBlocksPerTablePage == 0)) {
-      const uint64_t data = deps_.base->NextData(r.volume, block);
-      if (data > block) {
-        if (data * kFingerprintBlockBytes >= end) break;
-        at = data * kFingerprintBlockBytes;
-      }
+    if (run_start == UINT64_MAX) {
+      // Nothing to send up to the base's next non-zero block: the holes of a spilled table (a
+      // sparse volume's; 268 M blocks per TiB) are skipped without looking at each block.
+      const uint64_t next = deps_.base->NextNonZero(r.volume, at / kFingerprintBlockBytes, end_block);
+      if (next * kFingerprintBlockBytes >= end) break;
+      at = std::max(at, next * kFingerprintBlockBytes);
     }
     const bool same = deps_.base->Fingerprint(r.volume, at / kFingerprintBlockBytes) == 0;
     if (!same && run_start == UINT64_MAX) run_start = at;
