@@ -43,6 +43,7 @@ Agent::Agent(Options opts) : opts_(std::move(opts)) { bucket_.SetRate(opts_.band
 Agent::~Agent() { Teardown(); }
 
 Status Agent::Prepare() {
+  BR_CHECK(opts_.checkpoint_lease_bytes >= Options::kCheckpointLeaseBytesMin && opts_.checkpoint_every_bytes > 0);
   BR_RETURN_IF_ERROR(wire::ValidateServerId(opts_.server_id));
   {
     BR_ASSIGN_OR_RETURN(std::vector<DataKey> keys, LoadDataKeys(opts_.key_file));
@@ -159,18 +160,24 @@ void Agent::StartResume(uint64_t last_point) {
                                  : "");
 }
 
-FullPointId Agent::FullId(uint64_t point_id, uint64_t time_ns) const {
-  return FullPointId{opts_.server_id, point_id, time_ns, keys_.current.key_id, VolumeSizes()};
+FullPointId Agent::FullId(uint64_t point_id, uint64_t time_ns, uint64_t base_point) const {
+  return FullPointId{opts_.server_id, point_id, time_ns, keys_.current.key_id, base_point, VolumeSizes()};
 }
 
-bool Agent::LoadFullCheckpoint(PointSeal* restored) {
+bool Agent::LoadFullCheckpoint(uint64_t last_point, PointSeal* restored) {
   const auto& hello = link_->hello();
-  if (!hello || hello->pending_point_id == 0 || hello->pending_base_point != 0) return false;
-  const std::string what = "the staging kept interrupted full point " + std::to_string(hello->pending_point_id);
+  if (!hello || hello->pending_point_id == 0) return false;
+  // Only a point that reads whole volumes keeps a checkpoint: a full point, or a rescan on the
+  // chain's last point. (An interrupted incremental point resumes from the tracker's bitmaps.)
+  const uint64_t base = hello->pending_base_point;
+  if (base != 0 && base != last_point) return false;
+  const std::string what = "the staging kept interrupted " + std::string(base == 0 ? "full " : "") + "point " +
+                           std::to_string(hello->pending_point_id) +
+                           (base == 0 ? "" : " (on point " + std::to_string(base) + ")");
   std::string why;
   if (hello->pending_point_id != point_.id) {
     why = "this agent's next point is " + std::to_string(point_.id);
-  } else if (full_->Load(FullId(hello->pending_point_id, hello->pending_time_ns), &why)) {
+  } else if (full_->Load(FullId(hello->pending_point_id, hello->pending_time_ns, base), &why)) {
     Status st = restored->StartEmpty(VolumeSizes());
     if (st.ok()) st = full_->Restore(restored);
     if (st.ok()) return true;
@@ -180,12 +187,31 @@ bool Agent::LoadFullCheckpoint(PointSeal* restored) {
   return false;
 }
 
-Status Agent::StartResumeFull(uint64_t last_point, PointSeal restored) {
+Status Agent::StartResumeWhole(uint64_t last_point, PointSeal restored) {
   const auto& hello = *link_->hello();
   point_.time_ns = hello.pending_time_ns;  // the kept BEGIN_POINT's: the seal binds it
   *seal_.point = std::move(restored);
   point_.final_with_inflight = true;
   const uint64_t cursor = full_->cursor(), limit = full_->limit();
+  if (point_.mode == PointMode::kResumeRescan) {
+    // From the cursor on, compared with the base as a rescan is ([cursor, limit) sent whatever the
+    // base holds); the caller loads the base's fingerprints once the point is open.
+    BR_RETURN_IF_ERROR(reads_->SetRescan(cursor));
+    reads_->TrackSweep(limit, limit);
+    const uint64_t to_read = reads_->bytes_left();
+    full_saved_ns_ = MonotonicNs();
+    full_saved_read_ = summary_.bytes_read;
+    status_.Restart(MonotonicNs());
+    summary_.base_point = last_point;
+    summary_.resumed = true;
+    summary_.resumed_rescan = true;
+    summary_.mode_reason = "resuming rescan " + std::to_string(point_.id) + " against point " + std::to_string(last_point) +
+                           " at byte " + std::to_string(cursor) + " of " + std::to_string(full_->total_bytes()) +
+                           ": the staging kept its durable records, this agent's checkpoint their fingerprints; " +
+                           std::to_string(to_read >> 20) + " MiB left to compare";
+    SetState(AgentState::kRescan, summary_.mode_reason);
+    return Status::Ok();
+  }
   // [cursor, limit) in full: the earlier try may have sent records anywhere there, and one the
   // staging kept must be overwritten even where the volume now holds zeros. After it, the data.
   std::vector<std::vector<Extent>> work(volumes_.size());
@@ -212,6 +238,7 @@ Status Agent::StartResumeFull(uint64_t last_point, PointSeal restored) {
   reads_->SetWork(std::move(work), ReadMode::kSweep);
   reads_->TrackSweep(limit, limit);
   full_saved_ns_ = MonotonicNs();
+  full_saved_read_ = summary_.bytes_read;
   status_.Restart(MonotonicNs());
   summary_.base_point = 0;
   summary_.resumed = true;
@@ -228,12 +255,23 @@ Status Agent::CheckpointFull() {
   const uint64_t durable = reads_->DurablePosition(link_->window().acked());
   const uint64_t next = reads_->NextPosition();
   const uint64_t limit = full_->limit();
-  const bool extend = next < total && next + kFullLeaseBytes / 2 > limit;
-  const bool advance = durable >= full_->cursor() + kFullSaveEveryBytes ||
-                       (durable > full_->cursor() && now >= full_saved_ns_ + kFullSaveEveryNs);
+  const bool extend = next < total && next + opts_.checkpoint_lease_bytes / 2 > limit;
+  // Every checkpoint_every_bytes read, not of cursor movement: a rescan's cursor crosses the holes
+  // of a sparse image 64 MiB per step, and a TiB of them is not 16 K saves.
+  const bool advance = durable > full_->cursor() &&
+                       (summary_.bytes_read >= full_saved_read_ + opts_.checkpoint_every_bytes ||
+                        now >= full_saved_ns_ + kFullSaveEveryNs);
   if (!extend && !advance) return Status::Ok();
   full_saved_ns_ = now;
-  const uint64_t new_limit = extend ? (next + kFullLeaseBytes + kBlockBytes - 1) / kBlockBytes * kBlockBytes : limit;
+  full_saved_read_ = summary_.bytes_read;
+  uint64_t new_limit = limit;
+  if (extend) {
+    // Over a rescan's hole the lease runs to the hole's end, up to kFullHoleLeaseBytes: resending
+    // a hole costs a zero record per 64 KiB, and a sparse TiB is not 32 K saves.
+    const uint64_t ahead = std::max(next + opts_.checkpoint_lease_bytes,
+                                    std::min(reads_->HoleEndAhead(), next + kFullHoleLeaseBytes));
+    new_limit = (ahead + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  }
   Status st = full_->Save(durable, new_limit, *seal_.point);
   if (st.ok()) {
     reads_->set_issue_limit(full_->limit());
@@ -241,10 +279,10 @@ Status Agent::CheckpointFull() {
   }
   // Without a checkpoint an interrupted sync reads everything again; but a stale one that stays
   // must keep its lease, so reads past it wait until it is gone.
-  Log(kProg, "warning: cannot save the progress of full point " + std::to_string(point_.id) + " in " + opts_.state_dir +
+  Log(kProg, "warning: cannot save the progress of point " + std::to_string(point_.id) + " in " + opts_.state_dir +
                  ": " + st.message() + "; if it is interrupted, it is read again from the start");
   reads_->StopTracking();
-  return full_->Drop().Annotate("the stale checkpoint of full point " + std::to_string(point_.id) +
+  return full_->Drop().Annotate("the stale checkpoint of point " + std::to_string(point_.id) +
                                 " cannot be removed either: free space in, or fix, the state directory");
 }
 
@@ -262,15 +300,19 @@ Status Agent::StartPoint(uint64_t last_point) {
   const auto& hello = link_->hello();
   point_.final_with_inflight = false;
   PointSeal restored(seal_.keys.get(), SpillDir());
-  const bool full_checkpoint = LoadFullCheckpoint(&restored);
+  const bool whole_checkpoint = LoadFullCheckpoint(last_point, &restored);
   PointPlan plan = DecidePoint(CollectFacts(last_point, hello ? &*hello : nullptr, tracker_.tracker.get(), volumes_,
-                                            keys_.current.key_id, chain_.rescan_due(), full_checkpoint));
+                                            keys_.current.key_id, chain_.rescan_due(), whole_checkpoint));
   link_->ForgetPendingPoint();  // only the first point of a session can resume
   point_.mode = plan.mode;
-  if (plan.mode == PointMode::kResumeFull) {
-    BR_RETURN_IF_ERROR(StartResumeFull(last_point, std::move(restored)));
+  if (plan.mode == PointMode::kResumeFull || plan.mode == PointMode::kResumeRescan) {
+    BR_RETURN_IF_ERROR(StartResumeWhole(last_point, std::move(restored)));
     BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kResumePoint, wire::ResumePoint{point_.id}.Encode()));
-    SetPhase(PointPhase::kReading);
+    // A rescan's base fingerprints, as a new rescan in a new process gets them: the state
+    // directory's cache if the base's seals vouch for it, else the staging's copy.
+    if (plan.mode == PointMode::kResumeRescan)
+      BR_RETURN_IF_ERROR(base_.StartRescan(last_point, VolumeSizes(), {}, opts_.state_dir, opts_.server_id, Sender()));
+    SetPhase(base_.loading() ? PointPhase::kLoadingBase : PointPhase::kReading);
     Log(kProg, "server '" + opts_.server_id + "': " + summary_.mode_reason + " (tracker " + tracker_.note + ")");
     return Status::Ok();
   }
@@ -346,14 +388,16 @@ Status Agent::StartPoint(uint64_t last_point) {
   for (const auto& v : volumes_) b.volume_sizes.push_back(v->size_bytes);
   point_.time_ns = b.time_ns;
   if (tracker_.tracker) tracker_.tracker->NoteSending(b.time_ns);
-  if (plan.mode == PointMode::kFull) {
-    // Its progress is saved as it goes, so an interrupted sync goes on from there (full_progress.h).
-    if (Status st = full_->Begin(FullId(point_.id, b.time_ns), kFullLeaseBytes); !st.ok())
-      Log(kProg, "warning: cannot keep the progress of full point " + std::to_string(point_.id) + " in " + opts_.state_dir +
+  if (whole) {
+    // Its progress is saved as it goes, so an interrupted sync or rescan goes on from there
+    // (full_progress.h).
+    if (Status st = full_->Begin(FullId(point_.id, b.time_ns, b.base_point), opts_.checkpoint_lease_bytes); !st.ok())
+      Log(kProg, "warning: cannot keep the progress of point " + std::to_string(point_.id) + " in " + opts_.state_dir +
                      ": " + st.message() + "; if it is interrupted, it is read again from the start");
     if (full_->active()) {
       reads_->TrackSweep(full_->limit(), 0);
       full_saved_ns_ = MonotonicNs();
+      full_saved_read_ = summary_.bytes_read;
     }
   }
   BR_RETURN_IF_ERROR(SendFrame(wire::MsgType::kBeginPoint, b.Encode()));
@@ -442,7 +486,7 @@ Status Agent::OnFrame(const wire::Frame& f) {
     }
     case wire::MsgType::kFingerprints: {
       BR_ASSIGN_OR_RETURN(auto fps, wire::Fingerprints::Decode(f.payload));
-      if (!(point_.mode == PointMode::kRescan || base_.loading()))
+      if (!(point_.mode == PointMode::kRescan || point_.mode == PointMode::kResumeRescan || base_.loading()))
         return ProtocolError("staging sent fingerprints nobody asked for");
       return base_.inbox().OnFingerprints(fps);
     }
@@ -517,7 +561,7 @@ Status Agent::SendPoint(const Signals& sig, bool once, bool* term_taken) {
   // With the scan tracker every point is such a read: Session waits for it to be due
   // (AwaitScanPoint), so that it holds what the volumes hold then, not at the last interval.
   const bool whole = point_.mode == PointMode::kFull || point_.mode == PointMode::kResumeFull ||
-                     point_.mode == PointMode::kRescan || !tracker_.tracker;
+                     point_.mode == PointMode::kRescan || point_.mode == PointMode::kResumeRescan || !tracker_.tracker;
   bool closing = once || *sig.term || whole;
   // *term_taken: whether this point's last take came after SIGTERM: only then does it hold every
   // write made before the signal. A SIGTERM (or SIGUSR1) that arrives after the last take is
@@ -684,7 +728,7 @@ Status Agent::Session(const Signals& sig, bool once) {
     summary_.alarm = chain_.alarm();
     seal_.point->Committed(point_.id);
     if (Status dropped = full_->Drop(); !dropped.ok()) Log(kProg, "warning: " + dropped.message());
-    if (point_.mode == PointMode::kRescan) base_.inbox().ReleaseFingerprints();
+    if (point_.mode == PointMode::kRescan || point_.mode == PointMode::kResumeRescan) base_.inbox().ReleaseFingerprints();
     if (tracker_.tracker) tracker_.tracker->MarkSynced(point_.id);
     BR_RETURN_IF_ERROR(chain_.Acked({point_.id, point_.time_ns, point_.sent_seal_mac}, opts_.state_dir, opts_.server_id));
     Log(kProg, "point " + std::to_string(point_.id) + (point_.label.empty() ? "" : " '" + point_.label + "'") +

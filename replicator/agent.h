@@ -73,6 +73,12 @@ struct Options {
   // Unset: io_uring, and a TCP connect to `staging`.
   RingFactory make_ring;
   StagingLink::Connector connect;
+  // A full point's or rescan's checkpoint (full_progress.h): the lease ahead of the reads, and
+  // how much is read between saves. The simulation's volumes are KiBs: it shrinks both, so that
+  // a killed point resumes from the middle of a volume there too.
+  uint64_t checkpoint_lease_bytes = 32u << 20;
+  uint64_t checkpoint_every_bytes = 8u << 20;
+  static constexpr uint64_t kCheckpointLeaseBytesMin = 8u << 10;  // two blocks: a read always fits
 };
 
 struct SyncSummary : ReadCounters {
@@ -80,6 +86,7 @@ struct SyncSummary : ReadCounters {
   uint64_t base_point = 0;        // 0: full point
   std::string label;              // the operator's label of the point (--label), if any
   bool resumed = false;           // continued an interrupted point the staging kept
+  bool resumed_rescan = false;    // ... a rescan, from this agent's checkpoint
   std::string tracker;            // which tracker ran, and why a full read happened if one did
   std::string mode_reason;
   double seconds = 0;
@@ -149,18 +156,19 @@ class Agent {
   void AnswerPointRequest();
   Status StartPoint(uint64_t last_point);
   void StartResume(uint64_t last_point);
-  // kResumeFull: the checkpoint's seal state is `restored`; reads [cursor, limit) in full and the
-  // data after it, then the final take.
-  Status StartResumeFull(uint64_t last_point, PointSeal restored);
-  // Whether the agent's checkpoint matches the staging's interrupted full point (HELLO_OK) and
-  // replays into a seal state (then in `*restored`); logs why not when there is one.
-  bool LoadFullCheckpoint(PointSeal* restored);
-  FullPointId FullId(uint64_t point_id, uint64_t time_ns) const;
-  // During a full point's sweep: saves its progress when it moved kFullSaveEveryBytes or
-  // kFullSaveEveryNs ago, and extends the lease before the reads reach it.
+  // kResumeFull, kResumeRescan: the checkpoint's seal state is `restored`; reads [cursor, limit)
+  // in full, then the data after it (a rescan: compared with the base, whose fingerprints the
+  // caller then loads), then the final take.
+  Status StartResumeWhole(uint64_t last_point, PointSeal restored);
+  // Whether the agent's checkpoint matches the staging's interrupted full point or rescan on
+  // `last_point` (HELLO_OK) and replays into a seal state (then in `*restored`); logs why not
+  // when there is one.
+  bool LoadFullCheckpoint(uint64_t last_point, PointSeal* restored);
+  FullPointId FullId(uint64_t point_id, uint64_t time_ns, uint64_t base_point) const;
+  // During a full point's sweep or a rescan: saves its progress when it read
+  // checkpoint_every_bytes or kFullSaveEveryNs ago, and extends the lease before the reads reach it.
   Status CheckpointFull();
-  static constexpr uint64_t kFullLeaseBytes = 32u << 20;
-  static constexpr uint64_t kFullSaveEveryBytes = 8u << 20;
+  static constexpr uint64_t kFullHoleLeaseBytes = 1ull << 30;  // over a rescan's hole
   static constexpr uint64_t kFullSaveEveryNs = 100000000ull;
   // Replaces the work with newly dirty blocks; false when there were none. The final take of a
   // point also marks every pending write and reads whole volumes whose tracking had a gap.
@@ -229,8 +237,9 @@ class Agent {
   BaseLoad base_;       // the base's fingerprints and seals (incremental points, rescans)
   ChainMemory chain_;   // the newest point acknowledged to this agent: rollback alarms, ids, seal links
   PointRun point_;
-  std::unique_ptr<FullProgress> full_;  // an interrupted full point's checkpoint (full_progress.h)
+  std::unique_ptr<FullProgress> full_;  // a full point's or a rescan's checkpoint (full_progress.h)
   uint64_t full_saved_ns_ = 0;
+  uint64_t full_saved_read_ = 0;  // summary_.bytes_read at the last save
   TokenBucket bucket_;  // --bandwidth-limit
   AgentStatus status_;  // lag, rates and the RPO forecast, freeze times; status.json
   std::pair<AgentState, std::string> state_{AgentState::kDisconnected, ""};  // and why

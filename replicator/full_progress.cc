@@ -13,7 +13,7 @@
 namespace blockrep::agent {
 namespace {
 
-constexpr char kMagic[8] = {'B', 'R', 'F', 'U', 'L', 'L', '0', '1'};
+constexpr char kMagic[8] = {'B', 'R', 'F', 'U', 'L', 'L', '0', '2'};  // 02: the base point (rescans)
 constexpr size_t kChunkHeadBytes = 4 + 8 + 4;
 
 uint64_t BlockCount(uint64_t volume_bytes) { return (volume_bytes + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes; }
@@ -65,6 +65,7 @@ Status FullProgress::WriteHeader() {
   w.U64(id_.point_id);
   w.U64(id_.time_ns);
   w.U64(id_.key_id);
+  w.U64(id_.base_point);
   w.String(boot_id_);
   w.U32(static_cast<uint32_t>(id_.volume_bytes.size()));
   for (uint64_t s : id_.volume_bytes) w.U64(s);
@@ -99,10 +100,11 @@ bool FullProgress::Load(const FullPointId& id, std::string* why) {
   got.point_id = r.U64();
   got.time_ns = r.U64();
   got.key_id = r.U64();
+  got.base_point = r.U64();
   std::string boot = r.String(64);
   uint32_t volumes = r.U32();
   if (!r.ok() || !std::equal(magic, magic + sizeof(magic), kMagic) || volumes > 4096) {
-    *why = HeaderPath() + " is not a full-point checkpoint";
+    *why = HeaderPath() + " is not a checkpoint this agent writes (an older agent's?)";
     return false;
   }
   for (uint32_t v = 0; v < volumes; ++v) got.volume_bytes.push_back(r.U64());
@@ -118,7 +120,7 @@ bool FullProgress::Load(const FullPointId& id, std::string* why) {
     return false;
   }
   if (!(got == id)) {
-    *why = "it is of point " + std::to_string(got.point_id) + " at another time, key or volume sizes, not the staging's";
+    *why = "it is of point " + std::to_string(got.point_id) + " at another time, key, base or volume sizes, not the staging's";
     return false;
   }
   id_ = got;

@@ -1,10 +1,12 @@
-// How far an interrupted full point got, so that the next try resumes it instead of reading every
-// volume again (docs/TRACKING.md, Resumable full points). Kept in the state directory:
+// How far an interrupted point that reads whole volumes — a full point, or a rescan — got, so that
+// the next try resumes it instead of reading every volume again (docs/TRACKING.md, Resumable full
+// points and rescans). Kept in the state directory:
 //
-//   <state-dir>/full-point       the point it is (server, id, BEGIN_POINT time, data key, volume
-//                                sizes, boot id) and two positions over the volumes laid end to
+//   <state-dir>/full-point       the point it is (server, id, BEGIN_POINT time, data key, base
+//                                point: 0 for a full point, volume sizes, boot id) and two positions over the volumes laid end to
 //                                end: `cursor` — every block before it was read and its records
-//                                acknowledged durable (zero extents were not sent); `limit` — no
+//                                acknowledged durable (zero extents, and in a rescan blocks equal
+//                                to the base's, were not sent); `limit` — no
 //                                record of the point was sent past it; and how many bytes of the
 //                                log below are valid. Replaced by rename.
 //   <state-dir>/full-point.fps   a log of the keyed fingerprints of the blocks before `cursor`
@@ -20,7 +22,8 @@
 //
 // The limit is a lease: the agent extends it (a save) before it reads past it, so a resume knows
 // where records of the earlier try may lie, and sends [cursor, limit) again in full, with zero
-// records where the volume now holds zeros (a kept record there must not outlive the block).
+// records where the volume now holds zeros (a kept record there must not outlive the block), and
+// in a rescan whatever the base holds there.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +43,7 @@ struct FullPointId {
   uint64_t point_id = 0;
   uint64_t time_ns = 0;  // its BEGIN_POINT time
   uint64_t key_id = 0;
+  uint64_t base_point = 0;  // a rescan's base (the chain's last point); 0: a full point
   std::vector<uint64_t> volume_bytes;
   bool operator==(const FullPointId&) const = default;
 };

@@ -42,6 +42,9 @@ static void PrintSummary(const agent::SyncSummary& s) {
               s.label.empty() ? "" : (" '" + s.label + "'").c_str());
   if (s.resumed && s.base_point == 0)
     std::printf("  kind        resumed full (%s)\n", s.mode_reason.c_str());
+  else if (s.resumed_rescan)
+    std::printf("  kind        resumed rescan on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
+                s.mode_reason.c_str());
   else if (s.resumed)
     std::printf("  kind        resumed incremental on point %llu (%s)\n", static_cast<unsigned long long>(s.base_point),
                 s.mode_reason.c_str());
@@ -72,7 +75,8 @@ static void PrintSummary(const agent::SyncSummary& s) {
 
 // --once --json: the same summary as one JSON object on stdout (the log stays on stderr).
 static void PrintSummaryJson(const agent::SyncSummary& s) {
-  const char* kind = s.resumed ? (s.base_point == 0 ? "resumed full" : "resumed") : s.base_point != 0 ? "incremental" : "full";
+  const char* kind = s.resumed ? (s.base_point == 0 ? "resumed full" : s.resumed_rescan ? "resumed rescan" : "resumed")
+                    : s.base_point != 0 ? "incremental" : "full";
   auto u = [](uint64_t v) { return std::to_string(v); };
  std::string j = "{\"point\": " + u(s.point_id) + ", \"label\": " + (s.label.empty() ? "null" : JsonString(s.label)) +
                   ", \"kind\": " + JsonString(kind) + ", \"base_point\": " +

@@ -16,14 +16,16 @@ bool CanResume(const PlanFacts& f) {
   return f.overflowed_volume.empty();
 }
 
-// The staging's interrupted point is a full one, and this agent's checkpoint of it lets it go on
-// from there: everything before the checkpoint's cursor is on the staging as the checkpoint says,
-// and changed since only where the tracker saw writes. Without a tracker (scanning) there is no
-// such promise to keep: its points are never consistent, and the next one is a rescan anyway.
-// A tracker that did not begin the point (a new pin: reboot, lost pin) missed writes: no resume.
-bool CanResumeFull(const PlanFacts& f) {
-  if (f.rescan_due || !f.full_checkpoint) return false;
-  if (f.pending_point != f.last_point + 1 || f.pending_base_point != 0) return false;
+// The staging's interrupted point read whole volumes (a full point, or a rescan on the chain's
+// last point), and this agent's checkpoint of it lets it go on from there: everything before the
+// checkpoint's cursor is on the staging as the checkpoint says, and changed since only where the
+// tracker saw writes. Without a tracker (scanning) there is no such promise to keep: its points
+// are never consistent, and the next one is a rescan anyway. A tracker that did not begin the
+// point (a new pin: reboot, lost pin) missed writes: no resume.
+bool CanResumeWhole(const PlanFacts& f) {
+  if (f.rescan_due || f.key_rotated || !f.whole_checkpoint) return false;
+  if (f.pending_point != f.last_point + 1) return false;
+  if (f.pending_base_point != 0 && f.pending_base_point != f.last_point) return false;
   if (!f.has_tracker) return true;
   return f.tracker_sent_pending && f.overflowed_volume.empty();
 }
@@ -34,6 +36,7 @@ const char* PointModeName(PointMode m) {
   switch (m) {
     case PointMode::kResume: return "resume";
     case PointMode::kResumeFull: return "resume full";
+    case PointMode::kResumeRescan: return "resume rescan";
     case PointMode::kIncremental: return "incremental";
     case PointMode::kRescan: return "rescan";
     case PointMode::kFull: return "full";
@@ -55,7 +58,7 @@ const char* PhaseName(PointPhase p) {
 
 PointPlan DecidePoint(const PlanFacts& f) {
   if (CanResume(f)) return {PointMode::kResume, ""};
-  if (CanResumeFull(f)) return {PointMode::kResumeFull, ""};
+  if (CanResumeWhole(f)) return {f.pending_base_point == 0 ? PointMode::kResumeFull : PointMode::kResumeRescan, ""};
   PointPlan p;
   p.mode = PointMode::kFull;
   if (f.key_rotated) {
@@ -101,9 +104,9 @@ PointPlan DecidePoint(const PlanFacts& f) {
 
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       bool full_checkpoint) {
+                       bool whole_checkpoint) {
   PlanFacts f;
-  f.full_checkpoint = full_checkpoint;
+  f.whole_checkpoint = whole_checkpoint;
   f.last_point = last_point;
   if (hello) {
     f.pending_point = hello->pending_point_id;

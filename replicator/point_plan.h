@@ -17,6 +17,7 @@ namespace blockrep::agent {
 enum class PointMode {
   kResume,       // continue the staging's interrupted point: its durable records are kept
   kResumeFull,   // continue the staging's interrupted full point from the agent's checkpoint
+  kResumeRescan, // continue the staging's interrupted rescan from the agent's checkpoint
   kIncremental,  // the tracker's dirty blocks since the chain's last point
   kRescan,       // read everything, ship blocks whose fingerprint differs from the last point's
   kFull,         // read everything, ship every non-zero extent
@@ -38,9 +39,10 @@ struct PlanFacts {
   uint64_t tracker_synced_point = 0;     // the point the tracker's bitmap is relative to (0: none)
   bool tracker_sent_last_point = false;  // this tracker began the chain's last point (by its time)
   std::string overflowed_volume;         // path of the first volume whose tracking had a gap; "" if none
-  // A full-point checkpoint of this boot matches the staging's interrupted point (full_progress.h),
-  // and the tracker began that point (its stamp), so it saw every write since.
-  bool full_checkpoint = false;
+  // A checkpoint of this boot (full_progress.h) matches the staging's interrupted point — a full
+  // point, or a rescan on pending_base_point — exactly.
+  bool whole_checkpoint = false;
+  // The tracker began that point (its stamp), so it saw every write since.
   bool tracker_sent_pending = false;
 };
 
@@ -60,7 +62,7 @@ PointPlan DecidePoint(const PlanFacts& f);
 // (null: scanning), the volumes, our key's id, whether the chain memory wants a rescan.
 PlanFacts CollectFacts(uint64_t last_point, const wire::HelloOk* hello, const EbpfTracker* tracker,
                        const std::vector<std::unique_ptr<Volume>>& volumes, uint64_t our_key_id, bool rescan_due,
-                       bool full_checkpoint = false);
+                       bool whole_checkpoint = false);
 
 // The life of one recovery point, in order; every change is logged (Agent::SetPhase).
 enum class PointPhase {

@@ -30,10 +30,10 @@ ReadPipeline::ReadPipeline(Deps deps, uint64_t id_base) : deps_(std::move(deps))
   for (const auto& v : *deps_.volumes) volume_base_.push_back(volume_base_.back() + v->size_bytes);
 }
 
-void ReadPipeline::TrackSweep(uint64_t issue_limit, uint64_t zeros_below) {
+void ReadPipeline::TrackSweep(uint64_t issue_limit, uint64_t send_all_below) {
   tracking_ = true;
   issue_limit_ = issue_limit;
-  zeros_below_ = zeros_below;
+  send_all_below_ = send_all_below;
   first_ticket_ += tracked_.size();
   tracked_.clear();
 }
@@ -41,7 +41,7 @@ void ReadPipeline::TrackSweep(uint64_t issue_limit, uint64_t zeros_below) {
 void ReadPipeline::StopTracking() {
   tracking_ = false;
   issue_limit_ = UINT64_MAX;
-  zeros_below_ = 0;
+  send_all_below_ = 0;
   first_ticket_ += tracked_.size();
   tracked_.clear();
 }
@@ -116,19 +116,45 @@ void ReadPipeline::SetWholeVolumes(ReadMode mode) {
   SetWork(std::move(work), mode);
 }
 
-Status ReadPipeline::SetRescan() {
-  SetWholeVolumes(ReadMode::kRescan);
+Status ReadPipeline::SetRescan(uint64_t from) {
+  std::vector<std::vector<Extent>> work(deps_.volumes->size());
+  for (size_t v = 0; v < work.size(); ++v) {
+    const uint64_t size = (*deps_.volumes)[v]->size_bytes, start = from - std::min(from, volume_base_[v]);
+    if (start < size) work[v].push_back(Extent{start, size - start});
+  }
+  SetWork(std::move(work), ReadMode::kRescan);
   for (size_t v = 0; v < deps_.volumes->size(); ++v) {
     const Volume& vol = *(*deps_.volumes)[v];
+    if (work_[v].empty()) continue;
+    const uint64_t start = work_[v].front().offset;
     BR_ASSIGN_OR_RETURN(std::vector<Extent> data, vol.DataExtents());
     uint64_t at = 0;
+    auto hole = [&](uint64_t a, uint64_t b) {
+      a = std::max(a, start);
+      if (b > a) holes_[v].push_back(Extent{a, b - a});
+    };
     for (const Extent& e : data) {
-      if (e.offset > at) holes_[v].push_back(Extent{at, e.offset - at});
+      hole(at, e.offset);
       at = e.offset + e.length;
     }
-    if (at < vol.size_bytes) holes_[v].push_back(Extent{at, vol.size_bytes - at});
+    hole(at, vol.size_bytes);
   }
   return Status::Ok();
+}
+
+uint64_t ReadPipeline::HoleEndAhead() const {
+  const uint64_t next = NextPosition();
+  for (size_t v = 0; v < holes_.size() && v < work_.size(); ++v) {
+    if (next < volume_base_[v] || next >= volume_base_[v + 1]) continue;
+    const uint64_t pos = next - volume_base_[v];
+    for (size_t h = v == cur_volume_ ? hole_at_[v] : 0; h < holes_[v].size(); ++h) {
+      const Extent& e = holes_[v][h];
+      if (e.offset > pos) break;
+      if (pos < e.offset + e.length) return volume_base_[v] + e.offset + e.length;
+    }
+    break;
+  }
+  return next;
 }
 
 std::vector<std::vector<Extent>> ReadPipeline::TakeWork() {
@@ -192,8 +218,13 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
         len = std::min<uint64_t>(len, hs[h].offset - pos);
       }
     }
-    if (tracking_ && Position(cur_volume_, pos + len) > issue_limit_)
-      break;  // the lease ends here: the agent extends it (FullProgress::Save) before reading on
+    if (tracking_ && Position(cur_volume_, pos + len) > issue_limit_) {
+      // The lease ends here: the read is cut at it, to whole blocks of the volume (O_DIRECT), or
+      // waits until the agent extends it (FullProgress::Save).
+      const uint64_t room = issue_limit_ - std::min(issue_limit_, Position(cur_volume_, pos));
+      len = room / kTrackBlockBytes * kTrackBlockBytes;
+      if (len == 0) break;
+    }
     if (mode_ == ReadMode::kRescan && pos + len > deps_.base->known_end(cur_volume_)) break;
     // A hole reads nothing: any slot does. A read longer than a small buffer waits for a large one.
     const size_t slot = FreeSlot(hole ? 0 : (len + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
@@ -334,7 +365,14 @@ Status ReadPipeline::ProcessHole(Read& r) {
     QueueRecord(r.volume, from, ByteSpan(zeros_.data(), to - from), zero_fps_.data(), false, true);
   };
   const uint64_t end_block = (end + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
-  for (uint64_t at = r.offset; at < end; at += kFingerprintBlockBytes) {
+  uint64_t from = r.offset;
+  if (tracking_ && Position(r.volume, from) < send_all_below_) {
+    // A resumed rescan's [cursor, limit): zeros all along, whatever the base holds.
+    const uint64_t all_end = std::min(end, send_all_below_ - volume_base_[r.volume]);
+    for (; from < all_end; from += std::min<uint64_t>(kRecordBytes, all_end - from))
+      queue(from, std::min<uint64_t>(from + kRecordBytes, all_end));
+  }
+  for (uint64_t at = from; at < end; at += kFingerprintBlockBytes) {
     if (run_start == UINT64_MAX) {
       // Nothing to send up to the base's next non-zero block: the holes of a spilled table (a
       // sparse volume's; 268 M blocks per TiB) are skipped without looking at each block.
@@ -394,7 +432,8 @@ Status ReadPipeline::Process(Read& r) {
         size_t at = b * kFingerprintBlockBytes;
         uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
         uint64_t ours = read_fps_[(pos + at) / kFingerprintBlockBytes];
-        bool same = deps_.base->Fingerprint(r.volume, block_index) == ours;
+        bool same = deps_.base->Fingerprint(r.volume, block_index) == ours &&
+                    !(tracking_ && Position(r.volume, block_index * kFingerprintBlockBytes) < send_all_below_);
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
           QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
@@ -410,7 +449,7 @@ Status ReadPipeline::Process(Read& r) {
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
-    if (zero && mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < zeros_below_)) continue;
+    if (zero && mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < send_all_below_)) continue;
     QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes], !zero, zero);
   }
   // The records point into r.buf: sealed before the buffer is handed back.

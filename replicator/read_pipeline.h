@@ -102,9 +102,10 @@ class ReadPipeline {
   size_t queued_batches() const { return queued_.size(); }
   // Every block of every volume.
   void SetWholeVolumes(ReadMode mode);
-  // kRescan of every volume: the holes of image files (SEEK_HOLE) are not read but compared as
-  // zeros with the last point's fingerprints, and sent as zero records where those are not zero.
-  [[nodiscard]] Status SetRescan();
+  // kRescan of every volume from position `from` on (over the volumes laid end to end; 0: all of
+  // them): the holes of image files (SEEK_HOLE) are not read but compared as zeros with the last
+  // point's fingerprints, and sent as zero records where those are not zero.
+  [[nodiscard]] Status SetRescan(uint64_t from = 0);
   // Hands the work over (a resumed point keeps its own work aside while it re-reads).
   std::vector<std::vector<Extent>> TakeWork();
   const std::vector<std::vector<Extent>>& work() const { return work_; }
@@ -129,17 +130,22 @@ class ReadPipeline {
   uint64_t bytes_left() const { return bytes_left_; }
   const std::vector<uint64_t>& shipped_by_volume() const { return shipped_by_volume_; }
 
-  // A full point's sweep (full_progress.h). Positions are over the volumes laid end to end.
-  // Reads are remembered in issue order, so that DurablePosition says how far every read was
-  // processed and its records acknowledged; no read ends past the issue limit; and zero extents
-  // before `zeros_below` go as zero records (a resumed point's [cursor, limit), where a record
-  // the staging kept must not outlive the block). Abandon and StopTracking end it.
-  void TrackSweep(uint64_t issue_limit, uint64_t zeros_below);
+  // A full point's sweep or a rescan (full_progress.h). Positions are over the volumes laid end
+  // to end. Reads are remembered in issue order, so that DurablePosition says how far every read
+  // was processed and its records acknowledged; no read ends past the issue limit (one that
+  // would is cut there, to whole blocks); and every block before `send_all_below` is sent (a resumed point's [cursor,
+  // limit), where a record the staging kept must not outlive the block): a sweep's zero extents
+  // as zero records, a rescan's blocks whatever the base holds. Abandon and StopTracking end it.
+  void TrackSweep(uint64_t issue_limit, uint64_t send_all_below);
   void StopTracking();
   bool tracking() const { return tracking_; }
   void set_issue_limit(uint64_t limit) { issue_limit_ = limit; }
   // The position of the next byte the work reads; the end of all volumes when none is left.
   uint64_t NextPosition() const;
+  // kRescan: where the hole that the next read falls in ends (a position); NextPosition() when
+  // it falls in data. A lease may stretch over a hole at little cost: resending it sends one
+  // 80-byte zero record per kRecordBytes.
+  uint64_t HoleEndAhead() const;
   // Every byte of the work before it was read, processed, and its records' sequence numbers are
   // at most `acked_seq`.
   uint64_t DurablePosition(uint64_t acked_seq);
@@ -208,7 +214,7 @@ class ReadPipeline {
     bool done = false;
   };
   bool tracking_ = false;
-  uint64_t issue_limit_ = UINT64_MAX, zeros_below_ = 0;
+  uint64_t issue_limit_ = UINT64_MAX, send_all_below_ = 0;
   std::deque<Tracked> tracked_;
   uint64_t first_ticket_ = 1;
 };

@@ -4,7 +4,8 @@
 # blocks already sent are overwritten between the second and third; every try goes on from the
 # agent's checkpoint instead of reading everything again. Over all runs the device is read at most
 # 1.25x its size; the point restores identical to the device and verifies clean. Then the same
-# without eBPF (--tracker scan) on a sparse image file, whose holes a full point does not read.
+# without eBPF (--tracker scan) on a sparse image file, whose holes a full point does not read,
+# and a rescan of it, killed and resumed.
 # Replay: SEED=N tests/e2e/full_resume.sh
 source "$(dirname "$0")/lib.sh"
 need_root "full_resume"
@@ -125,4 +126,34 @@ echo "scan tracker, sparse image: the resumed try read $((read1 >> 20)) MiB of 1
 recover restore --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" --point latest \
   --output "$WORK/out-scan" >/dev/null
 cmp "$IMG" "$WORK/out-scan/vol-0.img" || fail "the resumed scan point differs from the image"
-pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean"
+
+# A rescan (with the scan tracker, every point after the first) resumes the same way. Since the
+# point: 128 MiB of new data at 0 (over the 96 MiB there and the hole after it), 32 MiB at 300 MiB.
+head -c 128M /dev/urandom | dd of="$IMG" bs=1M conv=notrunc status=none
+head -c 32M /dev/urandom | dd of="$IMG" bs=1M seek=300 conv=notrunc status=none
+scan_agent --bandwidth-limit 40M >"$WORK/rescan0.out" 2>"$WORK/rescan0.log" &
+pid=$!
+PIDS+=("$pid")
+for _ in $(seq 1 300); do
+  [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $((140 << 20)) ]] && break
+  sleep 0.05
+done
+kill -9 "$pid" 2>/dev/null || fail "the rescan ended before its kill: $(tail -n 2 "$WORK/rescan0.log")"
+wait "$pid" 2>/dev/null || true
+! grep -q "internal error" "$WORK/rescan0.log" || fail "the rescan failed a check: $(grep "internal error" "$WORK/rescan0.log")"
+grep -q "rescan against point 1" "$WORK/rescan0.log" || fail "the second point was not a rescan: $(grep -m2 'sending point' "$WORK/rescan0.log")"
+kept 5
+(scan_agent) >"$WORK/rescan1.out" 2>"$WORK/rescan1.log" || fail "the rescan's resume failed: $(tail -n 3 "$WORK/rescan1.log")"
+grep -q '"kind": "resumed rescan"' "$WORK/rescan1.out" || { cat "$WORK/rescan1.out"; grep -m3 "checkpoint\|point 2" "$WORK/rescan1.log"; fail "the rescan was not resumed"; }
+json() { grep -o "\"$1\": [0-9]*" "$WORK/rescan1.out" | grep -o '[0-9]*$'; }
+read2=$(json bytes_read)
+shipped2=$(json bytes_shipped)
+echo "rescan killed past 140 MiB and resumed: the resumed try read $((read2 >> 20)) MiB of 196 MiB of data, shipped $((shipped2 >> 20)) MiB of the 160 MiB changed"
+[[ $read2 -lt $((100 << 20)) ]] || fail "the resumed rescan read $((read2 >> 20)) MiB: it started over"
+[[ $shipped2 -lt $((100 << 20)) ]] || fail "the resumed rescan shipped $((shipped2 >> 20)) MiB: it sent the first try's blocks again"
+recover restore --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" --point latest \
+  --output "$WORK/out-rescan" >/dev/null
+cmp "$IMG" "$WORK/out-rescan/vol-0.img" || fail "the resumed rescan differs from the image"
+recover verify --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" >"$WORK/verify-scan.out" 2>&1 ||
+  { cat "$WORK/verify-scan.out"; fail "verify --key of the scanned server is not clean"; }
+pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; a rescan killed and resumed shipped $((shipped2 >> 20)) of 160 MiB"

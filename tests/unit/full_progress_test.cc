@@ -19,7 +19,7 @@ constexpr uint64_t kVol0 = 8u << 20, kVol1 = (1u << 20) + 4096;
 
 class FullProgressTest : public ::testing::Test {
  protected:
-  FullPointId Id() const { return FullPointId{"web1", 1, 123456789, 42, {kVol0, kVol1}}; }
+  FullPointId Id() const { return FullPointId{"web1", 1, 123456789, 42, 0, {kVol0, kVol1}}; }
   // A seal state as a sweep leaves it: data in vol 0's first 3 MiB and at 6 MiB, vol 1 whole.
   void Sweep(PointSeal* seal) {
     ASSERT_TRUE(seal->StartEmpty({kVol0, kVol1}).ok());
@@ -82,8 +82,8 @@ TEST_F(FullProgressTest, OnlyBlocksBeforeTheCursorReplay) {
   EXPECT_TRUE(std::all_of(got.begin() + 256, got.end(), [](uint64_t fp) { return fp == 0; }));
 }
 
-// Another boot (the page cache it lived in is gone), another point, or no state directory: no
-// checkpoint.
+// Another boot (the page cache it lived in is gone), another point (or another base: a rescan's
+// checkpoint is not a full point's), or no state directory: no checkpoint.
 TEST_F(FullProgressTest, AnotherBootOrPointIsNotUsed) {
   FullProgress p(dir_.path(), "boot-a");
   ASSERT_TRUE(p.Begin(Id(), 4u << 20).ok());
@@ -93,6 +93,10 @@ TEST_F(FullProgressTest, AnotherBootOrPointIsNotUsed) {
   EXPECT_EQ(why, "it was written before a reboot");
   FullPointId other = Id();
   other.time_ns += 1;
+  EXPECT_FALSE(FullProgress(dir_.path(), "boot-a").Load(other, &why));
+  EXPECT_NE(why.find("not the staging's"), std::string::npos) << why;
+  other = Id();
+  other.base_point = 7;  // the staging's interrupted point is a rescan on point 7, ours a full one
   EXPECT_FALSE(FullProgress(dir_.path(), "boot-a").Load(other, &why));
   EXPECT_NE(why.find("not the staging's"), std::string::npos) << why;
   FullProgress none("", "boot-a");

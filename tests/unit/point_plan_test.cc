@@ -45,7 +45,7 @@ TEST(PointPlanTest, InterruptedFullPointResumesFromTheCheckpoint) {
   PlanFacts f;
   f.pending_point = 1;
   f.pending_base_point = 0;
-  f.full_checkpoint = true;
+  f.whole_checkpoint = true;
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kResumeFull) << "no tracker: scanning points are never consistent";
   f.has_tracker = true;
   f.tracker_resumed = true;
@@ -55,14 +55,44 @@ TEST(PointPlanTest, InterruptedFullPointResumesFromTheCheckpoint) {
   f.overflowed_volume = "/dev/loop0";
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "tracking had a gap";
   f.overflowed_volume.clear();
-  f.full_checkpoint = false;
+  f.whole_checkpoint = false;
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "no checkpoint: read everything";
-  f.full_checkpoint = true;
+  f.whole_checkpoint = true;
   f.rescan_due = true;
   EXPECT_NE(DecidePoint(f).mode, PointMode::kResumeFull) << "an alarm never resumes";
   f.rescan_due = false;
   f.pending_point = 2;
   EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "a kept point that does not follow the chain";
+}
+
+// The staging kept an interrupted rescan on the chain's last point, and the agent's checkpoint
+// matches it: it goes on from there under the same conditions as a full point, never on another
+// base, after a key rotation or an alarm.
+TEST(PointPlanTest, InterruptedRescanResumesFromTheCheckpoint) {
+  PlanFacts f;
+  f.last_point = 4;
+  f.pending_point = 5;
+  f.pending_base_point = 4;
+  f.whole_checkpoint = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kResumeRescan) << "no tracker: every point is a rescan";
+  f.has_tracker = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "a tracker that did not begin the rescan missed writes";
+  f.tracker_sent_pending = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kResumeRescan);
+  f.overflowed_volume = "/dev/loop0";
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "tracking had a gap";
+  f.overflowed_volume.clear();
+  f.whole_checkpoint = false;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "no checkpoint: read everything again";
+  f.whole_checkpoint = true;
+  f.pending_base_point = 3;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "a kept point on another base";
+  f.pending_base_point = 4;
+  f.key_rotated = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kFull) << "after a key rotation, a full point";
+  f.key_rotated = false;
+  f.rescan_due = true;
+  EXPECT_EQ(DecidePoint(f).mode, PointMode::kRescan) << "an alarm never resumes";
 }
 
 // No tracker: the first point is full, later ones rescan against the chain.

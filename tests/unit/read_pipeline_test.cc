@@ -187,7 +187,7 @@ TEST_F(ReadPipelineTest, TrackedSweepStopsAtTheLeaseAndCountsOnlyAcknowledgedRea
   EXPECT_EQ(pipeline_->DurablePosition(window_.last_sent()), kVolume);
 }
 
-// Before `zeros_below`, a tracked sweep sends zero extents as zero records (a resumed full
+// Before `send_all_below`, a tracked sweep sends zero extents as zero records (a resumed full
 // point's re-read range, where a record kept from the earlier try must not outlive the block).
 TEST_F(ReadPipelineTest, TrackedSweepSendsZerosBelowTheMark) {
   pipeline_->SetWork({{Extent{kZeroAt, kZeroBytes}}}, ReadMode::kSweep);
@@ -247,6 +247,55 @@ TEST_F(ReadPipelineTest, RescanComparesHolesWithoutReadingThem) {
     EXPECT_EQ(records[i].first, kHoleAt + i * (64u << 10));
     EXPECT_EQ(records[i].second, Bytes(64u << 10, 0));
   }
+}
+
+// A resumed rescan starts at the checkpoint's cursor, and before the mark (the lease of the try
+// it resumes) sends every block, data equal to the base's and holes as zero records alike: a
+// record kept from that try must not outlive its block. Past the mark it compares as a rescan.
+TEST_F(ReadPipelineTest, ResumedRescanStartsAtTheCursorAndSendsAllBelowTheMark) {
+  std::vector<uint64_t> theirs = Fingerprints();
+  theirs[700] ^= 2;
+  base_.TakeFingerprints(TablesOf({theirs}), {kVolume});
+  int fd = open((dir_ / "vol.img").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kZeroAt, kZeroBytes), 0);
+  close(fd);
+  constexpr uint64_t kCursor = 512u << 10, kMark = kZeroAt + (128u << 10);
+  ASSERT_TRUE(pipeline_->SetRescan(kCursor).ok());
+  pipeline_->TrackSweep(UINT64_MAX, kMark);
+  auto records = Open(Drain());
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  EXPECT_EQ(counters_.bytes_read, kVolume - kCursor - kZeroBytes) << "nothing before the cursor, no hole read";
+  ASSERT_EQ(records.size(), 8u + 2u + 1u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(records[i].first, kCursor + i * (64u << 10)) << "data below the mark, equal to the base's";
+    EXPECT_TRUE(std::equal(records[i].second.begin(), records[i].second.end(), image_.begin() + records[i].first));
+  }
+  EXPECT_EQ(records[8].first, kZeroAt) << "the hole below the mark, zeros in the base too";
+  EXPECT_EQ(records[9].second, Bytes(64u << 10, 0));
+  EXPECT_EQ(records[10].first, 700u * 4096) << "past the mark: only the block that differs";
+  EXPECT_EQ(records[10].second.size(), 4096u);
+}
+
+// A rescan's hole is read (compared) no further than the lease, and the lease may stretch to the
+// hole's end (HoleEndAhead), so a sparse volume is not walked in lease-sized steps.
+TEST_F(ReadPipelineTest, ARescanHoleIsCutAtTheLease) {
+  base_.TakeFingerprints(TablesOf({Fingerprints()}), {kVolume});
+  int fd = open((dir_ / "vol.img").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kZeroAt, kZeroBytes), 0);
+  close(fd);
+  ASSERT_TRUE(pipeline_->SetRescan().ok());
+  pipeline_->TrackSweep(kZeroAt + (64u << 10), 0);
+  EXPECT_TRUE(Open(Drain()).empty()) << "the volume equals the base";
+  EXPECT_EQ(pipeline_->NextPosition(), kZeroAt + (64u << 10)) << "the hole is cut at the lease";
+  EXPECT_EQ(pipeline_->HoleEndAhead(), kZeroAt + kZeroBytes);
+  EXPECT_EQ(pipeline_->DurablePosition(window_.last_sent()), kZeroAt + (64u << 10));
+  pipeline_->set_issue_limit(UINT64_MAX);
+  Drain();
+  EXPECT_EQ(pipeline_->NextPosition(), kVolume);
+  EXPECT_EQ(pipeline_->HoleEndAhead(), kVolume) << "no hole ahead";
+  EXPECT_EQ(counters_.bytes_holes, kZeroBytes);
 }
 
 // A rescan compares an image's holes with a base table large enough to be spilled to a file by
