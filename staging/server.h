@@ -149,8 +149,8 @@ class Server {
   Status OnBeginPoint(Session& s, ByteSpan payload);
   Status OnResumePoint(Session& s, ByteSpan payload);
   void KeepInterruptedPoint(Session& s);
-  // Forgets the kept point of `st`, in memory and on disk.
-  void DropPending(ServerState& st);
+  // Forgets the kept point of `st`, in memory and on disk (durably: the directory is synced).
+  [[nodiscard]] Status DropPending(ServerState& st);
   // Offers a kept point a previous run of the staging saved, if it still follows the chain.
   void LoadPending(ServerState& st, const std::string& server_id);
   Status OnRecord(Session& s, ByteSpan payload);

@@ -14,7 +14,8 @@ void Trace(bool verbose, uint64_t seed, const std::string& line) {
 
 std::string CheckStore(FaultEnv* env, const std::string& root, const std::string& server_id, const DataKey& key,
                        uint64_t volume_bytes, const std::map<uint64_t, Bytes>& expected,
-                       const std::set<uint64_t>& must_be_listed) {
+                       const std::set<uint64_t>& must_be_listed,
+                       const std::map<uint64_t, std::vector<Bytes>>& fuzzy) {
   auto opened = store::ServerStore::Open(root, server_id, false, env);
   if (!opened.ok()) {
     if (opened.status().code() == Code::kNotFound && must_be_listed.empty()) return "";
@@ -42,7 +43,18 @@ std::string CheckStore(FaultEnv* env, const std::string& root, const std::string
         return point + ": an index entry points outside its record or the volume";
       std::copy_n(plain.begin() + e.offset_in_record, e.length, image.begin() + static_cast<ptrdiff_t>(e.offset));
     }
-    if (image != want->second) {
+    auto versions = fuzzy.find(p.id);
+    if (versions != fuzzy.end()) {
+      for (uint64_t b = 0; b * kBlockBytes < volume_bytes; ++b) {
+        const size_t len = std::min<uint64_t>(kBlockBytes, volume_bytes - b * kBlockBytes);
+        const bool held = std::any_of(versions->second.begin(), versions->second.end(), [&](const Bytes& v) {
+          return std::memcmp(image.data() + b * kBlockBytes, v.data() + b * kBlockBytes, len) == 0;
+        });
+        if (!held)
+          return point + " (resumed across " + std::to_string(versions->second.size()) + " runs) restores block " +
+                 std::to_string(b) + " to bytes it held in none of them";
+      }
+    } else if (image != want->second) {
       uint64_t b = 0;
       while (std::memcmp(image.data() + b * kBlockBytes, want->second.data() + b * kBlockBytes, kBlockBytes) == 0) ++b;
       return point + " restores to other bytes than were written when it was taken (first differing block " +

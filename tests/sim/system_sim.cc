@@ -78,11 +78,27 @@ const Pki& SharedPki() {
   return *pki;
 }
 
-// Log lines of the scenario running: on stderr with --verbose, else dropped.
+// Log lines of the scenario running: on stderr with --verbose, else dropped; the agent's line
+// that it begins or resumes a point is noted (g_point_starts).
 bool g_verbose = false;
 uint64_t g_seed = 0;
+struct PointStart {
+  uint64_t id = 0;
+  bool from_checkpoint = false;  // resumed a full point or rescan from the agent's checkpoint
+};
+std::vector<PointStart>* g_point_starts = nullptr;
 void SimLog(const std::string& line) {
   if (g_verbose) std::fprintf(stderr, "seed %llu: %s\n", static_cast<unsigned long long>(g_seed), line.c_str());
+  if (g_point_starts == nullptr) return;
+  for (const auto& [what, checkpoint] : {std::pair<const char*, bool>{": sending point ", false},
+                                         {": resuming point ", false}, {": resuming rescan ", true},
+                                         {": resuming full point ", true}}) {
+    size_t at = line.find(std::string("blockrep-agent: server '") + "sim'" + what);
+    if (at == std::string::npos) continue;
+    at = line.find(what, at) + std::strlen(what);
+    g_point_starts->push_back({std::strtoull(line.c_str() + at, nullptr, 10), checkpoint});
+    return;
+  }
 }
 
 struct AgentKilled {};
@@ -161,15 +177,38 @@ class SystemSim final : public SimWorld, public Clock {
     std::set<uint64_t> acked;
     std::map<uint64_t, Bytes> expected;  // listed point -> the volume during the run that ended it
     std::set<uint64_t> seen;
+    // A point whose last try resumed from the agent's checkpoint holds blocks read in any run since
+    // the try that began it (a scanning agent does not see writes between its runs).
+    std::vector<Bytes> by_run;
+    std::vector<PointStart> starts;
+    std::map<uint64_t, size_t> begun_in;  // point -> the run that last began it afresh
+    std::set<uint64_t> resumed;           // points whose last try resumed from the checkpoint
+    std::map<uint64_t, std::vector<Bytes>> fuzzy;
     const int runs = 3 + static_cast<int>(rng_() % 5);
     for (int run = 0; run < runs; ++run) {
       Workload(&volume, run == 0);
       if (std::string why = WriteVolume(volume); !why.empty()) return why;
-      if (std::string why = AgentRun(run, &acked); !why.empty()) return why;
+      by_run.push_back(volume);
+      starts.clear();
+      g_point_starts = &starts;
+      std::string why = AgentRun(run, &acked);
+      g_point_starts = nullptr;
+      if (!why.empty()) return why;
+      for (const PointStart& s : starts) {
+        if (s.from_checkpoint) {
+          resumed.insert(s.id);
+        } else {
+          resumed.erase(s.id);
+          begun_in[s.id] = by_run.size() - 1;
+        }
+      }
       // The staging finishes what it was handed (commits, retention) before the volume changes.
       for (int i = 0; i < 400; ++i) Step(false);
       for (uint64_t id : Listed()) {
-        if (seen.insert(id).second) expected[id] = volume;
+        if (!seen.insert(id).second) continue;
+        expected[id] = volume;
+        if (resumed.count(id) != 0 && begun_in.count(id) != 0)
+          fuzzy[id].assign(by_run.begin() + static_cast<ptrdiff_t>(begun_in[id]), by_run.end());
       }
     }
     if (!start_failure_.empty()) return start_failure_;
@@ -185,7 +224,7 @@ class SystemSim final : public SimWorld, public Clock {
       if (newer < keep_last_) must.insert(a);  // retention (keep-last) may have let it go otherwise
     }
     if (!alarm_.empty()) return "the agent raised a rollback alarm though no acknowledged point was lost: " + alarm_;
-    return CheckStore(&env_, kRoot, kServer, pki_.key, volume_bytes_, expected, must);
+    return CheckStore(&env_, kRoot, kServer, pki_.key, volume_bytes_, expected, must, fuzzy);
   }
 
   // Changes some blocks of the volume: new random bytes, zeros, or a copy of another block.
@@ -230,6 +269,10 @@ class SystemSim final : public SimWorld, public Clock {
                      pki_.dir + "/ca.crt", ""};
     o.state_dir = dir_ + "/state";
     o.tracker = "scan";
+    // Volumes of KiBs: a lease of 4 blocks and a save every 2, so that a killed full point or
+    // rescan resumes from the middle of the volume (agent.h, Options).
+    o.checkpoint_lease_bytes = 16u << 10;
+    o.checkpoint_every_bytes = 8u << 10;
     o.once = true;
     o.make_ring = [this](unsigned n) -> Result<std::unique_ptr<Ring>> {
       auto r = std::make_unique<SimRing>(this, nullptr, n, true);
