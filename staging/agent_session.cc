@@ -29,8 +29,11 @@ void Server::KeepInterruptedPoint(Session& s) {
     p.bytes += s.extents[i].entry.record_bytes;
   }
   std::string what = "server '" + s.server_id + "': point " + std::to_string(p.begin.point_id) + " interrupted";
-  if (p.extents.empty() || p.extents.size() > store::kPendingExtentsMax) {
-    Log(kProg, what + "; nothing kept (never visible)");
+  // Kept even without a durable record: a rescan that found nothing to send up to its checkpoint
+  // resumes from there too (docs/TRACKING.md), and an agent that cannot resume begins afresh.
+  if (p.extents.size() > store::kPendingExtentsMax) {
+    Log(kProg, what + "; not kept: " + std::to_string(p.extents.size()) + " records are more than a kept point holds (" +
+                   std::to_string(store::kPendingExtentsMax) + "); the agent sends it anew");
   } else {
     // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
     // only: the agent then resends after a restart, which costs bytes, not correctness. Saved

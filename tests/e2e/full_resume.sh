@@ -5,7 +5,7 @@
 # agent's checkpoint instead of reading everything again. Over all runs the device is read at most
 # 1.25x its size; the point restores identical to the device and verifies clean. Then the same
 # without eBPF (--tracker scan) on a sparse image file, whose holes a full point does not read,
-# and a rescan of it, killed and resumed.
+# and a rescan of each, killed and resumed.
 # Replay: SEED=N tests/e2e/full_resume.sh
 source "$(dirname "$0")/lib.sh"
 need_root "full_resume"
@@ -91,6 +91,25 @@ recover verify --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" >"$
   { cat "$WORK/verify.out"; fail "verify --key is not clean"; }
 echo "ok: eBPF: read ${ratio}x the volume over 4 runs, restores identical, verifies clean"
 
+# The pin is lost (as at a reboot): the next point is a rescan of the whole device. Killed at a
+# seeded moment, it resumes on the new pin, which began it, and reads on from its checkpoint.
+rm -rf "/sys/fs/bpf/blockrep/$ID"
+head -c 8M /dev/urandom | dd of="$dev" bs=1M seek=1000 oflag=direct status=none
+KILL_R=$(awk -v s="$SEED" -v vol="$VOL" 'BEGIN { srand(s + 1); printf "%d\n", vol * (0.3 + rand() * 0.3) }')
+run_until "$KILL_R" "$WORK/erescan0.log"
+rtotal=$RUN_READ
+grep -q "rescan against point 1" "$WORK/erescan0.log" || fail "the run after a lost pin was not a rescan: $(grep -m2 'sending point' "$WORK/erescan0.log")"
+kept 4
+run_until 0 "$WORK/erescan1.log"
+rtotal=$((rtotal + RUN_READ))
+grep -q "kind        resumed rescan on point 1" "$WORK/erescan1.log.out" || { cat "$WORK/erescan1.log.out"; fail "the eBPF rescan did not resume"; }
+rratio=$(awk -v t="$rtotal" -v v="$VOL" 'BEGIN { printf "%.2f", t / v }')
+echo "eBPF rescan after a lost pin, killed after $((KILL_R >> 20)) MiB and resumed: read ${rratio}x the volume over 2 runs"
+awk -v r="$rratio" 'BEGIN { exit !(r <= 1.25) }' || fail "the rescan read ${rratio}x the volume: it started over"
+recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
+  --output "$WORK/out-erescan" >/dev/null
+cmp "$dev" "$WORK/out-erescan/vol-0.img" || fail "the resumed eBPF rescan differs from the device"
+
 # Without a tracker, on a sparse image: data at 0, 100 and 300 MiB of 512 MiB, the rest holes.
 SID=fullscan$$
 make_keys "$SID"
@@ -117,7 +136,7 @@ done
 kill -9 "$pid" 2>/dev/null || fail "the scan agent ended before its kill: $(tail -n 2 "$WORK/scan0.log")"
 wait "$pid" 2>/dev/null || true
 ! grep -q "internal error" "$WORK/scan0.log" || fail "the scan agent failed a check: $(grep "internal error" "$WORK/scan0.log")"
-kept 4
+kept 5
 (scan_agent) >"$WORK/scan1.out" 2>"$WORK/scan1.log" || fail "the scan resume failed: $(tail -n 3 "$WORK/scan1.log")"
 grep -q '"kind": "resumed full"' "$WORK/scan1.out" || { cat "$WORK/scan1.out"; fail "the scan agent did not resume"; }
 read1=$(grep -o '"bytes_read": [0-9]*' "$WORK/scan1.out" | grep -o '[0-9]*$')
@@ -142,7 +161,7 @@ kill -9 "$pid" 2>/dev/null || fail "the rescan ended before its kill: $(tail -n 
 wait "$pid" 2>/dev/null || true
 ! grep -q "internal error" "$WORK/rescan0.log" || fail "the rescan failed a check: $(grep "internal error" "$WORK/rescan0.log")"
 grep -q "rescan against point 1" "$WORK/rescan0.log" || fail "the second point was not a rescan: $(grep -m2 'sending point' "$WORK/rescan0.log")"
-kept 5
+kept 6
 (scan_agent) >"$WORK/rescan1.out" 2>"$WORK/rescan1.log" || fail "the rescan's resume failed: $(tail -n 3 "$WORK/rescan1.log")"
 grep -q '"kind": "resumed rescan"' "$WORK/rescan1.out" || { cat "$WORK/rescan1.out"; grep -m3 "checkpoint\|point 2" "$WORK/rescan1.log"; fail "the rescan was not resumed"; }
 json() { grep -o "\"$1\": [0-9]*" "$WORK/rescan1.out" | grep -o '[0-9]*$'; }
@@ -156,4 +175,4 @@ recover restore --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" 
 cmp "$IMG" "$WORK/out-rescan/vol-0.img" || fail "the resumed rescan differs from the image"
 recover verify --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" >"$WORK/verify-scan.out" 2>&1 ||
   { cat "$WORK/verify-scan.out"; fail "verify --key of the scanned server is not clean"; }
-pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; a rescan killed and resumed shipped $((shipped2 >> 20)) of 160 MiB"
+pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB"
