@@ -125,17 +125,23 @@ scan_agent() {
   exec "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$SID" --key "$KEYS/data-$SID.key" \
     --volume "$IMG" --tracker scan --state-dir "$SSTATE" --once --json "$@"
 }
-scan_agent --bandwidth-limit 40M >"$WORK/scan0.out" 2>"$WORK/scan0.log" &
-pid=$!
-PIDS+=("$pid")
-for _ in $(seq 1 200); do
-  # the checkpoint's cursor: the 4th-last u64 of full-point (replicator/full_progress.cc, WriteHeader)
-  [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $((100 << 20)) ]] && break
-  sleep 0.05
-done
-kill -9 "$pid" 2>/dev/null || fail "the scan agent ended before its kill: $(tail -n 2 "$WORK/scan0.log")"
-wait "$pid" 2>/dev/null || true
-! grep -q "internal error" "$WORK/scan0.log" || fail "the scan agent failed a check: $(grep "internal error" "$WORK/scan0.log")"
+# scan_killed_past BYTES NAME: a scan agent (40 MB/s) killed -9 once its checkpoint's cursor passed
+# BYTES; its output in $WORK/NAME.out and .log.
+scan_killed_past() {
+  local pid
+  scan_agent --bandwidth-limit 40M >"$WORK/$2.out" 2>"$WORK/$2.log" &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 300); do
+    # the checkpoint's cursor: the 4th-last u64 of full-point (replicator/full_progress.cc, WriteHeader)
+    [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $1 ]] && break
+    sleep 0.05
+  done
+  kill -9 "$pid" 2>/dev/null || fail "the scan agent ($2) ended before its kill: $(tail -n 2 "$WORK/$2.log")"
+  wait "$pid" 2>/dev/null || true
+  ! grep -q "internal error" "$WORK/$2.log" || fail "the scan agent ($2) failed a check: $(grep "internal error" "$WORK/$2.log")"
+}
+scan_killed_past $((100 << 20)) scan0
 kept 5
 (scan_agent) >"$WORK/scan1.out" 2>"$WORK/scan1.log" || fail "the scan resume failed: $(tail -n 3 "$WORK/scan1.log")"
 grep -q '"kind": "resumed full"' "$WORK/scan1.out" || { cat "$WORK/scan1.out"; fail "the scan agent did not resume"; }
@@ -150,16 +156,7 @@ cmp "$IMG" "$WORK/out-scan/vol-0.img" || fail "the resumed scan point differs fr
 # point: 128 MiB of new data at 0 (over the 96 MiB there and the hole after it), 32 MiB at 300 MiB.
 head -c 128M /dev/urandom | dd of="$IMG" bs=1M conv=notrunc status=none
 head -c 32M /dev/urandom | dd of="$IMG" bs=1M seek=300 conv=notrunc status=none
-scan_agent --bandwidth-limit 40M >"$WORK/rescan0.out" 2>"$WORK/rescan0.log" &
-pid=$!
-PIDS+=("$pid")
-for _ in $(seq 1 300); do
-  [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $((140 << 20)) ]] && break
-  sleep 0.05
-done
-kill -9 "$pid" 2>/dev/null || fail "the rescan ended before its kill: $(tail -n 2 "$WORK/rescan0.log")"
-wait "$pid" 2>/dev/null || true
-! grep -q "internal error" "$WORK/rescan0.log" || fail "the rescan failed a check: $(grep "internal error" "$WORK/rescan0.log")"
+scan_killed_past $((140 << 20)) rescan0
 grep -q "rescan against point 1" "$WORK/rescan0.log" || fail "the second point was not a rescan: $(grep -m2 'sending point' "$WORK/rescan0.log")"
 kept 6
 (scan_agent) >"$WORK/rescan1.out" 2>"$WORK/rescan1.log" || fail "the rescan's resume failed: $(tail -n 3 "$WORK/rescan1.log")"
