@@ -123,7 +123,15 @@ TEST_F(TrackerTest, PinTracksWhileAgentIsGone) {
   EXPECT_TRUE(t->resumed());
   EXPECT_EQ(t->synced_point(), 7u);
   auto runs = t->TakeDirty(0);
-  ASSERT_EQ(runs.size(), 1u);
+  if (runs.empty() && t->overflowed(0)) {
+    // The kernel skipped a run of the program meanwhile (recursion protection, under a parallel
+    // load: a CI run under ASan once). The write is not lost: the tracker reports the gap, and the
+    // agent reads the whole volume (tracker.h, overflowed).
+    std::printf("note: the kernel skipped a run of the tracking program; the tracker reports the gap\n");
+    return;
+  }
+  ASSERT_EQ(runs.size(), 1u) << "not marked, and no gap reported: overflowed " << t->overflowed(0)
+                             << ", pending writes " << PendingCount();
   EXPECT_EQ(runs[0].offset, 3u << 20);
   EXPECT_EQ(runs[0].length, 8192u);
 }
