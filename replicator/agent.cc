@@ -164,7 +164,7 @@ FullPointId Agent::FullId(uint64_t point_id, uint64_t time_ns, uint64_t base_poi
   return FullPointId{opts_.server_id, point_id, time_ns, keys_.current.key_id, base_point, VolumeSizes()};
 }
 
-bool Agent::LoadFullCheckpoint(uint64_t last_point, PointSeal* restored) {
+bool Agent::LoadWholeCheckpoint(uint64_t last_point, PointSeal* restored) {
   const auto& hello = link_->hello();
   if (!hello || hello->pending_point_id == 0) return false;
   // Only a point that reads whole volumes keeps a checkpoint: a full point, or a rescan on the
@@ -300,7 +300,7 @@ Status Agent::StartPoint(uint64_t last_point) {
   const auto& hello = link_->hello();
   point_.final_with_inflight = false;
   PointSeal restored(seal_.keys.get(), SpillDir());
-  const bool whole_checkpoint = LoadFullCheckpoint(last_point, &restored);
+  const bool whole_checkpoint = LoadWholeCheckpoint(last_point, &restored);
   PointPlan plan = DecidePoint(CollectFacts(last_point, hello ? &*hello : nullptr, tracker_.tracker.get(), volumes_,
                                             keys_.current.key_id, chain_.rescan_due(), whole_checkpoint));
   link_->ForgetPendingPoint();  // only the first point of a session can resume

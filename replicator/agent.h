@@ -163,7 +163,7 @@ class Agent {
   // Whether the agent's checkpoint matches the staging's interrupted full point or rescan on
   // `last_point` (HELLO_OK) and replays into a seal state (then in `*restored`); logs why not
   // when there is one.
-  bool LoadFullCheckpoint(uint64_t last_point, PointSeal* restored);
+  bool LoadWholeCheckpoint(uint64_t last_point, PointSeal* restored);
   FullPointId FullId(uint64_t point_id, uint64_t time_ns, uint64_t base_point) const;
   // During a full point's sweep or a rescan: saves its progress when it read
   // checkpoint_every_bytes or kFullSaveEveryNs ago, and extends the lease before the reads reach it.

@@ -55,6 +55,19 @@ kept() {
   fail "the staging did not keep the interrupted point (kill $1)"
 }
 
+# read_ratio BYTES: BYTES over the volume's size, as N.NN; fails past 1.25 (WHAT: which tries).
+read_ratio() {
+  local r
+  r=$(awk -v t="$1" -v v="$VOL" 'BEGIN { printf "%.2f", t / v }')
+  awk -v r="$r" 'BEGIN { exit !(r <= 1.25) }' || fail "$2 read ${r}x the volume: they started over"
+  echo "$r"
+}
+# restores_as SERVER OUT SOURCE WHAT: the latest point of SERVER, restored to OUT, equals SOURCE.
+restores_as() {
+  recover restore --store "$STORE" --server-id "$1" --key "$KEYS/data-$1.key" --point latest --output "$2" >/dev/null
+  cmp "$3" "$2/vol-0.img" || fail "$4 differs from $3"
+}
+
 total=0
 mapfile -t KILL_AT < <(awk -v s="$SEED" -v vol="$VOL" 'BEGIN { srand(s); for (i = 0; i < 3; i++) printf "%d\n", vol * (0.12 + rand() * 0.12) }')
 for k in 0 1 2; do
@@ -80,13 +93,9 @@ run_until 0 "$WORK/agent3.log"
 total=$((total + RUN_READ))
 grep -q "kind        resumed full" "$WORK/agent3.log.out" || { cat "$WORK/agent3.log.out"; fail "the last try did not resume"; }
 echo "last try: read $((RUN_READ >> 20)) MiB; $(grep 'kind' "$WORK/agent3.log.out" | sed 's/^ *//')"
-ratio=$(awk -v t="$total" -v v="$VOL" 'BEGIN { printf "%.2f", t / v }')
+ratio=$(read_ratio "$total" "the 4 full-sync tries") || exit 1
 echo "read over all 4 runs: $((total >> 20)) MiB = ${ratio}x the volume (allowed 1.25x)"
-awk -v r="$ratio" 'BEGIN { exit !(r <= 1.25) }' || fail "read ${ratio}x the volume: the tries started over"
-
-recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
-  --output "$WORK/out" >/dev/null
-cmp "$dev" "$WORK/out/vol-0.img" || fail "the resumed full point differs from the device"
+restores_as "$ID" "$WORK/out" "$dev" "the resumed full point"
 recover verify --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" >"$WORK/verify.out" 2>&1 ||
   { cat "$WORK/verify.out"; fail "verify --key is not clean"; }
 echo "ok: eBPF: read ${ratio}x the volume over 4 runs, restores identical, verifies clean"
@@ -103,12 +112,9 @@ kept 4
 run_until 0 "$WORK/erescan1.log"
 rtotal=$((rtotal + RUN_READ))
 grep -q "kind        resumed rescan on point 1" "$WORK/erescan1.log.out" || { cat "$WORK/erescan1.log.out"; fail "the eBPF rescan did not resume"; }
-rratio=$(awk -v t="$rtotal" -v v="$VOL" 'BEGIN { printf "%.2f", t / v }')
+rratio=$(read_ratio "$rtotal" "the 2 rescan tries") || exit 1
 echo "eBPF rescan after a lost pin, killed after $((KILL_R >> 20)) MiB and resumed: read ${rratio}x the volume over 2 runs"
-awk -v r="$rratio" 'BEGIN { exit !(r <= 1.25) }' || fail "the rescan read ${rratio}x the volume: it started over"
-recover restore --store "$STORE" --server-id "$ID" --key "$KEYS/data-$ID.key" --point latest \
-  --output "$WORK/out-erescan" >/dev/null
-cmp "$dev" "$WORK/out-erescan/vol-0.img" || fail "the resumed eBPF rescan differs from the device"
+restores_as "$ID" "$WORK/out-erescan" "$dev" "the resumed eBPF rescan"
 
 # Without a tracker, on a sparse image: data at 0, 100 and 300 MiB of 512 MiB, the rest holes.
 SID=fullscan$$
@@ -148,9 +154,7 @@ grep -q '"kind": "resumed full"' "$WORK/scan1.out" || { cat "$WORK/scan1.out"; f
 read1=$(grep -o '"bytes_read": [0-9]*' "$WORK/scan1.out" | grep -o '[0-9]*$')
 echo "scan tracker, sparse image: the resumed try read $((read1 >> 20)) MiB of 192 MiB of data"
 [[ $read1 -lt $((150 << 20)) ]] || fail "the resumed scan try read $((read1 >> 20)) MiB: it started over"
-recover restore --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" --point latest \
-  --output "$WORK/out-scan" >/dev/null
-cmp "$IMG" "$WORK/out-scan/vol-0.img" || fail "the resumed scan point differs from the image"
+restores_as "$SID" "$WORK/out-scan" "$IMG" "the resumed scan point"
 
 # A rescan (with the scan tracker, every point after the first) resumes the same way. Since the
 # point: 128 MiB of new data at 0 (over the 96 MiB there and the hole after it), 32 MiB at 300 MiB.
@@ -167,9 +171,7 @@ shipped2=$(json bytes_shipped)
 echo "rescan killed past 140 MiB and resumed: the resumed try read $((read2 >> 20)) MiB of 196 MiB of data, shipped $((shipped2 >> 20)) MiB of the 160 MiB changed"
 [[ $read2 -lt $((100 << 20)) ]] || fail "the resumed rescan read $((read2 >> 20)) MiB: it started over"
 [[ $shipped2 -lt $((100 << 20)) ]] || fail "the resumed rescan shipped $((shipped2 >> 20)) MiB: it sent the first try's blocks again"
-recover restore --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" --point latest \
-  --output "$WORK/out-rescan" >/dev/null
-cmp "$IMG" "$WORK/out-rescan/vol-0.img" || fail "the resumed rescan differs from the image"
+restores_as "$SID" "$WORK/out-rescan" "$IMG" "the resumed rescan"
 recover verify --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" >"$WORK/verify-scan.out" 2>&1 ||
   { cat "$WORK/verify-scan.out"; fail "verify --key of the scanned server is not clean"; }
 pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB"
