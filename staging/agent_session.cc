@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <span>
 
 #include "blockrep/base/check.h"
 #include "blockrep/base/checksum.h"
@@ -20,6 +21,7 @@
 namespace blockrep::staging {
 
 void Server::KeepInterruptedPoint(Session& s) {
+  EndLiveKeep(s);
   if (!s.point || s.failed || s.server == nullptr) return;
   store::PendingPoint p;
   p.begin = *s.point;
@@ -35,10 +37,10 @@ void Server::KeepInterruptedPoint(Session& s) {
     Log(kProg, what + "; not kept: " + std::to_string(p.extents.size()) + " records are more than a kept point holds (" +
                    std::to_string(store::kPendingExtentsMax) + "); the agent sends it anew");
   } else {
-    // Also on disk, so a restarted staging can offer it too. Failing that, it is kept in memory
-    // only: the agent then resends after a restart, which costs bytes, not correctness. Saved
-    // first, logged after: whoever reads the line (an operator, a test about to kill -9) can
-    // count on the file.
+    // Also on disk, so a restarted staging can offer it too (replacing the live file, which holds
+    // the same). Failing that, it is kept in memory only: the agent then resends after a restart,
+    // which costs bytes, not correctness. Saved first, logged after: whoever reads the line (an
+    // operator, a test about to kill -9) can count on the file.
     Status saved = s.server->store->env()->WriteFileAtomic(s.server->store->PendingPath(), store::EncodePending(p));
     if (!saved.ok()) Log(kProg, "warning: " + what + ": cannot save it for a restart: " + saved.message());
     Log(kProg, what + "; " + std::to_string(p.extents.size()) + " durable records (" + std::to_string(p.bytes) +
@@ -67,19 +69,87 @@ void Server::LoadPending(ServerState& st, const std::string& server_id) {
   std::string path = st.store->PendingPath();
   if (!st.store->env()->Exists(path)) return;
   auto data = st.store->env()->ReadFile(path, store::kPendingFileBytesMax);
-  Result<store::PendingPoint> kept =
-      data.ok() ? store::DecodePending(*data) : Result<store::PendingPoint>(data.status());
+  Result<store::DecodedPending> kept =
+      data.ok() ? store::DecodePending(*data) : Result<store::DecodedPending>(data.status());
   Status st_decode = kept.ok() ? Status::Ok() : kept.status();
-  if (!kept.ok() || kept->begin.point_id != st.store->manifest().last_point_id() + 1 ||
-      kept->begin.base_point != st.store->manifest().last_point_id()) {
+  if (!kept.ok() || kept->point.begin.point_id != st.store->manifest().last_point_id() + 1 ||
+      kept->point.begin.base_point != st.store->manifest().last_point_id()) {
     Log(kProg, "server '" + server_id + "': ignoring " + path +
                    (st_decode.ok() ? " (it no longer follows the chain)" : " (" + st_decode.message() + ")"));
     if (Status dropped = DropPending(st); !dropped.ok()) Log(kProg, "warning: " + dropped.message());
     return;
   }
-  st.pending = std::move(kept).value();
+  std::string how;
+  if (kept->live) {
+    how = " (kept live by a session this staging did not see end";
+    if (kept->torn_bytes != 0)
+      how += "; its last " + std::to_string(kept->torn_bytes) + " bytes, a write the crash cut short, are ignored: "
+             "nothing in them was acknowledged";
+    how += ")";
+  }
+  st.pending = std::move(kept->point);
   Log(kProg, "server '" + server_id + "': interrupted point " + std::to_string(st.pending->begin.point_id) + " found with " +
-                 std::to_string(st.pending->extents.size()) + " durable records; the agent may resume it");
+                 std::to_string(st.pending->extents.size()) + " durable records" + how + "; the agent may resume it");
+}
+
+Status Server::PrepareLiveKeep(Session& s) {
+  // Not while the point is with the StoreWorker: its extents are the commit job's then.
+  if (!s.point || s.committing || s.keep_off || s.pack.inflight() || s.server == nullptr || !s.server->store)
+    return Status::Ok();
+  store::ServerStore& store = *s.server->store;
+  const std::string what = "server '" + s.server_id + "': point " + std::to_string(s.point->point_id);
+  if (s.keep_file) {
+    if (s.extents.size() <= store::kPendingExtentsMax) return Status::Ok();
+    // Too many records to keep: the file goes, durably, before anything more is acknowledged
+    // (a file that stopped growing would offer a point without the records acknowledged since).
+    EndLiveKeep(s);
+    s.keep_off = true;
+    Log(kProg, what + " has more than " + std::to_string(store::kPendingExtentsMax) +
+                   " records, more than a kept point holds: no longer kept live (interrupted, it is sent anew)");
+    return DropPending(*s.server);
+  }
+  if (s.point_bytes < opts_.keep_live_after_bytes || store.published()) return Status::Ok();
+  // Every record durable so far (nothing is in flight): the batch's go with the next commit.
+  size_t durable = s.extents.size();
+  while (durable > 0 && s.extent_seqs[durable - 1] > s.pack.durable_seq()) --durable;
+  if (durable > store::kPendingExtentsMax) {
+    s.keep_off = true;
+    return Status::Ok();
+  }
+  Bytes data = store::EncodePendingLiveHeader(*s.point);
+  Bytes frame = store::EncodePendingFrame(std::span(s.extents).first(durable));
+  data.insert(data.end(), frame.begin(), frame.end());
+  const std::string path = store.PendingPath();
+  // A failure here fails the session (as a pack's would): nothing more is acknowledged, so a file
+  // that did reach the disk still holds every record acknowledged.
+  BR_RETURN_IF_ERROR(store.env()->WriteFileAtomic(path, data).Annotate("keep point " +
+                                                                        std::to_string(s.point->point_id) + " live"));
+  BR_ASSIGN_OR_RETURN(std::unique_ptr<File> file, store.env()->Open(path, OpenMode::kReadWrite));
+  s.keep_file = std::move(file);
+  s.keep_end = data.size();
+  s.keep_extents = durable;
+  Log(kProg, what + " is kept live from here (" + std::to_string(durable) + " durable records, " +
+                 std::to_string(s.point_bytes) + " bytes so far): a staging killed now offers it to resume");
+  return Status::Ok();
+}
+
+std::optional<store::PackAppender::Follower> Server::LiveKeepFrame(Session& s) {
+  if (!s.keep_file || s.pack.inflight() || s.pack.batch_bytes() == 0) return std::nullopt;
+  BR_CHECK(s.keep_extents < s.extents.size());  // the batch holds records, each an extent
+  store::PackAppender::Follower f;
+  f.file = s.keep_file;
+  f.offset = s.keep_end;
+  f.bytes = store::EncodePendingFrame(std::span(s.extents).subspan(s.keep_extents));
+  f.write_user_data = UserData(s.id, kOpKeepWrite);
+  f.sync_user_data = UserData(s.id, kOpKeepSync);
+  s.keep_inflight_extents = s.extents.size();
+  return f;
+}
+
+void Server::EndLiveKeep(Session& s) {
+  s.keep_file.reset();  // a commit in flight holds it open until its end
+  s.keep_end = 0;
+  s.keep_extents = s.keep_inflight_extents = 0;
 }
 
 Status Server::OnHello(Session& s, ByteSpan payload) {
@@ -246,11 +316,14 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
                          FormatUtc(points.back().time_ns) + "): point times only move forward"));
     return Status::Ok();
   }
-  if (s.server->pending) {
+  if (s.server->pending)
     Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
                    " afresh; the interrupted one is dropped");
-    BR_RETURN_IF_ERROR(DropPending(*s.server));
-  }
+  // Also a file no memory knows of (a failed session's live one, a committed point's): a staging
+  // that restarts must never offer an older try of this point.
+  BR_RETURN_IF_ERROR(DropPending(*s.server));
+  EndLiveKeep(s);
+  s.keep_off = false;
   s.point = std::move(b);
   s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
   s.extents.clear();
@@ -266,6 +339,8 @@ Status Server::OnResumePoint(Session& s, ByteSpan payload) {
   store::PendingPoint* p = s.server->pending ? &*s.server->pending : nullptr;
   if (p == nullptr || p->begin.point_id != m.point_id)
     return ProtocolError("RESUME_POINT " + std::to_string(m.point_id) + " names no interrupted point");
+  EndLiveKeep(s);
+  s.keep_off = false;
   s.point = p->begin;
   s.seals.assign(s.point->volume_sizes.size(), std::nullopt);
   s.extents = std::move(p->extents);

@@ -105,6 +105,10 @@ void Server::OnCommitDone(Session& s, store::PackAppender::Done done) {
     return;
   }
   if (s.commit_started_ns != 0) figures_.commit_seconds.Observe(static_cast<double>(MonotonicNs() - s.commit_started_ns) / 1e9);
+  if (s.pack.follower_durable_bytes() != 0 && s.keep_file) {  // the live PENDING file lists them too
+    s.keep_end += s.pack.follower_durable_bytes();
+    s.keep_extents = s.keep_inflight_extents;
+  }
   // The quota's measure grows by what became durable, counted once (also after a short write).
   s.server->pack_bytes += s.pack.durable_end() - s.pack_bytes_counted;
   s.pack_bytes_counted = s.pack.durable_end();

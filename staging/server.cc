@@ -298,8 +298,10 @@ void Server::OnCompletion(uint64_t ud, int res) {
     OnPackRead(s, res);
     return;
   }
-  if (op == kOpPackWrite || op == kOpPackFsync) {
-    auto done = s.pack.OnCompletion(op == kOpPackWrite ? store::PackAppender::Op::kWrite : store::PackAppender::Op::kFsync, res);
+  if (op == kOpPackWrite || op == kOpPackFsync || op == kOpKeepWrite || op == kOpKeepSync) {
+    using Op = store::PackAppender::Op;
+    Op which = op == kOpPackWrite ? Op::kWrite : op == kOpPackFsync ? Op::kFsync : op == kOpKeepWrite ? Op::kFollowWrite : Op::kFollowSync;
+    auto done = s.pack.OnCompletion(which, res);
     if (done != store::PackAppender::Done::kNo) OnCommitDone(s, done);
     return;
   }
@@ -422,8 +424,13 @@ void Server::Service(Session& s) {
     return;
   }
   // Group commit: what gathered while the last write + fsync ran goes out now (or, without room in
-  // the ring, on a later turn).
-  if (s.pack.StartCommit(*ring_, UserData(s.id, kOpPackWrite), UserData(s.id, kOpPackFsync)))
+  // the ring, on a later turn), with the live PENDING file's frame of it when the point has one.
+  if (Status kept = PrepareLiveKeep(s); !kept.ok()) {
+    FailStore(s, kept);
+    return;
+  }
+  std::optional<store::PackAppender::Follower> keep = LiveKeepFrame(s);
+  if (s.pack.StartCommit(*ring_, UserData(s.id, kOpPackWrite), UserData(s.id, kOpPackFsync), keep ? &*keep : nullptr))
     s.commit_started_ns = MonotonicNs();
   if (s.end && !s.committing && !s.ch->closing()) {  // a commit that waited for its server's job
     Status commit = MaybeCommitPoint(s);

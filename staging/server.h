@@ -58,6 +58,11 @@ struct Options {
   std::optional<HostPort> metrics;
   // --store s3://...: the bucket every commit is published to (store_dir is then its cache).
   std::shared_ptr<BucketStore> bucket;
+  // An open point whose stored bytes reach this is kept live: its PENDING file grows with every
+  // group commit (synced before the ACK), so a staging killed mid-point still offers it to resume
+  // (docs/FORMAT.md, PENDING). Smaller points cost one extra sync per commit for little: a kill -9
+  // then costs their resend. UINT64_MAX: never (a store in a bucket never is either).
+  uint64_t keep_live_after_bytes = 64ull << 20;
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };
@@ -84,8 +89,9 @@ class Server {
     std::optional<Status> lease_refusal;
     bool active = false;
     // The durable part of a point whose session ended before END_POINT (blockrep/store/pending.h), kept
-    // in memory and in the server's PENDING file so the agent can resume it. A kill -9 while the
-    // point's session is still live leaves no PENDING: the agent then sends the point anew.
+    // in memory and in the server's PENDING file so the agent can resume it. A session's large
+    // point keeps that file live (Options::keep_live_after_bytes), so a kill -9 leaves it too;
+    // after a kill -9 inside a smaller point the agent sends the point anew.
     std::optional<store::PendingPoint> pending;
     // Stored bytes the points expired since the last compaction had added: a cheap upper bound
     // of the garbage waiting, so that compaction (which reads every retained index) runs only
@@ -149,6 +155,12 @@ class Server {
   Status OnBeginPoint(Session& s, ByteSpan payload);
   Status OnResumePoint(Session& s, ByteSpan payload);
   void KeepInterruptedPoint(Session& s);
+  // The open point's live PENDING file: started once the point is large enough (with every record
+  // durable so far), dropped when it grows past what a kept point holds; then the commit's frame.
+  [[nodiscard]] Status PrepareLiveKeep(Session& s);
+  std::optional<store::PackAppender::Follower> LiveKeepFrame(Session& s);
+  // Closes the session's live PENDING file (it stays on disk until DropPending).
+  static void EndLiveKeep(Session& s);
   // Forgets the kept point of `st`, in memory and on disk (durably: the directory is synced).
   [[nodiscard]] Status DropPending(ServerState& st);
   // Offers a kept point a previous run of the staging saved, if it still follows the chain.

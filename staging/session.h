@@ -29,6 +29,8 @@ inline constexpr uint8_t kOpPackFsync = 4;
 inline constexpr uint8_t kOpWake = 5;
 inline constexpr uint8_t kOpWakeCancel = 6;
 inline constexpr uint8_t kOpReadPack = 7;  // a reader's pack read (READ_REQUEST kind pack)
+inline constexpr uint8_t kOpKeepWrite = 8;  // the live PENDING file's frame, after the pack's commit
+inline constexpr uint8_t kOpKeepSync = 9;
 inline constexpr uint64_t kListenerId = 0;
 // The StoreWorker's eventfd read: an id no session reaches (they count from 1).
 inline constexpr uint64_t kWorkerId = 1ull << 55;
@@ -136,6 +138,14 @@ struct Server::Session {
   // The pack being appended, with its group commit; durable_seq() is what ACK acknowledges.
   store::PackAppender pack;
   uint64_t pack_bytes_counted = 0;  // of the pack's durable bytes, those in ServerState::pack_bytes
+
+  // The open point's live PENDING file (Server::PrepareLiveKeep): null while it has none. Its
+  // frames list extents [0, keep_extents) (durable, acknowledged or about to be); the commit in
+  // flight carries those up to keep_inflight_extents.
+  std::shared_ptr<File> keep_file;
+  uint64_t keep_end = 0;  // bytes of the file
+  size_t keep_extents = 0, keep_inflight_extents = 0;
+  bool keep_off = false;  // the point grew past kPendingExtentsMax: not kept live any more
 
   uint64_t commit_started_ns = 0;  // the pack's group commit in flight began (for /metrics)
   bool committing = false;    // the open point is with the StoreWorker (MaybeCommitPoint)

@@ -106,6 +106,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   auto c = std::make_shared<Commit>();
   c->begin = *s.point;
   c->extents = std::move(s.extents);  // the job's now; a failed commit refuses the session anyway
+  EndLiveKeep(s);  // its file, if any, stays until the next point begins (a restart ignores it once this commits)
   for (auto& seal : s.seals) c->seals.push_back(std::move(*seal));  // all present: OnEndPoint checked
   c->key_id = s.key_id;
   store::PointInfo& info = c->info;

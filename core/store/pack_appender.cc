@@ -49,9 +49,11 @@ void PackAppender::ReleaseBuffers() {
   Bytes().swap(commit_);
 }
 
-bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data) {
+bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data, Follower* follower) {
   BR_CHECK_MSG(!open() || fd() >= 0, "a ring commit needs a pack with a file descriptor (CommitBlocking otherwise)");
-  if (!ring.HasRoom(2) || !TakeBatch()) return false;
+  BR_CHECK(follower == nullptr || (follower->file != nullptr && follower->file->fd() >= 0 && !follower->bytes.empty()));
+  if (!ring.HasRoom(follower != nullptr ? 4 : 2) || !TakeBatch()) return false;
+  TakeFollower(follower);
   io_uring_sqe* w = ring.Sqe();
   io_uring_prep_write(w, fd(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
   io_uring_sqe_set_data64(w, write_user_data);
@@ -59,17 +61,42 @@ bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fs
   io_uring_sqe* f = ring.Sqe();
   io_uring_prep_fsync(f, fd(), IORING_FSYNC_DATASYNC);
   io_uring_sqe_set_data64(f, fsync_user_data);
+  if (follower_.file == nullptr) return true;
+  // Then the follower, only once the pack's bytes are durable: it never names a record that is not.
+  f->flags |= IOSQE_IO_LINK;
+  io_uring_sqe* fw = ring.Sqe();
+  io_uring_prep_write(fw, follower_.file->fd(), follower_.bytes.data(), static_cast<unsigned>(follower_.bytes.size()),
+                      follower_.offset);
+  io_uring_sqe_set_data64(fw, follower_.write_user_data);
+  fw->flags |= IOSQE_IO_LINK;
+  io_uring_sqe* fs = ring.Sqe();
+  io_uring_prep_fsync(fs, follower_.file->fd(), IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(fs, follower_.sync_user_data);
   return true;
+}
+
+void PackAppender::TakeFollower(Follower* follower) {
+  follower_ = Follower();
+  follower_written_ = 0;
+  if (follower == nullptr) return;
+  follower_ = std::move(*follower);
+  commit_ops_ += 2;
 }
 
 PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
   BR_CHECK(inflight_ && commit_ops_ > 0);
   --commit_ops_;
   if (op == Op::kWrite && res > 0) commit_written_ += static_cast<size_t>(res);
+  if (op == Op::kFollowWrite && res > 0) follower_written_ += static_cast<size_t>(res);
   // A short write cancels the linked fsync (-ECANCELED): not an error, the rest is written again.
   if (res < 0 && res != -ECANCELED && error_ == 0) error_ = -res;
   if (commit_ops_ > 0) return Done::kNo;
   inflight_ = false;
+  // The follower's bytes are small and appended once: a short write of them (a full disk) fails
+  // the commit, which nothing past durable_seq was acknowledged for.
+  if (error_ == 0 && follower_.file != nullptr && commit_written_ == commit_.size() &&
+      follower_written_ != follower_.bytes.size())
+    error_ = follower_written_ > 0 ? ENOSPC : EIO;
   if (error_ != 0) {
     // Nothing past durable_seq was acknowledged; what the failed write left past the durable end
     // is cut off (best effort: it is garbage either way, but on a full disk it is the space the
@@ -79,6 +106,7 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
     file_.reset();
     batch_.clear();
     commit_.clear();
+    follower_ = Follower();
     end_ = durable_end_;
     return Done::kFailed;
   }
@@ -89,24 +117,43 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
     end_ = commit_offset_ + commit_written_;
     batch_last_seq_ = std::max(batch_last_seq_, commit_last_seq_);
     commit_.clear();
+    follower_ = Follower();  // cancelled with the pack's fsync: its owner gives it again
     return Done::kNo;
   }
   durable_seq_ = commit_last_seq_;
   durable_end_ = commit_offset_ + commit_.size();
   commit_.clear();
+  follower_durable_bytes_ = follower_.file != nullptr ? follower_.bytes.size() : 0;
+  follower_ = Follower();
   return Done::kDurable;
 }
 
-PackAppender::Done PackAppender::CommitBlocking() {
+PackAppender::Done PackAppender::CommitBlocking(Follower* follower) {
   if (!TakeBatch()) return Done::kNo;
+  TakeFollower(follower);
   // The errno each failure stands for, as io_uring would have reported it.
   auto as_res = [](const Status& st) { return st.code() == Code::kNoSpace ? -ENOSPC : -EIO; };
-  Status wrote = file_->WriteAt(commit_offset_, commit_);
-  Done d = OnCompletion(Op::kWrite, wrote.ok() ? static_cast<int>(commit_.size()) : as_res(wrote));
+  // The four linked steps: once one fails, the rest are cancelled.
+  bool broken = false;
+  auto step = [&](Op op, File* file, uint64_t offset, ByteSpan bytes) {
+    int res = -ECANCELED;
+    if (!broken) {
+      Status st = op == Op::kWrite || op == Op::kFollowWrite ? file->WriteAt(offset, bytes) : file->Sync();
+      res = st.ok() ? static_cast<int>(bytes.size()) : as_res(st);
+      broken = !st.ok();
+    }
+    return OnCompletion(op, res);
+  };
+  const bool follows = follower_.file != nullptr;
+  Done d = step(Op::kWrite, file_.get(), commit_offset_, commit_);
   BR_CHECK(d == Done::kNo);  // the sync's completion is still expected
-  if (!wrote.ok()) return OnCompletion(Op::kFsync, -ECANCELED);  // a linked fsync is cancelled
-  Status synced = file_->Sync();
-  return OnCompletion(Op::kFsync, synced.ok() ? 0 : as_res(synced));
+  d = step(Op::kFsync, file_.get(), 0, {});
+  if (!follows) return d;
+  BR_CHECK(d == Done::kNo);
+  File* f = follower_.file.get();
+  d = step(Op::kFollowWrite, f, follower_.offset, follower_.bytes);
+  BR_CHECK(d == Done::kNo);
+  return step(Op::kFollowSync, f, 0, {});
 }
 
 }  // namespace blockrep::store

@@ -5,7 +5,8 @@
 # agent's checkpoint instead of reading everything again. Over all runs the device is read at most
 # 1.25x its size; the point restores identical to the device and verifies clean. Then the same
 # without eBPF (--tracker scan) on a sparse image file, whose holes a full point does not read,
-# and a rescan of each, killed and resumed.
+# and a rescan of each, killed and resumed. Last, the staging is killed (-9) in the middle of a full
+# sync, and the next try resumes from the point the staging kept live.
 # Replay: SEED=N tests/e2e/full_resume.sh
 source "$(dirname "$0")/lib.sh"
 need_root "full_resume"
@@ -174,4 +175,39 @@ echo "rescan killed past 140 MiB and resumed: the resumed try read $((read2 >> 2
 restores_as "$SID" "$WORK/out-rescan" "$IMG" "the resumed rescan"
 recover verify --store "$STORE" --server-id "$SID" --key "$KEYS/data-$SID.key" >"$WORK/verify-scan.out" 2>&1 ||
   { cat "$WORK/verify-scan.out"; fail "verify --key of the scanned server is not clean"; }
-pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB"
+
+# The staging is killed (-9) while the agent sends: no session end tells it to keep the point, but
+# a large open point's PENDING file grows with every group commit (docs/FORMAT.md, PENDING), so
+# the restarted staging offers it and the agent's next try resumes. A new server, the image as it
+# now is: 196 MiB of data in 512 MiB.
+KID=stagingkill$$
+make_keys "$KID"
+KSTATE=$WORK/state-kill
+kill_agent() {
+  exec "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$KID" --key "$KEYS/data-$KID.key" \
+    --volume "$IMG" --tracker scan --state-dir "$KSTATE" --once --json "$@"
+}
+kill_agent --bandwidth-limit 40M >"$WORK/kill0.out" 2>"$WORK/kill0.log" &
+kpid=$!
+PIDS+=("$kpid")
+for _ in $(seq 1 300); do
+  [[ -f $KSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$KSTATE/full-point") - 32 )) -N8 "$KSTATE/full-point" | tr -d ' ') -gt $((140 << 20)) ]] && break
+  sleep 0.05
+done
+grep -q "server '$KID': point 1 is kept live" "$WORK/staging.log" || fail "the staging did not keep the open point live: $(grep -c . "$WORK/staging.log") log lines"
+kill9_staging
+! wait "$kpid" || fail "the agent's try succeeded although its staging was killed"
+grep -q "run again" "$WORK/kill0.log" || fail "the agent did not say its point was not acknowledged: $(tail -n 2 "$WORK/kill0.log")"
+STAGING_LISTEN_PORT=$STAGING_PORT start_staging
+found=$(grep "server '$KID': interrupted point 1 found with" "$WORK/staging.log") ||
+  fail "the staging restarted after kill -9 does not offer the open point: $(grep "$KID" "$WORK/staging.log" | tail -n 3)"
+echo "staging killed -9 mid-point, restarted: ${found#*blockrep-staging: }"
+(kill_agent) >"$WORK/kill1.out" 2>"$WORK/kill1.log" || fail "the try after the staging's kill failed: $(tail -n 3 "$WORK/kill1.log")"
+grep -q '"kind": "resumed full"' "$WORK/kill1.out" || { cat "$WORK/kill1.out"; fail "the agent did not resume after the staging's kill"; }
+read3=$(grep -o '"bytes_read": [0-9]*' "$WORK/kill1.out" | grep -o '[0-9]*$')
+echo "the try after it read $((read3 >> 20)) MiB of the 196 MiB of data"
+[[ $read3 -lt $((150 << 20)) ]] || fail "after the staging's kill the agent read $((read3 >> 20)) MiB: it started over"
+restores_as "$KID" "$WORK/out-kill" "$IMG" "the point resumed after the staging's kill"
+recover verify --store "$STORE" --server-id "$KID" --key "$KEYS/data-$KID.key" >"$WORK/verify-kill.out" 2>&1 ||
+  { cat "$WORK/verify-kill.out"; fail "verify --key after the staging's kill is not clean"; }
+pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB; after a staging kill -9 mid-point the next try read $((read3 >> 20)) of 196 MiB"

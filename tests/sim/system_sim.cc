@@ -166,9 +166,14 @@ class SystemSim final : public SimWorld, public Clock {
     env_.set_tear(rng_() % 4 != 0);
     full_per_mille_ = rng_() % 4 == 0 ? 3 : 0;
     volume_bytes_ = (32 + rng_() % 97) * kBlockBytes;
+    // The staging keeps an open point live (its PENDING file grows with each commit) from its
+    // first record, from 64 KiB, or never, so that a crash inside a point leaves it to resume or not.
+    static constexpr uint64_t kKeepLiveAfter[] = {0, 64u << 10, UINT64_MAX};
+    keep_live_after_bytes_ = kKeepLiveAfter[rng_() % 3];
     Log("cuts " + std::to_string(cut_per_mille_) + "/1000 steps, stalls " + std::to_string(stall_per_mille_) +
         "/1000, keep-last " + std::to_string(keep_last_) + ", volume " + std::to_string(volume_bytes_ / kBlockBytes) +
-        " blocks");
+        " blocks, points kept live " +
+        (keep_live_after_bytes_ == UINT64_MAX ? std::string("never") : "from " + std::to_string(keep_live_after_bytes_) + " bytes"));
 
     volume_path_ = dir_ + "/vol0.img";
     Bytes volume(volume_bytes_, 0);
@@ -392,6 +397,7 @@ class SystemSim final : public SimWorld, public Clock {
       o.store_dir = kRoot;
       o.tls = TlsFiles{pki_.dir + "/staging.crt", pki_.dir + "/staging.key", pki_.dir + "/ca.crt", ""};
       o.retention = *RetentionPolicy::Parse("none", static_cast<uint32_t>(keep_last_));
+      o.keep_live_after_bytes = keep_live_after_bytes_;
       o.clock = this;
       o.store_threads = 0;
       o.env = &env_;
@@ -433,6 +439,7 @@ class SystemSim final : public SimWorld, public Clock {
   uint64_t steps_ = 0, run_start_step_ = 0, kill_at_step_ = 0;
   uint64_t cut_per_mille_ = 0, stall_per_mille_ = 0, keep_last_ = 2;
   uint64_t full_per_mille_ = 0, full_until_step_ = 0;
+  uint64_t keep_live_after_bytes_ = UINT64_MAX;
   uint64_t stall_until_ns_ = 0;
   bool agent_live_ = false;
   int agent_fd_ = -1;

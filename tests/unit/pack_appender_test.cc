@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "blockrep/base/env.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/store/pack_appender.h"
 #include "blockrep/store/store.h"
@@ -34,11 +35,23 @@ class PackAppenderTest : public ::testing::Test {
     PackAppender::Done done = PackAppender::Done::kNo;
     while (a.inflight()) {
       Status st = ring_->Reap([&](uint64_t ud, int res, uint32_t) {
-        done = a.OnCompletion(ud == 1 ? PackAppender::Op::kWrite : PackAppender::Op::kFsync, res);
+        // user data 1, 2: the pack's write and fsync; 3, 4: the follower's.
+        const PackAppender::Op ops[] = {PackAppender::Op::kWrite, PackAppender::Op::kFsync,
+                                         PackAppender::Op::kFollowWrite, PackAppender::Op::kFollowSync};
+        done = a.OnCompletion(ops[ud - 1], res);
       }, true).status();
       EXPECT_TRUE(st.ok());
     }
     return done;
+  }
+  PackAppender::Follower FollowerOf(std::shared_ptr<File> file, uint64_t offset, Bytes bytes) {
+    PackAppender::Follower f;
+    f.file = std::move(file);
+    f.offset = offset;
+    f.bytes = std::move(bytes);
+    f.write_user_data = 3;
+    f.sync_user_data = 4;
+    return f;
   }
   uint64_t FileBytes(const PackAppender& a) {
     struct stat st{};
@@ -99,6 +112,54 @@ TEST_F(PackAppenderTest, FailedCommitCutsBackAndCloses) {
   struct stat st{};
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), durable);
+}
+
+// A commit with a follower writes the follower's bytes too (after the pack's), and is durable only
+// with them; a commit without one leaves the follower's file alone.
+TEST_F(PackAppenderTest, FollowerIsWrittenWithTheCommit) {
+  PackAppender a;
+  ASSERT_TRUE(a.Open(*store_).ok());
+  const std::string path = root_ + "/follower";
+  std::shared_ptr<File> file = std::move(Env::Default()->Open(path, OpenMode::kCreateTruncate)).value();
+  Bytes r1 = RandomBytes(1000, 1), f1 = RandomBytes(77, 2), f2 = RandomBytes(33, 3);
+  a.Append(r1, {}, 1);
+  PackAppender::Follower follow = FollowerOf(file, 0, f1);
+  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2, &follow));
+  ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
+  EXPECT_EQ(a.durable_seq(), 1u);
+  EXPECT_EQ(a.follower_durable_bytes(), 77u);
+  a.Append(r1, {}, 2);
+  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
+  ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
+  EXPECT_EQ(a.follower_durable_bytes(), 0u);
+  a.Append(r1, {}, 3);
+  follow = FollowerOf(file, 77, f2);
+  ASSERT_EQ(a.CommitBlocking(&follow), PackAppender::Done::kDurable);  // the same without a ring
+  EXPECT_EQ(a.durable_seq(), 3u);
+  EXPECT_EQ(a.follower_durable_bytes(), 33u);
+  Bytes want = f1;
+  want.insert(want.end(), f2.begin(), f2.end());
+  EXPECT_EQ(std::move(ReadFileBytes(path, 1 << 20)).value(), want);
+}
+
+// A follower that cannot be written (a read-only descriptor, EBADF) fails the whole commit: its
+// records are not acknowledged and the pack is cut back to its durable end.
+TEST_F(PackAppenderTest, AFailedFollowerFailsTheCommit) {
+  PackAppender a;
+  ASSERT_TRUE(a.Open(*store_).ok());
+  const std::string path = root_ + "/follower";
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(path, Bytes(5, 1)).ok());
+  std::shared_ptr<File> ro = std::move(Env::Default()->Open(path, OpenMode::kRead)).value();
+  a.Append(RandomBytes(500, 3), {}, 1);
+  const uint64_t durable = a.durable_end();
+  PackAppender::Follower follow = FollowerOf(ro, 5, RandomBytes(40, 4));
+  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2, &follow));
+  ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
+  EXPECT_EQ(a.error(), EBADF);
+  EXPECT_EQ(a.durable_seq(), 0u);
+  EXPECT_EQ(a.durable_end(), durable);
+  EXPECT_FALSE(a.open());
+  EXPECT_EQ(std::move(ReadFileBytes(path, 1 << 20)).value(), Bytes(5, 1));
 }
 
 }  // namespace

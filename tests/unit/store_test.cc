@@ -264,31 +264,37 @@ IndexEntry At(uint16_t vol, uint64_t offset, uint32_t length, uint32_t pack) {
   return e;
 }
 
-// A write inside an older extent splits it; the right part points further into the old record.
-// PENDING round-trips, and any flipped byte or cut end is refused, never half-read.
-TEST(Pending, RoundTripAndDamage) {
+// A kept point of `extents` records, for the PENDING tests.
+PendingPoint SamplePending(uint32_t extents) {
   PendingPoint p;
   p.begin.point_id = 7;
   p.begin.base_point = 6;
   p.begin.time_ns = 123456789;
   p.begin.volume_sizes = {1 << 20, 2 << 20};
-  p.bytes = 4242;
-  for (uint32_t i = 0; i < 3; ++i) {
+  for (uint32_t i = 0; i < extents; ++i) {
     NewExtent x;
-    x.entry = {static_cast<uint16_t>(i % 2), 4096, i * 65536ull, 2, 200, 16 + i * 200, 0, 0x1234 + i};
+    x.entry = {static_cast<uint16_t>(i % 2), 4096, i * 65536ull, 2, 200 + i, 16 + i * 200, 0, 0x1234 + i};
     x.zero = i == 1;
     p.extents.push_back(x);
+    p.bytes += x.entry.record_bytes;
   }
+  return p;
+}
+
+// A closed PENDING file round-trips, and any flipped byte or cut end is refused, never half-read.
+TEST(Pending, RoundTripAndDamage) {
+  PendingPoint p = SamplePending(3);
   Bytes enc = EncodePending(p);
   auto back = DecodePending(enc);
   ASSERT_TRUE(back.ok()) << back.status().message();
-  EXPECT_EQ(back->begin.Encode(), p.begin.Encode());
-  EXPECT_EQ(back->bytes, 4242u);
-  ASSERT_EQ(back->extents.size(), 3u);
+  EXPECT_FALSE(back->live);
+  EXPECT_EQ(back->point.begin.Encode(), p.begin.Encode());
+  EXPECT_EQ(back->point.bytes, p.bytes);
+  ASSERT_EQ(back->point.extents.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
-    EXPECT_EQ(back->extents[i].zero, p.extents[i].zero);
-    EXPECT_EQ(back->extents[i].entry.pack_offset, p.extents[i].entry.pack_offset);
-    EXPECT_EQ(back->extents[i].entry.checksum, p.extents[i].entry.checksum);
+    EXPECT_EQ(back->point.extents[i].zero, p.extents[i].zero);
+    EXPECT_EQ(back->point.extents[i].entry.pack_offset, p.extents[i].entry.pack_offset);
+    EXPECT_EQ(back->point.extents[i].entry.checksum, p.extents[i].entry.checksum);
   }
   for (size_t at = 0; at < enc.size(); at += 7) {
     Bytes bad = enc;
@@ -299,6 +305,52 @@ TEST(Pending, RoundTripAndDamage) {
   EXPECT_FALSE(DecodePending(ByteSpan()).ok());
 }
 
+// A live PENDING file (a header, then a frame per group commit) cut anywhere reads as its whole
+// frames: the cut one was the last write, never synced, so none of its records was acknowledged.
+// A damaged header is refused.
+TEST(Pending, LiveFileReadsItsWholeFramesAndIgnoresATornLastOne) {
+  PendingPoint p = SamplePending(6);
+  Bytes file = EncodePendingLiveHeader(p.begin);
+  const size_t header_bytes = file.size();
+  std::vector<size_t> frame_ends;
+  for (size_t from : {0, 1, 4}) {  // frames of 1, 3 and 2 extents
+    size_t to = from == 0 ? 1 : from == 1 ? 4 : 6;
+    Bytes frame = EncodePendingFrame(std::span(p.extents).subspan(from, to - from));
+    file.insert(file.end(), frame.begin(), frame.end());
+    frame_ends.push_back(file.size());
+  }
+  auto whole = DecodePending(file);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_TRUE(whole->live);
+  EXPECT_EQ(whole->torn_bytes, 0u);
+  ASSERT_EQ(whole->point.extents.size(), 6u);
+  EXPECT_EQ(whole->point.bytes, p.bytes);
+  EXPECT_EQ(whole->point.extents[5].entry.record_bytes, p.extents[5].entry.record_bytes);
+  for (size_t len = header_bytes; len < file.size(); ++len) {
+    auto cut = DecodePending(ByteSpan(file).first(len));
+    ASSERT_TRUE(cut.ok()) << "cut at " << len << ": " << cut.status().message();
+    size_t frames = 0;
+    while (frames < frame_ends.size() && frame_ends[frames] <= len) ++frames;
+    const size_t want[] = {0, 1, 4, 6};
+    EXPECT_EQ(cut->point.extents.size(), want[frames]) << "cut at " << len;
+    EXPECT_EQ(cut->torn_bytes, len - (frames == 0 ? header_bytes : frame_ends[frames - 1])) << "cut at " << len;
+  }
+  // The last write torn as a crash may leave it: its bytes there, but not what they should be.
+  Bytes torn = file;
+  torn[torn.size() - 3] ^= 0x01;
+  auto t = DecodePending(torn);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->point.extents.size(), 4u);
+  EXPECT_EQ(t->torn_bytes, file.size() - frame_ends[1]);
+  for (size_t at = 0; at < header_bytes; ++at) {
+    Bytes bad = file;
+    bad[at] ^= 0x20;
+    EXPECT_EQ(DecodePending(bad).status().code(), Code::kDataLoss) << "header byte " << at;
+  }
+  EXPECT_FALSE(DecodePending(ByteSpan(file).first(header_bytes - 1)).ok());
+}
+
+// A write inside an older extent splits it; the right part points further into the old record.
 TEST(BuildPointIndex, OverwriteSplitsOlderExtent) {
   PointIndex base;
   base.point_id = 1;

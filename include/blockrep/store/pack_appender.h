@@ -3,10 +3,14 @@
 // complete in full, everything up to the batch's last sequence number is durable. A short write
 // is queued again in front of what gathered since; a failed write or fsync cuts the file back to
 // its durable end and closes the pack (nothing past that end was durable, so nothing is lost).
+// A commit may carry a *follower*: bytes for a second file, written and synced after the pack's
+// write and fsync succeeded (all four linked), and part of the commit: it is durable only once
+// they are too (the staging's live PENDING journal, blockrep/store/pending.h).
 // The staging appends with it; the store tests write their packs with it too.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "blockrep/base/bytes.h"
 #include "blockrep/base/fs.h"
@@ -18,7 +22,14 @@ namespace blockrep::store {
 
 class PackAppender {
  public:
-  enum class Op : uint8_t { kWrite, kFsync };
+  enum class Op : uint8_t { kWrite, kFsync, kFollowWrite, kFollowSync };
+  // The second file's part of the next commit.
+  struct Follower {
+    std::shared_ptr<File> file;  // kept open until the commit's end, whatever its owner does meanwhile
+    uint64_t offset = 0;
+    Bytes bytes;
+    uint64_t write_user_data = 0, sync_user_data = 0;
+  };
   enum class Done : uint8_t {
     kNo,       // the other completion is still to come, or a short write waits for StartCommit
     kDurable,  // durable_seq() and durable_end() moved on
@@ -35,6 +46,8 @@ class PackAppender {
   bool inflight() const { return inflight_; }
   size_t inflight_bytes() const { return inflight_ ? commit_.size() : 0; }
   int error() const { return error_; }
+  // Bytes the follower of the last durable commit wrote (0: it had none).
+  size_t follower_durable_bytes() const { return follower_durable_bytes_; }
 
   // Creates the store's next pack (header written and fsync'd) and appends to it from now on.
   Status Open(const ServerStore& store);
@@ -51,18 +64,21 @@ class PackAppender {
   // `seq` (increasing); returns the record's offset in the pack. Needs open().
   uint64_t Append(ByteSpan record, ByteSpan after, uint64_t seq);
   // Starts the write + fsync of what gathered; false when there is nothing to start, a commit is
-  // in flight, or `ring` has no room for two requests (call again later).
-  bool StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data);
+  // in flight, or `ring` has no room for two requests (four with a follower; call again later).
+  // `follower` (taken only when this returns true) joins the commit; its file needs a descriptor.
+  bool StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data, Follower* follower = nullptr);
   // One completion of the commit in flight.
   Done OnCompletion(Op op, int res);
-  // The same commit without a ring: the write, then the sync, through the pack's File, and their
-  // results fed to OnCompletion. For stores on an Env without descriptors (tests' FaultEnv);
-  // kNo when there is nothing to commit.
-  Done CommitBlocking();
+  // The same commit without a ring: the write, then the sync, through the pack's File (then the
+  // follower's), and their results fed to OnCompletion. For stores on an Env without descriptors
+  // (tests' FaultEnv); kNo when there is nothing to commit.
+  Done CommitBlocking(Follower* follower = nullptr);
 
  private:
   // Takes what gathered as the commit in flight.
   bool TakeBatch();
+  // Makes `follower` (or none) part of the commit just taken.
+  void TakeFollower(Follower* follower);
   std::unique_ptr<File> file_;
   uint32_t pack_id_ = 0;
   uint64_t end_ = 0;
@@ -75,7 +91,10 @@ class PackAppender {
   uint64_t commit_offset_ = 0;  // file offset of commit_[0]
   size_t commit_written_ = 0;
   uint64_t commit_last_seq_ = 0;
-  int commit_ops_ = 0;  // completions still expected (write, fsync)
+  int commit_ops_ = 0;  // completions still expected (write, fsync; the follower's two)
+  Follower follower_;   // of the commit in flight (file null: none)
+  size_t follower_written_ = 0;
+  size_t follower_durable_bytes_ = 0;
   int error_ = 0;
   bool inflight_ = false;
 };
