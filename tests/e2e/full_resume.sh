@@ -132,6 +132,16 @@ scan_agent() {
   exec "$BIN/blockrep-agent" --staging "127.0.0.1:$STAGING_PORT" --server-id "$SID" --key "$KEYS/data-$SID.key" \
     --volume "$IMG" --tracker scan --state-dir "$SSTATE" --once --json "$@"
 }
+# wait_cursor_past STATE_DIR BYTES: until the agent's checkpoint cursor passed BYTES (15 s at most).
+wait_cursor_past() {
+  for _ in $(seq 1 300); do
+    # the checkpoint's cursor: the 4th-last u64 of full-point (replicator/full_progress.cc, WriteHeader)
+    [[ -f $1/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$1/full-point") - 32 )) -N8 "$1/full-point" | tr -d ' ') -gt $2 ]] && return 0
+    sleep 0.05
+  done
+}
+# json_field FILE KEY: the integer KEY holds in an agent's --json summary.
+json_field() { grep -o "\"$2\": [0-9]*" "$1" | grep -o '[0-9]*$'; }
 # scan_killed_past BYTES NAME: a scan agent (40 MB/s) killed -9 once its checkpoint's cursor passed
 # BYTES; its output in $WORK/NAME.out and .log.
 scan_killed_past() {
@@ -139,22 +149,23 @@ scan_killed_past() {
   scan_agent --bandwidth-limit 40M >"$WORK/$2.out" 2>"$WORK/$2.log" &
   pid=$!
   PIDS+=("$pid")
-  for _ in $(seq 1 300); do
-    # the checkpoint's cursor: the 4th-last u64 of full-point (replicator/full_progress.cc, WriteHeader)
-    [[ -f $SSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$SSTATE/full-point") - 32 )) -N8 "$SSTATE/full-point" | tr -d ' ') -gt $1 ]] && break
-    sleep 0.05
-  done
+  wait_cursor_past "$SSTATE" "$1"
   kill -9 "$pid" 2>/dev/null || fail "the scan agent ($2) ended before its kill: $(tail -n 2 "$WORK/$2.log")"
   wait "$pid" 2>/dev/null || true
   ! grep -q "internal error" "$WORK/$2.log" || fail "the scan agent ($2) failed a check: $(grep "internal error" "$WORK/$2.log")"
 }
+# resumed_full AGENT NAME DATA_MIB: runs AGENT (one of the functions above) to its end; it must
+# resume the full point and read less than 150 MiB of the image's DATA_MIB. Sets READ.
+resumed_full() {
+  ("$1") >"$WORK/$2.out" 2>"$WORK/$2.log" || fail "try $2 failed: $(tail -n 3 "$WORK/$2.log")"
+  grep -q '"kind": "resumed full"' "$WORK/$2.out" || { cat "$WORK/$2.out"; fail "try $2 did not resume"; }
+  READ=$(json_field "$WORK/$2.out" bytes_read)
+  echo "try $2 resumed and read $((READ >> 20)) MiB of the $3 MiB of data"
+  [[ $READ -lt $((150 << 20)) ]] || fail "try $2 read $((READ >> 20)) MiB: it started over"
+}
 scan_killed_past $((100 << 20)) scan0
 kept 5
-(scan_agent) >"$WORK/scan1.out" 2>"$WORK/scan1.log" || fail "the scan resume failed: $(tail -n 3 "$WORK/scan1.log")"
-grep -q '"kind": "resumed full"' "$WORK/scan1.out" || { cat "$WORK/scan1.out"; fail "the scan agent did not resume"; }
-read1=$(grep -o '"bytes_read": [0-9]*' "$WORK/scan1.out" | grep -o '[0-9]*$')
-echo "scan tracker, sparse image: the resumed try read $((read1 >> 20)) MiB of 192 MiB of data"
-[[ $read1 -lt $((150 << 20)) ]] || fail "the resumed scan try read $((read1 >> 20)) MiB: it started over"
+resumed_full scan_agent scan1 192
 restores_as "$SID" "$WORK/out-scan" "$IMG" "the resumed scan point"
 
 # A rescan (with the scan tracker, every point after the first) resumes the same way. Since the
@@ -166,9 +177,8 @@ grep -q "rescan against point 1" "$WORK/rescan0.log" || fail "the second point w
 kept 6
 (scan_agent) >"$WORK/rescan1.out" 2>"$WORK/rescan1.log" || fail "the rescan's resume failed: $(tail -n 3 "$WORK/rescan1.log")"
 grep -q '"kind": "resumed rescan"' "$WORK/rescan1.out" || { cat "$WORK/rescan1.out"; grep -m3 "checkpoint\|point 2" "$WORK/rescan1.log"; fail "the rescan was not resumed"; }
-json() { grep -o "\"$1\": [0-9]*" "$WORK/rescan1.out" | grep -o '[0-9]*$'; }
-read2=$(json bytes_read)
-shipped2=$(json bytes_shipped)
+read2=$(json_field "$WORK/rescan1.out" bytes_read)
+shipped2=$(json_field "$WORK/rescan1.out" bytes_shipped)
 echo "rescan killed past 140 MiB and resumed: the resumed try read $((read2 >> 20)) MiB of 196 MiB of data, shipped $((shipped2 >> 20)) MiB of the 160 MiB changed"
 [[ $read2 -lt $((100 << 20)) ]] || fail "the resumed rescan read $((read2 >> 20)) MiB: it started over"
 [[ $shipped2 -lt $((100 << 20)) ]] || fail "the resumed rescan shipped $((shipped2 >> 20)) MiB: it sent the first try's blocks again"
@@ -190,10 +200,7 @@ kill_agent() {
 kill_agent --bandwidth-limit 40M >"$WORK/kill0.out" 2>"$WORK/kill0.log" &
 kpid=$!
 PIDS+=("$kpid")
-for _ in $(seq 1 300); do
-  [[ -f $KSTATE/full-point ]] && [[ $(od -An -tu8 -j $(( $(stat -c %s "$KSTATE/full-point") - 32 )) -N8 "$KSTATE/full-point" | tr -d ' ') -gt $((140 << 20)) ]] && break
-  sleep 0.05
-done
+wait_cursor_past "$KSTATE" $((140 << 20))
 grep -q "server '$KID': point 1 is kept live" "$WORK/staging.log" || fail "the staging did not keep the open point live: $(grep -c . "$WORK/staging.log") log lines"
 kill9_staging
 ! wait "$kpid" || fail "the agent's try succeeded although its staging was killed"
@@ -202,12 +209,8 @@ STAGING_LISTEN_PORT=$STAGING_PORT start_staging
 found=$(grep "server '$KID': interrupted point 1 found with" "$WORK/staging.log") ||
   fail "the staging restarted after kill -9 does not offer the open point: $(grep "$KID" "$WORK/staging.log" | tail -n 3)"
 echo "staging killed -9 mid-point, restarted: ${found#*blockrep-staging: }"
-(kill_agent) >"$WORK/kill1.out" 2>"$WORK/kill1.log" || fail "the try after the staging's kill failed: $(tail -n 3 "$WORK/kill1.log")"
-grep -q '"kind": "resumed full"' "$WORK/kill1.out" || { cat "$WORK/kill1.out"; fail "the agent did not resume after the staging's kill"; }
-read3=$(grep -o '"bytes_read": [0-9]*' "$WORK/kill1.out" | grep -o '[0-9]*$')
-echo "the try after it read $((read3 >> 20)) MiB of the 196 MiB of data"
-[[ $read3 -lt $((150 << 20)) ]] || fail "after the staging's kill the agent read $((read3 >> 20)) MiB: it started over"
+resumed_full kill_agent kill1 196
 restores_as "$KID" "$WORK/out-kill" "$IMG" "the point resumed after the staging's kill"
 recover verify --store "$STORE" --server-id "$KID" --key "$KEYS/data-$KID.key" >"$WORK/verify-kill.out" 2>&1 ||
   { cat "$WORK/verify-kill.out"; fail "verify --key after the staging's kill is not clean"; }
-pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB; after a staging kill -9 mid-point the next try read $((read3 >> 20)) of 196 MiB"
+pass "full sync killed 3 times (seed $SEED) and resumed: read ${ratio}x the volume, restores identical, verifies clean; rescans killed and resumed: eBPF read ${rratio}x the volume, scan shipped $((shipped2 >> 20)) of 160 MiB; after a staging kill -9 mid-point the next try read $((READ >> 20)) of 196 MiB"
