@@ -100,7 +100,10 @@ Status Server::OnRecord(Session& s, ByteSpan payload) {
 void Server::OnCommitDone(Session& s, store::PackAppender::Done done) {
   if (done == store::PackAppender::Done::kFailed) {
     // Nothing past durable_seq is acknowledged; the appender cut the pack back to its durable end.
-    Status st = ErrnoStatus("write pack " + s.server->store->PackPath(s.pack.pack_id()), s.pack.error());
+    Status st = s.pack.follower_failed()
+                    ? ErrnoStatus("write " + s.server->store->PendingPath() + " (the open point's records, kept live)",
+                                  s.pack.error())
+                    : ErrnoStatus("write pack " + s.server->store->PackPath(s.pack.pack_id()), s.pack.error());
     if (!s.ch->closing()) FailStore(s, st);
     return;
   }

@@ -38,6 +38,7 @@ bool PackAppender::TakeBatch() {
   commit_written_ = 0;
   commit_last_seq_ = batch_last_seq_;
   error_ = 0;
+  follower_failed_ = false;
   inflight_ = true;
   commit_ops_ = 2;
   return true;
@@ -89,14 +90,19 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
   if (op == Op::kWrite && res > 0) commit_written_ += static_cast<size_t>(res);
   if (op == Op::kFollowWrite && res > 0) follower_written_ += static_cast<size_t>(res);
   // A short write cancels the linked fsync (-ECANCELED): not an error, the rest is written again.
-  if (res < 0 && res != -ECANCELED && error_ == 0) error_ = -res;
+  if (res < 0 && res != -ECANCELED && error_ == 0) {
+    error_ = -res;
+    follower_failed_ = op == Op::kFollowWrite || op == Op::kFollowSync;
+  }
   if (commit_ops_ > 0) return Done::kNo;
   inflight_ = false;
   // The follower's bytes are small and appended once: a short write of them (a full disk) fails
   // the commit, which nothing past durable_seq was acknowledged for.
   if (error_ == 0 && follower_.file != nullptr && commit_written_ == commit_.size() &&
-      follower_written_ != follower_.bytes.size())
+      follower_written_ != follower_.bytes.size()) {
     error_ = follower_written_ > 0 ? ENOSPC : EIO;
+    follower_failed_ = true;
+  }
   if (error_ != 0) {
     // Nothing past durable_seq was acknowledged; what the failed write left past the durable end
     // is cut off (best effort: it is garbage either way, but on a full disk it is the space the

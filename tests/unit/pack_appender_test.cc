@@ -107,6 +107,7 @@ TEST_F(PackAppenderTest, FailedCommitCutsBackAndCloses) {
   ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
   ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
   EXPECT_EQ(a.error(), EBADF);
+  EXPECT_FALSE(a.follower_failed());
   EXPECT_EQ(a.durable_seq(), 1u);
   EXPECT_FALSE(a.open());
   struct stat st{};
@@ -156,6 +157,7 @@ TEST_F(PackAppenderTest, AFailedFollowerFailsTheCommit) {
   ASSERT_TRUE(a.StartCommit(*ring_, 1, 2, &follow));
   ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
   EXPECT_EQ(a.error(), EBADF);
+  EXPECT_TRUE(a.follower_failed());
   EXPECT_EQ(a.durable_seq(), 0u);
   EXPECT_EQ(a.durable_end(), durable);
   EXPECT_FALSE(a.open());

@@ -46,6 +46,8 @@ class PackAppender {
   bool inflight() const { return inflight_; }
   size_t inflight_bytes() const { return inflight_ ? commit_.size() : 0; }
   int error() const { return error_; }
+  // The failed commit's error() came from its follower's write or sync, not the pack's.
+  bool follower_failed() const { return follower_failed_; }
   // Bytes the follower of the last durable commit wrote (0: it had none).
   size_t follower_durable_bytes() const { return follower_durable_bytes_; }
 
@@ -96,6 +98,7 @@ class PackAppender {
   size_t follower_written_ = 0;
   size_t follower_durable_bytes_ = 0;
   int error_ = 0;
+  bool follower_failed_ = false;
   bool inflight_ = false;
 };
 
