@@ -106,7 +106,7 @@ Status Server::MaybeCommitPoint(Session& s) {
   auto c = std::make_shared<Commit>();
   c->begin = *s.point;
   c->extents = std::move(s.extents);  // the job's now; a failed commit refuses the session anyway
-  EndLiveKeep(s);  // its file, if any, stays until the next point begins (a restart ignores it once this commits)
+  EndLiveKeep(s);  // its file, if any, is removed by the job once the point is committed
   for (auto& seal : s.seals) c->seals.push_back(std::move(*seal));  // all present: OnEndPoint checked
   c->key_id = s.key_id;
   store::PointInfo& info = c->info;
@@ -135,7 +135,12 @@ Status Server::MaybeCommitPoint(Session& s) {
       idx.seals = std::move(c->seals);
       Status valid = idx.Validate();
       if (!valid.ok()) return ProtocolError("point " + std::to_string(idx.point_id) + ": " + valid.message());
-      return store->CommitPoint(c->info, idx, c->key_id);
+      BR_RETURN_IF_ERROR(store->CommitPoint(c->info, idx, c->key_id));
+      // The point's live PENDING file, if it had one, is stale now. Removed here, off the loop and
+      // without a directory sync: one that a crash brings back names a committed point, which a
+      // restart ignores and BEGIN_POINT removes (Server::LoadPending, OnBeginPoint).
+      store->env()->Remove(store->PendingPath()).IgnoreError();
+      return Status::Ok();
     };
     Status status = commit();
     return [this, c, st, session_id, server_id, status]() {
