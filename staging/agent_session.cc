@@ -97,14 +97,15 @@ Status Server::PrepareLiveKeep(Session& s) {
   if (!s.point || s.committing || s.keep_off || s.pack.inflight() || s.server == nullptr || !s.server->store)
     return Status::Ok();
   store::ServerStore& store = *s.server->store;
-  const std::string what = "server '" + s.server_id + "': point " + std::to_string(s.point->point_id);
+  // Called every turn of every sending session: nothing is built before it is needed.
+  auto what = [&s] { return "server '" + s.server_id + "': point " + std::to_string(s.point->point_id); };
   if (s.keep_file) {
     if (s.extents.size() <= store::kPendingExtentsMax) return Status::Ok();
     // Too many records to keep: the file goes, durably, before anything more is acknowledged
     // (a file that stopped growing would offer a point without the records acknowledged since).
     EndLiveKeep(s);
     s.keep_off = true;
-    Log(kProg, what + " has more than " + std::to_string(store::kPendingExtentsMax) +
+    Log(kProg, what() + " has more than " + std::to_string(store::kPendingExtentsMax) +
                    " records, more than a kept point holds: no longer kept live (interrupted, it is sent anew)");
     return DropPending(*s.server);
   }
@@ -128,7 +129,7 @@ Status Server::PrepareLiveKeep(Session& s) {
   s.keep_file = std::move(file);
   s.keep_end = data.size();
   s.keep_extents = durable;
-  Log(kProg, what + " is kept live from here (" + std::to_string(durable) + " durable records, " +
+  Log(kProg, what() + " is kept live from here (" + std::to_string(durable) + " durable records, " +
                  std::to_string(s.point_bytes) + " bytes so far): a staging killed now offers it to resume");
   return Status::Ok();
 }
@@ -319,8 +320,8 @@ Status Server::OnBeginPoint(Session& s, ByteSpan payload) {
   if (s.server->pending)
     Log(kProg, "server '" + s.server_id + "': agent starts point " + std::to_string(b.point_id) +
                    " afresh; the interrupted one is dropped");
-  // Also a file no memory knows of (a failed session's live one, a committed point's): a staging
-  // that restarts must never offer an older try of this point.
+  // Also a file no memory knows of (a failed session's live one, one a crash brought back): a
+  // staging that restarts must never offer an older try of this point.
   BR_RETURN_IF_ERROR(DropPending(*s.server));
   EndLiveKeep(s);
   s.keep_off = false;

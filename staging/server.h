@@ -159,7 +159,8 @@ class Server {
   // durable so far), dropped when it grows past what a kept point holds; then the commit's frame.
   [[nodiscard]] Status PrepareLiveKeep(Session& s);
   std::optional<store::PackAppender::Follower> LiveKeepFrame(Session& s);
-  // Closes the session's live PENDING file (it stays on disk until DropPending).
+  // Closes the session's live PENDING file (it stays on disk until DropPending or, once its point
+  // is committed, the commit job removes it).
   static void EndLiveKeep(Session& s);
   // Forgets the kept point of `st`, in memory and on disk (durably: the directory is synced).
   [[nodiscard]] Status DropPending(ServerState& st);
