@@ -420,6 +420,13 @@ Status ReadPipeline::Process(Read& r) {
     return Status::Ok();
   }
   c.bytes_read += r.want;
+  size_t run_start = 0, run_len = 0;  // a sweep's non-zero extents not yet queued
+  auto flush_run = [&] {
+    if (run_len == 0) return;
+    QueueRecord(r.volume, r.offset + run_start, ByteSpan(r.buf.data() + run_start, run_len),
+                &read_fps_[run_start / kFingerprintBlockBytes], true, false);
+    run_len = 0;
+  };
   for (size_t pos = 0; pos < r.want; pos += kRecordBytes) {
     size_t len = std::min(kRecordBytes, r.want - pos);
     ByteSpan extent(r.buf.data() + pos, len);
@@ -449,9 +456,19 @@ Status ReadPipeline::Process(Read& r) {
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
     // (incremental point, or a block re-read later in a full one) may be zeroing a range that
     // holds data, so it is sent as a zero record.
-    if (zero && mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < send_all_below_)) continue;
+    const bool sweep = mode_ == ReadMode::kSweep && !(tracking_ && Position(r.volume, r.offset + pos) < send_all_below_);
+    if (sweep) {
+      // A sweep's neighbouring non-zero extents go out as one record of up to kSweepRecordBytes.
+      if (zero || run_len + len > kSweepRecordBytes) flush_run();
+      if (zero) continue;
+      if (run_len == 0) run_start = pos;
+      run_len += len;
+      continue;
+    }
+    flush_run();
     QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes], !zero, zero);
   }
+  flush_run();
   // The records point into r.buf: sealed before the buffer is handed back.
   BR_RETURN_IF_ERROR(SealAndFrameQueued());
   if (fps_with_records) deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);

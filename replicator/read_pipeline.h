@@ -53,6 +53,9 @@ class ReadPipeline {
  public:
   static constexpr size_t kReadBytes = 1u << 20;     // one io_uring read
   static constexpr size_t kRecordBytes = 64u << 10;  // one record's plaintext extent
+  // A full point's sweep reads long runs of data: neighbouring non-zero extents of one read go out
+  // as one record of up to this much (larger records compress better; docs/PERFORMANCE.md, P4).
+  static constexpr size_t kSweepRecordBytes = 512u << 10;
   // Reads in flight: kLargeReadsMax of up to kReadBytes (a sweep's), and as many again and more
   // of up to kSmallReadBytes (a tracker batch's scattered 4 KiB blocks): small reads wait on the
   // disk's latency, so their throughput is their queue depth (P5: 8 in flight kept up with
@@ -64,6 +67,8 @@ class ReadPipeline {
   static constexpr uint64_t kReadBufferBytesMax = kLargeReadsMax * kReadBytes + kSmallReadsMax * kSmallReadBytes;
   static constexpr uint64_t kHoleStepBytes = 64u << 20;  // of a hole, compared in one step
   static_assert(kReadBytes % kRecordBytes == 0 && kRecordBytes % kFingerprintBlockBytes == 0);
+  static_assert(kSweepRecordBytes % kRecordBytes == 0 && kSweepRecordBytes <= kReadBytes &&
+                kSweepRecordBytes <= kMaxRecordPlainBytes);
   static_assert(kSmallReadBytes % kRecordBytes == 0 && kSmallReadBytes % kTrackBlockBytes == 0 && kSmallReadBytes < kReadBytes);
   static_assert(kReadBytes % kTrackBlockBytes == 0, "O_DIRECT reads stay block-aligned");
 

@@ -467,6 +467,12 @@ Status Server::HandleFrames(Session& s) {
       more_work_ = true;  // the loop comes back without waiting for a completion
       break;
     }
+    // A batch holds at most its share, or one record that is larger: a full sync's records are
+    // up to 8 times a 64-agent share, and letting each batch pass its share by one of them would
+    // double the staging's batch memory (P6).
+    if (frame->type == wire::MsgType::kRecord && s.pack.batch_bytes() > 0 &&
+        s.pack.batch_bytes() + frame->total_size > batch_bytes_max_)
+      break;
     size_t consumed = frame->total_size;
     BR_RETURN_IF_ERROR(HandleFrame(s, *frame));
     if (s.defer_frame) {  // handled again on a later turn

@@ -48,14 +48,16 @@ inline constexpr size_t kInboxBytesBudget = 16u << 20;
 inline constexpr size_t kRecvBytesBudget = 8u << 20;
 inline constexpr size_t kBatchBytesMin = 256u << 10;
 // An agent's RECORD frame: a 64 KiB extent (ReadPipeline::kRecordBytes) and its 16 fingerprints.
+// A full sync's sweep sends records of up to 512 KiB: such a frame grows the inbox while it
+// arrives, and a batch holds one of them alone once it would pass its share (HandleFrames).
 inline constexpr size_t kAgentRecordFrameBytes =
     wire::kFrameHeaderSize + 8 + 4 + kRecordHeaderSize + (64u << 10) + kTagSize + 16 * 8;
 inline constexpr size_t kInboxBytesMin = 2 * kAgentRecordFrameBytes;
 inline constexpr size_t kRecvBytesMin = 64u << 10;
 static_assert(kBatchBytesMin <= kBatchBytesMax && kInboxBytesMin <= kInboxBytesMax);
 static_assert(kInboxBytesMin <= wire::kFrameHeaderSize + wire::kMaxFramePayload);
-// The batch passes its limit by at most one record: an agent's (64 KiB and its fingerprints) fits
-// in this much more; a larger one grows the buffer past it.
+// A batch passes its limit only with its first record: an agent's 64 KiB one and its
+// fingerprints fit in this much more; a larger one grows the buffer past it.
 inline constexpr size_t kBatchReserveExtraBytes = 128u << 10;
 // A session that received no RECORD for this long gives back its buffers' memory (Channel and
 // PackAppender ReleaseBuffers, its cached index), so an idle agent costs little (P6: <= 4 MiB).

@@ -172,19 +172,48 @@ TEST_F(ReadPipelineTest, TrackedSweepStopsAtTheLeaseAndCountsOnlyAcknowledgedRea
   Bytes frames = Drain();
   EXPECT_EQ(counters_.bytes_read, 1u << 20) << "no read ends past the lease";
   EXPECT_EQ(pipeline_->NextPosition(), 1u << 20);
-  EXPECT_EQ(window_.last_sent(), 16u) << "1 MiB of data: 16 records";
+  constexpr uint64_t kPerMiB = (1u << 20) / ReadPipeline::kSweepRecordBytes;
+  constexpr uint64_t kPerHalf = (kZeroBytes + ReadPipeline::kSweepRecordBytes - 1) / ReadPipeline::kSweepRecordBytes;
+  static_assert(kPerMiB >= 2, "two records per read, so the sealing threads share each read");
+  EXPECT_EQ(window_.last_sent(), kPerMiB) << "1 MiB of data in sweep records";
   EXPECT_EQ(pipeline_->DurablePosition(0), 0u) << "nothing acknowledged yet";
-  EXPECT_EQ(pipeline_->DurablePosition(15), 0u) << "the read's last record is not acknowledged";
-  EXPECT_EQ(pipeline_->DurablePosition(16), 1u << 20);
+  EXPECT_EQ(pipeline_->DurablePosition(kPerMiB - 1), 0u) << "the read's last record is not acknowledged";
+  EXPECT_EQ(pipeline_->DurablePosition(kPerMiB), 1u << 20);
   pipeline_->set_issue_limit(2u << 20);
   frames = Drain();
-  EXPECT_EQ(window_.last_sent(), 24u) << "half zeros: 8 more records";
-  EXPECT_EQ(pipeline_->DurablePosition(23), 1u << 20);
-  EXPECT_EQ(pipeline_->DurablePosition(24), 2u << 20);
+  EXPECT_EQ(window_.last_sent(), kPerMiB + kPerHalf) << "half zeros: records of the other half only";
+  EXPECT_EQ(pipeline_->DurablePosition(kPerMiB + kPerHalf - 1), 1u << 20);
+  EXPECT_EQ(pipeline_->DurablePosition(kPerMiB + kPerHalf), 2u << 20);
   pipeline_->set_issue_limit(UINT64_MAX);
   Drain();
   EXPECT_EQ(counters_.bytes_read, kVolume);
   EXPECT_EQ(pipeline_->DurablePosition(window_.last_sent()), kVolume);
+}
+
+// A sweep sends neighbouring non-zero extents of a read as one record of up to kSweepRecordBytes
+// and leaves all-zero extents out; a tracker batch's records stay at kRecordBytes.
+TEST_F(ReadPipelineTest, SweepCoalescesNonZeroExtentsIntoLargerRecords) {
+  std::fill_n(image_.begin() + (2u << 20) + (64u << 10), 64u << 10, 0);  // a zero extent mid-read
+  int fd = open((dir_ / "vol.img").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, image_.data(), image_.size(), 0), static_cast<ssize_t>(image_.size()));
+  close(fd);
+  pipeline_->SetWork({{Extent{2u << 20, 1u << 20}}}, ReadMode::kSweep);
+  auto records = Open(Drain());
+  std::vector<std::pair<uint64_t, size_t>> got;
+  for (const auto& [offset, plain] : records) {
+    got.emplace_back(offset, plain.size());
+    EXPECT_TRUE(std::equal(plain.begin(), plain.end(), image_.begin() + offset)) << offset;
+  }
+  const uint64_t base = 2u << 20, first_end = base + (64u << 10), rest = base + (128u << 10);
+  std::vector<std::pair<uint64_t, size_t>> want = {{base, first_end - base}};
+  for (uint64_t at = rest; at < base + (1u << 20); at += ReadPipeline::kSweepRecordBytes)
+    want.emplace_back(at, std::min<uint64_t>(ReadPipeline::kSweepRecordBytes, base + (1u << 20) - at));
+  EXPECT_EQ(got, want);
+  pipeline_->SetWork({{Extent{2u << 20, 1u << 20}}}, ReadMode::kShip);
+  const uint64_t before = window_.last_sent();
+  Drain();
+  EXPECT_EQ(window_.last_sent() - before, (1u << 20) / ReadPipeline::kRecordBytes) << "a tracker batch: 64 KiB records";
 }
 
 // Before `send_all_below`, a tracked sweep sends zero extents as zero records (a resumed full
