@@ -1,5 +1,6 @@
 // blockrep-staging: the DR-region side. See README.md and docs/FORMAT.md.
 #include <boost/program_options.hpp>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -22,6 +23,11 @@ constexpr const char* kProg = "blockrep-staging";
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Sessions' buffers of 256 KiB and more (batches, inboxes) are mapped on their own and
+  // unmapped when freed. glibc's default raises this threshold to the size of the largest buffer
+  // freed, after which such buffers come from the heap and what they free stays in the
+  // process: with 64 agents syncing, 183-193 MiB peak against 127 MiB with it fixed (P6).
+  if (mallopt(M_MMAP_THRESHOLD, 256 << 10) != 1) std::cerr << "blockrep-staging: mallopt(M_MMAP_THRESHOLD) refused; memory may grow\n";
   po::options_description desc(
       "Usage: blockrep-staging --listen HOST:PORT --store DIR --tls-cert F --tls-key F --tls-ca F\n"
       "Options");

@@ -19,7 +19,7 @@
 namespace blockrep::staging {
 
 Status Server::OpenPack(Session& s) {
-  BR_RETURN_IF_ERROR(s.pack.Open(*s.server->store));
+  BR_RETURN_IF_ERROR(s.pack.Open(*s.server->store, opts_.direct_pack_writes && s.server->mirror == nullptr));
   s.pack_bytes_counted = s.pack.durable_end();  // the header, counted below
   ++s.server->pack_count;
   s.server->pack_bytes += store::kPackHeaderSize;

@@ -63,6 +63,9 @@ struct Options {
   // (docs/FORMAT.md, PENDING). Smaller points cost one extra sync per commit for little: a kill -9
   // then costs their resend. UINT64_MAX: never (a store in a bucket never is either).
   uint64_t keep_live_after_bytes = 64ull << 20;
+  // Packs of a local store are written around the page cache (store::PackAppender, `direct`),
+  // where its filesystem allows it. A store in a bucket writes its cache through the page cache.
+  bool direct_pack_writes = true;
   // Set (by SIGHUP): re-read the TLS files and CRL; sessions of revoked certificates are closed.
   volatile std::sig_atomic_t* reload = nullptr;
 };

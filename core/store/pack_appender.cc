@@ -2,39 +2,87 @@
 
 #include "blockrep/base/check.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace blockrep::store {
 
-Status PackAppender::Open(const ServerStore& store) {
+void PackAppender::Buffer::Reserve(size_t bytes) {
+  if (bytes <= capacity()) return;
+  // Whole blocks, so that a direct write may round its length up within the buffer.
+  AlignedBuffer grown((bytes + kDirectBlockBytes - 1) / kDirectBlockBytes * kDirectBlockBytes);
+  if (size_ > 0) std::memcpy(grown.data(), mem_.data(), size_);
+  mem_ = std::move(grown);
+}
+
+void PackAppender::Buffer::Append(ByteSpan bytes) {
+  BR_CHECK(bytes.size() <= capacity() - size_);
+  if (!bytes.empty()) std::memcpy(mem_.data() + size_, bytes.data(), bytes.size());
+  size_ += bytes.size();
+}
+
+void PackAppender::Buffer::Resize(size_t bytes) {
+  BR_CHECK(bytes <= capacity());
+  size_ = bytes;
+}
+
+Status PackAppender::Open(const ServerStore& store, bool direct) {
   BR_CHECK(!inflight_);
   BR_ASSIGN_OR_RETURN(file_, store.CreatePack(&pack_id_));
   end_ = durable_end_ = kPackHeaderSize;
   batch_.clear();
+  batch_head_ = 0;
+  align_ = 1;
   error_ = 0;
+  if (direct && file_->fd() >= 0) {
+    // A filesystem without O_DIRECT (tmpfs) refuses the flag: the pack is written through the
+    // page cache then, as without `direct`.
+    const int flags = fcntl(file_->fd(), F_GETFL);
+    if (flags >= 0 && fcntl(file_->fd(), F_SETFL, flags | O_DIRECT) == 0) align_ = kDirectBlockBytes;
+  }
+  if (align_ > 1) {
+    // The first commit writes block 0 again, the header's bytes first.
+    Bytes header = EncodePackHeader(pack_id_);
+    BR_CHECK(header.size() == kPackHeaderSize);
+    batch_.Reserve(std::max(batch_reserve_, header.size()));
+    batch_.Append(header);
+    batch_head_ = header.size();
+  }
   return Status::Ok();
 }
 
 uint64_t PackAppender::Append(ByteSpan record, ByteSpan after, uint64_t seq) {
   BR_CHECK(open() && seq > batch_last_seq_ && seq > durable_seq_);
-  uint64_t at = end_ + batch_.size();
+  uint64_t at = end_ + batch_bytes();
   const size_t need = batch_.size() + record.size() + after.size();
-  if (need > batch_.capacity()) batch_.reserve(need <= batch_reserve_ ? batch_reserve_ : std::max(need, 2 * batch_.capacity()));
-  batch_.insert(batch_.end(), record.begin(), record.end());
-  batch_.insert(batch_.end(), after.begin(), after.end());
+  if (need > batch_.capacity()) batch_.Reserve(need <= batch_reserve_ ? batch_reserve_ : std::max(need, 2 * batch_.capacity()));
+  batch_.Append(record);
+  batch_.Append(after);
   batch_last_seq_ = seq;
   return at;
 }
 
 bool PackAppender::TakeBatch() {
-  if (inflight_ || batch_.empty() || !open()) return false;
+  if (inflight_ || batch_bytes() == 0 || !open()) return false;
   commit_.swap(batch_);
+  commit_offset_ = end_ - batch_head_;
+  BR_CHECK(commit_offset_ % align_ == 0);
+  end_ = commit_offset_ + commit_.size();
+  // A direct write ends on a block boundary: zeros after the last record, overwritten next time.
+  const size_t write_bytes = WriteBytes();
+  BR_CHECK(write_bytes <= commit_.capacity());
+  if (write_bytes > commit_.size()) std::memset(commit_.data() + commit_.size(), 0, write_bytes - commit_.size());
+  // The next commit begins at the block end_ lies in, with the bytes of it this one writes.
   batch_.clear();
-  commit_offset_ = end_;
-  end_ += commit_.size();
+  batch_head_ = end_ % align_;
+  if (batch_head_ > 0) {
+    batch_.Reserve(std::max(batch_reserve_, batch_head_));
+    batch_.Append(ByteSpan(commit_.data() + commit_.size() - batch_head_, batch_head_));
+  }
   commit_written_ = 0;
   commit_last_seq_ = batch_last_seq_;
   error_ = 0;
@@ -45,9 +93,17 @@ bool PackAppender::TakeBatch() {
 }
 
 void PackAppender::ReleaseBuffers() {
-  if (inflight_ || !batch_.empty()) return;
-  Bytes().swap(batch_);
-  Bytes().swap(commit_);
+  if (inflight_ || batch_bytes() != 0) return;
+  // A direct pack keeps the bytes of the block its next commit begins at (< 4 KiB).
+  uint8_t head[kDirectBlockBytes];
+  const size_t head_bytes = batch_head_;
+  if (head_bytes > 0) std::memcpy(head, batch_.data(), head_bytes);
+  batch_.Release();
+  commit_.Release();
+  if (head_bytes > 0) {
+    batch_.Reserve(head_bytes);
+    batch_.Append(ByteSpan(head, head_bytes));
+  }
 }
 
 bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fsync_user_data, Follower* follower) {
@@ -56,7 +112,7 @@ bool PackAppender::StartCommit(Ring& ring, uint64_t write_user_data, uint64_t fs
   if (!ring.HasRoom(follower != nullptr ? 4 : 2) || !TakeBatch()) return false;
   TakeFollower(follower);
   io_uring_sqe* w = ring.Sqe();
-  io_uring_prep_write(w, fd(), commit_.data(), static_cast<unsigned>(commit_.size()), commit_offset_);
+  io_uring_prep_write(w, fd(), commit_.data(), static_cast<unsigned>(WriteBytes()), commit_offset_);
   io_uring_sqe_set_data64(w, write_user_data);
   w->flags |= IOSQE_IO_LINK;  // the fsync runs only after the write succeeded in full
   io_uring_sqe* f = ring.Sqe();
@@ -98,7 +154,8 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
   inflight_ = false;
   // The follower's bytes are small and appended once: a short write of them (a full disk) fails
   // the commit, which nothing past durable_seq was acknowledged for.
-  if (error_ == 0 && follower_.file != nullptr && commit_written_ == commit_.size() &&
+  const size_t write_bytes = WriteBytes();
+  if (error_ == 0 && follower_.file != nullptr && commit_written_ == write_bytes &&
       follower_written_ != follower_.bytes.size()) {
     error_ = follower_written_ > 0 ? ENOSPC : EIO;
     follower_failed_ = true;
@@ -111,16 +168,23 @@ PackAppender::Done PackAppender::OnCompletion(Op op, int res) {
     file_->Truncate(durable_end_).IgnoreError();
     file_.reset();
     batch_.clear();
+    batch_head_ = 0;
     commit_.clear();
     follower_ = Follower();
     end_ = durable_end_;
     return Done::kFailed;
   }
-  if (commit_written_ < commit_.size()) {
-    Bytes rest(commit_.begin() + static_cast<ptrdiff_t>(commit_written_), commit_.end());
-    rest.insert(rest.end(), batch_.begin(), batch_.end());
+  if (commit_written_ < write_bytes) {
+    // Written again from the block the write stopped in, in front of what gathered since.
+    const size_t from = commit_written_ / align_ * align_;
+    BR_CHECK(from < commit_.size());
+    Buffer rest;
+    rest.Reserve(commit_.size() - from + batch_bytes());
+    rest.Append(ByteSpan(commit_.data() + from, commit_.size() - from));
+    rest.Append(ByteSpan(batch_.data() + batch_head_, batch_bytes()));
     batch_.swap(rest);
-    end_ = commit_offset_ + commit_written_;
+    batch_head_ = 0;
+    end_ = commit_offset_ + from;
     batch_last_seq_ = std::max(batch_last_seq_, commit_last_seq_);
     commit_.clear();
     follower_ = Follower();  // cancelled with the pack's fsync: its owner gives it again
@@ -151,7 +215,7 @@ PackAppender::Done PackAppender::CommitBlocking(Follower* follower) {
     return OnCompletion(op, res);
   };
   const bool follows = follower_.file != nullptr;
-  Done d = step(Op::kWrite, file_.get(), commit_offset_, commit_);
+  Done d = step(Op::kWrite, file_.get(), commit_offset_, ByteSpan(commit_.data(), WriteBytes()));
   BR_CHECK(d == Done::kNo);  // the sync's completion is still expected
   d = step(Op::kFsync, file_.get(), 0, {});
   if (!follows) return d;

@@ -89,6 +89,60 @@ TEST_F(PackAppenderTest, GroupCommitMakesRecordsDurableInOrder) {
   EXPECT_TRUE(a.ShouldRoll(4096));
 }
 
+// A direct pack (O_DIRECT) writes whole blocks: each commit writes the block the last one ended in
+// again, so every record stays at the offset Append returned, intact, also after the buffers were
+// given back; the file ends with zeros up to a block boundary.
+TEST_F(PackAppenderTest, DirectCommitsKeepEveryByteAtItsOffset) {
+  PackAppender a;
+  ASSERT_TRUE(a.Open(*store_, true).ok());
+  if (!a.direct()) GTEST_SKIP() << "the filesystem of /tmp refuses O_DIRECT";
+  std::vector<std::pair<uint64_t, Bytes>> records;
+  uint64_t seq = 0;
+  for (size_t len : {1000u, 3000u, 5000u, 4096u, 70000u, 12u, 8192u, 333u}) {
+    Bytes r = RandomBytes(len, static_cast<uint32_t>(len));
+    records.emplace_back(a.Append(r, {}, ++seq), r);
+    if (seq % 2 == 0) {
+      ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
+      ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
+      EXPECT_EQ(a.durable_seq(), seq);
+      EXPECT_EQ(a.durable_end(), records.back().first + len);
+      if (seq == 4) a.ReleaseBuffers();  // an idle session's: the next commit still has its block's head
+    }
+  }
+  const uint64_t end = a.durable_end();
+  EXPECT_EQ(FileBytes(a), (end + 4095) / 4096 * 4096);
+  Bytes file = std::move(ReadFileBytes(store_->PackPath(a.pack_id()), 1 << 20)).value();
+  EXPECT_TRUE(std::equal(file.begin(), file.begin() + kPackHeaderSize, EncodePackHeader(a.pack_id()).begin()));
+  for (const auto& [at, r] : records)
+    EXPECT_TRUE(std::equal(r.begin(), r.end(), file.begin() + static_cast<ptrdiff_t>(at))) << "record at " << at;
+  EXPECT_TRUE(IsAllZero(ByteSpan(file.data() + end, file.size() - end)));
+}
+
+// A failed direct commit acknowledges nothing more and leaves nothing but zeros past the durable
+// end (here the cut back fails too, on the read-only descriptor: the last block's padding stays).
+TEST_F(PackAppenderTest, FailedDirectCommitCutsBackToTheDurableEnd) {
+  PackAppender a;
+  ASSERT_TRUE(a.Open(*store_, true).ok());
+  if (!a.direct()) GTEST_SKIP() << "the filesystem of /tmp refuses O_DIRECT";
+  a.Append(RandomBytes(500, 3), {}, 1);
+  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
+  ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
+  const uint64_t durable = a.durable_end();
+  std::string path = store_->PackPath(a.pack_id());
+  int ro = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(ro, 0);
+  ASSERT_EQ(dup2(ro, a.fd()), a.fd());
+  close(ro);
+  a.Append(RandomBytes(7000, 4), {}, 2);
+  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
+  ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
+  EXPECT_EQ(a.durable_seq(), 1u);
+  EXPECT_FALSE(a.open());
+  Bytes file = std::move(ReadFileBytes(path, 1 << 20)).value();
+  ASSERT_LE(file.size(), 4096u);
+  EXPECT_TRUE(IsAllZero(ByteSpan(file.data() + durable, file.size() - durable)));
+}
+
 // A commit that fails (here: the pack's descriptor turned read-only, EBADF) acknowledges nothing
 // more, leaves the file at its durable end and closes the pack.
 TEST_F(PackAppenderTest, FailedCommitCutsBackAndCloses) {

@@ -7,12 +7,22 @@
 // write and fsync succeeded (all four linked), and part of the commit: it is durable only once
 // they are too (the staging's live PENDING journal, blockrep/store/pending.h).
 // The staging appends with it; the store tests write their packs with it too.
+//
+// Opened `direct`, the pack's writes go around the page cache (O_DIRECT, where its filesystem
+// allows it): a staging storing many agents' streams does not copy each byte into the page cache
+// and write it back on every fsync. Such writes cover whole 4 KiB blocks from an aligned buffer:
+// a commit begins at the block holding the durable end, so it writes that block's durable bytes
+// again (the same bytes: a crash mid-write leaves each sector old or new, equal up to the durable
+// end) and ends with zeros up to the next block boundary, which the next commit overwrites. A
+// pack written so may end with up to 4095 zero bytes after its last record; readers only follow
+// index entries (docs/FORMAT.md, Pack file).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
 #include "blockrep/base/bytes.h"
+#include "blockrep/base/limits.h"
 #include "blockrep/base/fs.h"
 #include "blockrep/base/status.h"
 #include "blockrep/store/store.h"
@@ -22,6 +32,8 @@ namespace blockrep::store {
 
 class PackAppender {
  public:
+  // A direct write's alignment of offset, length and buffer: a block (AlignedBuffer's alignment).
+  static constexpr size_t kDirectBlockBytes = kBlockBytes;
   enum class Op : uint8_t { kWrite, kFsync, kFollowWrite, kFollowSync };
   // The second file's part of the next commit.
   struct Follower {
@@ -42,19 +54,22 @@ class PackAppender {
   uint64_t end() const { return end_; }  // bytes handed to the kernel, durable or in flight
   uint64_t durable_end() const { return durable_end_; }
   uint64_t durable_seq() const { return durable_seq_; }
-  size_t batch_bytes() const { return batch_.size(); }
+  size_t batch_bytes() const { return batch_.size() - batch_head_; }
   bool inflight() const { return inflight_; }
-  size_t inflight_bytes() const { return inflight_ ? commit_.size() : 0; }
+  size_t inflight_bytes() const { return inflight_ ? end_ - durable_end_ : 0; }
+  // Writes go around the page cache (Open's `direct`, granted by the filesystem).
+  bool direct() const { return align_ > 1; }
   int error() const { return error_; }
   // The failed commit's error() came from its follower's write or sync, not the pack's.
   bool follower_failed() const { return follower_failed_; }
   // Bytes the follower of the last durable commit wrote (0: it had none).
   size_t follower_durable_bytes() const { return follower_durable_bytes_; }
 
-  // Creates the store's next pack (header written and fsync'd) and appends to it from now on.
-  Status Open(const ServerStore& store);
+  // Creates the store's next pack (header written and fsync'd) and appends to it from now on;
+  // `direct`: around the page cache where the pack's filesystem allows it (else as without).
+  Status Open(const ServerStore& store, bool direct = false);
   // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
-  bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_.empty() && !inflight_; }
+  bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_bytes() == 0 && !inflight_; }
   void Close() { file_.reset(); }
   // Gives the batch and commit buffers' memory back when nothing is gathered or in flight (an
   // idle session: they grew to the largest group commit and would stay that size).
@@ -77,8 +92,29 @@ class PackAppender {
   Done CommitBlocking(Follower* follower = nullptr);
 
  private:
+  // A growable byte buffer aligned for O_DIRECT.
+  class Buffer {
+   public:
+    uint8_t* data() { return mem_.data(); }
+    const uint8_t* data() const { return mem_.data(); }
+    size_t size() const { return size_; }
+    size_t capacity() const { return mem_.size(); }
+    bool empty() const { return size_ == 0; }
+    void clear() { size_ = 0; }
+    void Reserve(size_t bytes);  // keeps the contents
+    void Append(ByteSpan bytes);
+    void Resize(size_t bytes);  // within capacity()
+    void Release() { mem_ = AlignedBuffer(); size_ = 0; }
+    void swap(Buffer& o) { std::swap(mem_, o.mem_); std::swap(size_, o.size_); }
+
+   private:
+    AlignedBuffer mem_;
+    size_t size_ = 0;
+  };
   // Takes what gathered as the commit in flight.
   bool TakeBatch();
+  // Where a commit of `bytes` from commit_[0] ends its write: a whole block when direct.
+  size_t WriteBytes() const { return (commit_.size() + align_ - 1) / align_ * align_; }
   // Makes `follower` (or none) part of the commit just taken.
   void TakeFollower(Follower* follower);
   std::unique_ptr<File> file_;
@@ -86,10 +122,14 @@ class PackAppender {
   uint64_t end_ = 0;
   uint64_t durable_end_ = 0;  // end of the last write + fsync that completed
   uint64_t durable_seq_ = 0;
-  Bytes batch_;
+  size_t align_ = 1;  // of every write's offset and length: 4096 when direct
+  // batch_[0] is at file offset end_ - batch_head_: when direct, the durable bytes of the block
+  // end_ lies in come first (batch_head_ of them), then the records gathered.
+  Buffer batch_;
+  size_t batch_head_ = 0;
   size_t batch_reserve_ = 0;
   uint64_t batch_last_seq_ = 0;
-  Bytes commit_;               // in flight
+  Buffer commit_;               // in flight; written up to WriteBytes(), zero-filled past its size
   uint64_t commit_offset_ = 0;  // file offset of commit_[0]
   size_t commit_written_ = 0;
   uint64_t commit_last_seq_ = 0;
