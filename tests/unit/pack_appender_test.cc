@@ -91,7 +91,7 @@ TEST_F(PackAppenderTest, GroupCommitMakesRecordsDurableInOrder) {
 
 // A direct pack (O_DIRECT) writes whole blocks: each commit writes the block the last one ended in
 // again, so every record stays at the offset Append returned, intact, also after the buffers were
-// given back; the file ends with zeros up to a block boundary.
+// given back; the file ends with zeros up to a block boundary until the pack is closed.
 TEST_F(PackAppenderTest, DirectCommitsKeepEveryByteAtItsOffset) {
   PackAppender a;
   ASSERT_TRUE(a.Open(*store_, true).ok());
@@ -116,6 +116,8 @@ TEST_F(PackAppenderTest, DirectCommitsKeepEveryByteAtItsOffset) {
   for (const auto& [at, r] : records)
     EXPECT_TRUE(std::equal(r.begin(), r.end(), file.begin() + static_cast<ptrdiff_t>(at))) << "record at " << at;
   EXPECT_TRUE(IsAllZero(ByteSpan(file.data() + end, file.size() - end)));
+  a.Close();
+  EXPECT_EQ(FileBytes(a), end) << "a closed pack ends at its last record";
 }
 
 // A failed direct commit acknowledges nothing more and leaves nothing but zeros past the durable

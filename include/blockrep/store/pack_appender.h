@@ -70,7 +70,12 @@ class PackAppender {
   Status Open(const ServerStore& store, bool direct = false);
   // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
   bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_bytes() == 0 && !inflight_; }
-  void Close() { file_.reset(); }
+  // Closes the pack; a direct one is cut back to its durable end first (the last commit's zeros).
+  void Close();
+  PackAppender() = default;
+  ~PackAppender() { Close(); }
+  PackAppender(const PackAppender&) = delete;
+  PackAppender& operator=(const PackAppender&) = delete;
   // Gives the batch and commit buffers' memory back when nothing is gathered or in flight (an
   // idle session: they grew to the largest group commit and would stay that size).
   void ReleaseBuffers();
