@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   // Sessions' buffers of 256 KiB and more (batches, inboxes) are mapped on their own and
   // unmapped when freed. glibc's default raises this threshold to the size of the largest buffer
   // freed, after which such buffers come from the heap and what they free stays in the
-  // process: with 64 agents syncing, 183-193 MiB peak against 127 MiB with it fixed (P6).
+  // process: with 64 agents syncing, 183-193 MiB peak against 124-127 MiB with it fixed (P6).
   // Ignored on purpose when refused: another allocator (AddressSanitizer's) keeps its own policy,
   // and the staging works the same either way.
   static_cast<void>(mallopt(M_MMAP_THRESHOLD, 256 << 10));

@@ -25,11 +25,6 @@ void PackAppender::Buffer::Append(ByteSpan bytes) {
   size_ += bytes.size();
 }
 
-void PackAppender::Buffer::Resize(size_t bytes) {
-  BR_CHECK(bytes <= capacity());
-  size_ = bytes;
-}
-
 Status PackAppender::Open(const ServerStore& store, bool direct) {
   BR_CHECK(!inflight_);
   BR_ASSIGN_OR_RETURN(file_, store.CreatePack(&pack_id_));

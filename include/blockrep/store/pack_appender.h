@@ -104,11 +104,9 @@ class PackAppender {
     const uint8_t* data() const { return mem_.data(); }
     size_t size() const { return size_; }
     size_t capacity() const { return mem_.size(); }
-    bool empty() const { return size_ == 0; }
     void clear() { size_ = 0; }
-    void Reserve(size_t bytes);  // keeps the contents
-    void Append(ByteSpan bytes);
-    void Resize(size_t bytes);  // within capacity()
+    void Reserve(size_t bytes);  // keeps the contents; whole blocks
+    void Append(ByteSpan bytes);  // within capacity()
     void Release() { mem_ = AlignedBuffer(); size_ = 0; }
     void swap(Buffer& o) { std::swap(mem_, o.mem_); std::swap(size_, o.size_); }
 
@@ -118,7 +116,7 @@ class PackAppender {
   };
   // Takes what gathered as the commit in flight.
   bool TakeBatch();
-  // Where a commit of `bytes` from commit_[0] ends its write: a whole block when direct.
+  // How much of commit_ its write covers: its size, rounded up to a whole block when direct.
   size_t WriteBytes() const { return (commit_.size() + align_ - 1) / align_ * align_; }
   // Makes `follower` (or none) part of the commit just taken.
   void TakeFollower(Follower* follower);
