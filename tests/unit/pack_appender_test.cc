@@ -53,6 +53,22 @@ class PackAppenderTest : public ::testing::Test {
     f.sync_user_data = 4;
     return f;
   }
+  // Commits one record (seq 1), turns the pack's descriptor read-only and commits another of
+  // `bytes` (seq 2), which fails with EBADF; returns the durable end before it.
+  uint64_t CommitThenFail(PackAppender& a, size_t bytes) {
+    a.Append(RandomBytes(500, 3), {}, 1);
+    EXPECT_TRUE(a.StartCommit(*ring_, 1, 2));
+    EXPECT_EQ(Finish(a), PackAppender::Done::kDurable);
+    const uint64_t durable = a.durable_end();
+    int ro = open(store_->PackPath(a.pack_id()).c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(ro, 0);
+    EXPECT_EQ(dup2(ro, a.fd()), a.fd());
+    close(ro);
+    a.Append(RandomBytes(bytes, 4), {}, 2);
+    EXPECT_TRUE(a.StartCommit(*ring_, 1, 2));
+    EXPECT_EQ(Finish(a), PackAppender::Done::kFailed);
+    return durable;
+  }
   uint64_t FileBytes(const PackAppender& a) {
     struct stat st{};
     EXPECT_EQ(stat(store_->PackPath(a.pack_id()).c_str(), &st), 0);
@@ -126,18 +142,8 @@ TEST_F(PackAppenderTest, FailedDirectCommitCutsBackToTheDurableEnd) {
   PackAppender a;
   ASSERT_TRUE(a.Open(*store_, true).ok());
   if (!a.direct()) GTEST_SKIP() << "the filesystem of /tmp refuses O_DIRECT";
-  a.Append(RandomBytes(500, 3), {}, 1);
-  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
-  ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
-  const uint64_t durable = a.durable_end();
-  std::string path = store_->PackPath(a.pack_id());
-  int ro = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(ro, 0);
-  ASSERT_EQ(dup2(ro, a.fd()), a.fd());
-  close(ro);
-  a.Append(RandomBytes(7000, 4), {}, 2);
-  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
-  ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
+  const uint64_t durable = CommitThenFail(a, 7000);
+  const std::string path = store_->PackPath(a.pack_id());
   EXPECT_EQ(a.durable_seq(), 1u);
   EXPECT_FALSE(a.open());
   Bytes file = std::move(ReadFileBytes(path, 1 << 20)).value();
@@ -150,18 +156,8 @@ TEST_F(PackAppenderTest, FailedDirectCommitCutsBackToTheDurableEnd) {
 TEST_F(PackAppenderTest, FailedCommitCutsBackAndCloses) {
   PackAppender a;
   ASSERT_TRUE(a.Open(*store_).ok());
-  a.Append(RandomBytes(500, 3), {}, 1);
-  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
-  ASSERT_EQ(Finish(a), PackAppender::Done::kDurable);
-  const uint64_t durable = a.durable_end();
-  std::string path = store_->PackPath(a.pack_id());
-  int ro = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(ro, 0);
-  ASSERT_EQ(dup2(ro, a.fd()), a.fd());
-  close(ro);
-  a.Append(RandomBytes(700, 4), {}, 2);
-  ASSERT_TRUE(a.StartCommit(*ring_, 1, 2));
-  ASSERT_EQ(Finish(a), PackAppender::Done::kFailed);
+  const uint64_t durable = CommitThenFail(a, 700);
+  const std::string path = store_->PackPath(a.pack_id());
   EXPECT_EQ(a.error(), EBADF);
   EXPECT_FALSE(a.follower_failed());
   EXPECT_EQ(a.durable_seq(), 1u);
