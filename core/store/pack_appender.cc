@@ -31,15 +31,16 @@ Status PackAppender::Open(const ServerStore& store, bool direct) {
   end_ = durable_end_ = kPackHeaderSize;
   batch_.clear();
   batch_head_ = 0;
-  align_ = 1;
+  align_ = direct ? kDirectBlockBytes : 1;
+  bypass_ = false;
   error_ = 0;
   if (direct && file_->fd() >= 0) {
-    // A filesystem without O_DIRECT (tmpfs) refuses the flag: the pack is written through the
-    // page cache then, as without `direct`.
+    // A filesystem without O_DIRECT (tmpfs) refuses the flag: the same whole-block writes then go
+    // through the page cache.
     const int flags = fcntl(file_->fd(), F_GETFL);
-    if (flags >= 0 && fcntl(file_->fd(), F_SETFL, flags | O_DIRECT) == 0) align_ = kDirectBlockBytes;
+    bypass_ = flags >= 0 && fcntl(file_->fd(), F_SETFL, flags | O_DIRECT) == 0;
   }
-  if (align_ > 1) {
+  if (direct) {
     // The first commit writes block 0 again, the header's bytes first.
     Bytes header = EncodePackHeader(pack_id_);
     BR_CHECK(header.size() == kPackHeaderSize);

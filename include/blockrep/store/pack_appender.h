@@ -9,8 +9,9 @@
 // The staging appends with it; the store tests write their packs with it too.
 //
 // Opened `direct`, the pack's writes go around the page cache (O_DIRECT, where its filesystem
-// allows it): a staging storing many agents' streams does not copy each byte into the page cache
-// and write it back on every fsync. Such writes cover whole 4 KiB blocks from an aligned buffer:
+// allows it; else the same writes go through it): a staging storing many agents' streams does not
+// copy each byte into the page cache and write it back on every fsync. Such writes cover whole
+// 4 KiB blocks from an aligned buffer:
 // a commit begins at the block holding the durable end, so it writes that block's durable bytes
 // again (the same bytes: a crash mid-write leaves each sector old or new, equal up to the durable
 // end) and ends with zeros up to the next block boundary, which the next commit overwrites. A
@@ -57,8 +58,10 @@ class PackAppender {
   size_t batch_bytes() const { return batch_.size() - batch_head_; }
   bool inflight() const { return inflight_; }
   size_t inflight_bytes() const { return inflight_ ? end_ - durable_end_ : 0; }
-  // Writes go around the page cache (Open's `direct`, granted by the filesystem).
+  // Opened `direct`: every write covers whole blocks.
   bool direct() const { return align_ > 1; }
+  // And the filesystem took O_DIRECT: the writes go around the page cache.
+  bool bypasses_page_cache() const { return bypass_; }
   int error() const { return error_; }
   // The failed commit's error() came from its follower's write or sync, not the pack's.
   bool follower_failed() const { return follower_failed_; }
@@ -66,7 +69,7 @@ class PackAppender {
   size_t follower_durable_bytes() const { return follower_durable_bytes_; }
 
   // Creates the store's next pack (header written and fsync'd) and appends to it from now on;
-  // `direct`: around the page cache where the pack's filesystem allows it (else as without).
+  // `direct`: whole-block writes, around the page cache where the pack's filesystem allows it.
   Status Open(const ServerStore& store, bool direct = false);
   // Nothing gathered or in flight and the pack holds at least `roll_bytes`: time for a new one.
   bool ShouldRoll(uint64_t roll_bytes) const { return open() && end_ >= roll_bytes && batch_bytes() == 0 && !inflight_; }
@@ -126,6 +129,7 @@ class PackAppender {
   uint64_t durable_end_ = 0;  // end of the last write + fsync that completed
   uint64_t durable_seq_ = 0;
   size_t align_ = 1;  // of every write's offset and length: 4096 when direct
+  bool bypass_ = false;  // O_DIRECT
   // batch_[0] is at file offset end_ - batch_head_: when direct, the durable bytes of the block
   // end_ lies in come first (batch_head_ of them), then the records gathered.
   Buffer batch_;
