@@ -522,14 +522,18 @@ Status Agent::Step(bool wait, int timeout_ms) {
         if (id == StagingLink::kChannelId) {
           st = link_->OnCompletion(UserDataOp(ud), res);
         } else {
-          Result<ByteSpan> frames = reads_->OnCompletion(id, res);
-          if (!frames.ok()) st = frames.status();
-          else if (!frames->empty()) st = link_->Send(*frames);
+          st = reads_->OnCompletion(id, res);
         }
         if (!st.ok() && failure.ok()) failure = st;
       },
       wait, timeout_ms);
   if (!n.ok()) return n.status();
+  // The reads that completed are sealed together (ReadPipeline::ProcessReady).
+  while (failure.ok() && reads_->has_ready()) {
+    Result<ByteSpan> frames = reads_->ProcessReady();
+    if (!frames.ok()) failure = frames.status();
+    else if (!frames->empty()) failure = link_->Send(*frames);
+  }
   // The staging's ERROR explains a close better than the close itself.
   Status inbox = link_->HandleInbox([this](const wire::Frame& f) { return OnFrame(f); });
   if (link_->peer_error()) return *link_->peer_error();

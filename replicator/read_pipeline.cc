@@ -261,7 +261,7 @@ Status ReadPipeline::Issue(const std::function<bool(uint64_t inflight_bytes)>& r
   return Status::Ok();
 }
 
-Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
+Status ReadPipeline::OnCompletion(uint64_t id, int res) {
   BR_CHECK(Owns(id) && inflight_ > 0);
   size_t slot = id - id_base_;
   Read& r = *reads_[slot];
@@ -270,10 +270,8 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
   const Volume& v = *(*deps_.volumes)[r.volume];
   if (r.hole) {
     if (res < 0) return ErrnoStatus("io_uring no-op for a hole of volume " + v.path, -res);
-    frames_.clear();
-    read_frame_bytes_ = 0;
-    BR_RETURN_IF_ERROR(ProcessHole(r));
-    return ByteSpan(frames_);
+    ready_.push_back(slot);
+    return Status::Ok();
   }
   if (res < 0) return ErrnoStatus("read volume " + v.path, -res);
   if (res == 0 && r.got < r.want)
@@ -283,17 +281,54 @@ Result<ByteSpan> ReadPipeline::OnCompletion(uint64_t id, int res) {
   if (r.got < r.want) {
     // Short read: ask for the rest (O_DIRECT keeps block alignment: got is a multiple).
     SubmitRead(slot, ((r.want - r.got) + kTrackBlockBytes - 1) / kTrackBlockBytes * kTrackBlockBytes);
-    return ByteSpan();
+    return Status::Ok();
   }
+  ready_.push_back(slot);
+  return Status::Ok();
+}
+
+Result<ByteSpan> ReadPipeline::ProcessReady() {
   frames_.clear();
-  read_frame_bytes_ = 0;
-  BR_RETURN_IF_ERROR(Process(r));
+  if (ready_.empty()) return ByteSpan(frames_);
+  BR_CHECK(seal_jobs_queued_ == 0);
+  processing_.clear();
+  size_t taken = 0;
+  uint64_t plain_bytes = 0;
+  for (; taken < ready_.size() && plain_bytes < kBatchPlainBytesMax; ++taken) {
+    Read& r = *reads_[ready_[taken]];
+    const size_t jobs_before = seal_jobs_queued_;
+    if (r.hole) {
+      QueueHole(r);
+    } else {
+      QueueRead(r);
+      if (!r.busy) continue;  // a reseal's read: done already
+    }
+    for (size_t j = jobs_before; j < seal_jobs_queued_; ++j) plain_bytes += seal_jobs_[j].plain.size();
+    processing_.push_back(Processing{ready_[taken], seal_jobs_queued_, r.hole ? 0 : r.want, 0, 0});
+  }
+  ready_.erase(ready_.begin(), ready_.begin() + static_cast<ptrdiff_t>(taken));
+  // The records point into the reads' buffers: sealed before the buffers are handed back.
+  const uint64_t seq_before = window_->last_sent();
+  BR_RETURN_IF_ERROR(SealAndFrameQueued());
+  uint64_t last_seq = seq_before;
+  for (Processing& p : processing_) {
+    if (p.last_seq == 0) p.last_seq = last_seq;  // no records: done with those before it
+    last_seq = p.last_seq;
+    Read& r = *reads_[p.slot];
+    if (!r.hole && (mode_ == ReadMode::kSweep || mode_ == ReadMode::kShip))
+      deps_.seal->Note(r.volume, r.offset, r.fps.data(), r.fps.size());
+    FinishRead(r, p);
+  }
+  processing_.clear();
   return ByteSpan(frames_);
 }
 
 void ReadPipeline::Abandon() {
   for (auto& r : reads_) r->busy = false;
   inflight_ = 0;
+  ready_.clear();
+  processing_.clear();
+  seal_jobs_queued_ = 0;
   StopTracking();  // the next session resumes from what was saved, not from this one's reads
 }
 
@@ -316,9 +351,13 @@ Status ReadPipeline::SealAndFrameQueued() {
   size_t queued = seal_jobs_queued_;
   seal_jobs_queued_ = 0;
   ReadCounters& c = *deps_.counters;
+  size_t read = 0;  // processing_[read] is the read `job` belongs to
   // Framed in order as each is sealed, while the other thread seals the next ones.
   auto frame = [&](SealJob& job) -> Status {
     BR_RETURN_IF_ERROR(job.status);
+    const size_t index = static_cast<size_t>(&job - seal_jobs_.data());
+    while (read < processing_.size() && index >= processing_[read].jobs_end) ++read;
+    BR_CHECK(read < processing_.size());
     const RecordHeader& h = job.header;
     deps_.seal->Sent(job.volume, job.offset, job.plain.size());
     fingerprints_.clear();
@@ -331,7 +370,8 @@ Status ReadPipeline::SealAndFrameQueued() {
     wire::RecordMsg::AppendEncoded(&frames_, seq, job.record(), fingerprints_);
     const uint64_t frame_bytes = frames_.size() - before;
     window_->Sent(frame_bytes);
-    read_frame_bytes_ += frame_bytes;
+    processing_[read].frame_bytes += frame_bytes;
+    processing_[read].last_seq = seq;
     ++c.records;
     if (h.flags & kRecordIncompressible) ++c.records_raw;
     if (h.zero()) c.bytes_zero_sent += job.plain.size();
@@ -349,7 +389,7 @@ Status ReadPipeline::SealAndFrameQueued() {
                           frame);
 }
 
-Status ReadPipeline::ProcessHole(Read& r) {
+void ReadPipeline::QueueHole(Read& r) {
   BR_CHECK(mode_ == ReadMode::kRescan);
   ReadCounters& c = *deps_.counters;
   c.bytes_holes += r.want;
@@ -388,12 +428,9 @@ Status ReadPipeline::ProcessHole(Read& r) {
     }
   }
   if (run_start != UINT64_MAX) queue(run_start, end);
-  BR_RETURN_IF_ERROR(SealAndFrameQueued());
-  FinishRead(r, 0);
-  return Status::Ok();
 }
 
-Status ReadPipeline::Process(Read& r) {
+void ReadPipeline::QueueRead(Read& r) {
   ReadCounters& c = *deps_.counters;
   // Each block's fingerprint, once: the seal needs every block read, records carry theirs. A
   // sweep or a tracker batch sends every non-zero extent, so each record's blocks are
@@ -402,29 +439,30 @@ Status ReadPipeline::Process(Read& r) {
   // knows what to send, and a reseal sends nothing: they fingerprint the whole read here first.
   const size_t blocks = (r.want + kFingerprintBlockBytes - 1) / kFingerprintBlockBytes;
   const bool fps_with_records = mode_ == ReadMode::kSweep || mode_ == ReadMode::kShip;
+  std::vector<uint64_t>& fps = r.fps;
   if (fps_with_records) {
-    read_fps_.assign(blocks, 0);
+    fps.assign(blocks, 0);
   } else {
-    read_fps_.resize(blocks);
+    fps.resize(blocks);
     for (size_t b = 0; b < blocks; ++b) {
       size_t at = b * kFingerprintBlockBytes;
-      read_fps_[b] = deps_.fingerprinter->Block(
-          r.offset + at, ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
+      fps[b] = deps_.fingerprinter->Block(r.offset + at,
+                                          ByteSpan(r.buf.data() + at, std::min(kFingerprintBlockBytes, r.want - at)));
     }
-    deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
+    deps_.seal->Note(r.volume, r.offset, fps.data(), blocks);
   }
   if (mode_ == ReadMode::kReseal) {
     c.bytes_reread_to_seal += r.want;
     r.busy = false;
     deps_.bucket->Settle(r.want, 0);  // nothing was produced
-    return Status::Ok();
+    return;
   }
   c.bytes_read += r.want;
   size_t run_start = 0, run_len = 0;  // a sweep's non-zero extents not yet queued
   auto flush_run = [&] {
     if (run_len == 0) return;
     QueueRecord(r.volume, r.offset + run_start, ByteSpan(r.buf.data() + run_start, run_len),
-                &read_fps_[run_start / kFingerprintBlockBytes], true, false);
+                &fps[run_start / kFingerprintBlockBytes], true, false);
     run_len = 0;
   };
   for (size_t pos = 0; pos < r.want; pos += kRecordBytes) {
@@ -438,19 +476,19 @@ Status ReadPipeline::Process(Read& r) {
       for (size_t b = 0; b * kFingerprintBlockBytes < len; ++b) {
         size_t at = b * kFingerprintBlockBytes;
         uint64_t block_index = (r.offset + pos + at) / kFingerprintBlockBytes;
-        uint64_t ours = read_fps_[(pos + at) / kFingerprintBlockBytes];
+        uint64_t ours = fps[(pos + at) / kFingerprintBlockBytes];
         bool same = deps_.base->Fingerprint(r.volume, block_index) == ours &&
                     !(tracking_ && Position(r.volume, block_index * kFingerprintBlockBytes) < send_all_below_);
         if (!same && run_start == SIZE_MAX) run_start = at;
         if (same && run_start != SIZE_MAX) {
           QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start, at - run_start),
-                      &read_fps_[(pos + run_start) / kFingerprintBlockBytes], false);
+                      &fps[(pos + run_start) / kFingerprintBlockBytes], false);
           run_start = SIZE_MAX;
         }
       }
       if (run_start != SIZE_MAX)
         QueueRecord(r.volume, r.offset + pos + run_start, extent.subspan(run_start),
-                    &read_fps_[(pos + run_start) / kFingerprintBlockBytes], false);
+                    &fps[(pos + run_start) / kFingerprintBlockBytes], false);
       continue;
     }
     // Absent from a full point means zero, but only during its first sweep: a tracker batch
@@ -466,25 +504,20 @@ Status ReadPipeline::Process(Read& r) {
       continue;
     }
     flush_run();
-    QueueRecord(r.volume, r.offset + pos, extent, &read_fps_[pos / kFingerprintBlockBytes], !zero, zero);
+    QueueRecord(r.volume, r.offset + pos, extent, &fps[pos / kFingerprintBlockBytes], !zero, zero);
   }
   flush_run();
-  // The records point into r.buf: sealed before the buffer is handed back.
-  BR_RETURN_IF_ERROR(SealAndFrameQueued());
-  if (fps_with_records) deps_.seal->Note(r.volume, r.offset, read_fps_.data(), blocks);
-  FinishRead(r, r.want);
-  return Status::Ok();
 }
 
-void ReadPipeline::FinishRead(Read& r, uint64_t reserved) {
+void ReadPipeline::FinishRead(Read& r, const Processing& p) {
   if (tracking_ && r.ticket >= first_ticket_) {
     BR_CHECK(r.ticket - first_ticket_ < tracked_.size());
     Tracked& t = tracked_[r.ticket - first_ticket_];
-    t.last_seq = window_->last_sent();
+    t.last_seq = p.last_seq;
     t.done = true;
   }
   r.busy = false;
-  deps_.bucket->Settle(reserved, read_frame_bytes_);
+  deps_.bucket->Settle(p.reserved, p.frame_bytes);
 }
 
 }  // namespace blockrep::agent

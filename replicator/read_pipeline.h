@@ -1,9 +1,10 @@
 // The agent's read pipeline: the extents a point must read, walked in order by up to kReadsMax
 // io_uring reads (kLargeReadsMax of up to kReadBytes, the rest of up to kSmallReadBytes, for
-// scattered blocks); each whole read is fingerprinted (for the point's seal), cut into
-// records of at most kRecordBytes, sealed on two threads and framed as numbered RECORDs, ready to
-// send. What a read ships depends on the point's ReadMode. The pipeline owns its buffers and its
-// cursor; the agent owns the ring, the connection and the decision of what to read (point_plan.h).
+// scattered blocks); each whole read is fingerprinted (for the point's seal), cut into records of
+// at most kRecordBytes, sealed on two threads (the reads that completed together as one batch)
+// and framed as numbered RECORDs, ready to send. What a read ships depends on the point's
+// ReadMode. The pipeline owns its buffers and its cursor; the agent owns the ring, the connection
+// and the decision of what to read (point_plan.h).
 #pragma once
 
 #include <cstdint>
@@ -87,7 +88,7 @@ class ReadPipeline {
 
   // A new connection: records are sealed by `sealer` and numbered in `window`. With a `sink`,
   // frames are handed to it while a read's records are still being sealed (every kSinkFlushBytes:
-  // the agent encrypts them for the wire meanwhile); OnCompletion returns the rest.
+  // the agent encrypts them for the wire meanwhile); ProcessReady returns the rest.
   using Sink = std::function<Status(ByteSpan frames)>;
   static constexpr size_t kSinkFlushBytes = 256u << 10;
   void StartSession(ParallelSealer* sealer, AckWindow* window, Sink sink = nullptr);
@@ -102,7 +103,9 @@ class ReadPipeline {
   void AppendWork(std::vector<std::vector<Extent>> work);
   // The current batch is read and processed, and another is queued: the caller notes where the
   // batch ended (its last sequence number), then StartNextBatch.
-  bool BatchDrained() const { return cur_volume_ >= work_.size() && inflight_ == 0 && !queued_.empty(); }
+  bool BatchDrained() const {
+    return cur_volume_ >= work_.size() && inflight_ == 0 && ready_.empty() && !queued_.empty();
+  }
   void StartNextBatch();
   size_t queued_batches() const { return queued_.size(); }
   // Every block of every volume.
@@ -121,16 +124,23 @@ class ReadPipeline {
   // last point's fingerprints for it are known.
   Status Issue(const std::function<bool(uint64_t inflight_bytes)>& room);
   bool Owns(uint64_t id) const { return id >= id_base_ && id < id_base_ + kReadsMax; }
-  // A read's completion: a short read is resubmitted; a whole one is processed, and its frames
-  // not yet given to the sink (possibly none) are returned, valid until the next completion.
-  Result<ByteSpan> OnCompletion(uint64_t id, int res);
+  // A read's completion: a short read is resubmitted; a whole one waits for ProcessReady.
+  [[nodiscard]] Status OnCompletion(uint64_t id, int res);
+  // Processes the reads completed since the last call, in completion order: their records are
+  // sealed as one batch on both threads (so neither waits for the other at each read's end) and
+  // framed in that order. A batch takes reads until it holds kBatchPlainBytesMax; the caller
+  // calls again while has_ready(), after each reap of completions. Returns the frames not yet
+  // given to the sink (possibly none), valid until the next call.
+  static constexpr uint64_t kBatchPlainBytesMax = 4u << 20;
+  Result<ByteSpan> ProcessReady();
+  bool has_ready() const { return !ready_.empty(); }
   // The connection died: reads still in flight are reaped by the caller (OnAbandoned), and
   // every slot is free again. Their blocks stay in the tracker's in-flight bits.
   void OnAbandoned() { if (inflight_ > 0) --inflight_; }
   void Abandon();
 
-  // Nothing left to read (no batch queued either) and nothing in flight.
-  bool idle() const { return cur_volume_ >= work_.size() && inflight_ == 0 && queued_.empty(); }
+  // Nothing left to read (no batch queued either), nothing in flight, nothing waiting to be processed.
+  bool idle() const { return cur_volume_ >= work_.size() && inflight_ == 0 && ready_.empty() && queued_.empty(); }
   unsigned inflight() const { return inflight_; }
   uint64_t bytes_left() const { return bytes_left_; }
   const std::vector<uint64_t>& shipped_by_volume() const { return shipped_by_volume_; }
@@ -167,23 +177,33 @@ class ReadPipeline {
     size_t got = 0;
     uint64_t ticket = 0;  // TrackSweep: its place in issue order (0: untracked)
     bool hole = false;    // kRescan: a hole, not read (a no-op completes it)
+    std::vector<uint64_t> fps;  // per 4 KiB block read, once processed
+  };
+  // A read of the batch ProcessReady seals: its records are seal_jobs_[.., jobs_end).
+  struct Processing {
+    size_t slot = 0;
+    size_t jobs_end = 0;
+    uint64_t reserved = 0;     // what Issue reserved in the bucket for it
+    uint64_t frame_bytes = 0;  // framed for it, the sink's share included
+    uint64_t last_seq = 0;     // of its last record (0: none)
   };
   uint64_t Position(size_t volume, uint64_t offset) const { return volume_base_[volume] + offset; }
   void SubmitRead(size_t slot, size_t len);
   // A free slot whose buffer holds `len` bytes, small ones first; reads_.size() if none.
   size_t FreeSlot(uint64_t len) const;
   uint64_t InflightBytes() const;
-  Status Process(Read& r);
-  Status ProcessHole(Read& r);
-  // A read's records are framed: its slot is free, its tracked place done, and the bucket settled
-  // (`reserved`: what Issue reserved for it).
-  void FinishRead(Read& r, uint64_t reserved);
+  // Queue a completed read's records (a reseal's read is done at once: it sends nothing).
+  void QueueRead(Read& r);
+  void QueueHole(Read& r);
+  // A read's records are framed: its slot is free, its tracked place done (its records end at
+  // `last_seq`), and the bucket settled.
+  void FinishRead(Read& r, const Processing& p);
   // `fps`: the record's blocks' fingerprints, computed by the sealing threads if `fingerprint`
   // (else already there); `zero`: whether `data` is all zeros, when known.
   void QueueRecord(size_t volume, uint64_t offset, ByteSpan data, uint64_t* fps, bool fingerprint,
                    std::optional<bool> zero = std::nullopt);
   // Seals the queued records on two threads, framing them in order into `frames_` as they are
-  // sealed (and passing those to the sink).
+  // sealed (and passing those to the sink); each frame is counted to its read in `processing_`.
   Status SealAndFrameQueued();
 
   Deps deps_;
@@ -203,12 +223,12 @@ class ReadPipeline {
   uint64_t bytes_left_ = 0;
   std::vector<std::unique_ptr<Read>> reads_;
   unsigned inflight_ = 0;
-  std::vector<uint64_t> read_fps_;  // per 4 KiB block of the read being processed
-  std::vector<SealJob> seal_jobs_;  // the read's records; [0, seal_jobs_queued_) in use
+  std::vector<size_t> ready_;            // completed reads' slots, in completion order
+  std::vector<Processing> processing_;  // the reads ProcessReady seals now, in that order
+  std::vector<SealJob> seal_jobs_;      // their records; [0, seal_jobs_queued_) in use
   size_t seal_jobs_queued_ = 0;
   Bytes fingerprints_;
   Bytes frames_;
-  uint64_t read_frame_bytes_ = 0;  // framed for the read being processed, sink's share included
   Sink sink_;
   std::vector<uint64_t> shipped_by_volume_;
   std::vector<uint64_t> volume_base_;  // each volume's first position; back(): the end of all

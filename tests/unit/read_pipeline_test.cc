@@ -53,12 +53,17 @@ class ReadPipelineTest : public ::testing::Test {
       if (pipeline_->idle() || pipeline_->inflight() == 0) return frames;
       auto n = ring_->Reap(
           [&](uint64_t ud, int res, uint32_t) {
-            auto out = pipeline_->OnCompletion(UserDataId(ud), res);
-            ASSERT_TRUE(out.ok()) << out.status().ToString();
-            frames.insert(frames.end(), out->begin(), out->end());
+            Status st = pipeline_->OnCompletion(UserDataId(ud), res);
+            ASSERT_TRUE(st.ok()) << st.ToString();
           },
           true, 1000);
       EXPECT_TRUE(n.ok());
+      while (pipeline_->has_ready()) {
+        auto out = pipeline_->ProcessReady();
+        EXPECT_TRUE(out.ok()) << out.status().ToString();
+        if (!out.ok()) return frames;
+        frames.insert(frames.end(), out->begin(), out->end());
+      }
     }
   }
   // Opens every RECORD in `frames`: the extents they carry, as (offset, plaintext).
@@ -188,6 +193,45 @@ TEST_F(ReadPipelineTest, TrackedSweepStopsAtTheLeaseAndCountsOnlyAcknowledgedRea
   Drain();
   EXPECT_EQ(counters_.bytes_read, kVolume);
   EXPECT_EQ(pipeline_->DurablePosition(window_.last_sent()), kVolume);
+}
+
+// Reads that completed together are sealed as one batch, framed in completion order, and each
+// read's durable position still waits for its own last record, not the batch's.
+TEST_F(ReadPipelineTest, ReadsCompletedTogetherAreOneBatchAndEachCountsItsOwnRecords) {
+  pipeline_->SetWholeVolumes(ReadMode::kSweep);
+  pipeline_->TrackSweep(UINT64_MAX, 0);
+  ASSERT_TRUE(pipeline_->Issue([](uint64_t) { return true; }).ok());
+  const unsigned reads = pipeline_->inflight();
+  ASSERT_EQ(reads, (kVolume + ReadPipeline::kReadBytes - 1) / ReadPipeline::kReadBytes);
+  while (pipeline_->inflight() > 0) {
+    auto n = ring_->Reap([&](uint64_t ud, int res, uint32_t) { ASSERT_TRUE(pipeline_->OnCompletion(UserDataId(ud), res).ok()); },
+                         true, 1000);
+    ASSERT_TRUE(n.ok());
+  }
+  EXPECT_FALSE(pipeline_->idle()) << "completed, not yet processed";
+  auto out = pipeline_->ProcessReady();
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_FALSE(pipeline_->has_ready()) << "every read in one batch";
+  EXPECT_TRUE(pipeline_->idle());
+  const auto records = Open(Bytes(out->begin(), out->end()));
+  ASSERT_EQ(records.size(), window_.last_sent());
+  // Each read's last record (by sequence number, from 1); 0 for a read with none.
+  std::vector<uint64_t> last(reads, 0), order;  // order: the reads as their records come
+  for (size_t i = 0; i < records.size(); ++i) {
+    const uint64_t read = records[i].first / ReadPipeline::kReadBytes;
+    EXPECT_EQ(records[i].second, Bytes(image_.begin() + records[i].first,
+                                       image_.begin() + records[i].first + records[i].second.size()));
+    if (order.empty() || order.back() != read) order.push_back(read);
+    last[read] = i + 1;
+  }
+  std::vector<uint64_t> distinct = order;
+  std::sort(distinct.begin(), distinct.end());
+  EXPECT_EQ(std::unique(distinct.begin(), distinct.end()), distinct.end()) << "a read's records are framed together";
+  for (uint64_t acked = 0; acked <= window_.last_sent(); ++acked) {
+    uint64_t want = 0;  // the end of the longest prefix of reads (issue order) whose records are all acknowledged
+    for (unsigned r = 0; r < reads && last[r] <= acked; ++r) want = std::min<uint64_t>(kVolume, (r + 1) * ReadPipeline::kReadBytes);
+    EXPECT_EQ(pipeline_->DurablePosition(acked), want) << "acknowledged up to " << acked;
+  }
 }
 
 // A sweep sends neighbouring non-zero extents of a read as one record of up to kSweepRecordBytes
@@ -387,8 +431,8 @@ TEST_F(ReadPipelineTest, ShrunkVolumeIsDataLoss) {
   while (pipeline_->inflight() > 0) {
     auto n = ring_->Reap(
         [&](uint64_t ud, int res, uint32_t) {
-          auto out = pipeline_->OnCompletion(UserDataId(ud), res);
-          if (!out.ok()) seen = out.status();
+          Status st = pipeline_->OnCompletion(UserDataId(ud), res);
+          if (!st.ok()) seen = st;
         },
         true, 1000);
     ASSERT_TRUE(n.ok());
